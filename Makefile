@@ -1,0 +1,37 @@
+# Two commands on a fresh clone:  `make demo` (set up + the main job)  and  `make test` (set up + all tests).
+# TORCH is the torch requirement pip installs first, before the project, so pip never swaps it for
+# another build. CPU-only users elsewhere: make demo TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.workbench-installed
+
+.PHONY: setup demo test lab browser-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[dev]" $(TORCH)
+	touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/workbench tour
+
+# The browser test drives Debian's chromium; install it when it is missing and we can.
+browser-deps:
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)); } || \
+	  echo "chromium not installed: the browser test will be skipped"
+
+test: setup browser-deps
+	$(BIN)/python -m pytest -q
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,53 @@
+"""Notebooks are tests: each runs headless with papermill in its small smoke mode and leaves a
+metrics.json the assertions below read. Committed notebooks carry no outputs."""
+import json
+import math
+
+import pytest
+
+from workbench.notebooks import list_notebooks, run_notebook, smoke_parameters
+
+NOTEBOOKS = list_notebooks()
+
+# What each notebook's metrics.json must hold; every notebook listed here must exist and vice versa.
+EXPECTED = {
+    "01_measure": ["params", "flops", "size_bytes", "latency_ms_bs1", "throughput_ips_max", "measure_device_name"],
+}
+
+
+def test_every_notebook_has_expectations():
+    assert sorted(p.stem for p in NOTEBOOKS) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs(nb):
+    doc = json.loads(nb.read_text())
+    code = [c for c in doc["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    assert "widgets" not in doc["metadata"]
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_smoke_parameters_exist_in_parameters_cell(nb):
+    import papermill
+
+    doc = json.loads(nb.read_text())
+    tagged = [c for c in doc["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    known = papermill.inspect_notebook(str(nb))
+    assert set(smoke_parameters(nb)) <= set(known), "papermill only warns about unknown parameters"
+    assert "results_dir" in known
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_smoke_run(nb, tmp_path):
+    executed = run_notebook(nb, out=tmp_path, smoke=True)
+    metrics = json.loads((executed.parent / "metrics.json").read_text())
+    for key in EXPECTED[nb.stem]:
+        assert key in metrics, key
+        value = metrics[key]
+        assert value is not None and (not isinstance(value, float) or math.isfinite(value)), (key, value)
+    doc = json.loads(executed.read_text())
+    images = [o for c in doc["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert images, "the notebook shows at least one chart as a PNG"

@@ -1,0 +1,89 @@
+"""Run the curated notebooks headless with papermill: the same path CI takes.
+
+Each notebook keeps its small "smoke" parameters in its own metadata (``metadata.workbench.smoke``),
+so the notebook, the CLI and the tests agree on what shrinks it to seconds. A notebook's last cell
+writes ``metrics.json`` into its ``results_dir``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def list_notebooks(folder: str | Path = NOTEBOOK_DIR) -> list[Path]:
+    """The curated notebooks, in order (``NN_name.ipynb``)."""
+    return sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
+
+
+def smoke_parameters(path: str | Path) -> dict[str, Any]:
+    """The parameters that shrink a notebook to seconds, from its metadata."""
+    meta = json.loads(Path(path).read_text())["metadata"]
+    return dict(meta.get("workbench", {}).get("smoke", {}))
+
+
+def _select(names: Iterable[str], folder: Path) -> list[Path]:
+    notebooks = list_notebooks(folder)
+    if not names:
+        return notebooks
+    chosen = []
+    for name in names:
+        hits = [p for p in notebooks if p.stem == name or p.name == name or p.stem.startswith(name)]
+        if not hits:
+            raise FileNotFoundError(f"No notebook matches '{name}'. Notebooks: {', '.join(p.stem for p in notebooks)}.")
+        chosen += hits
+    return chosen
+
+
+def run_notebook(path: str | Path, parameters: dict[str, Any] | None = None, *, out: str | Path = "runs/notebooks",
+                 smoke: bool = False, timeout: int = 900) -> Path:
+    """Execute one notebook with papermill into ``out/<name>/``; returns the executed notebook's path.
+
+    ``results_dir`` defaults to that folder, so ``metrics.json`` lands beside the executed notebook.
+    """
+    try:
+        import papermill
+    except ImportError as e:
+        raise RuntimeError("Running notebooks needs papermill: pip install 'workbench[notebooks]'") from e
+    path = Path(path)
+    target = Path(out) / path.stem
+    target.mkdir(parents=True, exist_ok=True)
+    params = {**(smoke_parameters(path) if smoke else {}), "results_dir": str(target.resolve()), **(parameters or {})}
+    known = papermill.inspect_notebook(str(path))
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ValueError(f"{path.name} has no parameter(s) {', '.join(unknown)}. Its parameters: {', '.join(known)}.")
+    executed = target / path.name
+    papermill.execute_notebook(
+        str(path), str(executed), parameters=params, cwd=str(path.parent.parent), kernel_name="python3",
+        progress_bar=False, execution_timeout=timeout,
+    )
+    return executed
+
+
+def run_notebooks(names: Iterable[str] = (), parameters: dict[str, Any] | None = None, *, out: str | Path = "runs/notebooks",
+                  smoke: bool = False, folder: str | Path = NOTEBOOK_DIR) -> list[Path]:
+    """Execute the named notebooks (all when none are named); values given on the command line are
+    parsed as JSON where they can be (``-p epochs 3`` gives an int)."""
+    parsed = {k: _parse(v) for k, v in (parameters or {}).items()}
+    return [run_notebook(p, parsed, out=out, smoke=smoke) for p in _select(names, Path(folder))]
+
+
+def _parse(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def write_metrics(results_dir: str | Path, **metrics: Any) -> Path:
+    """What a notebook's last cell calls: ``metrics.json`` for the test harness (NaN -> null)."""
+    from .results import _jsonable, atomic_write_text
+
+    path = Path(results_dir) / "metrics.json"
+    atomic_write_text(path, json.dumps(_jsonable(metrics), indent=1))
+    return path

@@ -1,0 +1,128 @@
+"""Callbacks plug progress bars, live charts, early stopping and checkpoints into the loop.
+
+Every hook is a no-op by default (Lightning's pattern), so the loop never branches on them.
+A hook may set ``state.stop = "reason"`` to end training after the current epoch.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+
+@dataclass
+class TrainState:
+    """What callbacks may read (and ``stop`` is what they may write)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    epochs: int
+    steps_per_epoch: int
+    epoch: int = 0
+    step: int = 0
+    last_loss: float = float("nan")
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stop: str | None = None  # set to a reason to stop after this epoch
+
+
+class Callback:
+    def on_train_start(self, state: TrainState) -> None: ...
+    def on_batch_end(self, state: TrainState) -> None: ...
+    def on_epoch_end(self, state: TrainState, record: dict[str, Any]) -> None: ...
+    def on_train_end(self, state: TrainState) -> None: ...
+
+
+class CallbackList(Callback):
+    def __init__(self, callbacks: Sequence[Callback]):
+        self.callbacks = list(callbacks)
+
+    def on_train_start(self, state):
+        for c in self.callbacks:
+            c.on_train_start(state)
+
+    def on_batch_end(self, state):
+        for c in self.callbacks:
+            c.on_batch_end(state)
+
+    def on_epoch_end(self, state, record):
+        for c in self.callbacks:
+            c.on_epoch_end(state, record)
+
+    def on_train_end(self, state):
+        for c in self.callbacks:
+            c.on_train_end(state)
+
+
+class ProgressBar(Callback):
+    """A ``tqdm.auto`` bar over all steps with the running loss and last test accuracy."""
+
+    def __init__(self, desc: str = "train", leave: bool = True):
+        self.desc, self.leave, self.bar = desc, leave, None
+
+    def on_train_start(self, state):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=state.epochs * state.steps_per_epoch, desc=self.desc, leave=self.leave, unit="step")
+
+    def on_batch_end(self, state):
+        self.bar.update(1)
+        if state.step % 10 == 0:
+            self.bar.set_postfix(loss=f"{state.last_loss:.3f}", refresh=False)
+
+    def on_epoch_end(self, state, record):
+        acc = record.get("test_accuracy")
+        self.bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc="-" if acc is None else f"{acc:.3f}")
+
+    def on_train_end(self, state):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
+
+    def __init__(self, monitor: str = "test_accuracy", patience: int = 3, min_delta: float = 0.0, mode: str = "max"):
+        if mode not in ("max", "min"):
+            raise ValueError(f"EarlyStopping mode must be 'max' or 'min' (got '{mode}')")
+        self.monitor, self.patience, self.min_delta, self.sign = monitor, patience, min_delta, 1 if mode == "max" else -1
+        self.best, self.bad_epochs = -math.inf, 0
+
+    def on_epoch_end(self, state, record):
+        value = record.get(self.monitor)
+        if value is None:
+            return
+        if self.sign * value > self.best + self.min_delta:
+            self.best, self.bad_epochs = self.sign * value, 0
+        else:
+            self.bad_epochs += 1
+            if self.bad_epochs >= self.patience:
+                state.stop = f"early-stopped: {self.monitor} did not improve for {self.patience} epochs"
+
+
+class Checkpoint(Callback):
+    """Saves model, optimizer, scheduler and history after every epoch, atomically, so a killed run
+    resumes from its last finished epoch (``train(..., resume_from=path)``)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+
+    def on_epoch_end(self, state, record):
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        tmp = self.path + ".tmp"
+        torch.save(
+            {
+                "model": state.model.state_dict(),
+                "optimizer": state.optimizer.state_dict(),
+                "scheduler": state.scheduler.state_dict(),
+                "epoch": state.epoch,
+                "step": state.step,
+                "history": state.history,
+                "rng": torch.get_rng_state(),
+            },
+            tmp,
+        )
+        os.replace(tmp, self.path)

@@ -1,0 +1,176 @@
+"""The training loop: one screen, everything else plugs in through callbacks."""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..config import HardwareConfig, TrainConfig
+from .callbacks import Callback, CallbackList, TrainState
+from .optim import make_optimizer, make_scheduler
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainOutcome:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "ok"  # ok, nan-loss, or a callback's stop reason
+    seconds: float = 0.0  # wall time of the training epochs (evaluation excluded)
+    images: int = 0  # training images processed
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """fp16 autocast with a grad scaler needs CUDA; bf16 works on CPU and CUDA (slowly where unsupported)."""
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision 'fp16' needs a CUDA GPU (device is {device.type}): use 'bf16' or 'fp32' here.")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("precision 'bf16' is not supported by this GPU: use 'fp16' or 'fp32'.")
+
+
+def autocast_for(precision: str, device: torch.device):
+    """The autocast context for a precision name (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
+
+
+def train(
+    model: torch.nn.Module,
+    train_loader: Iterable,
+    cfg: TrainConfig,
+    *,
+    eval_loader: Iterable | None = None,
+    hardware: HardwareConfig = HardwareConfig(),
+    device: str | torch.device = "cpu",
+    callbacks: Sequence[Callback] = (),
+    resume_from: str | None = None,
+    criterion: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> TrainOutcome:
+    """Train ``model`` in place for ``cfg.epochs``; returns the per-epoch history and why it stopped.
+
+    A non-finite training loss stops training after that epoch with status ``nan-loss``; the history
+    so far is kept. ``resume_from`` continues from a ``Checkpoint`` callback's file. ``criterion(logits,
+    x, y)`` replaces the cross-entropy (distillation passes one that also asks a teacher).
+
+    Example:
+        >>> import torch
+        >>> from workbench.config import TrainConfig
+        >>> x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+        >>> model = torch.nn.Linear(4, 2)
+        >>> out = train(model, [(x, y)], TrainConfig(epochs=2, lr=0.1))
+        >>> len(out.history), out.status
+        (2, 'ok')
+    """
+    device = torch.device(device)
+    check_precision(hardware.precision, device)
+    if hardware.tf32 and device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    memory_format = torch.channels_last if hardware.channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=memory_format)
+    forward = torch.compile(model) if hardware.compile else model
+    optimizer = make_optimizer(model.parameters(), cfg)
+    scheduler = make_scheduler(optimizer, cfg, len(train_loader))
+    # The scaler keeps small fp16 gradients from flushing to zero; it is a pass-through otherwise.
+    scaler = torch.amp.GradScaler(device.type, enabled=hardware.precision == "fp16")
+    state = TrainState(model, optimizer, scheduler, cfg.epochs, len(train_loader))
+    if resume_from:
+        ckpt = torch.load(resume_from, map_location=device, weights_only=True)
+        model.load_state_dict(ckpt["model"]), optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        state.epoch, state.step, state.history = ckpt["epoch"] + 1, ckpt["step"], ckpt["history"]
+        torch.set_rng_state(ckpt["rng"])
+    hooks = CallbackList(callbacks)
+    outcome = TrainOutcome(history=state.history)
+    hooks.on_train_start(state)
+
+    for epoch in range(state.epoch, cfg.epochs):
+        state.epoch = epoch
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        for x, y in train_loader:
+            x = x.contiguous(memory_format=memory_format)
+            with autocast_for(hardware.precision, device):
+                logits = forward(x)
+                if criterion is None:
+                    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                else:
+                    loss = criterion(logits, x, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            # Accumulate on the device: reading .item() every step would sync a GPU each time.
+            loss_sum += loss.detach().float() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            state.step += 1
+            state.last_loss = loss.detach()
+            hooks.on_batch_end(state)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
+        outcome.seconds += seconds
+        outcome.images += seen
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum.item() / max(seen, 1),
+            "train_accuracy": correct.item() / max(seen, 1),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": seconds,
+            "images_per_s": seen / seconds if seconds > 0 else float("nan"),
+        }
+        if not math.isfinite(record["train_loss"]):
+            state.stop = (
+                f"nan-loss: training loss became {record['train_loss']} in epoch {epoch + 1}; "
+                f"lower the learning rate (train.lr={cfg.lr}), add warm-up or gradient clipping"
+            )
+        elif eval_loader is not None:
+            ev = evaluate(model, eval_loader, device=device, precision=hardware.precision)
+            record.update(test_loss=ev["loss"], test_accuracy=ev["accuracy"])
+        state.history.append(record)
+        hooks.on_epoch_end(state, record)
+        if state.stop:
+            outcome.status = state.stop
+            break
+    hooks.on_train_end(state)
+    return outcome
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: Iterable, *, device: str | torch.device = "cpu", precision: str = "fp32") -> dict[str, float]:
+    """Mean cross-entropy and top-1 accuracy of ``model`` over ``loader``.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Linear(3, 2)
+        >>> sorted(evaluate(model, [(torch.randn(8, 3), torch.zeros(8, dtype=torch.long))]))
+        ['accuracy', 'loss']
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        with autocast_for(precision, device):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+    model.train(was_training)
+    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}

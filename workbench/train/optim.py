@@ -1,0 +1,113 @@
+"""Optimizers and learning-rate schedules by name.
+
+Schedules are per-step multipliers of the peak lr (``LambdaLR``), so warm-up composes with any of
+them and a reader sees each curve as one line of arithmetic.
+
+Example:
+    >>> import torch
+    >>> from workbench.config import TrainConfig
+    >>> model = torch.nn.Linear(2, 2)
+    >>> opt = make_optimizer(model.parameters(), TrainConfig(optimizer="adamw", lr=1e-3))
+    >>> type(opt).__name__
+    'AdamW'
+    >>> sched = make_scheduler(opt, TrainConfig(schedule="cosine", epochs=2), steps_per_epoch=10)
+    >>> round(schedule_factor("cosine", 10, 20, 0), 3)
+    0.5
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable
+
+import torch
+
+from .._registry import Registry
+
+OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
+SCHEDULES: Registry[Callable[[float], float]] = Registry("schedule")
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(params, cfg):
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+@OPTIMIZERS.register("sgd_nesterov")
+def _sgd_nesterov(params, cfg):
+    # Nesterov needs momentum > 0; fall back to the conventional 0.9 rather than failing.
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum or 0.9, weight_decay=cfg.weight_decay, nesterov=True)
+
+
+@OPTIMIZERS.register("adam")
+def _adam(params, cfg):
+    # Adam's weight_decay is L2 in the gradient (coupled); AdamW is the decoupled form.
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@OPTIMIZERS.register("adamw")
+def _adamw(params, cfg):
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@OPTIMIZERS.register("rmsprop")
+def _rmsprop(params, cfg):
+    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+# Each schedule maps training progress p in [0, 1] to a multiplier of the peak lr.
+@SCHEDULES.register("constant")
+def _constant(p: float) -> float:
+    return 1.0
+
+
+@SCHEDULES.register("step")
+def _step(p: float) -> float:
+    # The classic ResNet recipe: divide by 10 at 50% and 75% of training.
+    return 0.1 ** ((p >= 0.5) + (p >= 0.75))
+
+
+@SCHEDULES.register("cosine")
+def _cosine(p: float) -> float:
+    return 0.5 * (1 + math.cos(math.pi * min(p, 1.0)))
+
+
+@SCHEDULES.register("onecycle")
+def _onecycle(p: float) -> float:
+    # Linear up to the peak at 25%, then linear down to zero: airbench's triangle.
+    return p / 0.25 if p < 0.25 else max(0.0, (1 - p) / 0.75)
+
+
+def list_optimizers() -> list[str]:
+    return OPTIMIZERS.names()
+
+
+def list_schedules() -> list[str]:
+    return SCHEDULES.names()
+
+
+def check_optimizer_name(name: str) -> None:
+    OPTIMIZERS.check(name)
+
+
+def check_schedule_name(name: str) -> None:
+    SCHEDULES.check(name)
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], cfg) -> torch.optim.Optimizer:
+    """The optimizer named by ``cfg.optimizer`` (a ``TrainConfig``)."""
+    return OPTIMIZERS.get(cfg.optimizer)(params, cfg)
+
+
+def schedule_factor(name: str, step: int, total_steps: int, warmup_steps: int) -> float:
+    """lr multiplier at ``step``: linear warm-up, then the named schedule over the remaining steps."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return SCHEDULES.get(name)(progress)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step scheduler for ``cfg.schedule`` with ``cfg.warmup_epochs`` of linear warm-up."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: schedule_factor(cfg.schedule, step, total, warmup))
