@@ -13,6 +13,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
+from .checkpoint import save_checkpoint
 from .config import RunConfig
 from .data import BatchLoader, Dataset, load_dataset, per_example_loss, select_subset
 from .measure import measure, resolve_device, track_peak_memory
@@ -163,8 +164,6 @@ def run(
     if compress_log:
         result.metrics["compress_log"] = compress_log
     if store is not None:
-        from .compress.distill import save_checkpoint
-
         path = store.checkpoint_path(result.run_id)
         model_for_ckpt = build_model(config, dataset)
         model_for_ckpt.load_state_dict(trained_state)

@@ -1,0 +1,80 @@
+"""Batches cut straight from uint8 tensors that live on the training device (airbench style).
+
+No worker processes and no per-sample Python: each batch is one index, one float conversion, one
+fused normalisation and a handful of whole-batch augmentation ops.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import torch
+
+from ..config import AugmentConfig
+from .augment import augment_batch
+
+
+class BatchLoader:
+    """Iterate (float32 normalised images, int64 labels) batches on ``device``.
+
+    The data is kept as uint8 on ``device`` (a quarter of the float size). Each pass draws a new
+    order from a seeded generator, so the same seed gives the same sequence of epochs on every run.
+    ``mean``/``std`` are per-channel, in [0, 1] scale (``Dataset.mean``/``.std``).
+
+    Example:
+        >>> x = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8)
+        >>> loader = BatchLoader(x, torch.arange(10), 4, shuffle=True, seed=0)
+        >>> len(loader), [tuple(xb.shape) for xb, yb in loader]
+        (3, [(4, 3, 8, 8), (4, 3, 8, 8), (2, 3, 8, 8)])
+        >>> len(BatchLoader(x, torch.arange(10), 4, drop_last=True))
+        2
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        augment: AugmentConfig | None = None,
+        mean: Sequence[float] | torch.Tensor | None = None,
+        std: Sequence[float] | torch.Tensor | None = None,
+        drop_last: bool = False,
+    ):
+        if x.dtype != torch.uint8 or x.dim() != 4:
+            raise ValueError(f"BatchLoader needs uint8 images (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+        if len(x) != len(y):
+            raise ValueError(f"BatchLoader got {len(x)} images but {len(y)} labels")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
+        self.device = torch.device(device)
+        self.x, self.y = x.to(self.device), y.to(self.device, torch.int64)
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.augment = augment if augment is not None and augment.enabled else None
+        self.generator = torch.Generator().manual_seed(seed)
+        # uint8 -> normalised float in one multiply-add: x * scale + shift.
+        c = x.shape[1]
+        mean_t = torch.zeros(c) if mean is None else torch.as_tensor(mean, dtype=torch.float32).reshape(c)
+        std_t = torch.ones(c) if std is None else torch.as_tensor(std, dtype=torch.float32).reshape(c)
+        self.scale = (1 / (255 * std_t)).reshape(1, c, 1, 1).to(self.device)
+        self.shift = (-mean_t / std_t).reshape(1, c, 1, 1).to(self.device)
+
+    def __len__(self) -> int:
+        n = len(self.x)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.x)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.device)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            # index_select, not x[idx]: indexing 4-D uint8 that way measured 1000x slower on a busy 2-core CPU.
+            xb = self.x.index_select(0, idx).float().mul_(self.scale).add_(self.shift)
+            # Augment after normalising, so zero padding and cutout fill with the mean colour.
+            if self.augment is not None:
+                xb = augment_batch(xb, self.augment, self.generator)
+            yield xb, self.y.index_select(0, idx)

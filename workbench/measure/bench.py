@@ -1,0 +1,222 @@
+"""Honest latency and throughput: warm-up, synchronised clocks, many iterations, median and spread."""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._registry import unknown_name_error
+from ..config import MeasureConfig
+from .counts import count_flops, count_parameters, model_size_bytes
+from .device import device_name, resolve_device
+
+DTYPES = {
+    "fp32": torch.float32, "float32": torch.float32,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16,
+}
+N_INPUTS = 4  # distinct random batches in rotation, so a warm cache of one input does not flatter
+
+
+def benchmark(
+    model: Callable[[torch.Tensor], Any],
+    input_shape_chw: Sequence[int],
+    *,
+    batch_sizes: Sequence[int] = (1, 64),
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str = torch.float32,
+    warmup: int = 5,
+    iters: int = 30,
+    mode: str = "eager",
+) -> list[dict[str, Any]]:
+    """Time ``model`` on random batches; one record per batch size.
+
+    ``model`` is any callable taking a batch tensor: an ``nn.Module`` (put in eval mode and moved to
+    ``device`` for the timing, then put back), a compiled module, or a wrapper around an exported
+    one; ``mode`` only labels the records ("eager", "compiled", "onnxruntime").
+
+    ``dtype`` bf16/fp16 runs the model under ``torch.autocast`` on the device with float32 inputs,
+    as mixed-precision training does; a model already cast (``model.half()``) gets inputs of its
+    own dtype and no autocast. Inference runs under ``torch.inference_mode()``; on CUDA each
+    iteration is timed with CUDA events, on MPS the device is synchronised before reading the
+    clock, on CPU ``time.perf_counter`` is used. Latency is the median over ``iters`` with the
+    quartiles beside it; throughput is ``batch_size / median``.
+
+    Example:
+        >>> rec = benchmark(nn.Linear(8, 2), (8,), batch_sizes=(1, 4), warmup=1, iters=5)
+        >>> [r["batch_size"] for r in rec], rec[0]["dtype"], rec[0]["mode"]
+        ([1, 4], 'float32', 'eager')
+        >>> rec[0]["latency_ms_q25"] <= rec[0]["latency_ms"] <= rec[0]["latency_ms_q75"]
+        True
+    """
+    device = resolve_device(device, field="device")
+    dtype = _as_dtype(dtype)
+    base = {
+        "device": str(device),
+        "device_name": device_name(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "mode": mode,
+        "torch_version": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    records = []
+    with _ready(model, device), torch.inference_mode():
+        input_dtype = _input_dtype(model, dtype)
+        cast = torch.autocast(device.type, dtype=dtype) if input_dtype != dtype else contextlib.nullcontext()
+        with cast:
+            for bs in batch_sizes:
+                xs = [torch.randn(bs, *input_shape_chw, device=device, dtype=input_dtype) for _ in range(N_INPUTS)]
+                seconds = _time(model, xs, device, warmup, iters)
+                q25, median, q75 = (float(q) for q in np.percentile(seconds, [25, 50, 75]))
+                records.append({
+                    "batch_size": int(bs),
+                    "latency_ms": 1e3 * median,
+                    "latency_ms_q25": 1e3 * q25,
+                    "latency_ms_q75": 1e3 * q75,
+                    "throughput_ips": bs / median,
+                    **base,
+                })
+    return records
+
+
+def measure(
+    model: nn.Module,
+    input_shape_chw: Sequence[int],
+    cfg: MeasureConfig,
+    device: str | torch.device,
+    *,
+    dtype: torch.dtype | str = torch.float32,
+    mode: str = "eager",
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Everything the results table shows about a model's cost: (metrics, benchmark records).
+
+    Times on ``device`` unless ``cfg.device`` names another; latency comes from the smallest batch
+    size, throughput from the largest; FLOPs are per image (batch of 1).
+
+    Example:
+        >>> metrics, records = measure(nn.Linear(8, 2), (8,), MeasureConfig(batch_sizes=(1, 4), warmup=1, iters=3), "cpu")
+        >>> metrics["params"], metrics["flops"], metrics["measure_dtype"], len(records)
+        (18, 32, 'float32', 2)
+    """
+    if cfg.device != "same":
+        device = resolve_device(cfg.device, field="measure.device")
+    records = benchmark(
+        model, input_shape_chw, batch_sizes=cfg.batch_sizes, device=device, dtype=dtype,
+        warmup=cfg.warmup, iters=cfg.iters, mode=mode,
+    )
+    small = min(records, key=lambda r: r["batch_size"])
+    large = max(records, key=lambda r: r["batch_size"])
+    metrics = {
+        **count_parameters(model),
+        "size_bytes": model_size_bytes(model),
+        "flops": count_flops(model, (1, *input_shape_chw)),
+        "latency_ms": small["latency_ms"],
+        "latency_ms_spread": small["latency_ms_q75"] - small["latency_ms_q25"],
+        "throughput_ips": large["throughput_ips"],
+        "measure_device": small["device"],
+        "measure_device_name": small["device_name"],
+        "measure_dtype": small["dtype"],
+        "torch_version": small["torch_version"],
+    }
+    return metrics, records
+
+
+def time_calls(
+    model: Callable[[torch.Tensor], Any], x: torch.Tensor, *, iters: int = 10, device: str | torch.device = "cpu",
+    synchronize: bool = True,
+) -> list[float]:
+    """Milliseconds of each of ``iters`` consecutive calls, with no warm-up: the raw material for
+    showing why warm-up matters, and (``synchronize=False`` on a GPU) why an unsynchronised clock
+    measures only how fast work was queued.
+
+    Example:
+        >>> ms = time_calls(nn.Linear(8, 2), torch.randn(4, 8), iters=3)
+        >>> len(ms), all(t > 0 for t in ms)
+        (3, True)
+    """
+    device = resolve_device(device, field="device")
+    x = x.to(device)
+    out = []
+    with _ready(model, device), torch.inference_mode():
+        for _ in range(iters):
+            if synchronize:
+                _sync_any(device)
+            t0 = time.perf_counter()
+            model(x)
+            if synchronize:
+                _sync_any(device)
+            out.append(1e3 * (time.perf_counter() - t0))
+    return out
+
+
+def _sync_any(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    _sync(device)
+
+
+def _time(model: Callable, xs: list[torch.Tensor], device: torch.device, warmup: int, iters: int) -> list[float]:
+    for i in range(warmup):
+        model(xs[i % len(xs)])
+    if device.type == "cuda":
+        # Events are recorded on the stream, so host-side launch time does not count as GPU time.
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
+        torch.cuda.synchronize(device)
+        for i, (start, end) in enumerate(events):
+            start.record()
+            model(xs[i % len(xs)])
+            end.record()
+        torch.cuda.synchronize(device)
+        return [start.elapsed_time(end) / 1e3 for start, end in events]
+    seconds = []
+    for i in range(iters):
+        _sync(device)
+        t0 = time.perf_counter()
+        model(xs[i % len(xs)])
+        _sync(device)
+        seconds.append(time.perf_counter() - t0)
+    return seconds
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "mps":
+        torch.mps.synchronize()
+
+
+@contextlib.contextmanager
+def _ready(model: Callable, device: torch.device) -> Iterator[None]:
+    """Eval mode on ``device`` for the timing; the model's mode and device are restored after."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    tensors = [*model.parameters(), *model.buffers()]
+    home = tensors[0].device if tensors else device
+    was_training = model.training
+    model.eval().to(device)
+    try:
+        yield
+    finally:
+        model.to(home).train(was_training)
+
+
+def _input_dtype(model: Callable, dtype: torch.dtype) -> torch.dtype:
+    """``dtype`` for a model already cast to it, else float32 (then autocast does the low precision)."""
+    if isinstance(model, nn.Module):
+        floats = [p.dtype for p in model.parameters() if p.is_floating_point()]
+        if floats and floats[0] == dtype:
+            return dtype
+    return torch.float32
+
+
+def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise unknown_name_error("benchmark dtype", str(dtype).removeprefix("torch."), DTYPES)
+        return dtype
+    if dtype not in DTYPES:
+        raise unknown_name_error("benchmark dtype", dtype, DTYPES)
+    return DTYPES[dtype]

@@ -1,0 +1,93 @@
+"""Which device to run on, and what that device is called (every number carries the name)."""
+from __future__ import annotations
+
+import functools
+import platform
+import subprocess
+import sys
+
+import torch
+
+from .._registry import unknown_name_error
+from ..config import ConfigError
+
+DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+
+def resolve_device(name: str | torch.device = "auto", *, field: str = "hardware.device") -> torch.device:
+    """Turn ``auto``/``cpu``/``cuda``/``cuda:N``/``mps`` into a ``torch.device`` that exists here.
+
+    ``auto`` picks CUDA, then MPS, then CPU. Asking for a GPU this machine lacks raises one line that
+    says what to use instead; ``field`` names the config field the request came from.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+        >>> resolve_device("auto").type in ("cuda", "mps", "cpu")
+        True
+    """
+    name = str(name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+    kind = name.split(":")[0]
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        kind = None
+    if kind not in ("cpu", "cuda", "mps"):
+        raise unknown_name_error("device", name, DEVICE_NAMES)
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"CUDA was asked for ({field}='{name}') but this torch build/machine has no CUDA GPU: "
+                "use device='cpu' or 'auto', or install a CUDA build of torch."
+            )
+        count = torch.cuda.device_count()
+        index = torch.cuda.current_device() if device.index is None else device.index
+        if index >= count:
+            raise ConfigError(f"{field}='{name}' but only {count} CUDA device(s) are visible: use cuda:0 to cuda:{count - 1}, or 'auto'.")
+        return torch.device("cuda", index)  # with its index, so records say which GPU
+    if kind == "mps" and not _mps_available():
+        raise ConfigError(
+            f"MPS was asked for ({field}='{name}') but this torch build/machine has no Apple MPS GPU: "
+            "use device='cpu' or 'auto'."
+        )
+    return torch.device("cpu") if kind == "cpu" else device
+
+
+def device_name(device: str | torch.device = "cpu") -> str:
+    """A human name for the hardware behind ``device``: the GPU model, or the CPU model.
+
+    Example:
+        >>> isinstance(device_name("cpu"), str) and len(device_name("cpu")) > 0
+        True
+    """
+    device = resolve_device(device, field="device")
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return f"{_cpu_name()} GPU (MPS)"
+    return _cpu_name()
+
+
+def _mps_available() -> bool:
+    return hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+
+
+@functools.cache
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":  # platform.processor() only says "arm" or "i386" there
+        try:
+            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5)
+            if out.stdout.strip():
+                return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine() or "unknown CPU"
