@@ -45,3 +45,19 @@ def test_second_load_comes_from_the_cache(cifar):
     seconds = time.perf_counter() - start
     assert seconds < 1.0, f"cached load took {seconds:.2f} s"
     assert torch.equal(again.train_x, cifar.train_x) and torch.equal(again.test_y, cifar.test_y)
+
+
+def test_small_model_beats_chance_on_a_short_budget(cifar, tmp_path):
+    """A real training run through the pipeline: 10% of CIFAR-10 (class-balanced), two epochs of a
+    half-width CNN, evaluated on all 10,000 test images. Chance is 10%."""
+    from workbench import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainConfig, run
+
+    cfg = RunConfig(
+        data=DataConfig(dataset=f"folder:{ZIP}", fraction=0.1, selection="balanced"),
+        model=ModelConfig(name="cnn", width=0.5),
+        train=TrainConfig(epochs=2, batch_size=128, optimizer="adam", lr=2e-3, weight_decay=0.0),
+        measure=MeasureConfig(batch_sizes=(1, 64), iters=5),
+    )
+    result = run(cfg, store=tmp_path, progress=False, data_root=ROOT)
+    assert result.metrics["train_examples"] == 5000
+    assert result.metrics["accuracy"] > 0.30, result.metrics["accuracy"]

@@ -56,10 +56,13 @@ def run_notebook(path: str | Path, parameters: dict[str, Any] | None = None, *, 
     if unknown:
         raise ValueError(f"{path.name} has no parameter(s) {', '.join(unknown)}. Its parameters: {', '.join(known)}.")
     executed = target / path.name
-    papermill.execute_notebook(
-        str(path), str(executed), parameters=params, cwd=str(path.parent.parent), kernel_name="python3",
-        progress_bar=False, execution_timeout=timeout,
-    )
+    try:
+        papermill.execute_notebook(
+            str(path), str(executed), parameters=params, cwd=str(path.parent.parent), kernel_name="python3",
+            progress_bar=False, execution_timeout=timeout,
+        )
+    except papermill.PapermillExecutionError as e:
+        raise RuntimeError(f"{path.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} (see {executed})") from e
     return executed
 
 
