@@ -1,0 +1,90 @@
+"""The model registry and the few building blocks the families share.
+
+Every model is built from plain ``nn.Conv2d`` / ``nn.Linear`` / ``nn.BatchNorm2d`` modules and ends in
+an ``nn.Linear`` named ``classifier``, so structured pruning tools can trace it and know which layer
+to leave alone.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from .._registry import Registry
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+
+
+def channels(base: int, width: float) -> int:
+    """``base`` scaled by ``width``, never below one channel."""
+    return max(1, round(base * width))
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round to a multiple of ``divisor`` (MobileNet's rule: hardware likes multiples of 8, and
+    rounding may not shrink a layer by more than 10%)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+def fit_strides(strides: list[int], image_size: int, min_size: int = 4) -> list[int]:
+    """Turn the *earliest* stride-2 steps into stride 1 where the image is too small for all of them.
+
+    A CIFAR net halves 32 -> 4; on 8x8 digits the same strides would leave nothing, so the feature
+    map may not shrink below ``min_size`` pixels (smaller inputs keep their size). Dropping early
+    strides rather than late ones keeps the first layers at full resolution, where the detail is.
+    """
+    size, allowed = image_size, 0
+    while (size + 1) // 2 >= min_size:  # a 3x3/pad-1 stride-2 conv gives ceil(size / 2)
+        size, allowed = (size + 1) // 2, allowed + 1
+    excess = sum(s > 1 for s in strides) - allowed
+    fitted = []
+    for s in strides:
+        if s > 1 and excess > 0:
+            s, excess = 1, excess - 1
+        fitted.append(s)
+    return fitted
+
+
+def norm2d(num_channels: int, batchnorm: bool) -> nn.Module:
+    return nn.BatchNorm2d(num_channels) if batchnorm else nn.Identity()
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv -> BatchNorm (or Identity) -> activation; the conv gets a bias only when there is no BN."""
+
+    def __init__(self, cin, cout, kernel=3, stride=1, groups=1, batchnorm=True, act: type | None = nn.ReLU):
+        super().__init__(
+            nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=not batchnorm),
+            norm2d(cout, batchnorm),
+            act() if act else nn.Identity(),
+        )
+
+
+def init_conv_weights(model: nn.Module) -> nn.Module:
+    """He et al.'s normal init for convs; linears and norms keep PyTorch's defaults.
+
+    Fan-in keeps the forward signal's scale without BatchNorm too; fan-out (torchvision's choice)
+    shrinks it layer by layer, and a deep net without BN then starts with all-zero features.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return model
+
+
+def register_model(name: str):
+    """Decorator that adds a model builder to the registry under ``name``.
+
+    A builder takes ``(num_classes, in_channels, image_size, width, depth, batchnorm, dropout)`` as
+    keywords and returns an ``nn.Module`` that maps ``(N, in_channels, image_size, image_size)`` to
+    ``(N, num_classes)`` logits. Adding a model is this one decorated function and nothing else.
+
+    Example (skipped by the test suite so it does not add a model to everybody's dropdown):
+        >>> @register_model("linear")  # doctest: +SKIP
+        ... def linear(num_classes, in_channels, image_size, **knobs):
+        ...     return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, num_classes))
+    """
+    return MODELS.register(name)
