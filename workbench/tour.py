@@ -16,29 +16,44 @@ import pandas as pd
 import torch
 
 from .config import AugmentConfig, RunConfig
+from .measure import resolve_device
 from .pipeline import run
 from .plots import accuracy_vs_size, device_label, history_curves, latency_bars
 from .results import ResultStore, compare, results_frame
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 has hardware support here; emulated bf16 on older CPUs is many times slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def tour_configs(dataset: str = "digits", epochs: int | None = None) -> list[RunConfig]:
-    """The baseline and one-change-each variants the tour runs."""
+    """The baseline and one-change-each variants the tour runs (sized to finish in about a minute on
+    two CPU cores: a half-width CNN on 8x8 digits)."""
     base = RunConfig(name="baseline cnn").replace(**{
-        "data.dataset": dataset, "model.name": "cnn", "train.epochs": epochs or 8,
+        "data.dataset": dataset, "model.name": "cnn", "model.width": 0.5, "train.epochs": epochs or 6,
         "train.optimizer": "sgd", "train.lr": 0.05, "train.schedule": "cosine",
     })
     variants = [
         base,
-        base.replace(**{"name": "narrower (width 0.5)", "model.width": 0.5}),
-        base.replace(**{"name": "deeper (resnet20)", "model.name": "resnet20"}),
+        base.replace(**{"name": "narrower (width 0.25)", "model.width": 0.25}),
+        base.replace(**{"name": "deeper (resnet20, width 0.5)", "model.name": "resnet20"}),
         base.replace(**{"name": "adam optimizer", "train.optimizer": "adam", "train.lr": 2e-3}),
         base.replace(**{"name": "augmented (crop+translate)", "data.augment": asdict(AugmentConfig(crop=1, translate=1))}),
         base.replace(**{"name": "no batchnorm", "model.batchnorm": False}),
-        base.replace(**{"name": "bf16 autocast", "hardware.precision": "bf16"}),
     ]
-    if torch.cuda.is_available():
+    device = resolve_device("auto")
+    if native_bf16(device):
+        variants.append(base.replace(**{"name": "bf16 autocast", "hardware.precision": "bf16"}))
+    if device.type == "cuda":
         variants.append(base.replace(**{"name": "fp16 + channels-last", "hardware.precision": "fp16", "hardware.channels_last": True}))
     return variants
+
+
+REPORT_COLUMNS = ("accuracy", "accuracy_delta", "params", "params_ratio", "size_bytes", "flops", "flops_ratio",
+                  "latency_ms", "latency_ms_ratio", "throughput_ips", "train_seconds")
 
 
 def _png(fig) -> bytes:
@@ -62,14 +77,15 @@ def write_report(df: pd.DataFrame, folder: str | Path, title: str = "Workbench t
         (folder / name).write_bytes(data)
         images.append(f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(data).decode()}">')
     table = compare(df, baseline=0)
-    shown = table[[c for c in table.columns if not c.endswith("_ratio") and c != "baseline"]]
+    shown = table[[c for c in REPORT_COLUMNS if c in table.columns]]
     body = f"""<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}} img{{max-width:100%}}</style>
 <h1>{html.escape(title)}</h1>
 <p>Dataset <b>{html.escape(str(df['data.dataset'].iloc[0]))}</b>; measured on <b>{html.escape(device_label(df))}</b>,
 torch {html.escape(str(df['torch_version'].iloc[0]))}; {len(df)} runs, written {time.strftime('%Y-%m-%d %H:%M')}.
-Deltas are against the first row (the baseline).</p>
+Deltas are against the first row (the baseline).
+{"" if any(df["hardware.precision"] == "bf16") else "Mixed precision was left out: this device has no native bf16 (emulated bf16 is several times slower than fp32 on such CPUs)."}</p>
 {shown.to_html(float_format=lambda v: f"{v:.4g}")}
 {''.join(images)}"""
     path = folder / "report.html"
