@@ -16,6 +16,7 @@ from .config import (
     TrainConfig,
 )
 from .data import list_datasets, load_dataset
+from .ledger import ledger
 from .measure import benchmark, count_flops, count_parameters, measure, model_size_bytes, resolve_device
 from .models import create_model, list_models
 from .pipeline import distill, distill_summary, run, run_many, sweep
@@ -29,5 +30,5 @@ __all__ = [
     "MeasureConfig", "ModelConfig", "RunConfig", "TrainConfig", "list_datasets", "load_dataset", "benchmark",
     "count_flops", "count_parameters", "measure", "model_size_bytes", "resolve_device", "create_model",
     "list_models", "distill", "distill_summary", "run", "run_many", "sweep", "Result", "ResultStore", "compare",
-    "results_frame", "evaluate", "list_optimizers", "list_schedules", "train",
+    "results_frame", "ledger", "evaluate", "list_optimizers", "list_schedules", "train",
 ]

@@ -16,7 +16,7 @@ import torch
 from .checkpoint import save_checkpoint
 from .config import RunConfig
 from .data import BatchLoader, Dataset, load_dataset, per_example_loss, select_subset
-from .measure import measure, resolve_device, track_peak_memory
+from .measure import count_flops, measure, resolve_device, track_peak_memory
 from .models import create_model
 from .results import Result, ResultStore, results_frame
 from .config import TrainConfig
@@ -130,12 +130,15 @@ def run(
         warnings.warn(f"Training stopped early: {outcome.status}", stacklevel=2)
     trained_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
+    chw = tuple(dataset.train_x.shape[1:])
     compress_log: list[dict] = []
+    flops_note = None
     if config.compress:
         from .compress import CompressContext, apply_step
 
+        float_flops = count_flops(model, (1, *chw))
         ctx = CompressContext(
-            example_input=next(iter(test_loader))[0][:8], train_loader=train_loader, eval_loader=test_loader,
+            example_input=next(iter(test_loader))[0][:8].clone(), train_loader=train_loader, eval_loader=test_loader,
             device=device, train=config.train, hardware=config.hardware, log=compress_log,
         )
         for step in config.compress:
@@ -143,8 +146,17 @@ def run(
 
     final = evaluate(model, test_loader, device=device, precision=config.hardware.precision)
     measure_device = device if config.measure.device == "same" else resolve_device(config.measure.device)
-    chw = tuple(dataset.train_x.shape[1:])
     size_metrics, records = measure(model, chw, config.measure, measure_device)
+    other_modes = [m for m in config.measure.modes if m != "eager"]
+    if other_modes:
+        from .ledger import measure_modes
+
+        records += measure_modes(model, chw, modes=other_modes, batch_sizes=config.measure.batch_sizes,
+                                 device=measure_device, warmup=config.measure.warmup, iters=config.measure.iters)
+    if config.compress and size_metrics["flops"] == 0:
+        # FlopCounterMode does not see quantized kernels; the arithmetic is the float model's.
+        size_metrics["flops"] = float_flops
+        flops_note = "counted on the float model: FlopCounterMode cannot see quantized ops"
     last = outcome.history[-1] if outcome.history else {}
     metrics = {
         "accuracy": final["accuracy"],
@@ -159,6 +171,8 @@ def run(
         "epochs_run": len(outcome.history),
         "train_examples": len(indices),
     }
+    if flops_note:
+        metrics["flops_note"] = flops_note
     result = Result(config=config, metrics=metrics, history=outcome.history, benchmarks=records,
                     status="ok" if outcome.status == "ok" else outcome.status.split(":")[0])
     if compress_log:

@@ -1,0 +1,136 @@
+"""The speed-up ledger: measured modes, the table's columns and its why-not-faster reasons."""
+import copy
+
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from workbench import Result, RunConfig
+from workbench.compress.prune import UnstructuredPrune, prune
+from workbench.compress.quantize import DynamicInt8, QAT, StaticInt8, quantize
+from workbench.ledger import ledger, measure_modes, plot_ledger_latency, plot_ledger_size_accuracy
+from workbench.measure import count_flops, count_parameters, model_size_bytes
+
+CHW = (1, 8, 8)
+
+
+def small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(32 * 64, 10)).eval()
+
+
+def measured(model: nn.Module, config: RunConfig, **kw) -> Result:
+    """A Result built from real measurements of ``model`` (accuracy: agreement with the float net's labels)."""
+    x = torch.randn(64, *CHW, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        accuracy = (model(x).argmax(1) == small_net()(x).argmax(1)).float().mean().item()
+    metrics = {**count_parameters(model), "size_bytes": model_size_bytes(model), "flops": count_flops(model, (1, *CHW)),
+               "accuracy": accuracy}
+    return Result(config=config, metrics=metrics, benchmarks=measure_modes(model, CHW, **kw))
+
+
+def test_unstructured_pruning_is_explained_from_real_measurements():
+    torch.set_num_threads(1)  # one thread: timings on a shared machine wobble far less
+    kw = dict(modes=("eager",), batch_sizes=(1, 32), warmup=3, iters=30)
+    base = measured(small_net(), RunConfig(name="fp32"), **kw)
+    sparse_step = UnstructuredPrune(amount=0.8)
+    sparse = measured(prune(small_net(), sparse_step), RunConfig(name="pruned 80%", compress=(sparse_step,)), **kw)
+    df = ledger([base, sparse])
+    fixed = ["variant", "compress", "params", "nonzero_params", "size_bytes", "flops", "accuracy", "accuracy_delta",
+             "size_ratio", "flops_ratio"]
+    timed = ["cpu/eager/bs1_ms", "cpu/eager/bs32_ms", "cpu/eager/bs1_speedup", "cpu/eager/bs32_speedup"]
+    assert list(df.columns) == fixed + timed + ["why_not_faster"]
+    assert df.loc[0, "why_not_faster"] == "" and df.loc[0, "cpu/eager/bs1_speedup"] == 1.0
+    row = df.loc[1]
+    assert row["nonzero_params"] < 0.3 * row["params"] and row["flops_ratio"] == 1.0 and row["size_ratio"] > 0.95
+    # The same dense work: not clearly faster at either batch size (noise may flatter one of them).
+    assert row["why_not_faster"].startswith("masked weights are still dense: use structured pruning (cpu/eager/bs")
+    assert df.attrs["device_names"]["cpu"] == base.benchmarks[0]["device_name"]
+    # The same table comes out of a store's DataFrame.
+    from workbench.results import results_frame
+
+    assert ledger(results_frame([base, sparse])).equals(df)
+
+
+def test_modes_that_do_not_apply_are_skipped_with_a_reason():
+    packed = quantize(copy.deepcopy(small_net()), DynamicInt8())
+    records = measure_modes(packed, CHW, modes=("eager", "onnxruntime"), batch_sizes=(1,), warmup=1, iters=3)
+    eager, onnx = records
+    assert eager["latency_ms"] > 0 and "skipped" not in eager
+    assert onnx["mode"] == "onnxruntime" and onnx["latency_ms"] is None and onnx["skipped"]
+    # Skipped records leave no latency column behind.
+    df = ledger([Result(RunConfig(name="int8"), {"params": 1}, benchmarks=records)])
+    assert "cpu/onnxruntime/bs1_ms" not in df and "cpu/eager/bs1_ms" in df
+
+
+@pytest.mark.slow
+def test_static_int8_is_timed_eager_and_compiled():
+    x = torch.randn(8, *CHW)
+    q = quantize(small_net(), StaticInt8(calibration_batches=2), example_inputs=x, calibration=[x, x])
+    records = measure_modes(q, CHW, modes=("eager", "compiled", "onnxruntime"), batch_sizes=(1,), warmup=2, iters=5)
+    assert [r["mode"] for r in records] == ["eager", "compiled", "onnxruntime"]
+    assert all(r["latency_ms"] > 0 for r in records), [r.get("skipped") for r in records]
+
+
+def _records(latencies: dict[str, float], device="cpu") -> list[dict]:
+    """Hand-written timings: these tests check the reasoning rules, the measured test above checks the numbers."""
+    out = []
+    for key, ms in latencies.items():
+        mode, bs = key.split("/")
+        out.append({"mode": mode, "batch_size": int(bs), "latency_ms": ms, "latency_ms_q25": ms * 0.98,
+                    "latency_ms_q75": ms * 1.02, "device": device, "device_name": "test device"})
+    return out
+
+
+def _row(name, steps, metrics, latencies, device="cpu"):
+    base = {"params": 1000, "nonzero_params": 1000, "size_bytes": 4000, "flops": 2000, "accuracy": 0.9}
+    return Result(RunConfig(name=name, compress=steps), {**base, **metrics}, benchmarks=_records(latencies, device))
+
+
+def test_why_not_faster_rules():
+    timing = {"eager/1": 1.0, "eager/64": 10.0, "compiled/1": 0.8, "compiled/64": 8.0}
+    rows = [
+        _row("fp32", (), {}, timing),
+        _row("qat fake", (QAT(convert=False),), {}, {**timing, "eager/1": 3.0}),
+        _row("int8", (StaticInt8(),), {"size_bytes": 1000}, {**timing, "eager/1": 1.2, "compiled/1": 0.4, "compiled/64": 4.0}),
+        _row("int8 slow", (StaticInt8(),), {"size_bytes": 1000}, timing),
+        _row("thin", (), {"params": 500, "nonzero_params": 500, "flops": 1000}, {**timing, "eager/64": 5.0}),
+    ]
+    df = ledger(rows, baseline="fp32").set_index("variant")
+    assert df.loc["qat fake", "why_not_faster"].startswith("fake-quant model: convert first")
+    assert df.loc["int8", "why_not_faster"] == "int8 kernels need torch.compile on this backend (cpu/eager/bs1, cpu/eager/bs64)"
+    assert df.loc["int8", "cpu/compiled/bs1_speedup"] == 2.0
+    assert df.loc["int8 slow", "why_not_faster"].startswith("int8 is not faster here")
+    assert df.loc["thin", "why_not_faster"].startswith("FLOPs fell but latency is bound by memory/overhead at this size (cpu/eager/bs1")
+    assert "cpu/eager/bs64" not in df.loc["thin", "why_not_faster"]  # twice as fast there
+    gpu = ledger([_row("fp32", (), {}, {"eager/1": 1.0}, "cuda:0"),
+                  _row("thin", (), {"flops": 1000}, {"eager/1": 1.0}, "cuda:0")])
+    assert gpu.loc[1, "why_not_faster"] == "GPU under-used at batch 1 (cuda/eager/bs1)"
+
+
+def test_baseline_choice_and_errors():
+    rows = [_row("a", (StaticInt8(),), {}, {"eager/1": 1.0}), _row("b", (DynamicInt8(),), {}, {"eager/1": 2.0})]
+    with pytest.raises(ValueError) as e:
+        ledger(rows)
+    assert "compress == 'none'" in str(e.value) and "\n" not in str(e.value)
+    assert ledger(rows, baseline="b").loc[0, "cpu/eager/bs1_speedup"] == 2.0
+    assert ledger(rows, baseline=1).attrs["baseline"] == "b"
+    with pytest.raises(ValueError, match="No run with id or name 'c'"):
+        ledger(rows, baseline="c")
+    with pytest.raises(ValueError, match="run some variants"):
+        ledger(pd.DataFrame())
+
+
+def test_charts_have_labelled_axes_and_name_the_device():
+    timing = {"eager/1": 1.0, "eager/64": 10.0, "compiled/1": 0.5}
+    df = ledger([_row("fp32", (), {}, timing), _row("int8", (StaticInt8(),), {"size_bytes": 1000, "accuracy": 0.89}, timing)])
+    fig = plot_ledger_size_accuracy(df)
+    assert isinstance(fig, Figure) and fig.axes[0].get_xlabel() == "model size on disk (KiB)"
+    assert [t.get_text() for t in fig.axes[0].texts] == ["fp32", "int8"]
+    fig = plot_ledger_latency(df)
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "latency per batch (ms, median)" and "cpu: test device" in ax.get_title()
+    assert len(ax.patches) == 2 * 3 and ax.get_yscale() == "linear"

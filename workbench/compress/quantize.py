@@ -1,0 +1,574 @@
+"""Quantization: fewer bits per weight (and activation), one small config per method.
+
+=================  =======================================  ===============================================
+step               what changes                             where it pays off
+=================  =======================================  ===============================================
+DynamicInt8        Linear/LSTM weights int8, activations    CPU; models dominated by Linear layers
+                   quantized per batch on the fly
+StaticInt8         every Conv/Linear int8, activation       x86 CPU, under ``torch.compile`` (eager runs
+                   ranges calibrated once (pt2e)            the same float kernels plus quantize steps)
+QAT                StaticInt8 after fine-tuning with        as StaticInt8; recovers accuracy that
+                   fake quantization in the loop (BN        calibration alone loses
+                   folded, statistics frozen)
+WeightOnlyInt8     Linear weights int8 (torchao)            memory-bound Linear layers (LLM decoding)
+WeightOnlyInt4     Linear weights 4-bit, one scale per      as WeightOnlyInt8; here stored unpacked in int8
+                   ``group_size`` inputs (torchao)          bytes, so the file is no smaller than int8
+CastPrecision      all weights fp16 or bf16                 GPUs; on CPU fp16 matmuls may be slow
+=================  =======================================  ===============================================
+
+Sizes are what the weights take when saved (``torch.save`` of the state dict), quantized tensors at
+their real width. A pt2e program is converted with ``fold_quantize=True`` and its float weight copies
+are dropped, so its state dict holds int8 weights only (about 4x smaller than float32).
+
+Example:
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    >>> q = quantize(net, DynamicInt8())
+    >>> q(torch.randn(2, 16)).shape
+    torch.Size([2, 4])
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+import platform
+import types
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from .._registry import unknown_name_error
+from ..config import CompressStep, ConfigError
+from .core import CompressContext, apply_step, implements
+
+TORCHAO_PIP = "pip install torchao==0.18.0"
+CAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+SAVE_FORMAT = "workbench-quantized-state/1"
+# Debug metadata torch.export keeps per node (source lines, module paths); running needs none of it,
+# and for a small int8 net it is a third of the saved program.
+_DEBUG_META = ("stack_trace", "nn_module_stack", "source_fn_stack", "from_node", "torch_fn", "seq_nr", "custom")
+
+
+@dataclass(frozen=True)
+class DynamicInt8(CompressStep):
+    """int8 Linear/LSTM weights; activations are quantized per batch as they arrive (CPU only)."""
+
+    kind: ClassVar[str] = "dynamic_int8"
+
+
+@dataclass(frozen=True)
+class StaticInt8(CompressStep):
+    """Post-training int8 for every Conv/Linear with activation ranges calibrated on training batches (x86 CPU)."""
+
+    kind: ClassVar[str] = "static_int8"
+    calibration_batches: int = 8  # training batches run to record activation ranges
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.calibration_batches, int) and self.calibration_batches >= 1):
+            raise ConfigError(f"StaticInt8.calibration_batches must be an integer >= 1 (got {self.calibration_batches})")
+
+
+@dataclass(frozen=True)
+class QAT(CompressStep):
+    """Quantization-aware training: fine-tune with fake int8 in the forward pass, then convert to int8 (x86 CPU)."""
+
+    kind: ClassVar[str] = "qat"
+    epochs: int = 1  # fine-tuning epochs with fake quantization
+    lr: float = 0.0  # peak lr; 0 = a tenth of the training lr
+    convert: bool = True  # False keeps the fake-quant model (float math: to study QAT, not to ship)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+            raise ConfigError(f"QAT.epochs must be an integer >= 1 (got {self.epochs})")
+        if not self.lr >= 0:
+            raise ConfigError(f"QAT.lr must be >= 0; 0 means a tenth of the training lr (got {self.lr})")
+
+
+@dataclass(frozen=True)
+class WeightOnlyInt8(CompressStep):
+    """int8 Linear weights with one scale per output channel (torchao); activations stay float."""
+
+    kind: ClassVar[str] = "weight_only_int8"
+
+
+@dataclass(frozen=True)
+class WeightOnlyInt4(CompressStep):
+    """4-bit Linear weights with one scale per ``group_size`` inputs (torchao); activations stay float."""
+
+    kind: ClassVar[str] = "weight_only_int4"
+    group_size: int = 32  # inputs sharing one scale: smaller = more accurate, more scales to store
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.group_size, int) and self.group_size > 0):
+            raise ConfigError(f"WeightOnlyInt4.group_size must be a positive integer such as 32 (got {self.group_size})")
+
+
+@dataclass(frozen=True)
+class CastPrecision(CompressStep):
+    """All weights in fp16 or bf16; inputs are cast in and logits back to float32."""
+
+    kind: ClassVar[str] = "cast_precision"
+    dtype: str = "bf16"  # fp16 (GPUs; CPU fp16 matmuls may be slow) or bf16 (wider range, CPU-friendly)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in CAST_DTYPES:
+            raise ConfigError(str(unknown_name_error("CastPrecision.dtype", self.dtype, CAST_DTYPES)))
+
+
+QUANT_STEPS: dict[str, type[CompressStep]] = {
+    c.kind: c for c in (DynamicInt8, StaticInt8, QAT, WeightOnlyInt8, WeightOnlyInt4, CastPrecision)
+}
+
+
+class Casted(nn.Module):
+    """``model`` with its weights in ``dtype``: float32 in, ``dtype`` math inside, float32 logits out."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.dtype = model.to(dtype), dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.dtype)).float()
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain functions
+
+
+def quantize(model: nn.Module, config: CompressStep | str, *, example_inputs: torch.Tensor | None = None,
+             calibration: Iterable | None = None, ctx: CompressContext | None = None) -> nn.Module:
+    """Quantize ``model`` as ``config`` says (a step config or its kind name) and return the quantized model.
+
+    ``example_inputs`` is one input batch (pt2e methods trace with it); ``calibration`` yields batches
+    (``x`` or ``(x, y)``) for StaticInt8's activation ranges and QAT's fine-tuning; ``ctx`` supplies
+    both plus the device and training recipe when called from a pipeline. The input model may be
+    modified; keep a ``copy.deepcopy`` if you need the float one.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+        >>> q = quantize(net, "weight_only_int8")
+        >>> q(torch.randn(3, 64)).shape
+        torch.Size([3, 4])
+        >>> quantize(net, "int9")
+        Traceback (most recent call last):
+        ...
+        ValueError: Unknown quantization method 'int9'. Choose one of: cast_precision, dynamic_int8, qat, static_int8, weight_only_int4, weight_only_int8.
+    """
+    if isinstance(config, str):
+        if config not in QUANT_STEPS:
+            raise unknown_name_error("quantization method", config, QUANT_STEPS)
+        config = QUANT_STEPS[config]()
+    if type(config) not in QUANT_STEPS.values():
+        raise TypeError(f"quantize() takes one of {', '.join(c.__name__ for c in QUANT_STEPS.values())} "
+                        f"(got {type(config).__name__}); apply other steps with workbench.compress.apply_step")
+    if ctx is None:
+        device = next((t.device for t in [*model.parameters(), *model.buffers()]), torch.device("cpu"))
+        ctx = CompressContext(example_input=example_inputs, train_loader=calibration, device=device)
+    else:
+        changes = {"example_input": example_inputs, "train_loader": calibration}
+        ctx = dataclasses.replace(ctx, **{k: v for k, v in changes.items() if v is not None})
+    return apply_step(model, config, ctx)
+
+
+def is_pt2e_program(model: Any) -> bool:
+    """Whether ``model`` is a converted pt2e int8 program (a GraphModule of quantize/dequantize ops)."""
+    return isinstance(model, torch.fx.GraphModule) and any(
+        n.op == "call_function" and "quantized_decomposed" in str(n.target) for n in model.graph.nodes)
+
+
+def is_fake_quant(model: nn.Module) -> bool:
+    """Whether ``model`` still simulates quantization in float (QAT before ``convert``): slower than fp32."""
+    fake = _pt2e().FakeQuantizeBase if _torchao_present() else ()
+    return bool(fake) and any(isinstance(m, fake) for m in model.modules())
+
+
+def save_quantized(model: nn.Module, path: str | Path, example_inputs: torch.Tensor | None = None) -> Path:
+    """Save a quantized (or float) model so ``load_quantized`` gives back one with equal outputs.
+
+    A pt2e int8 program is saved whole with ``torch.export.save`` (graph and int8 weights; needs
+    ``example_inputs`` to re-export it). Any other model is saved as its state dict, which
+    ``load_quantized`` reads with ``weights_only=True`` into the same float architecture.
+
+    Example:
+        >>> import tempfile, torch
+        >>> net = quantize(torch.nn.Sequential(torch.nn.Linear(8, 4)), DynamicInt8())
+        >>> path = save_quantized(net, tempfile.mkdtemp() + "/net.pt")
+        >>> back = load_quantized(path, model=torch.nn.Sequential(torch.nn.Linear(8, 4)))
+        >>> x = torch.randn(2, 8)
+        >>> torch.equal(back(x), net(x))
+        True
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if is_fake_quant(model):
+        raise ValueError("This is a fake-quant model (QAT with convert=False): convert it first, e.g. QAT(convert=True)")
+    if is_pt2e_program(model):
+        if example_inputs is None:
+            raise ValueError("save_quantized needs example_inputs (one input batch) to save a pt2e int8 program")
+        torch.export.save(_export(model, _example(example_inputs), strip=True), path)
+    else:
+        with _quiet_storage():
+            torch.save({"format": SAVE_FORMAT, "layout": _layout(model), "state_dict": model.state_dict()}, path)
+    return path
+
+
+def load_quantized(path: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """Load what ``save_quantized`` wrote. A state-dict file needs ``model``: the float architecture it came from.
+
+    Files are read safely: ``torch.export.load`` for programs, ``torch.load(weights_only=True)`` otherwise
+    (torchao's quantized tensor types are allow-listed by torchao itself).
+
+    Example:
+        >>> import tempfile, torch
+        >>> net = quantize(torch.nn.Sequential(torch.nn.Linear(8, 4)), CastPrecision("bf16"))
+        >>> path = save_quantized(net, tempfile.mkdtemp() + "/net.pt")
+        >>> load_quantized(path, model=torch.nn.Sequential(torch.nn.Linear(8, 4))).dtype
+        torch.bfloat16
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No saved model at {path}")
+    if _is_export_archive(path):
+        return _inference_only(torch.export.load(path).module())
+    if _torchao_present():
+        _import_torchao()  # registers torchao's tensor types as safe for weights_only loading
+    with _quiet_storage():
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not (isinstance(ckpt, dict) and ckpt.get("format") == SAVE_FORMAT):
+        raise ValueError(f"{path} was not written by save_quantized (no '{SAVE_FORMAT}' header)")
+    if model is None:
+        raise ValueError(f"{path} holds a state dict: pass model=<the float architecture>, e.g. "
+                         "load_quantized(path, model=create_model(...))")
+    layout = ckpt["layout"]
+    if layout == "dynamic_int8":
+        model = _quantize_dynamic(model)
+    elif layout.startswith("cast:"):
+        model = Casted(model, CAST_DTYPES[layout.removeprefix("cast:")])
+    # assign=True takes torchao's quantized weight tensors as they are instead of copying into float ones.
+    model.load_state_dict(ckpt["state_dict"], assign=True)
+    return model.eval()
+
+
+def saved_size_bytes(model: nn.Module, example_inputs: torch.Tensor | None = None) -> int:
+    """Bytes of the file ``save_quantized`` writes for ``model``.
+
+    For a pt2e program that is the whole ``torch.export`` archive: the int8 weights plus the graph,
+    whose fixed cost (tens of KB) dominates for tiny nets. ``workbench.measure.model_size_bytes`` counts
+    the weights alone, the same way for every model, which is what size ratios compare.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(256, 256)
+        >>> saved_size_bytes(quantize(torch.nn.Sequential(net), DynamicInt8())) < saved_size_bytes(net) / 3
+        True
+    """
+    buf = io.BytesIO()
+    if is_pt2e_program(model):
+        if example_inputs is None:
+            raise ValueError("saved_size_bytes needs example_inputs (one input batch) for a pt2e int8 program")
+        torch.export.save(_export(model, _example(example_inputs), strip=True), buf)
+    else:
+        with _quiet_storage():
+            torch.save({"format": SAVE_FORMAT, "layout": _layout(model), "state_dict": model.state_dict()}, buf)
+    return buf.getbuffer().nbytes
+
+
+# ---------------------------------------------------------------------------------------------
+# Step implementations
+
+
+@implements(DynamicInt8)
+def _apply_dynamic(model: nn.Module, step: DynamicInt8, ctx: CompressContext) -> nn.Module:
+    _require_cpu("DynamicInt8", ctx.device, "torch's int8 dynamic kernels (fbgemm/x86/qnnpack)")
+    if not any(isinstance(m, (nn.Linear, nn.LSTM)) for m in model.modules()):
+        raise ValueError(f"DynamicInt8 quantizes Linear and LSTM layers and {type(model).__name__} has none: "
+                         "use StaticInt8 for conv nets")
+    before = _weights_bytes(model)
+    model = _quantize_dynamic(model)
+    _log(ctx, step=step.kind, size_bytes_before=before, size_bytes_after=_weights_bytes(model))
+    return model
+
+
+@implements(StaticInt8)
+def _apply_static(model: nn.Module, step: StaticInt8, ctx: CompressContext) -> nn.Module:
+    _require_x86_cpu("StaticInt8", ctx.device)
+    pt2e = _pt2e()
+    before = _weights_bytes(model)
+    batches = _batches(ctx, "StaticInt8 calibrates activation ranges on")
+    model.eval()  # BatchNorm folds into the conv with its running statistics
+    prepared = pt2e.prepare_pt2e(_export(model, _example(ctx.example_input, "StaticInt8")).module(), _quantizer(is_qat=False))
+    seen = 0
+    with torch.no_grad():
+        for x in batches:
+            if seen == step.calibration_batches:
+                break
+            prepared(x)
+            seen += 1
+    program = _finish(pt2e.convert_pt2e(prepared, fold_quantize=True))
+    _log(ctx, step=step.kind, calibration_batches=seen, size_bytes_before=before, size_bytes_after=_weights_bytes(program))
+    return program
+
+
+@implements(QAT)
+def _apply_qat(model: nn.Module, step: QAT, ctx: CompressContext) -> nn.Module:
+    from ..train import train
+
+    _require_x86_cpu("QAT", ctx.device)
+    pt2e = _pt2e()
+    if ctx.train_loader is None:
+        raise ValueError("QAT fine-tunes with fake quantization and needs training batches: "
+                         "pass calibration=<loader> or ctx=CompressContext(..., train_loader=...)")
+    before = _weights_bytes(model)
+    # BatchNorm is folded into the convs first, its statistics frozen at their trained values (the usual
+    # last phase of QAT). Fake-quant training with live BatchNorm makes torchao's convert re-trace about a
+    # hundred patterns: a minute of CPU time for a short fine-tune.
+    graph = _export(model.eval(), _example(ctx.example_input, "QAT")).module()
+    pt2e.fold_conv_bn(graph)
+    prepared = pt2e.prepare_qat_pt2e(graph, _quantizer(is_qat=True))
+    _trainable(prepared)
+    cfg = dataclasses.replace(ctx.train, epochs=step.epochs, lr=step.lr or ctx.train.lr * 0.1, schedule="cosine",
+                              warmup_epochs=0.0)
+    hardware = dataclasses.replace(ctx.hardware, compile=False, channels_last=False)
+    outcome = train(prepared, ctx.train_loader, cfg, eval_loader=ctx.eval_loader, hardware=hardware, device=ctx.device)
+    prepared.eval()
+    result = _finish(pt2e.convert_pt2e(prepared, fold_quantize=True)) if step.convert else prepared
+    last = outcome.history[-1] if outcome.history else {}
+    _log(ctx, step=step.kind, qat_lr=cfg.lr, qat_epochs=step.epochs, converted=step.convert, status=outcome.status,
+         size_bytes_before=before, size_bytes_after=_weights_bytes(result),
+         **{k: last[k] for k in ("train_accuracy", "test_accuracy") if k in last})
+    return result
+
+
+@implements(WeightOnlyInt8)
+def _apply_weight_only_int8(model: nn.Module, step: WeightOnlyInt8, ctx: CompressContext) -> nn.Module:
+    _import_torchao()
+    from torchao.quantization import Int8WeightOnlyConfig
+
+    return _torchao_quantize(model, Int8WeightOnlyConfig(), step, ctx)
+
+
+@implements(WeightOnlyInt4)
+def _apply_weight_only_int4(model: nn.Module, step: WeightOnlyInt4, ctx: CompressContext) -> nn.Module:
+    _import_torchao()
+    from torchao.quantization import IntxWeightOnlyConfig
+    from torchao.quantization.granularity import PerGroup
+
+    bad = [(n, m.in_features) for n, m in model.named_modules() if isinstance(m, nn.Linear) and m.in_features % step.group_size]
+    if bad:
+        name, width = bad[0]
+        raise ConfigError(f"WeightOnlyInt4.group_size={step.group_size} must divide every Linear's inputs, "
+                          f"but '{name}' has {width}: pick a divisor of {width}")
+    # Int4WeightOnlyConfig needs CUDA-only packing in torchao 0.18; the intx path runs anywhere.
+    config = IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(step.group_size))
+    return _torchao_quantize(model, config, step, ctx)
+
+
+@implements(CastPrecision)
+def _apply_cast(model: nn.Module, step: CastPrecision, ctx: CompressContext) -> nn.Module:
+    before = _weights_bytes(model)
+    model = Casted(model.eval(), CAST_DTYPES[step.dtype])
+    _log(ctx, step=step.kind, dtype=step.dtype, size_bytes_before=before, size_bytes_after=_weights_bytes(model))
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Internals
+
+
+def _log(ctx: CompressContext, **record: Any) -> None:
+    if ctx.log is not None:
+        ctx.log.append(record)
+
+
+def _weights_bytes(model: nn.Module) -> int:
+    from ..measure import model_size_bytes
+
+    return model_size_bytes(model)
+
+
+def _torchao_present() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torchao") is not None
+
+
+def _import_torchao() -> None:
+    """Import torchao quietly (it logs about optional CUDA kernels a CPU build lacks) or say how to install it."""
+    if not _torchao_present():
+        raise ImportError(f"This quantization method needs torchao: {TORCHAO_PIP}")
+    loggers = [logging.getLogger(n) for n in ("torchao", "torch.utils._pytree")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        import torchao  # noqa: F401
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _pt2e() -> types.SimpleNamespace:
+    _import_torchao()
+    from torchao.quantization.pt2e import FakeQuantizeBase, disable_observer, enable_observer
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
+    from torchao.quantization.pt2e.utils import _fuse_conv_bn_ as fold_conv_bn  # what prepare_pt2e does for PTQ
+
+    return types.SimpleNamespace(**locals())
+
+
+def _quantizer(is_qat: bool):
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    quantizer = X86InductorQuantizer()
+    quantizer.set_global(get_default_x86_inductor_quantization_config(is_qat=is_qat))
+    return quantizer
+
+
+def _require_cpu(name: str, device: torch.device | str, kernels: str) -> None:
+    device = torch.device(device)
+    if device.type != "cpu":
+        raise ValueError(f"{name} runs on {kernels}, which need the CPU, but the model is on {device}: "
+                         "train on hardware.device='cpu', or use WeightOnlyInt8 / CastPrecision on a GPU")
+
+
+def _require_x86_cpu(name: str, device: torch.device | str) -> None:
+    _require_cpu(name, device, "x86 int8 kernels (X86InductorQuantizer)")
+    machine = platform.machine().lower()
+    if machine not in ("x86_64", "amd64", "i386", "i686"):
+        raise ValueError(f"{name} uses x86 int8 kernels (X86InductorQuantizer) and this machine is {machine}: "
+                         "use DynamicInt8 or WeightOnlyInt8 here")
+
+
+@contextlib.contextmanager
+def _quiet_storage() -> Iterator[None]:
+    """Serialising torch.ao's packed int8 weights goes through a deprecated storage API that warns each time."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+        yield
+
+
+def _quantize_dynamic(model: nn.Module) -> nn.Module:
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao, but it is still the CPU dynamic-int8 path.
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model.eval(), {nn.Linear, nn.LSTM}, dtype=torch.qint8)
+
+
+def _torchao_quantize(model: nn.Module, config: Any, step: CompressStep, ctx: CompressContext) -> nn.Module:
+    from torchao.quantization import quantize_
+
+    if not any(isinstance(m, nn.Linear) for m in model.modules()):
+        raise ValueError(f"{type(step).__name__} quantizes Linear layers and {type(model).__name__} has none: "
+                         "use StaticInt8 for conv nets")
+    before = _weights_bytes(model)
+    quantize_(model.eval(), config)
+    if ctx.example_input is not None:  # torchao kernels differ per device: fail here, not mid-benchmark
+        try:
+            with torch.no_grad():
+                model(ctx.example_input[:2])
+        except (RuntimeError, NotImplementedError) as e:
+            raise ValueError(f"{type(step).__name__} does not run on {ctx.device} with this torchao build "
+                             f"({str(e).splitlines()[0][:120]}): try WeightOnlyInt8 or CastPrecision") from None
+    _log(ctx, step=step.kind, size_bytes_before=before, size_bytes_after=_weights_bytes(model))
+    return model
+
+
+def _example(x: torch.Tensor | None, who: str = "this method") -> torch.Tensor:
+    if x is None:
+        raise ValueError(f"{who} traces the model and needs example_inputs (one input batch)")
+    # A copy: export saves the sample input's whole storage, and a slice of a big batch drags it all along.
+    # Two rows at least, so the batch dimension is traced as dynamic instead of specialised to 1.
+    return x[:8].detach().clone() if len(x) >= 2 else x.detach().repeat(2, *([1] * (x.dim() - 1)))
+
+
+def _export(model: nn.Module, x: torch.Tensor, strip: bool = False) -> torch.export.ExportedProgram:
+    program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
+    if strip:
+        for node in program.graph.nodes:
+            for key in _DEBUG_META:
+                node.meta.pop(key, None)
+    return program
+
+
+def _batches(ctx: CompressContext, purpose: str) -> Iterator[torch.Tensor]:
+    if ctx.train_loader is None:
+        raise ValueError(f"{purpose} training batches: pass calibration=<loader> or ctx=CompressContext(..., train_loader=...)")
+    for batch in ctx.train_loader:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        yield x.to(ctx.device)
+
+
+def _finish(program: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Make a converted pt2e program behave like a deployable module.
+
+    ``convert_pt2e(fold_quantize=True)`` adds int8 weight constants but leaves the float weights
+    attached, unused: the state dict would be larger than float32. They are dropped here, and the int8
+    constants become (frozen) parameters so parameter counts see them.
+    """
+    used = {n.target for n in program.graph.nodes if n.op == "get_attr"}
+    for name, tensor in [*program.named_parameters(), *program.named_buffers()]:
+        owner_name, _, attr = name.rpartition(".")
+        owner = program.get_submodule(owner_name)
+        if name not in used:
+            delattr(owner, attr)
+        elif tensor.dtype == torch.int8 and not isinstance(tensor, nn.Parameter):
+            delattr(owner, attr)
+            owner.register_parameter(attr, nn.Parameter(tensor, requires_grad=False))
+    program.graph.eliminate_dead_code()
+    program.recompile()
+    return _inference_only(program)
+
+
+def _inference_only(program: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """An exported program refuses ``.train()``/``.eval()``; an int8 program has one behaviour, so both just set the flag."""
+
+    def train(self, mode: bool = True):
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    program.train = types.MethodType(train, program)
+    program.eval = types.MethodType(lambda self: self.train(False), program)
+    return program.eval()
+
+
+def _trainable(prepared: torch.fx.GraphModule) -> None:
+    """``train()`` / ``eval()`` for a QAT graph: observers record activation ranges in training only,
+    so evaluating on test data cannot move the quantization scales."""
+    pt2e = _pt2e()
+
+    def train(self, mode: bool = True):
+        self.apply(pt2e.enable_observer if mode else pt2e.disable_observer)
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    prepared.train = types.MethodType(train, prepared)
+    prepared.eval = types.MethodType(lambda self: self.train(False), prepared)
+
+
+def _layout(model: nn.Module) -> str:
+    """How to rebuild the module structure around a saved state dict from the float architecture."""
+    if isinstance(model, Casted):
+        return "cast:" + next(k for k, v in CAST_DTYPES.items() if v == model.dtype)
+    if any(type(m).__module__.startswith("torch.ao.nn.quantized.dynamic") for m in model.modules()):
+        return "dynamic_int8"
+    return "plain"  # float, or torchao weights (their tensors carry their own layout)
+
+
+def _is_export_archive(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(name.endswith("/archive_format") for name in z.namelist())
