@@ -49,12 +49,13 @@ def training_subset(config: RunConfig, dataset: Dataset, device: torch.device) -
         proxy_cfg = RunConfig(data=d.__class__(dataset=d.dataset), model=config.model.__class__(name="mlp"),
                               train=TrainConfig(epochs=2, optimizer="adam", lr=1e-3, seed=config.train.seed))
         proxy = build_model(proxy_cfg, dataset).to(device)
-        train(proxy, _train_loader(proxy_cfg, dataset, torch.arange(len(dataset.train_y)), device), proxy_cfg.train, device=device)
+        train(proxy, train_loader(proxy_cfg, dataset, torch.arange(len(dataset.train_y)), device), proxy_cfg.train, device=device)
         scores = per_example_loss(proxy, dataset.train_x, dataset.train_y, mean=dataset.mean, std=dataset.std, device=device)
     return select_subset(dataset.train_y, d.fraction, d.selection, seed=config.train.seed, scores=scores)
 
 
-def _train_loader(config: RunConfig, dataset: Dataset, indices: torch.Tensor, device: torch.device) -> BatchLoader:
+def train_loader(config: RunConfig, dataset: Dataset, indices: torch.Tensor, device: torch.device) -> BatchLoader:
+    """Shuffled, augmented (as configured), normalised batches of the chosen training examples."""
     return BatchLoader(
         dataset.train_x[indices], dataset.train_y[indices], config.train.batch_size, shuffle=True,
         seed=config.train.seed, device=device, augment=config.data.augment if config.data.augment.enabled else None,
@@ -62,7 +63,8 @@ def _train_loader(config: RunConfig, dataset: Dataset, indices: torch.Tensor, de
     )
 
 
-def _eval_loader(config: RunConfig, dataset: Dataset, device: torch.device, split: str = "test") -> BatchLoader:
+def eval_loader(config: RunConfig, dataset: Dataset, device: torch.device, split: str = "test") -> BatchLoader:
+    """Normalised, unaugmented batches of a whole split, in order."""
     x, y = (dataset.test_x, dataset.test_y) if split == "test" else (dataset.train_x, dataset.train_y)
     return BatchLoader(
         x, y, EVAL_BATCH, device=device,
@@ -102,8 +104,8 @@ def run(
     dataset = load_dataset(config.data.dataset, root=data_root)
     indices = training_subset(config, dataset, device)
     model = build_model(config, dataset)
-    train_loader = _train_loader(config, dataset, indices, device)
-    test_loader = _eval_loader(config, dataset, device)
+    train_batches = train_loader(config, dataset, indices, device)
+    test_loader = eval_loader(config, dataset, device)
 
     criterion = None
     if config.distill.enabled:
@@ -123,7 +125,7 @@ def run(
         resume_from = str(in_progress) if resume and in_progress.exists() else None
     with track_peak_memory(device) as memory:
         outcome = train(
-            model, train_loader, config.train, eval_loader=test_loader, hardware=config.hardware,
+            model, train_batches, config.train, eval_loader=test_loader, hardware=config.hardware,
             device=device, callbacks=hooks, resume_from=resume_from, criterion=criterion,
         )
     if outcome.status != "ok":
@@ -138,7 +140,7 @@ def run(
 
         float_flops = count_flops(model, (1, *chw))
         ctx = CompressContext(
-            example_input=next(iter(test_loader))[0][:8].clone(), train_loader=train_loader, eval_loader=test_loader,
+            example_input=next(iter(test_loader))[0][:8].clone(), train_loader=train_batches, eval_loader=test_loader,
             device=device, train=config.train, hardware=config.hardware, log=compress_log,
         )
         for step in config.compress:
