@@ -25,10 +25,19 @@ from .train import evaluate, list_optimizers, list_schedules, train
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # The panel needs ipywidgets; import it only when asked for, so scripts and CI need no widgets.
+    if name == "Workbench":
+        from .ui import Workbench
+
+        return Workbench
+    raise AttributeError(f"module 'workbench' has no attribute '{name}'")
+
 __all__ = [
     "AugmentConfig", "CompressStep", "ConfigError", "DataConfig", "DistillConfig", "HardwareConfig",
     "MeasureConfig", "ModelConfig", "RunConfig", "TrainConfig", "list_datasets", "load_dataset", "benchmark",
     "count_flops", "count_parameters", "measure", "model_size_bytes", "resolve_device", "create_model",
     "list_models", "distill", "distill_summary", "run", "run_many", "sweep", "Result", "ResultStore", "compare",
-    "results_frame", "ledger", "evaluate", "list_optimizers", "list_schedules", "train",
+    "results_frame", "ledger", "Workbench", "evaluate", "list_optimizers", "list_schedules", "train",
 ]

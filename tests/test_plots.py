@@ -1,0 +1,133 @@
+"""Charts: every chart is a Figure with labelled axes and the device in its title; the Pareto front
+is the right set of points; rows from different devices are flagged, never silently mixed."""
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from workbench import plots
+from workbench.config import ModelConfig, RunConfig
+from workbench.results import Result, results_frame
+
+
+def _records(device, latency):
+    return [
+        {"batch_size": b, "latency_ms": latency * b, "latency_ms_q25": latency * b * 0.9, "latency_ms_q75": latency * b * 1.2,
+         "throughput_ips": 1000 * b / (latency * b), "device": "cpu", "device_name": device, "dtype": "float32", "mode": "eager"}
+        for b in (1, 64)
+    ]
+
+
+def _frame(devices=("Xeon", "Xeon", "Xeon")):
+    # (name, accuracy, size in bytes, params): b is dominated by a (bigger and less accurate).
+    rows = [("a", 0.90, 4000, 1000), ("b", 0.85, 8000, 2000), ("c", 0.95, 16000, 4000)]
+    results = []
+    for (name, acc, size, params), device in zip(rows, devices):
+        history = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1.1 / e, "train_accuracy": acc - 0.1 / e,
+                    "test_accuracy": acc - 0.2 / e} for e in (1, 2, 3)]
+        metrics = {"accuracy": acc, "train_accuracy": acc + 0.03, "size_bytes": size, "params": params, "flops": params * 10,
+                   "latency_ms": 1.0, "throughput_ips": 1000.0, "measure_device": "cpu", "measure_device_name": device,
+                   "measure_dtype": "float32", "train_device": "cpu"}
+        results.append(Result(RunConfig(name=name, model=ModelConfig(name="mlp")), metrics, history, _records(device, 1 + len(results))))
+    return results_frame(results)
+
+
+def _charts(df):
+    sweep = df.assign(sweep_field="model.width", sweep_value=[0.25, 0.5, 1.0])
+    return {
+        "accuracy_vs_size": plots.accuracy_vs_size(df),
+        "accuracy_vs_params": plots.accuracy_vs_size(df, size="params"),
+        "latency_bars": plots.latency_bars(df),
+        "throughput_bars": plots.latency_bars(df, metric="throughput_ips"),
+        "latency_vs_batch": plots.latency_vs_batch(pd.DataFrame([r for recs in df["benchmarks"] for r in recs])),
+        "history_curves": plots.history_curves(df),
+        "sweep_lines": plots.sweep_lines(sweep, "latency_ms"),
+        "metric_bars": plots.metric_bars(df),
+    }
+
+
+def _title(fig):
+    return " ".join([fig.get_suptitle()] + [ax.get_title() for ax in fig.axes])
+
+
+@pytest.fixture(scope="module")
+def charts():
+    return _charts(_frame())
+
+
+CHARTS = ["accuracy_vs_size", "accuracy_vs_params", "latency_bars", "throughput_bars", "latency_vs_batch",
+          "history_curves", "sweep_lines", "metric_bars"]
+
+
+@pytest.mark.parametrize("name", CHARTS)
+def test_chart_is_a_labelled_figure_naming_the_device(charts, name):
+    fig = charts[name]
+    assert isinstance(fig, Figure)
+    for ax in fig.axes:
+        assert ax.get_xlabel() or ax.get_xticklabels(), name
+        assert ax.get_ylabel(), name
+    assert "Xeon" in _title(fig), _title(fig)
+    fig.savefig(io.BytesIO(), format="png")  # renders without error
+
+
+def test_units_on_the_axes():
+    df = _frame()
+    assert plots.accuracy_vs_size(df).axes[0].get_xlabel().startswith("model size on disk (KiB")
+    assert "(ms" in plots.latency_bars(df).axes[0].get_ylabel()
+    assert "images/s" in plots.latency_bars(df, metric="throughput_ips").axes[0].get_ylabel()
+    assert "float32" in _title(plots.latency_bars(df))
+
+
+def test_pareto_front_is_highlighted():
+    fig = plots.accuracy_vs_size(_frame())
+    by_label = {c.get_label(): c.get_offsets() for c in fig.axes[0].collections}
+    front_sizes = sorted(np.asarray(by_label["Pareto front"])[:, 0] * 1024)
+    dominated_sizes = list(np.asarray(by_label["dominated"])[:, 0] * 1024)
+    assert front_sizes == [4000, 16000] and dominated_sizes == [8000]
+
+
+def test_pareto_mask_ties_and_duplicates():
+    assert plots.pareto_mask([1, 1, 2], [0.5, 0.5, 0.4]).tolist() == [True, True, False]
+
+
+@pytest.mark.parametrize("chart", ["accuracy_vs_size", "latency_bars", "sweep_lines", "history_curves", "metric_bars"])
+def test_mixed_devices_are_flagged(chart):
+    fig = _charts(_frame(devices=("Xeon", "H100", "Xeon")))[chart]
+    assert "MIXED devices" in _title(fig) and "H100" in _title(fig)
+
+
+def test_latency_vs_batch_is_log_log_with_a_line_per_mode():
+    records = pd.DataFrame(_records("Xeon", 1.0) + [dict(r, mode="compiled") for r in _records("Xeon", 0.5)])
+    fig = plots.latency_vs_batch(records)
+    latency_ax = fig.axes[0]
+    assert latency_ax.get_xscale() == "log" and latency_ax.get_yscale() == "log"
+    assert [line.get_label() for line in latency_ax.get_lines()] == ["eager float32", "compiled float32"]
+
+
+def test_sweep_lines_on_named_values_uses_categories():
+    df = _frame().assign(sweep_field="train.optimizer", sweep_value=["sgd", "adam", "adamw"])
+    ax = plots.sweep_lines(df, "accuracy").axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["sgd", "adam", "adamw"]
+    assert ax.get_xlabel() == "train.optimizer"
+    assert list(ax.get_lines()[0].get_ydata()) == pytest.approx([90, 85, 95])
+
+
+def test_history_curves_one_line_per_run_in_percent():
+    ax = plots.history_curves(_frame()).axes[0]
+    assert len(ax.get_lines()) == 3
+    assert max(ax.get_lines()[2].get_ydata()) == pytest.approx(95 - 20 / 3)
+
+
+def test_dark_theme_paints_a_dark_background():
+    light, dark = plots.history_curves(_frame()), plots.history_curves(_frame(), theme="dark")
+    assert sum(light.get_facecolor()[:3]) > 2.5 and sum(dark.get_facecolor()[:3]) < 0.5
+
+
+def test_charts_do_not_pile_up_in_pyplot():
+    import matplotlib.pyplot as plt
+
+    before = len(plt.get_fignums())
+    _charts(_frame())
+    assert len(plt.get_fignums()) == before

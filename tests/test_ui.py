@@ -1,0 +1,171 @@
+"""The panel without a browser (STYLE 21): set control values, click buttons, assert on the store,
+the table, the charts and the messages."""
+import dataclasses
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from workbench import AugmentConfig, DataConfig, DistillConfig, HardwareConfig, MeasureConfig, ModelConfig, RunConfig, TrainConfig
+from workbench.config import CompressStep
+from workbench.results import ResultStore
+from workbench.ui import Workbench, config_code
+from workbench.ui.panel import STORE
+
+TINY = RunConfig(
+    model=ModelConfig(name="mlp", width=0.25),
+    train=TrainConfig(epochs=1),
+    measure=MeasureConfig(batch_sizes=(1, 16), warmup=1, iters=3),
+)
+
+
+def _step_types():
+    try:
+        import workbench.compress  # noqa: F401  (registers the step types)
+    except ImportError:
+        pass
+    return dict(CompressStep._types)
+
+
+@pytest.fixture(scope="module")
+def clicked(tmp_path_factory):
+    """One real training run, started the way a user starts it: controls set, Run clicked."""
+    store = ResultStore(tmp_path_factory.mktemp("ui") / "runs")
+    panel = Workbench(store=store, config=TINY)
+    panel.controls["train.epochs"].value = 2
+    panel.controls["train.optimizer"].value = "adam"
+    panel.controls["train.lr"].value = 0.003
+    panel.controls["name"].value = "clicked"
+    panel.run_button.click()
+    return panel
+
+
+def test_run_button_adds_a_row_to_the_store_and_the_table(clicked):
+    rows = clicked.store.frame()
+    assert len(rows) == 1, clicked.message.value
+    row = rows.iloc[0]
+    assert (row["name"], row["train.epochs"], row["train.optimizer"], row["train.lr"]) == ("clicked", 2, "adam", 0.003)
+    assert row["epochs_run"] == 2 and 0 < row["accuracy"] <= 1
+    assert row["run_id"] in clicked.table.value
+    assert clicked.table_frame()["run id"].tolist() == [row["run_id"]]
+    assert "test accuracy" in clicked.message.value
+
+
+def test_live_curve_and_charts_are_drawn(clicked):
+    live = clicked.live.figure
+    assert isinstance(live, Figure)
+    assert [len(line.get_xdata()) for line in live.axes[0].get_lines()] == [2, 2]  # train and test loss, 2 epochs
+    assert set(clicked.figures) == {"accuracy vs size", "latency", "throughput", "training curves"}
+    for title, fig in clicked.figures.items():
+        ax = fig.axes[0]
+        assert ax.get_lines() or ax.collections or ax.patches, title
+    assert "accuracy_delta" in clicked.comparison.value
+    assert clicked.progress.value == clicked.progress.max > 0
+
+
+def test_show_code_reproduces_the_run(clicked):
+    run_id = clicked.store.frame()["run_id"].iloc[0]
+    clicked.code_run.value = run_id
+    code = clicked.code(run_id)
+    assert "RunConfig(" in code and code in clicked.code_view.value.replace("&quot;", '"')
+    namespace = {}
+    exec(code, namespace)  # runs the shown code for real: it trains into the same store
+    original = clicked.store.get(run_id)
+    assert namespace["config"] == original.config
+    assert namespace["result"].config.config_hash() == original.config.config_hash()
+    assert len(clicked.store) == 2
+
+
+def test_teacher_dropdown_lists_stored_runs(clicked):
+    run_id = clicked.store.frame()["run_id"].iloc[0]
+    assert run_id in [value for _, value in clicked.controls["distill.teacher"].options]
+
+
+def test_whole_store_toggle_shows_earlier_runs(clicked):
+    fresh = Workbench(store=clicked.store, config=TINY)
+    assert fresh.frame().empty and "No runs yet" in fresh.table.value
+    fresh.scope.value = STORE
+    assert len(fresh.table_frame()) == len(clicked.store) and fresh.figures
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is a valid choice where CUDA is present")
+def test_fp16_on_cpu_is_explained_not_raised(store):
+    panel = Workbench(store=store, config=TINY)
+    panel.controls["hardware.device"].value = "cpu"
+    panel.controls["hardware.precision"].value = "fp16"
+    assert "fp16" in panel.message.value and "bf16" in panel.message.value
+    assert panel.run_button.disabled
+    panel.run_button.click()  # still clickable from code: it must explain, not raise
+    assert panel.run_current() is None and len(store) == 0
+    panel.controls["hardware.precision"].value = "bf16"
+    assert not panel.run_button.disabled and "fp16" not in panel.message.value
+
+
+def test_a_failing_run_is_one_line_in_the_panel(store):
+    panel = Workbench(store=store, config=TINY.replace(**{"data.dataset": "folder:/nonexistent/images.zip"}))
+    panel.run_button.click()
+    assert len(store) == 0
+    assert "nonexistent" in panel.message.value and "Traceback" not in panel.message.value
+    assert panel.message.value.count("\n") == 0
+
+
+def test_state_lives_apart_from_the_view(store):
+    panel = Workbench(store=store, config=TINY)
+    panel.controls["model.depth"].value = 2
+    panel.controls["data.augment.crop"].value = 1
+    assert panel.config.model.depth == 2 and panel.config.data.augment.crop == 1
+    panel.controls["model.depth"].value = 0  # "model default"
+    assert panel.config.model.depth is None
+    # Values outside a control's preset range still show exactly (the range widens).
+    panel.config = TINY.replace(**{"train.lr": 3.0, "train.epochs": 400, "train.batch_size": 100})
+    assert panel.controls["train.lr"].value == 3.0 and panel.controls["train.epochs"].value == 400
+    assert panel.controls["train.batch_size"].value == 100
+    assert panel.config == TINY.replace(**{"train.lr": 3.0, "train.epochs": 400, "train.batch_size": 100})
+
+
+def test_save_and_load_round_trip(store, tmp_path):
+    panel = Workbench(store=store, config=TINY)
+    panel.controls["model.width"].value = 0.5
+    panel.controls["data.augment.flip"].value = True
+    panel.controls["hardware.precision"].value = "bf16"
+    panel.config_path.value = str(tmp_path / "settings.json")
+    panel.buttons["Save"].click()
+    other = Workbench(store=store)
+    other.load(tmp_path / "settings.json")
+    assert other.config == panel.config
+    assert other.controls["model.width"].value == 0.5 and other.controls["hardware.precision"].value == "bf16"
+    other.config_path.value = str(tmp_path / "missing.json")
+    other.buttons["Load"].click()
+    assert "missing.json" in other.message.value and other.config == panel.config
+
+
+def test_config_code_round_trips_every_section():
+    steps = tuple(cls() for cls in _step_types().values())
+    config = RunConfig(
+        name='a "quoted" name',
+        data=DataConfig(fraction=0.5, selection="balanced", augment=AugmentConfig(flip=True, crop=2, rotate=10.0)),
+        model=ModelConfig(name="resnet20", width=0.5, depth=2, batchnorm=False),
+        train=TrainConfig(epochs=3, optimizer="adamw", lr=1e-3, schedule="onecycle", warmup_epochs=0.5),
+        hardware=HardwareConfig(precision="bf16", channels_last=True),
+        measure=MeasureConfig(batch_sizes=(1,), modes=("eager",)),
+        distill=DistillConfig(teacher="20250101-000000-abcdef", alpha=0.5),
+        compress=steps,
+    )
+    namespace = {}
+    exec(config_code(config), namespace)
+    assert namespace["config"] == config
+    assert "RunConfig()" in config_code(RunConfig())  # defaults are left out
+
+
+@pytest.mark.skipif(not _step_types(), reason="no compression step types are registered")
+def test_compression_controls_come_from_the_registry(store):
+    panel = Workbench(store=store, config=TINY)
+    assert list(panel.step_kind.options) == sorted(_step_types())
+    kind = panel.step_kind.options[0]
+    fields = [f.name for f in dataclasses.fields(_step_types()[kind])]
+    assert list(panel.step_fields) == fields
+    panel.buttons["Add step"].click()
+    assert [step.kind for step in panel.config.compress] == [kind] and kind in panel.steps_view.value
+    namespace = {}
+    exec(config_code(panel.config), namespace)
+    assert namespace["config"] == panel.config

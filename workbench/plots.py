@@ -1,0 +1,408 @@
+"""Charts: plain functions from a results DataFrame to a matplotlib Figure.
+
+Axes carry units; titles name the device (and dtype) the numbers were measured on, and a chart that
+would mix devices says so. Every chart takes ``theme="dark"`` (or any matplotlib style name) for dark
+notebooks; the default style reads on light and dark themes alike because it paints its own
+background.
+
+Example:
+    >>> df = pd.DataFrame({"name": ["a", "b"], "run_id": ["1", "2"], "accuracy": [0.9, 0.8],
+    ...                    "size_bytes": [4096, 2048], "measure_device_name": ["Xeon"] * 2})
+    >>> fig = accuracy_vs_size(df)
+    >>> fig.axes[0].get_ylabel()
+    'test accuracy (%)'
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Iterable, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, MaxNLocator, NullLocator
+
+THEMES = {"dark": "dark_background", "light": "default"}
+
+# How each metric is shown: axis label with its unit, and the factor from stored value to shown value.
+METRICS: dict[str, tuple[str, float]] = {
+    "accuracy": ("test accuracy (%)", 100),
+    "train_accuracy": ("train accuracy (%)", 100),
+    "test_accuracy": ("test accuracy (%)", 100),
+    "generalization_gap": ("train − test accuracy (percentage points)", 100),
+    "loss": ("test loss (cross-entropy)", 1),
+    "train_loss": ("train loss (cross-entropy)", 1),
+    "test_loss": ("test loss (cross-entropy)", 1),
+    "params": ("parameters", 1),
+    "nonzero_params": ("non-zero parameters", 1),
+    "size_bytes": ("model size on disk (KiB)", 1 / 1024),
+    "flops": ("FLOPs per image", 1),
+    "latency_ms": ("latency per batch (ms, median)", 1),
+    "throughput_ips": ("throughput (images/s)", 1),
+    "train_seconds": ("training time (s)", 1),
+    "train_ips": ("training speed (images/s)", 1),
+    "peak_memory_bytes": ("peak memory (MiB)", 1 / 2**20),
+    "lr": ("learning rate", 1),
+    "images_per_s": ("training speed (images/s)", 1),
+}
+# Counts read best as 15k / 2.3M on an axis.
+_COUNTS = ("params", "nonzero_params", "flops", "throughput_ips", "train_ips", "images_per_s")
+# Metrics timed by the inference benchmark (the rest come from training, so the title names that device).
+_MEASURED = ("latency_ms", "throughput_ips")
+
+
+def metric_label(metric: str) -> str:
+    """Axis label with unit for a metric column (the column name when unknown).
+
+    Example:
+        >>> metric_label("size_bytes")
+        'model size on disk (KiB)'
+    """
+    return METRICS.get(metric, (metric.replace("_", " "), 1))[0]
+
+
+def _short(metric: str) -> str:
+    return metric_label(metric).split(" (")[0]
+
+
+def _format_axis(axis, metric: str) -> None:
+    if metric in _COUNTS:
+        axis.set_major_formatter(EngFormatter(sep=""))
+
+
+def _scaled(values: Any, metric: str) -> np.ndarray:
+    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float) * METRICS.get(metric, ("", 1))[1]
+
+
+def _themed(fn):
+    """Adds ``theme=None`` to a chart function: ``"dark"``, ``"light"`` or any matplotlib style name."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, theme: str | None = None, **kwargs):
+        with plt.style.context(THEMES.get(theme, theme) if theme else {}):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def run_labels(df: pd.DataFrame) -> list[str]:
+    """One label per row: the run's name, with the end of its run id where names repeat.
+
+    Example:
+        >>> run_labels(pd.DataFrame({"name": ["a", "a", "b"], "run_id": ["x-111111", "x-222222", "x-333333"]}))
+        ['a (111111)', 'a (222222)', 'b']
+    """
+    names = df["name"].astype(str)
+    dup = names.duplicated(keep=False)
+    return [f"{n} ({r[-6:]})" if d else n for n, r, d in zip(names, df["run_id"].astype(str), dup)]
+
+
+def _one_or_mixed(values: Iterable, what: str) -> str:
+    values = sorted({str(v) for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))})
+    if not values:
+        return f"unknown {what}"
+    return values[0] if len(values) == 1 else f"MIXED {what}s: {' / '.join(values)}"
+
+
+def device_label(df: pd.DataFrame, column: str = "measure_device_name") -> str:
+    """The device the rows were measured on, or a warning that they mix devices.
+
+    Example:
+        >>> device_label(pd.DataFrame({"measure_device_name": ["Xeon", "Xeon"], "measure_dtype": ["float32"] * 2}))
+        'Xeon, float32'
+        >>> device_label(pd.DataFrame({"measure_device_name": ["Xeon", "H100"]}))
+        'MIXED devices: H100 / Xeon'
+    """
+    where = _one_or_mixed(df[column] if column in df else [], "device")
+    dtypes = sorted(df["measure_dtype"].dropna().astype(str).unique()) if "measure_dtype" in df else []
+    return where + (f", {'/'.join(dtypes)}" if dtypes else "")
+
+
+def train_label(df: pd.DataFrame) -> str:
+    """Where and at what precision the rows were trained, or a warning that they mix devices. The
+    device's name comes from the benchmark when it ran on the training device.
+
+    Example:
+        >>> train_label(pd.DataFrame({"train_device": ["cpu"], "hardware.precision": ["bf16"]}))
+        'trained on cpu, bf16'
+        >>> train_label(pd.DataFrame({"train_device": ["cuda:0"], "measure_device": ["cuda:0"],
+        ...                           "measure_device_name": ["NVIDIA H100"]}))
+        'trained on NVIDIA H100 (cuda:0)'
+    """
+    if "train_device" not in df:
+        return "trained on unknown device"
+    devices = df["train_device"].astype(str)
+    if {"measure_device", "measure_device_name"} <= set(df):
+        same = df["measure_device"].astype(str) == devices
+        devices = devices.where(~same, df["measure_device_name"].astype(str) + " (" + devices + ")")
+    precision = "/".join(sorted(df["hardware.precision"].dropna().astype(str).unique())) if "hardware.precision" in df else ""
+    return f"trained on {_one_or_mixed(devices, 'device')}" + (f", {precision}" if precision else "")
+
+
+def _dataset(df: pd.DataFrame) -> str:
+    return _one_or_mixed(df["data.dataset"], "dataset") if "data.dataset" in df else ""
+
+
+def pareto_mask(cost: Sequence[float], value: Sequence[float]) -> np.ndarray:
+    """True for points no other point beats on both lower cost and higher value.
+
+    Example:
+        >>> pareto_mask([1, 2, 3], [0.5, 0.4, 0.9]).tolist()
+        [True, False, True]
+    """
+    cost, value = np.asarray(cost, float), np.asarray(value, float)
+    mask = np.ones(len(cost), bool)
+    for i in range(len(cost)):
+        better = (cost <= cost[i]) & (value >= value[i]) & ((cost < cost[i]) | (value > value[i]))
+        mask[i] = not better.any()
+    return mask
+
+
+@_themed
+def accuracy_vs_size(df: pd.DataFrame, size: str = "size_bytes", ax=None) -> Figure:
+    """Test accuracy against a cost (``size_bytes``, ``params``, ``flops``, ``latency_ms``...), the
+    Pareto front (no other run is both cheaper and more accurate) highlighted.
+
+    Example:
+        >>> df = pd.DataFrame({"name": list("abc"), "run_id": list("123"), "accuracy": [0.9, 0.8, 0.95],
+        ...                    "params": [100, 200, 400]})
+        >>> fig = accuracy_vs_size(df, size="params")
+        >>> [c.get_label() for c in fig.axes[0].collections]
+        ['dominated', 'Pareto front']
+    """
+    fig, ax = _figure(ax)
+    x, y = _scaled(df[size], size), _scaled(df["accuracy"], "accuracy")
+    ok = np.isfinite(x) & np.isfinite(y)
+    labels = [lab for lab, keep in zip(run_labels(df), ok) if keep]
+    x, y = x[ok], y[ok]
+    front = pareto_mask(x, y)
+    ax.scatter(x[~front], y[~front], color="tab:gray", label="dominated", zorder=2)
+    ax.scatter(x[front], y[front], color="tab:orange", label="Pareto front", zorder=3)
+    order = np.argsort(x[front])
+    ax.plot(x[front][order], y[front][order], color="tab:orange", alpha=0.5)
+    for xi, yi, label in zip(x, y, labels):
+        ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if len(x) and x.min() > 0 and x.max() / x.min() > 10:
+        ax.set_xscale("log")
+    ax.set_xlabel(metric_label(size) + (" (log)" if ax.get_xscale() == "log" else ""))
+    _format_axis(ax.xaxis, size)
+    ax.set_ylabel(metric_label("accuracy"))
+    ax.margins(x=0.12, y=0.1)  # room for the run labels at the edges
+    ax.set_title(f"Accuracy vs {_short(size)} — {_dataset(df)}\nmeasured on {device_label(df)}", fontsize=10)
+    ax.legend(loc="best", fontsize=8)
+    return fig
+
+
+def _benchmark_frame(df: pd.DataFrame) -> pd.DataFrame:
+    records = [dict(rec, run=label) for label, recs in zip(run_labels(df), df["benchmarks"]) for rec in (recs or [])]
+    return pd.DataFrame(records)
+
+
+@_themed
+def latency_bars(df: pd.DataFrame, metric: str = "latency_ms", ax=None) -> Figure:
+    """Per run, bars of median latency (or ``metric="throughput_ips"``) at each measured batch size and
+    execution mode, from the ``benchmarks`` records; latency bars carry the interquartile range.
+
+    Example:
+        >>> rec = {"batch_size": 1, "mode": "eager", "latency_ms": 2.0, "latency_ms_q25": 1.9, "latency_ms_q75": 2.2,
+        ...        "throughput_ips": 500.0, "device_name": "Xeon", "dtype": "float32"}
+        >>> df = pd.DataFrame({"name": ["a"], "run_id": ["1"], "benchmarks": [[rec]]})
+        >>> latency_bars(df).axes[0].get_title()
+        'Inference latency per batch on Xeon, float32'
+    """
+    fig, ax = _figure(ax)
+    bench = _benchmark_frame(df)
+    if bench.empty:
+        ax.text(0.5, 0.5, "no latency measured", ha="center", transform=ax.transAxes)
+        return fig
+    bench["series"] = bench["mode"] + " bs" + bench["batch_size"].astype(str)
+    series = list(dict.fromkeys(bench["series"]))
+    runs = list(dict.fromkeys(bench["run"]))
+    width = 0.8 / len(series)
+    for i, s in enumerate(series):
+        part = bench[bench["series"] == s].groupby("run").first().reindex(runs)
+        err = None
+        if metric == "latency_ms":
+            err = np.vstack([part["latency_ms"] - part["latency_ms_q25"], part["latency_ms_q75"] - part["latency_ms"]])
+        ax.bar(np.arange(len(runs)) + i * width, part[metric], width, yerr=err, capsize=2, label=s)
+    ax.set_xticks(np.arange(len(runs)) + width * (len(series) - 1) / 2, runs, rotation=30, ha="right")
+    values = bench[metric][bench[metric] > 0]
+    if len(values) and values.max() / values.min() > 20:  # batch 1 and batch 256 bars on one linear axis: one would vanish
+        ax.set_yscale("log")
+    ax.set_ylabel(metric_label(metric) + (", IQR bars" if metric == "latency_ms" else "") + (", log" if ax.get_yscale() == "log" else ""))
+    what = "Inference latency per batch" if metric == "latency_ms" else "Inference throughput"
+    dtypes = "/".join(sorted(bench["dtype"].astype(str).unique())) if "dtype" in bench else ""
+    ax.set_title(f"{what} on {_one_or_mixed(bench['device_name'], 'device')}" + (f", {dtypes}" if dtypes else ""))
+    ax.legend(fontsize=8)
+    return fig
+
+
+@_themed
+def latency_vs_batch(records: pd.DataFrame | Sequence[dict], by: Sequence[str] | None = None) -> Figure:
+    """Latency (left, with IQR band) and throughput (right) against batch size, from ``benchmark``
+    records; one line per combination of the ``by`` columns (default: whichever of name, model,
+    mode and dtype are present).
+
+    Example:
+        >>> recs = [{"batch_size": b, "latency_ms": b / 10, "latency_ms_q25": b / 11, "latency_ms_q75": b / 9,
+        ...          "throughput_ips": 1e4, "device_name": "Xeon", "dtype": "float32", "mode": "eager"} for b in (1, 8, 64)]
+        >>> fig = latency_vs_batch(recs)
+        >>> [a.get_xlabel() for a in fig.axes]
+        ['batch size (log)', 'batch size (log)']
+    """
+    bench = pd.DataFrame(records)
+    fig, (lat, thr) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    plt.close(fig)
+    by = [c for c in (by or ("name", "model", "mode", "dtype")) if c in bench]
+    groups = bench.groupby(by, sort=False) if by else [((), bench)]
+    for key, part in groups:
+        part = part.sort_values("batch_size")
+        label = " ".join(map(str, key if isinstance(key, tuple) else (key,))) or None
+        (line,) = lat.plot(part["batch_size"], part["latency_ms"], marker="o", ms=3, label=label)
+        if {"latency_ms_q25", "latency_ms_q75"} <= set(part):
+            lat.fill_between(part["batch_size"], part["latency_ms_q25"], part["latency_ms_q75"], color=line.get_color(), alpha=0.2)
+        thr.plot(part["batch_size"], part["throughput_ips"], marker="o", ms=3, label=label)
+    for ax in (lat, thr):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size (log)")
+        ax.grid(alpha=0.3)
+    lat.set_yscale("log")
+    lat.set_ylabel(metric_label("latency_ms") + ", log; band = IQR")
+    thr.set_ylabel(metric_label("throughput_ips"))
+    if by:
+        lat.legend(fontsize=8)
+    device = _one_or_mixed(bench["device_name"] if "device_name" in bench else [], "device")
+    dtypes = "/".join(sorted(bench["dtype"].astype(str).unique())) if "dtype" in bench else ""
+    fig.suptitle(f"Latency and throughput vs batch size on {device}" + (f", {dtypes}" if dtypes else ""))
+    return fig
+
+
+@_themed
+def history_curves(df: pd.DataFrame, metric: str = "test_accuracy", ax=None) -> Figure:
+    """One training curve per run, overlaid: ``metric`` per epoch from each run's history.
+
+    Example:
+        >>> df = pd.DataFrame({"name": ["a"], "run_id": ["1"], "train_device": ["cpu"],
+        ...                    "history": [[{"epoch": 1, "test_accuracy": 0.5}, {"epoch": 2, "test_accuracy": 0.7}]]})
+        >>> history_curves(df).axes[0].get_ylabel()
+        'test accuracy (%)'
+    """
+    fig, ax = _figure(ax)
+    for label, history in zip(run_labels(df), df["history"]):
+        h = pd.DataFrame(history or [])
+        if metric in h:
+            ax.plot(h["epoch"], _scaled(h[metric], metric), marker="o", ms=3, label=label)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(metric_label(metric))
+    ax.set_title(f"{_short(metric)} per epoch — {_dataset(df)}, {train_label(df)}", fontsize=10)
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(fontsize=8)
+    return fig
+
+
+@_themed
+def run_curves(history: Sequence[dict], title: str = "") -> Figure:
+    """One run's loss (left) and accuracy (right) per epoch, train and test: the live training chart.
+
+    Example:
+        >>> h = [{"epoch": 1, "train_loss": 1.0, "test_loss": 0.9, "train_accuracy": 0.6, "test_accuracy": 0.7}]
+        >>> [a.get_ylabel() for a in run_curves(h).axes]
+        ['loss (cross-entropy)', 'accuracy (%)']
+    """
+    h = pd.DataFrame(list(history))
+    fig, (loss, acc) = plt.subplots(1, 2, figsize=(8, 3), layout="constrained")
+    plt.close(fig)
+    for ax, metric in ((loss, "loss"), (acc, "accuracy")):
+        for split in ("train", "test"):
+            if f"{split}_{metric}" in h:
+                ax.plot(h["epoch"], _scaled(h[f"{split}_{metric}"], f"{split}_{metric}"), marker="o", ms=3, label=split)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend(fontsize=8)
+    loss.set_ylabel("loss (cross-entropy)")
+    acc.set_ylabel("accuracy (%)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+@_themed
+def sweep_lines(df: pd.DataFrame, metric: str = "accuracy", x: str = "sweep_value", by: str | None = None, ax=None) -> Figure:
+    """``metric`` against one knob, from ``workbench.sweep`` output; one line per value of ``by``.
+
+    Numeric knobs get a line (log axis when they span more than 10x); named ones (optimizers,
+    schedules, selection strategies) unconnected points, since nothing lies between two names.
+
+    Example:
+        >>> df = pd.DataFrame({"sweep_field": ["model.width"] * 2, "sweep_value": [0.5, 1.0],
+        ...                    "accuracy": [0.8, 0.9], "measure_device_name": ["Xeon"] * 2})
+        >>> sweep_lines(df).axes[0].get_xlabel()
+        'model.width'
+    """
+    fig, ax = _figure(ax)
+    field = str(df["sweep_field"].iloc[0]) if x == "sweep_value" and "sweep_field" in df else x
+    values = df[x].tolist()
+    numeric = all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values)
+    categories = list(dict.fromkeys(map(str, values)))
+    for key, part in (df.groupby(by, sort=False) if by else [(None, df)]):
+        xs = part[x].astype(float).to_numpy() if numeric else np.array([categories.index(str(v)) for v in part[x]])
+        order = np.argsort(xs)
+        ax.plot(xs[order], _scaled(part[metric], metric)[order], marker="o", ms=5 if numeric else 8,
+                linestyle="-" if numeric else "none", label=None if by is None else f"{by}={key}")
+    if numeric:
+        xs = np.unique(np.asarray(values, float))
+        if xs.min() > 0 and xs.max() / xs.min() > 10:
+            ax.set_xscale("log")
+        if len(xs) <= 12:  # a tick at each swept value reads better than 2x10^1
+            ax.set_xticks(xs, [f"{v:g}" for v in xs])
+            ax.xaxis.set_minor_locator(NullLocator())
+    else:
+        ax.set_xticks(range(len(categories)), categories, rotation=20)
+    ax.set_xlabel(field + (" (log)" if ax.get_xscale() == "log" else ""))
+    ax.set_ylabel(metric_label(metric))
+    _format_axis(ax.yaxis, metric)
+    where = f"measured on {device_label(df)}" if metric in _MEASURED else train_label(df)
+    ax.set_title(f"{_short(metric)} vs {field} — {_dataset(df)}\n{where}", fontsize=10)
+    if by:
+        ax.legend(fontsize=8)
+    return fig
+
+
+@_themed
+def metric_bars(df: pd.DataFrame, metrics: Sequence[str] = ("train_accuracy", "accuracy"), ax=None) -> Figure:
+    """Grouped bars: for each run, one bar per metric (same unit), e.g. train vs test accuracy to
+    show the generalisation gap.
+
+    Example:
+        >>> df = pd.DataFrame({"name": ["a", "b"], "run_id": ["1", "2"], "train_accuracy": [1.0, 0.9],
+        ...                    "accuracy": [0.9, 0.88], "train_device": ["cpu"] * 2})
+        >>> len(metric_bars(df).axes[0].patches)
+        4
+    """
+    fig, ax = _figure(ax)
+    runs = run_labels(df)
+    width = 0.8 / len(metrics)
+    for i, m in enumerate(metrics):
+        ax.bar(np.arange(len(runs)) + i * width, _scaled(df[m], m), width, label=_short(m))
+    ax.set_xticks(np.arange(len(runs)) + width * (len(metrics) - 1) / 2, runs, rotation=30, ha="right")
+    units = {metric_label(m)[len(_short(m)):] for m in metrics}
+    ax.set_ylabel(" / ".join(_short(m) for m in metrics) + (units.pop() if len(units) == 1 else ""))
+    where = device_label(df) if any(m in _MEASURED for m in metrics) else train_label(df)
+    ax.set_title(f"{', '.join(_short(m) for m in metrics)} per run — {_dataset(df)}, {where}", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _figure(ax=None):
+    """A new figure, or ``ax``'s. Made through pyplot so notebooks get their inline PNG display, then
+    closed at once so the inline backend does not show it a second time at the end of the cell."""
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    plt.close(fig)
+    ax.grid(alpha=0.3)
+    return fig, ax

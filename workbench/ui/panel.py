@@ -1,0 +1,498 @@
+"""The Workbench panel: controls that edit one ``RunConfig``, a Run button with live training, and
+the accuracy / size / speed charts of every run.
+
+State and view are kept apart (STYLE 17): ``panel.config`` is the one state; each control writes its
+own field through ``RunConfig.replace`` and ``set_config`` writes every control back. The Run button
+calls ``panel.run_current()``, a plain method a notebook's last cell can call headlessly. No
+computation lives here: checks, training, measuring and charts are the package's own functions.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import html
+import math
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import ipywidgets as w
+import pandas as pd
+import torch
+from IPython.display import display
+
+from .. import plots
+from ..config import PRECISIONS, SELECTIONS, CompressStep, RunConfig
+from ..data import cifar10_zip_path, list_datasets
+from ..measure import resolve_device
+from ..models import list_models
+from ..pipeline import run
+from ..results import Result, ResultStore, atomic_write_text, compare, results_frame
+from ..train import check_precision, list_optimizers, list_schedules
+from .code import _default, run_code
+from .live import LiveCurve, ProgressWidget, show
+
+STYLE = {"description_width": "150px"}
+WIDE = w.Layout(width="390px")
+SESSION, STORE = "this session", "whole store"
+# Augmentations that change what the image means on these datasets (a mirrored 3 is not a 3).
+NO_FLIP = ("digits", "mnist")
+
+
+def _slider(cls: type, description: str, **kw: Any) -> w.Widget:
+    return cls(description=description, continuous_update=False, style=STYLE, layout=WIDE, **kw)
+
+
+def _dropdown(description: str, options: Any) -> w.Dropdown:
+    return w.Dropdown(description=description, options=options, style=STYLE, layout=WIDE)
+
+
+def _check(description: str) -> w.Checkbox:
+    return w.Checkbox(description=description, style=STYLE, layout=WIDE)
+
+
+def _grid(*children: w.Widget) -> w.GridBox:
+    return w.GridBox(list(children), layout=w.Layout(grid_template_columns="repeat(2, 400px)"))
+
+
+def _devices() -> list[str]:
+    names = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        names.append("mps")
+    return names
+
+
+def _one_line(error: BaseException) -> str:
+    first = (str(error).strip().splitlines() or [""])[0]
+    # A ValueError's message is written for the user; anything else needs its type to make sense.
+    return first if isinstance(error, ValueError) and first else f"{type(error).__name__}: {first}"
+
+
+def _number(value: float) -> str:
+    """Four significant digits, but whole numbers with thousands separators (no 1.955e+05 in tables)."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def _fit(widget: w.Widget, value: Any) -> None:
+    """Widen a slider's range or a dropdown's options so the widget can show ``value`` (a loaded
+    config may hold anything valid)."""
+    if isinstance(widget, (w.Dropdown, w.ToggleButtons)):
+        options = [o if isinstance(o, tuple) else (str(o), o) for o in widget.options]
+        if value not in [v for _, v in options]:
+            widget.options = options + [(str(value), value)]
+    elif isinstance(widget, w.FloatLogSlider):
+        widget.min, widget.max = min(widget.min, math.floor(math.log10(value))), max(widget.max, math.ceil(math.log10(value)))
+    elif isinstance(widget, (w.IntSlider, w.FloatSlider)):
+        widget.min, widget.max = min(widget.min, value), max(widget.max, value)
+
+
+class Workbench:
+    """An ipywidgets panel over ``workbench.run``: pick a dataset, model and recipe, press Run, watch
+    the loss curve, compare runs in a table and charts, see the code that reproduces a run.
+
+    Example:
+        >>> import tempfile
+        >>> panel = Workbench(store=tempfile.mkdtemp())
+        >>> panel.controls["model.name"].value = "mlp"
+        >>> panel.config.model.name
+        'mlp'
+        >>> panel.controls["hardware.device"].value = "cpu"
+        >>> panel.controls["hardware.precision"].value = "fp16"
+        >>> panel.problem()
+        "precision 'fp16' needs a CUDA GPU (device is cpu): use 'bf16' or 'fp32' here."
+    """
+
+    def __init__(self, store: str | Path | ResultStore = "runs", config: RunConfig | None = None,
+                 *, data_root: str | Path = "data", theme: str | None = None):
+        self.store = store if isinstance(store, ResultStore) else ResultStore(store)
+        self.data_root, self.theme = data_root, theme
+        self.results: list[Result] = []  # this session's runs, in order
+        self.figures: dict[str, Any] = {}  # the charts last drawn, by tab title
+        self.live: LiveCurve | None = None  # the last run's live curve (its .figure is the final drawing)
+        self._config = RunConfig()
+        self._syncing = False
+        self._build()
+        self.set_config(config or RunConfig())
+        self._refresh_results()
+
+    # --- state -------------------------------------------------------------------------------
+    @property
+    def config(self) -> RunConfig:
+        """The run the controls describe; assigning one updates every control."""
+        return self._config
+
+    @config.setter
+    def config(self, config: RunConfig) -> None:
+        self.set_config(config)
+
+    def set_config(self, config: RunConfig) -> None:
+        """Make ``config`` the panel's state and show it in the controls."""
+        self._config = config
+        flat = config.flat()
+        self._syncing = True
+        try:
+            for path, widget in self.controls.items():
+                value = self._to_widget(path, flat[path])
+                _fit(widget, value)
+                widget.value = value
+        finally:
+            self._syncing = False
+        self._show_steps()
+        self._check()
+
+    @staticmethod
+    def _to_widget(path: str, value: Any) -> Any:
+        return 0 if path == "model.depth" and value is None else value
+
+    @staticmethod
+    def _from_widget(path: str, value: Any) -> Any:
+        return None if path == "model.depth" and value == 0 else value
+
+    def _on_control(self, path: str, change: dict) -> None:
+        if self._syncing:
+            return
+        try:
+            self._config = self._config.replace(**{path: self._from_widget(path, change["new"])})
+        except ValueError as e:
+            self.set_config(self._config)  # put the control back to the last valid value
+            self._say(_one_line(e), "error")
+            return
+        self._check()
+
+    def problem(self, config: RunConfig | None = None) -> str | None:
+        """Why ``config`` (default: the panel's) cannot run on this machine, in one line; None if it can.
+        The checks are the pipeline's own, run before any data is loaded."""
+        config = config or self._config
+        try:
+            device = resolve_device(config.hardware.device)
+            check_precision(config.hardware.precision, device)
+            if config.measure.device != "same":
+                resolve_device(config.measure.device, field="measure.device")
+        except ValueError as e:
+            return _one_line(e)
+        return None
+
+    def _notes(self) -> list[str]:
+        c = self._config
+        notes = []
+        if c.data.selection != "random" and c.data.fraction == 1:
+            notes.append(f"selection '{c.data.selection}' only matters when data fraction < 1")
+        if c.data.augment.flip and c.data.dataset in NO_FLIP:
+            notes.append(f"flip mirrors {c.data.dataset}: a mirrored digit is often another digit or none")
+        return notes
+
+    def _check(self) -> None:
+        if not self.code_run.value:  # the code view follows the controls while it shows the current settings
+            self._show_code()
+        problem = self.problem()
+        self.run_button.disabled = problem is not None
+        if problem:
+            self._say(problem, "error")
+        else:
+            self._say("; ".join(self._notes()), "note")
+
+    def _say(self, text: str, level: str = "note") -> None:
+        icon = {"error": "⚠", "note": "ℹ", "ok": "✔", "busy": "▶"}[level]
+        self.message.value = f"<span class='wb-{level}'>{icon} {html.escape(text)}</span>" if text else ""
+
+    # --- running -----------------------------------------------------------------------------
+    def run_current(self) -> Result | None:
+        """Train, measure and store the current settings: what the Run button calls."""
+        return self.run(self._config)
+
+    def run(self, config: RunConfig) -> Result | None:
+        """Run ``config`` with the live chart and progress bar, then add its row to the table and charts.
+
+        A configuration this machine cannot run, or an error while running, is shown as one line in
+        the panel (the traceback goes to the panel's log) and None is returned.
+        """
+        problem = self.problem(config)
+        if problem:
+            self._say(problem, "error")
+            return None
+        label = config.name or config.model.name
+        self._say(f"running {label}…", "busy")
+        live = LiveCurve(self.live_out, title=f"{label} on {config.data.dataset}", theme=self.theme)
+        try:
+            result = run(config, store=self.store, callbacks=[live, ProgressWidget(self.progress, self.progress_label)],
+                         progress=False, data_root=self.data_root)
+        except Exception as e:  # the panel must survive any failed run; the message says what went wrong
+            with self.log:
+                traceback.print_exc()
+            self._say(_one_line(e), "error")
+            return None
+        self.live = live
+        self.results.append(result)
+        self.progress_label.value = f"trained {result.metrics['epochs_run']} epochs in {result.metrics['train_seconds']:.1f} s"
+        self._refresh_results(select=result.run_id)
+        m = result.metrics
+        stopped = "" if result.status == "ok" else f" (stopped early: {result.status})"
+        self._say(
+            f"{label}: test accuracy {m['accuracy']:.1%}, {m['params']:,} parameters, "
+            f"{m['latency_ms']:.2f} ms at batch {min(config.measure.batch_sizes)} on {m['measure_device_name']}{stopped}",
+            "ok" if not stopped else "error",
+        )
+        return result
+
+    # --- results -----------------------------------------------------------------------------
+    def frame(self) -> pd.DataFrame:
+        """The runs the table and charts show: this session's, or the whole store's."""
+        return self.store.frame() if self.scope.value == STORE else results_frame(self.results)
+
+    def table_frame(self) -> pd.DataFrame:
+        """The results table as shown: one row per run, units in the headers."""
+        df = self.frame()
+        if df.empty:
+            return pd.DataFrame()
+        col = lambda name, scale=1.0: pd.to_numeric(df[name], errors="coerce") * scale if name in df else None  # noqa: E731
+        return pd.DataFrame({
+            "run": plots.run_labels(df), "model": df["model.name"], "dataset": df["data.dataset"], "compression": df.get("compress"),
+            "test acc (%)": col("accuracy", 100), "params": col("params"), "size (KiB)": col("size_bytes", 1 / 1024),
+            "latency (ms)": col("latency_ms"), "throughput (img/s)": col("throughput_ips"),
+            "train (s)": col("train_seconds"), "device": df.get("measure_device_name"), "run id": df["run_id"],
+        })
+
+    def _result(self, run_id: str) -> Result:
+        for r in self.results:
+            if r.run_id == run_id:
+                return r
+        return self.store.get(run_id)
+
+    def _refresh_results(self, select: str | None = None) -> None:
+        df = self.frame()
+        runs = list(zip(plots.run_labels(df), df["run_id"])) if len(df) else []
+        ids = [rid for _, rid in runs]
+        self._syncing = True
+        try:
+            baseline = self.baseline.value
+            self.baseline.options = runs
+            self.baseline.value = baseline if baseline in ids else (ids[0] if ids else None)
+            self.code_run.options = [("current settings", "")] + runs
+            self.code_run.value = select or ""
+            teacher = self._config.distill.teacher
+            teachers = [("none", "")] + [(f"{r.config.name or r.config.model.name} ({r.run_id})", r.run_id) for r in self.store.results()]
+            if teacher not in [value for _, value in teachers]:  # a checkpoint path from a loaded config
+                teachers.append((teacher, teacher))
+            self.controls["distill.teacher"].options = teachers
+            self.controls["distill.teacher"].value = teacher
+        finally:
+            self._syncing = False
+        table = self.table_frame()
+        self.table.value = (
+            table.to_html(index=False, classes="wb-results", float_format=_number, na_rep="–")
+            if len(table) else "<i>No runs yet: press Run.</i>"
+        )
+        self._draw_charts(df)
+        self._show_code()
+
+    def _draw_charts(self, df: pd.DataFrame) -> None:
+        if df.empty:
+            self.figures = {}
+            for out in self.chart_outs.values():
+                show(out, w.HTML("<i>No runs to chart yet.</i>"))
+            self.comparison.value = ""
+            return
+        t = self.theme
+        self.figures = {
+            "accuracy vs size": plots.accuracy_vs_size(df, theme=t),
+            "latency": plots.latency_bars(df, theme=t),
+            "throughput": plots.latency_bars(df, metric="throughput_ips", theme=t),
+            "training curves": plots.history_curves(df, theme=t),
+        }
+        for title, out in self.chart_outs.items():
+            show(out, self.figures[title])
+        table = compare(df, baseline=self.baseline.value or 0)
+        shown = table[[c for c in table.columns if not c.endswith("_ratio")]]
+        self.comparison.value = (
+            f"<p>Deltas are against <b>{html.escape(str(table.index[table['baseline']][0]))}</b> (value − baseline).</p>"
+            + shown.to_html(classes="wb-compare", float_format=_number, na_rep="–")
+        )
+
+    # --- code, files -------------------------------------------------------------------------
+    def code(self, run_id: str | None = None) -> str:
+        """Python that reproduces a stored run (``run_id``) or, without one, the current settings."""
+        config = self._result(run_id).config if run_id else self._config
+        return run_code(config, store=str(self.store.root))
+
+    def _show_code(self) -> None:
+        self.code_view.value = f"<pre class='wb-code'>{html.escape(self.code(self.code_run.value or None))}</pre>"
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write the current settings as a JSON config file (``RunConfig.from_json`` reads it back)."""
+        path = Path(path or self.config_path.value)
+        atomic_write_text(path, self._config.to_json(indent=1))
+        self._say(f"saved the settings to {path}", "ok")
+        return path
+
+    def load(self, path: str | Path | None = None) -> RunConfig:
+        """Read a JSON config file into the panel's state and controls."""
+        path = Path(path or self.config_path.value)
+        self.set_config(RunConfig.from_json(path.read_text()))
+        self._say(f"loaded the settings from {path}", "ok")
+        return self._config
+
+    # --- view --------------------------------------------------------------------------------
+    def _build(self) -> None:
+        datasets = [(n, n) for n in list_datasets()]
+        if cifar10_zip_path() is not None:
+            datasets.append(("cifar10 (local zip)", f"folder:{cifar10_zip_path()}"))
+        c = self.controls = {
+            "name": w.Text(description="run name", placeholder="label in tables and charts", continuous_update=False, style=STYLE, layout=WIDE),
+            "data.dataset": _dropdown("dataset", datasets),
+            "data.fraction": _slider(w.FloatSlider, "data fraction", min=0.05, max=1.0, step=0.05),
+            "data.selection": _dropdown("selection", SELECTIONS),
+            "data.normalize": _check("normalize (mean/std)"),
+            "data.augment.flip": _check("random flip"),
+            "data.augment.crop": _slider(w.IntSlider, "pad + crop (px)", min=0, max=8),
+            "data.augment.translate": _slider(w.IntSlider, "translate (px)", min=0, max=8),
+            "data.augment.cutout": _slider(w.IntSlider, "cutout square (px)", min=0, max=16),
+            "data.augment.rotate": _slider(w.FloatSlider, "rotation (°)", min=0, max=45, step=1),
+            "model.name": _dropdown("model", list_models()),
+            "model.width": _slider(w.FloatSlider, "width ×", min=0.25, max=4, step=0.25),
+            "model.depth": _dropdown("depth", [("model default", 0)] + [(str(d), d) for d in (1, 2, 3, 4, 6, 8, 9)]),
+            "model.batchnorm": _check("BatchNorm"),
+            "model.dropout": _slider(w.FloatSlider, "dropout", min=0, max=0.8, step=0.05),
+            "train.epochs": _slider(w.IntSlider, "epochs", min=1, max=100),
+            "train.batch_size": _dropdown("batch size", [16, 32, 64, 128, 256, 512, 1024]),
+            "train.optimizer": _dropdown("optimizer", list_optimizers()),
+            "train.lr": _slider(w.FloatLogSlider, "learning rate", base=10, min=-5, max=0, step=0.1, readout_format=".2g"),
+            "train.schedule": _dropdown("schedule", list_schedules()),
+            "train.warmup_epochs": _slider(w.FloatSlider, "warm-up (epochs)", min=0, max=10, step=0.5),
+            "train.seed": w.IntText(description="seed", style=STYLE, layout=WIDE),
+            "hardware.device": _dropdown("device", _devices()),
+            "hardware.precision": w.ToggleButtons(description="precision", options=PRECISIONS, style={**STYLE, "button_width": "60px"}),
+            "hardware.channels_last": _check("channels-last memory"),
+            "hardware.compile": _check("torch.compile"),
+            "distill.teacher": _dropdown("distill from", [("none", "")]),
+            "distill.alpha": _slider(w.FloatSlider, "teacher weight α", min=0, max=1, step=0.05),
+            "distill.temperature": _slider(w.FloatSlider, "temperature", min=1, max=10, step=0.5),
+        }
+        for path, widget in c.items():
+            widget.observe(lambda change, path=path: self._on_control(path, change), names="value")
+
+        self.message = w.HTML()
+        self.run_button = w.Button(description="Run", button_style="primary", icon="play", tooltip="train, measure and store")
+        self.run_button.add_class("wb-run")
+        self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(width="300px"))
+        self.progress_label = w.Label()
+        self.live_out = w.Output()
+        self.live_out.add_class("wb-live")
+        self.log = w.Output()
+        self.scope = w.ToggleButtons(options=[SESSION, STORE], description="show runs of", style={"description_width": "initial"})
+        self.baseline = _dropdown("baseline", [])
+        self.table = w.HTML()
+        self.chart_outs = {title: w.Output() for title in ("accuracy vs size", "latency", "throughput", "training curves")}
+        for out in self.chart_outs.values():
+            out.add_class("wb-chart")
+        self.comparison = w.HTML()
+        self.code_run = _dropdown("code for", [("current settings", "")])
+        self.code_view = w.HTML()
+        self.config_path = w.Text(value=str(self.store.root / "panel-config.json"), description="config file",
+                                  continuous_update=False, style=STYLE, layout=w.Layout(width="500px"))
+        buttons = self.buttons = {name: w.Button(description=name) for name in ("Use these settings", "Save", "Load")}
+
+        self.run_button.on_click(self._handler(self.run_current))
+        buttons["Use these settings"].on_click(self._handler(lambda: self.set_config(self._result(self.code_run.value).config) if self.code_run.value else None))
+        buttons["Save"].on_click(self._handler(self.save))
+        buttons["Load"].on_click(self._handler(self.load))
+        self.scope.observe(lambda _: self._refresh_results(), names="value")
+        self.baseline.observe(lambda _: None if self._syncing else self._draw_charts(self.frame()), names="value")
+        self.code_run.observe(lambda _: None if self._syncing else self._show_code(), names="value")
+
+        sections = {
+            "Data": _grid(*(c[k] for k in c if k.startswith("data."))),
+            "Model": _grid(*(c[k] for k in c if k.startswith("model."))),
+            "Training": _grid(*(c[k] for k in c if k.startswith("train.")), c["name"]),
+            "Hardware": _grid(*(c[k] for k in c if k.startswith("hardware."))),
+            "Compression": w.VBox([self._compression_box(), _grid(*(c[k] for k in c if k.startswith("distill.")))]),
+        }
+        charts = w.Tab(children=[*self.chart_outs.values(), self.comparison], titles=[*self.chart_outs, "comparison"])
+        self.view = w.VBox([
+            w.Tab(children=list(sections.values()), titles=list(sections)),
+            w.HBox([self.run_button, self.progress, self.progress_label]),
+            self.message,
+            self.live_out,
+            w.HBox([self.scope, self.baseline]),
+            self.table,
+            charts,
+            w.HBox([self.code_run, buttons["Use these settings"]]),
+            self.code_view,
+            w.HBox([self.config_path, buttons["Save"], buttons["Load"]]),
+            w.Accordion(children=[self.log], titles=["log (tracebacks of failed runs)"]),
+        ])
+        self.view.add_class("wb-panel")
+
+    def _handler(self, action: Callable[[], Any]) -> Callable[[w.Button], None]:
+        """A button callback that shows any error as one line; anything else it prints or raises lands
+        in the panel's log instead of vanishing (STYLE 20)."""
+
+        @self.log.capture()
+        def on_click(_button: w.Button) -> None:
+            try:
+                action()
+            except (OSError, ValueError, KeyError) as e:
+                self._say(_one_line(e), "error")
+
+        return on_click
+
+    # --- compression -------------------------------------------------------------------------
+    def _compression_box(self) -> w.Widget:
+        """A step-kind dropdown and the step's fields, built from whatever step types are registered."""
+        try:
+            from .. import compress  # noqa: F401  (registers the step types)
+        except Exception:  # compression is optional here: a missing or broken extra must not take the panel down
+            return w.HTML("<i>Compression steps are not available.</i>")
+        if not CompressStep._types:
+            return w.HTML("<i>No compression steps are registered.</i>")
+        self.step_kind = _dropdown("add step", sorted(CompressStep._types))
+        self.step_form = w.VBox()
+        self.steps_view = w.HTML()
+        add, clear = w.Button(description="Add step", icon="plus"), w.Button(description="Clear steps")
+        self.buttons.update({"Add step": add, "Clear steps": clear})
+        add.on_click(self._handler(self.add_step))
+        clear.on_click(self._handler(lambda: self._set_steps(())))
+        self.step_kind.observe(lambda _: self._build_step_form(), names="value")
+        self._build_step_form()
+        return w.VBox([self.steps_view, self.step_kind, self.step_form, w.HBox([add, clear])])
+
+    def _build_step_form(self) -> None:
+        self.step_fields = {}
+        for f in dataclasses.fields(CompressStep._types[self.step_kind.value]):
+            default = _default(f)
+            if isinstance(default, bool):
+                widget = w.Checkbox(value=default, description=f.name, style=STYLE, layout=WIDE)
+            elif isinstance(default, (int, float)):
+                widget = (w.IntText if isinstance(default, int) else w.FloatText)(value=default, description=f.name, style=STYLE, layout=WIDE)
+            else:  # str as typed; anything else as a Python literal, e.g. ("conv1",)
+                text = default if isinstance(default, str) else "" if default in (None, dataclasses.MISSING) else repr(default)
+                widget = w.Text(value=text, description=f.name, style=STYLE, layout=WIDE)
+            self.step_fields[f.name] = (widget, default)
+        self.step_form.children = [widget for widget, _ in self.step_fields.values()]
+
+    def add_step(self) -> CompressStep:
+        """Append the step the compression form describes to the config's ``compress`` list."""
+        values = {}
+        for name, (widget, default) in self.step_fields.items():
+            value = widget.value
+            if isinstance(widget, w.Text) and not isinstance(default, str):
+                value = ast.literal_eval(value) if value.strip() else (None if default is dataclasses.MISSING else default)
+            values[name] = value
+        step = CompressStep._types[self.step_kind.value](**values)
+        self._set_steps(self._config.compress + (step,))
+        return step
+
+    def _set_steps(self, steps: tuple) -> None:
+        self._config = dataclasses.replace(self._config, compress=tuple(steps))
+        self._show_steps()
+
+    def _show_steps(self) -> None:
+        if hasattr(self, "steps_view"):
+            self.steps_view.value = f"<b>compression after training:</b> {html.escape(self._config.flat()['compress'])}"
+
+    def _ipython_display_(self) -> None:
+        display(self.view)
+
+    def __repr__(self) -> str:
+        return f"Workbench(store={str(self.store.root)!r}, runs this session={len(self.results)})"
