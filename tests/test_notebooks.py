@@ -11,7 +11,23 @@ NOTEBOOKS = list_notebooks()
 
 # What each notebook's metrics.json must hold; every notebook listed here must exist and vice versa.
 EXPECTED = {
+    "00_quickstart": ["accuracy", "params", "latency_ms", "baseline_accuracy", "narrow_params_ratio", "deep_accuracy_delta",
+                      "measure_device_name"],
     "01_measure": ["params", "flops", "size_bytes", "latency_ms_bs1", "throughput_ips_max", "measure_device_name"],
+    "02_model_structure": ["width_params_ratio", "width_accuracy_delta", "depth_flops_ratio", "depth_accuracy_delta",
+                           "batchnorm_gain", "dropout_gain", "measure_device_name"],
+    "03_training_algorithms": ["best_optimizer", "best_optimizer_accuracy", "best_schedule", "best_lr", "best_lr_accuracy",
+                               "batch_speedup", "train_device"],
+    "04_data": ["normalize_gain", "normalize_gain_without_batchnorm", "best_augmentation", "best_augmentation_gain",
+                "best_selection", "selection_accuracy", "max_generalization_gap"],
+    "06_pruning": ["baseline_accuracy", "unstructured_nonzero_ratio", "unstructured_size_ratio", "structured_params_ratio",
+                   "structured_flops_ratio", "structured_accuracy_delta", "structured_speedup", "iterative_accuracy_delta",
+                   "most_sensitive_layer", "measure_device_name"],
+    "07_quantization": ["baseline_accuracy", "static_size_ratio", "static_accuracy_delta", "qat_accuracy_delta",
+                        "static_eager_speedup", "dynamic_linear_share", "bf16_size_ratio", "saved_fp32_bytes",
+                        "saved_static_int8_bytes", "measure_device_name"],
+    "08_distillation": ["teacher_accuracy", "student_accuracy_mean", "distilled_accuracy_mean", "distill_gain", "accuracy_std",
+                        "seeds_improved", "student_params_ratio", "student_speedup", "measure_device_name"],
 }
 
 

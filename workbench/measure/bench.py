@@ -196,11 +196,17 @@ def _ready(model: Callable, device: torch.device) -> Iterator[None]:
     tensors = [*model.parameters(), *model.buffers()]
     home = tensors[0].device if tensors else device
     was_training = model.training
-    model.eval().to(device)
+    # Move only when needed: .to() swaps torchao's quantized weights, which a compiled wrapper's weakrefs forbid.
+    moving = any(t.device != device for t in tensors)
+    model.eval()
+    if moving:
+        model.to(device)
     try:
         yield
     finally:
-        model.to(home).train(was_training)
+        if moving:
+            model.to(home)
+        model.train(was_training)
 
 
 def _input_dtype(model: Callable, dtype: torch.dtype) -> torch.dtype:
