@@ -182,7 +182,7 @@ def compare(
         >>> rows = [Result(RunConfig(name="a"), {"accuracy": 0.9, "params": 100}),
         ...         Result(RunConfig(name="b"), {"accuracy": 0.8, "params": 50})]
         >>> t = compare(rows, baseline="a", metrics=["accuracy", "params"])
-        >>> t.loc["b", "params_ratio"], round(t.loc["b", "accuracy_delta"], 3)
+        >>> float(t.loc["b", "params_ratio"]), round(float(t.loc["b", "accuracy_delta"]), 3)
         (0.5, -0.1)
     """
     df = results if isinstance(results, pd.DataFrame) else results_frame(results)
