@@ -106,12 +106,12 @@ def test_config_round_trip():
 
 # --- unstructured ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("scope", ["global", "layer"])
-def test_unstructured_reaches_the_requested_sparsity(scope):
+@pytest.mark.parametrize("scope, method", [("global", "l1"), ("layer", "l1"), ("global", "random")])
+def test_unstructured_reaches_the_requested_sparsity(scope, method):
     model, x, log = small("cnn"), torch.randn(2, 1, 8, 8), []
     before = n_params(model)
     out_before = model.eval()(x).shape
-    model = prune(model, UnstructuredPrune(amount=0.6, scope=scope), ctx=CompressContext(x, log=log))
+    model = prune(model, UnstructuredPrune(amount=0.6, scope=scope, method=method), ctx=CompressContext(x, log=log))
     weights = prunable_weights(model)
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
     assert zeros == pytest.approx(0.6, abs=0.01)
