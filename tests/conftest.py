@@ -15,6 +15,15 @@ def _quiet_threads():
 
 
 @pytest.fixture
+def one_thread():
+    """For files of tiny models: on a shared, busy machine a second OpenMP thread mostly spins and waits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def store(tmp_path):
     from workbench import ResultStore
 

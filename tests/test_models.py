@@ -10,14 +10,7 @@ from workbench.models.vit import Attention
 DIGITS, MNIST, CIFAR = (1, 8), (1, 28), (3, 32)  # (channels, image size)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Batches of two tiny images: a second OpenMP thread only adds spin-waiting, and on a shared
-    # machine that can make a 30 ms forward pass take seconds.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(name, shape=DIGITS, seed=0, **knobs):

@@ -20,13 +20,7 @@ from workbench.measure import count_flops
 from workbench.models import create_model, list_models
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These models are tiny: on a shared, busy machine a second OpenMP thread mostly spins and waits.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def n_params(model):
