@@ -1,5 +1,6 @@
 """The speed-up ledger: measured modes, the table's columns and its why-not-faster reasons."""
 import copy
+import importlib
 
 import pandas as pd
 import pytest
@@ -7,11 +8,11 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from workbench import Result, RunConfig
+from workbench import MeasureConfig, ModelConfig, Result, RunConfig, TrainConfig, run
 from workbench.compress.prune import UnstructuredPrune, prune
 from workbench.compress.quantize import DynamicInt8, QAT, StaticInt8, quantize
-from workbench.ledger import ledger, measure_modes, plot_ledger_latency, plot_ledger_size_accuracy
-from workbench.measure import count_flops, count_parameters, model_size_bytes
+from workbench.ledger import ledger, measure_modes, plot_ledger_latency, plot_ledger_size_accuracy, timing_plan
+from workbench.measure import available_devices, count_flops, count_parameters, model_size_bytes
 
 CHW = (1, 8, 8)
 
@@ -134,3 +135,25 @@ def test_charts_have_labelled_axes_and_name_the_device():
     ax = fig.axes[0]
     assert ax.get_ylabel() == "latency per batch (ms, median)" and "cpu: test device" in ax.get_title()
     assert len(ax.patches) == 2 * 3 and ax.get_yscale() == "linear"
+
+
+def test_timing_plan_covers_every_device_once_per_mode(monkeypatch):
+    # Planning only (which device gets which modes): a GPU machine is described, nothing runs on it.
+    measure_pkg = importlib.import_module("workbench.measure")
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    monkeypatch.setattr(measure_pkg, "available_devices", lambda: [cpu, gpu])
+    every = MeasureConfig(modes=("eager", "compiled", "onnxruntime"), device="all")
+    assert timing_plan(every, gpu) == [(gpu, ["compiled", "onnxruntime"]), (cpu, ["eager", "compiled"])]
+    assert timing_plan(every, cpu) == [(cpu, ["compiled", "onnxruntime"]), (gpu, ["eager", "compiled"])]
+    assert timing_plan(MeasureConfig(modes=("eager",), device="same"), gpu) == []
+    assert timing_plan(MeasureConfig(modes=("eager",), device="all"), cpu) == [(gpu, ["eager"])]
+
+
+def test_run_with_measure_device_all_fills_the_ledger_for_this_machine(tmp_path):
+    cfg = RunConfig(model=ModelConfig(name="mlp", width=0.25), train=TrainConfig(epochs=1),
+                    measure=MeasureConfig(batch_sizes=(1, 8), warmup=1, iters=3, device="all"))
+    result = run(cfg, store=tmp_path, progress=False)
+    timed = {(r["device"].split(":")[0], r["mode"]) for r in result.benchmarks}
+    assert timed == {(d.type, "eager") for d in available_devices()}
+    df = ledger([result])
+    assert {f"{d.type}/eager/bs8_ms" for d in available_devices()} <= set(df.columns)

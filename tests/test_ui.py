@@ -101,6 +101,13 @@ def test_fp16_on_cpu_is_explained_not_raised(store):
     assert not panel.run_button.disabled and "fp16" not in panel.message.value
 
 
+def test_measure_device_all_is_accepted_and_a_missing_gpu_is_explained(store):
+    panel = Workbench(store=store, config=TINY.replace(**{"measure.device": "all"}))
+    assert panel.problem() is None and not panel.run_button.disabled
+    if not torch.cuda.is_available():
+        assert "CUDA" in panel.problem(TINY.replace(**{"measure.device": "cuda"}))
+
+
 def test_a_failing_run_is_one_line_in_the_panel(store):
     panel = Workbench(store=store, config=TINY.replace(**{"data.dataset": "folder:/nonexistent/images.zip"}))
     panel.run_button.click()

@@ -152,7 +152,7 @@ class MeasureConfig:
     batch_sizes: tuple[int, ...] = (1, 64)  # latency is measured at each; the largest gives throughput
     warmup: int = 5  # untimed iterations first (caches, allocator, cudnn autotune)
     iters: int = 30  # timed iterations; the median and spread are reported
-    device: str = "same"  # where to time inference: same (as training), cpu, cuda, ...
+    device: str = "same"  # where to time inference: same (as training), all (also every other device here), cpu, cuda...
     modes: tuple[str, ...] = ("eager",)  # execution modes to time: eager, compiled, onnxruntime
 
     def __post_init__(self) -> None:

@@ -26,7 +26,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from .config import MEASURE_MODES
+from .config import MEASURE_MODES, MeasureConfig
 from .deploy.onnx import root_cause
 
 METRICS = ("params", "nonzero_params", "size_bytes", "flops", "accuracy")
@@ -102,6 +102,29 @@ def measure_modes(
                              "mode": mode, "torch_version": torch.__version__, "skipped": reason} for bs in batch_sizes]
     model.train(was_training)
     return records
+
+
+def timing_plan(cfg: MeasureConfig, main: torch.device) -> list[tuple[torch.device, list[str]]]:
+    """The (device, modes) pairs to time after ``workbench.measure`` has timed eager on ``main``.
+
+    ``cfg.modes`` other than eager on ``main``; with ``cfg.device == "all"`` every mode again on each
+    other device here (``available_devices``), so one run fills CPU and GPU columns of the ledger.
+    ONNX Runtime runs on the CPU whatever the device, so it is timed once.
+
+    Example:
+        >>> cfg = MeasureConfig(modes=("eager", "compiled", "onnxruntime"), device="all")
+        >>> plan = timing_plan(cfg, torch.device("cpu"))
+        >>> plan[0]
+        (device(type='cpu'), ['compiled', 'onnxruntime'])
+        >>> all(modes == ["eager", "compiled"] for _, modes in plan[1:])  # a GPU, where there is one
+        True
+    """
+    from .measure import available_devices
+
+    others = [d for d in available_devices() if d.type != main.type] if cfg.device == "all" else []
+    plan = [(main, [m for m in cfg.modes if m != "eager"])]
+    plan += [(d, [m for m in cfg.modes if m != "onnxruntime"]) for d in others]
+    return [(d, modes) for d, modes in plan if modes]
 
 
 def ledger(results: pd.DataFrame | Sequence[Any], baseline: str | int | None = None) -> pd.DataFrame:

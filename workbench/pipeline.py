@@ -16,7 +16,7 @@ import torch
 from .checkpoint import save_checkpoint
 from .config import RunConfig
 from .data import BatchLoader, Dataset, load_dataset, per_example_loss, select_subset
-from .measure import count_flops, measure, resolve_device, track_peak_memory
+from .measure import count_flops, measure, resolve_device, timing_device, track_peak_memory
 from .models import create_model
 from .results import Result, ResultStore, results_frame
 from .config import TrainConfig
@@ -147,14 +147,13 @@ def run(
             model = apply_step(model, step, ctx)
 
     final = evaluate(model, test_loader, device=device, precision=config.hardware.precision)
-    measure_device = device if config.measure.device == "same" else resolve_device(config.measure.device)
+    measure_device = timing_device(config.measure.device, device)
     size_metrics, records = measure(model, chw, config.measure, measure_device)
-    other_modes = [m for m in config.measure.modes if m != "eager"]
-    if other_modes:
-        from .ledger import measure_modes
+    from .ledger import measure_modes, timing_plan
 
-        records += measure_modes(model, chw, modes=other_modes, batch_sizes=config.measure.batch_sizes,
-                                 device=measure_device, warmup=config.measure.warmup, iters=config.measure.iters)
+    for where, modes in timing_plan(config.measure, measure_device):
+        records += measure_modes(model, chw, modes=modes, batch_sizes=config.measure.batch_sizes,
+                                 device=where, warmup=config.measure.warmup, iters=config.measure.iters)
     if config.compress and size_metrics["flops"] == 0:
         # FlopCounterMode does not see quantized kernels; the arithmetic is the float model's.
         size_metrics["flops"] = float_flops

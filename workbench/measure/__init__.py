@@ -10,12 +10,13 @@ Example:
 """
 from .bench import benchmark, measure, time_calls
 from .counts import count_flops, count_parameters, model_size_bytes
-from .device import device_name, resolve_device
+from .device import available_devices, device_name, resolve_device, timing_device
 from .memory import PeakMemory, track_peak_memory
 from .profile import profile_summary
 
 __all__ = [
     "PeakMemory",
+    "available_devices",
     "benchmark",
     "count_flops",
     "count_parameters",
@@ -25,5 +26,6 @@ __all__ = [
     "profile_summary",
     "resolve_device",
     "time_calls",
+    "timing_device",
     "track_peak_memory",
 ]

@@ -12,7 +12,7 @@ from torch import nn
 from .._registry import unknown_name_error
 from ..config import MeasureConfig
 from .counts import count_flops, count_parameters, model_size_bytes
-from .device import device_name, resolve_device
+from .device import device_name, resolve_device, timing_device
 
 DTYPES = {
     "fp32": torch.float32, "float32": torch.float32,
@@ -94,7 +94,8 @@ def measure(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Everything the results table shows about a model's cost: (metrics, benchmark records).
 
-    Times on ``device`` unless ``cfg.device`` names another; latency comes from the smallest batch
+    Times on ``device`` unless ``cfg.device`` names another (``same`` and ``all`` both mean ``device``
+    here: the pipeline times the other devices of ``all`` with ``measure_modes``); latency comes from the smallest batch
     size, throughput from the largest; FLOPs are per image (batch of 1).
 
     Example:
@@ -102,8 +103,7 @@ def measure(
         >>> metrics["params"], metrics["flops"], metrics["measure_dtype"], len(records)
         (18, 32, 'float32', 2)
     """
-    if cfg.device != "same":
-        device = resolve_device(cfg.device, field="measure.device")
+    device = timing_device(cfg.device, resolve_device(device))
     records = benchmark(
         model, input_shape_chw, batch_sizes=cfg.batch_sizes, device=device, dtype=dtype,
         warmup=cfg.warmup, iters=cfg.iters, mode=mode,

@@ -55,6 +55,34 @@ def resolve_device(name: str | torch.device = "auto", *, field: str = "hardware.
     return torch.device("cpu") if kind == "cpu" else device
 
 
+def available_devices() -> list[torch.device]:
+    """Every device this machine can time a model on: the CPU first, then the current CUDA GPU or MPS.
+
+    Example:
+        >>> available_devices()[0]
+        device(type='cpu')
+    """
+    devices = [torch.device("cpu")]
+    if torch.cuda.is_available():
+        devices.append(torch.device("cuda", torch.cuda.current_device()))
+    if _mps_available():
+        devices.append(torch.device("mps"))
+    return devices
+
+
+def timing_device(measure_device: str, train_device: torch.device) -> torch.device:
+    """Where a run times inference first: ``train_device`` for ``same`` and ``all`` (``all`` then adds
+    the other devices here), else the device ``measure_device`` names, checked like ``resolve_device``.
+
+    Example:
+        >>> timing_device("all", torch.device("cpu")), timing_device("cpu", torch.device("cpu"))
+        (device(type='cpu'), device(type='cpu'))
+    """
+    if measure_device in ("same", "all"):
+        return train_device
+    return resolve_device(measure_device, field="measure.device")
+
+
 def device_name(device: str | torch.device = "cpu") -> str:
     """A human name for the hardware behind ``device``: the GPU model, or the CPU model.
 

@@ -24,7 +24,7 @@ from IPython.display import display
 from .. import plots
 from ..config import PRECISIONS, SELECTIONS, CompressStep, RunConfig
 from ..data import cifar10_zip_path, list_datasets
-from ..measure import resolve_device
+from ..measure import resolve_device, timing_device
 from ..models import list_models
 from ..pipeline import run
 from ..results import Result, ResultStore, atomic_write_text, compare, results_frame
@@ -168,8 +168,7 @@ class Workbench:
         try:
             device = resolve_device(config.hardware.device)
             check_precision(config.hardware.precision, device)
-            if config.measure.device != "same":
-                resolve_device(config.measure.device, field="measure.device")
+            timing_device(config.measure.device, device)
         except ValueError as e:
             return _one_line(e)
         return None
