@@ -32,7 +32,7 @@ def test_export_runs_in_onnxruntime_with_tiny_error(tmp_path):
 
 
 def test_export_failure_and_missing_file_are_one_line(tmp_path):
-    from workbench.compress.quantize import DynamicInt8, quantize
+    from workbench.compress.quantization import DynamicInt8, quantize
 
     packed = quantize(nn.Sequential(nn.Flatten(), nn.Linear(64, 4)), DynamicInt8())  # packed params: not exportable
     with pytest.raises(RuntimeError) as e:
@@ -53,7 +53,7 @@ def test_missing_onnxruntime_says_what_to_install(monkeypatch, tmp_path):
 def test_importing_workbench_needs_no_optional_dependency():
     blocked = ["torchao", "onnx", "onnxruntime", "onnxscript"]
     code = (f"import sys; sys.modules.update(dict.fromkeys({blocked!r}));"
-            "import workbench, workbench.compress.quantize, workbench.compress.distill, workbench.deploy, workbench.ledger;"
+            "import workbench, workbench.compress.quantization, workbench.compress.distill, workbench.deploy, workbench.ledger;"
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -9,8 +9,8 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from workbench import MeasureConfig, ModelConfig, Result, RunConfig, TrainConfig, run
-from workbench.compress.prune import UnstructuredPrune, prune
-from workbench.compress.quantize import DynamicInt8, QAT, StaticInt8, quantize
+from workbench.compress.pruning import UnstructuredPrune, prune
+from workbench.compress.quantization import DynamicInt8, QAT, StaticInt8, quantize
 from workbench.ledger import ledger, measure_modes, plot_ledger_latency, plot_ledger_size_accuracy, timing_plan
 from workbench.measure import available_devices, count_flops, count_parameters, model_size_bytes
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from workbench.compress.core import CompressContext, apply_step
-from workbench.compress.prune import (
+from workbench.compress.pruning import (
     FineTune,
     StructuredPrune,
     UnstructuredPrune,
@@ -303,7 +303,7 @@ def test_resnet20_on_digits_halved_channels_keeps_accuracy():
     before = evaluate(model, test_loader)["accuracy"]
     params, flops = n_params(model), count_flops(model, (1, 1, 8, 8))
     ctx = CompressContext(next(iter(train_loader))[0], train_loader=train_loader, train=cfg)
-    # The recipe benchmarks/compression.py reports: two prune steps with fine-tunes between, then five more epochs.
+    # A lighter cousin of benchmarks/compression.py's recipe (L1 instead of Taylor, two steps, default fine-tune lr).
     model = apply_step(model, StructuredPrune(0.5, steps=2, finetune_epochs=2), ctx)
     model = apply_step(model, FineTune(epochs=5), ctx)
     after = evaluate(model, test_loader)["accuracy"]

@@ -1,13 +1,12 @@
 """Quantization: every method keeps shapes, StaticInt8 really shrinks a trained net, models save and load back."""
 import copy
-import importlib
 
 import pytest
 import torch
 from torch import nn
 
 from workbench.compress.core import CompressContext
-from workbench.compress.quantize import (
+from workbench.compress.quantization import (
     QAT,
     QUANT_STEPS,
     CastPrecision,
@@ -183,7 +182,7 @@ def test_bad_arguments_fail_with_one_clear_line():
 
 
 def test_missing_torchao_says_what_to_install(monkeypatch):
-    qmod = importlib.import_module("workbench.compress.quantize")  # the package re-exports a function of that name
+    from workbench.compress import quantization as qmod
 
     monkeypatch.setattr(qmod, "_torchao_present", lambda: False)
     with pytest.raises(ImportError) as e:

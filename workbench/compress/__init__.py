@@ -7,8 +7,8 @@ Optional libraries (torch-pruning, torchao, ONNX Runtime) are imported only when
 """
 from .core import CompressContext, apply_step, implements
 from .distill import distillation_loss, load_teacher
-from .prune import FineTune, StructuredPrune, UnstructuredPrune, plot_sensitivity, prune, sensitivity, sparsity_report
-from .quantize import (
+from .pruning import FineTune, StructuredPrune, UnstructuredPrune, plot_sensitivity, prune, sensitivity, sparsity_report
+from .quantization import (
     QAT,
     CastPrecision,
     DynamicInt8,

@@ -48,7 +48,7 @@ def _call(obj: Any, classes: dict[str, type], indent: str = "") -> str:
 
 
 def _home(cls: type) -> str:
-    """The shortest module path that exports ``cls``: ``workbench`` before ``workbench.compress.prune``."""
+    """The shortest module path that exports ``cls``: ``workbench`` before ``workbench.compress.pruning``."""
     parts = cls.__module__.split(".")
     for i in range(1, len(parts) + 1):
         module = sys.modules.get(".".join(parts[:i]))
