@@ -97,20 +97,24 @@ def quantization(device, epochs: int) -> list[dict]:
     for label, m in [("fp32", model), ("int8", int8)]:
         for rec in measure_modes(m, chw, modes=("eager", "compiled"), batch_sizes=(1, 64), device=device, warmup=5, iters=30):
             latency[f"{label}/{rec['mode']}/bs{rec['batch_size']}_ms"] = rec.get("latency_ms")
-    row = {
-        "model": "resnet20", "dtype": "int8 (pt2e X86InductorQuantizer)",
-        "state_dict_bytes_fp32": model_size_bytes(model), "state_dict_bytes_int8": model_size_bytes(int8),
-        "program_bytes_fp32": saved_size_bytes(torch.export.export(model.eval(), (example,)).module(), example),
-        "program_bytes_int8": saved_size_bytes(int8, example),
-        "accuracy_fp32": acc, "accuracy_int8": acc_q, "accuracy_delta_points": 100 * (acc_q - acc), **latency,
-    }
-    row["size_ratio_state_dict"] = row["state_dict_bytes_fp32"] / row["state_dict_bytes_int8"]
-    row["size_ratio_program"] = row["program_bytes_fp32"] / row["program_bytes_int8"]
+    row = {"model": "resnet20", **int8_sizes(model, int8, example),
+           "accuracy_fp32": acc, "accuracy_int8": acc_q, "accuracy_delta_points": 100 * (acc_q - acc), **latency}
     print(f"[quant] resnet20 static int8: weights {row['size_ratio_state_dict']:.2f}x smaller "
           f"(whole exported program {row['size_ratio_program']:.2f}x), accuracy {100 * acc:.2f} -> {100 * acc_q:.2f}", flush=True)
     for k, v in latency.items():
         print(f"[quant]   {k}: {v if v is None else round(v, 3)}", flush=True)
     return [row, *int8_file_sizes(("resnet18", "mobilenetv2"), data, ctx)]
+
+
+def int8_sizes(model, int8, example) -> dict:
+    """Bytes of the weights (state dict) and of the whole exported program, fp32 and int8, and their ratios."""
+    row = {"dtype": "int8 (pt2e X86InductorQuantizer)",
+           "state_dict_bytes_fp32": model_size_bytes(model), "state_dict_bytes_int8": model_size_bytes(int8),
+           "program_bytes_fp32": saved_size_bytes(torch.export.export(model.eval(), (example,)).module(), example),
+           "program_bytes_int8": saved_size_bytes(int8, example)}
+    row["size_ratio_state_dict"] = row["state_dict_bytes_fp32"] / row["state_dict_bytes_int8"]
+    row["size_ratio_program"] = row["program_bytes_fp32"] / row["program_bytes_int8"]
+    return row
 
 
 def int8_file_sizes(names, data, ctx: CompressContext) -> list[dict]:
@@ -120,13 +124,7 @@ def int8_file_sizes(names, data, ctx: CompressContext) -> list[dict]:
     for name in names:
         model = build_model(RunConfig(model=ModelConfig(name=name)), data).eval()
         int8 = apply_step(copy.deepcopy(model), StaticInt8(calibration_batches=2), ctx)
-        example = ctx.example_input
-        row = {"model": name, "dtype": "int8 (pt2e X86InductorQuantizer)", "size_only": True,
-               "state_dict_bytes_fp32": model_size_bytes(model), "state_dict_bytes_int8": model_size_bytes(int8),
-               "program_bytes_fp32": saved_size_bytes(torch.export.export(model, (example,)).module(), example),
-               "program_bytes_int8": saved_size_bytes(int8, example)}
-        row["size_ratio_state_dict"] = row["state_dict_bytes_fp32"] / row["state_dict_bytes_int8"]
-        row["size_ratio_program"] = row["program_bytes_fp32"] / row["program_bytes_int8"]
+        row = {"model": name, "size_only": True, **int8_sizes(model, int8, ctx.example_input)}
         print(f"[quant] {name} static int8 (size only): weights {row['size_ratio_state_dict']:.2f}x smaller, "
               f"whole exported program {row['size_ratio_program']:.2f}x", flush=True)
         rows.append(row)
