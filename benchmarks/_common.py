@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from workbench.measure import device_name
-from workbench.results import atomic_write_text
+from workbench._files import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

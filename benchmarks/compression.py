@@ -27,21 +27,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import environment, save  # noqa: E402
 from workbench import (  # noqa: E402
-    DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainConfig, benchmark, count_flops, count_parameters,
-    distill, distill_summary, evaluate, load_dataset, model_size_bytes, resolve_device, run, train,
+    DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainConfig, benchmark, build_model, count_flops,
+    count_parameters, distill, distill_summary, eval_loader, evaluate, load_dataset, measure_modes, model_size_bytes,
+    resolve_device, run, train, train_loader,
 )
 from workbench.compress import CompressContext, FineTune, StaticInt8, StructuredPrune, apply_step, saved_size_bytes  # noqa: E402
 from workbench.data import cifar10_zip_path  # noqa: E402
-from workbench.ledger import measure_modes  # noqa: E402
-from workbench.pipeline import build_model, eval_loader, train_loader  # noqa: E402
 
 
 def trained(config: RunConfig, device):
     """Train ``config``'s model; returns it with its data, loaders and test accuracy."""
     data = load_dataset(config.data.dataset)
-    model = build_model(config, data)
-    tr = train_loader(config, data, torch.arange(len(data.train_y)), device)
-    te = eval_loader(config, data, device)
+    model = build_model(config.model, data.num_classes, tuple(data.train_x.shape[1:]), seed=config.train.seed)
+    tr = train_loader(data, config.data, config.train.batch_size, seed=config.train.seed, device=device)
+    te = eval_loader(data, config.data, device=device)
     train(model, tr, config.train, device=device)
     return model, data, tr, te, evaluate(model, te, device=device)["accuracy"]
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from workbench.config import AugmentConfig
+from workbench.data import AugmentConfig
 from workbench.data import (
     BatchLoader,
     augment_batch,

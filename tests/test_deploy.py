@@ -51,9 +51,9 @@ def test_missing_onnxruntime_says_what_to_install(monkeypatch, tmp_path):
 
 
 def test_importing_workbench_needs_no_optional_dependency():
-    blocked = ["torchao", "onnx", "onnxruntime", "onnxscript"]
+    blocked = ["torchao", "onnx", "onnxruntime", "onnxscript", "torch_pruning", "papermill", "ipywidgets"]
     code = (f"import sys; sys.modules.update(dict.fromkeys({blocked!r}));"
-            "import workbench, workbench.compress.quantization, workbench.compress.distill, workbench.deploy, workbench.ledger;"
+            "import workbench, workbench.compress.quantization, workbench.train.distill, workbench.deploy, workbench.ledger;"
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]

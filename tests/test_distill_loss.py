@@ -6,7 +6,8 @@ from torch import nn
 
 from workbench import ModelConfig, Result, RunConfig, TrainConfig, create_model, load_dataset, train
 from workbench.checkpoint import load_checkpoint, save_checkpoint
-from workbench.compress.distill import distillation_loss, load_teacher
+from workbench.pipeline import load_teacher
+from workbench.train import distillation_loss
 
 
 @pytest.fixture
@@ -73,7 +74,8 @@ def test_checkpoint_and_stored_run_load_as_teacher(tmp_path, store):
     ds = load_dataset("digits")
     torch.manual_seed(0)
     model = create_model("cnn", ds.num_classes, ds.in_channels, ds.image_size, width=0.25).eval()
-    path = save_checkpoint(tmp_path / "ckpt" / "teacher.pt", model, cfg)
+    args = {"name": "cnn", "num_classes": ds.num_classes, "in_channels": ds.in_channels, "image_size": ds.image_size, "width": 0.25}
+    path, _ = save_checkpoint(tmp_path / "ckpt" / "teacher.pt", model, cfg, args)
     loaded, config = load_checkpoint(path)  # weights_only=True inside
     assert config == cfg and set(loaded.state_dict()) == set(model.state_dict())
     x = torch.randn(3, 1, 8, 8)

@@ -11,8 +11,9 @@ from torch import nn
 from workbench import MeasureConfig, ModelConfig, Result, RunConfig, TrainConfig, run
 from workbench.compress.pruning import UnstructuredPrune, prune
 from workbench.compress.quantization import DynamicInt8, QAT, StaticInt8, quantize
-from workbench.ledger import ledger, measure_modes, plot_ledger_latency, plot_ledger_size_accuracy, timing_plan
-from workbench.measure import available_devices, count_flops, count_parameters, model_size_bytes
+from workbench.ledger import ledger
+from workbench.measure import available_devices, count_flops, count_parameters, measure_modes, model_size_bytes, timing_plan
+from workbench.plots import plot_ledger_latency, plot_ledger_size_accuracy
 
 CHW = (1, 8, 8)
 
@@ -139,9 +140,9 @@ def test_charts_have_labelled_axes_and_name_the_device():
 
 def test_timing_plan_covers_every_device_once_per_mode(monkeypatch):
     # Planning only (which device gets which modes): a GPU machine is described, nothing runs on it.
-    measure_pkg = importlib.import_module("workbench.measure")
+    modes = importlib.import_module("workbench.measure.modes")
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
-    monkeypatch.setattr(measure_pkg, "available_devices", lambda: [cpu, gpu])
+    monkeypatch.setattr(modes, "available_devices", lambda: [cpu, gpu])
     every = MeasureConfig(modes=("eager", "compiled", "onnxruntime"), device="all")
     assert timing_plan(every, gpu) == [(gpu, ["compiled", "onnxruntime"]), (cpu, ["eager", "compiled"])]
     assert timing_plan(every, cpu) == [(cpu, ["compiled", "onnxruntime"]), (gpu, ["eager", "compiled"])]

@@ -4,7 +4,7 @@ import torch
 import torch.nn.utils.prune
 from torch import nn
 
-from workbench.config import ConfigError, MeasureConfig
+from workbench import ConfigError, MeasureConfig
 from workbench.measure import (
     benchmark,
     count_flops,

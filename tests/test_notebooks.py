@@ -30,9 +30,35 @@ EXPECTED = {
                         "seeds_improved", "student_params_ratio", "student_speedup", "measure_device_name"],
 }
 
+# The relation each notebook's takeaway states, checked on what the smoke run produced. Each holds for
+# the smoke sizes too (checked on the numbers, never on the printed text).
+TAKEAWAYS = {
+    "00_quickstart": [("the narrower cnn has fewer parameters", lambda m: m["narrow_params_ratio"] < 0.5)],
+    "01_measure": [("batching raises throughput", lambda m: m["throughput_ips_max"] > m["throughput_ips_bs1"]),
+                   ("the static costs are positive", lambda m: m["params"] > 0 and m["flops"] > 0)],
+    "02_model_structure": [("wider means more parameters", lambda m: m["width_params_ratio"] > 1.5),
+                           ("deeper means more FLOPs", lambda m: m["depth_flops_ratio"] > 1.2),
+                           ("the base config trained once, not once per section", lambda m: m["reused_runs"] >= 1)],
+    "03_training_algorithms": [("a bigger batch trains more images per second", lambda m: m["batch_speedup"] > 1)],
+    "04_data": [("selection strategies train on the same budget",
+                 lambda m: abs(m["selection_data_share"] - m["budget"]) < 0.02)],
+    "06_pruning": [("unstructured: fewer non-zeros, same file", lambda m: m["unstructured_nonzero_ratio"] < 0.6
+                    and m["unstructured_size_ratio"] > 0.95),
+                   ("structured: fewer parameters and FLOPs", lambda m: m["structured_params_ratio"] < 0.6
+                    and m["structured_flops_ratio"] < 0.6),
+                   ("one training for every variant", lambda m: m["trained_runs"] == 1)],
+    "07_quantization": [("static int8 weights are smaller", lambda m: m["static_size_ratio"] < 0.5),
+                        ("the saved int8 program is smaller than the saved float model",
+                         lambda m: m["saved_static_int8_bytes"] < m["saved_fp32_bytes"]),
+                        ("every saved model loads back with its run's accuracy", lambda m: m["reload_accuracy_gap"] < 0.005),
+                        ("one training for every variant", lambda m: m["trained_runs"] == 1)],
+    "08_distillation": [("a distilled row beside an alone row for every seed", lambda m: m["pairs"] == m["seeds"] >= 2),
+                        ("the student is smaller than the teacher", lambda m: m["student_params_ratio"] < 0.5)],
+}
+
 
 def test_every_notebook_has_expectations():
-    assert sorted(p.stem for p in NOTEBOOKS) == sorted(EXPECTED)
+    assert sorted(p.stem for p in NOTEBOOKS) == sorted(EXPECTED) == sorted(TAKEAWAYS)
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
@@ -64,6 +90,8 @@ def test_notebook_smoke_run(nb, tmp_path):
         assert key in metrics, key
         value = metrics[key]
         assert value is not None and (not isinstance(value, float) or math.isfinite(value)), (key, value)
+    for claim, holds in TAKEAWAYS[nb.stem]:
+        assert holds(metrics), f"{nb.stem}: {claim} ({metrics})"
     doc = json.loads(executed.read_text())
     images = [o for c in doc["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert images, "the notebook shows at least one chart as a PNG"

@@ -19,8 +19,9 @@ def test_run_stores_a_complete_row(store):
     assert row["accuracy"] > 0.8
     assert row["epochs_run"] == 2 and len(row["history"]) == 2
     assert {b["batch_size"] for b in row["benchmarks"]} == {1, 64}
-    state = torch.load(r.checkpoint, weights_only=True)
-    assert "model" in state and RunConfig.from_dict(state["config"]) == r.config
+    state = torch.load(r.checkpoint, weights_only=True)  # plain tensors and values only
+    assert RunConfig.from_dict(state["metadata"]["config"]) == r.config and state["state_dict"]
+    assert r.checkpoint == r.trained_checkpoint and r.checkpoint_format == "state_dict" and row["checkpoint_format"] == "state_dict"
 
 
 def test_same_config_same_accuracy():

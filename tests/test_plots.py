@@ -8,7 +8,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from workbench import plots
-from workbench.config import ModelConfig, RunConfig
+from workbench import ModelConfig, RunConfig
 from workbench.results import Result, results_frame
 
 

@@ -5,19 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from workbench.compress.core import CompressContext, apply_step
-from workbench.compress.pruning import (
-    FineTune,
-    StructuredPrune,
-    UnstructuredPrune,
-    plot_sensitivity,
-    prune,
-    sensitivity,
-    sparsity_report,
-)
-from workbench.config import ConfigError, RunConfig, TrainConfig
+from workbench import ConfigError, RunConfig, TrainConfig
+from workbench.compress import (CompressContext, FineTune, StructuredPrune, UnstructuredPrune, apply_step, prune,
+                                sensitivity, sparsity_report)
 from workbench.measure import count_flops
 from workbench.models import create_model, list_models
+from workbench.plots import plot_sensitivity
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

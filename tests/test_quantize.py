@@ -21,7 +21,7 @@ from workbench.compress.quantization import (
     save_quantized,
     saved_size_bytes,
 )
-from workbench.config import ConfigError, RunConfig, TrainConfig
+from workbench import ConfigError, RunConfig, TrainConfig
 from workbench.data import BatchLoader, load_dataset
 from workbench.measure import count_parameters, model_size_bytes
 from workbench.models import create_model
@@ -182,9 +182,10 @@ def test_bad_arguments_fail_with_one_clear_line():
 
 
 def test_missing_torchao_says_what_to_install(monkeypatch):
-    from workbench.compress import quantization as qmod
+    import importlib.util
 
-    monkeypatch.setattr(qmod, "_torchao_present", lambda: False)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else real(name, *a))
     with pytest.raises(ImportError) as e:
         quantize(nn.Sequential(nn.Linear(8, 4)), WeightOnlyInt8())
     assert "pip install torchao" in _one_line(e)

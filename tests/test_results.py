@@ -4,7 +4,7 @@ import os
 import pytest
 
 from workbench import Result, ResultStore, RunConfig, compare
-from workbench.results import atomic_write_text
+from workbench._files import atomic_write_text
 
 
 def _result(name, acc, params):

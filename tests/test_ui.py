@@ -7,7 +7,7 @@ import torch
 from matplotlib.figure import Figure
 
 from workbench import AugmentConfig, DataConfig, DistillConfig, HardwareConfig, MeasureConfig, ModelConfig, RunConfig, TrainConfig
-from workbench.config import CompressStep
+from workbench.compress import CompressStep
 from workbench.results import ResultStore
 from workbench.ui import Workbench, config_code
 from workbench.ui.panel import STORE

@@ -1,49 +1,60 @@
-"""Trained weights with the config that made them, saved and loaded safely (``weights_only=True``).
+"""A run's model on disk, as it ends the run (float, pruned or quantized), with the config that made
+it and the model's constructor arguments: it rebuilds from the registry without loading any data.
 
-A checkpoint is ``{"config": RunConfig.to_dict(), "model": state_dict}``: enough to rebuild the model
-from the registry, e.g. as a distillation teacher.
+Two formats, both read without unpickling code:
+
+- ``state_dict`` (``.pt``): weights, quantization layout and structure (layer widths a structured
+  pruning changed) plus ``{"config", "model_args"}``; read with ``torch.load(weights_only=True)``
+  into ``create_model(**model_args)``.
+- ``export_program`` (``.pt2``): a pt2e int8 model as a ``torch.export`` archive (graph and int8
+  weights) with the same metadata inside; read with ``torch.export.load``.
+
+Example:
+    >>> import tempfile, os
+    >>> from workbench import RunConfig, ModelConfig, create_model
+    >>> cfg = RunConfig(model=ModelConfig(name="mlp"))
+    >>> args = {"name": "mlp", "num_classes": 10, "in_channels": 1, "image_size": 8}
+    >>> path, fmt = save_checkpoint(os.path.join(tempfile.mkdtemp(), "m.pt"), create_model(**args), cfg, args)
+    >>> model, again = load_checkpoint(path)
+    >>> again == cfg, type(model).__name__, fmt
+    (True, 'MLP', 'state_dict')
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from .compress import is_pt2e_program, load_quantized, save_quantized, saved_format, saved_metadata
 from .config import RunConfig
+from .models import create_model
 
 
-def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: RunConfig) -> Path:
-    """Write atomically: a crash leaves the old file or none, never half of one."""
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: RunConfig, model_args: dict[str, Any],
+                    *, example_inputs: torch.Tensor | None = None) -> tuple[Path, str]:
+    """Write ``model`` as it is, atomically; returns the path written and its format. A pt2e int8
+    program goes to ``path`` with the suffix ``.pt2`` and needs ``example_inputs`` (one input batch)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"config": config.to_dict(), "model": model.state_dict()}, tmp)
-    os.replace(tmp, path)
-    return path
+    if is_pt2e_program(model):
+        path = path.with_suffix(".pt2")
+    metadata = {"config": config.to_dict(), "model_args": dict(model_args)}
+    save_quantized(model, path, example_inputs, metadata=metadata)
+    return path, saved_format(path)
 
 
-def load_checkpoint(path: str | os.PathLike, *, data_root: str | os.PathLike = "data") -> tuple[torch.nn.Module, RunConfig]:
-    """Rebuild the model a checkpoint was saved from and load its weights.
-
-    Example:
-        >>> import tempfile, os
-        >>> from workbench import RunConfig, ModelConfig, create_model
-        >>> cfg = RunConfig(model=ModelConfig(name="mlp"))
-        >>> path = save_checkpoint(os.path.join(tempfile.mkdtemp(), "m.pt"), create_model("mlp", 10, 1, 8), cfg)
-        >>> model, again = load_checkpoint(path)
-        >>> again == cfg, type(model).__name__
-        (True, 'MLP')
-    """
-    from .data import load_dataset
-    from .pipeline import build_model
-
-    if not Path(path).exists():
+def load_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, RunConfig]:
+    """Rebuild the model a checkpoint holds (in eval mode, on the CPU) and the config that made it."""
+    path = Path(path)
+    if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {path}: give a stored run id or the path of a saved checkpoint.")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not {"config", "model"} <= set(state):
-        raise ValueError(f"{path} is not a Workbench checkpoint (expected 'config' and 'model' keys).")
-    config = RunConfig.from_dict(state["config"])
-    model = build_model(config, load_dataset(config.data.dataset, root=data_root))
-    model.load_state_dict(state["model"])
-    return model, config
+    try:
+        metadata = saved_metadata(path)
+    except Exception as e:  # noqa: BLE001  (anything unreadable gets the same one-line answer)
+        raise ValueError(f"{path} is not a Workbench checkpoint ({type(e).__name__}): give a file a run saved.") from None
+    if not {"config", "model_args"} <= set(metadata):
+        raise ValueError(f"{path} has no model arguments (written by an older Workbench, or by save_quantized alone): "
+                         "rerun the config that made it to save a current checkpoint.")
+    model = load_quantized(path, model=create_model(**metadata["model_args"]))
+    return model, RunConfig.from_dict(metadata["config"])

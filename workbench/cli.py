@@ -13,7 +13,11 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import CompressStep, ConfigError, RunConfig, field_paths
+from ._errors import ConfigError
+from ._registry import unknown_name_error
+from .compress import parse_step, read_value
+from .config import RunConfig, field_paths
+from .results import COMPARE_METRICS, METRICS
 
 # Flags whose name is not simply the field's last path component (which would clash or read badly).
 _FLAG_NAMES = {
@@ -74,30 +78,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         help="a compression step, repeatable and applied in order, e.g. prune_structured:amount=0.5 finetune:epochs=2",
     )
     parser.add_argument("--config", type=Path, help="start from a saved RunConfig JSON file; flags override it")
-
-
-def parse_step(spec: str) -> CompressStep:
-    """``"prune_structured:amount=0.5,steps=2"`` -> the step config.
-
-    Example:
-        >>> parse_step("finetune:epochs=2").to_dict()["epochs"]
-        2
-    """
-    kind, _, args = spec.partition(":")
-    values: dict[str, Any] = {"kind": kind}
-    for pair in filter(None, args.split(",")):
-        key, eq, raw = pair.partition("=")
-        if not eq:
-            raise ConfigError(f"Bad compression argument '{pair}' in '{spec}': write key=value, e.g. amount=0.5.")
-        values[key] = _literal(raw)
-    return CompressStep.from_dict(values)
-
-
-def _literal(raw: str) -> Any:
-    try:
-        return json.loads(raw.lower() if raw.lower() in ("true", "false") else raw)
-    except json.JSONDecodeError:
-        return raw
+    parser.add_argument("--from", dest="from_run", metavar="RUN_ID",
+                        help="start from a stored run: its config, flags override it; its training is reused "
+                             "when the training flags are left alone (e.g. --from RUN_ID --compress static_int8)")
 
 
 def _augment(spec: str) -> dict[str, Any]:
@@ -108,15 +91,20 @@ def _augment(spec: str) -> dict[str, Any]:
     for item in filter(None, spec.split(",")):
         key, eq, raw = item.partition("=")
         if key not in defaults:
-            from ._registry import unknown_name_error
-
             raise unknown_name_error("augmentation", key, defaults)
-        out[key] = type(defaults[key])(_literal(raw)) if eq else defaults[key]
+        out[key] = read_value(raw, type(defaults[key]), f"augment.{key}") if eq else defaults[key]
     return out
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    cfg = RunConfig.from_json(args.config.read_text()) if getattr(args, "config", None) else RunConfig()
+    if getattr(args, "from_run", None):
+        from .results import ResultStore
+
+        cfg = ResultStore(args.store).get(args.from_run).config.replace(name="")
+    elif getattr(args, "config", None):
+        cfg = RunConfig.from_json(args.config.read_text())
+    else:
+        cfg = RunConfig()
     changes = {k: v for k, v in vars(args).items() if "." in k or k == "name"}
     if args.augment:
         changes.update({f"data.augment.{k}": v for k, v in _augment(args.augment).items()})
@@ -130,12 +118,19 @@ def _print_result(result, as_json: bool) -> None:
         print(json.dumps({**result.to_dict(), "row": {k: v for k, v in result.row().items() if k != "created"}}, default=str))
         return
     row = result.row()
-    keys = ["run_id", "name", "status", "accuracy", "loss", "params", "nonzero_params", "size_bytes", "flops",
-            "latency_ms", "throughput_ips", "measure_device_name", "train_seconds", "train_ips"]
-    width = max(map(len, keys))
-    for k in keys:
-        v = row.get(k)
-        print(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    lines = [(k, row.get(k)) for k in ("run_id", "name", "status")]
+    lines += [(METRICS[k].axis_label, _shown(row[k] * METRICS[k].scale if row[k] is not None else None))
+              for k in ("accuracy", "loss", *COMPARE_METRICS[1:], "train_ips") if k in row]
+    lines += [("measured on", row.get("measure_device_name")), ("trained on", row.get("train_device"))]
+    if result.reused_from:
+        lines.append(("reused the training of", result.reused_from))
+    width = max(len(k) for k, _ in lines)
+    for k, v in lines:
+        print(f"{k:<{width}}  {v}")
+
+
+def _shown(value: Any) -> str:
+    return f"{value:,.4g}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_run.add_argument("--store", default="runs", help="results folder (default: runs)")
     p_run.add_argument("--no-progress", action="store_true")
     p_run.add_argument("--print-config", action="store_true", help="print the config as JSON and exit")
+    p_run.add_argument("--no-reuse", action="store_true", help="train even if the store holds the same training")
 
     p_tour = sub.add_parser("tour", help="the main job: baseline + contrasting variants on digits, and a report")
     p_tour.add_argument("--out", default="runs", help="results folder (default: runs)")
@@ -180,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _dispatch(args)
-    except (ConfigError, ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
+    except (ConfigError, ValueError, FileNotFoundError, KeyError, RuntimeError, ImportError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"workbench: error: {message}", file=sys.stderr)
         return 2
@@ -192,9 +188,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.print_config:
             print(cfg.to_json(indent=1))
             return 0
-        from .pipeline import run
+        from .pipeline import preflight, run
 
-        result = run(cfg, store=args.store, progress=not args.no_progress and not args.json)
+        check = preflight(cfg, store=args.store)
+        for note in check.notes:
+            print(f"workbench: note: {note}", file=sys.stderr)
+        if check.problems:
+            raise ConfigError(check.problems[0])
+        result = run(cfg, store=args.store, progress=not args.no_progress and not args.json, reuse=not args.no_reuse)
         _print_result(result, args.json)
         return 0 if result.status == "ok" else 1
     if args.command == "tour":

@@ -10,6 +10,10 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
+from ._errors import optional_import
+from ._files import atomic_write_text
+from .results import jsonable
+
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
 
@@ -43,10 +47,7 @@ def run_notebook(path: str | Path, parameters: dict[str, Any] | None = None, *, 
 
     ``results_dir`` defaults to that folder, so ``metrics.json`` lands beside the executed notebook.
     """
-    try:
-        import papermill
-    except ImportError as e:
-        raise RuntimeError("Running notebooks needs papermill: pip install 'workbench[notebooks]'") from e
+    papermill = optional_import("papermill", "Running notebooks", "pip install 'workbench[notebooks]'")
     path = Path(path)
     target = Path(out) / path.stem
     target.mkdir(parents=True, exist_ok=True)
@@ -85,8 +86,4 @@ def _parse(value: Any) -> Any:
 
 def write_metrics(results_dir: str | Path, **metrics: Any) -> Path:
     """What a notebook's last cell calls: ``metrics.json`` for the test harness (NaN -> null)."""
-    from .results import _jsonable, atomic_write_text
-
-    path = Path(results_dir) / "metrics.json"
-    atomic_write_text(path, json.dumps(_jsonable(metrics), indent=1))
-    return path
+    return atomic_write_text(Path(results_dir) / "metrics.json", json.dumps(jsonable(metrics), indent=1))

@@ -1,81 +1,93 @@
 """``run(config)``: the one place where the parts are composed.
 
-data -> model -> train -> compression steps -> evaluate -> measure -> Result -> store.
-Every part is a plain function that can be called alone; this module only wires them.
+preflight -> data -> train (or reuse a stored training) -> compression steps -> evaluate -> measure
+-> Result -> store. Every part is a plain function that can be called alone; this module only wires
+them, one phase per function, so a reader sees the whole run at once in ``run``.
+
+Train once, reuse: a store that already holds a finished training of the same data, model, train,
+hardware and distill sections gives its trained weights to the next run of them, so a baseline and
+its compressed variants train once (``reuse=False`` trains again; the row names the reused run).
 """
 from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
-from .checkpoint import save_checkpoint
+from ._errors import ConfigError
+from .checkpoint import load_checkpoint, save_checkpoint
+from .compress import CompressContext, QAT, apply_step
 from .config import RunConfig
-from .data import BatchLoader, Dataset, load_dataset, per_example_loss, select_subset
-from .measure import count_flops, measure, resolve_device, timing_device, track_peak_memory
-from .models import create_model
-from .results import Result, ResultStore, results_frame
-from .config import TrainConfig
-from .train import Callback, Checkpoint, ProgressBar, evaluate, train
+from .data import Dataset, eval_loader, load_dataset, per_example_loss, select_subset, train_loader
+from .measure import (count_flops, measure, measure_modes, native_bf16, resolve_device, timing_device, timing_plan,
+                      track_peak_memory)
+from .models import ModelConfig, build_model, model_args
+from .results import Result, ResultStore, new_run_id, results_frame
+from .train import (Callback, Checkpoint, DistillConfig, ProgressBar, TrainConfig, check_precision, distillation_loss,
+                    evaluate, train)
 
-EVAL_BATCH = 512  # evaluation needs no gradients, so bigger batches are simply faster
-
-
-def build_model(config: RunConfig, dataset: Dataset) -> torch.nn.Module:
-    """The model ``config.model`` describes, shaped for ``dataset``; initialised from ``config.train.seed``."""
-    torch.manual_seed(config.train.seed)
-    m = config.model
-    return create_model(
-        m.name, dataset.num_classes, dataset.in_channels, dataset.image_size,
-        width=m.width, depth=m.depth, batchnorm=m.batchnorm, dropout=m.dropout,
-    )
+# Training metrics a reused run takes over from the run that trained the weights.
+TRAINING_METRICS = ("train_accuracy", "train_loss", "train_seconds", "train_ips", "train_device", "peak_memory_bytes",
+                    "epochs_run", "train_examples")
+NO_FLIP = ("digits", "mnist")  # datasets where a mirrored image means something else (a mirrored 3 is not a 3)
 
 
-def training_subset(config: RunConfig, dataset: Dataset, device: torch.device) -> torch.Tensor:
-    """Indices of the training examples to use, chosen by ``config.data.selection``.
+@dataclass
+class Preflight:
+    """What ``preflight`` found: problems stop a run before any work; notes are advice."""
 
-    ``hardest`` / ``easiest`` rank examples by the loss of a quick proxy (a small MLP trained for two
-    epochs on all the data): cheap, and it ranks the same "obviously easy" examples low as a big model.
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def preflight(config: RunConfig, *, store: ResultStore | str | os.PathLike | None = None) -> Preflight:
+    """Check ``config`` against this machine before any data is loaded: the devices it names, its
+    precision, where each compression step can run, and (with a store) its teacher. The CLI, the
+    panel and ``run`` all ask this, so each gives the same one-line answers.
+
+    Example:
+        >>> from workbench import RunConfig, HardwareConfig
+        >>> preflight(RunConfig(hardware=HardwareConfig(device="cpu", precision="fp16"))).problems
+        ["precision 'fp16' needs a CUDA GPU (device is cpu): use 'bf16' or 'fp32' here."]
+        >>> preflight(RunConfig().replace(**{"data.augment.flip": True})).notes
+        ['flip mirrors digits: a mirrored digit is often another digit or none']
     """
-    d = config.data
-    if d.fraction == 1.0:
-        return torch.arange(len(dataset.train_y))
-    scores = None
-    if d.selection in ("hardest", "easiest"):
-        proxy_cfg = RunConfig(data=d.__class__(dataset=d.dataset), model=config.model.__class__(name="mlp"),
-                              train=TrainConfig(epochs=2, optimizer="adam", lr=1e-3, seed=config.train.seed))
-        proxy = build_model(proxy_cfg, dataset).to(device)
-        train(proxy, train_loader(proxy_cfg, dataset, torch.arange(len(dataset.train_y)), device), proxy_cfg.train, device=device)
-        scores = per_example_loss(proxy, dataset.train_x, dataset.train_y, mean=dataset.mean, std=dataset.std, device=device)
-    return select_subset(dataset.train_y, d.fraction, d.selection, seed=config.train.seed, scores=scores)
-
-
-def train_loader(config: RunConfig, dataset: Dataset, indices: torch.Tensor, device: torch.device) -> BatchLoader:
-    """Shuffled, augmented (as configured), normalised batches of the chosen training examples."""
-    return BatchLoader(
-        dataset.train_x[indices], dataset.train_y[indices], config.train.batch_size, shuffle=True,
-        seed=config.train.seed, device=device, augment=config.data.augment if config.data.augment.enabled else None,
-        mean=dataset.mean if config.data.normalize else None, std=dataset.std if config.data.normalize else None,
-    )
-
-
-def eval_loader(config: RunConfig, dataset: Dataset, device: torch.device, split: str = "test") -> BatchLoader:
-    """Normalised, unaugmented batches of a whole split, in order."""
-    x, y = (dataset.test_x, dataset.test_y) if split == "test" else (dataset.train_x, dataset.train_y)
-    return BatchLoader(
-        x, y, EVAL_BATCH, device=device,
-        mean=dataset.mean if config.data.normalize else None, std=dataset.std if config.data.normalize else None,
-    )
-
-
-def _open_store(store: ResultStore | str | os.PathLike | None) -> ResultStore | None:
-    if store is None or isinstance(store, ResultStore):
-        return store
-    return ResultStore(store)
+    check = Preflight()
+    try:
+        device = resolve_device(config.hardware.device)
+        check_precision(config.hardware.precision, device)
+        timing_device(config.measure.device, device)
+    except ValueError as e:
+        check.problems.append(str(e))
+        return check
+    check.problems += [p for p in (step.problem(device) for step in config.compress) if p]
+    if config.distill.enabled:
+        try:
+            _teacher_checkpoint(config.distill.teacher, _open_store(store))
+        except ValueError as e:
+            check.problems.append(str(e))
+    d, h = config.data, config.hardware
+    if d.selection != "random" and d.fraction == 1:
+        check.notes.append(f"selection '{d.selection}' only matters when data fraction < 1")
+    if d.augment.flip and d.dataset in NO_FLIP:
+        check.notes.append(f"flip mirrors {d.dataset}: a mirrored digit is often another digit or none")
+    if h.precision == "bf16" and device.type == "cpu" and not native_bf16(device):
+        check.notes.append("bf16 is emulated on this CPU (no AVX-512 BF16 or AMX): expect it several times slower than fp32")
+    if h.compile and device.type == "cpu":
+        check.notes.append("torch.compile: the first epoch includes compiling, about 15 s on a CPU")
+    if any(isinstance(s, QAT) and not s.convert for s in config.compress):
+        check.notes.append("QAT(convert=False) keeps the fake-quant model: float math, to study QAT, not to ship")
+    return check
 
 
 def run(
@@ -85,12 +97,17 @@ def run(
     callbacks: Sequence[Callback] = (),
     progress: bool = True,
     resume: bool = True,
+    reuse: bool = True,
+    start_from: str | Result | None = None,
     data_root: str | os.PathLike = "data",
 ) -> Result:
     """Train, compress, evaluate and measure what ``config`` describes; store and return the row.
 
     With a store, training checkpoints every epoch under ``store/checkpoints`` and ``resume=True``
-    continues an interrupted run of the same config from its last finished epoch.
+    continues an interrupted training of the same sections from its last finished epoch; ``reuse=True``
+    takes the weights of a stored run that already finished the same training instead of training
+    again. ``start_from`` (a run id or ``Result`` in the store) names that run explicitly, e.g. to
+    compress a model you liked: its training sections must equal ``config``'s.
 
     Example:
         >>> from workbench import RunConfig, ModelConfig, TrainConfig
@@ -100,92 +117,26 @@ def run(
         True
     """
     store = _open_store(store)
+    check = preflight(config, store=store)
+    if check.problems:
+        raise ConfigError(check.problems[0])
     device = resolve_device(config.hardware.device)
+    source = _training_to_reuse(config, store, device, reuse, start_from)
     dataset = load_dataset(config.data.dataset, root=data_root)
-    indices = training_subset(config, dataset, device)
-    model = build_model(config, dataset)
-    train_batches = train_loader(config, dataset, indices, device)
-    test_loader = eval_loader(config, dataset, device)
-
-    criterion = None
-    if config.distill.enabled:
-        from .compress.distill import distillation_loss, load_teacher
-
-        teacher = load_teacher(config.distill.teacher, store=store).to(device)
-        criterion = distillation_loss(
-            teacher, alpha=config.distill.alpha, temperature=config.distill.temperature,
-            label_smoothing=config.train.label_smoothing,
-        )
-
-    hooks = list(callbacks) + ([ProgressBar(desc=config.name or config.model.name)] if progress else [])
-    resume_from = None
-    if store is not None:
-        in_progress = store.root / "checkpoints" / f"in-progress-{config.config_hash()}.pt"
-        hooks.append(Checkpoint(in_progress))
-        resume_from = str(in_progress) if resume and in_progress.exists() else None
-    with track_peak_memory(device) as memory:
-        outcome = train(
-            model, train_batches, config.train, eval_loader=test_loader, hardware=config.hardware,
-            device=device, callbacks=hooks, resume_from=resume_from, criterion=criterion,
-        )
-    if outcome.status != "ok":
-        warnings.warn(f"Training stopped early: {outcome.status}", stacklevel=2)
-    trained_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    chw = tuple(dataset.train_x.shape[1:])
-    compress_log: list[dict] = []
-    flops_note = None
-    if config.compress:
-        from .compress import CompressContext, apply_step
-
-        float_flops = count_flops(model, (1, *chw))
-        ctx = CompressContext(
-            example_input=next(iter(test_loader))[0][:8].clone(), train_loader=train_batches, eval_loader=test_loader,
-            device=device, train=config.train, hardware=config.hardware, log=compress_log,
-        )
-        for step in config.compress:
-            model = apply_step(model, step, ctx)
-
-    final = evaluate(model, test_loader, device=device, precision=config.hardware.precision)
-    measure_device = timing_device(config.measure.device, device)
-    size_metrics, records = measure(model, chw, config.measure, measure_device)
-    from .ledger import measure_modes, timing_plan
-
-    for where, modes in timing_plan(config.measure, measure_device):
-        records += measure_modes(model, chw, modes=modes, batch_sizes=config.measure.batch_sizes,
-                                 device=where, warmup=config.measure.warmup, iters=config.measure.iters)
-    if config.compress and size_metrics["flops"] == 0:
-        # FlopCounterMode does not see quantized kernels; the arithmetic is the float model's.
-        size_metrics["flops"] = float_flops
-        flops_note = "counted on the float model: FlopCounterMode cannot see quantized ops"
-    last = outcome.history[-1] if outcome.history else {}
-    metrics = {
-        "accuracy": final["accuracy"],
-        "loss": final["loss"],
-        "train_accuracy": last.get("train_accuracy"),
-        "train_loss": last.get("train_loss"),
-        **size_metrics,
-        "train_seconds": outcome.seconds,
-        "train_ips": outcome.images / outcome.seconds if outcome.seconds else None,
-        "train_device": str(device),
-        "peak_memory_bytes": memory.peak_bytes,
-        "epochs_run": len(outcome.history),
-        "train_examples": len(indices),
-    }
-    if flops_note:
-        metrics["flops_note"] = flops_note
-    result = Result(config=config, metrics=metrics, history=outcome.history, benchmarks=records,
-                    status="ok" if outcome.status == "ok" else outcome.status.split(":")[0])
+    run_id = new_run_id()
+    if source is None:
+        trained = _train(config, dataset, device, store, run_id, callbacks, progress, resume)
+    else:
+        trained = _reuse(source, device, progress)
+    model, compress_log, float_flops = _compress(config, trained, dataset, device)
+    metrics, records = _evaluate_and_measure(config, model, dataset, device, float_flops)
+    result = Result(config=config, metrics={**metrics, **trained.metrics}, history=trained.history, benchmarks=records,
+                    run_id=run_id, status=trained.status, trained_checkpoint=trained.checkpoint,
+                    reused_from=trained.reused_from)
     if compress_log:
         result.metrics["compress_log"] = compress_log
     if store is not None:
-        path = store.checkpoint_path(result.run_id)
-        model_for_ckpt = build_model(config, dataset)
-        model_for_ckpt.load_state_dict(trained_state)
-        save_checkpoint(path, model_for_ckpt, config)
-        result.checkpoint = str(path)
-        store.append(result)
-        in_progress.unlink(missing_ok=True)
+        _store(result, model, dataset, store, device)
     return result
 
 
@@ -217,16 +168,12 @@ def distill(
     ``teacher`` is a stored run id or a checkpoint path. Returns one row per run with a ``with_teacher``
     column; ``distill_summary`` averages them.
     """
-    from dataclasses import asdict
-
-    from .config import DistillConfig
-
     rows = []
     for seed in seeds:
         for with_teacher in (False, True):
             cfg = student.replace(**{
                 "train.seed": seed,
-                "distill": asdict(DistillConfig(teacher=teacher if with_teacher else "", alpha=alpha, temperature=temperature)),
+                "distill": DistillConfig(teacher=teacher if with_teacher else "", alpha=alpha, temperature=temperature),
                 "name": f"{student.name or student.model.name} {'distilled' if with_teacher else 'alone'}",
             })
             rows.append(run(cfg, **kwargs))
@@ -240,3 +187,248 @@ def distill_summary(df: pd.DataFrame) -> pd.DataFrame:
     table = df.groupby("with_teacher")["accuracy"].agg(["mean", "std", "count"])
     table.index = table.index.map({False: "student alone", True: "distilled"})
     return table
+
+
+def load_model(run: str | Result, *, store: ResultStore | str | os.PathLike = "runs") -> torch.nn.Module:
+    """The model a stored run ended with, as saved (compressed if it was), on the CPU in eval mode.
+
+    Example:
+        >>> load_model("no-such-run", store="/nonexistent")
+        Traceback (most recent call last):
+        ...
+        KeyError: "No result 'no-such-run' in /nonexistent/results. Latest ids: none."
+    """
+    result = run if isinstance(run, Result) else _open_store(store).get(run)
+    if not result.checkpoint:
+        raise ValueError(f"Run '{result.run_id}' saved no model ({result.metrics.get('checkpoint_note', 'run it with a store')}).")
+    return load_checkpoint(result.checkpoint)[0]
+
+
+def evaluator(config: RunConfig, *, data_root: str | os.PathLike = "data",
+              device: str | torch.device | None = None) -> Callable[[torch.nn.Module], float]:
+    """A function ``model -> test accuracy`` on ``config``'s test split, normalised as it trains (the
+    data is loaded once): what ``sensitivity`` and hand-made checks need.
+
+    Example:
+        >>> from workbench import RunConfig, create_model
+        >>> accuracy = evaluator(RunConfig())
+        >>> 0 <= accuracy(create_model("mlp", 10, 1, 8)) <= 1
+        True
+    """
+    dataset = load_dataset(config.data.dataset, root=data_root)
+    where = resolve_device(device or config.hardware.device)
+    batches = eval_loader(dataset, config.data, device=where)
+    return lambda model: evaluate(model.to(where) if _movable(model) else model, batches, device=where)["accuracy"]
+
+
+def load_teacher(ref: str | os.PathLike, store: ResultStore | str | os.PathLike | None = None) -> torch.nn.Module:
+    """The trained model behind ``ref``: a checkpoint file path, or the run id of a stored result.
+
+    The architecture is rebuilt from the checkpoint's model arguments (no data is loaded), the
+    weights loaded, and the model returned in eval mode on the CPU.
+
+    Example:
+        >>> load_teacher("no-such-run")
+        Traceback (most recent call last):
+        ...
+        ValueError: Teacher 'no-such-run' is neither a checkpoint file nor a stored run id (no result store given): pass a path or store=ResultStore(...)
+    """
+    model, _ = load_checkpoint(_teacher_checkpoint(str(ref), _open_store(store)))
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# The phases of run()
+
+
+@dataclass
+class _Trained:
+    model: torch.nn.Module
+    history: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    status: str = "ok"
+    checkpoint: str | None = None  # the float weights right after training
+    reused_from: str | None = None
+    indices: torch.Tensor | None = None  # the training examples chosen (None: not chosen here)
+
+
+def _training_to_reuse(config: RunConfig, store: ResultStore | None, device: torch.device, reuse: bool,
+                       start_from: str | Result | None) -> Result | None:
+    if start_from is not None:
+        if store is None:
+            raise ValueError("start_from needs the result store that holds that run: pass store=...")
+        source = start_from if isinstance(start_from, Result) else store.get(start_from)
+        if source.config.training_hash() != config.training_hash():
+            raise ConfigError(f"start_from={source.run_id} was trained with other data/model/train/hardware/distill "
+                              "settings: start from its config, store.get(run_id).config.replace(compress=...)")
+        if not source.trained_checkpoint or not Path(source.trained_checkpoint).is_file():
+            raise ValueError(f"Run '{source.run_id}' kept no trained weights to start from: run it again with a store")
+        return source
+    return store.trained_like(config, device) if reuse and store is not None else None
+
+
+def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: ResultStore | None, run_id: str,
+           callbacks: Sequence[Callback], progress: bool, resume: bool) -> _Trained:
+    indices = training_subset(config, dataset, device)
+    model = build_model(config.model, dataset.num_classes, _chw(dataset), seed=config.train.seed)
+    batches = train_loader(dataset, config.data, config.train.batch_size, seed=config.train.seed, device=device, indices=indices)
+    criterion = None
+    if config.distill.enabled:
+        teacher = load_teacher(config.distill.teacher, store=store).to(device)
+        criterion = distillation_loss(teacher, alpha=config.distill.alpha, temperature=config.distill.temperature,
+                                      label_smoothing=config.train.label_smoothing)
+    hooks = list(callbacks) + ([ProgressBar(desc=config.name or config.model.name)] if progress else [])
+    resume_from = None
+    if store is not None:
+        in_progress = _in_progress_path(store, config)
+        hooks.append(Checkpoint(in_progress))
+        resume_from = str(in_progress) if resume and in_progress.exists() else None
+    with track_peak_memory(device) as memory:
+        outcome = train(model, batches, config.train, eval_loader=eval_loader(dataset, config.data, device=device),
+                        hardware=config.hardware, device=device, callbacks=hooks, resume_from=resume_from,
+                        criterion=criterion)
+    if outcome.status != "ok":
+        warnings.warn(f"Training stopped early: {outcome.status}", stacklevel=3)
+    last = outcome.history[-1] if outcome.history else {}
+    metrics = {
+        "train_accuracy": last.get("train_accuracy"),
+        "train_loss": last.get("train_loss"),
+        "train_seconds": outcome.seconds,
+        "train_ips": outcome.images / outcome.seconds if outcome.seconds else None,
+        "train_device": str(device),
+        "peak_memory_bytes": memory.peak_bytes,
+        "epochs_run": len(outcome.history),
+        "train_examples": len(indices),
+    }
+    checkpoint = None
+    if store is not None:
+        path = store.checkpoint_path(run_id if not config.compress else f"{run_id}-trained")
+        checkpoint = str(save_checkpoint(path, model, config, _model_args(config, dataset))[0])
+    return _Trained(model, outcome.history, metrics, status="ok" if outcome.status == "ok" else outcome.status.split(":")[0],
+                    checkpoint=checkpoint, indices=indices)
+
+
+def _reuse(source: Result, device: torch.device, progress: bool) -> _Trained:
+    origin = source.reused_from or source.run_id
+    if progress:
+        tqdm.write(f"{source.config.name or source.config.model.name}: reusing the training of run {origin} "
+                   "(same data, model, train, hardware and distill settings); reuse=False trains again")
+    model, _ = load_checkpoint(source.trained_checkpoint)
+    metrics = {k: source.metrics[k] for k in TRAINING_METRICS if k in source.metrics}
+    return _Trained(model.to(device), list(source.history), metrics, checkpoint=source.trained_checkpoint, reused_from=origin)
+
+
+def _compress(config: RunConfig, trained: _Trained, dataset: Dataset, device: torch.device
+              ) -> tuple[torch.nn.Module, list[dict], int | None]:
+    model = trained.model
+    if not config.compress:
+        return model, [], None
+    indices = trained.indices if trained.indices is not None else training_subset(config, dataset, device)
+    test = eval_loader(dataset, config.data, device=device)
+    log: list[dict] = []
+    ctx = CompressContext(
+        example_input=next(iter(test))[0][:8].clone(), log=log, device=device, train=config.train, hardware=config.hardware,
+        train_loader=train_loader(dataset, config.data, config.train.batch_size, seed=config.train.seed, device=device,
+                                  indices=indices),
+        eval_loader=test,
+    )
+    float_flops = count_flops(model, (1, *_chw(dataset)))
+    torch.manual_seed(config.train.seed)  # fine-tuning draws dropout from here: a reused training compresses alike
+    for step in config.compress:
+        model = apply_step(model, step, ctx)
+    return model, log, float_flops
+
+
+def _evaluate_and_measure(config: RunConfig, model: torch.nn.Module, dataset: Dataset, device: torch.device,
+                          float_flops: int | None) -> tuple[dict[str, Any], list[dict]]:
+    final = evaluate(model, eval_loader(dataset, config.data, device=device), device=device,
+                     precision=config.hardware.precision)
+    chw = _chw(dataset)
+    where = timing_device(config.measure.device, device)
+    size_metrics, records = measure(model, chw, config.measure, where)
+    for other, modes in timing_plan(config.measure, where):
+        records += measure_modes(model, chw, modes=modes, batch_sizes=config.measure.batch_sizes, device=other,
+                                 warmup=config.measure.warmup, iters=config.measure.iters)
+    metrics = {"accuracy": final["accuracy"], "loss": final["loss"], **size_metrics}
+    if float_flops is not None and metrics["flops"] == 0:
+        # FlopCounterMode does not see quantized kernels; the arithmetic is the float model's.
+        metrics["flops"] = float_flops
+        metrics["flops_note"] = "counted on the float model: FlopCounterMode cannot see quantized ops"
+    return metrics, records
+
+
+def _store(result: Result, model: torch.nn.Module, dataset: Dataset, store: ResultStore, device: torch.device) -> None:
+    config = result.config
+    if not config.compress:  # the model is the trained one, already saved
+        result.checkpoint, result.checkpoint_format = result.trained_checkpoint, "state_dict"
+    else:
+        example = next(iter(eval_loader(dataset, config.data, device=device)))[0][:8]
+        try:
+            path, result.checkpoint_format = save_checkpoint(store.checkpoint_path(result.run_id), model, config,
+                                                             _model_args(config, dataset), example_inputs=example)
+            result.checkpoint = str(path)
+        except ValueError as e:  # a fake-quant model has no deployable form
+            result.metrics["checkpoint_note"] = str(e)
+    store.append(result)
+    _in_progress_path(store, config).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def training_subset(config: RunConfig, dataset: Dataset, device: torch.device) -> torch.Tensor:
+    """Indices of the training examples to use, chosen by ``config.data.selection``.
+
+    ``hardest`` / ``easiest`` rank examples by the loss of a quick proxy (a small MLP trained for two
+    epochs on all the data): cheap, and it ranks the same "obviously easy" examples low as a big model.
+    """
+    d = config.data
+    if d.fraction == 1.0:
+        return torch.arange(len(dataset.train_y))
+    scores = None
+    if d.selection in ("hardest", "easiest"):
+        recipe = TrainConfig(epochs=2, optimizer="adam", lr=1e-3, seed=config.train.seed)
+        proxy = build_model(ModelConfig(name="mlp"), dataset.num_classes, _chw(dataset), seed=recipe.seed).to(device)
+        train(proxy, train_loader(dataset, d, recipe.batch_size, seed=recipe.seed, device=device), recipe, device=device)
+        scores = per_example_loss(proxy, dataset.train_x, dataset.train_y, mean=dataset.mean, std=dataset.std, device=device)
+    return select_subset(dataset.train_y, d.fraction, d.selection, seed=config.train.seed, scores=scores)
+
+
+def _teacher_checkpoint(ref: str, store: ResultStore | None) -> str:
+    """The checkpoint file a teacher reference (a path or a stored run id) points at."""
+    if Path(ref).is_file():
+        return ref
+    if store is None:
+        raise ValueError(f"Teacher '{ref}' is neither a checkpoint file nor a stored run id (no result store given): "
+                         "pass a path or store=ResultStore(...)")
+    try:
+        result = store.get(ref)
+    except KeyError as e:
+        raise ValueError(f"Teacher '{ref}' is neither a checkpoint file nor a stored run: {e.args[0]}") from None
+    if not result.checkpoint or not Path(result.checkpoint).is_file():
+        raise ValueError(f"Run '{ref}' has no saved checkpoint to use as a teacher: run it with a store so weights are saved")
+    return result.checkpoint
+
+
+def _open_store(store: ResultStore | str | os.PathLike | None) -> ResultStore | None:
+    if store is None or isinstance(store, ResultStore):
+        return store
+    return ResultStore(store)
+
+
+def _in_progress_path(store: ResultStore, config: RunConfig) -> Path:
+    return store.root / "checkpoints" / f"in-progress-{config.training_hash()}.pt"
+
+
+def _chw(dataset: Dataset) -> tuple[int, ...]:
+    return tuple(dataset.train_x.shape[1:])
+
+
+def _model_args(config: RunConfig, dataset: Dataset) -> dict[str, Any]:
+    return model_args(config.model, dataset.num_classes, _chw(dataset))
+
+
+def _movable(model: torch.nn.Module) -> bool:
+    """Whether ``.to(device)`` is safe: a pt2e int8 program lives on the CPU and stays there."""
+    return not isinstance(model, torch.fx.GraphModule)

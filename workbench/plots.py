@@ -23,56 +23,38 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, MaxNLocator, NullLocator
 
-THEMES = {"dark": "dark_background", "light": "default"}
+from .results import METRICS, run_labels
 
-# How each metric is shown: axis label with its unit, and the factor from stored value to shown value.
-METRICS: dict[str, tuple[str, float]] = {
-    "accuracy": ("test accuracy (%)", 100),
-    "train_accuracy": ("train accuracy (%)", 100),
-    "test_accuracy": ("test accuracy (%)", 100),
-    "generalization_gap": ("train − test accuracy (percentage points)", 100),
-    "loss": ("test loss (cross-entropy)", 1),
-    "train_loss": ("train loss (cross-entropy)", 1),
-    "test_loss": ("test loss (cross-entropy)", 1),
-    "params": ("parameters", 1),
-    "nonzero_params": ("non-zero parameters", 1),
-    "size_bytes": ("model size on disk (KiB)", 1 / 1024),
-    "flops": ("FLOPs per image", 1),
-    "latency_ms": ("latency per batch (ms, median)", 1),
-    "throughput_ips": ("throughput (images/s)", 1),
-    "train_seconds": ("training time (s)", 1),
-    "train_ips": ("training speed (images/s)", 1),
-    "peak_memory_bytes": ("peak memory (MiB)", 1 / 2**20),
-    "lr": ("learning rate", 1),
-    "images_per_s": ("training speed (images/s)", 1),
-}
-# Counts read best as 15k / 2.3M on an axis.
-_COUNTS = ("params", "nonzero_params", "flops", "throughput_ips", "train_ips", "images_per_s")
-# Metrics timed by the inference benchmark (the rest come from training, so the title names that device).
-_MEASURED = ("latency_ms", "throughput_ips")
+THEMES = {"dark": "dark_background", "light": "default"}
 
 
 def metric_label(metric: str) -> str:
-    """Axis label with unit for a metric column (the column name when unknown).
+    """Axis label with unit for a metric column, from the results schema (the column name when unknown).
 
     Example:
         >>> metric_label("size_bytes")
         'model size on disk (KiB)'
     """
-    return METRICS.get(metric, (metric.replace("_", " "), 1))[0]
+    return METRICS[metric].axis_label if metric in METRICS else metric.replace("_", " ")
 
 
 def _short(metric: str) -> str:
-    return metric_label(metric).split(" (")[0]
+    return METRICS[metric].label if metric in METRICS else metric.replace("_", " ")
 
 
 def _format_axis(axis, metric: str) -> None:
-    if metric in _COUNTS:
+    if metric in METRICS and METRICS[metric].count:
         axis.set_major_formatter(EngFormatter(sep=""))
 
 
 def _scaled(values: Any, metric: str) -> np.ndarray:
-    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float) * METRICS.get(metric, ("", 1))[1]
+    scale = METRICS[metric].scale if metric in METRICS else 1
+    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float) * scale
+
+
+def _inference(metric: str) -> bool:
+    """Timed by the inference benchmark, so a chart names the measuring device (else the training one)."""
+    return metric in METRICS and METRICS[metric].source == "inference"
 
 
 def _themed(fn):
@@ -84,18 +66,6 @@ def _themed(fn):
             return fn(*args, **kwargs)
 
     return wrapper
-
-
-def run_labels(df: pd.DataFrame) -> list[str]:
-    """One label per row: the run's name, with the end of its run id where names repeat.
-
-    Example:
-        >>> run_labels(pd.DataFrame({"name": ["a", "a", "b"], "run_id": ["x-111111", "x-222222", "x-333333"]}))
-        ['a (111111)', 'a (222222)', 'b']
-    """
-    names = df["name"].astype(str)
-    dup = names.duplicated(keep=False)
-    return [f"{n} ({r[-6:]})" if d else n for n, r, d in zip(names, df["run_id"].astype(str), dup)]
 
 
 def _one_or_mixed(values: Iterable, what: str) -> str:
@@ -162,7 +132,8 @@ def pareto_mask(cost: Sequence[float], value: Sequence[float]) -> np.ndarray:
 @_themed
 def accuracy_vs_size(df: pd.DataFrame, size: str = "size_bytes", ax=None) -> Figure:
     """Test accuracy against a cost (``size_bytes``, ``params``, ``flops``, ``latency_ms``...), the
-    Pareto front (no other run is both cheaper and more accurate) highlighted.
+    Pareto front (no other run is both cheaper and more accurate) highlighted. For a metric where
+    higher is better (``throughput_ips``) the front runs the other way, as the results schema says.
 
     Example:
         >>> df = pd.DataFrame({"name": list("abc"), "run_id": list("123"), "accuracy": [0.9, 0.8, 0.95],
@@ -176,7 +147,8 @@ def accuracy_vs_size(df: pd.DataFrame, size: str = "size_bytes", ax=None) -> Fig
     ok = np.isfinite(x) & np.isfinite(y)
     labels = [lab for lab, keep in zip(run_labels(df), ok) if keep]
     x, y = x[ok], y[ok]
-    front = pareto_mask(x, y)
+    higher_is_better = size in METRICS and METRICS[size].lower_is_better is False
+    front = pareto_mask(-x if higher_is_better else x, y)
     ax.scatter(x[~front], y[~front], color="tab:gray", label="dominated", zorder=2)
     ax.scatter(x[front], y[front], color="tab:orange", label="Pareto front", zorder=3)
     order = np.argsort(x[front])
@@ -365,7 +337,7 @@ def sweep_lines(df: pd.DataFrame, metric: str = "accuracy", x: str = "sweep_valu
     ax.set_xlabel(field + (" (log)" if ax.get_xscale() == "log" else ""))
     ax.set_ylabel(metric_label(metric))
     _format_axis(ax.yaxis, metric)
-    where = f"measured on {device_label(df)}" if metric in _MEASURED else train_label(df)
+    where = f"measured on {device_label(df)}" if _inference(metric) else train_label(df)
     ax.set_title(f"{_short(metric)} vs {field} — {_dataset(df)}\n{where}", fontsize=10)
     if by:
         ax.legend(fontsize=8)
@@ -391,9 +363,81 @@ def metric_bars(df: pd.DataFrame, metrics: Sequence[str] = ("train_accuracy", "a
     ax.set_xticks(np.arange(len(runs)) + width * (len(metrics) - 1) / 2, runs, rotation=30, ha="right")
     units = {metric_label(m)[len(_short(m)):] for m in metrics}
     ax.set_ylabel(" / ".join(_short(m) for m in metrics) + (units.pop() if len(units) == 1 else ""))
-    where = device_label(df) if any(m in _MEASURED for m in metrics) else train_label(df)
+    where = device_label(df) if any(_inference(m) for m in metrics) else train_label(df)
     ax.set_title(f"{', '.join(_short(m) for m in metrics)} per run — {_dataset(df)}, {where}", fontsize=10)
     ax.legend(fontsize=8)
+    return fig
+
+
+@_themed
+def plot_ledger_size_accuracy(table: pd.DataFrame) -> Figure:
+    """Accuracy against saved size (KiB) for each row of ``workbench.ledger``, points labelled with the variant.
+
+    Example:
+        >>> df = pd.DataFrame({"variant": ["fp32", "int8"], "size_bytes": [4096, 1024], "accuracy": [0.97, 0.96]})
+        >>> fig = plot_ledger_size_accuracy(df)
+        >>> fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()
+        ('model size on disk (KiB)', 'test accuracy (%)')
+    """
+    fig, ax = _figure()
+    kib, acc = _scaled(table["size_bytes"], "size_bytes"), _scaled(table["accuracy"], "accuracy")
+    ax.scatter(kib, acc, s=40, zorder=3)
+    for name, x, y in zip(table["variant"], kib, acc):
+        ax.annotate(str(name), (x, y), textcoords="offset points", xytext=(5, 4), fontsize="small")
+    ax.set(xlabel=metric_label("size_bytes"), ylabel=metric_label("accuracy"), title="Accuracy against size per variant")
+    return fig
+
+
+@_themed
+def plot_ledger_latency(table: pd.DataFrame) -> Figure:
+    """Grouped bars of median latency from ``workbench.ledger``: one group per (device, mode, batch
+    size), one bar per variant; the title names each device.
+
+    Example:
+        >>> df = pd.DataFrame({"variant": ["fp32", "int8"], "cpu/eager/bs1_ms": [2.0, 2.5], "cpu/compiled/bs1_ms": [1.0, 0.5]})
+        >>> df.attrs["device_names"] = {"cpu": "AMD EPYC"}
+        >>> fig = plot_ledger_latency(df)
+        >>> fig.axes[0].get_ylabel(), "AMD EPYC" in fig.axes[0].get_title()
+        ('latency per batch (ms, median)', True)
+    """
+    columns = [c for c in table.columns if c.endswith("_ms")]
+    if not columns:
+        raise ValueError("No latency columns to plot: build the table with ledger(results) from runs with benchmark records")
+    fig, ax = _figure()
+    fig.set_size_inches(max(6.5, 1.2 * len(columns) + 3), 4.2)
+    width = 0.8 / len(table)
+    x = np.arange(len(columns))
+    for i, (_, row) in enumerate(table.iterrows()):
+        ax.bar(x + (i - (len(table) - 1) / 2) * width, row[columns].to_numpy(float), width, label=str(row["variant"]))
+    ax.set_xticks(x, [c.removesuffix("_ms").replace("/bs", "\nbatch ") for c in columns], fontsize="small")
+    values = table[columns].to_numpy(float)
+    if np.nanmax(values) / max(np.nanmin(values), 1e-9) > 30:  # batch 1 and batch 64 differ by orders of magnitude
+        ax.set_yscale("log")
+    devices = table.attrs.get("device_names") or {}
+    where = "; ".join(f"{d}: {n}" for d, n in devices.items()) or "device not recorded"
+    ax.set(ylabel=metric_label("latency_ms"), title=f"Latency per mode and batch size ({where})")
+    ax.legend(fontsize="small")
+    return fig
+
+
+@_themed
+def plot_sensitivity(df: pd.DataFrame) -> Figure:
+    """Accuracy against the fraction of each layer pruned (``workbench.sensitivity``), one line per
+    layer, the unpruned accuracy dashed.
+
+    Example:
+        >>> df = pd.DataFrame({"layer": ["a", "a"], "amount": [0.1, 0.9], "accuracy": [0.9, 0.5],
+        ...                    "accuracy_drop": [0.0, 0.4], "params": [10, 2]})
+        >>> plot_sensitivity(df).axes[0].get_xlabel()
+        'fraction of the layer pruned'
+    """
+    fig, ax = _figure()
+    for layer, rows in df.groupby("layer", sort=False):
+        ax.plot(rows["amount"], rows["accuracy"], marker="o", label=layer)
+    if "baseline_accuracy" in df.attrs:
+        ax.axhline(df.attrs["baseline_accuracy"], color="gray", linestyle="--", label="unpruned")
+    ax.set(xlabel="fraction of the layer pruned", ylabel="accuracy", title="Pruning sensitivity per layer")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5), ncol=1 + len(ax.lines) // 16)
     return fig
 
 

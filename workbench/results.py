@@ -1,8 +1,10 @@
 """One run = one ``Result`` row; rows are appended to a ``ResultStore`` and read back as a DataFrame.
 
-The store is append-only: every row is its own JSON file, written to a temporary name, flushed and
-renamed into place, so a crash mid-write can never corrupt a row written before it. Nothing is ever
-rewritten.
+The store is append-only: every row is its own JSON file, written atomically (temporary file, fsync,
+rename), so a crash mid-write can never corrupt a row written before it. Nothing is ever rewritten.
+
+``METRICS`` is the one schema of what a row measures (label, unit, scale, which way is better);
+the pipeline, ``compare``, the ledger, the charts, the panel, the CLI and the tour all read it.
 
 Example:
     >>> import tempfile
@@ -11,39 +13,104 @@ Example:
     >>> _ = store.append(r)
     >>> store.frame()[["model.name", "accuracy"]].values.tolist()
     [['cnn', 0.9]]
+    >>> METRICS["size_bytes"].axis_label, METRICS["size_bytes"].lower_is_better
+    ('model size on disk (KiB)', True)
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import pandas as pd
+import torch
 
+from ._files import atomic_write_text
+from ._registry import unknown_name_error
 from .config import RunConfig
 
 DEFAULT_RUNS_DIR = "runs"
 
 
+@dataclass(frozen=True)
+class Metric:
+    """What one number in a result row means and how to show it."""
+
+    name: str
+    label: str  # what it is, e.g. "test accuracy"
+    unit: str = ""  # e.g. "%", "KiB", "ms, median"
+    scale: float = 1.0  # shown value = stored value * scale (0.97 -> 97 %)
+    lower_is_better: bool | None = None  # None: neither direction is better (epochs, learning rate)
+    source: str = "training"  # what decides it: "training", "inference" (timed on measure_device) or "model" (its shape)
+    count: bool = False  # a count that reads best as 15k / 2.3M
+
+    @property
+    def axis_label(self) -> str:
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("accuracy", "test accuracy", "%", 100, False),
+    Metric("loss", "test loss", "cross-entropy", 1, True),
+    Metric("train_accuracy", "train accuracy", "%", 100, False),
+    Metric("train_loss", "train loss", "cross-entropy", 1, True),
+    Metric("test_accuracy", "test accuracy", "%", 100, False),  # per epoch, in the history
+    Metric("test_loss", "test loss", "cross-entropy", 1, True),
+    Metric("generalization_gap", "train − test accuracy", "percentage points", 100, True),
+    Metric("params", "parameters", "", 1, True, "model", count=True),
+    Metric("nonzero_params", "non-zero parameters", "", 1, True, "model", count=True),
+    Metric("size_bytes", "model size on disk", "KiB", 1 / 1024, True, "model"),
+    Metric("flops", "FLOPs per image", "", 1, True, "model", count=True),
+    Metric("latency_ms", "latency per batch", "ms, median", 1, True, "inference"),
+    Metric("latency_ms_spread", "latency spread", "ms, interquartile range", 1, True, "inference"),
+    Metric("throughput_ips", "throughput", "images/s", 1, False, "inference", count=True),
+    Metric("train_seconds", "training time", "s", 1, True),
+    Metric("train_ips", "training speed", "images/s", 1, False, count=True),
+    Metric("images_per_s", "training speed", "images/s", 1, False, count=True),  # per epoch, in the history
+    Metric("seconds", "epoch time", "s", 1, True),  # per epoch, in the history
+    Metric("peak_memory_bytes", "peak memory", "MiB", 1 / 2**20, True),
+    Metric("epochs_run", "epochs run"),
+    Metric("train_examples", "training examples"),
+    Metric("lr", "learning rate"),
+)}
+# What compare() and the tables show when not told otherwise.
+COMPARE_METRICS = ("accuracy", "params", "nonzero_params", "size_bytes", "flops", "latency_ms", "throughput_ips", "train_seconds")
+
+
+def metric(name: str) -> Metric:
+    """The schema entry for ``name``; an unknown name lists the known ones and the closest match."""
+    if name not in METRICS:
+        raise unknown_name_error("metric", name, METRICS)
+    return METRICS[name]
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: ``YYYYmmdd-HHMMSS-`` and six hex digits."""
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
 @dataclass
 class Result:
     """A run's config, its metrics (accuracy, size, speed... each with the device it was measured on),
-    its per-epoch training history and per-batch-size benchmark records."""
+    its per-epoch training history and per-batch-size benchmark records, and where its model is."""
 
     config: RunConfig
     metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     benchmarks: list[dict[str, Any]] = field(default_factory=list)
-    run_id: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6])
+    run_id: str = field(default_factory=new_run_id)
     created: float = field(default_factory=time.time)
     status: str = "ok"  # ok, or why the run stopped early (e.g. "nan-loss")
-    checkpoint: str | None = None  # path of the trained weights (state_dict), when saved
+    checkpoint: str | None = None  # the model as it ends the run: compressed if compressed (see checkpoint_format)
+    checkpoint_format: str | None = None  # state_dict (loads with weights_only=True) or export_program
+    trained_checkpoint: str | None = None  # the float model right after training, before any compression
+    reused_from: str | None = None  # the run whose training this run reused instead of training again
 
     def row(self) -> dict[str, Any]:
         """The flat row: run fields, config fields (dotted), then metrics."""
@@ -53,9 +120,13 @@ class Result:
             "created": pd.Timestamp(self.created, unit="s"),
             "status": self.status,
             "config_hash": self.config.config_hash(),
+            "training_hash": self.config.training_hash(),
             **{k: v for k, v in self.config.flat().items() if k != "name"},
+            "compress_steps": [s.to_dict() for s in self.config.compress],
             **self.metrics,
             "checkpoint": self.checkpoint,
+            "checkpoint_format": self.checkpoint_format,
+            "reused_from": self.reused_from,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -64,10 +135,13 @@ class Result:
             "created": self.created,
             "status": self.status,
             "checkpoint": self.checkpoint,
+            "checkpoint_format": self.checkpoint_format,
+            "trained_checkpoint": self.trained_checkpoint,
+            "reused_from": self.reused_from,
             "config": self.config.to_dict(),
-            "metrics": _jsonable(self.metrics),
-            "history": _jsonable(self.history),
-            "benchmarks": _jsonable(self.benchmarks),
+            "metrics": jsonable(self.metrics),
+            "history": jsonable(self.history),
+            "benchmarks": jsonable(self.benchmarks),
         }
 
     @classmethod
@@ -81,6 +155,9 @@ class Result:
             created=d["created"],
             status=d.get("status", "ok"),
             checkpoint=d.get("checkpoint"),
+            checkpoint_format=d.get("checkpoint_format"),
+            trained_checkpoint=d.get("trained_checkpoint"),
+            reused_from=d.get("reused_from"),
         )
 
     def __repr__(self) -> str:
@@ -88,33 +165,17 @@ class Result:
         return f"Result({self.run_id}, {self.config.name or self.config.model.name}, status={self.status}, {shown})"
 
 
-def _jsonable(obj: Any) -> Any:
-    """NaN/inf become None so the files stay strict JSON."""
+def jsonable(obj: Any) -> Any:
+    """Plain JSON values: NaN/inf become None so files stay strict JSON; numpy/torch scalars become numbers."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
-        return _jsonable(obj.item())
+        return jsonable(obj.item())
     return obj
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` so readers see either nothing or the whole file, never a half-written one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ResultStore:
@@ -128,8 +189,7 @@ class ResultStore:
         path = self.rows_dir / f"{result.run_id}.json"
         if path.exists():
             raise FileExistsError(f"Result {result.run_id} is already stored at {path}; the store is append-only.")
-        atomic_write_text(path, json.dumps(result.to_dict(), indent=1))
-        return path
+        return atomic_write_text(path, json.dumps(result.to_dict(), indent=1))
 
     def results(self) -> list[Result]:
         """Every stored result, oldest first. Stray temporary files from a crash are ignored."""
@@ -145,11 +205,24 @@ class ResultStore:
             raise KeyError(f"No result '{run_id}' in {self.rows_dir}. Latest ids: {', '.join(known) or 'none'}.")
         return Result.from_dict(json.loads(path.read_text()))
 
+    def trained_like(self, config: RunConfig, device: torch.device) -> Result | None:
+        """The latest stored run that finished the training ``config`` describes (same data, model,
+        train, hardware and distill sections, all epochs, status ok) on the same kind of device, with
+        its trained weights still on disk; None if there is none."""
+        key = config.training_hash()
+        for r in reversed(self.results()):
+            if (r.status == "ok" and r.trained_checkpoint and r.config.training_hash() == key
+                    and r.metrics.get("epochs_run") == config.train.epochs
+                    and str(r.metrics.get("train_device", "")).split(":")[0] == device.type
+                    and Path(r.trained_checkpoint).is_file()):
+                return r
+        return None
+
     def frame(self) -> pd.DataFrame:
         return results_frame(self.results())
 
-    def checkpoint_path(self, run_id: str) -> Path:
-        return self.root / "checkpoints" / f"{run_id}.pt"
+    def checkpoint_path(self, run_id: str, suffix: str = ".pt") -> Path:
+        return self.root / "checkpoints" / f"{run_id}{suffix}"
 
     def __len__(self) -> int:
         return len(list(self.rows_dir.glob("*.json"))) if self.rows_dir.exists() else 0
@@ -157,26 +230,65 @@ class ResultStore:
 
 def results_frame(results: Iterable[Result]) -> pd.DataFrame:
     """Results as a DataFrame, one row per run; ``history`` and ``benchmarks`` stay as list columns."""
-    rows = []
-    for r in results:
-        rows.append({**r.row(), "history": r.history, "benchmarks": r.benchmarks})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{**r.row(), "history": r.history, "benchmarks": r.benchmarks} for r in results])
 
 
-# Metrics where a smaller value is better: a delta's sign means "better" differently for these.
-LOWER_IS_BETTER = ("loss", "params", "nonzero_params", "size_bytes", "flops", "latency_ms", "peak_memory_bytes", "train_seconds")
-COMPARE_METRICS = ("accuracy", "params", "nonzero_params", "size_bytes", "flops", "latency_ms", "throughput_ips", "train_seconds")
+def as_frame(results: pd.DataFrame | Sequence[Result]) -> pd.DataFrame:
+    """A results frame with a fresh index, from a frame or a list of ``Result``; empty input fails."""
+    df = results if isinstance(results, pd.DataFrame) else results_frame(results)
+    if df.empty:
+        raise ValueError("No results to show: run something first (workbench.run).")
+    return df.reset_index(drop=True)
+
+
+def run_labels(df: pd.DataFrame) -> list[str]:
+    """One label per row: the run's name, with the end of its run id where names repeat.
+
+    Example:
+        >>> run_labels(pd.DataFrame({"name": ["a", "a", "b"], "run_id": ["x-111111", "x-222222", "x-333333"]}))
+        ['a (111111)', 'a (222222)', 'b']
+    """
+    names = df["name"].astype(str) if "name" in df else pd.Series([f"row {i}" for i in range(len(df))])
+    ids = df["run_id"].astype(str) if "run_id" in df else pd.Series([str(i) for i in range(len(df))])
+    dup = names.duplicated(keep=False)
+    return [f"{n} ({r[-6:]})" if d else n for n, r, d in zip(names, ids, dup)]
+
+
+def baseline_index(df: pd.DataFrame, baseline: str | int | None) -> int:
+    """The row position ``baseline`` names: a position, a run id or a name; None = the first row
+    without compression.
+
+    Example:
+        >>> df = pd.DataFrame({"name": ["int8", "fp32"], "run_id": ["1", "2"], "compress": ["static_int8()", "none"]})
+        >>> baseline_index(df, None), baseline_index(df, "int8"), baseline_index(df, 1)
+        (1, 0, 1)
+    """
+    if baseline is None:
+        if "compress" not in df or not (df["compress"] == "none").any():
+            raise ValueError("No baseline: no row has compress == 'none'. Pass baseline=<row position, run id or name>.")
+        return int(np.flatnonzero(df["compress"] == "none")[0])
+    if isinstance(baseline, (int, np.integer)):
+        if not 0 <= baseline < len(df):
+            raise ValueError(f"baseline row {baseline} is out of range: there are {len(df)} rows.")
+        return int(baseline)
+    hits = np.flatnonzero((df.get("run_id", pd.Series(dtype=str)) == baseline) | (df.get("name", pd.Series(dtype=str)) == baseline))
+    if not len(hits):
+        raise ValueError(f"No run with id or name '{baseline}'. Names: {', '.join(map(str, df.get('name', [])))}.")
+    return int(hits[0])
 
 
 def compare(
     results: pd.DataFrame | Sequence[Result],
     baseline: str | int = 0,
-    metrics: Sequence[str] = COMPARE_METRICS,
+    metrics: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """A tidy comparison table: one row per run, each metric with its delta and ratio to a baseline.
 
     ``baseline`` is a row position, a ``run_id`` or a ``name``. Deltas are ``value - baseline``;
-    ratios are ``value / baseline`` (so a latency ratio of 0.5 means twice as fast).
+    ratios are ``value / baseline`` (so a latency ratio of 0.5 means twice as fast). ``metrics``
+    defaults to the schema's ``COMPARE_METRICS`` the rows have; a metric asked for by name that the
+    rows lack is an error, never silently dropped. ``df.attrs["lower_is_better"]`` says, per metric,
+    which way is an improvement.
 
     Example:
         >>> rows = [Result(RunConfig(name="a"), {"accuracy": 0.9, "params": 100}),
@@ -184,28 +296,26 @@ def compare(
         >>> t = compare(rows, baseline="a", metrics=["accuracy", "params"])
         >>> float(t.loc["b", "params_ratio"]), round(float(t.loc["b", "accuracy_delta"]), 3)
         (0.5, -0.1)
+        >>> compare(rows, metrics=["latency_ms"])
+        Traceback (most recent call last):
+        ...
+        ValueError: compare: no column 'latency_ms' in these results. Metrics they have: accuracy, params.
     """
-    df = results if isinstance(results, pd.DataFrame) else results_frame(results)
-    if df.empty:
-        raise ValueError("Nothing to compare: the results are empty. Run something first (workbench.run).")
-    df = df.reset_index(drop=True)
-    if isinstance(baseline, int):
-        if not 0 <= baseline < len(df):
-            raise ValueError(f"baseline row {baseline} is out of range: there are {len(df)} rows.")
-        base = df.iloc[baseline]
-    else:
-        match = df[(df["run_id"] == baseline) | (df["name"] == baseline)]
-        if match.empty:
-            raise ValueError(f"No run with id or name '{baseline}'. Names: {', '.join(map(str, df['name'].unique()))}.")
-        base = match.iloc[0]
-    present = [m for m in metrics if m in df.columns]
-    out = pd.DataFrame(index=df["name"].astype(str).where(~df["name"].duplicated(keep=False), df["name"] + " (" + df["run_id"] + ")"))
-    out.index.name = "run"
-    for m in present:
+    df = as_frame(results)
+    base = df.iloc[baseline_index(df, baseline)]
+    if metrics is None:
+        metrics = [m for m in COMPARE_METRICS if m in df.columns]
+    for m in metrics:
+        if m not in df.columns:
+            have = [c for c in df.columns if c in METRICS]
+            raise ValueError(f"compare: no column '{m}' in these results. Metrics they have: {', '.join(have) or 'none'}.")
+    out = pd.DataFrame(index=pd.Index(run_labels(df), name="run"))
+    for m in metrics:
         values = pd.to_numeric(df[m], errors="coerce").to_numpy()
         b = pd.to_numeric(pd.Series([base[m]]), errors="coerce").iloc[0]
         out[m] = values
         out[f"{m}_delta"] = values - b
         out[f"{m}_ratio"] = values / b if b not in (0, None) and pd.notna(b) else float("nan")
     out["baseline"] = (df["run_id"] == base["run_id"]).to_numpy()
+    out.attrs["lower_is_better"] = {m: METRICS[m].lower_is_better if m in METRICS else None for m in metrics}
     return out

@@ -9,24 +9,16 @@ import base64
 import html
 import io
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from .config import AugmentConfig, RunConfig
-from .measure import resolve_device
+from .config import RunConfig
+from .data import AugmentConfig
+from .measure import native_bf16, resolve_device
 from .pipeline import run
 from .plots import accuracy_vs_size, device_label, history_curves, latency_bars
-from .results import ResultStore, compare, results_frame
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 has hardware support here; emulated bf16 on older CPUs is many times slower than fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+from .results import COMPARE_METRICS, ResultStore, compare, results_frame
 
 
 def tour_configs(dataset: str = "digits", epochs: int | None = None) -> list[RunConfig]:
@@ -41,7 +33,7 @@ def tour_configs(dataset: str = "digits", epochs: int | None = None) -> list[Run
         base.replace(**{"name": "narrower (width 0.25)", "model.width": 0.25}),
         base.replace(**{"name": "deeper (resnet20, width 0.5)", "model.name": "resnet20"}),
         base.replace(**{"name": "adam optimizer", "train.optimizer": "adam", "train.lr": 2e-3}),
-        base.replace(**{"name": "augmented (crop+translate)", "data.augment": asdict(AugmentConfig(crop=1, translate=1))}),
+        base.replace(**{"name": "augmented (crop+translate)", "data.augment": AugmentConfig(crop=1, translate=1)}),
         base.replace(**{"name": "no batchnorm", "model.batchnorm": False}),
     ]
     device = resolve_device("auto")
@@ -52,8 +44,9 @@ def tour_configs(dataset: str = "digits", epochs: int | None = None) -> list[Run
     return variants
 
 
-REPORT_COLUMNS = ("accuracy", "accuracy_delta", "params", "params_ratio", "size_bytes", "flops", "flops_ratio",
-                  "latency_ms", "latency_ms_ratio", "throughput_ips", "train_seconds")
+# Each compared metric of the schema, with the change that answers the variant's question beside it.
+REPORT_COLUMNS = tuple(c for m in COMPARE_METRICS if m != "nonzero_params"
+                       for c in (m, f"{m}_delta" if m == "accuracy" else f"{m}_ratio"))
 
 
 def _png(fig) -> bytes:

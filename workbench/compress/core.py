@@ -1,18 +1,118 @@
-"""What every compression step shares: its context and the step-type -> function table.
+"""What every compression step shares: the ``CompressStep`` config base with its kind table, the
+step-type -> function table, the context a step runs in, fine-tuning, and the one parser that turns
+``kind:key=value,...`` text into a step (the CLI's ``--compress`` and the panel's step form).
 
 One verb per capability (torchao's ``quantize_(model, Config())``): each step config is a frozen
 ``CompressStep`` dataclass that checks itself, and ``apply_step`` looks its function up here.
+
+Example:
+    >>> step = parse_step("finetune:epochs=2,lr=0.01")
+    >>> step, CompressStep.from_dict(step.to_dict()) == step
+    (FineTune(epochs=2, lr=0.01), True)
 """
 from __future__ import annotations
 
+import ast
+import dataclasses
+import json
+import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import torch
 
-from ..config import CompressStep, HardwareConfig, TrainConfig
+from .._errors import ConfigError
+from .._plain import from_plain, to_plain
+from .._registry import unknown_name_error
+from ..train import HardwareConfig, TrainConfig, train
 
 _APPLY: dict[type, Callable[..., torch.nn.Module]] = {}
+
+
+class CompressStep:
+    """Base of the compression steps listed in ``RunConfig.compress`` (prune, fine-tune, quantize...).
+
+    A step is a frozen dataclass with a unique ``kind``; subclasses register themselves by kind so
+    configs round-trip through JSON. ``problem(device)`` says why the step cannot run on a device,
+    so a run fails before training rather than after it.
+    """
+
+    kind: ClassVar[str] = ""
+    _types: ClassVar[dict[str, type]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            CompressStep._types[cls.kind] = cls
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **to_plain(self)}
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> "CompressStep":
+        d = dict(d)
+        return from_plain(step_type(d.pop("kind", None)), d)
+
+    def label(self) -> str:
+        """``kind(field=value,...)``: how tables and charts name the step."""
+        return f"{self.kind}({','.join(f'{k}={v}' for k, v in to_plain(self).items())})"
+
+    def problem(self, device: torch.device) -> str | None:
+        """Why this step cannot run on ``device`` (one line), or None."""
+        return None
+
+
+def step_types() -> dict[str, type]:
+    """Every registered step type by kind."""
+    return dict(sorted(CompressStep._types.items()))
+
+
+def step_type(kind: str | None) -> type:
+    """The step type registered as ``kind``; an unknown kind lists the valid ones."""
+    if kind not in CompressStep._types:
+        raise ConfigError(str(unknown_name_error("compression step", kind, CompressStep._types)))
+    return CompressStep._types[kind]
+
+
+def build_step(kind: str, values: Mapping[str, Any]) -> CompressStep:
+    """A step of ``kind`` from field values; text values are read as the field's type (numbers,
+    booleans, tuples of names), so the CLI and the panel's text boxes share one reading.
+
+    Example:
+        >>> build_step("finetune", {"epochs": "3"})
+        FineTune(epochs=3, lr=0.0)
+    """
+    cls = step_type(kind)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    parsed = {}
+    for name, value in values.items():
+        if name not in fields:
+            raise ConfigError(f"{cls.__name__} has no field '{name}'. Fields: {', '.join(fields) or 'none'}.")
+        parsed[name] = read_value(value, hints[name], f"{cls.__name__}.{name}") if isinstance(value, str) else value
+    return cls(**parsed)
+
+
+def parse_step(spec: str) -> CompressStep:
+    """``"prune_structured:amount=0.5,steps=2"`` -> the step config. A tuple field takes names joined
+    by ``+`` (``ignore=conv1+classifier``) or a bracketed list.
+
+    Example:
+        >>> parse_step("prune_structured:amount=0.5,ignore=[conv1,layer1]").ignore
+        ('conv1', 'layer1')
+        >>> parse_step("finetune:epochs")
+        Traceback (most recent call last):
+        ...
+        workbench.ConfigError: Bad compression argument 'epochs' in 'finetune:epochs': write key=value, e.g. amount=0.5.
+    """
+    kind, _, args = spec.partition(":")
+    values = {}
+    for pair in _split_top_level(args):
+        key, eq, raw = pair.partition("=")
+        if not eq:
+            raise ConfigError(f"Bad compression argument '{pair}' in '{spec}': write key=value, e.g. amount=0.5.")
+        values[key.strip()] = raw.strip()
+    return build_step(kind.strip(), values)
 
 
 @dataclass
@@ -27,6 +127,11 @@ class CompressContext:
     train: TrainConfig = TrainConfig()
     hardware: HardwareConfig = HardwareConfig()
     log: list[dict[str, Any]] | None = None  # steps append what they did (sparsity, sizes...) here
+
+    def record(self, **entry: Any) -> None:
+        """Append what a step did to the log, when there is one."""
+        if self.log is not None:
+            self.log.append(entry)
 
 
 def implements(step_type: type) -> Callable:
@@ -44,3 +149,94 @@ def apply_step(model: torch.nn.Module, step: CompressStep, ctx: CompressContext)
     if type(step) not in _APPLY:
         raise TypeError(f"No implementation registered for compression step {type(step).__name__}.")
     return _APPLY[type(step)](model, step, ctx)
+
+
+@dataclass(frozen=True)
+class FineTune(CompressStep):
+    """Train a little more after compression (cosine schedule) to recover accuracy."""
+
+    kind: ClassVar[str] = "finetune"
+    epochs: int = 1
+    lr: float = 0.0  # peak lr; 0 = a tenth of the training lr
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+            raise ConfigError(f"FineTune.epochs must be an integer >= 1 (got {self.epochs})")
+        if not self.lr >= 0:
+            raise ConfigError(f"FineTune.lr must be >= 0; 0 means a tenth of the training lr (got {self.lr})")
+
+
+def finetune(model: torch.nn.Module, epochs: int, lr: float, ctx: CompressContext) -> dict[str, Any]:
+    """Train ``model`` in place for ``epochs`` on ``ctx``'s batches with a cosine schedule from ``lr``
+    (0 = a tenth of the training lr, warm-up off); returns what happened, for the log."""
+    if ctx.train_loader is None:
+        raise ValueError("fine-tuning needs training batches: pass ctx=CompressContext(..., train_loader=...)")
+    cfg = dataclasses.replace(ctx.train, epochs=epochs, lr=lr or ctx.train.lr * 0.1, schedule="cosine", warmup_epochs=0.0)
+    outcome = train(model, ctx.train_loader, cfg, eval_loader=ctx.eval_loader, hardware=ctx.hardware, device=ctx.device)
+    last = outcome.history[-1] if outcome.history else {}
+    return {"finetune_lr": cfg.lr, "finetune_epochs": epochs, "status": outcome.status,
+            **{k: last[k] for k in ("train_accuracy", "test_accuracy") if k in last}}
+
+
+@implements(FineTune)
+def _apply_finetune(model: torch.nn.Module, step: FineTune, ctx: CompressContext) -> torch.nn.Module:
+    ctx.record(step=step.kind, **finetune(model, step.epochs, step.lr, ctx))
+    return model
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets: ``a=1,b=[x,y]`` -> ``["a=1", "b=[x,y]"]``."""
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch in "(["
+        depth -= ch in ")]"
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return [p for p in [*parts, current] if p.strip()]
+
+
+def read_value(text: str, hint: Any, field: str) -> Any:
+    """A value typed as text, read as the field's type ``hint``: JSON or Python literals,
+    ``true``/``false`` for booleans, bare names for strings, ``a+b`` or ``[a,b]`` for tuples.
+
+    Numbers are read as the field's own type (``10`` for a float field is ``10.0``), so equal
+    settings always hash alike.
+
+    Example:
+        >>> read_value("4", int, "augment.crop"), read_value("10", float, "augment.rotate"), read_value("on", bool, "x")
+        (4, 10.0, True)
+        >>> read_value("l1", str, "method"), read_value("2.5", int, "FineTune.epochs")
+        Traceback (most recent call last):
+        ...
+        workbench.ConfigError: FineTune.epochs must be a whole number (got '2.5')
+    """
+    text = text.strip()
+    if hint is str:
+        return text
+    if hint in (int, float):
+        try:
+            number = float(text)
+        except ValueError:
+            raise ConfigError(f"{field} must be a number (got '{text}')") from None
+        if hint is int and not number.is_integer():
+            raise ConfigError(f"{field} must be a whole number (got '{text}')")
+        return hint(number)
+    if typing.get_origin(hint) is tuple:
+        if text.startswith(("[", "(")):
+            return tuple(v.strip().strip("'\"") for v in _split_top_level(text[1:-1]))
+        return tuple(v for v in text.split("+") if v) if text else ()
+    if hint is bool:
+        if text.lower() in ("true", "1", "yes", "on"):
+            return True
+        if text.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{field} must be true or false (got '{text}')")
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            return parse(text)
+        except (ValueError, SyntaxError):
+            pass
+    return text

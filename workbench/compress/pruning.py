@@ -35,9 +35,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from .._errors import ConfigError, optional_import
 from .._registry import unknown_name_error
-from ..config import CompressStep, ConfigError
-from .core import CompressContext, apply_step, implements
+from ..measure import count_flops
+from .core import CompressContext, CompressStep, apply_step, finetune, implements
 
 SCOPES = ("global", "layer")
 UNSTRUCTURED_METHODS = {"l1": torch_prune.L1Unstructured, "random": torch_prune.RandomUnstructured}
@@ -93,21 +94,6 @@ class StructuredPrune(CompressStep):
             raise ConfigError(f"StructuredPrune.ignore must list module names as strings (got {self.ignore})")
 
 
-@dataclass(frozen=True)
-class FineTune(CompressStep):
-    """Train a little more after compression (cosine schedule) to recover accuracy."""
-
-    kind: ClassVar[str] = "finetune"
-    epochs: int = 1
-    lr: float = 0.0  # peak lr; 0 = a tenth of the training lr
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.epochs, int) and self.epochs >= 1):
-            raise ConfigError(f"FineTune.epochs must be an integer >= 1 (got {self.epochs})")
-        if not self.lr >= 0:
-            raise ConfigError(f"FineTune.lr must be >= 0; 0 means a tenth of the training lr (got {self.lr})")
-
-
 # ---------------------------------------------------------------------------------------------
 # Plain functions
 
@@ -158,8 +144,11 @@ def sparsity_report(model: nn.Module) -> pd.DataFrame:
 
 def sensitivity(model: nn.Module, evaluate_fn: Callable[[nn.Module], float], *,
                 amounts: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9), structured: bool = False,
-                example_inputs: torch.Tensor | None = None, layers: Sequence[str] | None = None) -> pd.DataFrame:
+                example_inputs: torch.Tensor | None = None, layers: Sequence[str] | int | None = None) -> pd.DataFrame:
     """Prune one layer at a time (on a copy) to each amount and evaluate: which layers can lose the most?
+
+    ``layers`` names the layers to try (default: every prunable one); an integer ``n`` takes ``n``
+    of them spread evenly from the first to the last, which keeps a deep net's analysis short.
 
     Unstructured: the layer's weights are L1-pruned alone. Structured: the layer's output channels are
     removed with everything coupled to them (in a residual stage that is the whole stage's stream).
@@ -174,13 +163,23 @@ def sensitivity(model: nn.Module, evaluate_fn: Callable[[nn.Module], float], *,
         >>> df = sensitivity(net, acc, amounts=(0.5, 0.9))
         >>> df.shape, df.attrs["baseline_accuracy"]
         ((4, 5), 1.0)
+        >>> sensitivity(net, acc, amounts=(0.5,), layers=1).layer.tolist()
+        ['0']
     """
     if structured and example_inputs is None:
         raise ValueError("sensitivity(structured=True) needs example_inputs (one input batch) to trace the model")
     for a in amounts:
         _check_amount("sensitivity", a)
     candidates = _structured_candidates(model, example_inputs) if structured else [n for n, _ in _prunable(model)]
-    layers = candidates if layers is None else list(layers)
+    if layers is None:
+        layers = candidates
+    elif isinstance(layers, int):
+        if layers < 1:
+            raise ValueError(f"sensitivity(layers={layers}): give at least 1 layer, or names, or None for all")
+        n = min(layers, len(candidates))
+        layers = [candidates[round(i * (len(candidates) - 1) / max(n - 1, 1))] for i in range(n)]
+    else:
+        layers = list(layers)
     for name in layers:
         if name not in candidates:
             raise unknown_name_error("prunable layer", name, candidates)
@@ -204,30 +203,6 @@ def sensitivity(model: nn.Module, evaluate_fn: Callable[[nn.Module], float], *,
     return df
 
 
-def plot_sensitivity(df: pd.DataFrame):
-    """Accuracy against the fraction of each layer pruned, one line per layer, baseline dashed.
-
-    Example:
-        >>> df = pd.DataFrame({"layer": ["a", "a"], "amount": [0.1, 0.9], "accuracy": [0.9, 0.5],
-        ...                    "accuracy_drop": [0.0, 0.4], "params": [10, 2]})
-        >>> fig = plot_sensitivity(df)
-        >>> fig.axes[0].get_xlabel()
-        'fraction of the layer pruned'
-    """
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 4), layout="constrained")
-    ax = fig.add_subplot()
-    for layer, rows in df.groupby("layer", sort=False):
-        ax.plot(rows["amount"], rows["accuracy"], marker="o", label=layer)
-    if "baseline_accuracy" in df.attrs:
-        ax.axhline(df.attrs["baseline_accuracy"], color="gray", linestyle="--", label="unpruned")
-    ax.set(xlabel="fraction of the layer pruned", ylabel="accuracy", title="Pruning sensitivity per layer")
-    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5), ncol=1 + len(ax.lines) // 16)
-    ax.grid(alpha=0.3)
-    return fig
-
-
 # ---------------------------------------------------------------------------------------------
 # Step implementations
 
@@ -248,7 +223,7 @@ def _apply_unstructured(model: nn.Module, step: UnstructuredPrune, ctx: Compress
         torch_prune.remove(m, "weight")  # bake the mask in: a plain dense weight with zeros
     weights = [m.weight for _, m in layers]
     zeros, total = sum(int((w == 0).sum()) for w in weights), sum(w.numel() for w in weights)
-    _log(ctx, step="prune_unstructured", method=step.method, scope=step.scope, amount=step.amount,
+    ctx.record(step="prune_unstructured", method=step.method, scope=step.scope, amount=step.amount,
          sparsity=zeros / total, nonzero_params_before=before, nonzero_params_after=_nonzero(model),
          params=sum(p.numel() for p in model.parameters()),
          note="weights are zeroed, not removed: dense kernels do the same work, so latency and size do not change")
@@ -260,12 +235,6 @@ def _apply_structured(model: nn.Module, step: StructuredPrune, ctx: CompressCont
     if ctx.example_input is None:
         raise ValueError("StructuredPrune needs example_inputs (one input batch) to trace the model")
     return _structured(model, ctx.example_input, step, ctx)
-
-
-@implements(FineTune)
-def _apply_finetune(model: nn.Module, step: FineTune, ctx: CompressContext) -> nn.Module:
-    _finetune(model, step.epochs, step.lr, ctx, "finetune")
-    return model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,22 +255,11 @@ def _count(model: nn.Module) -> int:
 
 
 def _flops(model: nn.Module, x: torch.Tensor) -> int:
-    from ..measure import count_flops
-
     return count_flops(model, tuple(x.shape))
 
 
-def _log(ctx: CompressContext | None, **record: Any) -> None:
-    if ctx is not None and ctx.log is not None:
-        ctx.log.append(record)
-
-
 def _torch_pruning():
-    try:
-        import torch_pruning
-    except ImportError:
-        raise ImportError("Structured pruning needs torch-pruning: pip install torch-pruning==1.6.1") from None
-    return torch_pruning
+    return optional_import("torch_pruning", "Structured pruning", "pip install torch-pruning==1.6.1")
 
 
 def _is_attention(module: nn.Module) -> bool:
@@ -427,7 +385,7 @@ def _structured(model: nn.Module, example_input: torch.Tensor, step: StructuredP
         model.zero_grad(set_to_none=True)
         record = {"step": i + 1, "params": _count(model)}
         if step.finetune_epochs:
-            record.update(_finetune(model, step.finetune_epochs, 0.0, ctx, None))
+            record.update(finetune(model, step.finetune_epochs, 0.0, ctx))
         history.append(record)
     with torch.no_grad(), _eval(model):
         new_shape = model(x).shape
@@ -436,7 +394,7 @@ def _structured(model: nn.Module, example_input: torch.Tensor, step: StructuredP
     params_after, flops_after = _count(model), _flops(model, x) if logging else 0
     if params_after == params_before:
         warnings.warn(f"StructuredPrune removed nothing from {type(model).__name__}: no prunable channels were found")
-    _log(ctx, step="prune_structured", method=step.method, amount=step.amount, steps=step.steps,
+    ctx.record(step="prune_structured", method=step.method, amount=step.amount, steps=step.steps,
          finetune_epochs=step.finetune_epochs, params_before=params_before, params_after=params_after,
          param_reduction=1 - params_after / params_before, flops_before=flops_before, flops_after=flops_after,
          flop_reduction=1 - flops_after / max(flops_before, 1), history=history)
@@ -451,18 +409,3 @@ def _taylor_gradients(model: nn.Module, ctx: CompressContext) -> None:
             if i == TAYLOR_BATCHES:
                 break
             F.cross_entropy(model(x.to(ctx.device)), y.to(ctx.device)).backward()
-
-
-def _finetune(model: nn.Module, epochs: int, lr: float, ctx: CompressContext, log_as: str | None) -> dict[str, Any]:
-    from ..train import train
-
-    if ctx.train_loader is None:
-        raise ValueError("fine-tuning needs training batches: pass ctx=CompressContext(..., train_loader=...)")
-    cfg = dataclasses.replace(ctx.train, epochs=epochs, lr=lr or ctx.train.lr * 0.1, schedule="cosine", warmup_epochs=0.0)
-    outcome = train(model, ctx.train_loader, cfg, eval_loader=ctx.eval_loader, hardware=ctx.hardware, device=ctx.device)
-    last = outcome.history[-1] if outcome.history else {}
-    record = {"finetune_lr": cfg.lr, "finetune_epochs": epochs, "status": outcome.status,
-              **{k: last[k] for k in ("train_accuracy", "test_accuracy") if k in last}}
-    if log_as:
-        _log(ctx, step=log_as, **record)
-    return record

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import logging
 import platform
 import types
@@ -44,13 +45,18 @@ from typing import Any, ClassVar, Iterable, Iterator
 import torch
 from torch import nn
 
+from .._errors import ConfigError, has_module, require_modules
+from .._files import atomic_write
 from .._registry import unknown_name_error
-from ..config import CompressStep, ConfigError
-from .core import CompressContext, apply_step, implements
+from ..measure import model_device, model_size_bytes
+from ..models import module_structure, restore_structure
+from ..train import train
+from .core import CompressContext, CompressStep, apply_step, implements
 
 TORCHAO_PIP = "pip install torchao==0.18.0"
 CAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 SAVE_FORMAT = "workbench-quantized-state/1"
+METADATA_FILE = "workbench.json"  # inside a torch.export archive, beside the graph
 # Debug metadata torch.export keeps per node (source lines, module paths); running needs none of it,
 # and for a small int8 net it is a third of the saved program.
 _DEBUG_META = ("stack_trace", "nn_module_stack", "source_fn_stack", "from_node", "torch_fn", "seq_nr", "custom")
@@ -61,6 +67,9 @@ class DynamicInt8(CompressStep):
     """int8 Linear/LSTM weights; activations are quantized per batch as they arrive (CPU only)."""
 
     kind: ClassVar[str] = "dynamic_int8"
+
+    def problem(self, device: torch.device) -> str | None:
+        return _cpu_problem("DynamicInt8", device, "torch's int8 dynamic kernels (fbgemm/x86/qnnpack)")
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,9 @@ class StaticInt8(CompressStep):
     def __post_init__(self) -> None:
         if not (isinstance(self.calibration_batches, int) and self.calibration_batches >= 1):
             raise ConfigError(f"StaticInt8.calibration_batches must be an integer >= 1 (got {self.calibration_batches})")
+
+    def problem(self, device: torch.device) -> str | None:
+        return _x86_cpu_problem("StaticInt8", device)
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,9 @@ class QAT(CompressStep):
             raise ConfigError(f"QAT.epochs must be an integer >= 1 (got {self.epochs})")
         if not self.lr >= 0:
             raise ConfigError(f"QAT.lr must be >= 0; 0 means a tenth of the training lr (got {self.lr})")
+
+    def problem(self, device: torch.device) -> str | None:
+        return _x86_cpu_problem("QAT", device)
 
 
 @dataclass(frozen=True)
@@ -170,8 +185,7 @@ def quantize(model: nn.Module, config: CompressStep | str, *, example_inputs: to
         raise TypeError(f"quantize() takes one of {', '.join(c.__name__ for c in QUANT_STEPS.values())} "
                         f"(got {type(config).__name__}); apply other steps with workbench.compress.apply_step")
     if ctx is None:
-        device = next((t.device for t in [*model.parameters(), *model.buffers()]), torch.device("cpu"))
-        ctx = CompressContext(example_input=example_inputs, train_loader=calibration, device=device)
+        ctx = CompressContext(example_input=example_inputs, train_loader=calibration, device=model_device(model))
     else:
         changes = {"example_input": example_inputs, "train_loader": calibration}
         ctx = dataclasses.replace(ctx, **{k: v for k, v in changes.items() if v is not None})
@@ -186,38 +200,31 @@ def is_pt2e_program(model: Any) -> bool:
 
 def is_fake_quant(model: nn.Module) -> bool:
     """Whether ``model`` still simulates quantization in float (QAT before ``convert``): slower than fp32."""
-    fake = _pt2e().FakeQuantizeBase if _torchao_present() else ()
+    fake = _pt2e().FakeQuantizeBase if has_module("torchao") else ()
     return bool(fake) and any(isinstance(m, fake) for m in model.modules())
 
 
-def save_quantized(model: nn.Module, path: str | Path, example_inputs: torch.Tensor | None = None) -> Path:
-    """Save a quantized (or float) model so ``load_quantized`` gives back one with equal outputs.
+def save_quantized(model: nn.Module, path: str | Path, example_inputs: torch.Tensor | None = None, *,
+                   metadata: dict[str, Any] | None = None) -> Path:
+    """Save a compressed (or float) model so ``load_quantized`` gives back one with equal outputs.
 
     A pt2e int8 program is saved whole with ``torch.export.save`` (graph and int8 weights; needs
-    ``example_inputs`` to re-export it). Any other model is saved as its state dict, which
-    ``load_quantized`` reads with ``weights_only=True`` into the same float architecture.
+    ``example_inputs`` to re-export it). Any other model is saved as its state dict with its layout
+    (dynamic int8, a cast, or plain) and its structure (layer widths a structured pruning changed),
+    which ``load_quantized`` reads with ``weights_only=True`` into the float architecture it came
+    from. ``metadata`` (plain JSON values) travels in the file; ``saved_metadata`` reads it back.
+    The file is written atomically.
 
     Example:
         >>> import tempfile, torch
         >>> net = quantize(torch.nn.Sequential(torch.nn.Linear(8, 4)), DynamicInt8())
-        >>> path = save_quantized(net, tempfile.mkdtemp() + "/net.pt")
+        >>> path = save_quantized(net, tempfile.mkdtemp() + "/net.pt", metadata={"note": "demo"})
         >>> back = load_quantized(path, model=torch.nn.Sequential(torch.nn.Linear(8, 4)))
         >>> x = torch.randn(2, 8)
-        >>> torch.equal(back(x), net(x))
-        True
+        >>> torch.equal(back(x), net(x)), saved_metadata(path), saved_format(path)
+        (True, {'note': 'demo'}, 'state_dict')
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if is_fake_quant(model):
-        raise ValueError("This is a fake-quant model (QAT with convert=False): convert it first, e.g. QAT(convert=True)")
-    if is_pt2e_program(model):
-        if example_inputs is None:
-            raise ValueError("save_quantized needs example_inputs (one input batch) to save a pt2e int8 program")
-        torch.export.save(_export(model, _example(example_inputs), strip=True), path)
-    else:
-        with _quiet_storage():
-            torch.save({"format": SAVE_FORMAT, "layout": _layout(model), "state_dict": model.state_dict()}, path)
-    return path
+    return atomic_write(path, lambda f: _write(model, f, example_inputs, metadata or {}))
 
 
 def load_quantized(path: str | Path, model: nn.Module | None = None) -> nn.Module:
@@ -238,12 +245,7 @@ def load_quantized(path: str | Path, model: nn.Module | None = None) -> nn.Modul
         raise FileNotFoundError(f"No saved model at {path}")
     if _is_export_archive(path):
         return _inference_only(torch.export.load(path).module())
-    if _torchao_present():
-        _import_torchao()  # registers torchao's tensor types as safe for weights_only loading
-    with _quiet_storage():
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not (isinstance(ckpt, dict) and ckpt.get("format") == SAVE_FORMAT):
-        raise ValueError(f"{path} was not written by save_quantized (no '{SAVE_FORMAT}' header)")
+    ckpt = _read_state(path)
     if model is None:
         raise ValueError(f"{path} holds a state dict: pass model=<the float architecture>, e.g. "
                          "load_quantized(path, model=create_model(...))")
@@ -252,9 +254,24 @@ def load_quantized(path: str | Path, model: nn.Module | None = None) -> nn.Modul
         model = _quantize_dynamic(model)
     elif layout.startswith("cast:"):
         model = Casted(model, CAST_DTYPES[layout.removeprefix("cast:")])
-    # assign=True takes torchao's quantized weight tensors as they are instead of copying into float ones.
-    model.load_state_dict(ckpt["state_dict"], assign=True)
-    return model.eval()
+    return restore_structure(model, ckpt.get("structure", {}), ckpt["state_dict"]).eval()
+
+
+def saved_format(path: str | Path) -> str:
+    """How ``save_quantized`` stored a model: ``export_program`` (a ``torch.export`` archive: graph and
+    int8 weights, loads alone) or ``state_dict`` (weights, layout and structure: loads into its float
+    architecture)."""
+    return "export_program" if _is_export_archive(Path(path)) else "state_dict"
+
+
+def saved_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``metadata`` given to ``save_quantized``, read without loading the model."""
+    path = Path(path)
+    if _is_export_archive(path):
+        with zipfile.ZipFile(path) as z:
+            name = next((n for n in z.namelist() if n.endswith(f"/extra/{METADATA_FILE}")), None)
+            return json.loads(z.read(name)) if name else {}
+    return _read_state(path).get("metadata", {})
 
 
 def saved_size_bytes(model: nn.Module, example_inputs: torch.Tensor | None = None) -> int:
@@ -271,13 +288,7 @@ def saved_size_bytes(model: nn.Module, example_inputs: torch.Tensor | None = Non
         True
     """
     buf = io.BytesIO()
-    if is_pt2e_program(model):
-        if example_inputs is None:
-            raise ValueError("saved_size_bytes needs example_inputs (one input batch) for a pt2e int8 program")
-        torch.export.save(_export(model, _example(example_inputs), strip=True), buf)
-    else:
-        with _quiet_storage():
-            torch.save({"format": SAVE_FORMAT, "layout": _layout(model), "state_dict": model.state_dict()}, buf)
+    _write(model, buf, example_inputs, {})
     return buf.getbuffer().nbytes
 
 
@@ -287,21 +298,21 @@ def saved_size_bytes(model: nn.Module, example_inputs: torch.Tensor | None = Non
 
 @implements(DynamicInt8)
 def _apply_dynamic(model: nn.Module, step: DynamicInt8, ctx: CompressContext) -> nn.Module:
-    _require_cpu("DynamicInt8", ctx.device, "torch's int8 dynamic kernels (fbgemm/x86/qnnpack)")
+    _require(step, ctx.device)
     if not any(isinstance(m, (nn.Linear, nn.LSTM)) for m in model.modules()):
         raise ValueError(f"DynamicInt8 quantizes Linear and LSTM layers and {type(model).__name__} has none: "
                          "use StaticInt8 for conv nets")
-    before = _weights_bytes(model)
+    before = model_size_bytes(model)
     model = _quantize_dynamic(model)
-    _log(ctx, step=step.kind, size_bytes_before=before, size_bytes_after=_weights_bytes(model))
+    ctx.record(step=step.kind, size_bytes_before=before, size_bytes_after=model_size_bytes(model))
     return model
 
 
 @implements(StaticInt8)
 def _apply_static(model: nn.Module, step: StaticInt8, ctx: CompressContext) -> nn.Module:
-    _require_x86_cpu("StaticInt8", ctx.device)
+    _require(step, ctx.device)
     pt2e = _pt2e()
-    before = _weights_bytes(model)
+    before = model_size_bytes(model)
     batches = _batches(ctx, "StaticInt8 calibrates activation ranges on")
     model.eval()  # BatchNorm folds into the conv with its running statistics
     prepared = pt2e.prepare_pt2e(_export(model, _example(ctx.example_input, "StaticInt8")).module(), _quantizer(is_qat=False))
@@ -313,20 +324,18 @@ def _apply_static(model: nn.Module, step: StaticInt8, ctx: CompressContext) -> n
             prepared(x)
             seen += 1
     program = _finish(pt2e.convert_pt2e(prepared, fold_quantize=True))
-    _log(ctx, step=step.kind, calibration_batches=seen, size_bytes_before=before, size_bytes_after=_weights_bytes(program))
+    ctx.record(step=step.kind, calibration_batches=seen, size_bytes_before=before, size_bytes_after=model_size_bytes(program))
     return program
 
 
 @implements(QAT)
 def _apply_qat(model: nn.Module, step: QAT, ctx: CompressContext) -> nn.Module:
-    from ..train import train
-
-    _require_x86_cpu("QAT", ctx.device)
+    _require(step, ctx.device)
     pt2e = _pt2e()
     if ctx.train_loader is None:
         raise ValueError("QAT fine-tunes with fake quantization and needs training batches: "
                          "pass calibration=<loader> or ctx=CompressContext(..., train_loader=...)")
-    before = _weights_bytes(model)
+    before = model_size_bytes(model)
     # BatchNorm is folded into the convs first, its statistics frozen at their trained values (the usual
     # last phase of QAT). Fake-quant training with live BatchNorm makes torchao's convert re-trace about a
     # hundred patterns: a minute of CPU time for a short fine-tune.
@@ -341,8 +350,8 @@ def _apply_qat(model: nn.Module, step: QAT, ctx: CompressContext) -> nn.Module:
     prepared.eval()
     result = _finish(pt2e.convert_pt2e(prepared, fold_quantize=True)) if step.convert else prepared
     last = outcome.history[-1] if outcome.history else {}
-    _log(ctx, step=step.kind, qat_lr=cfg.lr, qat_epochs=step.epochs, converted=step.convert, status=outcome.status,
-         size_bytes_before=before, size_bytes_after=_weights_bytes(result),
+    ctx.record(step=step.kind, qat_lr=cfg.lr, qat_epochs=step.epochs, converted=step.convert, status=outcome.status,
+         size_bytes_before=before, size_bytes_after=model_size_bytes(result),
          **{k: last[k] for k in ("train_accuracy", "test_accuracy") if k in last})
     return result
 
@@ -373,9 +382,9 @@ def _apply_weight_only_int4(model: nn.Module, step: WeightOnlyInt4, ctx: Compres
 
 @implements(CastPrecision)
 def _apply_cast(model: nn.Module, step: CastPrecision, ctx: CompressContext) -> nn.Module:
-    before = _weights_bytes(model)
+    before = model_size_bytes(model)
     model = Casted(model.eval(), CAST_DTYPES[step.dtype])
-    _log(ctx, step=step.kind, dtype=step.dtype, size_bytes_before=before, size_bytes_after=_weights_bytes(model))
+    ctx.record(step=step.kind, dtype=step.dtype, size_bytes_before=before, size_bytes_after=model_size_bytes(model))
     return model
 
 
@@ -383,27 +392,33 @@ def _apply_cast(model: nn.Module, step: CastPrecision, ctx: CompressContext) -> 
 # Internals
 
 
-def _log(ctx: CompressContext, **record: Any) -> None:
-    if ctx.log is not None:
-        ctx.log.append(record)
+def _write(model: nn.Module, f: Any, example_inputs: torch.Tensor | None, metadata: dict[str, Any]) -> None:
+    if is_fake_quant(model):
+        raise ValueError("This is a fake-quant model (QAT with convert=False): convert it first, e.g. QAT(convert=True)")
+    if is_pt2e_program(model):
+        if example_inputs is None:
+            raise ValueError("save_quantized needs example_inputs (one input batch) to save a pt2e int8 program")
+        program = _export(model, _example(example_inputs), strip=True)
+        torch.export.save(program, f, extra_files={METADATA_FILE: json.dumps(metadata)})
+        return
+    with _quiet_storage():
+        torch.save({"format": SAVE_FORMAT, "layout": _layout(model), "structure": module_structure(model),
+                    "metadata": metadata, "state_dict": model.state_dict()}, f)
 
 
-def _weights_bytes(model: nn.Module) -> int:
-    from ..measure import model_size_bytes
-
-    return model_size_bytes(model)
-
-
-def _torchao_present() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("torchao") is not None
+def _read_state(path: Path) -> dict[str, Any]:
+    if has_module("torchao"):
+        _import_torchao()  # registers torchao's tensor types as safe for weights_only loading
+    with _quiet_storage():
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not (isinstance(ckpt, dict) and ckpt.get("format") == SAVE_FORMAT):
+        raise ValueError(f"{path} was not written by save_quantized (no '{SAVE_FORMAT}' header)")
+    return ckpt
 
 
 def _import_torchao() -> None:
     """Import torchao quietly (it logs about optional CUDA kernels a CPU build lacks) or say how to install it."""
-    if not _torchao_present():
-        raise ImportError(f"This quantization method needs torchao: {TORCHAO_PIP}")
+    require_modules(["torchao"], "This quantization method", TORCHAO_PIP)
     loggers = [logging.getLogger(n) for n in ("torchao", "torch.utils._pytree")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -435,19 +450,26 @@ def _quantizer(is_qat: bool):
     return quantizer
 
 
-def _require_cpu(name: str, device: torch.device | str, kernels: str) -> None:
+def _cpu_problem(name: str, device: torch.device | str, kernels: str) -> str | None:
     device = torch.device(device)
     if device.type != "cpu":
-        raise ValueError(f"{name} runs on {kernels}, which need the CPU, but the model is on {device}: "
-                         "train on hardware.device='cpu', or use WeightOnlyInt8 / CastPrecision on a GPU")
+        return (f"{name} runs on {kernels}, which need the CPU, but the model is on {device}: "
+                "train on hardware.device='cpu', or use WeightOnlyInt8 / CastPrecision on a GPU")
+    return None
 
 
-def _require_x86_cpu(name: str, device: torch.device | str) -> None:
-    _require_cpu(name, device, "x86 int8 kernels (X86InductorQuantizer)")
+def _x86_cpu_problem(name: str, device: torch.device | str) -> str | None:
     machine = platform.machine().lower()
     if machine not in ("x86_64", "amd64", "i386", "i686"):
-        raise ValueError(f"{name} uses x86 int8 kernels (X86InductorQuantizer) and this machine is {machine}: "
-                         "use DynamicInt8 or WeightOnlyInt8 here")
+        return (f"{name} uses x86 int8 kernels (X86InductorQuantizer) and this machine is {machine}: "
+                "use DynamicInt8 or WeightOnlyInt8 here")
+    return _cpu_problem(name, device, "x86 int8 kernels (X86InductorQuantizer)")
+
+
+def _require(step: CompressStep, device: torch.device) -> None:
+    problem = step.problem(device)
+    if problem:
+        raise ValueError(problem)
 
 
 @contextlib.contextmanager
@@ -471,7 +493,7 @@ def _torchao_quantize(model: nn.Module, config: Any, step: CompressStep, ctx: Co
     if not any(isinstance(m, nn.Linear) for m in model.modules()):
         raise ValueError(f"{type(step).__name__} quantizes Linear layers and {type(model).__name__} has none: "
                          "use StaticInt8 for conv nets")
-    before = _weights_bytes(model)
+    before = model_size_bytes(model)
     quantize_(model.eval(), config)
     if ctx.example_input is not None:  # torchao kernels differ per device: fail here, not mid-benchmark
         try:
@@ -480,7 +502,7 @@ def _torchao_quantize(model: nn.Module, config: Any, step: CompressStep, ctx: Co
         except (RuntimeError, NotImplementedError) as e:
             raise ValueError(f"{type(step).__name__} does not run on {ctx.device} with this torchao build "
                              f"({str(e).splitlines()[0][:120]}): try WeightOnlyInt8 or CastPrecision") from None
-    _log(ctx, step=step.kind, size_bytes_before=before, size_bytes_after=_weights_bytes(model))
+    ctx.record(step=step.kind, size_bytes_before=before, size_bytes_after=model_size_bytes(model))
     return model
 
 

@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..config import AugmentConfig
+from .config import AugmentConfig
 
 
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:

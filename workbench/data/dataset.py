@@ -1,13 +1,14 @@
 """The in-memory dataset (uint8 image tensors + labels) and its on-disk decoded cache."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+from .._files import atomic_torch_save
 
 # Bump when the cached dict changes shape, so old caches are rebuilt instead of misread.
 _CACHE_VERSION = 1
@@ -87,8 +88,7 @@ class Dataset:
 def cached(path: Path, build: Callable[[], dict]) -> dict:
     """The dict of tensors/lists in the cache file at ``path``, built and saved on first use.
 
-    The file is written to a temporary name and renamed into place, so a crash or a failed decode
-    never leaves a half-written cache behind.
+    The file is written atomically, so a crash or a failed decode never leaves a half-written cache behind.
     """
     if path.exists():
         try:
@@ -98,11 +98,5 @@ def cached(path: Path, build: Callable[[], dict]) -> dict:
         except Exception:  # an unreadable cache is rebuilt, never trusted
             pass
     data = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save({**data, "version": _CACHE_VERSION}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_torch_save({**data, "version": _CACHE_VERSION}, path)
     return data

@@ -22,11 +22,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .dataset import Dataset, DatasetError, cached
-from .sources import REPO
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LAYOUT = "train/<class>/*.jpg and test/<class>/*.jpg (or .jpeg, .png)"
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+REPO = Path(__file__).resolve().parents[2]  # in a source checkout, the repository root
 
 
 def cifar10_zip_path() -> Path | None:

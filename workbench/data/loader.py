@@ -2,6 +2,8 @@
 
 No worker processes and no per-sample Python: each batch is one index, one float conversion, one
 fused normalisation and a handful of whole-batch augmentation ops.
+
+``train_loader`` and ``eval_loader`` build the loaders a run uses from its ``DataConfig``.
 """
 from __future__ import annotations
 
@@ -10,16 +12,21 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..config import AugmentConfig
 from .augment import augment_batch
+from .config import AugmentConfig, DataConfig
+from .dataset import Dataset
+
+EVAL_BATCH = 512  # evaluation needs no gradients, so bigger batches are simply faster
 
 
 class BatchLoader:
     """Iterate (float32 normalised images, int64 labels) batches on ``device``.
 
     The data is kept as uint8 on ``device`` (a quarter of the float size). Each pass draws a new
-    order from a seeded generator, so the same seed gives the same sequence of epochs on every run.
-    ``mean``/``std`` are per-channel, in [0, 1] scale (``Dataset.mean``/``.std``).
+    order (and new augmentations) from a seeded generator. ``set_epoch(e)``, which the training loop
+    calls before every epoch, derives that generator's state from ``(seed, e)`` alone, so epoch ``e``
+    is the same whether the run got there in one go or was resumed. ``mean``/``std`` are
+    per-channel, in [0, 1] scale (``Dataset.mean``/``.std``).
 
     Example:
         >>> x = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8)
@@ -28,6 +35,9 @@ class BatchLoader:
         (3, [(4, 3, 8, 8), (4, 3, 8, 8), (2, 3, 8, 8)])
         >>> len(BatchLoader(x, torch.arange(10), 4, drop_last=True))
         2
+        >>> loader.set_epoch(3); first = [yb.tolist() for _, yb in loader]
+        >>> loader.set_epoch(3); first == [yb.tolist() for _, yb in loader]
+        True
     """
 
     def __init__(
@@ -54,6 +64,7 @@ class BatchLoader:
         self.x, self.y = x.to(self.device), y.to(self.device, torch.int64)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.augment = augment if augment is not None and augment.enabled else None
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         # uint8 -> normalised float in one multiply-add: x * scale + shift.
         c = x.shape[1]
@@ -61,6 +72,10 @@ class BatchLoader:
         std_t = torch.ones(c) if std is None else torch.as_tensor(std, dtype=torch.float32).reshape(c)
         self.scale = (1 / (255 * std_t)).reshape(1, c, 1, 1).to(self.device)
         self.shift = (-mean_t / std_t).reshape(1, c, 1, 1).to(self.device)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass epoch ``epoch``'s: its order and augmentations depend on (seed, epoch) only."""
+        self.generator.manual_seed(self.seed * 1_000_003 + epoch)
 
     def __len__(self) -> int:
         n = len(self.x)
@@ -78,3 +93,38 @@ class BatchLoader:
             if self.augment is not None:
                 xb = augment_batch(xb, self.augment, self.generator)
             yield xb, self.y.index_select(0, idx)
+
+
+def train_loader(dataset: Dataset, cfg: DataConfig, batch_size: int, *, seed: int = 0, device: str | torch.device = "cpu",
+                 indices: torch.Tensor | None = None) -> BatchLoader:
+    """Shuffled batches of ``dataset``'s training split (or the ``indices`` chosen of it), augmented and
+    normalised as ``cfg`` says.
+
+    Example:
+        >>> from workbench.data import load_dataset
+        >>> loader = train_loader(load_dataset("digits"), DataConfig(), 64)
+        >>> len(loader), next(iter(loader))[0].shape
+        (23, torch.Size([64, 1, 8, 8]))
+    """
+    x, y = (dataset.train_x, dataset.train_y) if indices is None else (dataset.train_x[indices], dataset.train_y[indices])
+    return BatchLoader(x, y, batch_size, shuffle=True, seed=seed, device=device,
+                       augment=cfg.augment if cfg.augment.enabled else None, **_normalisation(dataset, cfg))
+
+
+def eval_loader(dataset: Dataset, cfg: DataConfig, *, device: str | torch.device = "cpu", split: str = "test",
+                batch_size: int = EVAL_BATCH) -> BatchLoader:
+    """A whole split (``test`` or ``train``) in order, normalised as ``cfg`` says and never augmented.
+
+    Example:
+        >>> from workbench.data import load_dataset
+        >>> len(eval_loader(load_dataset("digits"), DataConfig()).x)
+        360
+    """
+    if split not in ("test", "train"):
+        raise ValueError(f"split must be 'test' or 'train' (got '{split}')")
+    x, y = (dataset.test_x, dataset.test_y) if split == "test" else (dataset.train_x, dataset.train_y)
+    return BatchLoader(x, y, batch_size, device=device, **_normalisation(dataset, cfg))
+
+
+def _normalisation(dataset: Dataset, cfg: DataConfig) -> dict:
+    return {"mean": dataset.mean, "std": dataset.std} if cfg.normalize else {}

@@ -7,9 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from .._registry import unknown_name_error
+from .config import STRATEGIES
 from .loader import BatchLoader
-
-STRATEGIES = ("random", "balanced", "hardest", "easiest")
 
 
 def select_subset(

@@ -1,6 +1,7 @@
 """Downloads with checksums, and readers for the published file formats (IDX, CIFAR python archive).
 
-What to download and the checksums to expect live in ``data/manifest.json`` at the repository root.
+What to download and the checksums to expect live in ``manifest.json`` beside this module, shipped
+as package data so an installed (non-editable) Workbench finds it too.
 Downloads land in ``ROOT/downloads/NAME/``; a file is renamed into place only after its checksum
 matches, so a partial or corrupt download never looks finished.
 """
@@ -25,8 +26,7 @@ from tqdm.auto import tqdm
 
 from .dataset import DatasetError
 
-REPO = Path(__file__).resolve().parents[2]
-MANIFEST = REPO / "data" / "manifest.json"
+MANIFEST = Path(__file__).resolve().with_name("manifest.json")
 
 
 @cache

@@ -13,16 +13,16 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
-import re
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
+
+from .._errors import require_modules, root_cause
 
 DEPLOY_PIP = "pip install onnx onnxscript onnxruntime"
 TWO_GB = 2**31  # protobuf's limit: bigger models keep their weights in a side file
@@ -55,7 +55,7 @@ def export_onnx(model: nn.Module, example_inputs: torch.Tensor, path: str | os.P
         >>> path.suffix, path.stat().st_size > 0  # doctest: +SKIP
         ('.onnx', True)
     """
-    _require("onnx", "onnxscript")
+    require_modules(["onnx", "onnxscript"], "ONNX export", DEPLOY_PIP)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     x = example_inputs.detach()
@@ -89,7 +89,7 @@ def onnxruntime_session(path: str | os.PathLike, threads: int | None = None) -> 
         >>> run(torch.zeros(1, 4)).dtype  # doctest: +SKIP
         torch.float32
     """
-    _require("onnxruntime")
+    require_modules(["onnxruntime"], "ONNX Runtime", DEPLOY_PIP)
     import onnxruntime as ort
 
     path = Path(path)
@@ -128,32 +128,6 @@ def parity(model: Callable[[torch.Tensor], torch.Tensor], session: Callable[[tor
     if out.shape != ref.shape:
         raise ValueError(f"parity: output shapes differ ({tuple(out.shape)} vs the model's {tuple(ref.shape)})")
     return {"max_abs_error": float((out - ref).abs().max()), "argmax_agreement": float((out.argmax(1) == ref.argmax(1)).float().mean())}
-
-
-def root_cause(e: BaseException) -> str:
-    """``Type: first line`` of the innermost cause: exporters wrap the real reason in several layers.
-
-    Example:
-        >>> try:
-        ...     try:
-        ...         raise KeyError("weight")
-        ...     except KeyError as inner:
-        ...         raise RuntimeError("export failed at step 1/3") from inner
-        ... except RuntimeError as outer:
-        ...     root_cause(outer)
-        "KeyError: 'weight'"
-    """
-    while e.__cause__ is not None:
-        e = e.__cause__
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # the exporter colours its messages
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return f"{type(e).__name__}: {line[:160]}" if line else type(e).__name__
-
-
-def _require(*modules: str) -> None:
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ImportError(f"ONNX deployment needs {', '.join(missing)}: {DEPLOY_PIP}")
 
 
 @contextlib.contextmanager

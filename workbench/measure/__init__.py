@@ -1,4 +1,5 @@
-"""What a model costs: parameters, bytes on disk, FLOPs, latency and throughput, memory, a profile.
+"""What a model costs: parameters, bytes on disk, FLOPs, latency and throughput per execution mode,
+memory, a profile. This part owns the measure section of a run (``MeasureConfig``).
 
 Every timing carries the device name, dtype, batch size and torch version beside it.
 
@@ -9,23 +10,16 @@ Example:
     (178, 320)
 """
 from .bench import benchmark, measure, time_calls
+from .config import MEASURE_MODES, MeasureConfig
 from .counts import count_flops, count_parameters, model_size_bytes
-from .device import available_devices, device_name, resolve_device, timing_device
+from .device import (available_devices, device_choices, device_name, model_device, native_bf16, resolve_device,
+                     timing_device)
 from .memory import PeakMemory, track_peak_memory
+from .modes import measure_modes, timing_plan
 from .profile import profile_summary
 
 __all__ = [
-    "PeakMemory",
-    "available_devices",
-    "benchmark",
-    "count_flops",
-    "count_parameters",
-    "device_name",
-    "measure",
-    "model_size_bytes",
-    "profile_summary",
-    "resolve_device",
-    "time_calls",
-    "timing_device",
-    "track_peak_memory",
+    "MEASURE_MODES", "MeasureConfig", "PeakMemory", "available_devices", "benchmark", "count_flops", "count_parameters",
+    "device_choices", "device_name", "measure", "measure_modes", "model_device", "model_size_bytes", "native_bf16",
+    "profile_summary", "resolve_device", "time_calls", "timing_device", "timing_plan", "track_peak_memory",
 ]

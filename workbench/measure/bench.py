@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from .._registry import unknown_name_error
-from ..config import MeasureConfig
+from .config import MeasureConfig
 from .counts import count_flops, count_parameters, model_size_bytes
-from .device import device_name, resolve_device, timing_device
+from .device import device_name, model_device, resolve_device, timing_device
 
 DTYPES = {
     "fp32": torch.float32, "float32": torch.float32,
@@ -95,7 +95,7 @@ def measure(
     """Everything the results table shows about a model's cost: (metrics, benchmark records).
 
     Times on ``device`` unless ``cfg.device`` names another (``same`` and ``all`` both mean ``device``
-    here; the pipeline times the other devices of ``all`` with ``measure_modes``). Latency comes from
+    here; the pipeline times the other devices of ``all`` with ``measure_modes`` and ``timing_plan``). Latency comes from
     the smallest batch size, throughput from the largest; FLOPs are per image (batch of 1).
 
     Example:
@@ -194,7 +194,7 @@ def _ready(model: Callable, device: torch.device) -> Iterator[None]:
         yield
         return
     tensors = [*model.parameters(), *model.buffers()]
-    home = tensors[0].device if tensors else device
+    home = model_device(model)
     was_training = model.training
     # Move only when needed: .to() swaps torchao's quantized weights, which a compiled wrapper's weakrefs forbid.
     moving = any(t.device != device for t in tensors)

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .device import model_device
+
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """Parameters and non-zero parameters (what unstructured pruning lowers).
@@ -87,8 +89,6 @@ def _weights(model: nn.Module) -> Iterator[torch.Tensor]:
 
 
 def _home(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """The device of the model's first tensor and its floating dtype (float32 when it has none)."""
-    tensors = [*model.parameters(), *model.buffers()]
-    device = tensors[0].device if tensors else torch.device("cpu")
-    floats = [t.dtype for t in tensors if t.is_floating_point()]
-    return device, floats[0] if floats else torch.float32
+    """The model's device and its floating dtype (float32 when it has none)."""
+    floats = [t.dtype for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()]
+    return model_device(model), floats[0] if floats else torch.float32

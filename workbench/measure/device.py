@@ -8,8 +8,10 @@ import sys
 
 import torch
 
+from torch import nn
+
+from .._errors import ConfigError
 from .._registry import unknown_name_error
-from ..config import ConfigError
 
 DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 
@@ -68,6 +70,45 @@ def available_devices() -> list[torch.device]:
     if _mps_available():
         devices.append(torch.device("mps"))
     return devices
+
+
+def device_choices() -> list[str]:
+    """The device names a user can pick on this machine (the panel's dropdown): auto, cpu, then the GPUs.
+
+    Example:
+        >>> device_choices()[:2]
+        ['auto', 'cpu']
+    """
+    names = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if _mps_available():
+        names.append("mps")
+    return names
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter or buffer (the CPU for a model that has none).
+
+    Example:
+        >>> model_device(nn.Linear(2, 2)), model_device(nn.ReLU())
+        (device(type='cpu'), device(type='cpu'))
+    """
+    return next((t.device for t in [*model.parameters(), *model.buffers()]), torch.device("cpu"))
+
+
+def native_bf16(device: str | torch.device) -> bool:
+    """Whether bf16 math has hardware support on ``device``: emulated bf16 on older CPUs (AVX2 only) is
+    several times slower than fp32, so the flags decide, never a guess.
+
+    Example:
+        >>> isinstance(native_bf16("cpu"), bool)
+        True
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def timing_device(measure_device: str, train_device: torch.device) -> torch.device:

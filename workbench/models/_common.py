@@ -88,3 +88,27 @@ def register_model(name: str):
         ...     return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, num_classes))
     """
     return MODELS.register(name)
+
+
+def create_model(name: str, num_classes: int, in_channels: int, image_size: int, width: float = 1.0,
+                 depth: int | None = None, batchnorm: bool = True, dropout: float = 0.0) -> nn.Module:
+    """Build a registered model for ``(N, in_channels, image_size, image_size)`` inputs.
+
+    ``depth=None`` is the family's default (e.g. 3 blocks per stage for ``resnet20``). Initialisation
+    draws from torch's global generator, so ``torch.manual_seed`` makes it reproducible.
+
+    Example:
+        >>> import torch
+        >>> model = create_model("mlp", num_classes=10, in_channels=1, image_size=8, width=0.5, dropout=0.1)
+        >>> model(torch.zeros(4, 1, 8, 8)).shape
+        torch.Size([4, 10])
+    """
+    builder = MODELS.get(name)
+    if width <= 0:
+        raise ValueError(f"width must be > 0 (got {width}); 1.0 is the model's standard size")
+    if depth is not None and depth < 1:
+        raise ValueError(f"depth must be >= 1 or None for the default (got {depth})")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1) (got {dropout})")
+    return builder(num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+                   width=width, depth=depth, batchnorm=batchnorm, dropout=dropout)

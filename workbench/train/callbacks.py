@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 import torch
 
+from .._files import atomic_torch_save
+
 
 @dataclass
 class TrainState:
@@ -20,6 +22,7 @@ class TrainState:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
+    scaler: Any  # torch.amp.GradScaler (a pass-through unless fp16)
     epochs: int
     steps_per_epoch: int
     epoch: int = 0
@@ -104,25 +107,40 @@ class EarlyStopping(Callback):
 
 
 class Checkpoint(Callback):
-    """Saves model, optimizer, scheduler and history after every epoch, atomically, so a killed run
-    resumes from its last finished epoch (``train(..., resume_from=path)``)."""
+    """Saves everything training needs to continue after every epoch, atomically, and restores it:
+    an interrupted run resumed from its last finished epoch ends with the same weights, bit for bit
+    on a CPU, as one that ran through (``train(..., resume_from=path)``).
+
+    "Everything" is the model, optimizer, schedule and grad-scaler states, the epoch and step, the
+    history, and the random generators' states (dropout draws from them). The batch order and
+    augmentations need no saving: the loader derives them from (seed, epoch) (``BatchLoader.set_epoch``).
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
 
     def on_epoch_end(self, state, record):
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        tmp = self.path + ".tmp"
-        torch.save(
-            {
-                "model": state.model.state_dict(),
-                "optimizer": state.optimizer.state_dict(),
-                "scheduler": state.scheduler.state_dict(),
-                "epoch": state.epoch,
-                "step": state.step,
-                "history": state.history,
-                "rng": torch.get_rng_state(),
-            },
-            tmp,
-        )
-        os.replace(tmp, self.path)
+        atomic_torch_save({
+            "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict(),
+            "scaler": state.scaler.state_dict(),
+            "epoch": state.epoch,
+            "step": state.step,
+            "history": state.history,
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }, self.path)
+
+    def restore(self, state: TrainState, device: torch.device) -> None:
+        """Load the saved states into ``state``'s model, optimizer, schedule and scaler; training then
+        continues with the epoch after the saved one."""
+        ckpt = torch.load(self.path, map_location=device, weights_only=True)
+        state.model.load_state_dict(ckpt["model"])
+        state.optimizer.load_state_dict(ckpt["optimizer"])
+        state.scheduler.load_state_dict(ckpt["scheduler"])
+        state.scaler.load_state_dict(ckpt["scaler"])
+        state.epoch, state.step, state.history = ckpt["epoch"] + 1, ckpt["step"], ckpt["history"]
+        torch.set_rng_state(ckpt["rng"].cpu())
+        if ckpt["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["cuda_rng"]])

@@ -10,8 +10,8 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..config import HardwareConfig, TrainConfig
-from .callbacks import Callback, CallbackList, TrainState
+from .callbacks import Callback, CallbackList, Checkpoint, TrainState
+from .config import HardwareConfig, TrainConfig
 from .optim import make_optimizer, make_scheduler
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -55,12 +55,14 @@ def train(
     """Train ``model`` in place for ``cfg.epochs``; returns the per-epoch history and why it stopped.
 
     A non-finite training loss stops training after that epoch with status ``nan-loss``; the history
-    so far is kept. ``resume_from`` continues from a ``Checkpoint`` callback's file. ``criterion(logits,
-    x, y)`` replaces the cross-entropy (distillation passes one that also asks a teacher).
+    so far is kept. ``resume_from`` continues from a ``Checkpoint`` callback's file. Before each epoch
+    the loader's ``set_epoch(epoch)`` is called where it has one, so a resumed run sees the same
+    batches. ``criterion(logits, x, y)`` replaces the cross-entropy (distillation passes one that also
+    asks a teacher).
 
     Example:
         >>> import torch
-        >>> from workbench.config import TrainConfig
+        >>> from workbench.train import TrainConfig
         >>> x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
         >>> model = torch.nn.Linear(4, 2)
         >>> out = train(model, [(x, y)], TrainConfig(epochs=2, lr=0.1))
@@ -78,13 +80,9 @@ def train(
     scheduler = make_scheduler(optimizer, cfg, len(train_loader))
     # The scaler keeps small fp16 gradients from flushing to zero; it is a pass-through otherwise.
     scaler = torch.amp.GradScaler(device.type, enabled=hardware.precision == "fp16")
-    state = TrainState(model, optimizer, scheduler, cfg.epochs, len(train_loader))
+    state = TrainState(model, optimizer, scheduler, scaler, cfg.epochs, len(train_loader))
     if resume_from:
-        ckpt = torch.load(resume_from, map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"]), optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        state.epoch, state.step, state.history = ckpt["epoch"] + 1, ckpt["step"], ckpt["history"]
-        torch.set_rng_state(ckpt["rng"])
+        Checkpoint(resume_from).restore(state, device)
     hooks = CallbackList(callbacks)
     outcome = TrainOutcome(history=state.history)
     hooks.on_train_start(state)

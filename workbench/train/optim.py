@@ -5,7 +5,7 @@ them and a reader sees each curve as one line of arithmetic.
 
 Example:
     >>> import torch
-    >>> from workbench.config import TrainConfig
+    >>> from workbench.train import TrainConfig
     >>> model = torch.nn.Linear(2, 2)
     >>> opt = make_optimizer(model.parameters(), TrainConfig(optimizer="adamw", lr=1e-3))
     >>> type(opt).__name__
@@ -83,14 +83,6 @@ def list_optimizers() -> list[str]:
 
 def list_schedules() -> list[str]:
     return SCHEDULES.names()
-
-
-def check_optimizer_name(name: str) -> None:
-    OPTIMIZERS.check(name)
-
-
-def check_schedule_name(name: str) -> None:
-    SCHEDULES.check(name)
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], cfg) -> torch.optim.Optimizer:

@@ -2,13 +2,12 @@
 
 Needs the notebook extras; importing ``workbench`` alone does not.
 """
-try:
-    import ipywidgets  # noqa: F401
-except ImportError as e:  # an optional dependency fails late and says what to install (STYLE 7)
-    raise ImportError("The Workbench panel needs ipywidgets: pip install 'workbench[notebooks]'") from e
+from .._errors import require_modules
 
-from .code import config_code, run_code
-from .live import LiveCurve, ProgressWidget
-from .panel import Workbench
+require_modules(["ipywidgets"], "The Workbench panel", "pip install 'workbench[notebooks]'")
+
+from .code import config_code, run_code  # noqa: E402  (after the check: these import ipywidgets)
+from .live import LiveCurve, ProgressWidget  # noqa: E402
+from .panel import Workbench  # noqa: E402
 
 __all__ = ["Workbench", "LiveCurve", "ProgressWidget", "config_code", "run_code"]

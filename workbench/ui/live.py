@@ -41,6 +41,14 @@ class LiveCurve(Callback):
 
     def on_epoch_end(self, state, record):
         self.history.append(record)
+        self._draw()
+
+    def replay(self, history: list[dict]) -> None:
+        """Draw a finished training's curves at once (a run that reused another run's training)."""
+        self.history = list(history)
+        self._draw()
+
+    def _draw(self) -> None:
         self.figure = run_curves(self.history, title=self.title, theme=self.theme)
         show(self.out, self.figure)
 

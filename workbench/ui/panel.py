@@ -8,7 +8,6 @@ computation lives here: checks, training, measuring and charts are the package's
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
 import html
 import math
@@ -18,25 +17,26 @@ from typing import Any, Callable
 
 import ipywidgets as w
 import pandas as pd
-import torch
 from IPython.display import display
 
 from .. import plots
-from ..config import PRECISIONS, SELECTIONS, CompressStep, RunConfig
-from ..data import cifar10_zip_path, list_datasets
-from ..measure import resolve_device, timing_device
+from .._errors import one_line
+from .._files import atomic_write_text
+from ..compress import CompressStep, build_step, step_types
+from ..config import RunConfig
+from ..data import STRATEGIES, cifar10_zip_path, list_datasets
+from ..measure import device_choices
 from ..models import list_models
-from ..pipeline import run
-from ..results import Result, ResultStore, atomic_write_text, compare, results_frame
-from ..train import check_precision, list_optimizers, list_schedules
+from ..pipeline import preflight, run
+from ..results import METRICS, Result, ResultStore, compare, results_frame, run_labels
+from ..train import PRECISIONS, list_optimizers, list_schedules
 from .code import _default, run_code
 from .live import LiveCurve, ProgressWidget, show
 
 STYLE = {"description_width": "150px"}
 WIDE = w.Layout(width="390px")
 SESSION, STORE = "this session", "whole store"
-# Augmentations that change what the image means on these datasets (a mirrored 3 is not a 3).
-NO_FLIP = ("digits", "mnist")
+TABLE_METRICS = ("accuracy", "params", "size_bytes", "latency_ms", "throughput_ips", "train_seconds")
 
 
 def _slider(cls: type, description: str, **kw: Any) -> w.Widget:
@@ -53,21 +53,6 @@ def _check(description: str) -> w.Checkbox:
 
 def _grid(*children: w.Widget) -> w.GridBox:
     return w.GridBox(list(children), layout=w.Layout(grid_template_columns="repeat(2, 400px)"))
-
-
-def _devices() -> list[str]:
-    names = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if torch.backends.mps.is_available():
-        names.append("mps")
-    return names
-
-
-def _one_line(error: BaseException) -> str:
-    first = (str(error).strip().splitlines() or [""])[0]
-    # A ValueError's message is written for the user; anything else needs its type to make sense.
-    return first if isinstance(error, ValueError) and first else f"{type(error).__name__}: {first}"
 
 
 def _number(value: float) -> str:
@@ -157,40 +142,25 @@ class Workbench:
             self._config = self._config.replace(**{path: self._from_widget(path, change["new"])})
         except ValueError as e:
             self.set_config(self._config)  # put the control back to the last valid value
-            self._say(_one_line(e), "error")
+            self._say(one_line(e), "error")
             return
         self._check()
 
     def problem(self, config: RunConfig | None = None) -> str | None:
         """Why ``config`` (default: the panel's) cannot run on this machine, in one line; None if it can.
-        The checks are the pipeline's own, run before any data is loaded."""
-        config = config or self._config
-        try:
-            device = resolve_device(config.hardware.device)
-            check_precision(config.hardware.precision, device)
-            timing_device(config.measure.device, device)
-        except ValueError as e:
-            return _one_line(e)
-        return None
-
-    def _notes(self) -> list[str]:
-        c = self._config
-        notes = []
-        if c.data.selection != "random" and c.data.fraction == 1:
-            notes.append(f"selection '{c.data.selection}' only matters when data fraction < 1")
-        if c.data.augment.flip and c.data.dataset in NO_FLIP:
-            notes.append(f"flip mirrors {c.data.dataset}: a mirrored digit is often another digit or none")
-        return notes
+        The checks are the pipeline's own (``workbench.preflight``), run before any data is loaded."""
+        problems = preflight(config or self._config, store=self.store).problems
+        return problems[0] if problems else None
 
     def _check(self) -> None:
         if not self.code_run.value:  # the code view follows the controls while it shows the current settings
             self._show_code()
-        problem = self.problem()
-        self.run_button.disabled = problem is not None
-        if problem:
-            self._say(problem, "error")
+        check = preflight(self._config, store=self.store)
+        self.run_button.disabled = not check.ok
+        if check.problems:
+            self._say(check.problems[0], "error")
         else:
-            self._say("; ".join(self._notes()), "note")
+            self._say("; ".join(check.notes), "note")
 
     def _say(self, text: str, level: str = "note") -> None:
         icon = {"error": "⚠", "note": "ℹ", "ok": "✔", "busy": "▶"}[level]
@@ -220,11 +190,15 @@ class Workbench:
         except Exception as e:  # the panel must survive any failed run; the message says what went wrong
             with self.log:
                 traceback.print_exc()
-            self._say(_one_line(e), "error")
+            self._say(one_line(e), "error")
             return None
+        if result.reused_from:  # no training ran: show the curves of the training it reused
+            live.replay(result.history)
         self.live = live
         self.results.append(result)
-        self.progress_label.value = f"trained {result.metrics['epochs_run']} epochs in {result.metrics['train_seconds']:.1f} s"
+        self.progress_label.value = (
+            f"reused the training of run {result.reused_from}" if result.reused_from
+            else f"trained {result.metrics['epochs_run']} epochs in {result.metrics['train_seconds']:.1f} s")
         self._refresh_results(select=result.run_id)
         m = result.metrics
         stopped = "" if result.status == "ok" else f" (stopped early: {result.status})"
@@ -245,13 +219,13 @@ class Workbench:
         df = self.frame()
         if df.empty:
             return pd.DataFrame()
-        col = lambda name, scale=1.0: pd.to_numeric(df[name], errors="coerce") * scale if name in df else None  # noqa: E731
-        return pd.DataFrame({
-            "run": plots.run_labels(df), "model": df["model.name"], "dataset": df["data.dataset"], "compression": df.get("compress"),
-            "test acc (%)": col("accuracy", 100), "params": col("params"), "size (KiB)": col("size_bytes", 1 / 1024),
-            "latency (ms)": col("latency_ms"), "throughput (img/s)": col("throughput_ips"),
-            "train (s)": col("train_seconds"), "device": df.get("measure_device_name"), "run id": df["run_id"],
-        })
+        table = pd.DataFrame({"run": run_labels(df), "model": df["model.name"], "dataset": df["data.dataset"],
+                              "compression": df.get("compress")})
+        for name in TABLE_METRICS:  # labels, units and scales from the results schema
+            if name in df:
+                table[METRICS[name].axis_label] = pd.to_numeric(df[name], errors="coerce") * METRICS[name].scale
+        table["device"], table["run id"] = df.get("measure_device_name"), df["run_id"]
+        return table
 
     def _result(self, run_id: str) -> Result:
         for r in self.results:
@@ -261,7 +235,7 @@ class Workbench:
 
     def _refresh_results(self, select: str | None = None) -> None:
         df = self.frame()
-        runs = list(zip(plots.run_labels(df), df["run_id"])) if len(df) else []
+        runs = list(zip(run_labels(df), df["run_id"])) if len(df) else []
         ids = [rid for _, rid in runs]
         self._syncing = True
         try:
@@ -341,7 +315,7 @@ class Workbench:
             "name": w.Text(description="run name", placeholder="label in tables and charts", continuous_update=False, style=STYLE, layout=WIDE),
             "data.dataset": _dropdown("dataset", datasets),
             "data.fraction": _slider(w.FloatSlider, "data fraction", min=0.05, max=1.0, step=0.05),
-            "data.selection": _dropdown("selection", SELECTIONS),
+            "data.selection": _dropdown("selection", STRATEGIES),
             "data.normalize": _check("normalize (mean/std)"),
             "data.augment.flip": _check("random flip"),
             "data.augment.crop": _slider(w.IntSlider, "pad + crop (px)", min=0, max=8),
@@ -360,7 +334,7 @@ class Workbench:
             "train.schedule": _dropdown("schedule", list_schedules()),
             "train.warmup_epochs": _slider(w.FloatSlider, "warm-up (epochs)", min=0, max=10, step=0.5),
             "train.seed": w.IntText(description="seed", style=STYLE, layout=WIDE),
-            "hardware.device": _dropdown("device", _devices()),
+            "hardware.device": _dropdown("device", device_choices()),
             "hardware.precision": w.ToggleButtons(description="precision", options=PRECISIONS, style={**STYLE, "button_width": "60px"}),
             "hardware.channels_last": _check("channels-last memory"),
             "hardware.compile": _check("torch.compile"),
@@ -432,20 +406,14 @@ class Workbench:
             try:
                 action()
             except (OSError, ValueError, KeyError) as e:
-                self._say(_one_line(e), "error")
+                self._say(one_line(e), "error")
 
         return on_click
 
     # --- compression -------------------------------------------------------------------------
     def _compression_box(self) -> w.Widget:
         """A step-kind dropdown and the step's fields, built from whatever step types are registered."""
-        try:
-            from .. import compress  # noqa: F401  (registers the step types)
-        except Exception:  # compression is optional here: a missing or broken extra must not take the panel down
-            return w.HTML("<i>Compression steps are not available.</i>")
-        if not CompressStep._types:
-            return w.HTML("<i>No compression steps are registered.</i>")
-        self.step_kind = _dropdown("add step", sorted(CompressStep._types))
+        self.step_kind = _dropdown("add step", list(step_types()))
         self.step_form = w.VBox()
         self.steps_view = w.HTML()
         add, clear = w.Button(description="Add step", icon="plus"), w.Button(description="Clear steps")
@@ -458,7 +426,7 @@ class Workbench:
 
     def _build_step_form(self) -> None:
         self.step_fields = {}
-        for f in dataclasses.fields(CompressStep._types[self.step_kind.value]):
+        for f in dataclasses.fields(step_types()[self.step_kind.value]):
             default = _default(f)
             if isinstance(default, bool):
                 widget = w.Checkbox(value=default, description=f.name, style=STYLE, layout=WIDE)
@@ -471,14 +439,10 @@ class Workbench:
         self.step_form.children = [widget for widget, _ in self.step_fields.values()]
 
     def add_step(self) -> CompressStep:
-        """Append the step the compression form describes to the config's ``compress`` list."""
-        values = {}
-        for name, (widget, default) in self.step_fields.items():
-            value = widget.value
-            if isinstance(widget, w.Text) and not isinstance(default, str):
-                value = ast.literal_eval(value) if value.strip() else (None if default is dataclasses.MISSING else default)
-            values[name] = value
-        step = CompressStep._types[self.step_kind.value](**values)
+        """Append the step the compression form describes to the config's ``compress`` list; text fields are
+        read by the same parser as the CLI's ``--compress`` (``workbench.parse_step``)."""
+        values = {name: widget.value for name, (widget, _) in self.step_fields.items()}
+        step = build_step(self.step_kind.value, values)
         self._set_steps(self._config.compress + (step,))
         return step
 

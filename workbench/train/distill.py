@@ -5,7 +5,8 @@
 Dividing the logits by a temperature ``T > 1`` flattens both distributions, so the teacher's small
 probabilities for wrong classes ("this 7 looks a bit like a 1") carry signal. Their gradients shrink
 by ``1/T^2``, hence the ``T^2`` factor: it keeps the soft term's weight independent of ``T``
-(Hinton et al., 2015). ``workbench.distill`` trains a student with and without a teacher over seeds.
+(Hinton et al., 2015). ``workbench.distill`` trains a student with and without a teacher over seeds;
+the pipeline finds the teacher's weights (``DistillConfig.teacher``).
 
 Example:
     >>> import torch
@@ -17,18 +18,13 @@ Example:
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import load_checkpoint
-from ..config import ConfigError
-
-CHECKPOINT_KEYS = ("config", "model")
+from .._errors import ConfigError
 
 
 def distillation_loss(teacher: nn.Module, *, alpha: float, temperature: float,
@@ -67,36 +63,3 @@ def distillation_loss(teacher: nn.Module, *, alpha: float, temperature: float,
         return alpha * temperature**2 * soft + (1 - alpha) * hard
 
     return criterion
-
-
-def load_teacher(ref: str | os.PathLike, store: Any = None) -> nn.Module:
-    """The trained model behind ``ref``: a checkpoint file path, or the run id of a stored result.
-
-    The architecture is rebuilt from the saved config (model and dataset), the weights loaded, and the
-    model returned in eval mode on the CPU.
-
-    Example:
-        >>> load_teacher("no-such-run")
-        Traceback (most recent call last):
-        ...
-        ValueError: Teacher 'no-such-run' is neither a checkpoint file nor a stored run id (no result store given): pass a path or store=ResultStore(...)
-    """
-    ref = str(ref)
-    if Path(ref).is_file():
-        model, _ = load_checkpoint(ref)
-    else:
-        if store is None:
-            raise ValueError(f"Teacher '{ref}' is neither a checkpoint file nor a stored run id (no result store given): "
-                             "pass a path or store=ResultStore(...)")
-        if isinstance(store, (str, os.PathLike)):
-            from ..results import ResultStore
-
-            store = ResultStore(store)
-        try:
-            result = store.get(ref)
-        except KeyError as e:
-            raise ValueError(f"Teacher '{ref}' is neither a checkpoint file nor a stored run: {e.args[0]}") from None
-        if not result.checkpoint or not Path(result.checkpoint).is_file():
-            raise ValueError(f"Run '{ref}' has no saved checkpoint to use as a teacher: run it with a store so weights are saved")
-        model, _ = load_checkpoint(result.checkpoint)
-    return model.eval()

@@ -1,0 +1,44 @@
+"""The data section of a run: which dataset, how much of it, how it is normalised and augmented."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .._errors import check_positive, require
+from .registry import check_dataset_name
+
+STRATEGIES = ("random", "balanced", "hardest", "easiest")  # training-subset selection (data/select.py)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Whole-batch augmentations, each switchable; 0 / False means off."""
+
+    flip: bool = False  # random horizontal flip (wrong for digits: a mirrored 3 is not a 3)
+    crop: int = 0  # pad by this many pixels, then random-crop back to size
+    translate: int = 0  # random shift of up to this many pixels, zero-filled
+    cutout: int = 0  # side of a zeroed square at a random place
+    rotate: float = 0.0  # maximum rotation in degrees, either way
+
+    def __post_init__(self) -> None:
+        for name in ("crop", "translate", "cutout"):
+            check_positive("augment", name, getattr(self, name), allow_zero=True)
+        require(0 <= self.rotate <= 180, f"augment.rotate must be within [0, 180] degrees (got {self.rotate})")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.flip or self.crop or self.translate or self.cutout or self.rotate)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"  # a registry name, or folder:PATH for an image folder or a zip of one
+    fraction: float = 1.0  # share of the training split to train on
+    selection: str = "random"  # how that share is chosen: random, balanced, hardest, easiest
+    normalize: bool = True  # subtract the per-channel mean and divide by the std of the train split
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        require(0 < self.fraction <= 1, f"data.fraction must be in (0, 1] (got {self.fraction})")
+        require(self.selection in STRATEGIES,
+                f"data.selection must be one of {', '.join(STRATEGIES)} (got '{self.selection}')")
+        check_dataset_name(self.dataset)

@@ -1,0 +1,124 @@
+"""Timing a model in several execution modes (eager, ``torch.compile``, ONNX Runtime) and on every
+device here, so the ledger can show where a compressed model is really faster.
+
+Example:
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    >>> recs = measure_modes(net, (1, 8, 8), modes=("eager",), batch_sizes=(1,), warmup=1, iters=3)
+    >>> recs[0]["mode"], recs[0]["batch_size"], recs[0]["latency_ms"] > 0
+    ('eager', 1, True)
+"""
+from __future__ import annotations
+
+import copy
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from .._errors import root_cause
+from .._registry import unknown_name_error
+from ..deploy import export_onnx, onnxruntime_session
+from .bench import benchmark
+from .config import MEASURE_MODES, MeasureConfig
+from .device import available_devices, device_name, model_device, resolve_device
+
+
+def measure_modes(
+    model: nn.Module,
+    example_input_chw: Sequence[int],
+    *,
+    modes: Sequence[str] = MEASURE_MODES,
+    batch_sizes: Sequence[int] = (1, 64),
+    device: str | torch.device = "cpu",
+    warmup: int = 5,
+    iters: int = 30,
+) -> list[dict[str, Any]]:
+    """Time ``model`` in each execution mode with ``benchmark``; one record per (mode, batch size).
+
+    - ``eager``: the module as it is.
+    - ``compiled``: ``torch.compile`` with static shapes and frozen weights (inductor ``freezing``:
+      constants folded and weights pre-packed, which is what turns pt2e int8 into real int8 kernels).
+      Compiling takes seconds per batch size (about 15 s cold on a CPU) and happens before the timing.
+    - ``onnxruntime``: exported with ``workbench.deploy.export_onnx`` and run by ONNX Runtime on the CPU.
+
+    A mode that does not apply (an export that fails, a dtype ONNX Runtime lacks) gives records with
+    ``latency_ms=None`` and a ``skipped`` reason instead of stopping the others.
+
+    Example:
+        >>> from torch import nn
+        >>> recs = measure_modes(nn.Linear(4, 2), (4,), modes=("eager",), batch_sizes=(1, 8), warmup=1, iters=3)
+        >>> [(r["mode"], r["batch_size"]) for r in recs]
+        [('eager', 1), ('eager', 8)]
+        >>> measure_modes(nn.Linear(4, 2), (4,), modes=("jit",))
+        Traceback (most recent call last):
+        ...
+        ValueError: Unknown execution mode 'jit'. Choose one of: compiled, eager, onnxruntime.
+    """
+    for mode in modes:
+        if mode not in MEASURE_MODES:
+            raise unknown_name_error("execution mode", mode, MEASURE_MODES)
+    device = resolve_device(device, field="device")
+    chw = tuple(example_input_chw)
+    records: list[dict[str, Any]] = []
+    was_training = model.training
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in modes:
+            # ONNX Runtime runs on the CPU here, so its records say so.
+            where = torch.device("cpu") if mode == "onnxruntime" else device
+            try:
+                runner = _prepare(model, mode, chw, batch_sizes, where, Path(tmp))
+                records += benchmark(runner, chw, batch_sizes=batch_sizes, device=where, warmup=warmup, iters=iters, mode=mode)
+            except Exception as e:  # one mode failing must not hide the others' numbers
+                reason = root_cause(e)
+                records += [{"batch_size": int(bs), "latency_ms": None, "device": str(where), "device_name": device_name(where),
+                             "mode": mode, "torch_version": torch.__version__, "skipped": reason} for bs in batch_sizes]
+    model.train(was_training)
+    return records
+
+
+def timing_plan(cfg: MeasureConfig, main: torch.device) -> list[tuple[torch.device, list[str]]]:
+    """The (device, modes) pairs to time after ``workbench.measure`` has timed eager on ``main``.
+
+    ``cfg.modes`` other than eager on ``main``; with ``cfg.device == "all"`` every mode again on each
+    other device here (``available_devices``), so one run fills CPU and GPU columns of the ledger.
+    ONNX Runtime runs on the CPU whatever the device, so it is timed once.
+
+    Example:
+        >>> cfg = MeasureConfig(modes=("eager", "compiled", "onnxruntime"), device="all")
+        >>> plan = timing_plan(cfg, torch.device("cpu"))
+        >>> plan[0]
+        (device(type='cpu'), ['compiled', 'onnxruntime'])
+        >>> all(modes == ["eager", "compiled"] for _, modes in plan[1:])  # a GPU, where there is one
+        True
+    """
+    others = [d for d in available_devices() if d.type != main.type] if cfg.device == "all" else []
+    plan = [(main, [m for m in cfg.modes if m != "eager"])]
+    plan += [(d, [m for m in cfg.modes if m != "onnxruntime"]) for d in others]
+    return [(d, modes) for d, modes in plan if modes]
+
+
+
+def _prepare(model: nn.Module, mode: str, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device,
+             tmp: Path) -> Callable:
+    if mode == "eager":
+        return model
+    model.eval()
+    if mode == "compiled":
+        import torch._inductor.config as inductor_config
+
+        # Static shapes: one graph per batch size (the int8 conv lowering rejects a dynamic batch here).
+        compiled = torch.compile(model, dynamic=False)
+        # Compile now, with freezing on: weights become constants, so pt2e's dequantize -> conv patterns
+        # lower to fused int8 kernels. torch.compile(options={"freezing": True}) misses that lowering.
+        with torch.inference_mode(), inductor_config.patch(freezing=True), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="To copy construct from a tensor")  # inside inductor's int8 lowering
+            for bs in batch_sizes:
+                compiled(torch.randn(bs, *chw, device=device))
+        return compiled
+    cpu_model = model if model_device(model).type == "cpu" else copy.deepcopy(model).cpu()
+    path = export_onnx(cpu_model, torch.randn(2, *chw), tmp / f"{id(model)}.onnx")
+    return onnxruntime_session(path)

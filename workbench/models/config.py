@@ -1,0 +1,54 @@
+"""The model section of a run, and the model it describes for a given input shape."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .._errors import check_positive, require
+from ._common import MODELS, create_model
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "cnn"  # see workbench.list_models()
+    width: float = 1.0  # multiplies every layer's channel count
+    depth: int | None = None  # model-specific: blocks per stage (ResNets), layers (MLP, ViT); None = default
+    batchnorm: bool = True
+    dropout: float = 0.0  # before the classifier
+
+    def __post_init__(self) -> None:
+        check_positive("model", "width", self.width)
+        require(self.depth is None or self.depth >= 1, f"model.depth must be >= 1 or None (got {self.depth})")
+        require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1) (got {self.dropout})")
+        MODELS.check(self.name)
+
+
+def model_args(cfg: ModelConfig, num_classes: int, input_shape: Sequence[int]) -> dict[str, Any]:
+    """The ``create_model`` keywords for ``cfg`` on inputs of shape ``(C, H, W)``: everything needed to
+    rebuild the architecture later without the data (checkpoints store it).
+
+    Example:
+        >>> model_args(ModelConfig(name="mlp", width=0.5), 10, (1, 8, 8))
+        {'name': 'mlp', 'num_classes': 10, 'in_channels': 1, 'image_size': 8, 'width': 0.5, 'depth': None, 'batchnorm': True, 'dropout': 0.0}
+    """
+    channels, height, width = (int(s) for s in input_shape)
+    if height != width:
+        raise ValueError(f"the models here take square images; got {height}x{width}")
+    return {"name": cfg.name, "num_classes": int(num_classes), "in_channels": channels, "image_size": height,
+            "width": cfg.width, "depth": cfg.depth, "batchnorm": cfg.batchnorm, "dropout": cfg.dropout}
+
+
+def build_model(cfg: ModelConfig, num_classes: int, input_shape: Sequence[int], *, seed: int | None = None) -> nn.Module:
+    """The model ``cfg`` describes for ``(C, H, W)`` inputs; ``seed`` makes its initial weights reproducible.
+
+    Example:
+        >>> net = build_model(ModelConfig(name="cnn", width=0.25), 10, (1, 8, 8), seed=0)
+        >>> net(torch.zeros(2, 1, 8, 8)).shape
+        torch.Size([2, 10])
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    return create_model(**model_args(cfg, num_classes, input_shape))
