@@ -60,3 +60,27 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, needle):
 def test_models_and_datasets_lists(capsys):
     assert main(["models"]) == 0 and "resnet20" in capsys.readouterr().out
     assert main(["datasets", "list"]) == 0 and "digits" in capsys.readouterr().out
+
+
+def test_run_gives_the_panels_advice_before_training(tmp_path, capsys):
+    code = main(["run", "--model", "mlp", "--epochs", "1", "--augment", "flip", "--no-progress", "--store", str(tmp_path)])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "workbench: note: flip mirrors digits" in err
+
+
+def test_from_a_stored_run_reuses_its_training(tmp_path, capsys):
+    store = str(tmp_path / "runs")
+    assert main(["run", "--model", "mlp", "--width", "0.25", "--epochs", "1", "--json", "--store", store]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(["run", "--from", first["run_id"], "--compress", "prune_unstructured:amount=0.5", "--name", "sparse",
+                 "--json", "--store", store]) == 0
+    sparse = json.loads(capsys.readouterr().out)
+    assert sparse["reused_from"] == first["run_id"] and sparse["config"]["model"]["width"] == 0.25
+    assert sparse["metrics"]["nonzero_params"] < first["metrics"]["nonzero_params"]
+    assert main(["run", "--from", first["run_id"], "--no-reuse", "--json", "--store", store]) == 0
+    assert json.loads(capsys.readouterr().out)["reused_from"] is None
+    assert main(["run", "--from", "nope", "--store", store]) == 2
+    assert "No result 'nope'" in capsys.readouterr().err
+    assert main(["results", "--store", store]) == 0
+    assert "sparse" in capsys.readouterr().out

@@ -158,3 +158,28 @@ def test_run_with_measure_device_all_fills_the_ledger_for_this_machine(tmp_path)
     assert timed == {(d.type, "eager") for d in available_devices()}
     df = ledger([result])
     assert {f"{d.type}/eager/bs8_ms" for d in available_devices()} <= set(df.columns)
+
+
+def test_reasons_come_as_a_tidy_frame_decided_from_the_step_types():
+    from workbench.ledger import REASON_COLUMNS, REASONS, reason_at, why_not_faster
+
+    timing = {"eager/1": 1.0, "eager/64": 10.0}
+    rows = [
+        _row("fp32", (), {}, timing),
+        _row("qat fake", (QAT(convert=False),), {}, timing),
+        # a name that reads like a step decides nothing: only the config's step types do
+        _row("qat(convert=false) in name only", (), {"flops": 1000}, timing),
+        _row("sparse", (UnstructuredPrune(0.8),), {"nonzero_params": 200}, {**timing, "eager/64": 4.0}),
+    ]
+    reasons = why_not_faster(rows)
+    assert list(reasons.columns) == REASON_COLUMNS and set(reasons["reason"]) <= set(REASONS)
+    by = reasons.set_index(["variant", "batch_size"])["reason"]
+    assert by["qat fake", 1] == by["qat fake", 64] == "fake_quant"
+    assert by["qat(convert=false) in name only", 1] == "overhead"
+    assert ("sparse", 64) not in by.index and by["sparse", 1] == "dense"  # clearly faster at 64: no row there
+    assert reason_at(reasons, "sparse", device="cpu", mode="eager", batch_size=1) == REASONS["dense"]
+    assert reason_at(reasons, "sparse", device="cpu", mode="eager", batch_size=64) == ""
+    table = ledger(rows).set_index("variant")
+    for variant, part in reasons.groupby("variant"):  # the readable column says the same
+        assert all(text in table.loc[variant, "why_not_faster"] for text in part["text"])
+    assert table.loc["fp32", "why_not_faster"] == "" and table.attrs["labels"]["size_bytes"] == "model size on disk (KiB)"

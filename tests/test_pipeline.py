@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from workbench import DataConfig, ModelConfig, RunConfig, TrainConfig, run
+from workbench import DataConfig, ModelConfig, RunConfig, TrainConfig, count_parameters, run
 
 
 def _cfg(**changes):
@@ -59,3 +59,119 @@ def test_interrupted_run_resumes(store, monkeypatch):
     assert [h["epoch"] for h in r.history] == [1, 2, 3]
     assert not list((store.root / "checkpoints").glob("in-progress-*.pt"))
     assert r.history[0]["seconds"] > 0
+
+
+def _interrupt_after_first_epoch(monkeypatch):
+    """Make the second epoch's evaluation raise, as a Ctrl-C there would: epoch 1 is checkpointed."""
+    from workbench.train import loop
+
+    real_evaluate, calls = loop.evaluate, {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*a, **k)
+
+    monkeypatch.setattr(loop, "evaluate", flaky)
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    # dropout draws from the global generator, augmentation and shuffling from the loader's
+    {"model.name": "cnn", "model.width": 0.25, "model.dropout": 0.3, "data.augment.crop": 1, "data.augment.cutout": 2},
+], ids=["mlp", "cnn-dropout-augment"])
+def test_resumed_run_ends_with_the_same_weights_bit_for_bit(tmp_path, monkeypatch, changes):
+    from workbench import load_model
+
+    cfg = _cfg(**{"train.epochs": 3, **changes})
+    straight = run(cfg, store=tmp_path / "straight", progress=False)
+    _interrupt_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, store=tmp_path / "resumed", progress=False)
+    monkeypatch.undo()
+    resumed = run(cfg, store=tmp_path / "resumed", progress=False)
+    assert resumed.reused_from is None and [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    a, b = load_model(straight).state_dict(), load_model(resumed).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resume is not exact"
+    assert resumed.metrics["accuracy"] == straight.metrics["accuracy"]
+    strip = lambda h: [{k: v for k, v in e.items() if k not in ("seconds", "images_per_s")} for e in h]  # noqa: E731
+    assert strip(resumed.history) == strip(straight.history)
+
+
+def test_a_finished_training_is_reused_not_repeated(store):
+    from workbench import UnstructuredPrune, load_model
+
+    first = run(_cfg(name="first"), store=store, progress=False)
+    again = run(_cfg(name="again", **{"measure.iters": 3}), store=store, progress=False)  # timing settings are not training
+    assert first.reused_from is None and again.reused_from == first.run_id
+    assert again.checkpoint == first.checkpoint == again.trained_checkpoint
+    assert again.history == first.history and again.metrics["train_seconds"] == first.metrics["train_seconds"]
+    assert again.metrics["accuracy"] == first.metrics["accuracy"]
+    assert store.frame().set_index("name").loc["again", "reused_from"] == first.run_id
+    # a compressed variant starts from the same weights; the reuse chain names the run that trained
+    pruned = run(_cfg(name="pruned", compress=[UnstructuredPrune(0.5)]), store=store, progress=False)
+    assert pruned.reused_from == first.run_id and pruned.trained_checkpoint == first.trained_checkpoint
+    sparse = count_parameters(load_model(pruned))  # the stored model is the pruned one
+    assert pruned.checkpoint != first.checkpoint and sparse["nonzero_params"] < 0.6 * sparse["params"]
+    # another training setting, or reuse=False, trains
+    other = run(_cfg(name="other", **{"train.lr": 0.01}), store=store, progress=False)
+    forced = run(_cfg(name="forced"), store=store, progress=False, reuse=False)
+    assert other.reused_from is None and forced.reused_from is None and forced.checkpoint != first.checkpoint
+    assert torch.equal(_first_weight(load_model(forced)), _first_weight(load_model(first)))  # CPU training is deterministic
+
+
+def _first_weight(model):
+    return next(p for p in model.parameters() if p.dim() == 2)
+
+
+def test_compressing_a_reused_training_gives_what_a_fresh_one_gives(tmp_path):
+    from workbench import FineTune, StructuredPrune
+
+    steps = [StructuredPrune(0.5), FineTune(epochs=1)]
+    fresh = run(_cfg(compress=steps, **{"model.dropout": 0.2}), store=tmp_path / "a", progress=False)
+    run(_cfg(**{"model.dropout": 0.2}), store=tmp_path / "b", progress=False)
+    reused = run(_cfg(compress=steps, **{"model.dropout": 0.2}), store=tmp_path / "b", progress=False)
+    assert reused.reused_from and fresh.reused_from is None
+    assert reused.metrics["accuracy"] == fresh.metrics["accuracy"] and reused.metrics["params"] == fresh.metrics["params"]
+
+
+def test_start_from_a_stored_run(store):
+    from workbench import ConfigError, UnstructuredPrune
+
+    base = run(_cfg(name="base"), store=store, progress=False)
+    stored = store.get(base.run_id)
+    variant = run(stored.config.replace(name="sparse", compress=[UnstructuredPrune(0.3)]), store=store, progress=False,
+                  start_from=base.run_id)
+    assert variant.reused_from == base.run_id and variant.metrics["nonzero_params"] < base.metrics["nonzero_params"]
+    with pytest.raises(ConfigError, match="other data/model/train"):
+        run(_cfg(**{"train.lr": 0.2}), store=store, progress=False, start_from=base.run_id)
+    with pytest.raises(KeyError, match="No result 'nope'"):
+        run(_cfg(), store=store, progress=False, start_from="nope")
+
+
+def test_every_number_a_run_records_is_in_the_metrics_schema():
+    from workbench import METRICS, FineTune, StructuredPrune
+
+    r = run(_cfg(compress=[StructuredPrune(0.5), FineTune(epochs=1)]), store=None, progress=False)
+    numbers = {k for k, v in r.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    assert numbers <= set(METRICS), numbers - set(METRICS)
+    history = {k for h in r.history for k, v in h.items() if isinstance(v, (int, float)) and k != "epoch"}
+    assert history <= set(METRICS), history - set(METRICS)
+
+
+def test_preflight_stops_a_run_before_any_data_is_loaded(monkeypatch):
+    from workbench import ConfigError, StaticInt8, preflight
+    from workbench import pipeline
+
+    monkeypatch.setattr(pipeline, "load_dataset", lambda *a, **k: pytest.fail("data was loaded"))
+    bad = _cfg(**{"hardware.device": "cpu", "hardware.precision": "fp16"})
+    assert preflight(bad).problems and not preflight(bad).ok
+    with pytest.raises(ConfigError, match="fp16"):
+        run(bad, store=None, progress=False)
+    with pytest.raises(ConfigError, match="neither a checkpoint file nor a stored run"):
+        run(_cfg(**{"distill.teacher": "no-such-run"}), store=None, progress=False)
+    if not torch.cuda.is_available():
+        return
+    gpu_int8 = _cfg(compress=[StaticInt8()], **{"hardware.device": "cuda"})  # int8 kernels are CPU kernels
+    assert any("StaticInt8" in p for p in preflight(gpu_int8).problems)

@@ -131,3 +131,15 @@ def test_charts_do_not_pile_up_in_pyplot():
     before = len(plt.get_fignums())
     _charts(_frame())
     assert len(plt.get_fignums()) == before
+
+
+def test_the_pareto_front_follows_the_schemas_direction():
+    import pandas as pd
+
+    from workbench.plots import accuracy_vs_size
+
+    df = pd.DataFrame({"name": list("abc"), "run_id": list("123"), "accuracy": [0.7, 0.8, 0.95],
+                       "throughput_ips": [100.0, 300.0, 50.0], "measure_device_name": ["x"] * 3})
+    ax = accuracy_vs_size(df, size="throughput_ips").axes[0]
+    front = ax.collections[1].get_offsets()[:, 0].tolist()  # higher throughput is better: b and c are the front (lower-is-better would keep c alone)
+    assert sorted(front) == [50.0, 300.0]

@@ -297,8 +297,8 @@ def test_resnet20_on_digits_halved_channels_keeps_accuracy():
     params, flops = n_params(model), count_flops(model, (1, 1, 8, 8))
     ctx = CompressContext(next(iter(train_loader))[0], train_loader=train_loader, train=cfg)
     # A lighter cousin of benchmarks/compression.py's recipe (L1 instead of Taylor, two steps, default fine-tune lr).
-    model = apply_step(model, StructuredPrune(0.5, steps=2, finetune_epochs=2), ctx)
-    model = apply_step(model, FineTune(epochs=5), ctx)
+    model = prune(model, StructuredPrune(0.5, steps=2, finetune_epochs=2), ctx=ctx)
+    model = apply_step(model, FineTune(epochs=5), ctx)  # fine-tuning is a step of its own, not a pruning
     after = evaluate(model, test_loader)["accuracy"]
     assert n_params(model) <= 0.6 * params and count_flops(model, (1, 1, 8, 8)) <= 0.6 * flops
     assert before > 0.97 and before - after <= 0.015, (before, after)

@@ -66,3 +66,30 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     atomic_write_text(p, "one")
     atomic_write_text(p, "two")
     assert p.read_text() == "two"
+
+
+def test_compare_names_a_metric_it_cannot_compare_instead_of_dropping_it():
+    rows = [_result("a", 0.9, 100), _result("b", 0.8, 50)]
+    with pytest.raises(ValueError, match="no column 'flops'.*Metrics they have: accuracy, params, latency_ms"):
+        compare(rows, metrics=["accuracy", "flops"])
+    table = compare(rows)  # by default: the schema's comparable metrics these rows have
+    assert [c for c in table.columns if not c.endswith(("_delta", "_ratio"))] == ["accuracy", "params", "latency_ms", "baseline"]
+    assert table.attrs["lower_is_better"] == {"accuracy": False, "params": True, "latency_ms": True}
+
+
+def test_the_schema_labels_every_metric_with_its_unit_and_direction():
+    from workbench.results import COMPARE_METRICS, METRICS, metric
+
+    assert set(COMPARE_METRICS) <= set(METRICS)
+    assert metric("latency_ms").axis_label == "latency per batch (ms, median)" and metric("throughput_ips").lower_is_better is False
+    with pytest.raises(ValueError, match="Did you mean 'latency_ms'"):
+        metric("latency")
+
+
+def test_duplicate_names_get_the_end_of_their_run_id_everywhere():
+    from workbench import ledger
+
+    rows = [_result("same", 0.9, 100), _result("same", 0.8, 50)]
+    labels = [f"same ({r.run_id[-6:]})" for r in rows]
+    assert list(compare(rows).index) == labels
+    assert list(ledger(rows, baseline=0)["variant"]) == labels

@@ -7,7 +7,7 @@ import torch
 from matplotlib.figure import Figure
 
 from workbench import AugmentConfig, DataConfig, DistillConfig, HardwareConfig, MeasureConfig, ModelConfig, RunConfig, TrainConfig
-from workbench.compress import CompressStep
+from workbench.compress import parse_step, step_types
 from workbench.results import ResultStore
 from workbench.ui import Workbench, config_code
 from workbench.ui.panel import STORE
@@ -17,14 +17,6 @@ TINY = RunConfig(
     train=TrainConfig(epochs=1),
     measure=MeasureConfig(batch_sizes=(1, 16), warmup=1, iters=3),
 )
-
-
-def _step_types():
-    try:
-        import workbench.compress  # noqa: F401  (registers the step types)
-    except ImportError:
-        pass
-    return dict(CompressStep._types)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +139,7 @@ def test_save_and_load_round_trip(store, tmp_path):
 
 
 def test_config_code_round_trips_every_section():
-    steps = tuple(cls() for cls in _step_types().values())
+    steps = tuple(cls() for cls in step_types().values())
     config = RunConfig(
         name='a "quoted" name',
         data=DataConfig(fraction=0.5, selection="balanced", augment=AugmentConfig(flip=True, crop=2, rotate=10.0)),
@@ -164,15 +156,35 @@ def test_config_code_round_trips_every_section():
     assert "RunConfig()" in config_code(RunConfig())  # defaults are left out
 
 
-@pytest.mark.skipif(not _step_types(), reason="no compression step types are registered")
 def test_compression_controls_come_from_the_registry(store):
     panel = Workbench(store=store, config=TINY)
-    assert list(panel.step_kind.options) == sorted(_step_types())
+    assert list(panel.step_kind.options) == sorted(step_types())
     kind = panel.step_kind.options[0]
-    fields = [f.name for f in dataclasses.fields(_step_types()[kind])]
+    fields = [f.name for f in dataclasses.fields(step_types()[kind])]
     assert list(panel.step_fields) == fields
     panel.buttons["Add step"].click()
     assert [step.kind for step in panel.config.compress] == [kind] and kind in panel.steps_view.value
     namespace = {}
     exec(config_code(panel.config), namespace)
     assert namespace["config"] == panel.config
+
+
+def test_the_step_form_and_the_cli_read_steps_with_one_parser(store):
+    panel = Workbench(store=store, config=TINY)
+    panel.step_kind.value = "prune_structured"
+    fields = {name: widget for name, (widget, _) in panel.step_fields.items()}
+    fields["amount"].value, fields["steps"].value, fields["ignore"].value = 0.3, 2, "features.0+classifier"
+    assert panel.add_step() == parse_step("prune_structured:amount=0.3,steps=2,ignore=features.0+classifier")
+    fields["ignore"].value = "('features.0',)"  # what the form shows for a tuple, typed back
+    assert panel.add_step().ignore == ("features.0",)
+    fields["steps"].value = 0
+    panel.buttons["Add step"].click()  # an impossible value is one line in the panel, not a traceback
+    assert "StructuredPrune.steps" in panel.message.value and len(panel.config.compress) == 2
+
+
+def test_running_the_same_settings_again_reuses_the_training(clicked):
+    again = Workbench(store=clicked.store, config=clicked.results[0].config.replace(name="again"))
+    result = again.run_current()
+    assert result.reused_from == clicked.results[0].run_id
+    assert "reused the training" in again.progress_label.value
+    assert [len(line.get_xdata()) for line in again.live.figure.axes[0].get_lines()] == [2, 2]  # the reused curves

@@ -22,7 +22,6 @@ class PeakMemory:
 
     device: str
     peak_bytes: int | None = None
-    how: str = "not measured on this device"
 
 
 @contextlib.contextmanager
@@ -50,14 +49,12 @@ def track_peak_memory(device: str | torch.device = "cpu") -> Iterator[PeakMemory
         finally:
             torch.cuda.synchronize(device)
             peak.peak_bytes = torch.cuda.max_memory_allocated(device)
-            peak.how = "torch.cuda.max_memory_allocated"
     elif device.type == "cpu" and resource is not None:
         before = _max_rss()
         try:
             yield peak
         finally:
             peak.peak_bytes = _max_rss() - before
-            peak.how = "growth of the process's peak RSS (getrusage; coarse)"
     else:
         yield peak
 

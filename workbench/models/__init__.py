@@ -18,7 +18,7 @@ Example:
 """
 from __future__ import annotations
 
-from ._common import MODELS, create_model, register_model
+from ._common import check_model_name, create_model, list_models, register_model
 from .cnn import CNN
 from .config import ModelConfig, build_model, model_args
 from .mlp import MLP
@@ -29,25 +29,3 @@ from .vit import ViT
 
 __all__ = ["list_models", "check_model_name", "register_model", "create_model", "ModelConfig", "build_model",
            "model_args", "module_structure", "restore_structure", "MLP", "CNN", "CifarResNet", "MobileNetV2", "ViT"]
-
-
-def list_models() -> list[str]:
-    """Names of all registered models, sorted.
-
-    Example:
-        >>> list_models()
-        ['cnn', 'mlp', 'mobilenetv2', 'resnet18', 'resnet20', 'resnet56', 'vit']
-    """
-    return MODELS.names()
-
-
-def check_model_name(name: str) -> None:
-    """Raise ``ValueError`` listing the valid names (and the closest one) if ``name`` is unknown.
-
-    Example:
-        >>> check_model_name("resnet21")
-        Traceback (most recent call last):
-        ...
-        ValueError: Unknown model 'resnet21'. Did you mean 'resnet20'? Choose one of: cnn, mlp, mobilenetv2, resnet18, resnet20, resnet56, vit.
-    """
-    MODELS.check(name)

@@ -90,6 +90,28 @@ def register_model(name: str):
     return MODELS.register(name)
 
 
+def list_models() -> list[str]:
+    """Names of all registered models, sorted.
+
+    Example:
+        >>> list_models()
+        ['cnn', 'mlp', 'mobilenetv2', 'resnet18', 'resnet20', 'resnet56', 'vit']
+    """
+    return MODELS.names()
+
+
+def check_model_name(name: str) -> None:
+    """Raise ``ValueError`` listing the valid names (and the closest one) if ``name`` is unknown.
+
+    Example:
+        >>> check_model_name("resnet21")
+        Traceback (most recent call last):
+        ...
+        ValueError: Unknown model 'resnet21'. Did you mean 'resnet20'? Choose one of: cnn, mlp, mobilenetv2, resnet18, resnet20, resnet56, vit.
+    """
+    MODELS.check(name)
+
+
 def create_model(name: str, num_classes: int, in_channels: int, image_size: int, width: float = 1.0,
                  depth: int | None = None, batchnorm: bool = True, dropout: float = 0.0) -> nn.Module:
     """Build a registered model for ``(N, in_channels, image_size, image_size)`` inputs.

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .._errors import check_positive, require
-from ._common import MODELS, create_model
+from ._common import check_model_name, create_model
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class ModelConfig:
         check_positive("model", "width", self.width)
         require(self.depth is None or self.depth >= 1, f"model.depth must be >= 1 or None (got {self.depth})")
         require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1) (got {self.dropout})")
-        MODELS.check(self.name)
+        check_model_name(self.name)
 
 
 def model_args(cfg: ModelConfig, num_classes: int, input_shape: Sequence[int]) -> dict[str, Any]:
