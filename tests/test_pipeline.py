@@ -37,30 +37,6 @@ def test_data_selection_trains_on_the_fraction(selection):
     assert r.metrics["accuracy"] > 0.3
 
 
-def test_interrupted_run_resumes(store, monkeypatch):
-    from workbench.train import loop
-
-    cfg = _cfg(**{"train.epochs": 3})
-    real_evaluate = loop.evaluate
-    calls = {"n": 0}
-
-    def flaky(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_evaluate(*a, **k)
-
-    monkeypatch.setattr(loop, "evaluate", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg, store=store, progress=False)
-    monkeypatch.undo()
-    assert len(store) == 0 and list((store.root / "checkpoints").glob("in-progress-*.pt"))
-    r = run(cfg, store=store, progress=False)
-    assert [h["epoch"] for h in r.history] == [1, 2, 3]
-    assert not list((store.root / "checkpoints").glob("in-progress-*.pt"))
-    assert r.history[0]["seconds"] > 0
-
-
 def _interrupt_after_first_epoch(monkeypatch):
     """Make the second epoch's evaluation raise, as a Ctrl-C there would: epoch 1 is checkpointed."""
     from workbench.train import loop
@@ -74,6 +50,19 @@ def _interrupt_after_first_epoch(monkeypatch):
         return real_evaluate(*a, **k)
 
     monkeypatch.setattr(loop, "evaluate", flaky)
+
+
+def test_interrupted_run_resumes(store, monkeypatch):
+    cfg = _cfg(**{"train.epochs": 3})
+    _interrupt_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, store=store, progress=False)
+    monkeypatch.undo()
+    assert len(store) == 0 and list((store.root / "checkpoints").glob("in-progress-*.pt"))
+    r = run(cfg, store=store, progress=False)
+    assert [h["epoch"] for h in r.history] == [1, 2, 3]
+    assert not list((store.root / "checkpoints").glob("in-progress-*.pt"))
+    assert r.history[0]["seconds"] > 0
 
 
 @pytest.mark.parametrize("changes", [

@@ -1,6 +1,7 @@
-"""Charts: plain functions from a results DataFrame to a matplotlib Figure.
+"""Every chart: plain functions from a results DataFrame (or a ledger, or a sensitivity table) to a
+matplotlib Figure.
 
-Axes carry units; titles name the device (and dtype) the numbers were measured on, and a chart that
+Axes carry the labels and units of the results schema (``workbench.results.METRICS``); titles name the device (and dtype) the numbers were measured on, and a chart that
 would mix devices says so. Every chart takes ``theme="dark"`` (or any matplotlib style name) for dark
 notebooks; the default style reads on light and dark themes alike because it paints its own
 background.
