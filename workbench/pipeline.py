@@ -28,13 +28,12 @@ from .data import Dataset, eval_loader, load_dataset, per_example_loss, select_s
 from .measure import (count_flops, measure, measure_modes, native_bf16, resolve_device, timing_device, timing_plan,
                       track_peak_memory)
 from .models import ModelConfig, build_model, model_args
-from .results import Result, ResultStore, new_run_id, results_frame
+from .results import METRICS, Result, ResultStore, new_run_id, results_frame
 from .train import (Callback, Checkpoint, DistillConfig, ProgressBar, TrainConfig, check_precision, distillation_loss,
                     evaluate, train)
 
-# Training metrics a reused run takes over from the run that trained the weights.
-TRAINING_METRICS = ("train_accuracy", "train_loss", "train_seconds", "train_ips", "train_device", "peak_memory_bytes",
-                    "epochs_run", "train_examples")
+# What a reused run takes over from the run that trained the weights: the schema's training metrics, and where.
+TRAINING_METRICS = (*(m.name for m in METRICS.values() if m.source == "training"), "train_device")
 NO_FLIP = ("digits", "mnist")  # datasets where a mirrored image means something else (a mirrored 3 is not a 3)
 
 

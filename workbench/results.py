@@ -47,7 +47,10 @@ class Metric:
     unit: str = ""  # e.g. "%", "KiB", "ms, median"
     scale: float = 1.0  # shown value = stored value * scale (0.97 -> 97 %)
     lower_is_better: bool | None = None  # None: neither direction is better (epochs, learning rate)
-    source: str = "training"  # what decides it: "training", "inference" (timed on measure_device) or "model" (its shape)
+    # What produces it: "training" (the training phase, on train_device: a run that reuses a training takes
+    # these over), "evaluation" (the final model on the test split), "inference" (timed on measure_device)
+    # or "model" (its shape and bytes).
+    source: str = "training"
     count: bool = False  # a count that reads best as 15k / 2.3M
 
     @property
@@ -56,13 +59,13 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("accuracy", "test accuracy", "%", 100, False),
-    Metric("loss", "test loss", "cross-entropy", 1, True),
+    Metric("accuracy", "test accuracy", "%", 100, False, "evaluation"),
+    Metric("loss", "test loss", "cross-entropy", 1, True, "evaluation"),
     Metric("train_accuracy", "train accuracy", "%", 100, False),
     Metric("train_loss", "train loss", "cross-entropy", 1, True),
     Metric("test_accuracy", "test accuracy", "%", 100, False),  # per epoch, in the history
     Metric("test_loss", "test loss", "cross-entropy", 1, True),
-    Metric("generalization_gap", "train − test accuracy", "percentage points", 100, True),
+    Metric("generalization_gap", "train − test accuracy", "percentage points", 100, True, "evaluation"),
     Metric("params", "parameters", "", 1, True, "model", count=True),
     Metric("nonzero_params", "non-zero parameters", "", 1, True, "model", count=True),
     Metric("size_bytes", "model size on disk", "KiB", 1 / 1024, True, "model"),
