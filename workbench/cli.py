@@ -17,7 +17,7 @@ from ._errors import ConfigError
 from ._registry import unknown_name_error
 from .compress import parse_step, read_value
 from .config import RunConfig, field_paths
-from .results import COMPARE_METRICS, METRICS
+from .results import COMPARE_METRICS, METRICS, format_number
 
 # Flags whose name is not simply the field's last path component (which would clash or read badly).
 _FLAG_NAMES = {
@@ -130,7 +130,7 @@ def _print_result(result, as_json: bool) -> None:
 
 
 def _shown(value: Any) -> str:
-    return f"{value:,.4g}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+    return format_number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -93,6 +93,16 @@ def metric(name: str) -> Metric:
     return METRICS[name]
 
 
+def format_number(value: float) -> str:
+    """Four significant digits, but whole numbers with thousands separators (no 1.955e+05 in tables).
+
+    Example:
+        >>> format_number(195512.3), format_number(0.068921), format_number(98.888)
+        ('195,512', '0.06892', '98.89')
+    """
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
 def new_run_id() -> str:
     """A sortable, unique run id: ``YYYYmmdd-HHMMSS-`` and six hex digits."""
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]

@@ -28,7 +28,7 @@ from ..data import STRATEGIES, cifar10_zip_path, list_datasets
 from ..measure import device_choices
 from ..models import list_models
 from ..pipeline import preflight, run
-from ..results import METRICS, Result, ResultStore, compare, results_frame, run_labels
+from ..results import METRICS, Result, ResultStore, compare, format_number, results_frame, run_labels
 from ..train import PRECISIONS, list_optimizers, list_schedules
 from .code import _default, run_code
 from .live import LiveCurve, ProgressWidget, show
@@ -53,11 +53,6 @@ def _check(description: str) -> w.Checkbox:
 
 def _grid(*children: w.Widget) -> w.GridBox:
     return w.GridBox(list(children), layout=w.Layout(grid_template_columns="repeat(2, 400px)"))
-
-
-def _number(value: float) -> str:
-    """Four significant digits, but whole numbers with thousands separators (no 1.955e+05 in tables)."""
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 def _fit(widget: w.Widget, value: Any) -> None:
@@ -254,7 +249,7 @@ class Workbench:
             self._syncing = False
         table = self.table_frame()
         self.table.value = (
-            table.to_html(index=False, classes="wb-results", float_format=_number, na_rep="–")
+            table.to_html(index=False, classes="wb-results", float_format=format_number, na_rep="–")
             if len(table) else "<i>No runs yet: press Run.</i>"
         )
         self._draw_charts(df)
@@ -280,7 +275,7 @@ class Workbench:
         shown = table[[c for c in table.columns if not c.endswith("_ratio")]]
         self.comparison.value = (
             f"<p>Deltas are against <b>{html.escape(str(table.index[table['baseline']][0]))}</b> (value − baseline).</p>"
-            + shown.to_html(classes="wb-compare", float_format=_number, na_rep="–")
+            + shown.to_html(classes="wb-compare", float_format=format_number, na_rep="–")
         )
 
     # --- code, files -------------------------------------------------------------------------
