@@ -1,12 +1,19 @@
-"""Config dataclass trees to plain JSON-able dicts and back; unknown keys fail with one line.
+"""Config dataclasses: their fields checked against their type hints in one place, and their trees
+turned into plain JSON-able dicts and back (unknown keys fail with one line).
+
+Every config section derives from ``Checked``: before the class's own range checks (``check``), each
+field is checked against its type hint, so ``ModelConfig(width="wide")`` or ``TrainConfig(epochs=2.5)``
+is one ``ConfigError`` naming the field, the value and what is allowed, never a bare ``TypeError``
+later. Numbers for float fields become floats and lists become tuples, so equal settings hash alike.
 
 Example:
     >>> from dataclasses import dataclass, field
     >>> @dataclass(frozen=True)
-    ... class Inner:
+    ... class Inner(Checked):
+    ...     field_prefix = "inner"
     ...     sizes: tuple = (1, 2)
     >>> @dataclass(frozen=True)
-    ... class Outer:
+    ... class Outer(Checked):
     ...     inner: Inner = field(default_factory=Inner)
     ...     name: str = ""
     >>> to_plain(Outer())
@@ -21,9 +28,57 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import functools
+import math
+import sys
+import types
+import typing
+from typing import Any, ClassVar, Mapping
 
-from ._errors import ConfigError
+from ._errors import ConfigError, require
+
+
+class Checked:
+    """Base of the config dataclasses: ``__post_init__`` checks every field's type, then ``check()``."""
+
+    field_prefix: ClassVar[str] = ""  # how messages name the fields: "train" gives "train.lr"; "" gives "lr"
+
+    def __post_init__(self) -> None:
+        check_types(self, self.field_prefix)
+        self.check()
+
+    def check(self) -> None:
+        """Range and name checks beyond the types (a subclass's own rules)."""
+
+
+def check_types(obj: Any, prefix: str = "") -> None:
+    """Check each field of the dataclass ``obj`` against its type hint; coerce where it is lossless
+    (an int for a float field, a list for a tuple field).
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class Knobs:
+        ...     lr: float = 0.1
+        ...     depth: int | None = None
+        ...     sizes: tuple[int, ...] = (1,)
+        >>> k = Knobs(lr=1, sizes=[2, 3]); check_types(k, "knobs"); k
+        Knobs(lr=1.0, depth=None, sizes=(2, 3))
+        >>> check_types(Knobs(depth=2.5), "knobs")
+        Traceback (most recent call last):
+        ...
+        workbench.ConfigError: knobs.depth must be a whole number or None (got 2.5)
+        >>> check_types(Knobs(sizes="64"), "knobs")
+        Traceback (most recent call last):
+        ...
+        workbench.ConfigError: knobs.sizes must be a list of whole numbers (got '64')
+    """
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        fixed = _conform(value, hints[f.name], f"{prefix}.{f.name}" if prefix else f.name)
+        if fixed is not value:
+            object.__setattr__(obj, f.name, fixed)
 
 
 def to_plain(obj: Any) -> dict[str, Any]:
@@ -39,16 +94,18 @@ def to_plain(obj: Any) -> dict[str, Any]:
     return out
 
 
-def from_plain(cls: type, d: dict[str, Any]) -> Any:
+def from_plain(cls: type, d: Mapping[str, Any]) -> Any:
     """Rebuild ``cls`` from ``to_plain`` output, recursing into nested dataclass fields."""
+    require(isinstance(d, Mapping), f"{cls.__name__} must be given as a JSON object of its fields (got {_shown(d)})")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(d) - set(fields)
     if unknown:
-        raise ConfigError(f"Unknown field(s) {', '.join(sorted(unknown))} for {cls.__name__}. Known: {', '.join(fields)}.")
+        raise ConfigError(f"Unknown field(s) {', '.join(sorted(map(str, unknown)))} for {cls.__name__}. "
+                          f"Known: {', '.join(fields)}.")
     kwargs = {}
     for name, value in d.items():
         section = _section_type(fields[name])
-        if section is not None and isinstance(value, dict):
+        if section is not None and isinstance(value, Mapping):
             value = from_plain(section, value)
         elif isinstance(value, list):
             value = tuple(value)
@@ -60,3 +117,82 @@ def _section_type(f: dataclasses.Field) -> type | None:
     """The dataclass type of a nested section, read off its default (every section has one)."""
     default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
     return type(default) if dataclasses.is_dataclass(default) else None
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """Each field's type hint, evaluated; one that names something out of reach (a class defined in a
+    function, say) is not checked."""
+    try:
+        return typing.get_type_hints(cls)
+    except NameError:
+        namespace = vars(sys.modules[cls.__module__]) if cls.__module__ in sys.modules else {}
+        return {f.name: _evaluated(f.type, namespace) for f in dataclasses.fields(cls)}
+
+
+def _evaluated(annotation: Any, namespace: dict[str, Any]) -> Any:
+    if not isinstance(annotation, str):
+        return annotation
+    try:
+        return eval(annotation, dict(namespace))  # noqa: S307  (a type annotation of our own source)
+    except NameError:
+        return Any
+
+
+def _conform(value: Any, hint: Any, field: str) -> Any:
+    """``value`` as ``hint`` allows it, or a ConfigError saying what ``field`` takes."""
+    ok, fixed = _fits(value, hint)
+    require(ok, f"{field} must be {_describe(hint)} (got {_shown(value)})")
+    return fixed
+
+
+def _fits(value: Any, hint: Any) -> tuple[bool, Any]:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True, value
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            ok, fixed = _fits(value, option)
+            if ok:
+                return True, fixed
+        return False, value
+    if hint is type(None):
+        return value is None, value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return ok, float(value) if ok and type(value) is not float else value
+    if hint is str:
+        return isinstance(value, str), value
+    if origin is tuple:
+        if not isinstance(value, (tuple, list)):
+            return False, value
+        items = [_fits(v, args[0]) for v in value] if args else [(True, v) for v in value]
+        ok = all(item_ok for item_ok, _ in items)
+        fixed = tuple(v for _, v in items)
+        return ok, value if ok and isinstance(value, tuple) and all(a is b for a, b in zip(fixed, value)) else fixed
+    if isinstance(hint, type):
+        return isinstance(value, hint), value
+    return True, value
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is tuple:
+        return f"a list of {_plural(args[0])}" if args else "a list"
+    return {bool: "true or false", int: "a whole number", float: "a finite number", str: "text",
+            type(None): "None"}.get(hint) or f"a {getattr(hint, '__name__', hint)}"
+
+
+def _plural(hint: Any) -> str:
+    return {int: "whole numbers", float: "numbers", str: "names"}.get(hint) or f"{getattr(hint, '__name__', hint)}s"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -17,7 +17,7 @@ Example:
     >>> TrainConfig(lr=-1)
     Traceback (most recent call last):
     ...
-    workbench.ConfigError: train.lr must be > 0 (got -1)
+    workbench.ConfigError: train.lr must be > 0 (got -1.0)
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import ConfigError, require
-from ._plain import from_plain, to_plain
+from ._plain import Checked, from_plain, to_plain
 from .compress import CompressStep
 from .data import DataConfig
 from .measure import MeasureConfig
@@ -39,7 +39,7 @@ TRAINING_SECTIONS = ("data", "model", "train", "hardware", "distill")
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(Checked):
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -49,10 +49,6 @@ class RunConfig:
     compress: tuple[CompressStep, ...] = ()  # applied in order after training
     name: str = ""  # a label for charts and tables; not part of the hash
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "compress", tuple(self.compress))
-        for step in self.compress:
-            require(isinstance(step, CompressStep), f"compress steps must be CompressStep configs (got {step!r})")
 
     def to_dict(self) -> dict[str, Any]:
         d = to_plain(self)
@@ -61,8 +57,12 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        require(isinstance(d, dict), "A RunConfig is a JSON object with the sections data, model, train, hardware, "
+                                     f"measure, distill, compress and a name (got {type(d).__name__})")
         d = dict(d)
-        steps = tuple(CompressStep.from_dict(s) for s in d.pop("compress", ()))
+        steps = d.pop("compress", ())
+        require(isinstance(steps, (list, tuple)), f"compress must be a list of steps (got {steps!r})")
+        steps = tuple(CompressStep.from_dict(s) for s in steps)
         return from_plain(cls, {**d, "compress": steps})
 
     def to_json(self, **kw: Any) -> str:

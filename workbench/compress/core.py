@@ -22,19 +22,20 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping
 import torch
 
 from .._errors import ConfigError
-from .._plain import from_plain, to_plain
+from .._plain import Checked, from_plain, to_plain
 from .._registry import unknown_name_error
 from ..train import HardwareConfig, TrainConfig, train
 
 _APPLY: dict[type, Callable[..., torch.nn.Module]] = {}
 
 
-class CompressStep:
+class CompressStep(Checked):
     """Base of the compression steps listed in ``RunConfig.compress`` (prune, fine-tune, quantize...).
 
     A step is a frozen dataclass with a unique ``kind``; subclasses register themselves by kind so
-    configs round-trip through JSON. ``problem(device)`` says why the step cannot run on a device,
-    so a run fails before training rather than after it.
+    configs round-trip through JSON, and their fields are type-checked like every config's (messages
+    name them ``StepClass.field``). ``problem(device)`` says why the step cannot run on a device, so a
+    run fails before training rather than after it.
     """
 
     kind: ClassVar[str] = ""
@@ -42,6 +43,7 @@ class CompressStep:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        cls.field_prefix = cls.__name__
         if cls.kind:
             CompressStep._types[cls.kind] = cls
 
@@ -50,6 +52,8 @@ class CompressStep:
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> "CompressStep":
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"A compression step is a JSON object with its 'kind' and fields (got {d!r})")
         d = dict(d)
         return from_plain(step_type(d.pop("kind", None)), d)
 
@@ -159,8 +163,8 @@ class FineTune(CompressStep):
     epochs: int = 1
     lr: float = 0.0  # peak lr; 0 = a tenth of the training lr
 
-    def __post_init__(self) -> None:
-        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+    def check(self) -> None:
+        if not self.epochs >= 1:
             raise ConfigError(f"FineTune.epochs must be an integer >= 1 (got {self.epochs})")
         if not self.lr >= 0:
             raise ConfigError(f"FineTune.lr must be >= 0; 0 means a tenth of the training lr (got {self.lr})")

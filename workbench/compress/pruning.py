@@ -65,7 +65,7 @@ class UnstructuredPrune(CompressStep):
     scope: str = "global"  # global: one threshold over all layers; layer: each layer loses `amount`
     method: str = "l1"  # l1: smallest |w| first; random: a baseline that shows why magnitude matters
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         _check_amount("UnstructuredPrune", self.amount)
         _check_name("UnstructuredPrune", "scope", self.scope, SCOPES)
         _check_name("UnstructuredPrune", "method", self.method, UNSTRUCTURED_METHODS)
@@ -82,16 +82,13 @@ class StructuredPrune(CompressStep):
     finetune_epochs: int = 0  # fine-tuning after each step (lr: a tenth of the training lr)
     ignore: tuple[str, ...] = ()  # module names (as in model.named_modules()) whose outputs are kept
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "ignore", tuple(self.ignore))
+    def check(self) -> None:
         _check_amount("StructuredPrune", self.amount)
         _check_name("StructuredPrune", "method", self.method, STRUCTURED_METHODS)
-        if not (isinstance(self.steps, int) and self.steps >= 1):
+        if not self.steps >= 1:
             raise ConfigError(f"StructuredPrune.steps must be an integer >= 1 (got {self.steps})")
-        if not (isinstance(self.finetune_epochs, int) and self.finetune_epochs >= 0):
+        if not self.finetune_epochs >= 0:
             raise ConfigError(f"StructuredPrune.finetune_epochs must be an integer >= 0 (got {self.finetune_epochs})")
-        if not all(isinstance(n, str) for n in self.ignore):
-            raise ConfigError(f"StructuredPrune.ignore must list module names as strings (got {self.ignore})")
 
 
 # ---------------------------------------------------------------------------------------------

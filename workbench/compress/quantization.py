@@ -79,8 +79,8 @@ class StaticInt8(CompressStep):
     kind: ClassVar[str] = "static_int8"
     calibration_batches: int = 8  # training batches run to record activation ranges
 
-    def __post_init__(self) -> None:
-        if not (isinstance(self.calibration_batches, int) and self.calibration_batches >= 1):
+    def check(self) -> None:
+        if not self.calibration_batches >= 1:
             raise ConfigError(f"StaticInt8.calibration_batches must be an integer >= 1 (got {self.calibration_batches})")
 
     def problem(self, device: torch.device) -> str | None:
@@ -96,8 +96,8 @@ class QAT(CompressStep):
     lr: float = 0.0  # peak lr; 0 = a tenth of the training lr
     convert: bool = True  # False keeps the fake-quant model (float math: to study QAT, not to ship)
 
-    def __post_init__(self) -> None:
-        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+    def check(self) -> None:
+        if not self.epochs >= 1:
             raise ConfigError(f"QAT.epochs must be an integer >= 1 (got {self.epochs})")
         if not self.lr >= 0:
             raise ConfigError(f"QAT.lr must be >= 0; 0 means a tenth of the training lr (got {self.lr})")
@@ -120,8 +120,8 @@ class WeightOnlyInt4(CompressStep):
     kind: ClassVar[str] = "weight_only_int4"
     group_size: int = 32  # inputs sharing one scale: smaller = more accurate, more scales to store
 
-    def __post_init__(self) -> None:
-        if not (isinstance(self.group_size, int) and self.group_size > 0):
+    def check(self) -> None:
+        if not self.group_size > 0:
             raise ConfigError(f"WeightOnlyInt4.group_size must be a positive integer such as 32 (got {self.group_size})")
 
 
@@ -132,7 +132,7 @@ class CastPrecision(CompressStep):
     kind: ClassVar[str] = "cast_precision"
     dtype: str = "bf16"  # fp16 (GPUs; CPU fp16 matmuls may be slow) or bf16 (wider range, CPU-friendly)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.dtype not in CAST_DTYPES:
             raise ConfigError(str(unknown_name_error("CastPrecision.dtype", self.dtype, CAST_DTYPES)))
 

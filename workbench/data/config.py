@@ -4,14 +4,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .._errors import check_positive, require
+from .._plain import Checked
 from .registry import check_dataset_name
 
 STRATEGIES = ("random", "balanced", "hardest", "easiest")  # training-subset selection (data/select.py)
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(Checked):
     """Whole-batch augmentations, each switchable; 0 / False means off."""
+
+    field_prefix = "data.augment"
 
     flip: bool = False  # random horizontal flip (wrong for digits: a mirrored 3 is not a 3)
     crop: int = 0  # pad by this many pixels, then random-crop back to size
@@ -19,10 +22,10 @@ class AugmentConfig:
     cutout: int = 0  # side of a zeroed square at a random place
     rotate: float = 0.0  # maximum rotation in degrees, either way
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         for name in ("crop", "translate", "cutout"):
-            check_positive("augment", name, getattr(self, name), allow_zero=True)
-        require(0 <= self.rotate <= 180, f"augment.rotate must be within [0, 180] degrees (got {self.rotate})")
+            check_positive("data.augment", name, getattr(self, name), allow_zero=True)
+        require(0 <= self.rotate <= 180, f"data.augment.rotate must be within [0, 180] degrees (got {self.rotate})")
 
     @property
     def enabled(self) -> bool:
@@ -30,14 +33,16 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Checked):
+    field_prefix = "data"
+
     dataset: str = "digits"  # a registry name, or folder:PATH for an image folder or a zip of one
     fraction: float = 1.0  # share of the training split to train on
     selection: str = "random"  # how that share is chosen: random, balanced, hardest, easiest
     normalize: bool = True  # subtract the per-channel mean and divide by the std of the train split
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         require(0 < self.fraction <= 1, f"data.fraction must be in (0, 1] (got {self.fraction})")
         require(self.selection in STRATEGIES,
                 f"data.selection must be one of {', '.join(STRATEGIES)} (got '{self.selection}')")

@@ -4,21 +4,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .._errors import check_positive, require
+from .._plain import Checked
 
 MEASURE_MODES = ("eager", "compiled", "onnxruntime")
 
 
 @dataclass(frozen=True)
-class MeasureConfig:
+class MeasureConfig(Checked):
+    field_prefix = "measure"
+
     batch_sizes: tuple[int, ...] = (1, 64)  # latency is measured at each; the largest gives throughput
     warmup: int = 5  # untimed iterations first (caches, allocator, cudnn autotune)
     iters: int = 30  # timed iterations; the median and spread are reported
     device: str = "same"  # where to time inference: same (as training), all (also every other device here), cpu, cuda...
     modes: tuple[str, ...] = ("eager",)  # execution modes to time: eager, compiled, onnxruntime
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "batch_sizes", tuple(int(b) for b in self.batch_sizes))
-        object.__setattr__(self, "modes", tuple(self.modes))
+    def check(self) -> None:
         bad = [m for m in self.modes if m not in MEASURE_MODES]
         require(not bad and self.modes, f"measure.modes must be among {', '.join(MEASURE_MODES)} (got {self.modes})")
         require(len(self.batch_sizes) > 0, "measure.batch_sizes must name at least one batch size")

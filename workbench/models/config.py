@@ -8,18 +8,21 @@ import torch
 from torch import nn
 
 from .._errors import check_positive, require
+from .._plain import Checked
 from ._common import check_model_name, create_model
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Checked):
+    field_prefix = "model"
+
     name: str = "cnn"  # see workbench.list_models()
     width: float = 1.0  # multiplies every layer's channel count
     depth: int | None = None  # model-specific: blocks per stage (ResNets), layers (MLP, ViT); None = default
     batchnorm: bool = True
     dropout: float = 0.0  # before the classifier
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         check_positive("model", "width", self.width)
         require(self.depth is None or self.depth >= 1, f"model.depth must be >= 1 or None (got {self.depth})")
         require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1) (got {self.dropout})")

@@ -4,13 +4,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .._errors import check_positive, require
+from .._plain import Checked
 from .optim import OPTIMIZERS, SCHEDULES
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Checked):
+    field_prefix = "train"
+
     epochs: int = 5
     batch_size: int = 64
     optimizer: str = "sgd"  # sgd, sgd_nesterov, adam, adamw, rmsprop
@@ -23,7 +26,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     seed: int = 0  # initial weights, batch order and augmentations
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         require(self.epochs >= 0, f"train.epochs must be >= 0 (got {self.epochs})")
         check_positive("train", "batch_size", self.batch_size)
         check_positive("train", "lr", self.lr)
@@ -32,19 +35,22 @@ class TrainConfig:
         check_positive("train", "warmup_epochs", self.warmup_epochs, allow_zero=True)
         require(0 <= self.label_smoothing < 1, f"train.label_smoothing must be in [0, 1) (got {self.label_smoothing})")
         check_positive("train", "grad_clip", self.grad_clip, allow_zero=True)
+        require(0 <= self.seed < 2**32, f"train.seed must be in [0, 2**32) (got {self.seed})")
         OPTIMIZERS.check(self.optimizer)
         SCHEDULES.check(self.schedule)
 
 
 @dataclass(frozen=True)
-class HardwareConfig:
+class HardwareConfig(Checked):
+    field_prefix = "hardware"
+
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps; auto picks the best present
     precision: str = "fp32"  # fp32, bf16, fp16 (autocast; fp16 adds a grad scaler)
     channels_last: bool = False  # NHWC memory layout, faster convs on tensor-core GPUs
     compile: bool = False  # torch.compile the model (slow first epoch, faster after)
     tf32: bool = False  # allow TF32 matmuls on Ampere+ GPUs
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         require(self.precision in PRECISIONS,
                 f"hardware.precision must be one of {', '.join(PRECISIONS)} (got '{self.precision}')")
         require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
@@ -52,14 +58,16 @@ class HardwareConfig:
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(Checked):
     """Knowledge distillation while training: loss = alpha * T^2 * KL(student/T || teacher/T) + (1 - alpha) * CE."""
+
+    field_prefix = "distill"
 
     teacher: str = ""  # a stored run id or a checkpoint path; empty = no distillation
     alpha: float = 0.7  # weight of the teacher's soft targets
     temperature: float = 4.0  # softens both distributions so the teacher's "dark knowledge" shows
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         require(0 <= self.alpha <= 1, f"distill.alpha must be in [0, 1] (got {self.alpha})")
         check_positive("distill", "temperature", self.temperature)
 
