@@ -180,6 +180,12 @@ def test_the_step_form_and_the_cli_read_steps_with_one_parser(store):
     fields["steps"].value = 0
     panel.buttons["Add step"].click()  # an impossible value is one line in the panel, not a traceback
     assert "StructuredPrune.steps" in panel.message.value and len(panel.config.compress) == 2
+    fields["steps"].value, fields["ignore"].value = 1, "[features.0"  # text that does not parse
+    panel.buttons["Add step"].click()
+    assert "StructuredPrune" in panel.message.value and len(panel.config.compress) == 2
+    fields["ignore"].value = ""
+    panel.buttons["Add step"].click()  # fixed: the stale error goes
+    assert "StructuredPrune" not in panel.message.value and len(panel.config.compress) == 3
 
 
 def test_running_the_same_settings_again_reuses_the_training(clicked):

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ._errors import one_line
 from .compress import is_pt2e_program, load_quantized, save_quantized, saved_format, saved_metadata
 from .config import RunConfig
 from .models import create_model
@@ -46,6 +47,17 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: Run
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, RunConfig]:
     """Rebuild the model a checkpoint holds (in eval mode, on the CPU) and the config that made it."""
+    metadata = checkpoint_metadata(path)
+    try:
+        model = load_quantized(path, model=create_model(**metadata["model_args"]))
+        return model, RunConfig.from_dict(metadata["config"])
+    except Exception as e:  # noqa: BLE001  (a file that reads but does not rebuild: same one-line answer)
+        raise ValueError(f"{path} does not rebuild into its model ({one_line(e)[:120]})") from None
+
+
+def checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The config and model arguments a checkpoint carries, read without building the model; one line
+    (never a loader's traceback) for a file that is missing, foreign or unsafe to unpickle."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {path}: give a stored run id or the path of a saved checkpoint.")
@@ -56,5 +68,4 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, RunConfig
     if not {"config", "model_args"} <= set(metadata):
         raise ValueError(f"{path} has no model arguments (written by an older Workbench, or by save_quantized alone): "
                          "rerun the config that made it to save a current checkpoint.")
-    model = load_quantized(path, model=create_model(**metadata["model_args"]))
-    return model, RunConfig.from_dict(metadata["config"])
+    return metadata

@@ -10,10 +10,11 @@ import dataclasses
 import json
 import sys
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from ._errors import ConfigError
+from ._errors import ConfigError, one_line
 from ._registry import unknown_name_error
 from .compress import parse_step, read_value
 from .config import RunConfig, field_paths
@@ -102,7 +103,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
         cfg = ResultStore(args.store).get(args.from_run).config.replace(name="")
     elif getattr(args, "config", None):
-        cfg = RunConfig.from_json(args.config.read_text())
+        cfg = _config_file(args.config)
     else:
         cfg = RunConfig()
     changes = {k: v for k, v in vars(args).items() if "." in k or k == "name"}
@@ -111,6 +112,23 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.compress:
         changes["compress"] = [parse_step(s) for s in args.compress]
     return cfg.replace(**changes) if changes else cfg
+
+
+def _config_file(path: Path) -> RunConfig:
+    """The RunConfig saved in ``path`` (JSON), or one line saying what is wrong with the file."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--config {path}: cannot read it ({one_line(e)})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--config {path} is not a RunConfig JSON file ({e.msg} at line {e.lineno}): "
+                          "write one with `workbench run ... --print-config > FILE` or the panel's Save") from None
+    try:
+        return RunConfig.from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"--config {path}: {e}") from None
 
 
 def _print_result(result, as_json: bool) -> None:
@@ -144,11 +162,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_run.add_argument("--no-progress", action="store_true")
     p_run.add_argument("--print-config", action="store_true", help="print the config as JSON and exit")
     p_run.add_argument("--no-reuse", action="store_true", help="train even if the store holds the same training")
+    p_run.add_argument("--no-resume", action="store_true",
+                       help="start training from the first epoch even if an interrupted run left a checkpoint")
 
     p_tour = sub.add_parser("tour", help="the main job: baseline + contrasting variants on digits, and a report")
     p_tour.add_argument("--out", default="runs", help="results folder (default: runs)")
     p_tour.add_argument("--dataset", default="digits")
-    p_tour.add_argument("--epochs", type=int, default=None, help="override the tour's epochs (default: its own)")
+    p_tour.add_argument("--epochs", type=int, default=None, help="override the tour's epochs (default: its own, 6)")
 
     sub.add_parser("doctor", help="check this environment and print one fix per problem")
 
@@ -174,12 +194,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_res.add_argument("--baseline", default=None, help="compare against this run id or name")
 
     args = parser.parse_args(argv)
-    try:
-        return _dispatch(args)
-    except (ConfigError, ValueError, FileNotFoundError, KeyError, RuntimeError, ImportError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"workbench: error: {message}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        try:
+            return _dispatch(args)
+        except (ValueError, OSError, KeyError, RuntimeError, ImportError) as e:  # ConfigError is a ValueError
+            message = e.args[0] if isinstance(e, KeyError) and e.args else one_line(e) if not isinstance(e, ValueError) else e
+            print(f"workbench: error: {message}", file=sys.stderr)
+            return 2
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings reach a command-line user as one line, without the source line Python would quote."""
+    print(f"workbench: warning: {message}", file=sys.stderr)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -195,7 +222,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"workbench: note: {note}", file=sys.stderr)
         if check.problems:
             raise ConfigError(check.problems[0])
-        result = run(cfg, store=args.store, progress=not args.no_progress and not args.json, reuse=not args.no_reuse)
+        result = run(cfg, store=args.store, progress=not args.no_progress and not args.json, reuse=not args.no_reuse,
+                     resume=not args.no_resume)
         _print_result(result, args.json)
         return 0 if result.status == "ok" else 1
     if args.command == "tour":

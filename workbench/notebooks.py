@@ -6,6 +6,7 @@ writes ``metrics.json`` into its ``results_dir``.
 """
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 from typing import Any, Iterable
@@ -56,6 +57,8 @@ def run_notebook(path: str | Path, parameters: dict[str, Any] | None = None, *, 
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise ValueError(f"{path.name} has no parameter(s) {', '.join(unknown)}. Its parameters: {', '.join(known)}.")
+    for name, value in params.items():
+        check_parameter(path.name, name, value, known[name]["default"])
     executed = target / path.name
     try:
         papermill.execute_notebook(
@@ -65,6 +68,33 @@ def run_notebook(path: str | Path, parameters: dict[str, Any] | None = None, *, 
     except papermill.PapermillExecutionError as e:
         raise RuntimeError(f"{path.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} (see {executed})") from e
     return executed
+
+
+def check_parameter(notebook: str, name: str, value: Any, default_source: str) -> None:
+    """A parameter must have the type of the default in the notebook's parameters cell (a whole
+    number for ``epochs = 20``, a list for ``batch_sizes = [1, 64]``), or the run would fail cells later.
+
+    Example:
+        >>> check_parameter("01_measure.ipynb", "iters", 3, "30")
+        >>> check_parameter("01_measure.ipynb", "batch_sizes", "abc", "[1, 8, 32]")
+        Traceback (most recent call last):
+        ...
+        ValueError: 01_measure.ipynb parameter batch_sizes must be a list like [1, 8, 32] (got 'abc')
+    """
+    try:
+        default = ast.literal_eval(default_source)
+    except (ValueError, SyntaxError):
+        return  # an expression, not a literal: nothing to compare with
+    kinds = {bool: "true or false", int: "a whole number", float: "a number", str: "text", list: "a list"}
+    expected = type(default)
+    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+    if expected is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is list and ok and default:
+        item = type(default[0])
+        ok = all(isinstance(v, item) or (item is float and isinstance(v, int)) for v in value)
+    if expected in kinds and not ok:
+        raise ValueError(f"{notebook} parameter {name} must be {kinds[expected]} like {default_source} (got {value!r})")
 
 
 def run_notebooks(names: Iterable[str] = (), parameters: dict[str, Any] | None = None, *, out: str | Path = "runs/notebooks",

@@ -10,27 +10,30 @@ its compressed variants train once (``reuse=False`` trains again; the row names 
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from ._errors import ConfigError
-from .checkpoint import load_checkpoint, save_checkpoint
+from ._files import try_lock
+from .checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 from .compress import CompressContext, QAT, apply_step
 from .config import RunConfig
-from .data import Dataset, eval_loader, load_dataset, per_example_loss, select_subset, train_loader
+from .data import Dataset, eval_loader, load_dataset, per_example_loss, select_subset, subset_size, train_loader
 from .measure import (count_flops, measure, measure_modes, native_bf16, resolve_device, timing_device, timing_plan,
                       track_peak_memory)
 from .models import ModelConfig, build_model, model_args
 from .results import METRICS, Result, ResultStore, new_run_id, results_frame
-from .train import (Callback, Checkpoint, DistillConfig, ProgressBar, TrainConfig, check_precision, distillation_loss,
-                    evaluate, train)
+from .train import (Callback, Checkpoint, CheckpointError, DistillConfig, ProgressBar, TrainConfig, check_precision,
+                    distillation_loss, evaluate, train)
 
 # What a reused run takes over from the run that trained the weights: the schema's training metrics, and where.
 TRAINING_METRICS = (*(m.name for m in METRICS.values() if m.source == "training"), "train_device")
@@ -70,11 +73,16 @@ def preflight(config: RunConfig, *, store: ResultStore | str | os.PathLike | Non
         check.problems.append(str(e))
         return check
     check.problems += [p for p in (step.problem(device) for step in config.compress) if p]
+    store = _open_store(store)
     if config.distill.enabled:
         try:
-            _teacher_checkpoint(config.distill.teacher, _open_store(store))
-        except ValueError as e:
+            checkpoint_metadata(_teacher_checkpoint(config.distill.teacher, store))
+        except (ValueError, FileNotFoundError) as e:
             check.problems.append(str(e))
+    if store is not None and not check.problems:  # last: it creates the store's folders
+        problem = store.writable_problem()
+        if problem:
+            check.problems.append(f"{problem}: pick a store you can write to (--store / store=)")
     d, h = config.data, config.hardware
     if d.selection != "random" and d.fraction == 1:
         check.notes.append(f"selection '{d.selection}' only matters when data fraction < 1")
@@ -122,20 +130,23 @@ def run(
     device = resolve_device(config.hardware.device)
     source = _training_to_reuse(config, store, device, reuse, start_from)
     dataset = load_dataset(config.data.dataset, root=data_root)
+    _check_sizes(config, dataset)
     run_id = new_run_id()
-    if source is None:
-        trained = _train(config, dataset, device, store, run_id, callbacks, progress, resume)
-    else:
-        trained = _reuse(source, device, progress)
-    model, compress_log, float_flops = _compress(config, trained, dataset, device)
-    metrics, records = _evaluate_and_measure(config, model, dataset, device, float_flops)
-    result = Result(config=config, metrics={**metrics, **trained.metrics}, history=trained.history, benchmarks=records,
-                    run_id=run_id, status=trained.status, trained_checkpoint=trained.checkpoint,
-                    reused_from=trained.reused_from)
-    if compress_log:
-        result.metrics["compress_log"] = compress_log
-    if store is not None:
-        _store(result, model, dataset, store, device)
+    with _training_slot(store, config, run_id, resume) as slot:
+        if source is None:
+            trained = _train(config, dataset, device, store, run_id, callbacks, progress, slot)
+        else:
+            trained = _reuse(source, device, progress)
+        model, compress_log, float_flops = _compress(config, trained, dataset, device)
+        metrics, records = _evaluate_and_measure(config, model, dataset, device, float_flops)
+        result = Result(config=config, metrics={**metrics, **trained.metrics}, history=trained.history,
+                        benchmarks=records, run_id=run_id, status=trained.status, trained_checkpoint=trained.checkpoint,
+                        reused_from=trained.reused_from)
+        if compress_log:
+            result.metrics["compress_log"] = compress_log
+        if store is not None:
+            _store(result, model, dataset, store, device)
+        slot.finished()
     return result
 
 
@@ -267,9 +278,8 @@ def _training_to_reuse(config: RunConfig, store: ResultStore | None, device: tor
 
 
 def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: ResultStore | None, run_id: str,
-           callbacks: Sequence[Callback], progress: bool, resume: bool) -> _Trained:
+           callbacks: Sequence[Callback], progress: bool, slot: _Slot) -> _Trained:
     indices = training_subset(config, dataset, device)
-    model = build_model(config.model, dataset.num_classes, _chw(dataset), seed=config.train.seed)
     batches = train_loader(dataset, config.data, config.train.batch_size, seed=config.train.seed, device=device, indices=indices)
     criterion = None
     if config.distill.enabled:
@@ -277,15 +287,25 @@ def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: Res
         criterion = distillation_loss(teacher, alpha=config.distill.alpha, temperature=config.distill.temperature,
                                       label_smoothing=config.train.label_smoothing)
     hooks = list(callbacks) + ([ProgressBar(desc=config.name or config.model.name)] if progress else [])
-    resume_from = None
-    if store is not None:
-        in_progress = _in_progress_path(store, config)
-        hooks.append(Checkpoint(in_progress))
-        resume_from = str(in_progress) if resume and in_progress.exists() else None
-    with track_peak_memory(device) as memory:
-        outcome = train(model, batches, config.train, eval_loader=eval_loader(dataset, config.data, device=device),
-                        hardware=config.hardware, device=device, callbacks=hooks, resume_from=resume_from,
-                        criterion=criterion)
+    if slot.path is not None:
+        hooks.append(Checkpoint(slot.path))
+    if slot.note:
+        warnings.warn(slot.note, stacklevel=3)
+
+    def attempt(resume_from: str | None):
+        model = build_model(config.model, dataset.num_classes, _chw(dataset), seed=config.train.seed)
+        with track_peak_memory(device) as memory:
+            outcome = train(model, batches, config.train, eval_loader=eval_loader(dataset, config.data, device=device),
+                            hardware=config.hardware, device=device, callbacks=hooks, resume_from=resume_from,
+                            criterion=criterion)
+        return model, outcome, memory
+
+    try:
+        model, outcome, memory = attempt(slot.resume_from)
+    except CheckpointError as e:  # restored before any step ran: set the file aside and start again
+        aside = slot.set_aside()
+        warnings.warn(f"{e}: set it aside as {aside.name} and trained from the first epoch", stacklevel=3)
+        model, outcome, memory = attempt(None)
     if outcome.status != "ok":
         warnings.warn(f"Training stopped early: {outcome.status}", stacklevel=3)
     last = outcome.history[-1] if outcome.history else {}
@@ -297,6 +317,7 @@ def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: Res
         "train_device": str(device),
         "peak_memory_bytes": memory.peak_bytes,
         "epochs_run": len(outcome.history),
+        "resumed_epochs": outcome.resumed_epochs,
         "train_examples": len(indices),
     }
     checkpoint = None
@@ -369,7 +390,6 @@ def _store(result: Result, model: torch.nn.Module, dataset: Dataset, store: Resu
         except ValueError as e:  # a fake-quant model has no deployable form
             result.metrics["checkpoint_note"] = str(e)
     store.append(result)
-    _in_progress_path(store, config).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,6 +414,17 @@ def training_subset(config: RunConfig, dataset: Dataset, device: torch.device) -
     return select_subset(dataset.train_y, d.fraction, d.selection, seed=config.train.seed, scores=scores)
 
 
+def _check_sizes(config: RunConfig, dataset: Dataset) -> None:
+    """What preflight cannot know before the data is loaded: the batch size against the training set."""
+    n = subset_size(len(dataset.train_y), config.data.fraction)
+    bs = config.train.batch_size
+    if bs > n:
+        raise ConfigError(f"train.batch_size={bs} is more than the {n:,} training examples of {config.data.dataset} "
+                          f"(data.fraction={config.data.fraction}): use at most {n}")
+    if n < 2 and config.model.batchnorm:
+        raise ConfigError(f"{n} training example is too few for BatchNorm: raise data.fraction or set model.batchnorm=False")
+
+
 def _teacher_checkpoint(ref: str, store: ResultStore | None) -> str:
     """The checkpoint file a teacher reference (a path or a stored run id) points at."""
     if Path(ref).is_file():
@@ -416,8 +447,49 @@ def _open_store(store: ResultStore | str | os.PathLike | None) -> ResultStore | 
     return ResultStore(store)
 
 
-def _in_progress_path(store: ResultStore, config: RunConfig) -> Path:
-    return store.root / "checkpoints" / f"in-progress-{config.training_hash()}.pt"
+@dataclass
+class _Slot:
+    """Where a run's training checkpoints itself while it runs, and whether it may resume from it."""
+
+    path: Path | None = None  # None: no store, nowhere to checkpoint
+    resume_from: str | None = None
+    note: str | None = None  # why this run does not use the shared in-progress checkpoint
+
+    def set_aside(self) -> Path:
+        """Move an unreadable in-progress checkpoint out of the way (kept, for a look), and do not resume."""
+        aside = self.path.with_name(f"{self.path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(self.path, aside)
+        self.resume_from = None
+        return aside
+
+    def finished(self) -> None:
+        """The run is stored: its in-progress checkpoint has done its job."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _training_slot(store: ResultStore | None, config: RunConfig, run_id: str, resume: bool) -> Iterator[_Slot]:
+    """The in-progress checkpoint this run trains into, held under a lock for the whole run.
+
+    Runs of the same training settings share one in-progress checkpoint, so an interrupted run
+    resumes where it stopped. While another live process holds it, this run trains on its own into
+    a private checkpoint: it never resumes from, or writes to, a file another process is writing.
+    """
+    if store is None:
+        yield _Slot()
+        return
+    shared = store.root.resolve() / "checkpoints" / f"in-progress-{config.training_hash()}.pt"
+    with try_lock(shared.with_suffix(".lock")) as ours:
+        if ours:
+            yield _Slot(shared, str(shared) if resume and shared.exists() else None)
+            return
+        private = shared.with_name(f"{shared.stem}-{run_id}.pt")
+        try:
+            yield _Slot(private, None, "another live run is training the same settings in this store: "
+                                       "this one trains on its own instead of sharing its checkpoint")
+        finally:
+            private.unlink(missing_ok=True)  # nobody could find it to resume from
 
 
 def _chw(dataset: Dataset) -> tuple[int, ...]:

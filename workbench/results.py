@@ -23,6 +23,7 @@ import math
 import os
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -31,11 +32,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._files import atomic_write_text
+from ._errors import one_line
+from ._files import atomic_write_text, writable_problem
 from ._registry import unknown_name_error
 from .config import RunConfig
 
 DEFAULT_RUNS_DIR = "runs"
+PATH_FIELDS = ("checkpoint", "trained_checkpoint")  # stored relative to the store's root
+
+
+class DamagedRow(ValueError):
+    """A result row file that cannot be read."""
+
+
+class DamagedRowWarning(UserWarning):
+    """A damaged row file was skipped while reading a store."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("seconds", "epoch time", "s", 1, True),  # per epoch, in the history
     Metric("peak_memory_bytes", "peak memory", "MiB", 1 / 2**20, True),
     Metric("epochs_run", "epochs run"),
+    Metric("resumed_epochs", "epochs resumed from an interrupted run"),
     Metric("train_examples", "training examples"),
     Metric("lr", "learning rate"),
 )}
@@ -192,7 +204,13 @@ def jsonable(obj: Any) -> Any:
 
 
 class ResultStore:
-    """Append-only result rows under ``root`` (default ``runs/``), one JSON file per run."""
+    """Append-only result rows under ``root`` (default ``runs/``), one JSON file per run.
+
+    Checkpoint paths are stored relative to ``root`` and resolved against it on reading, so a store
+    opened from another working directory, or moved as a whole, still finds its models. A damaged
+    row file (half-written, empty, foreign) is skipped with one warning naming it; the rest of the
+    store opens and appending goes on.
+    """
 
     def __init__(self, root: str | os.PathLike = DEFAULT_RUNS_DIR):
         self.root = Path(root)
@@ -202,13 +220,22 @@ class ResultStore:
         path = self.rows_dir / f"{result.run_id}.json"
         if path.exists():
             raise FileExistsError(f"Result {result.run_id} is already stored at {path}; the store is append-only.")
-        return atomic_write_text(path, json.dumps(result.to_dict(), indent=1))
+        d = result.to_dict()
+        for key in PATH_FIELDS:
+            d[key] = self._relative(d[key])
+        return atomic_write_text(path, json.dumps(d, indent=1))
 
     def results(self) -> list[Result]:
-        """Every stored result, oldest first. Stray temporary files from a crash are ignored."""
+        """Every stored result, oldest first. Stray temporary files from a crash are ignored; a row file
+        that cannot be read is skipped with a warning that names it."""
         if not self.rows_dir.exists():
             return []
-        out = [Result.from_dict(json.loads(p.read_text())) for p in sorted(self.rows_dir.glob("*.json"))]
+        out = []
+        for path in sorted(self.rows_dir.glob("*.json")):
+            try:
+                out.append(self._read(path))
+            except DamagedRow as e:
+                warnings.warn(str(e), DamagedRowWarning, stacklevel=2)
         return sorted(out, key=lambda r: r.created)
 
     def get(self, run_id: str) -> Result:
@@ -216,7 +243,37 @@ class ResultStore:
         if not path.exists():
             known = [p.stem for p in sorted(self.rows_dir.glob("*.json"))][-5:]
             raise KeyError(f"No result '{run_id}' in {self.rows_dir}. Latest ids: {', '.join(known) or 'none'}.")
-        return Result.from_dict(json.loads(path.read_text()))
+        return self._read(path)
+
+    def writable_problem(self) -> str | None:
+        """Why this store cannot take rows and checkpoints, in one line (None if it can): checked
+        before a run trains, so a read-only or missing place fails first, not after the work."""
+        return next(filter(None, (writable_problem(d) for d in (self.rows_dir, self.root / "checkpoints"))), None)
+
+    def _read(self, path: Path) -> Result:
+        try:
+            result = Result.from_dict(json.loads(path.read_text()))
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise DamagedRow(f"Skipped {path}: not a readable result row ({one_line(e)[:120]}). Move it out of "
+                             f"{self.rows_dir} or delete it; the other rows are unaffected.") from None
+        for key in PATH_FIELDS:
+            setattr(result, key, self._absolute(getattr(result, key)))
+        return result
+
+    def _relative(self, path: str | None) -> str | None:
+        if path is None:
+            return None
+        try:
+            return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:  # outside the store: kept as given
+            return str(path)
+
+    def _absolute(self, path: str | None) -> str | None:
+        if path is None or Path(path).is_absolute():
+            return path
+        inside = self.root / path
+        # Rows written before paths were stored relative to the store hold them relative to the working directory.
+        return str(Path(path) if not inside.exists() and Path(path).exists() else inside)
 
     def trained_like(self, config: RunConfig, device: torch.device) -> Result | None:
         """The latest stored run that finished the training ``config`` describes (same data, model,
@@ -235,7 +292,7 @@ class ResultStore:
         return results_frame(self.results())
 
     def checkpoint_path(self, run_id: str, suffix: str = ".pt") -> Path:
-        return self.root / "checkpoints" / f"{run_id}{suffix}"
+        return self.root.resolve() / "checkpoints" / f"{run_id}{suffix}"
 
     def __len__(self) -> int:
         return len(list(self.rows_dir.glob("*.json"))) if self.rows_dir.exists() else 0

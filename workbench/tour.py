@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ._errors import ConfigError
 from .config import RunConfig
 from .data import AugmentConfig
 from .measure import native_bf16, resolve_device
@@ -23,9 +24,11 @@ from .results import COMPARE_METRICS, ResultStore, compare, results_frame
 
 def tour_configs(dataset: str = "digits", epochs: int | None = None) -> list[RunConfig]:
     """The baseline and one-change-each variants the tour runs (sized to finish in about a minute on
-    two CPU cores: a half-width CNN on 8x8 digits)."""
+    two CPU cores: a half-width CNN on 8x8 digits); ``epochs`` None is the tour's own 6."""
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ConfigError(f"tour epochs must be a whole number >= 1 (got {epochs!r}); leave it out for the tour's 6")
     base = RunConfig(name="baseline cnn").replace(**{
-        "data.dataset": dataset, "model.name": "cnn", "model.width": 0.5, "train.epochs": epochs or 6,
+        "data.dataset": dataset, "model.name": "cnn", "model.width": 0.5, "train.epochs": 6 if epochs is None else epochs,
         "train.optimizer": "sgd", "train.lr": 0.05, "train.schedule": "cosine",
     })
     variants = [

@@ -230,6 +230,8 @@ def read_value(text: str, hint: Any, field: str) -> Any:
         return hint(number)
     if typing.get_origin(hint) is tuple:
         if text.startswith(("[", "(")):
+            if text[-1] != {"[": "]", "(": ")"}[text[0]]:
+                raise ConfigError(f"{field} has an unclosed '{text[0]}' (got '{text}'): write [a,b] or a+b")
             return tuple(v.strip().strip("'\"") for v in _split_top_level(text[1:-1]))
         return tuple(v for v in text.split("+") if v) if text else ()
     if hint is bool:

@@ -15,10 +15,10 @@ from .dataset import Dataset, DatasetError
 from .folder import cifar10_zip_path, load_folder
 from .loader import EVAL_BATCH, BatchLoader, eval_loader, train_loader
 from .registry import check_dataset_name, fetch_dataset, list_datasets, load_dataset
-from .select import per_example_loss, select_subset
+from .select import per_example_loss, select_subset, subset_size
 
 __all__ = [
     "AugmentConfig", "BatchLoader", "DataConfig", "Dataset", "DatasetError", "EVAL_BATCH", "STRATEGIES", "augment_batch",
     "check_dataset_name", "cifar10_zip_path", "eval_loader", "fetch_dataset", "list_datasets", "load_dataset",
-    "load_folder", "per_example_loss", "select_subset", "train_loader",
+    "load_folder", "per_example_loss", "select_subset", "subset_size", "train_loader",
 ]

@@ -35,6 +35,8 @@ class BatchLoader:
         (3, [(4, 3, 8, 8), (4, 3, 8, 8), (2, 3, 8, 8)])
         >>> len(BatchLoader(x, torch.arange(10), 4, drop_last=True))
         2
+        >>> [len(yb) for _, yb in BatchLoader(x[:9], torch.arange(9), 4, merge_single=True)]  # no batch of one
+        [4, 5]
         >>> loader.set_epoch(3); first = [yb.tolist() for _, yb in loader]
         >>> loader.set_epoch(3); first == [yb.tolist() for _, yb in loader]
         True
@@ -53,6 +55,7 @@ class BatchLoader:
         mean: Sequence[float] | torch.Tensor | None = None,
         std: Sequence[float] | torch.Tensor | None = None,
         drop_last: bool = False,
+        merge_single: bool = False,
     ):
         if x.dtype != torch.uint8 or x.dim() != 4:
             raise ValueError(f"BatchLoader needs uint8 images (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
@@ -63,6 +66,9 @@ class BatchLoader:
         self.device = torch.device(device)
         self.x, self.y = x.to(self.device), y.to(self.device, torch.int64)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        # A final batch of one breaks BatchNorm in training ("Expected more than 1 value per channel").
+        self.merged_single = merge_single and not drop_last and len(x) > 1 and len(x) % batch_size == 1
+        self.note = "the final batch of 1 is merged into the one before (BatchNorm needs 2)" if self.merged_single else ""
         self.augment = augment if augment is not None and augment.enabled else None
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
@@ -79,14 +85,15 @@ class BatchLoader:
 
     def __len__(self) -> int:
         n = len(self.x)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return n // self.batch_size if self.drop_last or self.merged_single else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         order = order.to(self.device)
         for i in range(len(self)):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            last = i == len(self) - 1 and self.merged_single
+            idx = order[i * self.batch_size : n if last else (i + 1) * self.batch_size]
             # index_select, not x[idx]: indexing 4-D uint8 that way measured 1000x slower on a busy 2-core CPU.
             xb = self.x.index_select(0, idx).float().mul_(self.scale).add_(self.shift)
             # Augment after normalising, so zero padding and cutout fill with the mean colour.
@@ -98,7 +105,7 @@ class BatchLoader:
 def train_loader(dataset: Dataset, cfg: DataConfig, batch_size: int, *, seed: int = 0, device: str | torch.device = "cpu",
                  indices: torch.Tensor | None = None) -> BatchLoader:
     """Shuffled batches of ``dataset``'s training split (or the ``indices`` chosen of it), augmented and
-    normalised as ``cfg`` says.
+    normalised as ``cfg`` says. A final batch of one is merged into the one before it.
 
     Example:
         >>> from workbench.data import load_dataset
@@ -107,7 +114,7 @@ def train_loader(dataset: Dataset, cfg: DataConfig, batch_size: int, *, seed: in
         (23, torch.Size([64, 1, 8, 8]))
     """
     x, y = (dataset.train_x, dataset.train_y) if indices is None else (dataset.train_x[indices], dataset.train_y[indices])
-    return BatchLoader(x, y, batch_size, shuffle=True, seed=seed, device=device,
+    return BatchLoader(x, y, batch_size, shuffle=True, seed=seed, device=device, merge_single=True,
                        augment=cfg.augment if cfg.augment.enabled else None, **_normalisation(dataset, cfg))
 
 

@@ -11,6 +11,16 @@ from .config import STRATEGIES
 from .loader import BatchLoader
 
 
+def subset_size(n: int, fraction: float) -> int:
+    """How many of ``n`` training examples a ``fraction`` keeps: ``round(fraction * n)``, at least one.
+
+    Example:
+        >>> subset_size(1437, 0.25)
+        359
+    """
+    return max(1, round(fraction * n))
+
+
 def select_subset(
     y: torch.Tensor,
     fraction: float,
@@ -38,7 +48,7 @@ def select_subset(
         raise unknown_name_error("selection strategy", strategy, STRATEGIES)
     y = torch.as_tensor(y).cpu().long()
     n = len(y)
-    k = max(1, round(fraction * n))
+    k = subset_size(n, fraction)
     g = torch.Generator().manual_seed(seed)
     if strategy == "random":
         picked = torch.randperm(n, generator=g)[:k]

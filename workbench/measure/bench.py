@@ -53,6 +53,7 @@ def benchmark(
         >>> rec[0]["latency_ms_q25"] <= rec[0]["latency_ms"] <= rec[0]["latency_ms_q75"]
         True
     """
+    _check_counts(batch_sizes=batch_sizes, warmup=warmup, iters=iters)
     device = resolve_device(device, field="device")
     dtype = _as_dtype(dtype)
     base = {
@@ -138,6 +139,7 @@ def time_calls(
         >>> len(ms), all(t > 0 for t in ms)
         (3, True)
     """
+    _check_counts(iters=iters)
     device = resolve_device(device, field="device")
     x = x.to(device)
     out = []
@@ -151,6 +153,12 @@ def time_calls(
                 _sync_any(device)
             out.append(1e3 * (time.perf_counter() - t0))
     return out
+
+
+def _check_counts(*, batch_sizes: Sequence[int] = (1,), warmup: int = 0, iters: int = 1) -> None:
+    """The same rules as ``MeasureConfig``, for callers that pass the numbers directly."""
+    MeasureConfig(batch_sizes=tuple(batch_sizes) if isinstance(batch_sizes, (list, tuple)) else batch_sizes,
+                  warmup=warmup, iters=iters)
 
 
 def _sync_any(device: torch.device) -> None:

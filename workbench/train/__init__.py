@@ -2,14 +2,14 @@
 
 This part owns the training sections of a run (``TrainConfig``, ``HardwareConfig``, ``DistillConfig``).
 """
-from .callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar, TrainState
+from .callbacks import Callback, Checkpoint, CheckpointError, EarlyStopping, ProgressBar, TrainState
 from .config import PRECISIONS, DistillConfig, HardwareConfig, TrainConfig
 from .distill import distillation_loss
 from .loop import TrainOutcome, autocast_for, check_precision, evaluate, train
 from .optim import list_optimizers, list_schedules, make_optimizer, make_scheduler, schedule_factor
 
 __all__ = [
-    "Callback", "Checkpoint", "EarlyStopping", "ProgressBar", "TrainState", "PRECISIONS", "DistillConfig",
+    "Callback", "Checkpoint", "CheckpointError", "EarlyStopping", "ProgressBar", "TrainState", "PRECISIONS", "DistillConfig",
     "HardwareConfig", "TrainConfig", "distillation_loss", "TrainOutcome", "autocast_for", "check_precision",
     "evaluate", "train", "list_optimizers", "list_schedules", "make_optimizer", "make_scheduler", "schedule_factor",
 ]

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .._errors import one_line
 from .._files import atomic_torch_save
 
 
@@ -134,13 +135,22 @@ class Checkpoint(Callback):
 
     def restore(self, state: TrainState, device: torch.device) -> None:
         """Load the saved states into ``state``'s model, optimizer, schedule and scaler; training then
-        continues with the epoch after the saved one."""
-        ckpt = torch.load(self.path, map_location=device, weights_only=True)
-        state.model.load_state_dict(ckpt["model"])
-        state.optimizer.load_state_dict(ckpt["optimizer"])
-        state.scheduler.load_state_dict(ckpt["scheduler"])
-        state.scaler.load_state_dict(ckpt["scaler"])
-        state.epoch, state.step, state.history = ckpt["epoch"] + 1, ckpt["step"], ckpt["history"]
-        torch.set_rng_state(ckpt["rng"].cpu())
-        if ckpt["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["cuda_rng"]])
+        continues with the epoch after the saved one. A file that is not such a checkpoint, or one
+        saved for another model or recipe, raises ``CheckpointError`` (one line) before anything
+        has trained."""
+        try:
+            ckpt = torch.load(self.path, map_location=device, weights_only=True)
+            state.model.load_state_dict(ckpt["model"])
+            state.optimizer.load_state_dict(ckpt["optimizer"])
+            state.scheduler.load_state_dict(ckpt["scheduler"])
+            state.scaler.load_state_dict(ckpt["scaler"])
+            state.epoch, state.step, state.history = ckpt["epoch"] + 1, ckpt["step"], list(ckpt["history"])
+            torch.set_rng_state(ckpt["rng"].cpu())
+            if ckpt["cuda_rng"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["cuda_rng"]])
+        except Exception as e:  # noqa: BLE001  (whatever is wrong with the file, the answer is the same)
+            raise CheckpointError(f"{self.path} is not a training checkpoint of this run ({one_line(e)[:100]})") from None
+
+
+class CheckpointError(ValueError):
+    """An in-progress training checkpoint that cannot be resumed from."""

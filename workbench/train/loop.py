@@ -23,6 +23,7 @@ class TrainOutcome:
     status: str = "ok"  # ok, nan-loss, or a callback's stop reason
     seconds: float = 0.0  # wall time of the training epochs (evaluation excluded)
     images: int = 0  # training images processed
+    resumed_epochs: int = 0  # epochs restored from a checkpoint instead of trained here
 
 
 def check_precision(precision: str, device: torch.device) -> None:
@@ -84,7 +85,7 @@ def train(
     if resume_from:
         Checkpoint(resume_from).restore(state, device)
     hooks = CallbackList(callbacks)
-    outcome = TrainOutcome(history=state.history)
+    outcome = TrainOutcome(history=state.history, resumed_epochs=state.epoch)
     hooks.on_train_start(state)
 
     for epoch in range(state.epoch, cfg.epochs):
@@ -132,6 +133,8 @@ def train(
             "seconds": seconds,
             "images_per_s": seen / seconds if seconds > 0 else float("nan"),
         }
+        if getattr(train_loader, "note", ""):  # how the loader cut this epoch, where it matters
+            record["note"] = train_loader.note
         if not math.isfinite(record["train_loss"]):
             state.stop = (
                 f"nan-loss: training loss became {record['train_loss']} in epoch {epoch + 1}; "

@@ -444,6 +444,7 @@ class Workbench:
     def _set_steps(self, steps: tuple) -> None:
         self._config = dataclasses.replace(self._config, compress=tuple(steps))
         self._show_steps()
+        self._check()  # the message line says what holds now, not what an earlier attempt said
 
     def _show_steps(self) -> None:
         if hasattr(self, "steps_view"):
