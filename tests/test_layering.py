@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "workbench"
 
 # Lowest first. A module may import its own component and the layers below it, never above.
 LAYERS = [
-    {"_registry", "_errors", "_files"},  # helpers every layer shares
+    {"_registry", "_errors", "_files", "_nbclient"},  # helpers every layer shares
     {"_plain"},  # config dataclasses <-> plain dicts (its errors are ConfigErrors)
     {"data", "models", "train", "deploy"},  # the parts; deploy's ONNX export is a plain torch tool
     {"measure"},  # times models, also as exported to ONNX Runtime

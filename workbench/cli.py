@@ -199,8 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return _dispatch(args)
         except (ValueError, OSError, KeyError, RuntimeError, ImportError) as e:  # ConfigError is a ValueError
-            message = e.args[0] if isinstance(e, KeyError) and e.args else one_line(e) if not isinstance(e, ValueError) else e
-            print(f"workbench: error: {message}", file=sys.stderr)
+            message = str(e.args[0] if isinstance(e, KeyError) and e.args else e).strip().splitlines() or [type(e).__name__]
+            print(f"workbench: error: {message[0]}", file=sys.stderr)
             return 2
 
 

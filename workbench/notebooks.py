@@ -64,6 +64,10 @@ def run_notebook(path: str | Path, parameters: dict[str, Any] | None = None, *, 
         papermill.execute_notebook(
             str(path), str(executed), parameters=params, cwd=str(path.parent.parent), kernel_name="python3",
             progress_bar=False, execution_timeout=timeout,
+            # A client that cannot sleep through a reply (see workbench/_nbclient.py).
+            kernel_manager_class="workbench._nbclient.SlicedKernelManager",
+            # The kernel's own start-up notes (TCP on localhost is unencrypted) are not for this user.
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except papermill.PapermillExecutionError as e:
         raise RuntimeError(f"{path.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} (see {executed})") from e

@@ -123,6 +123,8 @@ def run(
         >>> 0.5 < r.metrics["accuracy"] <= 1.0
         True
     """
+    if not isinstance(config, RunConfig):
+        raise TypeError(f"run() takes a RunConfig (got {type(config).__name__}): build one, e.g. RunConfig(model=ModelConfig(...))")
     store = _open_store(store)
     check = preflight(config, store=store)
     if check.problems:
@@ -444,6 +446,8 @@ def _teacher_checkpoint(ref: str, store: ResultStore | None) -> str:
 def _open_store(store: ResultStore | str | os.PathLike | None) -> ResultStore | None:
     if store is None or isinstance(store, ResultStore):
         return store
+    if not isinstance(store, (str, os.PathLike)) or not str(store):
+        raise TypeError(f"store must be a folder path, a ResultStore or None (got {store!r})")
     return ResultStore(store)
 
 

@@ -115,6 +115,8 @@ def parse_step(spec: str) -> CompressStep:
         key, eq, raw = pair.partition("=")
         if not eq:
             raise ConfigError(f"Bad compression argument '{pair}' in '{spec}': write key=value, e.g. amount=0.5.")
+        if key.strip() in values:
+            raise ConfigError(f"'{key.strip()}' is given twice in '{spec}': give each field once.")
         values[key.strip()] = raw.strip()
     return build_step(kind.strip(), values)
 

@@ -474,9 +474,11 @@ def _require(step: CompressStep, device: torch.device) -> None:
 
 @contextlib.contextmanager
 def _quiet_storage() -> Iterator[None]:
-    """Serialising torch.ao's packed int8 weights goes through a deprecated storage API that warns each time."""
+    """Serialising torch.ao's packed int8 weights goes through a deprecated storage API that warns each time;
+    a foreign file's pickle protocol draws a warning too, before the safe loader refuses it in one line."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
         yield
 
 

@@ -17,6 +17,7 @@ import struct
 import tarfile
 import urllib.error
 import urllib.request
+import uuid
 from functools import cache
 from pathlib import Path, PurePosixPath
 
@@ -53,7 +54,7 @@ def fetch_file(entry: dict, folder: Path, dataset: str) -> Path:
     dest = folder / entry["name"]
     if not dest.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        part = dest.with_name(dest.name + ".part")
+        part = dest.with_name(f"{dest.name}.{uuid.uuid4().hex[:8]}.part")  # one per download: two never share it
         for url in entry["urls"]:
             try:
                 _download(url, part, entry.get("size", 0))
@@ -76,7 +77,7 @@ def _download(url: str, path: Path, size: int) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "workbench"})
     with urllib.request.urlopen(request, timeout=30) as response, open(path, "wb") as f:
         total = int(response.headers.get("Content-Length") or size)
-        with tqdm(total=total, unit="B", unit_scale=True, desc=path.name.removesuffix(".part"),
+        with tqdm(total=total, unit="B", unit_scale=True, desc=path.name.rsplit(".", 2)[0],
                   leave=False, disable=total < 2**20) as bar:
             while chunk := response.read(1 << 20):
                 f.write(chunk)
