@@ -274,6 +274,12 @@ BAD_RUNS = {
     "batch size over the data": (["--batch-size", "5000"], "train.batch_size=5000 is more than the 1,437 training examples"),
     "fraction too small for batchnorm": (["--fraction", "0.0001", "--batch-size", "1"], "too few for BatchNorm"),
     "from an unknown run": (["--from", "nope"], "No result 'nope'"),
+    "an empty store": (["--store", ""], "store is empty"),
+    "batch size not a number": (["--batch-size", "abc"], "argument --batch-size: invalid int value: 'abc'"),
+    "batch sizes not numbers": (["--measure-batch-sizes", "a,b"], "invalid comma-separated int value: 'a,b'"),
+    "a flag without its value": (["--name"], "argument --name: expected one argument"),
+    "a step field given twice": (["--compress", "finetune:epochs=1,epochs=2"], "'epochs' is given twice"),
+    "a missing image folder": (["--dataset", "folder:/nonexistent/images.zip"], "does not exist"),
 }
 
 

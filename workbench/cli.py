@@ -35,6 +35,21 @@ _FLAG_NAMES = {
 _SKIP = {"compress"}  # has its own repeatable --compress flag
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (the usage text is one --help away)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"workbench: error: {message} (see {self.prog} --help)\n")
+
+
+def _comma_list(item: type):
+    def parse(text: str) -> tuple:
+        return tuple(item(v) for v in text.split(",") if v)
+
+    parse.__name__ = f"comma-separated {item.__name__}"  # argparse names the type in its message
+    return parse
+
+
 def _leaf_types() -> dict[str, Any]:
     """dotted path -> (type hint, default) for every leaf field of RunConfig."""
     out = {}
@@ -69,7 +84,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(_flag(path), action=argparse.BooleanOptionalAction, **kw)
         elif typing.get_origin(hint) is tuple:
             item = typing.get_args(hint)[0]
-            parser.add_argument(_flag(path), type=lambda s, item=item: tuple(item(v) for v in s.split(",") if v), metavar="A,B", **kw)
+            parser.add_argument(_flag(path), type=_comma_list(item), metavar="A,B", **kw)
         else:
             scalar = next((t for t in typing.get_args(hint) if t is not type(None)), hint) if typing.get_args(hint) else hint
             parser.add_argument(_flag(path), type=scalar, **kw)
@@ -152,8 +167,8 @@ def _shown(value: Any) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="workbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p_run = sub.add_parser("run", help="train, compress, evaluate and measure one config; store the result")
     _add_config_flags(p_run)

@@ -446,8 +446,10 @@ def _teacher_checkpoint(ref: str, store: ResultStore | None) -> str:
 def _open_store(store: ResultStore | str | os.PathLike | None) -> ResultStore | None:
     if store is None or isinstance(store, ResultStore):
         return store
-    if not isinstance(store, (str, os.PathLike)) or not str(store):
+    if not isinstance(store, (str, os.PathLike)):
         raise TypeError(f"store must be a folder path, a ResultStore or None (got {store!r})")
+    if not str(store).strip():
+        raise ConfigError("store is empty: name a results folder, e.g. runs")
     return ResultStore(store)
 
 
