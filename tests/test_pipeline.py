@@ -7,7 +7,8 @@ from workbench import DataConfig, ModelConfig, RunConfig, TrainConfig, count_par
 
 
 def _cfg(**changes):
-    return RunConfig(model=ModelConfig(name="mlp"), train=TrainConfig(epochs=2)).replace(**changes)
+    # One fixed thread: runs compared bit for bit must not differ in how torch split the work.
+    return RunConfig(model=ModelConfig(name="mlp"), train=TrainConfig(epochs=2)).replace(**{"hardware.threads": 1, **changes})
 
 
 def test_run_stores_a_complete_row(store):
@@ -164,3 +165,18 @@ def test_preflight_stops_a_run_before_any_data_is_loaded(monkeypatch):
         return
     gpu_int8 = _cfg(compress=[StaticInt8()], **{"hardware.device": "cuda"})  # int8 kernels are CPU kernels
     assert any("StaticInt8" in p for p in preflight(gpu_int8).problems)
+
+
+def test_a_run_uses_and_records_the_thread_policy(monkeypatch):
+    from workbench.train import threads as policy
+
+    monkeypatch.setattr(policy, "available_cores", lambda: 4)
+    monkeypatch.setattr(policy, "load_average", lambda: 2.2)  # two cores already busy
+    assert policy.resolve_threads("auto") == 2 and policy.resolve_threads(3) == 3
+    monkeypatch.setattr(policy, "load_average", lambda: 7.0)
+    assert policy.resolve_threads("auto") == 1  # never fewer than one
+    before = torch.get_num_threads()
+    r = run(_cfg(**{"hardware.threads": 1, "train.epochs": 1}), store=None, progress=False)
+    assert r.metrics["threads"] == 1 and {b["threads"] for b in r.benchmarks} == {1}
+    assert all("load_average" in b and "relative_spread" in b and "noisy" in b for b in r.benchmarks)
+    assert torch.get_num_threads() == before  # restored after the run

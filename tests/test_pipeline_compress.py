@@ -27,8 +27,10 @@ def test_prune_finetune_quantize_through_the_pipeline(store):
 
     table = ledger(store.frame())
     assert list(table["variant"]) == ["baseline", "structured 50%", "unstructured 50%", "static int8"]
-    why = table.set_index("variant")["why_not_faster"]
-    assert "structured pruning" in why["unstructured 50%"]
+    from workbench import why_not_faster
+
+    codes = set(why_not_faster(store.frame()).query("variant == 'unstructured 50%'")["reason"])
+    assert codes and codes <= {"dense", "noisy", "implausible", "slower"}  # zeros in dense weights: no real speed-up
 
 
 def test_compress_steps_round_trip_through_json():

@@ -41,10 +41,13 @@ def _in_process(args, capsys) -> subprocess.CompletedProcess:
 
 
 def _one_error_line(p):
-    lines = [ln for ln in p.stderr.strip().splitlines() if not ln.startswith("workbench: note:")]
-    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("workbench: error: "), p.stderr[-2000:]
+    """Exit code 2 and exactly one ``workbench: error:`` line; progress bars and notes may come before it."""
+    lines = [ln for ln in p.stderr.replace("\r", "\n").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("workbench: error: ")]
+    other = [ln for ln in lines if not ln.startswith(("workbench: note:", "workbench: error: ")) and "cell/s]" not in ln]
+    assert p.returncode == 2 and len(errors) == 1 and not other, p.stderr[-2000:]
     assert "Traceback" not in p.stderr and "weights_only=False" not in p.stderr
-    return lines[0]
+    return errors[0]
 
 
 # --- a damaged store still opens ------------------------------------------------------------------

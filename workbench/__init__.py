@@ -2,53 +2,72 @@
 
 Flow: ``RunConfig`` -> ``run(config)`` -> ``Result`` -> ``ResultStore`` -> DataFrame -> charts.
 Everything a notebook uses is exported here, so notebooks import only from ``workbench``.
+
+The names load on first use (PEP 562): ``import workbench`` itself imports neither torch nor pandas,
+so ``workbench --help`` answers at once, and the panel's ipywidgets are needed only by the panel.
 """
-from . import plots
-from ._errors import ConfigError
-from .checkpoint import load_checkpoint, save_checkpoint
-from .compress import (
-    QAT,
-    CastPrecision,
-    CompressContext,
-    CompressStep,
-    DynamicInt8,
-    FineTune,
-    StaticInt8,
-    StructuredPrune,
-    UnstructuredPrune,
-    WeightOnlyInt4,
-    WeightOnlyInt8,
-    load_quantized,
-    parse_step,
-    prune,
-    quantize,
-    save_quantized,
-    sensitivity,
-    sparsity_report,
-)
-from .config import RunConfig
-from .data import AugmentConfig, BatchLoader, DataConfig, eval_loader, list_datasets, load_dataset, train_loader
-from .ledger import ledger, reason_at, why_not_faster
-from .measure import (MeasureConfig, benchmark, count_flops, count_parameters, device_name, measure, measure_modes,
-                      model_size_bytes, resolve_device, time_calls)
-from .models import ModelConfig, build_model, create_model, list_models
-from .notebooks import write_metrics
-from .pipeline import distill, distill_summary, evaluator, load_model, load_teacher, preflight, run, run_many, sweep
-from .plots import (accuracy_vs_size, history_curves, latency_bars, latency_vs_batch, metric_bars,
-                    plot_ledger_latency, plot_ledger_size_accuracy, plot_sensitivity, sweep_lines)
-from .results import METRICS, Result, ResultStore, compare, results_frame
-from .train import DistillConfig, HardwareConfig, TrainConfig, evaluate, list_optimizers, list_schedules, train
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import Any
 
 __version__ = "0.1.0"
 
+# Where each public name lives, by module (relative to this package).
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "._errors": ("ConfigError",),
+    ".checkpoint": ("load_checkpoint", "save_checkpoint"),
+    ".compress": ("QAT", "CastPrecision", "CompressContext", "CompressStep", "DynamicInt8", "FineTune", "StaticInt8",
+                  "StructuredPrune", "UnstructuredPrune", "WeightOnlyInt4", "WeightOnlyInt8", "load_quantized",
+                  "parse_step", "prune", "quantize", "save_quantized", "sensitivity", "sparsity_report"),
+    ".config": ("RunConfig",),
+    ".data": ("AugmentConfig", "BatchLoader", "DataConfig", "eval_loader", "list_datasets", "load_dataset",
+              "train_loader"),
+    ".ledger": ("ledger", "reason_at", "why_not_faster"),
+    ".measure": ("MeasureConfig", "benchmark", "count_flops", "count_parameters", "device_name", "measure",
+                 "measure_modes", "model_size_bytes", "resolve_device", "time_calls"),
+    ".models": ("ModelConfig", "build_model", "create_model", "list_models"),
+    ".notebooks": ("write_metrics",),
+    ".pipeline": ("distill", "distill_summary", "evaluator", "load_model", "load_teacher", "preflight", "run",
+                  "run_many", "sweep"),
+    ".plots": ("accuracy_vs_size", "history_curves", "latency_bars", "latency_vs_batch", "metric_bars",
+               "plot_ledger_latency", "plot_ledger_size_accuracy", "plot_sensitivity", "sweep_lines"),
+    ".results": ("METRICS", "Result", "ResultStore", "compare", "results_frame"),
+    ".train": ("DistillConfig", "HardwareConfig", "TrainConfig", "evaluate", "list_optimizers", "list_schedules",
+               "train"),
+    ".ui": ("Workbench",),
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+# Functions named like their subpackage: importing the subpackage binds its name here, and the function
+# must still win, as it did when this file imported everything eagerly.
+_SHADOWED = frozenset({"measure", "train", "ledger"})
 
-def __getattr__(name: str):
-    # The panel needs ipywidgets; import it only when asked for, so scripts and CI need no widgets.
-    if name == "Workbench":
-        from .ui import Workbench
 
-        return Workbench
-    raise AttributeError(f"module 'workbench' has no attribute '{name}'")
+def __getattr__(name: str) -> Any:
+    if name == "plots":
+        return importlib.import_module(".plots", __name__)
+    if name not in _HOME:
+        raise AttributeError(f"module 'workbench' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_HOME[name], __name__), name)
+    if name not in _SHADOWED:
+        globals()[name] = value  # later look-ups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    def __getattribute__(self, name: str) -> Any:
+        if name in _SHADOWED:
+            return __getattr__(name)
+        return super().__getattribute__(name)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

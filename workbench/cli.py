@@ -1,25 +1,26 @@
-"""The ``workbench`` command: run, tour, doctor, datasets, models, notebooks, results.
+"""The workbench command: run, tour, doctor, datasets, models, notebooks, results.
 
-``workbench run`` has a flag for every ``RunConfig`` field, generated from the dataclasses, so a new
-config field is a new flag with no change here.
+``workbench run`` has a flag for every ``RunConfig`` field, generated from the dataclasses (help text
+from each field's comment, choices from the registries), so a new config field is a new flag with no
+change here. Only ``run`` builds those flags: ``workbench --help`` imports neither torch nor pandas.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
+import re
 import sys
 import typing
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ._errors import ConfigError, one_line
-from ._registry import unknown_name_error
-from .compress import parse_step, read_value
-from .config import RunConfig, field_paths
-from .results import COMPARE_METRICS, METRICS, format_number
 
+DESCRIPTION = ("Make deep-learning models faster, smaller and cheaper: train, compress, measure and compare runs; "
+               "every result is a row in a store (runs/ by default).")
 # Flags whose name is not simply the field's last path component (which would clash or read badly).
 _FLAG_NAMES = {
     "model.name": "model",
@@ -33,6 +34,7 @@ _FLAG_NAMES = {
     "distill.temperature": "distill-temperature",
 }
 _SKIP = {"compress"}  # has its own repeatable --compress flag
+RESULT_FORMATS = ("table", "csv", "json", "markdown")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,6 +42,275 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"workbench: error: {message} (see {self.prog} --help)\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, subparsers = _parser(with_run_flags=bool(argv) and argv[0] == "run")
+    args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        try:
+            return _dispatch(args, subparsers)
+        except (ValueError, OSError, KeyError, RuntimeError, ImportError) as e:  # ConfigError is a ValueError
+            message = str(e.args[0] if isinstance(e, KeyError) and e.args else e).strip().splitlines() or [type(e).__name__]
+            print(f"workbench: error: {message[0]}", file=sys.stderr)
+            return 2
+
+
+def _parser(with_run_flags: bool) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = _Parser(prog="workbench", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    p: dict[str, argparse.ArgumentParser] = {}
+
+    p["run"] = sub.add_parser("run", help="train, compress, evaluate and measure one config; store the result",
+                              description="Train, compress, evaluate and measure one config and store its row. "
+                                          "Every RunConfig field is a flag; unset flags keep their defaults.")
+    if with_run_flags:
+        _add_config_flags(p["run"])
+    p["run"].add_argument("--json", action="store_true", help="print the result as JSON")
+    p["run"].add_argument("--store", default="runs", help="results folder (default: runs)")
+    p["run"].add_argument("--no-progress", action="store_true", help="no progress bar")
+    p["run"].add_argument("--print-config", action="store_true", help="print the config as JSON and exit")
+    p["run"].add_argument("--no-reuse", action="store_true", help="train even if the store holds the same training")
+    p["run"].add_argument("--no-resume", action="store_true",
+                          help="start training from the first epoch even if an interrupted run left a checkpoint")
+
+    p["tour"] = sub.add_parser("tour", help="the main job: a baseline and contrasting variants on digits, and a report")
+    p["tour"].add_argument("--out", default="runs", help="results folder (default: runs)")
+    p["tour"].add_argument("--dataset", default="digits", help="dataset name or folder:PATH (default: digits)")
+    p["tour"].add_argument("--epochs", type=int, default=None, help="epochs per variant (default: the tour's own, 6)")
+
+    sub.add_parser("doctor", help="check this environment and print one fix per problem")
+
+    p["datasets"] = sub.add_parser("datasets", help="list the datasets, or download some ahead of time for offline use")
+    ds = p["datasets"].add_subparsers(dest="ds_command", parser_class=_Parser, metavar="list|fetch")
+    ds.add_parser("list", help="the dataset names")
+    fetch = ds.add_parser("fetch", help="download and verify datasets into ROOT/downloads")
+    fetch.add_argument("names", nargs="+", help="dataset names, e.g. cifar10 mnist fashion-mnist")
+    fetch.add_argument("--root", default="data", help="data folder (default: data)")
+
+    sub.add_parser("models", help="list the registered models")
+
+    p["notebooks"] = sub.add_parser("notebooks", help="execute notebooks headless (papermill)")
+    nb = p["notebooks"].add_subparsers(dest="nb_command", parser_class=_Parser, metavar="run")
+    nb_run = nb.add_parser("run", help="execute notebooks into OUT/<name>/")
+    nb_run.add_argument("names", nargs="*", help="notebook names or prefixes (default: all)")
+    nb_run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        help="set a parameter of the notebook's parameters cell (values are read as JSON)")
+    nb_run.add_argument("--out", default="runs/notebooks", help="where executed notebooks go (default: runs/notebooks)")
+    nb_run.add_argument("--smoke", action="store_true", help="use each notebook's small smoke parameters")
+
+    p["results"] = sub.add_parser("results", help="show the stored results as a table")
+    p["results"].add_argument("--store", default="runs", help="results folder (default: runs)")
+    p["results"].add_argument("--baseline", default=None,
+                              help="compare against this run id or name: deltas and ratios instead of the table")
+    p["results"].add_argument("--columns", default=None,
+                              help="comma-separated metrics to show, e.g. accuracy,params,latency_ms (default: "
+                                   "accuracy,params,size_bytes,latency_ms,throughput_ips,train_seconds)")
+    p["results"].add_argument("--sort", default=None, help="a column to sort by; a leading - sorts descending")
+    p["results"].add_argument("--format", default="table", choices=RESULT_FORMATS, help="output format (default: table)")
+    return parser, p
+
+
+def _dispatch(args: argparse.Namespace, parsers: dict[str, argparse.ArgumentParser]) -> int:
+    if args.command == "run":
+        return _run(args)
+    if args.command == "tour":
+        from .tour import tour
+
+        report = tour(out=args.out, dataset=args.dataset, epochs=args.epochs)
+        print(f"The report: {report.resolve()}\n            {report.resolve().as_uri()}")
+        return 0
+    if args.command == "doctor":
+        from .doctor import doctor, format_report
+
+        checks = doctor()
+        print(format_report(checks))
+        return 0 if all(c.ok for c in checks) else 1
+    if args.command == "datasets":
+        return _datasets(args, parsers["datasets"])
+    if args.command == "models":
+        from .models import list_models
+
+        print("\n".join(list_models()))
+        return 0
+    if args.command == "notebooks":
+        if args.nb_command is None:
+            parsers["notebooks"].print_help(sys.stderr)
+            return 2
+        from .notebooks import run_notebooks
+
+        for path in run_notebooks(args.names, dict(args.parameter), out=args.out, smoke=args.smoke, progress=True):
+            print(path)
+        return 0
+    if args.command == "results":
+        return _results(args)
+    raise AssertionError(args.command)
+
+
+# --- run ------------------------------------------------------------------------------------------
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    if args.print_config:
+        print(cfg.to_json(indent=1))
+        return 0
+    from .pipeline import preflight, run
+
+    check = preflight(cfg, store=args.store)
+    for note in check.notes:
+        print(f"workbench: note: {note}", file=sys.stderr)
+    if check.problems:
+        raise ConfigError(check.problems[0])
+    result = run(cfg, store=args.store, progress=not args.no_progress and not args.json, reuse=not args.no_reuse,
+                 resume=not args.no_resume)
+    print(json.dumps({**result.to_dict(), "row": {k: v for k, v in result.row().items() if k != "created"}},
+                     default=str) if args.json else result_text(result))
+    return 0 if result.status == "ok" else 1
+
+
+def result_text(result) -> str:
+    """A run's result as a person reads it: what was run, accuracy and cost (before -> after where it
+    was compressed), every measured latency with its spread, and where it was measured."""
+    from .results import METRICS, format_number
+
+    m = result.metrics
+    before = m.get("before_compression") or {}
+    lines = [("run", f"{result.config.name or result.config.model.name} ({result.run_id}), status {result.status}")]
+    if result.config.compress:
+        lines.append(("compression", " -> ".join(s.label() for s in result.config.compress)))
+    for key in ("accuracy", "params", "nonzero_params", "size_bytes", "flops"):
+        if m.get(key) is None:
+            continue
+        metric = METRICS[key]
+        after = format_number(m[key] * metric.scale)
+        if key in before and before[key]:
+            change = f"{100 * (m[key] - before[key]):+.1f} points" if key == "accuracy" else f"{m[key] / before[key]:.2f}x"
+            after = f"{format_number(before[key] * metric.scale)} -> {after} ({change})"
+        lines.append((metric.axis_label, after))
+    lines.append(("weights stored as", m.get("weight_dtype", "?")))
+    for r in result.benchmarks:
+        where = f"{r.get('device', '?').split(':')[0]} {r.get('mode', 'eager')}, batch {r['batch_size']}"
+        if r.get("latency_ms") is None:
+            lines.append((f"latency, {where}", f"not measured: {r.get('skipped', 'skipped')}"))
+            continue
+        spread = r.get("relative_spread")
+        text = f"{format_number(r['latency_ms'])} ms (spread {spread:.0%})" if spread is not None else f"{format_number(r['latency_ms'])} ms"
+        if r.get("noisy"):
+            text += " NOISY: the machine was busy; rerun on a quiet machine"
+        lines.append((f"latency, {where}", text))
+    if m.get("throughput_ips"):
+        lines.append((METRICS["throughput_ips"].axis_label, format_number(m["throughput_ips"])))
+    lines.append(("measured on", f"{m.get('measure_device_name')}, {m.get('threads', '?')} thread(s), "
+                                 f"load average {m.get('load_average') if m.get('load_average') is None else round(m['load_average'], 1)}"))
+    trained = f"{m.get('train_device')}, {format_number(m.get('train_seconds') or 0)} s"
+    lines.append(("trained on", trained + (f" (reused run {result.reused_from})" if result.reused_from else "")))
+    width = max(len(k) for k, _ in lines)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    from .compress import step_types
+    from .config import RunConfig, field_paths
+
+    types = _leaf_types(RunConfig)
+    docs = _leaf_docs(RunConfig)
+    defaults = RunConfig().flat()
+    choices = _choices()
+    for path in field_paths():
+        if path in _SKIP:
+            continue
+        hint, default = types[path], defaults[path]
+        text = docs.get(path, path)
+        names = choices[path]() if path in choices else []
+        if names and not all(n in text for n in names):  # unless the comment lists them already
+            text += f"; one of: {', '.join(names)}"
+        default_text = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        kw: dict[str, Any] = {"dest": path, "default": argparse.SUPPRESS,
+                              "help": f"{text} (default: {default_text})".replace("%", "%%")}
+        if hint is bool:
+            parser.add_argument(_flag(path), action=argparse.BooleanOptionalAction, **kw)
+        elif typing.get_origin(hint) is tuple:
+            item = typing.get_args(hint)[0]
+            parser.add_argument(_flag(path), type=_comma_list(item), metavar="A,B", **kw)
+        else:
+            options = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
+            kind = options[0] if len(options) == 1 else _number_or_name
+            parser.add_argument(_flag(path), type=kind, metavar=_metavar(kind), **kw)
+    parser.add_argument("--augment", help="shorthand for the data.augment fields: none, or e.g. flip,crop=4,cutout=8 "
+                                          "(flip, crop, translate, cutout, rotate; a name alone takes a typical value)")
+    parser.add_argument(
+        "--compress", action="append", default=[], metavar="KIND[:k=v,...]",
+        help="a compression step, repeatable, applied in order after training, e.g. --compress "
+             "prune_structured:amount=0.5 --compress finetune:epochs=2; kinds: " + ", ".join(step_types()),
+    )
+    parser.add_argument("--config", type=Path, help="start from a saved RunConfig JSON file; flags override it")
+    parser.add_argument("--from", dest="from_run", metavar="RUN_ID",
+                        help="start from a stored run: its config, flags override it; its training is reused "
+                             "when the training flags are left alone (e.g. --from RUN_ID --compress static_int8)")
+
+
+def _choices() -> dict[str, Callable[[], list[str]]]:
+    from .data import STRATEGIES, list_datasets
+    from .measure import MEASURE_MODES
+    from .models import list_models
+    from .train import PRECISIONS, list_optimizers, list_schedules
+
+    return {
+        "data.dataset": lambda: [*list_datasets(), "folder:PATH"],
+        "data.selection": lambda: list(STRATEGIES),
+        "model.name": list_models,
+        "train.optimizer": list_optimizers,
+        "train.schedule": list_schedules,
+        "hardware.device": lambda: ["auto", "cpu", "cuda", "cuda:N", "mps"],
+        "hardware.precision": lambda: list(PRECISIONS),
+        "measure.device": lambda: ["same", "all", "cpu", "cuda", "mps"],
+        "measure.modes": lambda: list(MEASURE_MODES),
+    }
+
+
+def _leaf_types(cls: type, prefix: str = "") -> dict[str, Any]:
+    """Dotted path -> type hint for every leaf field of ``cls``."""
+    out = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(_leaf_types(hints[f.name], f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = hints[f.name]
+    return out
+
+
+def _leaf_docs(cls: type, prefix: str = "") -> dict[str, str]:
+    """Dotted path -> the comment beside (or just above) each field in the config's source: the
+    hyperparameters' why-comments are the flags' help."""
+    out: dict[str, str] = {}
+    hints = typing.get_type_hints(cls)
+    pending: list[str] = []
+    for line in inspect.getsource(cls).splitlines():
+        comment = re.match(r"\s+#\s?(.*)", line)
+        field = re.match(r"\s+(\w+): [^=]+?(?:= .*?)?(?:\s+#\s?(.*))?$", line)
+        if comment:
+            pending.append(comment.group(1))
+        elif field and field.group(1) in hints and not str(hints[field.group(1)]).startswith("typing.ClassVar"):
+            name = field.group(1)
+            if dataclasses.is_dataclass(hints[name]):
+                out.update(_leaf_docs(hints[name], f"{prefix}{name}."))
+            elif field.group(2) or pending:
+                out[f"{prefix}{name}"] = field.group(2) or " ".join(pending)
+            pending = []
+        else:
+            pending = []
+    return out
+
+
+def _flag(path: str) -> str:
+    return "--" + _FLAG_NAMES.get(path, path.rsplit(".", 1)[-1]).replace("_", "-")
+
+
+def _metavar(kind: Any) -> str:
+    return {int: "N", float: "X", str: "TEXT"}.get(kind, "VALUE")
 
 
 def _comma_list(item: type):
@@ -50,56 +321,17 @@ def _comma_list(item: type):
     return parse
 
 
-def _leaf_types() -> dict[str, Any]:
-    """dotted path -> (type hint, default) for every leaf field of RunConfig."""
-    out = {}
-
-    def walk(cls, prefix):
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            path = f"{prefix}{f.name}"
-            sub = hints[f.name]
-            if dataclasses.is_dataclass(sub):
-                walk(sub, path + ".")
-            else:
-                out[path] = sub
-
-    walk(RunConfig, "")
-    return out
+def _number_or_name(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
 
 
-def _flag(path: str) -> str:
-    return "--" + _FLAG_NAMES.get(path, path.rsplit(".", 1)[-1]).replace("_", "-")
-
-
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    types = _leaf_types()
-    defaults = RunConfig().flat()
-    for path in field_paths():
-        if path in _SKIP:
-            continue
-        hint, default = types[path], defaults[path]
-        kw: dict[str, Any] = {"dest": path, "default": argparse.SUPPRESS, "help": f"{path} (default: {default})"}
-        if hint is bool:
-            parser.add_argument(_flag(path), action=argparse.BooleanOptionalAction, **kw)
-        elif typing.get_origin(hint) is tuple:
-            item = typing.get_args(hint)[0]
-            parser.add_argument(_flag(path), type=_comma_list(item), metavar="A,B", **kw)
-        else:
-            scalar = next((t for t in typing.get_args(hint) if t is not type(None)), hint) if typing.get_args(hint) else hint
-            parser.add_argument(_flag(path), type=scalar, **kw)
-    parser.add_argument("--augment", help="shorthand: none, or e.g. flip,crop=4,cutout=8,rotate=10,translate=2")
-    parser.add_argument(
-        "--compress", action="append", default=[], metavar="KIND[:k=v,...]",
-        help="a compression step, repeatable and applied in order, e.g. prune_structured:amount=0.5 finetune:epochs=2",
-    )
-    parser.add_argument("--config", type=Path, help="start from a saved RunConfig JSON file; flags override it")
-    parser.add_argument("--from", dest="from_run", metavar="RUN_ID",
-                        help="start from a stored run: its config, flags override it; its training is reused "
-                             "when the training flags are left alone (e.g. --from RUN_ID --compress static_int8)")
+_number_or_name.__name__ = "number or name"
 
 
 def _augment(spec: str) -> dict[str, Any]:
+    from ._registry import unknown_name_error
+    from .compress import read_value
+
     out: dict[str, Any] = {"flip": False, "crop": 0, "translate": 0, "cutout": 0, "rotate": 0.0}
     if spec == "none":
         return out
@@ -112,7 +344,11 @@ def _augment(spec: str) -> dict[str, Any]:
     return out
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
+def config_from_args(args: argparse.Namespace):
+    """The RunConfig the ``run`` flags describe (a stored run's or a file's, with the flags over it)."""
+    from .compress import parse_step
+    from .config import RunConfig
+
     if getattr(args, "from_run", None):
         from .results import ResultStore
 
@@ -122,15 +358,17 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     else:
         cfg = RunConfig()
     changes = {k: v for k, v in vars(args).items() if "." in k or k == "name"}
-    if args.augment:
+    if getattr(args, "augment", None):
         changes.update({f"data.augment.{k}": v for k, v in _augment(args.augment).items()})
-    if args.compress:
+    if getattr(args, "compress", None):
         changes["compress"] = [parse_step(s) for s in args.compress]
     return cfg.replace(**changes) if changes else cfg
 
 
-def _config_file(path: Path) -> RunConfig:
+def _config_file(path: Path):
     """The RunConfig saved in ``path`` (JSON), or one line saying what is wrong with the file."""
+    from .config import RunConfig
+
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
@@ -146,142 +384,78 @@ def _config_file(path: Path) -> RunConfig:
         raise ConfigError(f"--config {path}: {e}") from None
 
 
-def _print_result(result, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps({**result.to_dict(), "row": {k: v for k, v in result.row().items() if k != "created"}}, default=str))
-        return
-    row = result.row()
-    lines = [(k, row.get(k)) for k in ("run_id", "name", "status")]
-    lines += [(METRICS[k].axis_label, _shown(row[k] * METRICS[k].scale if row[k] is not None else None))
-              for k in ("accuracy", "loss", *COMPARE_METRICS[1:], "train_ips") if k in row]
-    lines += [("measured on", row.get("measure_device_name")), ("trained on", row.get("train_device"))]
-    if result.reused_from:
-        lines.append(("reused the training of", result.reused_from))
-    width = max(len(k) for k, _ in lines)
-    for k, v in lines:
-        print(f"{k:<{width}}  {v}")
+# --- datasets, results ------------------------------------------------------------------------------
 
+def _datasets(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.ds_command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    from .data import fetch_dataset, list_datasets
 
-def _shown(value: Any) -> str:
-    return format_number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(prog="workbench", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    p_run = sub.add_parser("run", help="train, compress, evaluate and measure one config; store the result")
-    _add_config_flags(p_run)
-    p_run.add_argument("--json", action="store_true", help="print the result as JSON")
-    p_run.add_argument("--store", default="runs", help="results folder (default: runs)")
-    p_run.add_argument("--no-progress", action="store_true")
-    p_run.add_argument("--print-config", action="store_true", help="print the config as JSON and exit")
-    p_run.add_argument("--no-reuse", action="store_true", help="train even if the store holds the same training")
-    p_run.add_argument("--no-resume", action="store_true",
-                       help="start training from the first epoch even if an interrupted run left a checkpoint")
-
-    p_tour = sub.add_parser("tour", help="the main job: baseline + contrasting variants on digits, and a report")
-    p_tour.add_argument("--out", default="runs", help="results folder (default: runs)")
-    p_tour.add_argument("--dataset", default="digits")
-    p_tour.add_argument("--epochs", type=int, default=None, help="override the tour's epochs (default: its own, 6)")
-
-    sub.add_parser("doctor", help="check this environment and print one fix per problem")
-
-    p_ds = sub.add_parser("datasets", help="list datasets or pre-download one for offline use")
-    ds_sub = p_ds.add_subparsers(dest="ds_command", required=True)
-    ds_sub.add_parser("list")
-    p_fetch = ds_sub.add_parser("fetch")
-    p_fetch.add_argument("names", nargs="+")
-    p_fetch.add_argument("--root", default="data")
-
-    sub.add_parser("models", help="list the registered models")
-
-    p_nb = sub.add_parser("notebooks", help="execute notebooks headless (papermill)")
-    nb_sub = p_nb.add_subparsers(dest="nb_command", required=True)
-    p_nbrun = nb_sub.add_parser("run")
-    p_nbrun.add_argument("names", nargs="*", help="notebook names or prefixes (default: all)")
-    p_nbrun.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
-    p_nbrun.add_argument("--out", default="runs/notebooks")
-    p_nbrun.add_argument("--smoke", action="store_true", help="use each notebook's small smoke parameters")
-
-    p_res = sub.add_parser("results", help="show stored results")
-    p_res.add_argument("--store", default="runs")
-    p_res.add_argument("--baseline", default=None, help="compare against this run id or name")
-
-    args = parser.parse_args(argv)
-    with warnings.catch_warnings():
-        warnings.showwarning = _one_line_warning
+    if args.ds_command == "list":
+        print("\n".join(list_datasets()))
+        return 0
+    failed = 0
+    for name in args.names:  # every name is tried, and each reported
         try:
-            return _dispatch(args)
-        except (ValueError, OSError, KeyError, RuntimeError, ImportError) as e:  # ConfigError is a ValueError
-            message = str(e.args[0] if isinstance(e, KeyError) and e.args else e).strip().splitlines() or [type(e).__name__]
-            print(f"workbench: error: {message[0]}", file=sys.stderr)
-            return 2
+            print(f"{name}: {fetch_dataset(name, root=args.root)}")
+        except (ValueError, OSError) as e:
+            print(f"{name}: failed: {str(e).splitlines()[0]}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def _results(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .results import COMPARE_METRICS, TABLE_METRICS, ResultStore, compare, readable
+
+    df = ResultStore(args.store).frame()
+    if df.empty:
+        print(f"no results yet in {args.store}")
+        return 0
+    if args.columns:
+        metrics = [c.strip() for c in args.columns.split(",") if c.strip()]
+    else:
+        metrics = [m for m in TABLE_METRICS if m in df]
+    if args.baseline is not None:
+        table = compare(df, baseline=args.baseline, metrics=[m for m in metrics if m in df] or list(COMPARE_METRICS))
+        table = table.reset_index()
+    else:
+        unknown = [m for m in metrics if m not in df]
+        if unknown:
+            known = dict.fromkeys(c for c in (*TABLE_METRICS, *COMPARE_METRICS) if c in df)
+            raise ValueError(f"--columns: no column {', '.join(unknown)} in these results. Metrics: {', '.join(known)}")
+        table = readable(df, metrics=metrics)
+    if args.sort:
+        key = args.sort.lstrip("-")
+        column = next((c for c in table.columns if c == key or c.startswith(key)), None)
+        if column is None:
+            raise ValueError(f"--sort {args.sort}: no such column. Columns: {', '.join(map(str, table.columns))}")
+        table = table.sort_values(column, ascending=not args.sort.startswith("-"))
+    print(_format_table(table, args.format))
+    return 0
+
+
+def _format_table(table, fmt: str) -> str:
+    from .results import format_number
+
+    if fmt == "csv":
+        return table.to_csv(index=False).rstrip()
+    if fmt == "json":
+        return table.to_json(orient="records", indent=1)
+    shown = table.astype(object).map(lambda v: format_number(v) if isinstance(v, float) else ("" if v is None else v))
+    if fmt == "markdown":
+        header = "| " + " | ".join(map(str, shown.columns)) + " |"
+        rule = "|" + "|".join("---" for _ in shown.columns) + "|"
+        rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+        return "\n".join([header, rule, *rows])
+    return shown.to_string(index=False)  # every row and column: nothing elided with "..."
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings reach a command-line user as one line, without the source line Python would quote."""
     print(f"workbench: warning: {message}", file=sys.stderr)
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "run":
-        cfg = config_from_args(args)
-        if args.print_config:
-            print(cfg.to_json(indent=1))
-            return 0
-        from .pipeline import preflight, run
-
-        check = preflight(cfg, store=args.store)
-        for note in check.notes:
-            print(f"workbench: note: {note}", file=sys.stderr)
-        if check.problems:
-            raise ConfigError(check.problems[0])
-        result = run(cfg, store=args.store, progress=not args.no_progress and not args.json, reuse=not args.no_reuse,
-                     resume=not args.no_resume)
-        _print_result(result, args.json)
-        return 0 if result.status == "ok" else 1
-    if args.command == "tour":
-        from .tour import tour
-
-        print(tour(out=args.out, dataset=args.dataset, epochs=args.epochs))
-        return 0
-    if args.command == "doctor":
-        from .doctor import doctor, format_report
-
-        checks = doctor()
-        print(format_report(checks))
-        return 0 if all(c.ok for c in checks) else 1
-    if args.command == "datasets":
-        from .data import fetch_dataset, list_datasets
-
-        if args.ds_command == "list":
-            print("\n".join(list_datasets()))
-        else:
-            for name in args.names:
-                print(f"{name}: {fetch_dataset(name, root=args.root)}")
-        return 0
-    if args.command == "models":
-        from .models import list_models
-
-        print("\n".join(list_models()))
-        return 0
-    if args.command == "notebooks":
-        from .notebooks import run_notebooks
-
-        for path in run_notebooks(args.names, dict(args.parameter), out=args.out, smoke=args.smoke):
-            print(path)
-        return 0
-    if args.command == "results":
-        import pandas as pd
-
-        from .results import ResultStore, compare
-
-        df = ResultStore(args.store).frame()
-        with pd.option_context("display.width", 200, "display.max_columns", 20):
-            print(compare(df, baseline=args.baseline if args.baseline is not None else 0) if len(df) else "no results yet")
-        return 0
-    raise AssertionError(args.command)
 
 
 if __name__ == "__main__":

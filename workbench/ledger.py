@@ -27,6 +27,7 @@ import pandas as pd
 from .compress import (QAT, CastPrecision, CompressStep, DynamicInt8, StaticInt8, UnstructuredPrune, WeightOnlyInt4,
                        WeightOnlyInt8)
 from .measure import MEASURE_MODES
+from .measure.bench import NOISY_SPREAD
 from .results import METRICS, Result, as_frame, baseline_index, run_labels
 
 COLUMNS = ("params", "nonzero_params", "size_bytes", "flops", "accuracy")  # the schema's metrics the table shows
@@ -35,14 +36,19 @@ SAME_FLOPS = 0.99  # FLOPs ratio at or above this = unchanged work
 INT8 = (StaticInt8, QAT, DynamicInt8)  # real int8 kernels (once converted)
 WEIGHT_ONLY = (WeightOnlyInt8, WeightOnlyInt4)
 
-REASONS = {
+REASONS = {  # reason code -> text; {fields} are filled in from the measurements of that cell
+    "noisy": "too noisy to compare: these latencies vary by up to {spread:.0%} of their median{load}; rerun on a quiet machine",
+    "slower": "slower beyond the timing spread, though it does no more work: timing noise or a busy machine",
+    "implausible": "faster, though it does the same work at {size_ratio:.0%} of the size: timing noise or a busy machine? rerun",
     "fake_quant": "fake-quant model: convert first",
     "dense": "masked weights are still dense: use structured pruning",
     "int8_compile": "int8 kernels need torch.compile on this backend",
-    "int8_slow": "int8 is not faster here: layers too small, or a CPU without fast int8 (VNNI/AMX)",
+    "int8_no_vnni": "int8 is not faster here: this CPU has no VNNI or AMX int8 instructions",
+    "int8_small": "int8 is not faster here although this CPU has {features} int8 instructions: the layers are too small to pay off",
     "gpu_bs1": "GPU under-used at batch 1",
     "weight_only": "weight-only int8/int4 dequantizes every call: it pays off only for memory-bound Linear layers",
-    "cast_cpu": "fp16/bf16 math is slow on this CPU: cast on a GPU",
+    "cast_no_native": "{dtype} math is emulated on this CPU (no {needs}): cast on a GPU, or on a CPU that has it",
+    "cast_small": "{dtype} runs natively on this CPU ({features}) but is not faster at this size",
     "overhead": "FLOPs fell but latency is bound by memory/overhead at this size",
     "same_work": "same FLOPs on dense kernels: nothing for this mode to skip",
 }
@@ -141,9 +147,9 @@ def _ledger(results: pd.DataFrame | Sequence[Result], baseline: str | int | None
     steps = [_steps(s) for s in df["compress_steps"]] if "compress_steps" in df else [[] for _ in range(len(df))]
     reasons = [
         {"variant": out.loc[i, "variant"], **dict(zip(("device", "mode", "batch_size"), _split(key))), "reason": why,
-         "text": REASONS[why]}
+         "text": text}
         for i in range(len(out)) if i != base
-        for key, why in _why(out.loc[i], steps[i], cells[i], cells[base], keys)
+        for key, why, text in _why(out.loc[i], steps[i], cells[i], cells[base], keys)
     ]
     out.attrs["baseline"] = out.loc[base, "variant"]
     out.attrs["labels"] = {m: METRICS[m].axis_label for m in COLUMNS}  # axis labels with units, from the schema
@@ -183,33 +189,66 @@ def _clearly_faster(cell: dict[str, Any], base: dict[str, Any]) -> bool:
     return speedup >= FASTER and q75 < base_q25
 
 
-def _why(row: pd.Series, steps: list[CompressStep], cells: dict, base_cells: dict, keys: list[str]) -> list[tuple[str, str]]:
-    """(cell key, reason code) for every measured cell where ``row`` is not clearly faster than the baseline."""
+def _clearly_slower(cell: dict[str, Any], base: dict[str, Any]) -> bool:
+    return _clearly_faster(base, cell)
+
+
+def _why(row: pd.Series, steps: list[CompressStep], cells: dict, base_cells: dict, keys: list[str]
+         ) -> list[tuple[str, str, str]]:
+    """(cell key, reason code, text) for every measured cell where ``row`` is not clearly faster than the
+    baseline, or is faster in a way its method cannot explain. Causes are read off the measurements:
+    the timing spread, the work and size the method changed, the CPU features the records carry."""
     kinds = tuple(type(s) for s in steps)
     fake_quant = any(isinstance(s, QAT) and not s.convert for s in steps)
+    slows_down = fake_quant or any(issubclass(k, (*INT8, *WEIGHT_ONLY, CastPrecision)) for k in kinds)
+    same_work = row["flops_ratio"] >= SAME_FLOPS and not any(issubclass(k, INT8) for k in kinds)
     out = []
     for key in keys:
-        if key not in cells or key not in base_cells or _clearly_faster(cells[key], base_cells[key]):
+        if key not in cells or key not in base_cells:
             continue
+        cell, base = cells[key], base_cells[key]
         device, mode, bs = _split(key)
-        compiled = f"{device}/compiled/bs{bs}"
-        if fake_quant:
+        spread = max(cell.get("relative_spread", 0.0), base.get("relative_spread", 0.0))
+        facts = {"spread": spread, "load": _load(cell, base), "size_ratio": row["size_ratio"],
+                 "features": "/".join(cell.get("cpu_features", [])) or "no listed"}
+        if spread > NOISY_SPREAD:
+            why = "noisy"
+        elif _clearly_faster(cell, base):
+            if not same_work or row["size_ratio"] < 0.9:
+                continue
+            why = "implausible"
+        elif _clearly_slower(cell, base) and not slows_down:
+            why = "slower"
+        elif fake_quant:
             why = "fake_quant"
         elif UnstructuredPrune in kinds and row["flops_ratio"] >= SAME_FLOPS:
             why = "dense"
         elif any(issubclass(k, INT8) for k in kinds):
             # Compare compiled with compiled where the baseline has it: compiling speeds up float32 too.
-            ref = base_cells.get(compiled, base_cells[key])
-            why = "int8_compile" if mode == "eager" and compiled in cells and _clearly_faster(cells[compiled], ref) else "int8_slow"
+            compiled = f"{device}/compiled/bs{bs}"
+            ref = base_cells.get(compiled, base)
+            if mode == "eager" and compiled in cells and _clearly_faster(cells[compiled], ref):
+                why = "int8_compile"
+            else:
+                why = "int8_small" if {"vnni", "amx"} & set(cell.get("cpu_features", [])) else "int8_no_vnni"
         elif device == "cuda" and bs == 1:
             why = "gpu_bs1"
         elif any(issubclass(k, WEIGHT_ONLY) for k in kinds):
             why = "weight_only"
         elif CastPrecision in kinds and device == "cpu":
-            why = "cast_cpu"
+            dtype = next(s.dtype for s in steps if isinstance(s, CastPrecision))
+            needs = {"bf16": {"avx512_bf16", "amx"}, "fp16": {"amx_fp16"}}[dtype]
+            has = needs & set(cell.get("cpu_features", []))
+            why = "cast_small" if has else "cast_no_native"
+            facts.update(dtype=dtype, needs="/".join(sorted(needs)), features="/".join(sorted(has)))
         elif row["flops_ratio"] < SAME_FLOPS:
             why = "overhead"
         else:
             why = "same_work"
-        out.append((key, why))
+        out.append((key, why, REASONS[why].format(**facts)))
     return out
+
+
+def _load(cell: dict[str, Any], base: dict[str, Any]) -> str:
+    loads = [r.get("load_average") for r in (cell, base) if r.get("load_average") is not None]
+    return f" (the machine's load average was {max(loads):.1f})" if loads else ""

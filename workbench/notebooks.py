@@ -43,10 +43,11 @@ def _select(names: Iterable[str], folder: Path) -> list[Path]:
 
 
 def run_notebook(path: str | Path, parameters: dict[str, Any] | None = None, *, out: str | Path = "runs/notebooks",
-                 smoke: bool = False, timeout: int = 900) -> Path:
+                 smoke: bool = False, timeout: int = 900, progress: bool = False) -> Path:
     """Execute one notebook with papermill into ``out/<name>/``; returns the executed notebook's path.
 
     ``results_dir`` defaults to that folder, so ``metrics.json`` lands beside the executed notebook.
+    ``progress`` shows a bar of the cells executed so far (cell k of n).
     """
     papermill = optional_import("papermill", "Running notebooks", "pip install 'workbench[notebooks]'")
     path = Path(path)
@@ -63,7 +64,7 @@ def run_notebook(path: str | Path, parameters: dict[str, Any] | None = None, *, 
     try:
         papermill.execute_notebook(
             str(path), str(executed), parameters=params, cwd=str(path.parent.parent), kernel_name="python3",
-            progress_bar=False, execution_timeout=timeout,
+            progress_bar={"desc": path.stem, "unit": "cell"} if progress else False, execution_timeout=timeout,
             # A client that cannot sleep through a reply (see workbench/_nbclient.py).
             kernel_manager_class="workbench._nbclient.SlicedKernelManager",
             # The kernel's own start-up notes (TCP on localhost is unencrypted) are not for this user.
@@ -102,11 +103,11 @@ def check_parameter(notebook: str, name: str, value: Any, default_source: str) -
 
 
 def run_notebooks(names: Iterable[str] = (), parameters: dict[str, Any] | None = None, *, out: str | Path = "runs/notebooks",
-                  smoke: bool = False, folder: str | Path = NOTEBOOK_DIR) -> list[Path]:
+                  smoke: bool = False, folder: str | Path = NOTEBOOK_DIR, progress: bool = False) -> list[Path]:
     """Execute the named notebooks (all when none are named); values given on the command line are
     parsed as JSON where they can be (``-p epochs 3`` gives an int)."""
     parsed = {k: _parse(v) for k, v in (parameters or {}).items()}
-    return [run_notebook(p, parsed, out=out, smoke=smoke) for p in _select(names, Path(folder))]
+    return [run_notebook(p, parsed, out=out, smoke=smoke, progress=progress) for p in _select(names, Path(folder))]
 
 
 def _parse(value: Any) -> Any:

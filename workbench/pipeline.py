@@ -28,16 +28,17 @@ from .checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 from .compress import CompressContext, QAT, apply_step
 from .config import RunConfig
 from .data import Dataset, eval_loader, load_dataset, per_example_loss, select_subset, subset_size, train_loader
-from .measure import (count_flops, measure, measure_modes, native_bf16, resolve_device, timing_device, timing_plan,
-                      track_peak_memory)
+from .measure import (count_flops, count_parameters, measure, measure_modes, model_size_bytes, native_bf16,
+                      resolve_device, timing_device, timing_plan, track_peak_memory)
 from .models import ModelConfig, build_model, model_args
 from .results import METRICS, Result, ResultStore, new_run_id, results_frame
 from .train import (Callback, Checkpoint, CheckpointError, DistillConfig, ProgressBar, TrainConfig, check_precision,
-                    distillation_loss, evaluate, train)
+                    distillation_loss, evaluate, resolve_threads, thread_count, train)
 
 # What a reused run takes over from the run that trained the weights: the schema's training metrics, and where.
 TRAINING_METRICS = (*(m.name for m in METRICS.values() if m.source == "training"), "train_device")
-NO_FLIP = ("digits", "mnist")  # datasets where a mirrored image means something else (a mirrored 3 is not a 3)
+NO_FLIP = ("digits", "mnist")
+COMPRESSION_LOSS_POINTS = 2.0  # more accuracy lost than this in compression is worth a warning and a fix  # datasets where a mirrored image means something else (a mirrored 3 is not a 3)
 
 
 @dataclass
@@ -134,13 +135,18 @@ def run(
     dataset = load_dataset(config.data.dataset, root=data_root)
     _check_sizes(config, dataset)
     run_id = new_run_id()
-    with _training_slot(store, config, run_id, resume) as slot:
+    threads = resolve_threads(config.hardware.threads)
+    with thread_count(threads), _training_slot(store, config, run_id, resume) as slot:
         if source is None:
             trained = _train(config, dataset, device, store, run_id, callbacks, progress, slot)
         else:
             trained = _reuse(source, device, progress)
-        model, compress_log, float_flops = _compress(config, trained, dataset, device)
-        metrics, records = _evaluate_and_measure(config, model, dataset, device, float_flops)
+        model, compress_log, before = _compress(config, trained, dataset, device)
+        metrics, records = _evaluate_and_measure(config, model, dataset, device, before and before["flops"])
+        if before is not None:
+            metrics["before_compression"] = before
+            _warn_about_lost_accuracy(config, before["accuracy"], metrics["accuracy"])
+        metrics.update(threads=threads)  # training and timing both ran with these
         result = Result(config=config, metrics={**metrics, **trained.metrics}, history=trained.history,
                         benchmarks=records, run_id=run_id, status=trained.status, trained_checkpoint=trained.checkpoint,
                         reused_from=trained.reused_from)
@@ -341,7 +347,8 @@ def _reuse(source: Result, device: torch.device, progress: bool) -> _Trained:
 
 
 def _compress(config: RunConfig, trained: _Trained, dataset: Dataset, device: torch.device
-              ) -> tuple[torch.nn.Module, list[dict], int | None]:
+              ) -> tuple[torch.nn.Module, list[dict], dict[str, Any] | None]:
+    """The compressed model, what the steps logged, and the float model's numbers before them."""
     model = trained.model
     if not config.compress:
         return model, [], None
@@ -354,11 +361,12 @@ def _compress(config: RunConfig, trained: _Trained, dataset: Dataset, device: to
                                   indices=indices),
         eval_loader=test,
     )
-    float_flops = count_flops(model, (1, *_chw(dataset)))
+    before = {**count_parameters(model), "size_bytes": model_size_bytes(model), "flops": count_flops(model, (1, *_chw(dataset))),
+              "accuracy": evaluate(model, test, device=device, precision=config.hardware.precision)["accuracy"]}
     torch.manual_seed(config.train.seed)  # fine-tuning draws dropout from here: a reused training compresses alike
     for step in config.compress:
         model = apply_step(model, step, ctx)
-    return model, log, float_flops
+    return model, log, before
 
 
 def _evaluate_and_measure(config: RunConfig, model: torch.nn.Module, dataset: Dataset, device: torch.device,
@@ -414,6 +422,24 @@ def training_subset(config: RunConfig, dataset: Dataset, device: torch.device) -
         train(proxy, train_loader(dataset, d, recipe.batch_size, seed=recipe.seed, device=device), recipe, device=device)
         scores = per_example_loss(proxy, dataset.train_x, dataset.train_y, mean=dataset.mean, std=dataset.std, device=device)
     return select_subset(dataset.train_y, d.fraction, d.selection, seed=config.train.seed, scores=scores)
+
+
+def _warn_about_lost_accuracy(config: RunConfig, before: float, after: float) -> None:
+    """Say so when compression cost more accuracy than ``COMPRESSION_LOSS_POINTS``, with the likely fix."""
+    lost = 100 * (before - after)
+    if lost <= COMPRESSION_LOSS_POINTS:
+        return
+    kinds = {type(s).__name__ for s in config.compress}
+    if "StructuredPrune" in kinds or "UnstructuredPrune" in kinds:
+        fix = ("prune in steps with fine-tuning between and fine-tune longer after, e.g. "
+               "prune_structured:amount=0.5,method=taylor,steps=3,finetune_epochs=2 then finetune:epochs=5 (measured: "
+               "within a point on digits)")
+    elif kinds & {"StaticInt8", "DynamicInt8", "WeightOnlyInt4", "WeightOnlyInt8"}:
+        fix = "calibrate on more batches (static_int8:calibration_batches=32) or fine-tune with quantization (qat)"
+    else:
+        fix = "fine-tune after compressing (finetune:epochs=5)"
+    warnings.warn(f"compression cost {lost:.1f} accuracy points ({100 * before:.1f}% -> {100 * after:.1f}%): {fix}",
+                  stacklevel=3)
 
 
 def _check_sizes(config: RunConfig, dataset: Dataset) -> None:

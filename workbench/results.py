@@ -83,6 +83,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("flops", "FLOPs per image", "", 1, True, "model", count=True),
     Metric("latency_ms", "latency per batch", "ms, median", 1, True, "inference"),
     Metric("latency_ms_spread", "latency spread", "ms, interquartile range", 1, True, "inference"),
+    Metric("relative_spread", "latency spread", "share of the median", 1, True, "inference"),  # per benchmark record
     Metric("throughput_ips", "throughput", "images/s", 1, False, "inference", count=True),
     Metric("train_seconds", "training time", "s", 1, True),
     Metric("train_ips", "training speed", "images/s", 1, False, count=True),
@@ -90,6 +91,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("seconds", "epoch time", "s", 1, True),  # per epoch, in the history
     Metric("peak_memory_bytes", "peak memory", "MiB", 1 / 2**20, True),
     Metric("epochs_run", "epochs run"),
+    Metric("threads", "CPU threads", source="inference"),
+    Metric("load_average", "machine load average (1 min)", source="inference"),
     Metric("resumed_epochs", "epochs resumed from an interrupted run"),
     Metric("train_examples", "training examples"),
     Metric("lr", "learning rate"),
@@ -345,6 +348,44 @@ def baseline_index(df: pd.DataFrame, baseline: str | int | None) -> int:
     if not len(hits):
         raise ValueError(f"No run with id or name '{baseline}'. Names: {', '.join(map(str, df.get('name', [])))}.")
     return int(hits[0])
+
+
+TABLE_FIELDS = {"model.name": "model", "data.dataset": "dataset", "compress": "compression"}
+TABLE_METRICS = ("accuracy", "params", "size_bytes", "latency_ms", "throughput_ips", "train_seconds")
+
+
+def readable(results: pd.DataFrame | Sequence[Result], metrics: Sequence[str] = TABLE_METRICS,
+             fields: dict[str, str] | None = None) -> pd.DataFrame:
+    """A results table for people: the run's label, a few config fields, then metrics in the units of
+    the schema (accuracy in %, size in KiB) with the unit in each header; the latency header names
+    its batch size, and a ``timing`` column says where a latency is too noisy to trust.
+
+    Example:
+        >>> rows = [Result(RunConfig(name="a"), {"accuracy": 0.9, "size_bytes": 2048})]
+        >>> list(readable(rows, metrics=["accuracy", "size_bytes"]).columns)
+        ['run', 'model', 'dataset', 'compression', 'test accuracy (%)', 'model size on disk (KiB)', 'run id']
+    """
+    df = as_frame(results)
+    fields = TABLE_FIELDS if fields is None else fields
+    table = pd.DataFrame({"run": run_labels(df)})
+    for column, header in fields.items():
+        if column in df:
+            table[header] = df[column].to_numpy()
+    for name in metrics:
+        if name not in df:
+            continue
+        header = METRICS[name].axis_label if name in METRICS else name
+        if name == "latency_ms" and "measure.batch_sizes" in df:
+            sizes = {min(b) for b in df["measure.batch_sizes"] if isinstance(b, (tuple, list)) and b}
+            header = f"latency at batch {sizes.pop()} (ms, median)" if len(sizes) == 1 else header
+        scale = METRICS[name].scale if name in METRICS else 1
+        table[header] = pd.to_numeric(df[name], errors="coerce").to_numpy() * scale
+    if "latency_noisy" in df and df["latency_noisy"].fillna(False).astype(bool).any():
+        table["timing"] = ["noisy: rerun on a quiet machine" if n is True else "" for n in df["latency_noisy"]]
+    if "measure_device_name" in df:
+        table["device"] = df["measure_device_name"].to_numpy()
+    table["run id"] = df["run_id"].to_numpy()
+    return table
 
 
 def compare(

@@ -11,15 +11,15 @@ Example:
 """
 from .bench import benchmark, measure, time_calls
 from .config import MEASURE_MODES, MeasureConfig
-from .counts import count_flops, count_parameters, model_size_bytes
-from .device import (available_devices, device_choices, device_name, model_device, native_bf16, resolve_device,
-                     timing_device)
+from .counts import count_flops, count_parameters, model_size_bytes, weight_dtype
+from .device import (available_devices, cpu_features, device_choices, device_name, model_device, native_bf16,
+                     resolve_device, timing_device)
 from .memory import PeakMemory, track_peak_memory
 from .modes import measure_modes, timing_plan
 from .profile import profile_summary
 
 __all__ = [
-    "MEASURE_MODES", "MeasureConfig", "PeakMemory", "available_devices", "benchmark", "count_flops", "count_parameters",
+    "MEASURE_MODES", "MeasureConfig", "PeakMemory", "available_devices", "benchmark", "cpu_features", "count_flops", "count_parameters",
     "device_choices", "device_name", "measure", "measure_modes", "model_device", "model_size_bytes", "native_bf16",
-    "profile_summary", "resolve_device", "time_calls", "timing_device", "timing_plan", "track_peak_memory",
+    "profile_summary", "resolve_device", "time_calls", "timing_device", "timing_plan", "track_peak_memory", "weight_dtype",
 ]

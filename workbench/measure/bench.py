@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from .._registry import unknown_name_error
+from ..train import load_average
 from .config import MeasureConfig
-from .counts import count_flops, count_parameters, model_size_bytes
-from .device import device_name, model_device, resolve_device, timing_device
+from .counts import count_flops, count_parameters, model_size_bytes, weight_dtype
+from .device import cpu_features, device_name, model_device, resolve_device, timing_device
 
 DTYPES = {
     "fp32": torch.float32, "float32": torch.float32,
@@ -20,6 +21,11 @@ DTYPES = {
     "fp16": torch.float16, "float16": torch.float16,
 }
 N_INPUTS = 4  # distinct random batches in rotation, so a warm cache of one input does not flatter
+# A latency whose interquartile range exceeds this share of its median is flagged noisy. Measured on a
+# quiet 2-core AMD EPYC (one thread, 30 iterations): batch 64 spreads 3-21%, sub-millisecond batch-1
+# timings 2-65% (OS jitter is as big as the work); with another job running, spreads reach 10x, which
+# is what made a same-architecture variant look 15x slower in the tour's report.
+NOISY_SPREAD = 0.5
 
 
 def benchmark(
@@ -44,7 +50,9 @@ def benchmark(
     own dtype and no autocast. Inference runs under ``torch.inference_mode()``; on CUDA each
     iteration is timed with CUDA events, on MPS the device is synchronised before reading the
     clock, on CPU ``time.perf_counter`` is used. Latency is the median over ``iters`` with the
-    quartiles beside it; throughput is ``batch_size / median``.
+    quartiles beside it; throughput is ``batch_size / median``. Each record carries its relative
+    spread (interquartile range / median), ``noisy`` where that exceeds ``NOISY_SPREAD``, the thread
+    count and the machine's load average, so a number spoiled by a busy machine says so.
 
     Example:
         >>> rec = benchmark(nn.Linear(8, 2), (8,), batch_sizes=(1, 4), warmup=1, iters=5)
@@ -63,6 +71,7 @@ def benchmark(
         "mode": mode,
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
+        **({"cpu_features": list(cpu_features())} if device.type == "cpu" else {}),
     }
     records = []
     with _ready(model, device), torch.inference_mode():
@@ -73,12 +82,16 @@ def benchmark(
                 xs = [torch.randn(bs, *input_shape_chw, device=device, dtype=input_dtype) for _ in range(N_INPUTS)]
                 seconds = _time(model, xs, device, warmup, iters)
                 q25, median, q75 = (float(q) for q in np.percentile(seconds, [25, 50, 75]))
+                spread = (q75 - q25) / median if median > 0 else float("inf")
                 records.append({
                     "batch_size": int(bs),
                     "latency_ms": 1e3 * median,
                     "latency_ms_q25": 1e3 * q25,
                     "latency_ms_q75": 1e3 * q75,
                     "throughput_ips": bs / median,
+                    "relative_spread": spread,
+                    "noisy": spread > NOISY_SPREAD,
+                    "load_average": load_average(),
                     **base,
                 })
     return records
@@ -114,9 +127,12 @@ def measure(
     metrics = {
         **count_parameters(model),
         "size_bytes": model_size_bytes(model),
+        "weight_dtype": weight_dtype(model),
         "flops": count_flops(model, (1, *input_shape_chw)),
         "latency_ms": small["latency_ms"],
         "latency_ms_spread": small["latency_ms_q75"] - small["latency_ms_q25"],
+        "latency_noisy": any(r["noisy"] for r in records),
+        "load_average": small["load_average"],
         "throughput_ips": large["throughput_ips"],
         "measure_device": small["device"],
         "measure_device_name": small["device_name"],

@@ -33,6 +33,32 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     return {"params": params, "nonzero_params": nonzero}
 
 
+def weight_dtype(model: nn.Module) -> str:
+    """The storage dtype of the model's weights, as shipped: ``float32``, ``bfloat16``, ``int8``...; with
+    each dtype's share where they mix (``int8 94%, float32 6%``). Quantized and torchao tensors report
+    the dtype of their stored values, not the float dtype they stand for.
+
+    Example:
+        >>> weight_dtype(nn.Linear(4, 4)), weight_dtype(nn.Linear(4, 4).half())
+        ('float32', 'float16')
+    """
+    counts: dict[str, int] = {}
+    for w in _weights(model):
+        if w.is_quantized:
+            dtype = str(w.dtype).removeprefix("torch.q")  # qint8 -> int8
+        elif type(w) not in (torch.Tensor, nn.Parameter) and hasattr(w, "__tensor_flatten__"):
+            inner = [getattr(w, name) for name in w.__tensor_flatten__()[0]]
+            dtype = str(max(inner, key=lambda t: t.numel()).dtype).removeprefix("torch.")
+        else:
+            dtype = str(w.dtype).removeprefix("torch.")
+        counts[dtype] = counts.get(dtype, 0) + w.numel()
+    total = sum(counts.values()) or 1
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    if len(ranked) == 1:
+        return ranked[0][0]
+    return ", ".join(f"{d} {n / total:.0%}" for d, n in ranked)
+
+
 def model_size_bytes(model: nn.Module) -> int:
     """Bytes of ``torch.save(model.state_dict())``: the weights as shipped, quantized ones at their real width.
 

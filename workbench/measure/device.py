@@ -97,6 +97,25 @@ def model_device(model: nn.Module) -> torch.device:
     return next((t.device for t in [*model.parameters(), *model.buffers()]), torch.device("cpu"))
 
 
+# What torch itself detects (the same probes its kernels dispatch on), by the name a CPU's flags use.
+_CPU_PROBES = {"avx2": "_is_avx2_supported", "avx512": "_is_avx512_supported", "vnni": "_is_vnni_supported",
+               "avx512_bf16": "_is_avx512_bf16_supported", "amx": "_is_amx_tile_supported",
+               "amx_fp16": "_is_amx_fp16_supported"}
+
+
+@functools.cache
+def cpu_features() -> tuple[str, ...]:
+    """The CPU's vector and matrix extensions that decide whether low-precision math is fast here:
+    ``vnni``/``amx`` (int8 dot products), ``avx512_bf16``/``amx`` (bf16), ``amx_fp16``; as torch
+    detects them, so what is recorded is what its kernels can use.
+
+    Example:
+        >>> set(cpu_features()) <= set(_CPU_PROBES)
+        True
+    """
+    return tuple(name for name, probe in _CPU_PROBES.items() if getattr(torch.cpu, probe, lambda: False)())
+
+
 def native_bf16(device: str | torch.device) -> bool:
     """Whether bf16 math has hardware support on ``device``: emulated bf16 on older CPUs (AVX2 only) is
     several times slower than fp32, so the flags decide, never a guess.
@@ -108,7 +127,7 @@ def native_bf16(device: str | torch.device) -> bool:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return device.type == "cpu" and bool({"avx512_bf16", "amx"} & set(cpu_features()))
 
 
 def timing_device(measure_device: str, train_device: torch.device) -> torch.device:

@@ -19,7 +19,7 @@ class ModelConfig(Checked):
     name: str = "cnn"  # see workbench.list_models()
     width: float = 1.0  # multiplies every layer's channel count
     depth: int | None = None  # model-specific: blocks per stage (ResNets), layers (MLP, ViT); None = default
-    batchnorm: bool = True
+    batchnorm: bool = True  # BatchNorm after each conv; off swaps in an identity
     dropout: float = 0.0  # before the classifier
 
     def check(self) -> None:

@@ -14,15 +14,15 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 class TrainConfig(Checked):
     field_prefix = "train"
 
-    epochs: int = 5
-    batch_size: int = 64
+    epochs: int = 5  # passes over the training data
+    batch_size: int = 64  # training examples per optimizer step
     optimizer: str = "sgd"  # sgd, sgd_nesterov, adam, adamw, rmsprop
     lr: float = 0.05  # peak learning rate (after warm-up)
     momentum: float = 0.9  # for the SGD family and RMSprop
-    weight_decay: float = 5e-4
+    weight_decay: float = 5e-4  # L2 pull of the weights towards zero (decoupled in adamw)
     schedule: str = "cosine"  # constant, step, cosine, onecycle
     warmup_epochs: float = 0.0  # linear warm-up from 0 to lr over this many epochs
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # share of each target spread over the other classes
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     seed: int = 0  # initial weights, batch order and augmentations
 
@@ -49,12 +49,18 @@ class HardwareConfig(Checked):
     channels_last: bool = False  # NHWC memory layout, faster convs on tensor-core GPUs
     compile: bool = False  # torch.compile the model (slow first epoch, faster after)
     tf32: bool = False  # allow TF32 matmuls on Ampere+ GPUs
+    # CPU threads for training and timing: auto = the cores not already busy (a second thread sharing a
+    # busy core made a training step 2-8x slower here; on idle cores it is 1.25x faster), or a number
+    # (a fixed number also keeps CPU reruns bit-identical: auto may choose differently under load)
+    threads: int | str = "auto"
 
     def check(self) -> None:
         require(self.precision in PRECISIONS,
                 f"hardware.precision must be one of {', '.join(PRECISIONS)} (got '{self.precision}')")
         require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
                 f"hardware.device must be auto, cpu, cuda, cuda:N or mps (got '{self.device}')")
+        require(self.threads == "auto" or (isinstance(self.threads, int) and self.threads >= 1),
+                f"hardware.threads must be auto or a whole number >= 1 (got {self.threads!r})")
 
 
 @dataclass(frozen=True)

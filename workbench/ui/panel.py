@@ -28,15 +28,14 @@ from ..data import STRATEGIES, cifar10_zip_path, list_datasets
 from ..measure import device_choices
 from ..models import list_models
 from ..pipeline import preflight, run
-from ..results import METRICS, Result, ResultStore, compare, format_number, results_frame, run_labels
-from ..train import PRECISIONS, list_optimizers, list_schedules
+from ..results import Result, ResultStore, compare, format_number, readable, results_frame, run_labels
+from ..train import PRECISIONS, available_cores, list_optimizers, list_schedules
 from .code import _default, run_code
 from .live import LiveCurve, ProgressWidget, show
 
 STYLE = {"description_width": "150px"}
 WIDE = w.Layout(width="390px")
 SESSION, STORE = "this session", "whole store"
-TABLE_METRICS = ("accuracy", "params", "size_bytes", "latency_ms", "throughput_ips", "train_seconds")
 
 
 def _slider(cls: type, description: str, **kw: Any) -> w.Widget:
@@ -212,15 +211,7 @@ class Workbench:
     def table_frame(self) -> pd.DataFrame:
         """The results table as shown: one row per run, units in the headers."""
         df = self.frame()
-        if df.empty:
-            return pd.DataFrame()
-        table = pd.DataFrame({"run": run_labels(df), "model": df["model.name"], "dataset": df["data.dataset"],
-                              "compression": df.get("compress")})
-        for name in TABLE_METRICS:  # labels, units and scales from the results schema
-            if name in df:
-                table[METRICS[name].axis_label] = pd.to_numeric(df[name], errors="coerce") * METRICS[name].scale
-        table["device"], table["run id"] = df.get("measure_device_name"), df["run_id"]
-        return table
+        return readable(df) if len(df) else pd.DataFrame()
 
     def _result(self, run_id: str) -> Result:
         for r in self.results:
@@ -333,6 +324,7 @@ class Workbench:
             "hardware.precision": w.ToggleButtons(description="precision", options=PRECISIONS, style={**STYLE, "button_width": "60px"}),
             "hardware.channels_last": _check("channels-last memory"),
             "hardware.compile": _check("torch.compile"),
+            "hardware.threads": _dropdown("CPU threads", [("auto (free cores)", "auto")] + [(str(n), n) for n in range(1, available_cores() + 1)]),
             "distill.teacher": _dropdown("distill from", [("none", "")]),
             "distill.alpha": _slider(w.FloatSlider, "teacher weight α", min=0, max=1, step=0.05),
             "distill.temperature": _slider(w.FloatSlider, "temperature", min=1, max=10, step=0.5),
