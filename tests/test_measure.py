@@ -20,6 +20,7 @@ from workbench.measure import (
 RECORD_KEYS = {
     "batch_size", "latency_ms", "latency_ms_q25", "latency_ms_q75", "throughput_ips",
     "device", "device_name", "dtype", "mode", "torch_version", "threads",
+    "relative_spread", "noisy", "load_average", "cpu_features",
 }
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 
@@ -112,6 +113,7 @@ def test_measure_metrics_use_smallest_and_largest_batch():
     metrics, records = measure(small_net(), (3, 8, 8), MeasureConfig(batch_sizes=(8, 1), warmup=1, iters=5), "cpu")
     assert set(metrics) == {
         "params", "nonzero_params", "size_bytes", "flops", "latency_ms", "latency_ms_spread", "throughput_ips",
+        "latency_noisy", "load_average", "weight_dtype",
         "measure_device", "measure_device_name", "measure_dtype", "torch_version",
     }
     by_bs = {r["batch_size"]: r for r in records}
@@ -120,6 +122,7 @@ def test_measure_metrics_use_smallest_and_largest_batch():
     assert metrics["throughput_ips"] == by_bs[8]["throughput_ips"]
     assert metrics["flops"] == count_flops(small_net(), (1, 3, 8, 8)) > 0
     assert (metrics["params"], metrics["measure_device"], metrics["measure_dtype"]) == (1570, "cpu", "float32")
+    assert metrics["weight_dtype"] == "float32" and metrics["latency_noisy"] == by_bs[1]["noisy"]
 
 
 @no_gpu
