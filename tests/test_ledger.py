@@ -139,7 +139,7 @@ def test_charts_have_labelled_axes_and_name_the_device():
     assert [t.get_text() for t in fig.axes[0].texts] == ["fp32", "int8"]
     fig = plot_ledger_latency(df)
     ax = fig.axes[0]
-    assert ax.get_ylabel() == "latency per batch (ms, median)" and "cpu: test device" in ax.get_title()
+    assert ax.get_ylabel() == "latency per batch (ms, median), IQR bars" and "cpu: test device" in ax.get_title()
     assert len(ax.patches) == 2 * 3 and ax.get_yscale() == "linear"
 
 

@@ -180,3 +180,23 @@ def test_a_run_uses_and_records_the_thread_policy(monkeypatch):
     assert r.metrics["threads"] == 1 and {b["threads"] for b in r.benchmarks} == {1}
     assert all("load_average" in b and "relative_spread" in b and "noisy" in b for b in r.benchmarks)
     assert torch.get_num_threads() == before  # restored after the run
+
+
+def test_the_generalisation_gap_comes_from_an_eval_mode_pass_over_the_unaugmented_training_examples():
+    from workbench import AugmentConfig
+
+    # Strong augmentation and dropout make the running (train-mode, augmented) accuracy a poor stand-in.
+    cfg = _cfg(**{"data.augment": AugmentConfig(cutout=4, rotate=20.0), "model.dropout": 0.5, "data.fraction": 0.5})
+    r = run(cfg, store=None, progress=False)
+    m = r.metrics
+    assert m["generalization_gap"] == pytest.approx(m["train_eval_accuracy"] - m["accuracy"])
+    assert m["train_eval_accuracy"] != m["train_accuracy"]
+    assert m["train_examples"] == 718 and m["steps_per_epoch"] == 12  # 718 examples in batches of 64
+
+
+def test_the_eval_loader_takes_chosen_training_examples():
+    from workbench.data import DataConfig as D, eval_loader, load_dataset
+
+    data = load_dataset("digits")
+    loader = eval_loader(data, D(), split="train", indices=torch.tensor([3, 1, 4]))
+    assert loader.y.tolist() == data.train_y[[3, 1, 4]].tolist()

@@ -143,3 +143,50 @@ def test_the_pareto_front_follows_the_schemas_direction():
     ax = accuracy_vs_size(df, size="throughput_ips").axes[0]
     front = ax.collections[1].get_offsets()[:, 0].tolist()  # higher throughput is better: b and c are the front (lower-is-better would keep c alone)
     assert sorted(front) == [50.0, 300.0]
+
+
+def _noisy_frame():
+    df = _frame()
+    for recs in df["benchmarks"][:1]:
+        for r in recs:
+            r.update(noisy=True, relative_spread=3.0)
+    return df
+
+
+def test_noisy_latencies_are_hatched_and_explained_on_the_charts():
+    fig = plots.latency_bars(_noisy_frame())
+    ax = fig.axes[0]
+    hatched = [p for p in ax.patches if p.get_hatch()]
+    assert len(hatched) == 2  # run a's two batch sizes, not the others
+    assert "noisy" in ax.get_xlabel()
+    clean = plots.latency_bars(_frame()).axes[0]
+    assert not any(p.get_hatch() for p in clean.patches) and "noisy" not in clean.get_xlabel()
+    scatter = plots.accuracy_vs_size(_noisy_frame(), size="latency_ms").axes[0]
+    assert any("noisy" in c.get_label() for c in scatter.collections)
+    assert "IQR" in scatter.get_title()
+
+
+def test_labels_of_points_at_one_place_are_merged_and_none_overlap():
+    df = _frame()
+    df["size_bytes"] = [4000, 4000, 4100]
+    df["accuracy"] = [0.9, 0.9, 0.9]
+    ax = plots.accuracy_vs_size(df).axes[0]
+    texts = [t for t in ax.texts]
+    assert sorted(t.get_text() for t in texts) == ["a, b", "c"]
+    boxes = [t.get_window_extent() for t in texts]
+    assert not boxes[0].overlaps(boxes[1])
+
+
+def test_accuracy_bars_zoom_to_their_range_and_speeds_start_at_zero():
+    df = _frame()
+    low, high = plots.metric_bars(df, ["accuracy"]).axes[0].get_ylim()
+    assert 50 < low < 85 and high > 95  # accuracies 85-95%: a one-point gap is visible
+    speed = df.assign(sweep_field="train.batch_size", sweep_value=[32, 64, 128], train_ips=[201.0, 202.0, 203.0])
+    assert plots.sweep_lines(speed, "train_ips").axes[0].get_ylim()[0] == 0
+
+
+def test_the_learning_rate_chart_has_one_point_per_optimizer_step():
+    df = pd.DataFrame({"name": ["warm"], "run_id": ["1"], "train.lr": [0.1], "train.schedule": ["constant"],
+                       "train.warmup_epochs": [1.0], "train.epochs": [2], "steps_per_epoch": [5], "train_device": ["cpu"]})
+    line = plots.lr_schedules(df).axes[0].lines[0]
+    assert list(np.round(line.get_ydata(), 3)) == [0.02, 0.04, 0.06, 0.08, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]

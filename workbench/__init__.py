@@ -32,11 +32,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ".notebooks": ("write_metrics",),
     ".pipeline": ("distill", "distill_summary", "evaluator", "load_model", "load_teacher", "preflight", "run",
                   "run_many", "sweep"),
-    ".plots": ("accuracy_vs_size", "history_curves", "latency_bars", "latency_vs_batch", "metric_bars",
+    ".plots": ("accuracy_vs_size", "history_curves", "latency_bars", "latency_vs_batch", "lr_schedules", "metric_bars",
                "plot_ledger_latency", "plot_ledger_size_accuracy", "plot_sensitivity", "sweep_lines"),
-    ".results": ("METRICS", "Result", "ResultStore", "compare", "results_frame"),
+    ".results": ("METRICS", "Result", "ResultStore", "compare", "latency_comparison", "readable", "results_frame",
+                 "same_architecture"),
     ".train": ("DistillConfig", "HardwareConfig", "TrainConfig", "evaluate", "list_optimizers", "list_schedules",
-               "train"),
+               "lr_curve", "train"),
     ".ui": ("Workbench",),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -82,11 +83,12 @@ __all__ = [
     "run", "run_many", "sweep", "distill", "distill_summary", "preflight", "load_model", "load_teacher", "evaluator",
     # parts usable alone
     "list_datasets", "load_dataset", "train_loader", "eval_loader", "BatchLoader", "list_models", "create_model",
-    "build_model", "list_optimizers", "list_schedules", "train", "evaluate", "benchmark", "measure", "measure_modes",
+    "build_model", "list_optimizers", "list_schedules", "lr_curve", "train", "evaluate", "benchmark", "measure", "measure_modes",
     "count_flops", "count_parameters", "model_size_bytes", "resolve_device", "device_name", "time_calls",
     "save_checkpoint", "load_checkpoint",
     # results and their views
-    "Result", "ResultStore", "METRICS", "compare", "results_frame", "ledger", "why_not_faster", "reason_at", "plots",
-    "accuracy_vs_size", "latency_bars", "latency_vs_batch", "history_curves", "sweep_lines", "metric_bars",
+    "Result", "ResultStore", "METRICS", "compare", "latency_comparison", "same_architecture", "readable",
+    "results_frame", "ledger", "why_not_faster", "reason_at", "plots",
+    "accuracy_vs_size", "latency_bars", "latency_vs_batch", "lr_schedules", "history_curves", "sweep_lines", "metric_bars",
     "plot_ledger_size_accuracy", "plot_ledger_latency", "plot_sensitivity", "write_metrics", "Workbench",
 ]

@@ -154,6 +154,12 @@ def _ledger(results: pd.DataFrame | Sequence[Result], baseline: str | int | None
     out.attrs["baseline"] = out.loc[base, "variant"]
     out.attrs["labels"] = {m: METRICS[m].axis_label for m in COLUMNS}  # axis labels with units, from the schema
     out.attrs["device_names"] = {k.split("/")[0]: c[k].get("device_name", "") for c in cells for k in c}
+    # Per variant and column: (q25, q75, noisy), for spread bars and noisy marks in the charts.
+    out.attrs["spreads"] = {
+        out.loc[i, "variant"]: {f"{k}_ms": (r.get("latency_ms_q25", r["latency_ms"]), r.get("latency_ms_q75", r["latency_ms"]),
+                                            bool(r.get("relative_spread", 0.0) > NOISY_SPREAD)) for k, r in c.items()}
+        for i, c in enumerate(cells)
+    }
     return out, pd.DataFrame(reasons, columns=REASON_COLUMNS)
 
 

@@ -146,6 +146,8 @@ def run(
         if before is not None:
             metrics["before_compression"] = before
             _warn_about_lost_accuracy(config, before["accuracy"], metrics["accuracy"])
+        elif trained.metrics.get("train_eval_accuracy") is not None:  # rows stored before it was recorded lack it
+            metrics["generalization_gap"] = trained.metrics["train_eval_accuracy"] - metrics["accuracy"]
         metrics.update(threads=threads)  # training and timing both ran with these
         result = Result(config=config, metrics={**metrics, **trained.metrics}, history=trained.history,
                         benchmarks=records, run_id=run_id, status=trained.status, trained_checkpoint=trained.checkpoint,
@@ -317,8 +319,13 @@ def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: Res
     if outcome.status != "ok":
         warnings.warn(f"Training stopped early: {outcome.status}", stacklevel=3)
     last = outcome.history[-1] if outcome.history else {}
+    # The running train accuracy comes from augmented batches with dropout on; the generalisation gap
+    # needs the model as it is used: eval mode, on the training examples as they are.
+    seen = evaluate(model, eval_loader(dataset, config.data, device=device, split="train", indices=indices),
+                    device=device, precision=config.hardware.precision)
     metrics = {
         "train_accuracy": last.get("train_accuracy"),
+        "train_eval_accuracy": seen["accuracy"],
         "train_loss": last.get("train_loss"),
         "train_seconds": outcome.seconds,
         "train_ips": outcome.images / outcome.seconds if outcome.seconds else None,
@@ -327,6 +334,7 @@ def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: Res
         "epochs_run": len(outcome.history),
         "resumed_epochs": outcome.resumed_epochs,
         "train_examples": len(indices),
+        "steps_per_epoch": len(batches),
     }
     checkpoint = None
     if store is not None:

@@ -24,7 +24,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, MaxNLocator, NullLocator
 
+from .measure.bench import NOISY_SPREAD
 from .results import METRICS, run_labels
+from .train import lr_curve
 
 THEMES = {"dark": "dark_background", "light": "default"}
 
@@ -51,6 +53,58 @@ def _format_axis(axis, metric: str) -> None:
 def _scaled(values: Any, metric: str) -> np.ndarray:
     scale = METRICS[metric].scale if metric in METRICS else 1
     return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float) * scale
+
+
+def _zero_based(metric: str) -> bool:
+    """Quantities read as ratios (times, sizes, speeds) get an axis from 0, so 201 vs 203 images/s looks
+    like the 1% it is; accuracies and losses are zoomed to their range, so a one-point gap shows."""
+    return metric in METRICS and METRICS[metric].unit not in ("%", "percentage points", "cross-entropy", "")
+
+
+NOISY_NOTE = f"hatched: noisy (interquartile range > {NOISY_SPREAD:.0%} of the median; rerun on a quiet machine)"
+
+
+def place_labels(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str], fontsize: Any = 8) -> list:
+    """Label points so no two labels overlap: points at the same place share one label, and each label
+    takes the first of several offsets around its point that collides with no label placed before.
+
+    Example:
+        >>> fig, ax = plt.subplots()
+        >>> texts = place_labels(ax, [1, 1, 1.001], [0.5, 0.5, 0.5], ["a", "b", "c"])
+        >>> [t.get_text() for t in texts]
+        ['a, b', 'c']
+        >>> bool(texts[0].get_window_extent().overlaps(texts[1].get_window_extent()))
+        False
+    """
+    groups: dict[tuple[float, float], list[str]] = {}
+    for x, y, label in zip(xs, ys, labels):
+        groups.setdefault((float(x), float(y)), []).append(str(label))
+    offsets = [(5, 4), (5, -12), (-5, 4), (-5, -12), (5, 15), (-5, 15), (5, -23), (-5, -23), (12, 26), (-12, 26)]
+    placed, texts = [], []
+    for (x, y), names in groups.items():
+        for i, (dx, dy) in enumerate(offsets):
+            text = ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
+                               ha="left" if dx > 0 else "right")
+            box = text.get_window_extent()  # the figure's own renderer, whatever its canvas
+            if not any(box.overlaps(b) for b in placed) or i == len(offsets) - 1:
+                break
+            text.remove()
+        placed.append(box)
+        texts.append(text)
+    return texts
+
+
+def _eager_quartiles(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: the q25 and q75 of the eager latency at the smallest batch (what ``latency_ms`` is),
+    and whether that timing was noisy; NaN/False where a row has no such record."""
+    q25, q75, noisy = [], [], []
+    for recs in df["benchmarks"] if "benchmarks" in df else [[]] * len(df):
+        eager = [r for r in recs or [] if r.get("mode", "eager") == "eager" and r.get("latency_ms") is not None]
+        r = min(eager, key=lambda r: r["batch_size"]) if eager else {}
+        q25.append(r.get("latency_ms_q25", np.nan))
+        q75.append(r.get("latency_ms_q75", np.nan))
+        noisy.append(bool(r.get("noisy", False)))
+    return np.asarray(q25, float), np.asarray(q75, float), np.asarray(noisy, bool)
 
 
 def _inference(metric: str) -> bool:
@@ -147,6 +201,7 @@ def accuracy_vs_size(df: pd.DataFrame, size: str = "size_bytes", ax=None) -> Fig
     x, y = _scaled(df[size], size), _scaled(df["accuracy"], "accuracy")
     ok = np.isfinite(x) & np.isfinite(y)
     labels = [lab for lab, keep in zip(run_labels(df), ok) if keep]
+    q25, q75, noisy = (a[ok] for a in _eager_quartiles(df))
     x, y = x[ok], y[ok]
     higher_is_better = size in METRICS and METRICS[size].lower_is_better is False
     front = pareto_mask(-x if higher_is_better else x, y)
@@ -154,16 +209,23 @@ def accuracy_vs_size(df: pd.DataFrame, size: str = "size_bytes", ax=None) -> Fig
     ax.scatter(x[front], y[front], color="tab:orange", label="Pareto front", zorder=3)
     order = np.argsort(x[front])
     ax.plot(x[front][order], y[front][order], color="tab:orange", alpha=0.5)
-    for xi, yi, label in zip(x, y, labels):
-        ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    spread = size == "latency_ms" and np.isfinite(q25).any()
+    if spread:  # the timing's interquartile range, so overlapping latencies read as a tie
+        ax.errorbar(x, y, xerr=np.vstack([np.clip(x - q25, 0, None), np.clip(q75 - x, 0, None)]), fmt="none",
+                    ecolor="tab:gray", alpha=0.6, capsize=2, zorder=1)
+        if noisy.any():
+            ax.scatter(x[noisy], y[noisy], s=160, facecolors="none", edgecolors="tab:red", zorder=4,
+                       label=f"noisy timing (IQR > {NOISY_SPREAD:.0%} of median)")
     if len(x) and x.min() > 0 and x.max() / x.min() > 10:
         ax.set_xscale("log")
     ax.set_xlabel(metric_label(size) + (" (log)" if ax.get_xscale() == "log" else ""))
     _format_axis(ax.xaxis, size)
     ax.set_ylabel(metric_label("accuracy"))
     ax.margins(x=0.12, y=0.1)  # room for the run labels at the edges
-    ax.set_title(f"Accuracy vs {_short(size)} — {_dataset(df)}\nmeasured on {device_label(df)}", fontsize=10)
+    ax.set_title(f"Accuracy vs {_short(size)}{', IQR bars' if spread else ''} — {_dataset(df)}\n"
+                 f"measured on {device_label(df)}", fontsize=10)
     ax.legend(loc="best", fontsize=8)
+    place_labels(ax, x, y, labels)
     return fig
 
 
@@ -198,7 +260,12 @@ def latency_bars(df: pd.DataFrame, metric: str = "latency_ms", ax=None) -> Figur
         err = None
         if metric == "latency_ms":
             err = np.vstack([part["latency_ms"] - part["latency_ms_q25"], part["latency_ms_q75"] - part["latency_ms"]])
-        ax.bar(np.arange(len(runs)) + i * width, part[metric], width, yerr=err, capsize=2, label=s)
+        bars = ax.bar(np.arange(len(runs)) + i * width, part[metric], width, yerr=err, capsize=2, label=s)
+        noisy = part["noisy"].fillna(False).astype(bool) if "noisy" in part else pd.Series(False, index=part.index)
+        for bar, is_noisy in zip(bars, noisy):
+            if is_noisy:
+                bar.set_hatch("///")
+                bar.set_alpha(0.5)
     ax.set_xticks(np.arange(len(runs)) + width * (len(series) - 1) / 2, runs, rotation=30, ha="right")
     values = bench[metric][bench[metric] > 0]
     if len(values) and values.max() / values.min() > 20:  # batch 1 and batch 256 bars on one linear axis: one would vanish
@@ -207,7 +274,9 @@ def latency_bars(df: pd.DataFrame, metric: str = "latency_ms", ax=None) -> Figur
     what = "Inference latency per batch" if metric == "latency_ms" else "Inference throughput"
     dtypes = "/".join(sorted(bench["dtype"].astype(str).unique())) if "dtype" in bench else ""
     ax.set_title(f"{what} on {_one_or_mixed(bench['device_name'], 'device')}" + (f", {dtypes}" if dtypes else ""))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if "noisy" in bench and bench["noisy"].fillna(False).astype(bool).any():
+        ax.set_xlabel(NOISY_NOTE, fontsize=8, color="tab:red")
     return fig
 
 
@@ -276,6 +345,35 @@ def history_curves(df: pd.DataFrame, metric: str = "test_accuracy", ax=None) -> 
 
 
 @_themed
+def lr_schedules(df: pd.DataFrame, ax=None) -> Figure:
+    """The learning rate at every optimizer step of each run (warm-up included), from its train
+    section and its recorded steps per epoch: the same function the training's scheduler used.
+
+    Example:
+        >>> df = pd.DataFrame({"name": ["cosine"], "run_id": ["1"], "train.lr": [0.1], "train.schedule": ["cosine"],
+        ...                    "train.warmup_epochs": [1.0], "train.epochs": [3], "steps_per_epoch": [10], "train_device": ["cpu"]})
+        >>> line = lr_schedules(df).axes[0].lines[0]
+        >>> len(line.get_xdata()), round(float(max(line.get_ydata())), 3)
+        (30, 0.1)
+    """
+    from types import SimpleNamespace
+
+    fig, ax = _figure(ax)
+    for label, (_, row) in zip(run_labels(df), df.iterrows()):
+        steps = int(row["steps_per_epoch"])
+        cfg = SimpleNamespace(lr=float(row["train.lr"]), schedule=row["train.schedule"],
+                              warmup_epochs=float(row["train.warmup_epochs"]), epochs=int(row["train.epochs"]))
+        lrs = lr_curve(cfg, steps)
+        ax.plot(np.arange(1, len(lrs) + 1) / steps, lrs, label=label)
+    ax.set_xlabel(f"epoch ({', '.join(sorted({str(int(v)) for v in df['steps_per_epoch']}))} optimizer steps each)")
+    ax.set_ylabel(metric_label("lr"))
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"Learning rate per optimizer step — {_dataset(df)}, {train_label(df)}", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+@_themed
 def run_curves(history: Sequence[dict], title: str = "") -> Figure:
     """One run's loss (left) and accuracy (right) per epoch, train and test: the live training chart.
 
@@ -338,6 +436,8 @@ def sweep_lines(df: pd.DataFrame, metric: str = "accuracy", x: str = "sweep_valu
     ax.set_xlabel(field + (" (log)" if ax.get_xscale() == "log" else ""))
     ax.set_ylabel(metric_label(metric))
     _format_axis(ax.yaxis, metric)
+    if _zero_based(metric):
+        ax.set_ylim(bottom=0)
     where = f"measured on {device_label(df)}" if _inference(metric) else train_label(df)
     ax.set_title(f"{_short(metric)} vs {field} — {_dataset(df)}\n{where}", fontsize=10)
     if by:
@@ -360,13 +460,23 @@ def metric_bars(df: pd.DataFrame, metrics: Sequence[str] = ("train_accuracy", "a
     runs = run_labels(df)
     width = 0.8 / len(metrics)
     for i, m in enumerate(metrics):
-        ax.bar(np.arange(len(runs)) + i * width, _scaled(df[m], m), width, label=_short(m))
+        bars = ax.bar(np.arange(len(runs)) + i * width, _scaled(df[m], m), width, label=_short(m))
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
     ax.set_xticks(np.arange(len(runs)) + width * (len(metrics) - 1) / 2, runs, rotation=30, ha="right")
+    values = np.concatenate([_scaled(df[m], m) for m in metrics])
+    values = values[np.isfinite(values)]
+    if len(values) and not any(_zero_based(m) for m in metrics) and values.min() > 0:
+        # Accuracies cluster near the top: an axis from 0 hides a one-point gap. Zoom, and the bar labels keep the values.
+        low, high = values.min(), values.max()
+        pad = max(1.0, 0.25 * (high - low))
+        ax.set_ylim(max(0.0, low - 2 * pad), high + pad)
+    elif len(values) and values.min() < 0:
+        ax.axhline(0, color="gray", linewidth=0.8)
     units = {metric_label(m)[len(_short(m)):] for m in metrics}
     ax.set_ylabel(" / ".join(_short(m) for m in metrics) + (units.pop() if len(units) == 1 else ""))
     where = device_label(df) if any(_inference(m) for m in metrics) else train_label(df)
     ax.set_title(f"{', '.join(_short(m) for m in metrics)} per run — {_dataset(df)}, {where}", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
 
@@ -383,9 +493,9 @@ def plot_ledger_size_accuracy(table: pd.DataFrame) -> Figure:
     fig, ax = _figure()
     kib, acc = _scaled(table["size_bytes"], "size_bytes"), _scaled(table["accuracy"], "accuracy")
     ax.scatter(kib, acc, s=40, zorder=3)
-    for name, x, y in zip(table["variant"], kib, acc):
-        ax.annotate(str(name), (x, y), textcoords="offset points", xytext=(5, 4), fontsize="small")
     ax.set(xlabel=metric_label("size_bytes"), ylabel=metric_label("accuracy"), title="Accuracy against size per variant")
+    ax.margins(x=0.15, y=0.15)
+    place_labels(ax, kib, acc, table["variant"], fontsize="small")
     return fig
 
 
@@ -399,7 +509,7 @@ def plot_ledger_latency(table: pd.DataFrame) -> Figure:
         >>> df.attrs["device_names"] = {"cpu": "AMD EPYC"}
         >>> fig = plot_ledger_latency(df)
         >>> fig.axes[0].get_ylabel(), "AMD EPYC" in fig.axes[0].get_title()
-        ('latency per batch (ms, median)', True)
+        ('latency per batch (ms, median), IQR bars', True)
     """
     columns = [c for c in table.columns if c.endswith("_ms")]
     if not columns:
@@ -408,16 +518,29 @@ def plot_ledger_latency(table: pd.DataFrame) -> Figure:
     fig.set_size_inches(max(6.5, 1.2 * len(columns) + 3), 4.2)
     width = 0.8 / len(table)
     x = np.arange(len(columns))
+    spreads = table.attrs.get("spreads") or {}
+    any_noisy = False
     for i, (_, row) in enumerate(table.iterrows()):
-        ax.bar(x + (i - (len(table) - 1) / 2) * width, row[columns].to_numpy(float), width, label=str(row["variant"]))
+        ms = row[columns].to_numpy(float)
+        cells = spreads.get(row["variant"], {})
+        q = np.array([cells.get(c, (v, v, False))[:2] for c, v in zip(columns, ms)], float).reshape(-1, 2)
+        err = np.vstack([np.clip(ms - q[:, 0], 0, None), np.clip(q[:, 1] - ms, 0, None)])
+        bars = ax.bar(x + (i - (len(table) - 1) / 2) * width, ms, width, yerr=err, capsize=2, label=str(row["variant"]))
+        for bar, c in zip(bars, columns):
+            if cells.get(c, (0, 0, False))[2]:
+                bar.set_hatch("///")
+                bar.set_alpha(0.5)
+                any_noisy = True
     ax.set_xticks(x, [c.removesuffix("_ms").replace("/bs", "\nbatch ") for c in columns], fontsize="small")
     values = table[columns].to_numpy(float)
     if np.nanmax(values) / max(np.nanmin(values), 1e-9) > 30:  # batch 1 and batch 64 differ by orders of magnitude
         ax.set_yscale("log")
     devices = table.attrs.get("device_names") or {}
     where = "; ".join(f"{d}: {n}" for d, n in devices.items()) or "device not recorded"
-    ax.set(ylabel=metric_label("latency_ms"), title=f"Latency per mode and batch size ({where})")
-    ax.legend(fontsize="small")
+    ax.set(ylabel=metric_label("latency_ms") + ", IQR bars", title=f"Latency per mode and batch size ({where})")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never over them
+    if any_noisy:
+        ax.set_xlabel(NOISY_NOTE, fontsize=8, color="tab:red")
     return fig
 
 
@@ -434,10 +557,10 @@ def plot_sensitivity(df: pd.DataFrame) -> Figure:
     """
     fig, ax = _figure()
     for layer, rows in df.groupby("layer", sort=False):
-        ax.plot(rows["amount"], rows["accuracy"], marker="o", label=layer)
+        ax.plot(rows["amount"], _scaled(rows["accuracy"], "accuracy"), marker="o", label=layer)
     if "baseline_accuracy" in df.attrs:
-        ax.axhline(df.attrs["baseline_accuracy"], color="gray", linestyle="--", label="unpruned")
-    ax.set(xlabel="fraction of the layer pruned", ylabel="accuracy", title="Pruning sensitivity per layer")
+        ax.axhline(100 * df.attrs["baseline_accuracy"], color="gray", linestyle="--", label="unpruned")
+    ax.set(xlabel="fraction of the layer pruned", ylabel=metric_label("accuracy"), title="Pruning sensitivity per layer")
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5), ncol=1 + len(ax.lines) // 16)
     return fig
 

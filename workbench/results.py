@@ -72,7 +72,8 @@ class Metric:
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("accuracy", "test accuracy", "%", 100, False, "evaluation"),
     Metric("loss", "test loss", "cross-entropy", 1, True, "evaluation"),
-    Metric("train_accuracy", "train accuracy", "%", 100, False),
+    Metric("train_accuracy", "train accuracy (running, augmented)", "%", 100, False),
+    Metric("train_eval_accuracy", "train accuracy", "%", 100, False),  # eval mode, unaugmented: for the gap
     Metric("train_loss", "train loss", "cross-entropy", 1, True),
     Metric("test_accuracy", "test accuracy", "%", 100, False),  # per epoch, in the history
     Metric("test_loss", "test loss", "cross-entropy", 1, True),
@@ -95,6 +96,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("load_average", "machine load average (1 min)", source="inference"),
     Metric("resumed_epochs", "epochs resumed from an interrupted run"),
     Metric("train_examples", "training examples"),
+    Metric("steps_per_epoch", "optimizer steps per epoch"),
     Metric("lr", "learning rate"),
 )}
 # What compare() and the tables show when not told otherwise.
@@ -386,6 +388,66 @@ def readable(results: pd.DataFrame | Sequence[Result], metrics: Sequence[str] = 
         table["device"] = df["measure_device_name"].to_numpy()
     table["run id"] = df["run_id"].to_numpy()
     return table
+
+
+def _row(run: Result | pd.Series | dict) -> dict:
+    return {**run.row(), "benchmarks": run.benchmarks} if isinstance(run, Result) else dict(run)
+
+
+def same_architecture(run: Result | pd.Series | dict, baseline: Result | pd.Series | dict) -> bool:
+    """True when ``run`` times the same network as ``baseline``: equal model and measure sections and no
+    other compression, so only training changed (optimizer, augmentation, training precision...) and
+    any latency difference between them is timing noise.
+
+    Example:
+        >>> a, b = Result(RunConfig(name="a")), Result(RunConfig(name="b").replace(**{"train.optimizer": "adam"}))
+        >>> same_architecture(b, a), same_architecture(Result(RunConfig().replace(**{"model.width": 0.5})), a)
+        (True, False)
+    """
+    a, b = _row(run), _row(baseline)
+    keys = {k for k in (*a, *b) if k.startswith(("model.", "measure.")) or k in ("compress", "compress_steps")}
+    return all(str(a.get(k)) == str(b.get(k)) for k in keys)
+
+
+def latency_comparison(run: Result | pd.Series | dict, baseline: Result | pd.Series | dict, *,
+                       batch_size: int | None = None, mode: str = "eager") -> dict[str, Any]:
+    """``run``'s latency against ``baseline``'s at one batch size (default: the smallest both timed) and
+    mode: ``ratio`` (run / baseline), ``within_noise`` (the interquartile ranges overlap, or either
+    timing is flagged noisy), and ``text``, a phrase for a takeaway that prints a ratio only when the
+    spreads say it is real.
+
+    Example:
+        >>> rec = lambda ms, q: [{"mode": "eager", "batch_size": 1, "latency_ms": ms, "latency_ms_q25": ms - q,
+        ...                       "latency_ms_q75": ms + q, "noisy": False}]
+        >>> base = Result(RunConfig(name="a"), benchmarks=rec(2.0, 0.1))
+        >>> latency_comparison(Result(RunConfig(name="b"), benchmarks=rec(1.0, 0.1)), base)["text"]
+        '0.50x the batch-1 latency'
+        >>> latency_comparison(Result(RunConfig(name="c"), benchmarks=rec(2.1, 0.2)), base)["text"]
+        'the same batch-1 latency within the timing noise (1.05x, the spreads overlap)'
+    """
+    def records(row):
+        return {r["batch_size"]: r for r in row.get("benchmarks") or []
+                if r.get("mode", "eager") == mode and r.get("latency_ms") is not None}
+    mine, theirs = records(_row(run)), records(_row(baseline))
+    shared = sorted(set(mine) & set(theirs))
+    if batch_size is None and shared:
+        batch_size = shared[0]
+    if batch_size not in mine or batch_size not in theirs:
+        return {"ratio": float("nan"), "within_noise": True, "batch_size": batch_size,
+                "text": f"no {mode} latency at batch {batch_size} for both runs"}
+    a, b = mine[batch_size], theirs[batch_size]
+    ratio = a["latency_ms"] / b["latency_ms"]
+    overlap = (a.get("latency_ms_q25", a["latency_ms"]) <= b.get("latency_ms_q75", b["latency_ms"])
+               and b.get("latency_ms_q25", b["latency_ms"]) <= a.get("latency_ms_q75", a["latency_ms"]))
+    noisy = bool(a.get("noisy") or b.get("noisy"))
+    what = f"batch-{batch_size} latency" + ("" if mode == "eager" else f" ({mode})")
+    if noisy:
+        text = f"no reliable {what} comparison: the machine was busy (noisy timing, {ratio:.2f}x); rerun on a quiet machine"
+    elif overlap:
+        text = f"the same {what} within the timing noise ({ratio:.2f}x, the spreads overlap)"
+    else:
+        text = f"{ratio:.2f}x the {what}"
+    return {"ratio": ratio, "within_noise": noisy or overlap, "batch_size": batch_size, "text": text}
 
 
 def compare(

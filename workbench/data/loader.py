@@ -119,8 +119,9 @@ def train_loader(dataset: Dataset, cfg: DataConfig, batch_size: int, *, seed: in
 
 
 def eval_loader(dataset: Dataset, cfg: DataConfig, *, device: str | torch.device = "cpu", split: str = "test",
-                batch_size: int = EVAL_BATCH) -> BatchLoader:
-    """A whole split (``test`` or ``train``) in order, normalised as ``cfg`` says and never augmented.
+                batch_size: int = EVAL_BATCH, indices: torch.Tensor | None = None) -> BatchLoader:
+    """A whole split (``test`` or ``train``, or the ``indices`` chosen of it) in order, normalised as
+    ``cfg`` says and never augmented.
 
     Example:
         >>> from workbench.data import load_dataset
@@ -130,6 +131,8 @@ def eval_loader(dataset: Dataset, cfg: DataConfig, *, device: str | torch.device
     if split not in ("test", "train"):
         raise ValueError(f"split must be 'test' or 'train' (got '{split}')")
     x, y = (dataset.test_x, dataset.test_y) if split == "test" else (dataset.train_x, dataset.train_y)
+    if indices is not None:
+        x, y = x[indices.cpu()], y[indices.cpu()]
     return BatchLoader(x, y, batch_size, device=device, **_normalisation(dataset, cfg))
 
 

@@ -98,6 +98,21 @@ def schedule_factor(name: str, step: int, total_steps: int, warmup_steps: int) -
     return SCHEDULES.get(name)(progress)
 
 
+def lr_curve(cfg, steps_per_epoch: int) -> list[float]:
+    """The learning rate of every optimizer step of a training with ``cfg`` (a ``TrainConfig``), as
+    ``make_scheduler`` sets it: the warm-up and the schedule at step resolution, not once per epoch.
+
+    Example:
+        >>> from workbench.train import TrainConfig
+        >>> lrs = lr_curve(TrainConfig(epochs=2, lr=0.1, schedule="cosine", warmup_epochs=1), steps_per_epoch=4)
+        >>> [round(v, 3) for v in lrs]
+        [0.025, 0.05, 0.075, 0.1, 0.1, 0.085, 0.05, 0.015]
+    """
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    return [cfg.lr * schedule_factor(cfg.schedule, step, total, warmup) for step in range(total)]
+
+
 def make_scheduler(opt: torch.optim.Optimizer, cfg, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step scheduler for ``cfg.schedule`` with ``cfg.warmup_epochs`` of linear warm-up."""
     total = max(1, cfg.epochs * steps_per_epoch)
