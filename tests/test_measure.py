@@ -165,3 +165,20 @@ def test_profile_summary_lists_top_ops():
     assert 0 < len(df) <= 5 and {"op", "calls", "self_cpu_ms", "cpu_total_ms"} <= set(df.columns)
     assert df["self_cpu_ms"].is_monotonic_decreasing
     assert df.attrs["device"] == "cpu" and df.attrs["torch_version"] == torch.__version__
+
+
+def test_models_timed_together_take_turns_in_rounds():
+    from workbench.measure import benchmark_together
+    from workbench.measure.bench import ROUNDS
+
+    calls = []
+
+    def model(name):
+        return lambda x: calls.append(name)
+
+    recs = benchmark_together([model("a"), model("b")], (3,), batch_sizes=(2,), warmup=1, iters=10)
+    timed = calls[2:]  # after one warm-up call each
+    assert len(timed) == 20 and timed.count("a") == timed.count("b") == 10
+    switches = sum(x != y for x, y in zip(timed, timed[1:]))
+    assert switches >= ROUNDS  # interleaved in rounds, not all of a then all of b (one switch)
+    assert [len(r) for r in recs] == [1, 1] and all(r[0]["batch_size"] == 2 for r in recs)

@@ -200,3 +200,18 @@ def test_the_eval_loader_takes_chosen_training_examples():
     data = load_dataset("digits")
     loader = eval_loader(data, D(), split="train", indices=torch.tensor([3, 1, 4]))
     assert loader.y.tolist() == data.train_y[[3, 1, 4]].tolist()
+
+
+def test_run_many_times_its_models_together_and_trains_a_shared_training_once(store, monkeypatch):
+    from workbench import FineTune, StructuredPrune, run_many
+    from workbench.measure import bench
+
+    seen = []
+    real = bench.benchmark_together
+    monkeypatch.setattr(bench, "benchmark_together", lambda models, *a, **k: seen.append(len(models)) or real(models, *a, **k))
+    base = _cfg(name="base")
+    df = run_many([base, base.replace(name="pruned", compress=[StructuredPrune(0.25), FineTune(epochs=1)]),
+                   base.replace(**{"name": "wider", "model.width": 2.0})], store=store, progress=False)
+    assert seen == [3]  # one interleaved timing of all three
+    assert df["reused_from"].tolist()[1] == df["run_id"].tolist()[0] and df["reused_from"].isna().tolist() == [True, False, True]
+    assert len(store.results()) == 3

@@ -2,7 +2,9 @@
 
 preflight -> data -> train (or reuse a stored training) -> compression steps -> evaluate -> measure
 -> Result -> store. Every part is a plain function that can be called alone; this module only wires
-them, one phase per function, so a reader sees the whole run at once in ``run``.
+them, one phase per function: ``_prepare`` takes a config up to its evaluated model, and
+``_time_and_store`` times a batch of them together (so runs compared side by side were timed side
+by side) and stores each row.
 
 Train once, reuse: a store that already holds a finished training of the same data, model, train,
 hardware and distill sections gives its trained weights to the next run of them, so a baseline and
@@ -28,8 +30,8 @@ from .checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 from .compress import CompressContext, QAT, apply_step
 from .config import RunConfig
 from .data import Dataset, eval_loader, load_dataset, per_example_loss, select_subset, subset_size, train_loader
-from .measure import (count_flops, count_parameters, measure, measure_modes, model_size_bytes, native_bf16,
-                      resolve_device, timing_device, timing_plan, track_peak_memory)
+from .measure import (count_flops, count_parameters, measure_modes_together, measure_together, model_size_bytes,
+                      native_bf16, resolve_device, timing_device, timing_plan, track_peak_memory)
 from .models import ModelConfig, build_model, model_args
 from .results import METRICS, Result, ResultStore, new_run_id, results_frame
 from .train import (Callback, Checkpoint, CheckpointError, DistillConfig, ProgressBar, TrainConfig, check_precision,
@@ -37,8 +39,9 @@ from .train import (Callback, Checkpoint, CheckpointError, DistillConfig, Progre
 
 # What a reused run takes over from the run that trained the weights: the schema's training metrics, and where.
 TRAINING_METRICS = (*(m.name for m in METRICS.values() if m.source == "training"), "train_device")
-NO_FLIP = ("digits", "mnist")
-COMPRESSION_LOSS_POINTS = 2.0  # more accuracy lost than this in compression is worth a warning and a fix  # datasets where a mirrored image means something else (a mirrored 3 is not a 3)
+NO_FLIP = ("digits", "mnist")  # datasets where a mirrored image means something else (a mirrored 3 is not a 3)
+COMPRESSION_LOSS_POINTS = 2.0  # more accuracy lost than this in compression is worth a warning and a fix
+_USER = 5  # warnings point at the caller of run/run_many: helper -> _prepare/_time_and_store -> _run_together -> run
 
 
 @dataclass
@@ -124,45 +127,133 @@ def run(
         >>> 0.5 < r.metrics["accuracy"] <= 1.0
         True
     """
-    if not isinstance(config, RunConfig):
-        raise TypeError(f"run() takes a RunConfig (got {type(config).__name__}): build one, e.g. RunConfig(model=ModelConfig(...))")
+    return _run_together([config], store=store, callbacks=callbacks, progress=progress, resume=resume, reuse=reuse,
+                         start_from=start_from, data_root=data_root)[0]
+
+
+def run_many(configs: Sequence[RunConfig], **kwargs) -> pd.DataFrame:
+    """Run each config (keyword arguments as ``run``'s); returns their rows as one DataFrame.
+
+    Every config is checked before any trains. The finished models are timed together, taking turns
+    in rounds (``measure_together``), so a busy machine slows them alike and their latencies compare;
+    a training that the batch already did is reused, not repeated.
+    """
+    return results_frame(_run_together(list(configs), **kwargs))
+
+
+@dataclass
+class _Prepared:
+    """A run trained (or reused), compressed and evaluated, waiting for its timing."""
+
+    config: RunConfig
+    run_id: str
+    device: torch.device
+    dataset: Dataset
+    threads: int
+    trained: "_Trained"
+    model: torch.nn.Module
+    compress_log: list[dict]
+    before: dict[str, Any] | None
+    evaluated: dict[str, Any]
+    slot: "_Slot"
+
+    def as_source(self) -> Result:
+        """This run as the stored row a later config of the same batch would reuse."""
+        return Result(config=self.config, metrics=self.trained.metrics, history=self.trained.history, run_id=self.run_id,
+                      trained_checkpoint=self.trained.checkpoint, reused_from=self.trained.reused_from)
+
+
+def _run_together(configs: list[RunConfig], *, store: ResultStore | str | os.PathLike | None = "runs",
+                  callbacks: Sequence[Callback] = (), progress: bool = True, resume: bool = True, reuse: bool = True,
+                  start_from: str | Result | None = None, data_root: str | os.PathLike = "data") -> list[Result]:
+    for config in configs:
+        if not isinstance(config, RunConfig):
+            raise TypeError(f"run() takes a RunConfig (got {type(config).__name__}): build one, e.g. RunConfig(model=ModelConfig(...))")
     store = _open_store(store)
-    check = preflight(config, store=store)
-    if check.problems:
-        raise ConfigError(check.problems[0])
+    for config in configs:  # every config's problems before any work
+        check = preflight(config, store=store)
+        if check.problems:
+            raise ConfigError(check.problems[0])
+    prepared: list[_Prepared] = []
+    with contextlib.ExitStack() as held:
+        try:
+            for config in configs:
+                prepared.append(_prepare(config, prepared, held, store=store, callbacks=callbacks, progress=progress,
+                                         resume=resume, reuse=reuse, start_from=start_from, data_root=data_root))
+        except Exception:
+            _time_and_store(prepared, store, progress)  # the runs that finished are kept, not lost
+            raise
+        return _time_and_store(prepared, store, progress)
+
+
+def _prepare(config: RunConfig, batch: list[_Prepared], held: contextlib.ExitStack, *, store: ResultStore | None,
+             callbacks: Sequence[Callback], progress: bool, resume: bool, reuse: bool, start_from: str | Result | None,
+             data_root: str | os.PathLike) -> _Prepared:
     device = resolve_device(config.hardware.device)
     source = _training_to_reuse(config, store, device, reuse, start_from)
+    if source is None and reuse and store is not None:  # trained earlier in this batch, not stored yet
+        source = next((p.as_source() for p in batch if p.trained.checkpoint and p.device.type == device.type
+                       and p.config.training_hash() == config.training_hash()), None)
     dataset = load_dataset(config.data.dataset, root=data_root)
     _check_sizes(config, dataset)
     run_id = new_run_id()
     threads = resolve_threads(config.hardware.threads)
-    with thread_count(threads), _training_slot(store, config, run_id, resume) as slot:
+    with thread_count(threads):
         if source is None:
+            slot = held.enter_context(_training_slot(store, config, run_id, resume))
             trained = _train(config, dataset, device, store, run_id, callbacks, progress, slot)
         else:
+            slot = _Slot()
             trained = _reuse(source, device, progress)
         model, compress_log, before = _compress(config, trained, dataset, device)
-        metrics, records = _evaluate_and_measure(config, model, dataset, device, before and before["flops"])
-        if before is not None:
-            metrics["before_compression"] = before
-            _warn_about_lost_accuracy(config, before["accuracy"], metrics["accuracy"])
-        elif trained.metrics.get("train_eval_accuracy") is not None:  # rows stored before it was recorded lack it
-            metrics["generalization_gap"] = trained.metrics["train_eval_accuracy"] - metrics["accuracy"]
-        metrics.update(threads=threads)  # training and timing both ran with these
-        result = Result(config=config, metrics={**metrics, **trained.metrics}, history=trained.history,
-                        benchmarks=records, run_id=run_id, status=trained.status, trained_checkpoint=trained.checkpoint,
-                        reused_from=trained.reused_from)
-        if compress_log:
-            result.metrics["compress_log"] = compress_log
+        evaluated = evaluate(model, eval_loader(dataset, config.data, device=device), device=device,
+                             precision=config.hardware.precision)
+    return _Prepared(config, run_id, device, dataset, threads, trained, model, compress_log, before, evaluated, slot)
+
+
+def _time_and_store(batch: list[_Prepared], store: ResultStore | None, progress: bool) -> list[Result]:
+    """Time the batch's models, those with the same timing settings together, then store each row."""
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(batch):
+        where = timing_device(p.config.measure.device, p.device)
+        groups.setdefault((str(where), p.config.measure, p.threads, _chw(p.dataset)), []).append(i)
+    timed: dict[int, tuple[dict[str, Any], list[dict]]] = {}
+    for (where, cfg, threads, chw), members in groups.items():
+        models = [batch[i].model for i in members]
+        if progress and len(models) > 1:
+            tqdm.write(f"timing {len(models)} models together, taking turns so a busy machine slows them alike "
+                       f"({', '.join(cfg.modes)}; batch sizes {', '.join(map(str, cfg.batch_sizes))}; {threads} threads)")
+        with thread_count(threads):
+            measured = measure_together(models, chw, cfg, where)
+            for other, modes in timing_plan(cfg, torch.device(where)):
+                more = measure_modes_together(models, chw, modes=modes, batch_sizes=cfg.batch_sizes, device=other,
+                                              warmup=cfg.warmup, iters=cfg.iters)
+                measured = [(metrics, records + extra) for (metrics, records), extra in zip(measured, more)]
+        timed.update(zip(members, measured))
+    results = []
+    for i, p in enumerate(batch):
+        metrics, records = timed[i]
+        metrics = {"accuracy": p.evaluated["accuracy"], "loss": p.evaluated["loss"], **metrics}
+        if p.before is not None:
+            if metrics["flops"] == 0:
+                # FlopCounterMode does not see quantized kernels; the arithmetic is the float model's.
+                metrics["flops"] = p.before["flops"]
+                metrics["flops_note"] = "counted on the float model: FlopCounterMode cannot see quantized ops"
+            metrics["before_compression"] = p.before
+            _warn_about_lost_accuracy(p.config, p.before["accuracy"], metrics["accuracy"])
+        elif p.trained.metrics.get("train_eval_accuracy") is not None:  # rows stored before it was recorded lack it
+            metrics["generalization_gap"] = p.trained.metrics["train_eval_accuracy"] - metrics["accuracy"]
+        metrics.update(threads=p.threads)  # training and timing both ran with these
+        result = Result(config=p.config, metrics={**metrics, **p.trained.metrics}, history=p.trained.history,
+                        benchmarks=records, run_id=p.run_id, status=p.trained.status,
+                        trained_checkpoint=p.trained.checkpoint, reused_from=p.trained.reused_from)
+        if p.compress_log:
+            result.metrics["compress_log"] = p.compress_log
         if store is not None:
-            _store(result, model, dataset, store, device)
-        slot.finished()
-    return result
-
-
-def run_many(configs: Sequence[RunConfig], **kwargs) -> pd.DataFrame:
-    """Run each config in turn; returns their rows as one DataFrame."""
-    return results_frame([run(c, **kwargs) for c in configs])
+            _store(result, p.model, p.dataset, store, p.device)
+        p.slot.finished()
+        results.append(result)
+    return results
 
 
 def sweep(base: RunConfig, field: str, values: Sequence, **kwargs) -> pd.DataFrame:
@@ -300,7 +391,7 @@ def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: Res
     if slot.path is not None:
         hooks.append(Checkpoint(slot.path))
     if slot.note:
-        warnings.warn(slot.note, stacklevel=3)
+        warnings.warn(slot.note, stacklevel=_USER)
 
     def attempt(resume_from: str | None):
         model = build_model(config.model, dataset.num_classes, _chw(dataset), seed=config.train.seed)
@@ -314,10 +405,10 @@ def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: Res
         model, outcome, memory = attempt(slot.resume_from)
     except CheckpointError as e:  # restored before any step ran: set the file aside and start again
         aside = slot.set_aside()
-        warnings.warn(f"{e}: set it aside as {aside.name} and trained from the first epoch", stacklevel=3)
+        warnings.warn(f"{e}: set it aside as {aside.name} and trained from the first epoch", stacklevel=_USER)
         model, outcome, memory = attempt(None)
     if outcome.status != "ok":
-        warnings.warn(f"Training stopped early: {outcome.status}", stacklevel=3)
+        warnings.warn(f"Training stopped early: {outcome.status}", stacklevel=_USER)
     last = outcome.history[-1] if outcome.history else {}
     # The running train accuracy comes from augmented batches with dropout on; the generalisation gap
     # needs the model as it is used: eval mode, on the training examples as they are.
@@ -377,24 +468,6 @@ def _compress(config: RunConfig, trained: _Trained, dataset: Dataset, device: to
     return model, log, before
 
 
-def _evaluate_and_measure(config: RunConfig, model: torch.nn.Module, dataset: Dataset, device: torch.device,
-                          float_flops: int | None) -> tuple[dict[str, Any], list[dict]]:
-    final = evaluate(model, eval_loader(dataset, config.data, device=device), device=device,
-                     precision=config.hardware.precision)
-    chw = _chw(dataset)
-    where = timing_device(config.measure.device, device)
-    size_metrics, records = measure(model, chw, config.measure, where)
-    for other, modes in timing_plan(config.measure, where):
-        records += measure_modes(model, chw, modes=modes, batch_sizes=config.measure.batch_sizes, device=other,
-                                 warmup=config.measure.warmup, iters=config.measure.iters)
-    metrics = {"accuracy": final["accuracy"], "loss": final["loss"], **size_metrics}
-    if float_flops is not None and metrics["flops"] == 0:
-        # FlopCounterMode does not see quantized kernels; the arithmetic is the float model's.
-        metrics["flops"] = float_flops
-        metrics["flops_note"] = "counted on the float model: FlopCounterMode cannot see quantized ops"
-    return metrics, records
-
-
 def _store(result: Result, model: torch.nn.Module, dataset: Dataset, store: ResultStore, device: torch.device) -> None:
     config = result.config
     if not config.compress:  # the model is the trained one, already saved
@@ -447,7 +520,7 @@ def _warn_about_lost_accuracy(config: RunConfig, before: float, after: float) ->
     else:
         fix = "fine-tune after compressing (finetune:epochs=5)"
     warnings.warn(f"compression cost {lost:.1f} accuracy points ({100 * before:.1f}% -> {100 * after:.1f}%): {fix}",
-                  stacklevel=3)
+                  stacklevel=_USER)
 
 
 def _check_sizes(config: RunConfig, dataset: Dataset) -> None:

@@ -66,7 +66,8 @@ NOISY_NOTE = f"hatched: noisy (interquartile range > {NOISY_SPREAD:.0%} of the m
 
 def place_labels(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str], fontsize: Any = 8) -> list:
     """Label points so no two labels overlap: points at the same place share one label, and each label
-    takes the first of several offsets around its point that collides with no label placed before.
+    takes the first of several offsets around its point that stays inside the axes and collides with
+    no label placed before. Call it last, once the axes' limits are final.
 
     Example:
         >>> fig, ax = plt.subplots()
@@ -79,14 +80,19 @@ def place_labels(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[
     groups: dict[tuple[float, float], list[str]] = {}
     for x, y, label in zip(xs, ys, labels):
         groups.setdefault((float(x), float(y)), []).append(str(label))
-    offsets = [(5, 4), (5, -12), (-5, 4), (-5, -12), (5, 15), (-5, 15), (5, -23), (-5, -23), (12, 26), (-12, 26)]
+    offsets = [(5, 3), (5, -3), (-5, 3), (-5, -3), (8, 14), (-8, 14), (8, -14), (-8, -14), (12, 26), (-12, 26), (12, -26),
+               (-12, -26)]
     placed, texts = [], []
+    ax.figure.draw_without_rendering()  # let the layout engine size the axes first: their frame is the bound
+    frame = ax.get_window_extent()
     for (x, y), names in groups.items():
         for i, (dx, dy) in enumerate(offsets):
             text = ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
-                               ha="left" if dx > 0 else "right")
+                               ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top",
+                               arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "gray", "shrinkA": 0, "shrinkB": 3})
             box = text.get_window_extent()  # the figure's own renderer, whatever its canvas
-            if not any(box.overlaps(b) for b in placed) or i == len(offsets) - 1:
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if (inside and not any(box.overlaps(b) for b in placed)) or i == len(offsets) - 1:
                 break
             text.remove()
         placed.append(box)

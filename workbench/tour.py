@@ -8,18 +8,21 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 import time
 from pathlib import Path
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from ._errors import ConfigError
+from ._files import atomic_write_text
 from .config import RunConfig
 from .data import AugmentConfig
 from .measure import native_bf16, resolve_device
-from .pipeline import run
+from .pipeline import run_many
 from .plots import accuracy_vs_size, device_label, history_curves, latency_bars
-from .results import COMPARE_METRICS, ResultStore, compare, results_frame
+from .results import ResultStore, latency_comparison, readable, run_labels, same_architecture
 
 
 def tour_configs(dataset: str = "digits", epochs: int | None = None) -> list[RunConfig]:
@@ -47,21 +50,80 @@ def tour_configs(dataset: str = "digits", epochs: int | None = None) -> list[Run
     return variants
 
 
-# Each compared metric of the schema, with the change that answers the variant's question beside it.
-REPORT_COLUMNS = tuple(c for m in COMPARE_METRICS if m != "nonzero_params"
-                       for c in (m, f"{m}_delta" if m == "accuracy" else f"{m}_ratio"))
-
-
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     return buf.getvalue()
 
 
+def _changes(row: pd.Series, base: pd.Series) -> str:
+    """What a variant's config changes against the baseline's, as ``field: old → new``."""
+    fields = [c for c in row.index if "." in c and not c.startswith(("measure.", "hardware.threads"))]
+    changed = [f"{c}: {base[c]} → {row[c]}" for c in fields if str(row[c]) != str(base.get(c))]
+    return "; ".join(changed) or "nothing (the baseline)"
+
+
+def variant_notes(df: pd.DataFrame) -> list[str]:
+    """One sentence per variant, written from its numbers: what it changes, its accuracy and size against
+    the first row (the baseline), and its latency only as far as the timing spreads support it."""
+    base = df.iloc[0]
+    notes = []
+    for i, row in df.iterrows():
+        name = run_labels(df)[i]
+        if i == 0:
+            notes.append(f"{name}: the baseline; every other row changes one thing against it. Test accuracy "
+                         f"{100 * row['accuracy']:.1f}%, {row['params']:,.0f} parameters, latency {row['latency_ms']:.2f} ms.")
+            continue
+        speed = latency_comparison(row, base)
+        if same_architecture(row, base):
+            timing = (f"it is the same network as the baseline (only training changed), so its latency should match: "
+                      f"{speed['text']}" + ("" if speed["within_noise"] else ", which is timing noise or a busy machine"))
+        else:
+            timing = speed["text"]
+        notes.append(f"{name}: changes {_changes(row, base)}. Test accuracy {100 * row['accuracy']:.1f}% "
+                     f"({100 * (row['accuracy'] - base['accuracy']):+.1f} points), {row['params'] / base['params']:.2f}x the "
+                     f"parameters, {row['train_seconds'] / base['train_seconds']:.2f}x the training time; {timing}.")
+    return notes
+
+
+def noise_note(df: pd.DataFrame) -> str:
+    """A paragraph for when timings were spoiled by a busy machine ("" when none was)."""
+    records = [r for recs in df["benchmarks"] for r in recs or [] if r.get("latency_ms") is not None]
+    noisy = [r for r in records if r.get("noisy")]
+    if not noisy:
+        return ""
+    worst = max(r["latency_ms_q75"] / max(r["latency_ms_q25"], 1e-9) for r in noisy)
+    loads = [r["load_average"] for r in records if r.get("load_average") is not None]
+    load = f" (load average up to {max(loads):.1f} on {os.cpu_count()} cores)" if loads else ""
+    return (f"The machine was busy{load}: {len(noisy)} of {len(records)} latencies vary by up to {worst:.1f}x between "
+            "their quartiles, marked noisy in the table and hatched in the charts. Do not read speed differences "
+            "from them: rerun on a quiet machine.")
+
+
+def report_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The report's table: named columns with units, accuracy in %, the batch size in latency headers."""
+    table = readable(df, metrics=("accuracy", "params", "size_bytes", "flops", "latency_ms", "throughput_ips",
+                                  "train_seconds"), fields={})
+    base = df.iloc[0]
+    table.insert(2, "Δ accuracy (points)", 100 * (df["accuracy"] - base["accuracy"]).to_numpy())
+    latency = next(c for c in table.columns if c.startswith("latency"))
+    table.insert(table.columns.get_loc(latency) + 1, "latency × baseline",
+                 [latency_comparison(row, base)["ratio"] for _, row in df.iterrows()])
+    table.insert(table.columns.get_loc(latency) + 2, "latency spread (IQR, ms)", df["latency_ms_spread"].to_numpy())
+    sizes = sorted({max(b) for b in df["measure.batch_sizes"]})
+    throughput = next(c for c in table.columns if c.startswith("throughput"))
+    if len(sizes) == 1:
+        table = table.rename(columns={throughput: f"throughput at batch {sizes[0]} (images/s)"})
+    table["same network as the baseline"] = ["(the baseline)" if i == 0 else "yes" if same_architecture(row, base) else ""
+                                             for i, row in df.iterrows()]
+    return table.drop(columns=["run id", "device"], errors="ignore")  # the device is named above the table
+
+
 def write_report(df: pd.DataFrame, folder: str | Path, title: str = "Workbench tour") -> Path:
     """Write ``report.html`` (self-contained: charts inlined) and the chart PNGs into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    df = df.reset_index(drop=True)
     charts = {
         "accuracy_vs_size.png": accuracy_vs_size(df),
         "latency.png": latency_bars(df),
@@ -72,25 +134,35 @@ def write_report(df: pd.DataFrame, folder: str | Path, title: str = "Workbench t
         data = _png(fig)
         (folder / name).write_bytes(data)
         images.append(f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(data).decode()}">')
-    table = compare(df, baseline=0)
-    shown = table[[c for c in REPORT_COLUMNS if c in table.columns]]
+    table = report_table(df).to_html(index=False, na_rep="", float_format=lambda v: f"{v:,.4g}" if abs(v) < 1000 else f"{v:,.0f}")
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in variant_notes(df))
+    noise = noise_note(df)
+    threads = "/".join(sorted({str(t) for t in df["threads"].dropna().astype(int)})) if "threads" in df else "?"
     body = f"""<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}} img{{max-width:100%}}</style>
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}} th{{background:#f3f3f3}} img{{max-width:100%}}
+.noise{{background:#fff3cd;border:1px solid #e0c36b;padding:.6em}}</style>
 <h1>{html.escape(title)}</h1>
-<p>Dataset <b>{html.escape(str(df['data.dataset'].iloc[0]))}</b>; measured on <b>{html.escape(device_label(df))}</b>,
-torch {html.escape(str(df['torch_version'].iloc[0]))}; {len(df)} runs, written {time.strftime('%Y-%m-%d %H:%M')}.
-Deltas are against the first row (the baseline).
+<p>Dataset <b>{html.escape(str(df['data.dataset'].iloc[0]))}</b>; measured on <b>{html.escape(device_label(df))}</b>
+with {threads} CPU threads, torch {html.escape(str(df['torch_version'].iloc[0]))}; {len(df)} runs, timed together in
+turns so that load from other programs hits all of them; written {time.strftime('%Y-%m-%d %H:%M')}.
+Δ and × are against the first row (the baseline).
 {"" if any(df["hardware.precision"] == "bf16") else "Mixed precision was left out: this device has no native bf16 (emulated bf16 is several times slower than fp32 on such CPUs)."}</p>
-{shown.to_html(float_format=lambda v: f"{v:.4g}")}
+{f'<p class="noise">{html.escape(noise)}</p>' if noise else ""}
+{table}
+<h2>What each variant shows</h2>
+<ul>{notes}</ul>
 {''.join(images)}"""
     path = folder / "report.html"
-    path.write_text(body)
+    atomic_write_text(path, body)
     return path
 
 
 def tour(out: str | Path = "runs", dataset: str = "digits", epochs: int | None = None) -> Path:
     """Run the tour's configs into the store at ``out`` and write the report; returns its path."""
-    store = ResultStore(out)
-    results = [run(cfg, store=store) for cfg in tour_configs(dataset, epochs)]
-    return write_report(results_frame(results), Path(out) / f"tour-{time.strftime('%Y%m%d-%H%M%S')}")
+    configs = tour_configs(dataset, epochs)
+    tqdm.write(f"workbench tour: {len(configs)} variants of a small CNN on {dataset}, each changing one thing; "
+               "training them first, then timing all of them together")
+    df = run_many(configs, store=ResultStore(out))
+    tqdm.write("writing the report (tables and charts)...")
+    return write_report(df, Path(out) / f"tour-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -26,6 +26,9 @@ N_INPUTS = 4  # distinct random batches in rotation, so a warm cache of one inpu
 # timings 2-65% (OS jitter is as big as the work); with another job running, spreads reach 10x, which
 # is what made a same-architecture variant look 15x slower in the tour's report.
 NOISY_SPREAD = 0.5
+# Models timed together take turns in this many rounds, so a burst of load from another process lands on
+# all of them instead of on whichever happened to be timed during it.
+ROUNDS = 5
 
 
 def benchmark(
@@ -61,6 +64,31 @@ def benchmark(
         >>> rec[0]["latency_ms_q25"] <= rec[0]["latency_ms"] <= rec[0]["latency_ms_q75"]
         True
     """
+    return benchmark_together([model], input_shape_chw, batch_sizes=batch_sizes, device=device, dtype=dtype,
+                              warmup=warmup, iters=iters, mode=mode)[0]
+
+
+def benchmark_together(
+    models: Sequence[Callable[[torch.Tensor], Any]],
+    input_shape_chw: Sequence[int],
+    *,
+    batch_sizes: Sequence[int] = (1, 64),
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str = torch.float32,
+    warmup: int = 5,
+    iters: int = 30,
+    mode: str = "eager",
+) -> list[list[dict[str, Any]]]:
+    """``benchmark`` for models that will be compared: per batch size each is warmed up, then they take
+    turns in ``ROUNDS`` rounds of ``iters / ROUNDS`` timed calls (the order rotating each round), so
+    load from another process slows all of them alike instead of the one timed during it. One list
+    of records per model, as ``benchmark`` returns.
+
+    Example:
+        >>> a, b = nn.Linear(8, 2), nn.Linear(8, 2)
+        >>> [len(recs) for recs in benchmark_together([a, b], (8,), batch_sizes=(1, 4), warmup=1, iters=5)]
+        [2, 2]
+    """
     _check_counts(batch_sizes=batch_sizes, warmup=warmup, iters=iters)
     device = resolve_device(device, field="device")
     dtype = _as_dtype(dtype)
@@ -73,17 +101,27 @@ def benchmark(
         "threads": torch.get_num_threads(),
         **({"cpu_features": list(cpu_features())} if device.type == "cpu" else {}),
     }
-    records = []
-    with _ready(model, device), torch.inference_mode():
-        input_dtype = _input_dtype(model, dtype)
-        cast = torch.autocast(device.type, dtype=dtype) if input_dtype != dtype else contextlib.nullcontext()
-        with cast:
-            for bs in batch_sizes:
-                xs = [torch.randn(bs, *input_shape_chw, device=device, dtype=input_dtype) for _ in range(N_INPUTS)]
-                seconds = _time(model, xs, device, warmup, iters)
-                q25, median, q75 = (float(q) for q in np.percentile(seconds, [25, 50, 75]))
+    out: list[list[dict[str, Any]]] = [[] for _ in models]
+    with contextlib.ExitStack() as ready, torch.inference_mode():
+        for m in models:
+            ready.enter_context(_ready(m, device))
+        callers = [_caller(m, dtype, device) for m in models]
+        per_round = max(1, -(-iters // ROUNDS))
+        for bs in batch_sizes:
+            inputs = [[torch.randn(bs, *input_shape_chw, device=device, dtype=input_dtype) for _ in range(N_INPUTS)]
+                      for _, input_dtype in callers]
+            for (call, _), xs in zip(callers, inputs):
+                for i in range(warmup):
+                    call(xs[i % len(xs)])
+            seconds: list[list[float]] = [[] for _ in models]
+            for r in range(-(-iters // per_round)):
+                for j in (np.arange(len(models)) + r) % len(models):
+                    n = min(per_round, iters - len(seconds[j]))
+                    seconds[j] += _time(callers[j][0], inputs[j], device, start=len(seconds[j]), iters=n)
+            for j, times in enumerate(seconds):
+                q25, median, q75 = (float(q) for q in np.percentile(times, [25, 50, 75]))
                 spread = (q75 - q25) / median if median > 0 else float("inf")
-                records.append({
+                out[j].append({
                     "batch_size": int(bs),
                     "latency_ms": 1e3 * median,
                     "latency_ms_q25": 1e3 * q25,
@@ -94,7 +132,20 @@ def benchmark(
                     "load_average": load_average(),
                     **base,
                 })
-    return records
+    return out
+
+
+def _caller(model: Callable, dtype: torch.dtype, device: torch.device) -> tuple[Callable, torch.dtype]:
+    """What to call for one timed batch, and the input dtype: under autocast unless the model is cast already."""
+    input_dtype = _input_dtype(model, dtype)
+    if input_dtype == dtype:
+        return model, input_dtype
+
+    def autocast_call(x: torch.Tensor) -> Any:
+        with torch.autocast(device.type, dtype=dtype):
+            return model(x)
+
+    return autocast_call, input_dtype
 
 
 def measure(
@@ -117,18 +168,41 @@ def measure(
         >>> metrics["params"], metrics["flops"], metrics["measure_dtype"], len(records)
         (18, 32, 'float32', 2)
     """
+    return measure_together([model], input_shape_chw, cfg, device, dtype=dtype, mode=mode)[0]
+
+
+def measure_together(
+    models: Sequence[nn.Module],
+    input_shape_chw: Sequence[int],
+    cfg: MeasureConfig,
+    device: str | torch.device,
+    *,
+    dtype: torch.dtype | str = torch.float32,
+    mode: str = "eager",
+) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """``measure`` for models that will be compared, timed interleaved (``benchmark_together``)."""
     device = timing_device(cfg.device, resolve_device(device))
-    records = benchmark(
-        model, input_shape_chw, batch_sizes=cfg.batch_sizes, device=device, dtype=dtype,
-        warmup=cfg.warmup, iters=cfg.iters, mode=mode,
-    )
-    small = min(records, key=lambda r: r["batch_size"])
-    large = max(records, key=lambda r: r["batch_size"])
-    metrics = {
+    timed = benchmark_together(models, input_shape_chw, batch_sizes=cfg.batch_sizes, device=device, dtype=dtype,
+                               warmup=cfg.warmup, iters=cfg.iters, mode=mode)
+    return [({**cost_metrics(m, input_shape_chw), **timing_metrics(records)}, records) for m, records in zip(models, timed)]
+
+
+def cost_metrics(model: nn.Module, input_shape_chw: Sequence[int]) -> dict[str, Any]:
+    """What a model costs before it runs: parameters, non-zero parameters, bytes, weight dtype, FLOPs per image."""
+    return {
         **count_parameters(model),
         "size_bytes": model_size_bytes(model),
         "weight_dtype": weight_dtype(model),
         "flops": count_flops(model, (1, *input_shape_chw)),
+    }
+
+
+def timing_metrics(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The results table's timing columns from ``benchmark`` records: latency (with its spread) at the
+    smallest batch, throughput at the largest, whether any timing was noisy, and where it ran."""
+    small = min(records, key=lambda r: r["batch_size"])
+    large = max(records, key=lambda r: r["batch_size"])
+    return {
         "latency_ms": small["latency_ms"],
         "latency_ms_spread": small["latency_ms_q75"] - small["latency_ms_q25"],
         "latency_noisy": any(r["noisy"] for r in records),
@@ -139,7 +213,6 @@ def measure(
         "measure_dtype": small["dtype"],
         "torch_version": small["torch_version"],
     }
-    return metrics, records
 
 
 def time_calls(
@@ -183,24 +256,23 @@ def _sync_any(device: torch.device) -> None:
     _sync(device)
 
 
-def _time(model: Callable, xs: list[torch.Tensor], device: torch.device, warmup: int, iters: int) -> list[float]:
-    for i in range(warmup):
-        model(xs[i % len(xs)])
+def _time(call: Callable, xs: list[torch.Tensor], device: torch.device, *, start: int, iters: int) -> list[float]:
+    """Seconds of each of ``iters`` calls, cycling through the inputs from ``xs[start]``."""
     if device.type == "cuda":
         # Events are recorded on the stream, so host-side launch time does not count as GPU time.
         events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
         torch.cuda.synchronize(device)
-        for i, (start, end) in enumerate(events):
-            start.record()
-            model(xs[i % len(xs)])
+        for i, (begin, end) in enumerate(events):
+            begin.record()
+            call(xs[(start + i) % len(xs)])
             end.record()
         torch.cuda.synchronize(device)
-        return [start.elapsed_time(end) / 1e3 for start, end in events]
+        return [begin.elapsed_time(end) / 1e3 for begin, end in events]
     seconds = []
     for i in range(iters):
         _sync(device)
         t0 = time.perf_counter()
-        model(xs[i % len(xs)])
+        call(xs[(start + i) % len(xs)])
         _sync(device)
         seconds.append(time.perf_counter() - t0)
     return seconds

@@ -22,7 +22,7 @@ from torch import nn
 from .._errors import root_cause
 from .._registry import unknown_name_error
 from ..deploy import export_onnx, onnxruntime_session
-from .bench import benchmark
+from .bench import benchmark_together
 from .config import MEASURE_MODES, MeasureConfig
 from .device import available_devices, device_name, model_device, resolve_device
 
@@ -58,26 +58,59 @@ def measure_modes(
         ...
         ValueError: Unknown execution mode 'jit'. Choose one of: compiled, eager, onnxruntime.
     """
+    return measure_modes_together([model], example_input_chw, modes=modes, batch_sizes=batch_sizes, device=device,
+                                  warmup=warmup, iters=iters)[0]
+
+
+def measure_modes_together(
+    models: Sequence[nn.Module],
+    example_input_chw: Sequence[int],
+    *,
+    modes: Sequence[str] = MEASURE_MODES,
+    batch_sizes: Sequence[int] = (1, 64),
+    device: str | torch.device = "cpu",
+    warmup: int = 5,
+    iters: int = 30,
+) -> list[list[dict[str, Any]]]:
+    """``measure_modes`` for models that will be compared: in each mode every model is prepared, then
+    they are timed interleaved (``benchmark_together``). One list of records per model."""
     for mode in modes:
         if mode not in MEASURE_MODES:
             raise unknown_name_error("execution mode", mode, MEASURE_MODES)
     device = resolve_device(device, field="device")
     chw = tuple(example_input_chw)
-    records: list[dict[str, Any]] = []
-    was_training = model.training
+    out: list[list[dict[str, Any]]] = [[] for _ in models]
+    was_training = [m.training for m in models]
     with tempfile.TemporaryDirectory() as tmp:
         for mode in modes:
             # ONNX Runtime runs on the CPU here, so its records say so.
             where = torch.device("cpu") if mode == "onnxruntime" else device
+            runners = {}
+            for j, model in enumerate(models):
+                try:
+                    runners[j] = _prepare(model, mode, chw, batch_sizes, where, Path(tmp))
+                except Exception as e:  # one mode failing must not hide the others' numbers
+                    out[j] += _skipped(mode, where, batch_sizes, root_cause(e))
+            timing = dict(batch_sizes=batch_sizes, device=where, warmup=warmup, iters=iters, mode=mode)
             try:
-                runner = _prepare(model, mode, chw, batch_sizes, where, Path(tmp))
-                records += benchmark(runner, chw, batch_sizes=batch_sizes, device=where, warmup=warmup, iters=iters, mode=mode)
-            except Exception as e:  # one mode failing must not hide the others' numbers
-                reason = root_cause(e)
-                records += [{"batch_size": int(bs), "latency_ms": None, "device": str(where), "device_name": device_name(where),
-                             "mode": mode, "torch_version": torch.__version__, "skipped": reason} for bs in batch_sizes]
-    model.train(was_training)
-    return records
+                timed = dict(zip(runners, benchmark_together(list(runners.values()), chw, **timing)))
+            except Exception:  # one runner failed on a real batch: time each alone, so only that one is skipped
+                timed = {}
+                for j, runner in runners.items():
+                    try:
+                        timed[j] = benchmark_together([runner], chw, **timing)[0]
+                    except Exception as e:
+                        timed[j] = _skipped(mode, where, batch_sizes, root_cause(e))
+            for j, records in timed.items():
+                out[j] += records
+    for model, training in zip(models, was_training):
+        model.train(training)
+    return out
+
+
+def _skipped(mode: str, where: torch.device, batch_sizes: Sequence[int], reason: str) -> list[dict[str, Any]]:
+    return [{"batch_size": int(bs), "latency_ms": None, "device": str(where), "device_name": device_name(where),
+             "mode": mode, "torch_version": torch.__version__, "skipped": reason} for bs in batch_sizes]
 
 
 def timing_plan(cfg: MeasureConfig, main: torch.device) -> list[tuple[torch.device, list[str]]]:
