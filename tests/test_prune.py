@@ -274,7 +274,7 @@ def test_sensitivity_structured_and_plot(digits):
     assert df[df.amount == 0.9].accuracy_drop.mean() > df[df.amount == 0.2].accuracy_drop.mean()
     fig = plot_sensitivity(df)
     ax = fig.axes[0]
-    assert ax.get_xlabel() and ax.get_ylabel() == "accuracy"
+    assert ax.get_xlabel() and ax.get_ylabel() == "test accuracy (%)" and max(ax.lines[0].get_ydata()) > 1  # in %, like every chart
     assert len(ax.get_legend().get_texts()) == len(linears[:-1]) + 1  # one per layer + baseline
     with pytest.raises(ValueError, match="Unknown prunable layer"):
         sensitivity(model, accuracy, layers=["nope"])

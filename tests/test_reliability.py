@@ -269,6 +269,8 @@ BAD_RUNS = {
     "compress amount not a number": (["--compress", "prune_structured:amount=abc"], "StructuredPrune.amount"),
     "compress amount nan": (["--compress", "prune_structured:amount=nan"], "StructuredPrune.amount"),
     "compress unclosed list": (["--compress", "prune_structured:ignore=[conv1"], "unclosed"),
+    "recipe with a step's field": (["--compress", "recommended:steps=2"], "the recommended recipe takes amount=FRACTION only"),
+    "recipe amount out of range": (["--compress", "recommended:amount=1.5"], "StructuredPrune.amount"),
     "config width wide": ({"model": {"width": "wide"}}, "model.width must be a finite number"),
     "config a list": ([1, 2], "A RunConfig is a JSON object"),
     "config epochs 2.5": ({"train": {"epochs": 2.5}}, "train.epochs must be a whole number"),

@@ -169,6 +169,15 @@ def test_compression_controls_come_from_the_registry(store):
     assert namespace["config"] == panel.config
 
 
+def test_the_recommended_recipe_is_one_click_and_the_cli_names_it_alike(store):
+    from workbench.compress import parse_steps, recommended_pruning
+
+    panel = Workbench(store=store, config=TINY)
+    panel.buttons["Add recommended pruning"].click()
+    assert panel.config.compress == recommended_pruning() == parse_steps("recommended")
+    assert "taylor" in panel.steps_view.value
+
+
 def test_the_step_form_and_the_cli_read_steps_with_one_parser(store):
     panel = Workbench(store=store, config=TINY)
     panel.step_kind.value = "prune_structured"

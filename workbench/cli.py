@@ -242,8 +242,10 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                                           "(flip, crop, translate, cutout, rotate; a name alone takes a typical value)")
     parser.add_argument(
         "--compress", action="append", default=[], metavar="KIND[:k=v,...]",
-        help="a compression step, repeatable, applied in order after training, e.g. --compress "
-             "prune_structured:amount=0.5 --compress finetune:epochs=2; kinds: " + ", ".join(step_types()),
+        help="a compression step, repeatable, applied in order after training, e.g. --compress static_int8 or "
+             "--compress prune_structured:amount=0.5 --compress finetune:epochs=5; or a measured recipe: "
+             "--compress recommended[:amount=0.5] (Taylor pruning in 3 steps with fine-tuning, then 5 fine-tune "
+             "epochs: within a point of accuracy on digits); kinds: " + ", ".join(step_types()),
     )
     parser.add_argument("--config", type=Path, help="start from a saved RunConfig JSON file; flags override it")
     parser.add_argument("--from", dest="from_run", metavar="RUN_ID",
@@ -346,7 +348,7 @@ def _augment(spec: str) -> dict[str, Any]:
 
 def config_from_args(args: argparse.Namespace):
     """The RunConfig the ``run`` flags describe (a stored run's or a file's, with the flags over it)."""
-    from .compress import parse_step
+    from .compress import parse_steps
     from .config import RunConfig
 
     if getattr(args, "from_run", None):
@@ -361,7 +363,7 @@ def config_from_args(args: argparse.Namespace):
     if getattr(args, "augment", None):
         changes.update({f"data.augment.{k}": v for k, v in _augment(args.augment).items()})
     if getattr(args, "compress", None):
-        changes["compress"] = [parse_step(s) for s in args.compress]
+        changes["compress"] = [step for spec in args.compress for step in parse_steps(spec)]
     return cfg.replace(**changes) if changes else cfg
 
 

@@ -205,7 +205,7 @@ def _prepare(config: RunConfig, batch: list[_Prepared], held: contextlib.ExitSta
         else:
             slot = _Slot()
             trained = _reuse(source, device, progress)
-        model, compress_log, before = _compress(config, trained, dataset, device)
+        model, compress_log, before = _compress(config, trained, dataset, device, progress)
         evaluated = evaluate(model, eval_loader(dataset, config.data, device=device), device=device,
                              precision=config.hardware.precision)
     return _Prepared(config, run_id, device, dataset, threads, trained, model, compress_log, before, evaluated, slot)
@@ -227,7 +227,7 @@ def _time_and_store(batch: list[_Prepared], store: ResultStore | None, progress:
             measured = measure_together(models, chw, cfg, where)
             for other, modes in timing_plan(cfg, torch.device(where)):
                 more = measure_modes_together(models, chw, modes=modes, batch_sizes=cfg.batch_sizes, device=other,
-                                              warmup=cfg.warmup, iters=cfg.iters)
+                                              warmup=cfg.warmup, iters=cfg.iters, progress=progress)
                 measured = [(metrics, records + extra) for (metrics, records), extra in zip(measured, more)]
         timed.update(zip(members, measured))
     results = []
@@ -445,7 +445,7 @@ def _reuse(source: Result, device: torch.device, progress: bool) -> _Trained:
     return _Trained(model.to(device), list(source.history), metrics, checkpoint=source.trained_checkpoint, reused_from=origin)
 
 
-def _compress(config: RunConfig, trained: _Trained, dataset: Dataset, device: torch.device
+def _compress(config: RunConfig, trained: _Trained, dataset: Dataset, device: torch.device, progress: bool
               ) -> tuple[torch.nn.Module, list[dict], dict[str, Any] | None]:
     """The compressed model, what the steps logged, and the float model's numbers before them."""
     model = trained.model
@@ -458,7 +458,7 @@ def _compress(config: RunConfig, trained: _Trained, dataset: Dataset, device: to
         example_input=next(iter(test))[0][:8].clone(), log=log, device=device, train=config.train, hardware=config.hardware,
         train_loader=train_loader(dataset, config.data, config.train.batch_size, seed=config.train.seed, device=device,
                                   indices=indices),
-        eval_loader=test,
+        eval_loader=test, progress=progress,
     )
     before = {**count_parameters(model), "size_bytes": model_size_bytes(model), "flops": count_flops(model, (1, *_chw(dataset))),
               "accuracy": evaluate(model, test, device=device, precision=config.hardware.precision)["accuracy"]}
@@ -512,9 +512,8 @@ def _warn_about_lost_accuracy(config: RunConfig, before: float, after: float) ->
         return
     kinds = {type(s).__name__ for s in config.compress}
     if "StructuredPrune" in kinds or "UnstructuredPrune" in kinds:
-        fix = ("prune in steps with fine-tuning between and fine-tune longer after, e.g. "
-               "prune_structured:amount=0.5,method=taylor,steps=3,finetune_epochs=2 then finetune:epochs=5 (measured: "
-               "within a point on digits)")
+        fix = ("prune in steps with fine-tuning between and fine-tune longer after: the measured recipe "
+               "--compress recommended:amount=0.5 (workbench.compress.recommended_pruning; within a point on digits)")
     elif kinds & {"StaticInt8", "DynamicInt8", "WeightOnlyInt4", "WeightOnlyInt8"}:
         fix = "calibrate on more batches (static_int8:calibration_batches=32) or fine-tune with quantization (qat)"
     else:

@@ -10,6 +10,7 @@ compresses: its loss lives in ``workbench.train``.
 from .core import (CompressContext, CompressStep, FineTune, apply_step, build_step, finetune, implements, parse_step,
                    read_value, step_type, step_types)
 from .pruning import StructuredPrune, UnstructuredPrune, prune, sensitivity, sparsity_report
+from .recipes import RECIPES, parse_steps, recommended_pruning
 from .quantization import (
     QAT,
     CastPrecision,
@@ -32,5 +33,5 @@ __all__ = [
     "read_value", "step_type", "step_types", "StructuredPrune", "UnstructuredPrune", "prune", "sensitivity", "sparsity_report", "QAT",
     "CastPrecision", "DynamicInt8", "StaticInt8", "WeightOnlyInt4", "WeightOnlyInt8", "is_fake_quant",
     "is_pt2e_program", "load_quantized", "quantize", "save_quantized", "saved_format", "saved_metadata",
-    "saved_size_bytes",
+    "saved_size_bytes", "RECIPES", "parse_steps", "recommended_pruning",
 ]

@@ -8,7 +8,7 @@ One verb per capability (torchao's ``quantize_(model, Config())``): each step co
 Example:
     >>> step = parse_step("finetune:epochs=2,lr=0.01")
     >>> step, CompressStep.from_dict(step.to_dict()) == step
-    (FineTune(epochs=2, lr=0.01), True)
+    (FineTune(epochs=2, lr=0.01, lr_factor=0.1), True)
 """
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import torch
+from tqdm.auto import tqdm
 
 from .._errors import ConfigError
 from .._plain import Checked, from_plain, to_plain
 from .._registry import unknown_name_error
-from ..train import HardwareConfig, TrainConfig, train
+from ..train import HardwareConfig, ProgressBar, TrainConfig, train
 
 _APPLY: dict[type, Callable[..., torch.nn.Module]] = {}
 
@@ -84,7 +85,7 @@ def build_step(kind: str, values: Mapping[str, Any]) -> CompressStep:
 
     Example:
         >>> build_step("finetune", {"epochs": "3"})
-        FineTune(epochs=3, lr=0.0)
+        FineTune(epochs=3, lr=0.0, lr_factor=0.1)
     """
     cls = step_type(kind)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -133,6 +134,15 @@ class CompressContext:
     train: TrainConfig = TrainConfig()
     hardware: HardwareConfig = HardwareConfig()
     log: list[dict[str, Any]] | None = None  # steps append what they did (sparsity, sizes...) here
+    progress: bool = False  # progress bars for fine-tuning, calibration and compiling
+
+    def training_bars(self, desc: str) -> list:
+        """The callbacks a step's training passes to ``train``: a progress bar named ``desc`` when asked."""
+        return [ProgressBar(desc=desc)] if self.progress else []
+
+    def bar(self, items: Iterable, desc: str, total: int | None = None) -> Iterable:
+        """``items`` with a progress bar named ``desc`` when asked."""
+        return tqdm(items, desc=desc, total=total, unit="batch") if self.progress else items
 
     def record(self, **entry: Any) -> None:
         """Append what a step did to the log, when there is one."""
@@ -163,22 +173,28 @@ class FineTune(CompressStep):
 
     kind: ClassVar[str] = "finetune"
     epochs: int = 1
-    lr: float = 0.0  # peak lr; 0 = a tenth of the training lr
+    lr: float = 0.0  # peak lr; 0 = lr_factor times the training lr
+    lr_factor: float = 0.1  # with lr 0: the peak lr as a fraction of the training lr
 
     def check(self) -> None:
         if not self.epochs >= 1:
             raise ConfigError(f"FineTune.epochs must be an integer >= 1 (got {self.epochs})")
         if not self.lr >= 0:
-            raise ConfigError(f"FineTune.lr must be >= 0; 0 means a tenth of the training lr (got {self.lr})")
+            raise ConfigError(f"FineTune.lr must be >= 0; 0 means lr_factor times the training lr (got {self.lr})")
+        if not 0 < self.lr_factor <= 10:
+            raise ConfigError(f"FineTune.lr_factor must be in (0, 10] (got {self.lr_factor})")
 
 
-def finetune(model: torch.nn.Module, epochs: int, lr: float, ctx: CompressContext) -> dict[str, Any]:
+def finetune(model: torch.nn.Module, epochs: int, lr: float, ctx: CompressContext, *, lr_factor: float = 0.1,
+             desc: str = "fine-tune") -> dict[str, Any]:
     """Train ``model`` in place for ``epochs`` on ``ctx``'s batches with a cosine schedule from ``lr``
-    (0 = a tenth of the training lr, warm-up off); returns what happened, for the log."""
+    (0 = ``lr_factor`` times the training lr, warm-up off), with a progress bar when ``ctx.progress``;
+    returns what happened, for the log."""
     if ctx.train_loader is None:
         raise ValueError("fine-tuning needs training batches: pass ctx=CompressContext(..., train_loader=...)")
-    cfg = dataclasses.replace(ctx.train, epochs=epochs, lr=lr or ctx.train.lr * 0.1, schedule="cosine", warmup_epochs=0.0)
-    outcome = train(model, ctx.train_loader, cfg, eval_loader=ctx.eval_loader, hardware=ctx.hardware, device=ctx.device)
+    cfg = dataclasses.replace(ctx.train, epochs=epochs, lr=lr or ctx.train.lr * lr_factor, schedule="cosine", warmup_epochs=0.0)
+    outcome = train(model, ctx.train_loader, cfg, eval_loader=ctx.eval_loader, hardware=ctx.hardware, device=ctx.device,
+                    callbacks=ctx.training_bars(desc))
     last = outcome.history[-1] if outcome.history else {}
     return {"finetune_lr": cfg.lr, "finetune_epochs": epochs, "status": outcome.status,
             **{k: last[k] for k in ("train_accuracy", "test_accuracy") if k in last}}
@@ -186,7 +202,7 @@ def finetune(model: torch.nn.Module, epochs: int, lr: float, ctx: CompressContex
 
 @implements(FineTune)
 def _apply_finetune(model: torch.nn.Module, step: FineTune, ctx: CompressContext) -> torch.nn.Module:
-    ctx.record(step=step.kind, **finetune(model, step.epochs, step.lr, ctx))
+    ctx.record(step=step.kind, **finetune(model, step.epochs, step.lr, ctx, lr_factor=step.lr_factor))
     return model
 
 

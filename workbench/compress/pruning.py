@@ -382,7 +382,7 @@ def _structured(model: nn.Module, example_input: torch.Tensor, step: StructuredP
         model.zero_grad(set_to_none=True)
         record = {"step": i + 1, "params": _count(model)}
         if step.finetune_epochs:
-            record.update(finetune(model, step.finetune_epochs, 0.0, ctx))
+            record.update(finetune(model, step.finetune_epochs, 0.0, ctx, desc=f"fine-tune after prune step {i + 1}/{step.steps}"))
         history.append(record)
     with torch.no_grad(), _eval(model):
         new_shape = model(x).shape

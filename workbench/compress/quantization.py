@@ -318,7 +318,7 @@ def _apply_static(model: nn.Module, step: StaticInt8, ctx: CompressContext) -> n
     prepared = pt2e.prepare_pt2e(_export(model, _example(ctx.example_input, "StaticInt8")).module(), _quantizer(is_qat=False))
     seen = 0
     with torch.no_grad():
-        for x in batches:
+        for x in ctx.bar(batches, "calibrating int8 activation ranges", total=step.calibration_batches):
             if seen == step.calibration_batches:
                 break
             prepared(x)
@@ -346,7 +346,8 @@ def _apply_qat(model: nn.Module, step: QAT, ctx: CompressContext) -> nn.Module:
     cfg = dataclasses.replace(ctx.train, epochs=step.epochs, lr=step.lr or ctx.train.lr * 0.1, schedule="cosine",
                               warmup_epochs=0.0)
     hardware = dataclasses.replace(ctx.hardware, compile=False, channels_last=False)
-    outcome = train(prepared, ctx.train_loader, cfg, eval_loader=ctx.eval_loader, hardware=hardware, device=ctx.device)
+    outcome = train(prepared, ctx.train_loader, cfg, eval_loader=ctx.eval_loader, hardware=hardware, device=ctx.device,
+                    callbacks=ctx.training_bars("QAT fine-tune (fake quantization)"))
     prepared.eval()
     result = _finish(pt2e.convert_pt2e(prepared, fold_quantize=True)) if step.convert else prepared
     last = outcome.history[-1] if outcome.history else {}

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .._errors import root_cause
 from .._registry import unknown_name_error
@@ -71,9 +72,11 @@ def measure_modes_together(
     device: str | torch.device = "cpu",
     warmup: int = 5,
     iters: int = 30,
+    progress: bool = False,
 ) -> list[list[dict[str, Any]]]:
     """``measure_modes`` for models that will be compared: in each mode every model is prepared, then
-    they are timed interleaved (``benchmark_together``). One list of records per model."""
+    they are timed interleaved (``benchmark_together``). One list of records per model; ``progress``
+    shows a bar while the models are compiled or exported."""
     for mode in modes:
         if mode not in MEASURE_MODES:
             raise unknown_name_error("execution mode", mode, MEASURE_MODES)
@@ -86,7 +89,9 @@ def measure_modes_together(
             # ONNX Runtime runs on the CPU here, so its records say so.
             where = torch.device("cpu") if mode == "onnxruntime" else device
             runners = {}
-            for j, model in enumerate(models):
+            preparing = {"compiled": "compiling", "onnxruntime": "exporting to ONNX"}.get(mode)
+            for j, model in enumerate(tqdm(models, desc=f"{preparing} for timing", unit="model")
+                                      if progress and preparing else models):
                 try:
                     runners[j] = _prepare(model, mode, chw, batch_sizes, where, Path(tmp))
                 except Exception as e:  # one mode failing must not hide the others' numbers
