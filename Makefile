@@ -10,10 +10,18 @@ STAMP := $(VENV)/.workbench-installed
 .PHONY: setup demo test lab browser-deps clean
 
 $(STAMP): pyproject.toml
+	@echo "==> [1/4] a virtual environment in $(VENV)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "==> [2/4] pip itself, up to date"
 	$(BIN)/python -m pip install -q --upgrade pip
+	@echo "==> [3/4] $(TORCH), first, so the project's install keeps this build (the CPU wheel: about 200 MB)"
 	$(BIN)/python -m pip install -q $(TORCH)
+	@echo "==> [4/4] workbench and its tools: numpy, pandas, matplotlib, scikit-learn, JupyterLab, ipywidgets, papermill, ONNX Runtime, Playwright (a few minutes)"
 	$(BIN)/python -m pip install -q -e ".[dev]" $(TORCH)
+	@# JupyterLab's own defaults for this environment: no news pop-up, no update check.
+	@mkdir -p $(VENV)/share/jupyter/lab/settings
+	@printf '%s\n' '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' \
+	  > $(VENV)/share/jupyter/lab/settings/overrides.json
 	touch $@
 
 setup: $(STAMP)
