@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -84,3 +85,82 @@ def test_from_a_stored_run_reuses_its_training(tmp_path, capsys):
     assert "No result 'nope'" in capsys.readouterr().err
     assert main(["results", "--store", store]) == 0
     assert "sparse" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def compressed_run(tmp_path_factory):
+    """One compressed run timed in two modes, and what `workbench run` printed for it."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    store = tmp_path_factory.mktemp("cli") / "runs"
+    out = io.StringIO()
+    with redirect_stdout(out), redirect_stderr(io.StringIO()):
+        code = main(["run", "--model", "cnn", "--width", "0.25", "--epochs", "1", "--compress", "prune_structured:amount=0.5",
+                     "--compress", "dynamic_int8", "--measure-modes", "eager,compiled", "--measure-batch-sizes", "1,8",
+                     "--measure-iters", "5", "--store", str(store), "--no-progress"])
+    assert code == 0
+    return store, out.getvalue()
+
+
+def test_run_prints_before_and_after_every_mode_and_the_real_weight_dtype(compressed_run):
+    _, printed = compressed_run
+    lines = dict(line.split("  ", 1) for line in printed.splitlines() if "  " in line)
+    lines = {k.strip(): v.strip() for k, v in lines.items()}
+    for what in ("test accuracy (%)", "parameters", "non-zero parameters", "model size on disk (KiB)", "FLOPs per image"):
+        assert re.fullmatch(r"[\d.,]+ -> [\d.,]+ \(.+\)", lines[what]), (what, lines[what])
+    assert re.search(r"int8 \d+%", lines["weights stored as"])  # dynamic int8 weights are int8, not "float32"
+    for mode in ("eager", "compiled"):
+        for bs in (1, 8):
+            assert re.fullmatch(r"[\d.]+ ms \(spread \d+%( noisy.*)?\)", lines[f"latency, cpu {mode}, batch {bs}"])
+    assert re.search(r"\d+ thread\(s\), load average [\d.]+", lines["measured on"])
+
+
+def test_results_is_a_readable_table_in_every_format(compressed_run, capsys):
+    store, _ = compressed_run
+    assert main(["results", "--store", str(store)]) == 0
+    table = capsys.readouterr().out
+    assert "test accuracy (%)" in table and "latency at batch 1 (ms, median)" in table and "..." not in table
+    assert main(["results", "--store", str(store), "--columns", "accuracy,params", "--sort", "accuracy", "--format", "csv"]) == 0
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert list(rows[0])[-4:] == ["test accuracy (%)", "parameters", "device", "run id"] and 0 < float(rows[0]["test accuracy (%)"]) <= 100
+    assert main(["results", "--store", str(store), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["parameters"] > 0
+    assert main(["results", "--store", str(store), "--format", "markdown"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("|---")
+    assert main(["results", "--store", str(store), "--columns", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_help_is_plain_text_with_choices_and_a_working_example(capsys):
+    from workbench.compress import parse_steps
+
+    for argv in (["--help"], ["run", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        text = capsys.readouterr().out
+        assert "``" not in text and ":class:" not in text and ":func:" not in text
+    flat = " ".join(text.split())
+    assert re.search(r"--optimizer \S+ .*sgd, sgd_nesterov, adam, adamw, rmsprop", flat)
+    assert re.search(r"--schedule \S+ .*constant, step, cosine, onecycle", flat)
+    example = re.search(r"e\.g\. (--compress \S+(?: --compress \S+)*)", flat.replace("or --compress", "--compress")).group(1)
+    steps = [s for spec in example.split("--compress ")[1:] for s in parse_steps(spec.strip(" ;,"))]
+    assert steps  # the help's example parses as written
+
+
+def test_datasets_without_a_subcommand_prints_its_usage_and_fetch_tries_every_name(capsys):
+    assert main(["datasets"]) == 2
+    assert "usage: workbench datasets" in capsys.readouterr().err
+    assert main(["datasets", "fetch", "nope1", "mnist2"]) == 1
+    err = capsys.readouterr().err
+    assert "nope1: failed" in err and "mnist2: failed" in err and "Did you mean 'mnist'" in err
+
+
+def test_help_imports_neither_torch_nor_pandas_nor_matplotlib():
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "workbench.cli", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "workbench" in imported and not imported & {"torch", "pandas", "matplotlib", "numpy"}, imported & {"torch", "pandas"}

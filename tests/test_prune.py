@@ -1,5 +1,6 @@
 """Pruning: configs check themselves, every path keeps output shapes, structured pruning shrinks every model."""
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -245,6 +246,18 @@ def test_finetune_step_trains_and_logs():
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="train_loader"):
         apply_step(model, FineTune(), CompressContext(x))
+
+
+def test_fine_tuning_inside_steps_shows_progress_and_takes_its_lr_factor(capsys):
+    model, x, log = small("cnn"), torch.randn(2, 1, 8, 8), []
+    ctx = CompressContext(x, train_loader=random_batches(2), train=TrainConfig(lr=0.1), log=log, progress=True)
+    apply_step(model, StructuredPrune(amount=0.5, steps=2, finetune_epochs=1), ctx)
+    apply_step(model, FineTune(epochs=1, lr_factor=0.4), ctx)
+    err = capsys.readouterr().err
+    assert "fine-tune after prune step 1/2" in err and "fine-tune after prune step 2/2" in err and "fine-tune:" in err
+    assert log[-1]["finetune_lr"] == pytest.approx(0.04)
+    apply_step(model, FineTune(epochs=1), dataclasses.replace(ctx, progress=False))
+    assert "fine-tune" not in capsys.readouterr().err
 
 
 # --- sensitivity -------------------------------------------------------------------------------

@@ -73,7 +73,9 @@ def test_compare_names_a_metric_it_cannot_compare_instead_of_dropping_it():
     with pytest.raises(ValueError, match="no column 'flops'.*Metrics they have: accuracy, params, latency_ms"):
         compare(rows, metrics=["accuracy", "flops"])
     table = compare(rows)  # by default: the schema's comparable metrics these rows have
-    assert [c for c in table.columns if not c.endswith(("_delta", "_ratio"))] == ["accuracy", "params", "latency_ms", "baseline"]
+    assert [c for c in table.columns if not c.endswith(("_delta", "_ratio"))] == ["accuracy", "params", "latency_ms", "baseline",
+                                                                                    "same_architecture"]
+    assert table["same_architecture"].tolist() == [True, True]  # _result changes only the name and metrics
     assert table.attrs["lower_is_better"] == {"accuracy": False, "params": True, "latency_ms": True}
 
 

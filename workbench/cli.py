@@ -108,7 +108,7 @@ def _parser(with_run_flags: bool) -> tuple[argparse.ArgumentParser, dict[str, ar
     p["results"].add_argument("--columns", default=None,
                               help="comma-separated metrics to show, e.g. accuracy,params,latency_ms (default: "
                                    "accuracy,params,size_bytes,latency_ms,throughput_ips,train_seconds)")
-    p["results"].add_argument("--sort", default=None, help="a column to sort by; a leading - sorts descending")
+    p["results"].add_argument("--sort", default=None, help="a metric (accuracy, params...) or a column header to sort by; a leading - sorts descending")
     p["results"].add_argument("--format", default="table", choices=RESULT_FORMATS, help="output format (default: table)")
     return parser, p
 
@@ -410,7 +410,7 @@ def _datasets(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _results(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .results import COMPARE_METRICS, TABLE_METRICS, ResultStore, compare, readable
+    from .results import COMPARE_METRICS, METRICS, TABLE_METRICS, ResultStore, compare, readable
 
     df = ResultStore(args.store).frame()
     if df.empty:
@@ -431,7 +431,8 @@ def _results(args: argparse.Namespace) -> int:
         table = readable(df, metrics=metrics)
     if args.sort:
         key = args.sort.lstrip("-")
-        column = next((c for c in table.columns if c == key or c.startswith(key)), None)
+        label = METRICS[key].label if key in METRICS else key  # a metric's name or its column's header
+        column = next((c for c in table.columns if c in (key, label) or c.startswith((key, label))), None)
         if column is None:
             raise ValueError(f"--sort {args.sort}: no such column. Columns: {', '.join(map(str, table.columns))}")
         table = table.sort_values(column, ascending=not args.sort.startswith("-"))

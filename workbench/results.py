@@ -461,7 +461,8 @@ def compare(
     ratios are ``value / baseline`` (so a latency ratio of 0.5 means twice as fast). ``metrics``
     defaults to the schema's ``COMPARE_METRICS`` the rows have; a metric asked for by name that the
     rows lack is an error, never silently dropped. ``df.attrs["lower_is_better"]`` says, per metric,
-    which way is an improvement.
+    which way is an improvement. ``same_architecture`` marks the runs that time the baseline's own
+    network (only training changed), where a latency difference can only be noise.
 
     Example:
         >>> rows = [Result(RunConfig(name="a"), {"accuracy": 0.9, "params": 100}),
@@ -490,5 +491,7 @@ def compare(
         out[f"{m}_delta"] = values - b
         out[f"{m}_ratio"] = values / b if b not in (0, None) and pd.notna(b) else float("nan")
     out["baseline"] = (df["run_id"] == base["run_id"]).to_numpy()
+    # Only training changed: the same network is timed, so a latency ratio away from 1 is noise.
+    out["same_architecture"] = [same_architecture(row, base) for _, row in df.iterrows()]
     out.attrs["lower_is_better"] = {m: METRICS[m].lower_is_better if m in METRICS else None for m in metrics}
     return out
