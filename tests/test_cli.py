@@ -2,10 +2,13 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from workbench.cli import config_from_args, main
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _run(*args, cwd=None):
@@ -164,3 +167,11 @@ def test_help_imports_neither_torch_nor_pandas_nor_matplotlib():
     assert done.returncode == 0
     imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if line.startswith("import time:")}
     assert "workbench" in imported and not imported & {"torch", "pandas", "matplotlib", "numpy"}, imported & {"torch", "pandas"}
+
+
+def test_notebooks_run_names_each_cell_and_its_section(tmp_path):
+    done = _run("notebooks", "run", "01", "--smoke", "--out", str(tmp_path), cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    bar = done.stderr.replace("\r", "\n")
+    assert re.search(r"cell 1/\d+: 01 · Measure", bar) and "Why warm-up matters" in bar
+    assert "without encryption" not in done.stderr  # the kernel's TCP note is not for this user

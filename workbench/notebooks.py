@@ -65,6 +65,7 @@ def run_notebook(path: str | Path, parameters: dict[str, Any] | None = None, *, 
         papermill.execute_notebook(
             str(path), str(executed), parameters=params, cwd=str(path.parent.parent), kernel_name="python3",
             progress_bar={"desc": path.stem, "unit": "cell"} if progress else False, execution_timeout=timeout,
+            engine_name=_section_engine(),  # the bar names each cell's section
             # A client that cannot sleep through a reply (see workbench/_nbclient.py).
             kernel_manager_class="workbench._nbclient.SlicedKernelManager",
             # The kernel's own start-up notes (TCP on localhost is unencrypted) are not for this user.
@@ -73,6 +74,46 @@ def run_notebook(path: str | Path, parameters: dict[str, Any] | None = None, *, 
     except papermill.PapermillExecutionError as e:
         raise RuntimeError(f"{path.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} (see {executed})") from e
     return executed
+
+
+def cell_sections(cells: list[dict]) -> list[str]:
+    """For each cell, the heading of the notebook section it is in (the last markdown heading above it,
+    without its #s), so a progress bar can say what the cell is for.
+
+    Example:
+        >>> cells = [{"cell_type": "markdown", "source": "# 01 · Measure\\ntext"}, {"cell_type": "code", "source": "x = 1"},
+        ...          {"cell_type": "markdown", "source": "## Why warm-up matters"}, {"cell_type": "code", "source": "y"}]
+        >>> cell_sections(cells)
+        ['01 · Measure', '01 · Measure', 'Why warm-up matters', 'Why warm-up matters']
+    """
+    section, out = "parameters", []
+    for cell in cells:
+        source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        if cell["cell_type"] == "markdown":
+            heading = next((line.lstrip("#").strip() for line in source.splitlines() if line.startswith("#")), None)
+            section = heading or section
+        out.append(section)
+    return out
+
+
+def _section_engine() -> str:
+    """Register (once) and name a papermill engine whose progress bar shows each cell's section."""
+    import papermill
+    from papermill.engines import NBClientEngine
+
+    class SectionEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+            sections = cell_sections(nb_man.nb.cells)
+            index = {id(cell): i for i, cell in enumerate(nb_man.nb.cells)}
+            total = len(sections)
+            nb_man.get_cell_description = lambda cell, **_: (
+                f"cell {index[id(cell)] + 1}/{total}: {sections[index[id(cell)]][:40]}" if id(cell) in index else None)
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    if "workbench" not in papermill.engines.papermill_engines._engines:
+        papermill.engines.papermill_engines.register("workbench", SectionEngine)
+    return "workbench"
 
 
 def check_parameter(notebook: str, name: str, value: Any, default_source: str) -> None:
