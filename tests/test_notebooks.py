@@ -15,17 +15,17 @@ EXPECTED = {
                       "measure_device_name"],
     "01_measure": ["params", "flops", "size_bytes", "latency_ms_bs1", "throughput_ips_max", "measure_device_name"],
     "02_model_structure": ["width_params_ratio", "width_accuracy_delta", "depth_flops_ratio", "depth_accuracy_delta",
-                           "batchnorm_gain", "dropout_gain", "measure_device_name"],
+                           "batchnorm_gain", "dropout_gain", "switch_accuracy", "epochs_to_target", "measure_device_name"],
     "03_training_algorithms": ["best_optimizer", "best_optimizer_accuracy", "best_schedule", "best_lr", "best_lr_accuracy",
                                "batch_speedup", "train_device"],
     "04_data": ["normalize_gain", "normalize_gain_without_batchnorm", "best_augmentation", "best_augmentation_gain",
-                "best_selection", "selection_accuracy", "max_generalization_gap"],
+                "best_selection", "selection_accuracy", "max_generalization_gap", "train_eval_accuracy"],
     "06_pruning": ["baseline_accuracy", "unstructured_nonzero_ratio", "unstructured_size_ratio", "structured_params_ratio",
                    "structured_flops_ratio", "structured_accuracy_delta", "structured_speedup", "iterative_accuracy_delta",
-                   "most_sensitive_layer", "measure_device_name"],
+                   "most_sensitive_layer", "unstructured_flops_ratio", "measure_device_name"],
     "07_quantization": ["baseline_accuracy", "static_size_ratio", "static_accuracy_delta", "qat_accuracy_delta",
                         "static_eager_speedup", "dynamic_linear_share", "bf16_size_ratio", "saved_fp32_bytes",
-                        "saved_static_int8_bytes", "measure_device_name"],
+                        "saved_static_int8_bytes", "skipped_lines", "measure_device_name"],
     "08_distillation": ["teacher_accuracy", "student_accuracy_mean", "distilled_accuracy_mean", "distill_gain", "accuracy_std",
                         "seeds_improved", "student_params_ratio", "student_speedup", "measure_device_name"],
 }
@@ -38,23 +38,60 @@ TAKEAWAYS = {
                    ("the static costs are positive", lambda m: m["params"] > 0 and m["flops"] > 0)],
     "02_model_structure": [("wider means more parameters", lambda m: m["width_params_ratio"] > 1.5),
                            ("deeper means more FLOPs", lambda m: m["depth_flops_ratio"] > 1.2),
-                           ("the base config trained once, not once per section", lambda m: m["reused_runs"] == 2)],
+                           ("the base config trained once, not once per section", lambda m: m["reused_runs"] == 2),
+                           ("the BatchNorm/Dropout takeaway reports all four runs, the fourth (no BN + dropout) included",
+                            lambda m: len(m["switch_accuracy"]) == 4 and set(m["epochs_to_target"]) == set(m["switch_accuracy"])
+                            and any(k.startswith("no BN + dropout") for k in m["switch_accuracy"])),
+                           ("a run 'never' reached the target exactly when no epoch of it did; else the epoch is one it ran",
+                            lambda m: all((e is None) == (m["switch_best_epoch_accuracy"][k] < m["target_accuracy"])
+                                          and (e is None or 1 <= e <= m["epochs"]) for k, e in m["epochs_to_target"].items())),
+                           ("the BatchNorm gain is the final accuracy with BN minus without",
+                            lambda m: math.isclose(m["batchnorm_gain"], m["switch_accuracy"]["BN, no dropout"] - m["switch_accuracy"]["no BN"]))],
     "03_training_algorithms": [("a bigger batch trains more images per second", lambda m: m["batch_speedup"] > 1)],
     "04_data": [("selection strategies train on the same budget",
-                 lambda m: abs(m["selection_data_share"] - m["budget"]) < 0.02)],
+                 lambda m: abs(m["selection_data_share"] - m["budget"]) < 0.02),
+                ("every run's generalisation gap is eval-mode train accuracy minus test accuracy, not the running train accuracy",
+                 lambda m: set(m["generalization_gap"]) == set(m["test_accuracy"]) and all(
+                     math.isclose(gap, m["train_eval_accuracy"][k] - m["test_accuracy"][k], abs_tol=1e-9)
+                     for k, gap in m["generalization_gap"].items())
+                 and math.isclose(m["max_generalization_gap"], max(m["generalization_gap"].values()), abs_tol=1e-9))],
     "06_pruning": [("unstructured: fewer non-zeros, same file", lambda m: m["unstructured_nonzero_ratio"] < 0.6
                     and m["unstructured_size_ratio"] > 0.95),
                    ("structured: fewer parameters and FLOPs", lambda m: m["structured_params_ratio"] < 0.6
                     and m["structured_flops_ratio"] < 0.6),
+                   ("unstructured: the same FLOPs as the baseline", lambda m: m["unstructured_flops_ratio"] > 0.99),
                    ("one training for every variant", lambda m: m["trained_runs"] == 1)],
     "07_quantization": [("static int8 weights are smaller", lambda m: m["static_size_ratio"] < 0.5),
                         ("the saved int8 program is smaller than the saved float model",
                          lambda m: m["saved_static_int8_bytes"] < m["saved_fp32_bytes"]),
                         ("every saved model loads back with its run's accuracy", lambda m: m["reload_accuracy_gap"] < 0.005),
-                        ("one training for every variant", lambda m: m["trained_runs"] == 1)],
+                        ("one training for every variant", lambda m: m["trained_runs"] == 1),
+                        ("every skipped mode is one readable line: its variant and mode, then the reason's first sentence "
+                         "or its start cut at a word boundary", lambda m: _readable_skip_lines(m))],
     "08_distillation": [("a distilled row beside an alone row for every seed", lambda m: m["pairs"] == m["seeds"] >= 2),
                         ("the student is smaller than the teacher", lambda m: m["student_params_ratio"] < 0.5)],
 }
+
+
+def _readable_skip_lines(m: dict) -> bool:
+    """07's skip lines: ``<variant> in <mode>: skipped — <why>``, one short line each, where ``why`` is the
+    stored reason whole, its first sentence, or its start cut between two words and marked with "…"."""
+    lines, where, reasons = m["skipped_lines"], m["skipped_modes"], m["skipped_reasons"]
+    if not len(lines) == len(where) == len(reasons):
+        return False
+    for line, at, raw in zip(lines, where, reasons):
+        head, raw = f"{at}: skipped — ", " ".join(raw.split())
+        if not line.startswith(head) or "\n" in line or len(line) > 220:
+            return False
+        why = line[len(head):]
+        if why.endswith(" …"):
+            why = why[:-2]
+            ok = raw.startswith(why) and raw[len(why):len(why) + 1] == " "
+        else:
+            ok = why == raw or (raw.startswith(why) and why[-1] in ".;")
+        if not ok:
+            return False
+    return True
 
 
 def test_every_notebook_has_expectations():
