@@ -20,7 +20,7 @@ from workbench.measure import (
 RECORD_KEYS = {
     "batch_size", "latency_ms", "latency_ms_q25", "latency_ms_q75", "throughput_ips",
     "device", "device_name", "dtype", "mode", "torch_version", "threads",
-    "relative_spread", "noisy", "load_average", "cpu_features",
+    "relative_spread", "noisy", "load_average", "cpu_features", "timed_with",
 }
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 

@@ -95,3 +95,33 @@ def test_duplicate_names_get_the_end_of_their_run_id_everywhere():
     labels = [f"same ({r.run_id[-6:]})" for r in rows]
     assert list(compare(rows).index) == labels
     assert list(ledger(rows, baseline=0)["variant"]) == labels
+
+
+def test_latency_comparison_trusts_a_ratio_only_as_far_as_the_timing_does():
+    from workbench.results import SEPARATE_TIMING_SPREAD, latency_comparison
+
+    def rec(ms, together="x", device="cpu", noisy=False):
+        return [{"mode": "eager", "batch_size": 1, "latency_ms": ms, "latency_ms_q25": 0.95 * ms, "latency_ms_q75": 1.05 * ms,
+                 "noisy": noisy, "device": device, "timed_with": together}]
+
+    base = Result(RunConfig(name="a"), benchmarks=rec(2.0))
+    faster = latency_comparison(Result(RunConfig(name="b"), benchmarks=rec(1.6)), base)
+    assert faster["timed_together"] and not faster["within_noise"] and faster["text"] == "0.80x the batch-1 latency"
+    apart = latency_comparison(Result(RunConfig(name="c"), benchmarks=rec(1.6, together="y")), base)
+    assert not apart["timed_together"] and apart["within_noise"] and "timed in separate runs" in apart["text"]
+    far = latency_comparison(Result(RunConfig(name="d"), benchmarks=rec(2.0 / (SEPARATE_TIMING_SPREAD + 0.5), together="y")), base)
+    assert not far["within_noise"]
+    busy = latency_comparison(Result(RunConfig(name="e"), benchmarks=rec(1.0, noisy=True)), base)
+    assert busy["within_noise"] and "machine was busy" in busy["text"]
+    both = Result(RunConfig(name="f"), benchmarks=rec(1.0, device="cuda:0") + rec(4.0))
+    assert latency_comparison(both, base, device="cpu")["ratio"] == 2.0
+
+
+def test_models_timed_in_one_call_share_a_timing_id():
+    from torch import nn
+
+    from workbench.measure import benchmark_together
+
+    a, b = benchmark_together([nn.Linear(4, 2), nn.Linear(4, 2)], (4,), batch_sizes=(1,), warmup=1, iters=3)
+    c = benchmark_together([nn.Linear(4, 2)], (4,), batch_sizes=(1,), warmup=1, iters=3)[0]
+    assert a[0]["timed_with"] == b[0]["timed_with"] != c[0]["timed_with"]

@@ -110,3 +110,12 @@ def test_bf16_and_channels_last_train_on_cpu():
     out = train(model, tr, TrainConfig(epochs=2), eval_loader=te, hardware=HardwareConfig(precision="bf16", channels_last=True))
     assert out.status == "ok" and out.history[-1]["test_accuracy"] > 0.5
     assert all(math.isfinite(h["train_loss"]) for h in out.history)
+
+
+def test_onecycle_after_a_warm_up_descends_instead_of_restarting_from_zero():
+    from workbench.train import TrainConfig, lr_curve
+
+    lrs = lr_curve(TrainConfig(epochs=4, lr=0.1, schedule="onecycle", warmup_epochs=1), steps_per_epoch=4)
+    assert lrs[3] == pytest.approx(0.1) and all(a >= b for a, b in zip(lrs[3:], lrs[4:]))  # peak, then only down
+    plain = lr_curve(TrainConfig(epochs=4, lr=0.1, schedule="onecycle"), steps_per_epoch=4)
+    assert plain[0] == 0 and max(plain) == pytest.approx(0.1)  # without a warm-up, its own rise

@@ -204,7 +204,7 @@ def _prepare(config: RunConfig, batch: list[_Prepared], held: contextlib.ExitSta
             trained = _train(config, dataset, device, store, run_id, callbacks, progress, slot)
         else:
             slot = _Slot()
-            trained = _reuse(source, device, progress)
+            trained = _reuse(config, source, device, progress)
         model, compress_log, before = _compress(config, trained, dataset, device, progress)
         evaluated = evaluate(model, eval_loader(dataset, config.data, device=device), device=device,
                              precision=config.hardware.precision)
@@ -435,11 +435,12 @@ def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: Res
                     checkpoint=checkpoint, indices=indices)
 
 
-def _reuse(source: Result, device: torch.device, progress: bool) -> _Trained:
+def _reuse(config: RunConfig, source: Result, device: torch.device, progress: bool) -> _Trained:
     origin = source.reused_from or source.run_id
     if progress:
-        tqdm.write(f"{source.config.name or source.config.model.name}: reusing the training of run {origin} "
-                   "(same data, model, train, hardware and distill settings); reuse=False trains again")
+        trainer = source.config.name or source.config.model.name
+        tqdm.write(f"{config.name or config.model.name}: reusing the training of run {origin} ({trainer}: same data, "
+                   "model, train, hardware and distill settings); reuse=False trains again")
     model, _ = load_checkpoint(source.trained_checkpoint)
     metrics = {k: source.metrics[k] for k in TRAINING_METRICS if k in source.metrics}
     return _Trained(model.to(device), list(source.history), metrics, checkpoint=source.trained_checkpoint, reused_from=origin)

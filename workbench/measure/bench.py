@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -100,6 +101,7 @@ def benchmark_together(
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
         **({"cpu_features": list(cpu_features())} if device.type == "cpu" else {}),
+        "timed_with": uuid.uuid4().hex[:12],  # the same id on every model timed in this call
     }
     out: list[list[dict[str, Any]]] = [[] for _ in models]
     with contextlib.ExitStack() as ready, torch.inference_mode():

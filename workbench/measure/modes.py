@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -95,7 +96,7 @@ def measure_modes_together(
                 try:
                     runners[j] = _prepare(model, mode, chw, batch_sizes, where, Path(tmp))
                 except Exception as e:  # one mode failing must not hide the others' numbers
-                    out[j] += _skipped(mode, where, batch_sizes, root_cause(e))
+                    out[j] += _skipped(mode, where, batch_sizes, skip_reason(mode, e))
             timing = dict(batch_sizes=batch_sizes, device=where, warmup=warmup, iters=iters, mode=mode)
             try:
                 timed = dict(zip(runners, benchmark_together(list(runners.values()), chw, **timing)))
@@ -105,12 +106,46 @@ def measure_modes_together(
                     try:
                         timed[j] = benchmark_together([runner], chw, **timing)[0]
                     except Exception as e:
-                        timed[j] = _skipped(mode, where, batch_sizes, root_cause(e))
+                        timed[j] = _skipped(mode, where, batch_sizes, skip_reason(mode, e))
             for j, records in timed.items():
                 out[j] += records
     for model, training in zip(models, was_training):
         model.train(training)
     return out
+
+
+# Failures whose raw text names internals: (what the innermost message contains, what it means).
+KNOWN_SKIPS = (
+    ("LinearPackedParamsBase", "ONNX export cannot express dynamic int8's packed Linear weights (a PyTorch-only format)"),
+    ("__obj_flatten__", "the exporter cannot trace this model's packed (TorchScript-class) weights"),
+    ("tensor(bfloat16)", "ONNX Runtime has no bfloat16 kernels for this graph: time the float32 model in it"),
+    ("Type 'tensor(bfloat", "ONNX Runtime has no bfloat16 kernels for this graph: time the float32 model in it"),
+)
+STAGES = {"compiled": "torch.compile", "onnxruntime": "ONNX export or ONNX Runtime", "eager": "the model"}
+
+
+def skip_reason(mode: str, error: BaseException) -> str:
+    """Why ``mode`` could not time a model, in one readable line: a known cause in words, else the stage
+    that failed and the first sentence of the innermost error, temporary paths left out, cut at a word.
+
+    Example:
+        >>> skip_reason("onnxruntime", RuntimeError("Load model from /tmp/x/1.onnx failed: Type 'tensor(bfloat16)' bad"))
+        'ONNX Runtime has no bfloat16 kernels for this graph: time the float32 model in it'
+        >>> skip_reason("compiled", ValueError("Unsupported op foo.bar in /tmp/a/b.py. More detail follows"))
+        'torch.compile failed: ValueError: Unsupported op foo.bar in <file>'
+    """
+    inner = error
+    while inner.__cause__ is not None:
+        inner = inner.__cause__
+    text = str(inner)
+    for needle, meaning in KNOWN_SKIPS:
+        if needle in text:
+            return meaning
+    cause = re.sub(r"(?:/[\w.+-]*[\w+-])+", "<file>", root_cause(error))
+    cause = re.split(r"(?<=[.!?])\s", cause, maxsplit=1)[0].rstrip(".")
+    if len(cause) > 140:
+        cause = cause[:140].rsplit(" ", 1)[0] + "…"
+    return f"{STAGES.get(mode, mode)} failed: {cause}"
 
 
 def _skipped(mode: str, where: torch.device, batch_sizes: Sequence[int], reason: str) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ class TrainConfig(Checked):
     momentum: float = 0.9  # for the SGD family and RMSprop
     weight_decay: float = 5e-4  # L2 pull of the weights towards zero (decoupled in adamw)
     schedule: str = "cosine"  # constant, step, cosine, onecycle
-    warmup_epochs: float = 0.0  # linear warm-up from 0 to lr over this many epochs
+    warmup_epochs: float = 0.0  # linear warm-up from 0 to lr over this many epochs (onecycle: replaces its rise)
     label_smoothing: float = 0.0  # share of each target spread over the other classes
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     seed: int = 0  # initial weights, batch order and augmentations

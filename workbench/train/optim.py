@@ -95,6 +95,10 @@ def schedule_factor(name: str, step: int, total_steps: int, warmup_steps: int) -
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if name == "onecycle" and warmup_steps:
+        # One-cycle's rise is a warm-up of its own: after an explicit one, only its descent remains
+        # (restarting the cycle would drop the lr back to zero right after warming it up).
+        return max(0.0, 1.0 - progress)
     return SCHEDULES.get(name)(progress)
 
 
