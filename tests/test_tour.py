@@ -44,7 +44,7 @@ def test_the_report_table_is_for_people(toured):
     _, _, out = toured
     df = ResultStore(out).frame()
     table = report_table(df)
-    assert list(table.columns) == COLUMNS
+    assert [c for c in table.columns if c != "timing"] == COLUMNS  # "timing" appears when timings were noisy
     assert table["test accuracy (%)"].between(0, 100).all() and table["test accuracy (%)"].max() > 1  # %, not 0-1
     same = dict(zip(table["run"], table["same network as the baseline"]))
     assert same["adam optimizer"] == "yes" and same["narrower (width 0.25)"] == ""
@@ -85,7 +85,9 @@ def test_the_report_in_a_real_browser(toured):
             assert [alt for alt, _ in images] == ["accuracy_vs_size.png", "latency.png", "training_curves.png"]
             assert all(ok for _, ok in images), images
             headers = page.eval_on_selector_all("table thead tr", "rows => rows.map(r => [...r.cells].map(c => c.innerText))")
-            assert headers == [[re.sub(r"\s+", " ", c) for c in COLUMNS]] or headers == [COLUMNS], headers  # one header row
+            assert len(headers) == 1, headers  # one header row, no empty index row
+            shown = [re.sub(r"\s+", " ", c) for c in headers[0] if c != "timing"]  # "timing" appears when timings were noisy
+            assert shown == COLUMNS, shown
             assert page.locator("table tbody tr").count() >= 6
             page.screenshot(path=str(REPO / "test-artifacts" / "tour-report.png"), full_page=True)
         finally:

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import EngFormatter, MaxNLocator, NullLocator
+from matplotlib.ticker import EngFormatter, FuncFormatter, MaxNLocator, NullLocator
 
 from .measure.bench import NOISY_SPREAD
 from .results import METRICS, run_labels
@@ -275,11 +275,12 @@ def latency_bars(df: pd.DataFrame, metric: str = "latency_ms", ax=None) -> Figur
     ax.set_xticks(np.arange(len(runs)) + width * (len(series) - 1) / 2, runs, rotation=30, ha="right")
     values = bench[metric][bench[metric] > 0]
     if len(values) and values.max() / values.min() > 20:  # batch 1 and batch 256 bars on one linear axis: one would vanish
-        ax.set_yscale("log")
-    ax.set_ylabel(metric_label(metric) + (", IQR bars" if metric == "latency_ms" else "") + (", log" if ax.get_yscale() == "log" else ""))
+        _log_axis(ax.yaxis)
+    ax.set_ylabel(metric_label(metric) + (", IQR bars" if metric == "latency_ms" else ""))
     what = "Inference latency per batch" if metric == "latency_ms" else "Inference throughput"
     dtypes = "/".join(sorted(bench["dtype"].astype(str).unique())) if "dtype" in bench else ""
-    ax.set_title(f"{what} on {_one_or_mixed(bench['device_name'], 'device')}" + (f", {dtypes}" if dtypes else ""))
+    ax.set_title(f"{what} on {_one_or_mixed(bench['device_name'], 'device')}" + (f", {dtypes}" if dtypes else "")
+                 + (" (log scale)" if ax.get_yscale() == "log" else ""))
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if "noisy" in bench and bench["noisy"].fillna(False).astype(bool).any():
         ax.set_xlabel(NOISY_NOTE, fontsize=8, color="tab:red")
@@ -540,7 +541,7 @@ def plot_ledger_latency(table: pd.DataFrame) -> Figure:
     ax.set_xticks(x, [c.removesuffix("_ms").replace("/bs", "\nbatch ") for c in columns], fontsize="small")
     values = table[columns].to_numpy(float)
     if np.nanmax(values) / max(np.nanmin(values), 1e-9) > 30:  # batch 1 and batch 64 differ by orders of magnitude
-        ax.set_yscale("log")
+        _log_axis(ax.yaxis)
     devices = table.attrs.get("device_names") or {}
     where = "; ".join(f"{d}: {n}" for d, n in devices.items()) or "device not recorded"
     ax.set(ylabel=metric_label("latency_ms") + ", IQR bars", title=f"Latency per mode and batch size ({where})")
@@ -569,6 +570,14 @@ def plot_sensitivity(df: pd.DataFrame) -> Figure:
     ax.set(xlabel="fraction of the layer pruned", ylabel=metric_label("accuracy"), title="Pruning sensitivity per layer")
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5), ncol=1 + len(ax.lines) // 16)
     return fig
+
+
+def _log_axis(axis) -> None:
+    """A log scale whose ticks read as plain numbers (0.3, 1, 6), not as powers of ten."""
+    axis.axes.set_yscale("log") if axis is axis.axes.yaxis else axis.axes.set_xscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** np.floor(np.log10(v))) in (2, 5) else ""))
 
 
 def _figure(ax=None):

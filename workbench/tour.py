@@ -134,7 +134,10 @@ def write_report(df: pd.DataFrame, folder: str | Path, title: str = "Workbench t
         data = _png(fig)
         (folder / name).write_bytes(data)
         images.append(f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(data).decode()}">')
-    table = report_table(df).to_html(index=False, na_rep="", float_format=lambda v: f"{v:,.4g}" if abs(v) < 1000 else f"{v:,.0f}")
+    shown = report_table(df)
+    counts = {c: (lambda v: f"{v:,}") for c in shown.columns if pd.api.types.is_integer_dtype(shown[c])}
+    table = shown.to_html(index=False, na_rep="", formatters=counts,
+                          float_format=lambda v: f"{v:,.4g}" if abs(v) < 1000 else f"{v:,.0f}")
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in variant_notes(df))
     noise = noise_note(df)
     threads = "/".join(sorted({str(t) for t in df["threads"].dropna().astype(int)})) if "threads" in df else "?"
