@@ -30,10 +30,10 @@ from .checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 from .compress import CompressContext, QAT, apply_step
 from .config import RunConfig
 from .data import Dataset, eval_loader, load_dataset, per_example_loss, select_subset, subset_size, train_loader
-from .measure import (count_flops, count_parameters, measure_modes_together, measure_together, model_size_bytes,
-                      native_bf16, resolve_device, timing_device, timing_plan, track_peak_memory)
+from .measure import (count_flops, count_parameters, inference_grid, measure_modes_together, measure_together,
+                      model_size_bytes, native_bf16, resolve_device, timing_device, timing_plan, track_peak_memory)
 from .models import ModelConfig, build_model, model_args
-from .results import METRICS, Result, ResultStore, new_run_id, results_frame
+from .results import METRICS, Result, ResultStore, epoch_costs, new_run_id, results_frame
 from .train import (Callback, Checkpoint, CheckpointError, DistillConfig, ProgressBar, TrainConfig, check_precision,
                     distillation_loss, evaluate, resolve_threads, thread_count, train)
 
@@ -315,6 +315,33 @@ def load_model(run: str | Result, *, store: ResultStore | str | os.PathLike = "r
     return load_checkpoint(result.checkpoint)[0]
 
 
+def inference_sweep(model_or_run: torch.nn.Module | str | Result, *, store: ResultStore | str | os.PathLike = "runs",
+                    input_shape: Sequence[int] | None = None, **grid: Any) -> pd.DataFrame:
+    """Latency and throughput per batch size x precision x mode (``measure.inference_grid``; ``grid``
+    takes its keywords: batch_sizes, precisions, modes, device, channels_last, warmup, iters) for a
+    module (give ``input_shape``, C, H, W) or a stored run's saved model (its input shape is in the
+    checkpoint). Chart it with ``plots.inference_sweep_chart``.
+
+    Example:
+        >>> df = inference_sweep(torch.nn.Linear(8, 2), input_shape=(8,), batch_sizes=(1,), precisions=("fp32",),
+        ...                      modes=("eager",), device="cpu", warmup=1, iters=3)
+        >>> df[["precision", "mode", "batch_size"]].values.tolist()
+        [['fp32', 'eager', 1]]
+    """
+    if isinstance(model_or_run, torch.nn.Module):
+        if input_shape is None:
+            raise ValueError("inference_sweep(model) needs input_shape=(C, H, W); a stored run knows its own")
+        return inference_grid(model_or_run, input_shape, **grid)
+    result = model_or_run if isinstance(model_or_run, Result) else _open_store(store).get(model_or_run)
+    if not result.checkpoint:
+        raise ValueError(f"Run '{result.run_id}' saved no model ({result.metrics.get('checkpoint_note', 'run it with a store')}).")
+    args = checkpoint_metadata(result.checkpoint)["model_args"]
+    chw = (args["in_channels"], args["image_size"], args["image_size"])
+    df = inference_grid(load_model(result), chw if input_shape is None else input_shape, **grid)
+    df.insert(0, "run", result.config.name or result.run_id)
+    return df
+
+
 def evaluator(config: RunConfig, *, data_root: str | os.PathLike = "data",
               device: str | torch.device | None = None) -> Callable[[torch.nn.Module], float]:
     """A function ``model -> test accuracy`` on ``config``'s test split, normalised as it trains (the
@@ -419,6 +446,7 @@ def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: Res
         "train_eval_accuracy": seen["accuracy"],
         "train_loss": last.get("train_loss"),
         "train_seconds": outcome.seconds,
+        **epoch_costs(outcome.history),
         "train_ips": outcome.images / outcome.seconds if outcome.seconds else None,
         "train_device": str(device),
         "peak_memory_bytes": memory.peak_bytes,

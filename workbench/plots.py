@@ -301,6 +301,8 @@ def latency_vs_batch(records: pd.DataFrame | Sequence[dict], by: Sequence[str] |
         ['batch size (log)', 'batch size (log)']
     """
     bench = pd.DataFrame(records)
+    if "latency_ms" in bench:  # combinations that could not run carry a reason, not a number
+        bench = bench[bench["latency_ms"].notna()]
     fig, (lat, thr) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     plt.close(fig)
     by = [c for c in (by or ("name", "model", "mode", "dtype")) if c in bench]
@@ -324,6 +326,24 @@ def latency_vs_batch(records: pd.DataFrame | Sequence[dict], by: Sequence[str] |
     device = _one_or_mixed(bench["device_name"] if "device_name" in bench else [], "device")
     dtypes = "/".join(sorted(bench["dtype"].astype(str).unique())) if "dtype" in bench else ""
     fig.suptitle(f"Latency and throughput vs batch size on {device}" + (f", {dtypes}" if dtypes else ""))
+    return fig
+
+
+def inference_sweep_chart(df: pd.DataFrame) -> Figure:
+    """``inference_sweep``'s rows as latency (with its IQR band) and throughput against batch size, one
+    line per precision and mode; the device in the title, skipped combinations left out (and named).
+
+    Example:
+        >>> recs = [{"precision": "fp32", "mode": m, "batch_size": b, "latency_ms": b / 10, "latency_ms_q25": b / 11,
+        ...          "latency_ms_q75": b / 9, "throughput_ips": 1e4, "device_name": "Xeon", "dtype": "float32"}
+        ...         for m in ("eager", "compiled") for b in (1, 8)]
+        >>> [line.get_label() for line in inference_sweep_chart(pd.DataFrame(recs)).axes[0].lines]
+        ['fp32 eager', 'fp32 compiled']
+    """
+    fig = latency_vs_batch(df.drop(columns=["dtype"], errors="ignore"), by=[c for c in ("run", "precision", "mode") if c in df])
+    if "skipped" in df and df["skipped"].notna().any():
+        missing = sorted({f"{p} {m}" for p, m in df.loc[df["skipped"].notna(), ["precision", "mode"]].values})
+        fig.supxlabel(f"not run here: {', '.join(missing)} (see the rows' skipped reasons)", fontsize=8)
     return fig
 
 

@@ -90,6 +90,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("train_ips", "training speed", "images/s", 1, False, count=True),
     Metric("images_per_s", "training speed", "images/s", 1, False, count=True),  # per epoch, in the history
     Metric("seconds", "epoch time", "s", 1, True),  # per epoch, in the history
+    Metric("elapsed_s", "training time so far", "s", 1, True),  # per epoch, in the history
+    Metric("first_epoch_seconds", "first epoch", "s", 1, True),
+    Metric("steady_epoch_seconds", "epoch time once warm", "s, median of the later epochs", 1, True),
+    Metric("warmup_seconds", "warm-up and compile cost", "s, first epoch beyond a steady one", 1, True),
     Metric("peak_memory_bytes", "peak memory", "MiB", 1 / 2**20, True),
     Metric("epochs_run", "epochs run"),
     Metric("threads", "CPU threads", source="inference"),
@@ -412,6 +416,35 @@ def same_architecture(run: Result | pd.Series | dict, baseline: Result | pd.Seri
 # How far apart separate timings of one network came out here, beyond their spreads (notebook 08's
 # identical students, each timed in its own run, on a 2-core AMD EPYC): runs not timed together need this margin.
 SEPARATE_TIMING_SPREAD = 1.55
+
+
+def epoch_costs(history: Sequence[dict]) -> dict[str, float]:
+    """The first epoch's seconds, a steady epoch's (the median of the later ones) and what the first
+    cost beyond a steady one: compile, autotuning and warm-up, kept apart from steady-state speed.
+
+    Example:
+        >>> epoch_costs([{"seconds": 9.0}, {"seconds": 2.0}, {"seconds": 2.2}])
+        {'first_epoch_seconds': 9.0, 'steady_epoch_seconds': 2.1, 'warmup_seconds': 6.9}
+    """
+    seconds = [h["seconds"] for h in history if "seconds" in h]
+    if not seconds:
+        return {}
+    steady = float(np.median(seconds[1:])) if len(seconds) > 1 else seconds[0]
+    return {"first_epoch_seconds": seconds[0], "steady_epoch_seconds": steady,
+            "warmup_seconds": round(max(0.0, seconds[0] - steady), 6)}
+
+
+def time_to_accuracy(history: Sequence[dict], target: float) -> dict[str, float | int | None]:
+    """When a run's test accuracy first reached ``target`` (a fraction): the epoch and the training
+    seconds so far (``elapsed_s``), or None for both where it never did.
+
+    Example:
+        >>> h = [{"epoch": 1, "test_accuracy": 0.5, "elapsed_s": 3.0}, {"epoch": 2, "test_accuracy": 0.93, "elapsed_s": 5.0}]
+        >>> time_to_accuracy(h, 0.9), time_to_accuracy(h, 0.99)
+        ({'epoch': 2, 'seconds': 5.0}, {'epoch': None, 'seconds': None})
+    """
+    hit = next((h for h in history if (h.get("test_accuracy") or 0) >= target), None)
+    return {"epoch": hit["epoch"], "seconds": hit.get("elapsed_s")} if hit else {"epoch": None, "seconds": None}
 
 
 def latency_comparison(run: Result | pd.Series | dict, baseline: Result | pd.Series | dict, *,

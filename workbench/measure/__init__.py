@@ -17,9 +17,10 @@ from .device import (available_devices, cpu_features, device_choices, device_nam
 from .memory import PeakMemory, track_peak_memory
 from .modes import measure_modes, measure_modes_together, timing_plan
 from .profile import profile_summary
+from .sweep import SWEEP_MODES, SWEEP_PRECISIONS, inference_grid
 
 __all__ = [
-    "MEASURE_MODES", "MeasureConfig", "PeakMemory", "available_devices", "benchmark", "benchmark_together", "cost_metrics", "cpu_features", "count_flops", "count_parameters",
+    "MEASURE_MODES", "SWEEP_MODES", "SWEEP_PRECISIONS", "inference_grid", "MeasureConfig", "PeakMemory", "available_devices", "benchmark", "benchmark_together", "cost_metrics", "cpu_features", "count_flops", "count_parameters",
     "device_choices", "device_name", "measure", "measure_modes", "measure_modes_together", "measure_together", "model_device", "model_size_bytes", "native_bf16",
     "profile_summary", "resolve_device", "time_calls", "timing_device", "timing_metrics", "timing_plan", "track_peak_memory", "weight_dtype",
 ]

@@ -131,6 +131,8 @@ def train(
             "train_accuracy": correct.item() / max(seen, 1),
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": seconds,
+            # Training time so far (evaluation left out), across a resume too: the x of time-to-accuracy.
+            "elapsed_s": (state.history[-1].get("elapsed_s", 0.0) if state.history else 0.0) + seconds,
             "images_per_s": seen / seconds if seconds > 0 else float("nan"),
         }
         if getattr(train_loader, "note", ""):  # how the loader cut this epoch, where it matters
