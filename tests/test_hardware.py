@@ -45,3 +45,47 @@ def test_the_inference_sweep_times_every_combination_that_runs_here_and_says_why
         inference_sweep(trained.run_id, store=store, precisions=("int3",))
     with pytest.raises(ValueError, match="needs input_shape"):
         inference_sweep(torch.nn.Linear(2, 2))
+
+
+def test_profile_splits_real_training_steps_into_phases_and_names_the_bottleneck():
+    from workbench import AugmentConfig, profile
+
+    plain = RunConfig(model=ModelConfig(name="mlp", width=0.25))
+    df = profile(plain, steps=8, warmup=2)
+    assert df["phase"].tolist() == ["data", "forward", "backward", "optimizer", "other (overhead, gaps, idle)"]
+    assert df["share"].sum() == pytest.approx(1.0) and (df["ms_per_step"] >= 0).all()
+    assert df["ms_per_step"].sum() == pytest.approx(df.attrs["step_ms"], rel=0.01)
+    assert df.attrs["steps"] == 8 and df.attrs["device"] == "cpu" and df.attrs["bottleneck"]
+    # Heavy per-batch augmentation on a tiny model moves the time into fetching the batch.
+    augmented = profile(plain.replace(**{"data.augment": AugmentConfig(rotate=20.0, crop=2, cutout=3)}), steps=8, warmup=2)
+    share = lambda d, phase: float(d.set_index("phase").loc[phase, "share"])  # noqa: E731
+    assert share(augmented, "data") > 2 * share(df, "data")
+    fig = plots.profile_chart(augmented)
+    assert fig.axes[0].get_xlabel() == "share of the training step (%)" and "batch 64" in fig.axes[0].get_title()
+
+
+def test_the_bottleneck_sentence_follows_the_shares():
+    import pandas as pd
+
+    from workbench.pipeline import _bottleneck
+
+    def shares(data, fwd, bwd, opt, rest):
+        return pd.Series({"data": data, "forward": fwd, "backward": bwd, "optimizer": opt, "other (overhead, gaps, idle)": rest})
+
+    assert _bottleneck(shares(0.5, 0.2, 0.2, 0.05, 0.05), cuda=False).startswith("data loading: 50%")
+    assert "CUDA graphs" in _bottleneck(shares(0.05, 0.1, 0.1, 0.05, 0.7), cuda=True)
+    assert _bottleneck(shares(0.05, 0.1, 0.2, 0.4, 0.25), cuda=False).startswith("the optimizer: 40%")
+    assert _bottleneck(shares(0.05, 0.4, 0.45, 0.05, 0.05), cuda=False).startswith("compute: 85%")
+
+
+def test_a_halted_training_stops_mid_epoch():
+    from workbench.train import Callback, train
+
+    class HaltAfterTwo(Callback):
+        def on_batch_end(self, state):
+            state.halt = state.step >= 2
+
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    model = torch.nn.Linear(4, 2)
+    out = train(model, [(x[i:i + 8], y[i:i + 8]) for i in range(0, 64, 8)], TrainConfig(epochs=3), callbacks=[HaltAfterTwo()])
+    assert len(out.history) == 1 and out.status == "ok" and out.images == 16

@@ -31,8 +31,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ".models": ("ModelConfig", "build_model", "create_model", "list_models"),
     ".notebooks": ("write_metrics",),
     ".pipeline": ("distill", "distill_summary", "evaluator", "inference_sweep", "load_model", "load_teacher", "preflight",
-                  "run", "run_many", "sweep"),
-    ".plots": ("accuracy_vs_size", "history_curves", "inference_sweep_chart", "latency_bars", "latency_vs_batch",
+                  "profile", "run", "run_many", "sweep"),
+    ".plots": ("accuracy_vs_size", "history_curves", "inference_sweep_chart", "latency_bars", "latency_vs_batch", "profile_chart",
                "lr_schedules", "metric_bars",
                "plot_ledger_latency", "plot_ledger_size_accuracy", "plot_sensitivity", "sweep_lines"),
     ".results": ("METRICS", "Result", "ResultStore", "compare", "epoch_costs", "latency_comparison", "readable",
@@ -81,7 +81,7 @@ __all__ = [
     "WeightOnlyInt4", "CastPrecision", "CompressContext", "parse_step", "prune", "quantize", "sensitivity",
     "sparsity_report", "save_quantized", "load_quantized",
     # the pipeline
-    "run", "run_many", "sweep", "inference_sweep", "distill", "distill_summary", "preflight", "load_model", "load_teacher", "evaluator",
+    "run", "run_many", "sweep", "inference_sweep", "profile", "distill", "distill_summary", "preflight", "load_model", "load_teacher", "evaluator",
     # parts usable alone
     "list_datasets", "load_dataset", "train_loader", "eval_loader", "BatchLoader", "list_models", "create_model",
     "build_model", "list_optimizers", "list_schedules", "lr_curve", "train", "evaluate", "benchmark", "measure", "measure_modes",
@@ -91,6 +91,6 @@ __all__ = [
     "Result", "ResultStore", "METRICS", "compare", "latency_comparison", "same_architecture", "readable",
     "time_to_accuracy", "epoch_costs",
     "results_frame", "ledger", "why_not_faster", "reason_at", "plots",
-    "accuracy_vs_size", "latency_bars", "latency_vs_batch", "inference_sweep_chart", "lr_schedules", "history_curves", "sweep_lines", "metric_bars",
+    "accuracy_vs_size", "latency_bars", "latency_vs_batch", "inference_sweep_chart", "profile_chart", "lr_schedules", "history_curves", "sweep_lines", "metric_bars",
     "plot_ledger_size_accuracy", "plot_ledger_latency", "plot_sensitivity", "write_metrics", "Workbench",
 ]

@@ -329,6 +329,29 @@ def latency_vs_batch(records: pd.DataFrame | Sequence[dict], by: Sequence[str] |
     return fig
 
 
+@_themed
+def profile_chart(df: pd.DataFrame, ax=None) -> Figure:
+    """``workbench.profile``'s phases as bars of their share of a training step, with milliseconds on the
+    bars; the title names the device and the step time, the sentence under it the bottleneck.
+
+    Example:
+        >>> df = pd.DataFrame({"phase": ["data", "forward"], "ms_per_step": [1.0, 3.0], "share": [0.25, 0.75]})
+        >>> df.attrs.update(device_name="Xeon", step_ms=4.0, batch_size=64, bottleneck="compute: 75% ...")
+        >>> profile_chart(df).axes[0].get_xlabel()
+        'share of the training step (%)'
+    """
+    fig, ax = _figure(ax)
+    bars = ax.barh(df["phase"], 100 * df["share"], color="tab:blue")
+    ax.bar_label(bars, [f"{ms:.2f} ms" for ms in df["ms_per_step"]], fontsize=8, padding=2)
+    ax.invert_yaxis()  # in the order a step runs
+    ax.set_xlim(0, 100 * max(df["share"].max() * 1.25, 0.1))
+    ax.set_xlabel("share of the training step (%)")
+    a = df.attrs
+    ax.set_title(f"Where a training step goes — {a.get('device_name', 'device?')}, batch {a.get('batch_size', '?')}, "
+                 f"{a.get('step_ms', float('nan')):.1f} ms a step\n{a.get('bottleneck', '')}", fontsize=9, wrap=True)
+    return fig
+
+
 def inference_sweep_chart(df: pd.DataFrame) -> Figure:
     """``inference_sweep``'s rows as latency (with its IQR band) and throughput against batch size, one
     line per precision and mode; the device in the title, skipped combinations left out (and named).

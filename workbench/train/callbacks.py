@@ -31,6 +31,7 @@ class TrainState:
     last_loss: float = float("nan")
     history: list[dict[str, Any]] = field(default_factory=list)
     stop: str | None = None  # set to a reason to stop after this epoch
+    halt: bool = False  # set to stop at once, mid-epoch (a profiler that has its steps)
 
 
 class Callback:
