@@ -89,3 +89,31 @@ def test_a_halted_training_stops_mid_epoch():
     model = torch.nn.Linear(4, 2)
     out = train(model, [(x[i:i + 8], y[i:i + 8]) for i in range(0, 64, 8)], TrainConfig(epochs=3), callbacks=[HaltAfterTwo()])
     assert len(out.history) == 1 and out.status == "ok" and out.images == 16
+
+
+def test_optimizer_implementations_train_alike_and_fused_is_refused_where_torch_has_no_kernel():
+    from workbench import preflight
+
+    base = RunConfig(model=ModelConfig(name="mlp"), train=TrainConfig(epochs=2, optimizer="adamw", lr=2e-3)).replace(
+        **{"hardware.threads": 1})
+    accuracy = {impl: run(base.replace(**{"hardware.optimizer_impl": impl}), store=None, progress=False).metrics["accuracy"]
+                for impl in ("for-loop", "foreach", "fused")}
+    assert max(accuracy.values()) - min(accuracy.values()) < 0.02, accuracy  # the same update, other kernels
+    problems = preflight(base.replace(**{"train.optimizer": "rmsprop", "hardware.optimizer_impl": "fused"})).problems
+    assert problems and "no kernel for rmsprop" in problems[0]
+    notes = preflight(base.replace(**{"hardware.device": "cpu", "hardware.cudnn_benchmark": True})).notes
+    assert any("CUDA GPU only" in n for n in notes)
+
+
+def test_every_hardware_option_is_a_flag_and_a_panel_control(store):
+    import dataclasses
+
+    from workbench import HardwareConfig, Workbench
+    from workbench.cli import _parser, config_from_args
+
+    args = _parser(with_run_flags=True)[0].parse_args(
+        ["run", "--compile-mode", "max-autotune", "--optimizer-impl", "fused", "--cudnn-benchmark", "--tf32"])
+    hw = config_from_args(args).hardware
+    assert (hw.compile_mode, hw.optimizer_impl, hw.cudnn_benchmark, hw.tf32) == ("max-autotune", "fused", True, True)
+    panel = Workbench(store=store)
+    assert {f"hardware.{f.name}" for f in dataclasses.fields(HardwareConfig)} <= set(panel.controls)

@@ -257,7 +257,7 @@ def _choices() -> dict[str, Callable[[], list[str]]]:
     from .data import STRATEGIES, list_datasets
     from .measure import MEASURE_MODES
     from .models import list_models
-    from .train import PRECISIONS, list_optimizers, list_schedules
+    from .train import COMPILE_MODES, OPTIMIZER_IMPLS, PRECISIONS, list_optimizers, list_schedules
 
     return {
         "data.dataset": lambda: [*list_datasets(), "folder:PATH"],
@@ -267,6 +267,8 @@ def _choices() -> dict[str, Callable[[], list[str]]]:
         "train.schedule": list_schedules,
         "hardware.device": lambda: ["auto", "cpu", "cuda", "cuda:N", "mps"],
         "hardware.precision": lambda: list(PRECISIONS),
+        "hardware.compile_mode": lambda: list(COMPILE_MODES),
+        "hardware.optimizer_impl": lambda: list(OPTIMIZER_IMPLS),
         "measure.device": lambda: ["same", "all", "cpu", "cuda", "mps"],
         "measure.modes": lambda: list(MEASURE_MODES),
     }

@@ -36,8 +36,8 @@ from .measure import (count_flops, count_parameters, inference_grid, measure_mod
                       track_peak_memory)
 from .models import ModelConfig, build_model, model_args
 from .results import METRICS, Result, ResultStore, epoch_costs, new_run_id, results_frame
-from .train import (Callback, Checkpoint, CheckpointError, DistillConfig, ProgressBar, TrainConfig, check_precision,
-                    distillation_loss, evaluate, resolve_threads, thread_count, train)
+from .train import (FUSED_OPTIMIZERS, Callback, Checkpoint, CheckpointError, DistillConfig, ProgressBar, TrainConfig,
+                    check_precision, distillation_loss, evaluate, resolve_threads, thread_count, train)
 
 # What a reused run takes over from the run that trained the weights: the schema's training metrics, and where.
 TRAINING_METRICS = (*(m.name for m in METRICS.values() if m.source == "training"), "train_device")
@@ -79,6 +79,9 @@ def preflight(config: RunConfig, *, store: ResultStore | str | os.PathLike | Non
         check.problems.append(str(e))
         return check
     check.problems += [p for p in (step.problem(device) for step in config.compress) if p]
+    if config.hardware.optimizer_impl == "fused" and config.train.optimizer not in FUSED_OPTIMIZERS:
+        check.problems.append(f"hardware.optimizer_impl='fused' has no kernel for {config.train.optimizer}: use foreach, "
+                              f"or one of {', '.join(FUSED_OPTIMIZERS)}")
     store = _open_store(store)
     if config.distill.enabled:
         try:
@@ -98,6 +101,10 @@ def preflight(config: RunConfig, *, store: ResultStore | str | os.PathLike | Non
         check.notes.append("bf16 is emulated on this CPU (no AVX-512 BF16 or AMX): expect it several times slower than fp32")
     if h.compile and device.type == "cpu":
         check.notes.append("torch.compile: the first epoch includes compiling, about 15 s on a CPU")
+    if h.compile_mode != "default" and not h.compile:
+        check.notes.append(f"compile_mode '{h.compile_mode}' applies only with compile on")
+    if device.type != "cuda" and (h.cudnn_benchmark or h.tf32 or (h.compile and h.compile_mode == "reduce-overhead")):
+        check.notes.append("tf32, cudnn_benchmark and reduce-overhead's CUDA graphs act on a CUDA GPU only: here they change nothing")
     if any(isinstance(s, QAT) and not s.convert for s in config.compress):
         check.notes.append("QAT(convert=False) keeps the fake-quant model: float math, to study QAT, not to ship")
     return check

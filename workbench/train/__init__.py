@@ -3,15 +3,17 @@
 This part owns the training sections of a run (``TrainConfig``, ``HardwareConfig``, ``DistillConfig``).
 """
 from .callbacks import Callback, Checkpoint, CheckpointError, EarlyStopping, ProgressBar, TrainState
-from .config import PRECISIONS, DistillConfig, HardwareConfig, TrainConfig
+from .config import COMPILE_MODES, PRECISIONS, DistillConfig, HardwareConfig, TrainConfig
 from .distill import distillation_loss
 from .loop import TrainOutcome, autocast_for, check_precision, evaluate, train
-from .optim import list_optimizers, list_schedules, lr_curve, make_optimizer, make_scheduler, schedule_factor
+from .optim import (FUSED_OPTIMIZERS, OPTIMIZER_IMPLS, list_optimizers, list_schedules, lr_curve, make_optimizer,
+                    make_scheduler, schedule_factor)
 from .threads import available_cores, load_average, resolve_threads, thread_count
 
 __all__ = [
     "Callback", "Checkpoint", "CheckpointError", "EarlyStopping", "ProgressBar", "TrainState", "PRECISIONS", "DistillConfig",
     "HardwareConfig", "TrainConfig", "distillation_loss", "TrainOutcome", "autocast_for", "check_precision",
     "evaluate", "train", "list_optimizers", "list_schedules", "lr_curve", "make_optimizer", "make_scheduler", "schedule_factor",
-    "available_cores", "load_average", "resolve_threads", "thread_count",
+    "available_cores", "load_average", "resolve_threads", "thread_count", "COMPILE_MODES", "FUSED_OPTIMIZERS",
+    "OPTIMIZER_IMPLS",
 ]

@@ -5,9 +5,10 @@ from dataclasses import dataclass
 
 from .._errors import check_positive, require
 from .._plain import Checked
-from .optim import OPTIMIZERS, SCHEDULES
+from .optim import OPTIMIZER_IMPLS, OPTIMIZERS, SCHEDULES
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,14 @@ class HardwareConfig(Checked):
     precision: str = "fp32"  # fp32, bf16, fp16 (autocast; fp16 adds a grad scaler)
     channels_last: bool = False  # NHWC memory layout, faster convs on tensor-core GPUs
     compile: bool = False  # torch.compile the model (slow first epoch, faster after)
+    # torch.compile's mode: default, reduce-overhead (replays CUDA graphs: less launch overhead per step),
+    # max-autotune (searches kernel configurations: a longer compile), max-autotune-no-cudagraphs
+    compile_mode: str = "default"
     tf32: bool = False  # allow TF32 matmuls on Ampere+ GPUs
+    # how the optimizer update runs: auto (torch chooses), for-loop, foreach (batched) or fused (one kernel;
+    # sgd, sgd_nesterov, adam, adamw)
+    optimizer_impl: str = "auto"
+    cudnn_benchmark: bool = False  # let cuDNN time its convolution algorithms for the shapes seen (CUDA)
     # CPU threads for training and timing: auto = the cores not already busy (a second thread sharing a
     # busy core made a training step 2-8x slower here; on idle cores it is 1.25x faster), or a number
     # (a fixed number also keeps CPU reruns bit-identical: auto may choose differently under load)
@@ -61,6 +69,10 @@ class HardwareConfig(Checked):
                 f"hardware.device must be auto, cpu, cuda, cuda:N or mps (got '{self.device}')")
         require(self.threads == "auto" or (isinstance(self.threads, int) and self.threads >= 1),
                 f"hardware.threads must be auto or a whole number >= 1 (got {self.threads!r})")
+        require(self.compile_mode in COMPILE_MODES,
+                f"hardware.compile_mode must be one of {', '.join(COMPILE_MODES)} (got '{self.compile_mode}')")
+        require(self.optimizer_impl in OPTIMIZER_IMPLS,
+                f"hardware.optimizer_impl must be one of {', '.join(OPTIMIZER_IMPLS)} (got '{self.optimizer_impl}')")
 
 
 @dataclass(frozen=True)

@@ -75,10 +75,12 @@ def train(
     check_precision(hardware.precision, device)
     if hardware.tf32 and device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = hardware.cudnn_benchmark
     memory_format = torch.channels_last if hardware.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
-    forward = torch.compile(model) if hardware.compile else model
-    optimizer = make_optimizer(model.parameters(), cfg)
+    forward = torch.compile(model, mode=hardware.compile_mode) if hardware.compile else model
+    optimizer = make_optimizer(model.parameters(), cfg, impl=hardware.optimizer_impl)
     scheduler = make_scheduler(optimizer, cfg, len(train_loader))
     # The scaler keeps small fp16 gradients from flushing to zero; it is a pass-through otherwise.
     scaler = torch.amp.GradScaler(device.type, enabled=hardware.precision == "fp16")

@@ -28,30 +28,30 @@ SCHEDULES: Registry[Callable[[float], float]] = Registry("schedule")
 
 
 @OPTIMIZERS.register("sgd")
-def _sgd(params, cfg):
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+def _sgd(params, cfg, **impl):
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **impl)
 
 
 @OPTIMIZERS.register("sgd_nesterov")
-def _sgd_nesterov(params, cfg):
+def _sgd_nesterov(params, cfg, **impl):
     # Nesterov needs momentum > 0; fall back to the conventional 0.9 rather than failing.
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum or 0.9, weight_decay=cfg.weight_decay, nesterov=True)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum or 0.9, weight_decay=cfg.weight_decay, nesterov=True, **impl)
 
 
 @OPTIMIZERS.register("adam")
-def _adam(params, cfg):
+def _adam(params, cfg, **impl):
     # Adam's weight_decay is L2 in the gradient (coupled); AdamW is the decoupled form.
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **impl)
 
 
 @OPTIMIZERS.register("adamw")
-def _adamw(params, cfg):
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+def _adamw(params, cfg, **impl):
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **impl)
 
 
 @OPTIMIZERS.register("rmsprop")
-def _rmsprop(params, cfg):
-    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+def _rmsprop(params, cfg, **impl):
+    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **impl)
 
 
 # Each schedule maps training progress p in [0, 1] to a multiplier of the peak lr.
@@ -85,9 +85,25 @@ def list_schedules() -> list[str]:
     return SCHEDULES.names()
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], cfg) -> torch.optim.Optimizer:
-    """The optimizer named by ``cfg.optimizer`` (a ``TrainConfig``)."""
-    return OPTIMIZERS.get(cfg.optimizer)(params, cfg)
+# How the update runs: one Python loop per tensor, one batched call per step (foreach), or one fused kernel.
+OPTIMIZER_IMPLS = {"auto": {}, "for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+FUSED_OPTIMIZERS = ("sgd", "sgd_nesterov", "adam", "adamw")  # the ones torch has a fused kernel for
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], cfg, impl: str = "auto") -> torch.optim.Optimizer:
+    """The optimizer named by ``cfg.optimizer`` (a ``TrainConfig``), its update run as ``impl`` says
+    (``OPTIMIZER_IMPLS``; auto lets torch choose: foreach on a GPU, the loop on a CPU).
+
+    Example:
+        >>> from workbench.train import TrainConfig
+        >>> opt = make_optimizer(torch.nn.Linear(2, 2).parameters(), TrainConfig(optimizer="adamw"), impl="fused")
+        >>> type(opt).__name__, opt.defaults["fused"]
+        ('AdamW', True)
+    """
+    if impl == "fused" and cfg.optimizer not in FUSED_OPTIMIZERS:
+        raise ValueError(f"hardware.optimizer_impl='fused' has no kernel for {cfg.optimizer}: use foreach, or one of "
+                         f"{', '.join(FUSED_OPTIMIZERS)}")
+    return OPTIMIZERS.get(cfg.optimizer)(params, cfg, **OPTIMIZER_IMPLS[impl])
 
 
 def schedule_factor(name: str, step: int, total_steps: int, warmup_steps: int) -> float:

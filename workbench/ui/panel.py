@@ -29,7 +29,7 @@ from ..measure import device_choices
 from ..models import list_models
 from ..pipeline import preflight, run
 from ..results import Result, ResultStore, compare, format_number, readable, results_frame, run_labels
-from ..train import PRECISIONS, available_cores, list_optimizers, list_schedules
+from ..train import COMPILE_MODES, OPTIMIZER_IMPLS, PRECISIONS, available_cores, list_optimizers, list_schedules
 from .code import _default, run_code
 from .live import LiveCurve, ProgressWidget, show
 
@@ -324,6 +324,10 @@ class Workbench:
             "hardware.precision": w.ToggleButtons(description="precision", options=PRECISIONS, style={**STYLE, "button_width": "60px"}),
             "hardware.channels_last": _check("channels-last memory"),
             "hardware.compile": _check("torch.compile"),
+            "hardware.compile_mode": _dropdown("compile mode", list(COMPILE_MODES)),
+            "hardware.tf32": _check("TF32 matmuls (CUDA)"),
+            "hardware.optimizer_impl": _dropdown("optimizer update", list(OPTIMIZER_IMPLS)),
+            "hardware.cudnn_benchmark": _check("cuDNN autotuning (CUDA)"),
             "hardware.threads": _dropdown("CPU threads", [("auto (free cores)", "auto")] + [(str(n), n) for n in range(1, available_cores() + 1)]),
             "distill.teacher": _dropdown("distill from", [("none", "")]),
             "distill.alpha": _slider(w.FloatSlider, "teacher weight α", min=0, max=1, step=0.05),
