@@ -3,6 +3,7 @@ never collide, writes that fail leave nothing behind and say so in one line."""
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -44,8 +45,8 @@ def _one_error_line(p):
     """Exit code 2 and exactly one ``workbench: error:`` line; progress bars and notes may come before it."""
     lines = [ln for ln in p.stderr.replace("\r", "\n").splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("workbench: error: ")]
-    bar = ("cell/s]", "s/cell]", "?cell/s]")  # tqdm's rate, fast or slow
-    other = [ln for ln in lines if not ln.startswith(("workbench: note:", "workbench: error: ")) and not ln.endswith(bar)]
+    bar = re.compile(r"\| *\d+/\d+ \[")  # a tqdm progress line: "| 4/17 [00:04<00:13, 1.01s/cell]"
+    other = [ln for ln in lines if not ln.startswith(("workbench: note:", "workbench: error: ")) and not bar.search(ln)]
     assert p.returncode == 2 and len(errors) == 1 and not other, p.stderr[-2000:]
     assert "Traceback" not in p.stderr and "weights_only=False" not in p.stderr
     return errors[0]
