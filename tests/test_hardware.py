@@ -117,3 +117,18 @@ def test_every_hardware_option_is_a_flag_and_a_panel_control(store):
     assert (hw.compile_mode, hw.optimizer_impl, hw.cudnn_benchmark, hw.tf32) == ("max-autotune", "fused", True, True)
     panel = Workbench(store=store)
     assert {f"hardware.{f.name}" for f in dataclasses.fields(HardwareConfig)} <= set(panel.controls)
+
+
+def test_a_run_records_achieved_tflops_beside_a_measured_matmul_ceiling():
+    from workbench.measure import achieved, matmul_ceiling
+
+    r = run(RunConfig(model=ModelConfig(name="cnn", width=0.5), train=TrainConfig(epochs=1)).replace(**{"hardware.threads": 1}),
+            store=None, progress=False)
+    m = r.metrics
+    assert m["inference_tflops"] == pytest.approx(achieved(m["flops"], m["throughput_ips"], training=False))
+    assert m["train_tflops"] == pytest.approx(3 * m["flops"] * m["train_ips"] / 1e12)
+    assert m["ceiling_dtype"] == "float32" and m["ceiling_tflops"] > 0
+    assert 0 < m["inference_ceiling_share"] == pytest.approx(m["inference_tflops"] / m["ceiling_tflops"])
+    # The probe runs at the thread count of its caller and is cached for it.
+    torch.set_num_threads(1)
+    assert matmul_ceiling("cpu") == matmul_ceiling("cpu") and matmul_ceiling("cpu")["threads"] == 1

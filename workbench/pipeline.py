@@ -31,9 +31,9 @@ from .checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 from .compress import CompressContext, QAT, apply_step
 from .config import RunConfig
 from .data import Dataset, eval_loader, load_dataset, per_example_loss, select_subset, subset_size, train_loader
-from .measure import (count_flops, count_parameters, inference_grid, measure_modes_together, measure_together,
-                      device_name, model_size_bytes, native_bf16, resolve_device, timing_device, timing_plan,
-                      track_peak_memory)
+from .measure import (achieved, count_flops, count_parameters, device_name, inference_grid, matmul_ceiling,
+                      measure_modes_together, measure_together, model_size_bytes, native_bf16, resolve_device,
+                      timing_device, timing_plan, track_peak_memory)
 from .models import ModelConfig, build_model, model_args
 from .results import METRICS, Result, ResultStore, epoch_costs, new_run_id, results_frame
 from .train import (FUSED_OPTIMIZERS, Callback, Checkpoint, CheckpointError, DistillConfig, ProgressBar, TrainConfig,
@@ -233,11 +233,14 @@ def _time_and_store(batch: list[_Prepared], store: ResultStore | None, progress:
             tqdm.write(f"timing {len(models)} models together, taking turns so a busy machine slows them alike "
                        f"({', '.join(cfg.modes)}; batch sizes {', '.join(map(str, cfg.batch_sizes))}; {threads} threads)")
         with thread_count(threads):
+            ceilings = {d: matmul_ceiling(d) for d in {where, *(str(batch[i].device) for i in members)}}
             measured = measure_together(models, chw, cfg, where)
             for other, modes in timing_plan(cfg, torch.device(where)):
                 more = measure_modes_together(models, chw, modes=modes, batch_sizes=cfg.batch_sizes, device=other,
                                               warmup=cfg.warmup, iters=cfg.iters, progress=progress)
                 measured = [(metrics, records + extra) for (metrics, records), extra in zip(measured, more)]
+        for i, (metrics, _) in zip(members, measured):
+            metrics.update(_achieved(metrics, batch[i], ceilings[where], ceilings[str(batch[i].device)]))
         timed.update(zip(members, measured))
     results = []
     for i, p in enumerate(batch):
@@ -639,6 +642,20 @@ def training_subset(config: RunConfig, dataset: Dataset, device: torch.device) -
         train(proxy, train_loader(dataset, d, recipe.batch_size, seed=recipe.seed, device=device), recipe, device=device)
         scores = per_example_loss(proxy, dataset.train_x, dataset.train_y, mean=dataset.mean, std=dataset.std, device=device)
     return select_subset(dataset.train_y, d.fraction, d.selection, seed=config.train.seed, scores=scores)
+
+
+def _achieved(metrics: dict[str, Any], p: _Prepared, inference_ceiling: dict, train_ceiling: dict) -> dict[str, Any]:
+    """Achieved TFLOP/s in inference (at the largest batch) and in training (the float model's FLOPs at
+    the training speed), each beside the matmul ceiling probed on the device that ran it."""
+    out = {"inference_tflops": achieved(metrics["flops"], metrics["throughput_ips"], training=False),
+           "ceiling_tflops": inference_ceiling["tflops"], "ceiling_dtype": inference_ceiling["dtype"]}
+    out["inference_ceiling_share"] = out["inference_tflops"] / inference_ceiling["tflops"]
+    train_ips = p.trained.metrics.get("train_ips")
+    if train_ips:
+        out["train_tflops"] = achieved((p.before or metrics)["flops"], train_ips, training=True)
+        out["train_ceiling_tflops"] = train_ceiling["tflops"]
+        out["train_ceiling_share"] = out["train_tflops"] / train_ceiling["tflops"]
+    return out
 
 
 def _warn_about_lost_accuracy(config: RunConfig, before: float, after: float) -> None:

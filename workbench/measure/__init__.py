@@ -10,6 +10,7 @@ Example:
     (178, 320)
 """
 from .bench import benchmark, benchmark_together, cost_metrics, measure, measure_together, time_calls, timing_metrics
+from .ceiling import achieved, matmul_ceiling
 from .config import MEASURE_MODES, MeasureConfig
 from .counts import count_flops, count_parameters, model_size_bytes, weight_dtype
 from .device import (available_devices, cpu_features, device_choices, device_name, model_device, native_bf16,
@@ -20,7 +21,7 @@ from .profile import profile_summary
 from .sweep import SWEEP_MODES, SWEEP_PRECISIONS, inference_grid
 
 __all__ = [
-    "MEASURE_MODES", "SWEEP_MODES", "SWEEP_PRECISIONS", "inference_grid", "MeasureConfig", "PeakMemory", "available_devices", "benchmark", "benchmark_together", "cost_metrics", "cpu_features", "count_flops", "count_parameters",
+    "MEASURE_MODES", "achieved", "matmul_ceiling", "SWEEP_MODES", "SWEEP_PRECISIONS", "inference_grid", "MeasureConfig", "PeakMemory", "available_devices", "benchmark", "benchmark_together", "cost_metrics", "cpu_features", "count_flops", "count_parameters",
     "device_choices", "device_name", "measure", "measure_modes", "measure_modes_together", "measure_together", "model_device", "model_size_bytes", "native_bf16",
     "profile_summary", "resolve_device", "time_calls", "timing_device", "timing_metrics", "timing_plan", "track_peak_memory", "weight_dtype",
 ]
