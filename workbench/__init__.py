@@ -26,8 +26,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ".data": ("AugmentConfig", "BatchLoader", "DataConfig", "eval_loader", "list_datasets", "load_dataset",
               "train_loader"),
     ".ledger": ("ledger", "reason_at", "why_not_faster"),
-    ".measure": ("MeasureConfig", "benchmark", "count_flops", "count_parameters", "device_name", "measure",
-                 "measure_modes", "model_size_bytes", "resolve_device", "time_calls"),
+    ".measure": ("MeasureConfig", "benchmark", "count_flops", "count_parameters", "device_name", "matmul_ceiling", "measure",
+                 "measure_modes", "model_size_bytes", "native_bf16", "resolve_device", "time_calls"),
     ".models": ("ModelConfig", "build_model", "create_model", "list_models"),
     ".notebooks": ("write_metrics",),
     ".pipeline": ("distill", "distill_summary", "evaluator", "inference_sweep", "load_model", "load_teacher", "preflight",
@@ -38,7 +38,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ".results": ("METRICS", "Result", "ResultStore", "compare", "epoch_costs", "latency_comparison", "readable",
                  "results_frame", "same_architecture", "time_to_accuracy"),
     ".train": ("DistillConfig", "HardwareConfig", "TrainConfig", "evaluate", "list_optimizers", "list_schedules",
-               "lr_curve", "train"),
+               "lr_curve", "resolve_threads", "train"),
     ".ui": ("Workbench",),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -85,7 +85,8 @@ __all__ = [
     # parts usable alone
     "list_datasets", "load_dataset", "train_loader", "eval_loader", "BatchLoader", "list_models", "create_model",
     "build_model", "list_optimizers", "list_schedules", "lr_curve", "train", "evaluate", "benchmark", "measure", "measure_modes",
-    "count_flops", "count_parameters", "model_size_bytes", "resolve_device", "device_name", "time_calls",
+    "count_flops", "count_parameters", "model_size_bytes", "resolve_device", "device_name", "time_calls", "native_bf16",
+    "matmul_ceiling", "resolve_threads",
     "save_checkpoint", "load_checkpoint",
     # results and their views
     "Result", "ResultStore", "METRICS", "compare", "latency_comparison", "same_architecture", "readable",
