@@ -126,9 +126,38 @@ def test_a_run_records_achieved_tflops_beside_a_measured_matmul_ceiling():
             store=None, progress=False)
     m = r.metrics
     assert m["inference_tflops"] == pytest.approx(achieved(m["flops"], m["throughput_ips"], training=False))
-    assert m["train_tflops"] == pytest.approx(3 * m["flops"] * m["train_ips"] / 1e12)
+    # At the speed of a steady epoch, so a compiled run's compiling does not count as slow arithmetic.
+    assert m["train_tflops"] == pytest.approx(3 * m["flops"] * m["train_examples"] / m["steady_epoch_seconds"] / 1e12)
     assert m["ceiling_dtype"] == "float32" and m["ceiling_tflops"] > 0
     assert 0 < m["inference_ceiling_share"] == pytest.approx(m["inference_tflops"] / m["ceiling_tflops"])
     # The probe runs at the thread count of its caller and is cached for it.
     torch.set_num_threads(1)
     assert matmul_ceiling("cpu") == matmul_ceiling("cpu") and matmul_ceiling("cpu")["threads"] == 1
+
+
+def test_many_compiled_shapes_of_one_model_each_get_a_graph_instead_of_silently_running_eager():
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from workbench.measure.modes import compile_room
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(x).relu()
+
+    def graphs_for(shapes):
+        torch._dynamo.reset()
+        counters.clear()
+        compiled = torch.compile(Tiny(), backend="eager", dynamic=False)  # as timing compiles: one graph per shape
+        for n in range(1, shapes + 1):
+            compiled(torch.randn(n, 4))
+        return counters["stats"]["unique_graphs"]
+
+    assert graphs_for(12) < 12  # dynamo's default limit: past it the other shapes ran eager
+    with compile_room(24):
+        assert graphs_for(12) == 12
+    torch._dynamo.reset()

@@ -20,6 +20,8 @@ EXPECTED = {
                                "batch_speedup", "train_device"],
     "04_data": ["normalize_gain", "normalize_gain_without_batchnorm", "best_augmentation", "best_augmentation_gain",
                 "best_selection", "selection_accuracy", "max_generalization_gap", "train_eval_accuracy"],
+    "05_hardware": ["variants", "steady_epoch_seconds", "first_epoch_seconds", "warmup_seconds", "train_ceiling_share",
+                    "profile_shares", "per_image_ratio", "sweep_rows", "sweep_ran", "sweep_skipped", "measure_device_name"],
     "06_pruning": ["baseline_accuracy", "unstructured_nonzero_ratio", "unstructured_size_ratio", "structured_params_ratio",
                    "structured_flops_ratio", "structured_accuracy_delta", "structured_speedup", "iterative_accuracy_delta",
                    "most_sensitive_layer", "unstructured_flops_ratio", "measure_device_name"],
@@ -55,6 +57,15 @@ TAKEAWAYS = {
                      math.isclose(gap, m["train_eval_accuracy"][k] - m["test_accuracy"][k], abs_tol=1e-9)
                      for k, gap in m["generalization_gap"].items())
                  and math.isclose(m["max_generalization_gap"], max(m["generalization_gap"].values()), abs_tol=1e-9))],
+    "05_hardware": [("every variant's warm-up cost is its first epoch beyond a steady one",
+                     lambda m: all(math.isclose(m["warmup_seconds"][k], max(0.0, m["first_epoch_seconds"][k] - m["steady_epoch_seconds"][k]),
+                                                abs_tol=1e-5) for k in m["variants"])),
+                    ("the profile's phases make up the whole step", lambda m: math.isclose(sum(m["profile_shares"].values()), 1.0)),
+                    ("a small batch costs more per image", lambda m: m["per_image_ratio"] > 1),
+                    ("training used a measured share of the matmul ceiling", lambda m: 0 < m["train_ceiling_share"]),
+                    ("the sweep times what runs here and gives a reason for the rest",
+                     lambda m: m["sweep_ran"] > 0 and m["sweep_ran"] + len(m["sweep_batch_sizes"]) * len(m["sweep_skipped"]) == m["sweep_rows"]
+                     and all(m["sweep_skipped"].values()))],
     "06_pruning": [("unstructured: fewer non-zeros, same file", lambda m: m["unstructured_nonzero_ratio"] < 0.6
                     and m["unstructured_size_ratio"] > 0.95),
                    ("structured: fewer parameters and FLOPs", lambda m: m["structured_params_ratio"] < 0.6

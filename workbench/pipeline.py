@@ -646,11 +646,13 @@ def training_subset(config: RunConfig, dataset: Dataset, device: torch.device) -
 
 def _achieved(metrics: dict[str, Any], p: _Prepared, inference_ceiling: dict, train_ceiling: dict) -> dict[str, Any]:
     """Achieved TFLOP/s in inference (at the largest batch) and in training (the float model's FLOPs at
-    the training speed), each beside the matmul ceiling probed on the device that ran it."""
+    the speed of a steady epoch), each beside the matmul ceiling probed on the device that ran it."""
     out = {"inference_tflops": achieved(metrics["flops"], metrics["throughput_ips"], training=False),
            "ceiling_tflops": inference_ceiling["tflops"], "ceiling_dtype": inference_ceiling["dtype"]}
     out["inference_ceiling_share"] = out["inference_tflops"] / inference_ceiling["tflops"]
-    train_ips = p.trained.metrics.get("train_ips")
+    # Steady epochs: a compiled run's first epoch would count its compiling as slow arithmetic.
+    steady = p.trained.metrics.get("steady_epoch_seconds")
+    train_ips = p.trained.metrics.get("train_examples", 0) / steady if steady else p.trained.metrics.get("train_ips")
     if train_ips:
         out["train_tflops"] = achieved((p.before or metrics)["flops"], train_ips, training=True)
         out["train_ceiling_tflops"] = train_ceiling["tflops"]

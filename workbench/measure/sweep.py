@@ -12,7 +12,7 @@ from torch import nn
 
 from .bench import benchmark_together
 from .device import device_name, resolve_device
-from .modes import _prepare, skip_reason
+from .modes import _prepare, compile_room, skip_reason
 
 SWEEP_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 SWEEP_MODES = ("eager", "compiled", "max-autotune")
@@ -53,7 +53,7 @@ def inference_grid(
     memory_format = torch.channels_last if channels_last and len(chw) == 3 else torch.contiguous_format
     model = model.eval().to(device=device, memory_format=memory_format)
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, compile_room(8 + 2 * len(precisions) * len(modes) * len(batch_sizes)):
         for precision in precisions:
             why_not = _unavailable(precision, None, device)
             runners, skipped = {}, {}
