@@ -53,7 +53,7 @@ def test_unstructured_pruning_is_explained_from_real_measurements():
     assert row["nonzero_params"] < 0.3 * row["params"] and row["flops_ratio"] == 1.0 and row["size_ratio"] > 0.95
     # The same dense work: never credited as a real speed-up; explained as dense, or the timing is doubted.
     codes = set(why_not_faster([base, sparse])["reason"])
-    assert codes and codes <= {"dense", "noisy", "implausible", "slower"}, codes
+    assert codes and codes <= {"dense", "noisy", "implausible", "slower", "within_spread"}, codes
     assert df.attrs["device_names"]["cpu"] == base.benchmarks[0]["device_name"]
     # The same table comes out of a store's DataFrame.
     from workbench.results import results_frame
@@ -240,4 +240,15 @@ def test_identical_models_timed_on_a_busy_machine_never_read_as_a_speed_change()
         speedup = table.loc[1, f"cpu/eager/bs{bs}_speedup"]
         reason = reason_at(reasons, "b", device="cpu", mode="eager", batch_size=bs)
         moved = speedup >= 1.1 or speedup <= 1 / 1.1
-        assert not moved or reason in (REASONS["slower"],) or reason.startswith(("too noisy", "faster, though")), (bs, speedup, reason)
+        assert not moved or reason in (REASONS["slower"],) or reason.startswith(("too noisy", "faster, though")) \
+            or "inside the timing spread" in reason, (bs, speedup, reason)
+
+
+def test_a_ratio_from_overlapping_timings_is_called_inside_the_spread_not_a_change():
+    rec = lambda ms, q: [{"mode": "eager", "batch_size": 1, "latency_ms": ms, "latency_ms_q25": ms - q, "latency_ms_q75": ms + q,
+                          "relative_spread": 2 * q / ms, "device": "cpu"}]  # noqa: E731
+    metrics = {"params": 1, "nonzero_params": 1, "size_bytes": 1, "flops": 1}
+    a = Result(RunConfig(name="a"), metrics, benchmarks=rec(1.0, 0.2))
+    b = Result(RunConfig(name="b"), metrics, benchmarks=rec(1.2, 0.2))  # 0.83x, but the IQRs overlap
+    reason = reason_at(why_not_faster([a, b], baseline="a"), "b", device="cpu", mode="eager", batch_size=1)
+    assert reason.startswith("0.83x, but inside the timing spread"), reason

@@ -39,6 +39,7 @@ WEIGHT_ONLY = (WeightOnlyInt8, WeightOnlyInt4)
 REASONS = {  # reason code -> text; {fields} are filled in from the measurements of that cell
     "noisy": "too noisy to compare: these latencies vary by up to {spread:.0%} of their median{load}; rerun on a quiet machine",
     "slower": "slower beyond the timing spread, though it does no more work: timing noise or a busy machine",
+    "within_spread": "{speed:.2f}x, but inside the timing spread (the interquartile ranges overlap): not a real difference",
     "implausible": "faster, though it does the same work at {size_ratio:.0%} of the size: timing noise or a busy machine? rerun",
     "fake_quant": "fake-quant model: convert first",
     "dense": "masked weights are still dense: use structured pruning",
@@ -216,6 +217,7 @@ def _why(row: pd.Series, steps: list[CompressStep], cells: dict, base_cells: dic
         device, mode, bs = _split(key)
         spread = max(cell.get("relative_spread", 0.0), base.get("relative_spread", 0.0))
         facts = {"spread": spread, "load": _load(cell, base), "size_ratio": row["size_ratio"],
+                 "speed": base["latency_ms"] / cell["latency_ms"],
                  "features": "/".join(cell.get("cpu_features", [])) or "no listed"}
         if spread > NOISY_SPREAD:
             why = "noisy"
@@ -225,6 +227,8 @@ def _why(row: pd.Series, steps: list[CompressStep], cells: dict, base_cells: dic
             why = "implausible"
         elif _clearly_slower(cell, base) and not slows_down:
             why = "slower"
+        elif not _clearly_slower(cell, base) and not 1 / FASTER < facts["speed"] < FASTER:
+            why = "within_spread"  # a ratio that looks like a change, from timings that overlap
         elif fake_quant:
             why = "fake_quant"
         elif UnstructuredPrune in kinds and row["flops_ratio"] >= SAME_FLOPS:
