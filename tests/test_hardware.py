@@ -161,3 +161,14 @@ def test_many_compiled_shapes_of_one_model_each_get_a_graph_instead_of_silently_
     with compile_room(24):
         assert graphs_for(12) == 12
     torch._dynamo.reset()
+
+
+def test_training_curves_can_be_read_against_training_time():
+    r = run(RunConfig(model=ModelConfig(name="mlp"), train=TrainConfig(epochs=2)), store=None, progress=False)
+    from workbench.results import results_frame
+
+    ax = plots.history_curves(results_frame([r]), "test_accuracy", x="elapsed_s").axes[0]
+    assert ax.get_xlabel() == "training time so far (s)" and "against training time" in ax.get_title()
+    assert list(ax.lines[0].get_xdata()) == [h["elapsed_s"] for h in r.history]
+    with pytest.raises(ValueError, match="x must be 'epoch' or 'elapsed_s'"):
+        plots.history_curves(results_frame([r]), x="step")

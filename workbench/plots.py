@@ -371,24 +371,34 @@ def inference_sweep_chart(df: pd.DataFrame) -> Figure:
 
 
 @_themed
-def history_curves(df: pd.DataFrame, metric: str = "test_accuracy", ax=None) -> Figure:
-    """One training curve per run, overlaid: ``metric`` per epoch from each run's history.
+def history_curves(df: pd.DataFrame, metric: str = "test_accuracy", ax=None, x: str = "epoch") -> Figure:
+    """One training curve per run, overlaid: ``metric`` from each run's history, per epoch or, with
+    ``x="elapsed_s"``, against training seconds (time to accuracy: a faster recipe's curve rises
+    sooner even when it needs as many epochs, and a compile's cost shows as a late start).
 
     Example:
         >>> df = pd.DataFrame({"name": ["a"], "run_id": ["1"], "train_device": ["cpu"],
-        ...                    "history": [[{"epoch": 1, "test_accuracy": 0.5}, {"epoch": 2, "test_accuracy": 0.7}]]})
-        >>> history_curves(df).axes[0].get_ylabel()
-        'test accuracy (%)'
+        ...                    "history": [[{"epoch": 1, "test_accuracy": 0.5, "elapsed_s": 2.0},
+        ...                                 {"epoch": 2, "test_accuracy": 0.7, "elapsed_s": 3.5}]]})
+        >>> history_curves(df).axes[0].get_ylabel(), history_curves(df, x="elapsed_s").axes[0].get_xlabel()
+        ('test accuracy (%)', 'training time so far (s)')
     """
+    if x not in ("epoch", "elapsed_s"):
+        raise ValueError(f"history_curves x must be 'epoch' or 'elapsed_s' (got {x!r})")
     fig, ax = _figure(ax)
     for label, history in zip(run_labels(df), df["history"]):
         h = pd.DataFrame(history or [])
-        if metric in h:
-            ax.plot(h["epoch"], _scaled(h[metric], metric), marker="o", ms=3, label=label)
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if metric in h and x in h:
+            ax.plot(h[x], _scaled(h[metric], metric), marker="o", ms=3, label=label)
+    if x == "epoch":
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    else:
+        ax.set_xlabel(metric_label("elapsed_s"))
+        ax.set_xlim(left=0)
     ax.set_ylabel(metric_label(metric))
-    ax.set_title(f"{_short(metric)} per epoch — {_dataset(df)}, {train_label(df)}", fontsize=10)
+    per = "per epoch" if x == "epoch" else "against training time"
+    ax.set_title(f"{_short(metric)} {per} — {_dataset(df)}, {train_label(df)}", fontsize=10)
     if ax.get_legend_handles_labels()[1]:
         ax.legend(fontsize=8)
     return fig
