@@ -345,11 +345,10 @@ def inference_sweep(model_or_run: torch.nn.Module | str | Result, *, store: Resu
             raise ValueError("inference_sweep(model) needs input_shape=(C, H, W); a stored run knows its own")
         return inference_grid(model_or_run, input_shape, **grid)
     result = model_or_run if isinstance(model_or_run, Result) else _open_store(store).get(model_or_run)
-    if not result.checkpoint:
-        raise ValueError(f"Run '{result.run_id}' saved no model ({result.metrics.get('checkpoint_note', 'run it with a store')}).")
+    model = load_model(result)  # says in one line when the run saved no model
     args = checkpoint_metadata(result.checkpoint)["model_args"]
     chw = (args["in_channels"], args["image_size"], args["image_size"])
-    df = inference_grid(load_model(result), chw if input_shape is None else input_shape, **grid)
+    df = inference_grid(model, chw if input_shape is None else input_shape, **grid)
     df.insert(0, "run", result.config.name or result.run_id)
     return df
 

@@ -68,8 +68,7 @@ def variant_notes(df: pd.DataFrame) -> list[str]:
     the first row (the baseline), and its latency only as far as the timing spreads support it."""
     base = df.iloc[0]
     notes = []
-    for i, row in df.iterrows():
-        name = run_labels(df)[i]
+    for (i, row), name in zip(df.iterrows(), run_labels(df)):
         if i == 0:
             notes.append(f"{name}: the baseline; every other row changes one thing against it. Test accuracy "
                          f"{100 * row['accuracy']:.1f}%, {row['params']:,.0f} parameters, latency {row['latency_ms']:.2f} ms.")
