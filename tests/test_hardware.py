@@ -172,3 +172,49 @@ def test_training_curves_can_be_read_against_training_time():
     assert list(ax.lines[0].get_xdata()) == [h["elapsed_s"] for h in r.history]
     with pytest.raises(ValueError, match="x must be 'epoch' or 'elapsed_s'"):
         plots.history_curves(results_frame([r]), x="step")
+
+
+def test_compile_auto_probes_real_steps_decides_from_them_and_leaves_the_training_unchanged(store):
+    """A 2-epoch digits run cannot pay back a CPU compile: auto says so with its numbers, and the model it
+    trains is bit-identical to compile off (the probe restores weights, BatchNorm statistics and RNG)."""
+    from workbench.checkpoint import load_checkpoint
+
+    base = RunConfig(model=ModelConfig(name="cnn", width=0.5), train=TrainConfig(epochs=2)).replace(**{"hardware.threads": 1})
+    auto = run(base.replace(**{"hardware.compile": "auto"}), store=store, progress=False)
+    off = run(base, store=store, progress=False, reuse=False)
+    m = auto.metrics
+    assert m["compiled"] is False and m["compile_reason"].startswith("compile off: a compiled step took")
+    assert m["compile_probe_seconds"] > 0 and m["first_epoch_seconds"] > m["compile_probe_seconds"]
+    weights = [load_checkpoint(r.checkpoint)[0].state_dict() for r in (auto, off)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
+    assert auto.history[-1]["test_accuracy"] == off.history[-1]["test_accuracy"]
+
+
+def test_the_compile_probe_compiles_where_the_saved_steps_outweigh_the_compile():
+    import contextlib
+    import time as clock
+
+    from workbench.train.compile_probe import probe_compile
+
+    class SlowEager(torch.nn.Linear):  # eager pays 5 ms a step that the "compiled" path does not
+        def forward(self, x):
+            clock.sleep(0.005)
+            return super().forward(x)
+
+    model = SlowEager(4, 2)
+    fast = lambda x: torch.nn.functional.linear(x, model.weight, model.bias)  # noqa: E731
+    batch = torch.randn(8, 4), torch.zeros(8, dtype=torch.long)
+    long_run = probe_compile(model, batch, fast, steps_left=10_000, precision_context=contextlib.nullcontext)
+    short_run = probe_compile(model, batch, fast, steps_left=1, precision_context=contextlib.nullcontext)
+    assert long_run.eager_step_s > long_run.compiled_step_s + 0.004
+    assert long_run.compile and long_run.reason.startswith("compile on: ")
+    assert not short_run.compile or short_run.compile_s < 0.005  # 1 step saves 5 ms: only a free compile pays
+
+
+def test_compile_is_on_off_or_auto_from_the_command_line():
+    from workbench.cli import _parser, config_from_args
+
+    parse = lambda *flags: config_from_args(_parser(with_run_flags=True)[0].parse_args(["run", *flags])).hardware.compile  # noqa: E731
+    assert (parse(), parse("--compile"), parse("--compile", "auto"), parse("--no-compile")) == (False, True, "auto", False)
+    with pytest.raises(ValueError, match="hardware.compile must be true, false or auto"):
+        parse("--compile", "maybe")

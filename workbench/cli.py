@@ -231,6 +231,10 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                               "help": f"{text} (default: {default_text})".replace("%", "%%")}
         if hint is bool:
             parser.add_argument(_flag(path), action=argparse.BooleanOptionalAction, **kw)
+        elif hint == bool | str:  # on, off or a named choice: --compile, --no-compile, --compile auto
+            parser.add_argument(_flag(path), nargs="?", const=True, type=_on_or_name, metavar="auto", **kw)
+            parser.add_argument("--no-" + _flag(path)[2:], action="store_const", const=False, dest=path,
+                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         elif typing.get_origin(hint) is tuple:
             item = typing.get_args(hint)[0]
             parser.add_argument(_flag(path), type=_comma_list(item), metavar="A,B", **kw)
@@ -323,6 +327,10 @@ def _comma_list(item: type):
 
     parse.__name__ = f"comma-separated {item.__name__}"  # argparse names the type in its message
     return parse
+
+
+def _on_or_name(text: str) -> bool | str:
+    return {"true": True, "on": True, "false": False, "off": False}.get(text.lower(), text)
 
 
 def _number_or_name(text: str) -> int | str:

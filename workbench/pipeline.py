@@ -99,7 +99,10 @@ def preflight(config: RunConfig, *, store: ResultStore | str | os.PathLike | Non
         check.notes.append(f"flip mirrors {d.dataset}: a mirrored digit is often another digit or none")
     if h.precision == "bf16" and device.type == "cpu" and not native_bf16(device):
         check.notes.append("bf16 is emulated on this CPU (no AVX-512 BF16 or AMX): expect it several times slower than fp32")
-    if h.compile and device.type == "cpu":
+    if h.compile == "auto":
+        check.notes.append("compile auto: a short probe times training steps eager and compiled (it compiles once, "
+                           "about 15 s on a CPU) and compiles only if the run is long enough to pay that back")
+    elif h.compile and device.type == "cpu":
         check.notes.append("torch.compile: the first epoch includes compiling, about 15 s on a CPU")
     if h.compile_mode != "default" and not h.compile:
         check.notes.append(f"compile_mode '{h.compile_mode}' applies only with compile on")
@@ -564,6 +567,9 @@ def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: Res
         "train_examples": len(indices),
         "steps_per_epoch": len(batches),
     }
+    if outcome.compile_decision:
+        decision = outcome.compile_decision
+        metrics.update(compiled=decision.compile, compile_reason=decision.reason, compile_probe_seconds=decision.probe_s)
     checkpoint = None
     if store is not None:
         path = store.checkpoint_path(run_id if not config.compress else f"{run_id}-trained")

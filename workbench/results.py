@@ -94,6 +94,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("first_epoch_seconds", "first epoch", "s", 1, True),
     Metric("steady_epoch_seconds", "epoch time once warm", "s, median of the later epochs", 1, True),
     Metric("warmup_seconds", "warm-up and compile cost", "s, first epoch beyond a steady one", 1, True),
+    Metric("compile_probe_seconds", "compile=auto probe", "s, counted in the first epoch", 1, True),
     Metric("peak_memory_bytes", "peak memory", "MiB", 1 / 2**20, True),
     Metric("epochs_run", "epochs run"),
     Metric("threads", "CPU threads", source="inference"),

@@ -48,7 +48,9 @@ class HardwareConfig(Checked):
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps; auto picks the best present
     precision: str = "fp32"  # fp32, bf16, fp16 (autocast; fp16 adds a grad scaler)
     channels_last: bool = False  # NHWC memory layout, faster convs on tensor-core GPUs
-    compile: bool = False  # torch.compile the model (slow first epoch, faster after)
+    # torch.compile the model (slow first epoch, faster after): true, false, or auto (time a few steps both
+    # ways first and compile only where the run is long enough to pay the compile back; the result says why)
+    compile: bool | str = False
     # torch.compile's mode: default, reduce-overhead (replays CUDA graphs: less launch overhead per step),
     # max-autotune (searches kernel configurations: a longer compile), max-autotune-no-cudagraphs
     compile_mode: str = "default"
@@ -69,6 +71,8 @@ class HardwareConfig(Checked):
                 f"hardware.device must be auto, cpu, cuda, cuda:N or mps (got '{self.device}')")
         require(self.threads == "auto" or (isinstance(self.threads, int) and self.threads >= 1),
                 f"hardware.threads must be auto or a whole number >= 1 (got {self.threads!r})")
+        require(self.compile in (True, False, "auto"),
+                f"hardware.compile must be true, false or auto (got {self.compile!r})")
         require(self.compile_mode in COMPILE_MODES,
                 f"hardware.compile_mode must be one of {', '.join(COMPILE_MODES)} (got '{self.compile_mode}')")
         require(self.optimizer_impl in OPTIMIZER_IMPLS,

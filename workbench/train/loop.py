@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch.profiler import record_function
 
 from .callbacks import Callback, CallbackList, Checkpoint, TrainState
+from .compile_probe import CompileDecision, first_batch, probe_compile
 from .config import HardwareConfig, TrainConfig
 from .optim import make_optimizer, make_scheduler
 
@@ -25,6 +26,7 @@ class TrainOutcome:
     seconds: float = 0.0  # wall time of the training epochs (evaluation excluded)
     images: int = 0  # training images processed
     resumed_epochs: int = 0  # epochs restored from a checkpoint instead of trained here
+    compile_decision: CompileDecision | None = None  # what compile="auto" measured and chose
 
 
 def check_precision(precision: str, device: torch.device) -> None:
@@ -79,7 +81,6 @@ def train(
         torch.backends.cudnn.benchmark = hardware.cudnn_benchmark
     memory_format = torch.channels_last if hardware.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
-    forward = torch.compile(model, mode=hardware.compile_mode) if hardware.compile else model
     optimizer = make_optimizer(model.parameters(), cfg, impl=hardware.optimizer_impl)
     scheduler = make_scheduler(optimizer, cfg, len(train_loader))
     # The scaler keeps small fp16 gradients from flushing to zero; it is a pass-through otherwise.
@@ -89,6 +90,13 @@ def train(
         Checkpoint(resume_from).restore(state, device)
     hooks = CallbackList(callbacks)
     outcome = TrainOutcome(history=state.history, resumed_epochs=state.epoch)
+    forward = torch.compile(model, mode=hardware.compile_mode) if hardware.compile else model
+    if hardware.compile == "auto":
+        outcome.compile_decision = probe_compile(
+            model, first_batch(train_loader), forward, steps_left=(cfg.epochs - state.epoch) * len(train_loader),
+            precision_context=lambda: autocast_for(hardware.precision, device), memory_format=memory_format)
+        forward = forward if outcome.compile_decision.compile else model
+    probe_s = outcome.compile_decision.probe_s if outcome.compile_decision else 0.0  # counted in the first epoch
     hooks.on_train_start(state)
     optimizer.zero_grad(set_to_none=True)  # gradients a compression step left behind (Taylor scores)
 
@@ -133,7 +141,7 @@ def train(
                 break
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - t0
+        seconds, probe_s = time.perf_counter() - t0 + probe_s, 0.0
         outcome.seconds += seconds
         outcome.images += seen
         record = {

@@ -323,7 +323,7 @@ class Workbench:
             "hardware.device": _dropdown("device", device_choices()),
             "hardware.precision": w.ToggleButtons(description="precision", options=PRECISIONS, style={**STYLE, "button_width": "60px"}),
             "hardware.channels_last": _check("channels-last memory"),
-            "hardware.compile": _check("torch.compile"),
+            "hardware.compile": _dropdown("torch.compile", [("off", False), ("on", True), ("auto (probe first)", "auto")]),
             "hardware.compile_mode": _dropdown("compile mode", list(COMPILE_MODES)),
             "hardware.tf32": _check("TF32 matmuls (CUDA)"),
             "hardware.optimizer_impl": _dropdown("optimizer update", list(OPTIMIZER_IMPLS)),
