@@ -20,6 +20,7 @@ LAYERS = [
     {"checkpoint", "results"},  # what a run leaves behind
     {"pipeline"},  # the one place that composes
     {"ledger", "plots"},  # views of stored results
+    {"search"},  # searches: studies whose trials are runs, charted
     {"ui", "tour", "doctor", "notebooks"},  # the panel, the main job and the tools around the package
     {"cli", "__init__"},  # entry points: the command line and the public API
 ]

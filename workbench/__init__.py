@@ -39,12 +39,13 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
                  "results_frame", "same_architecture", "time_to_accuracy"),
     ".train": ("DistillConfig", "HardwareConfig", "TrainConfig", "evaluate", "list_optimizers", "list_schedules",
                "lr_curve", "resolve_threads", "train"),
+    ".search": ("Choice", "Float", "Int", "Space", "compare_strategies", "default_space", "list_strategies", "search"),
     ".ui": ("Workbench",),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
 # Functions named like their subpackage: importing the subpackage binds its name here, and the function
 # must still win, as it did when this file imported everything eagerly.
-_SHADOWED = frozenset({"measure", "train", "ledger"})
+_SHADOWED = frozenset({"measure", "train", "ledger", "search"})
 
 
 def __getattr__(name: str) -> Any:
@@ -94,4 +95,6 @@ __all__ = [
     "results_frame", "ledger", "why_not_faster", "reason_at", "plots",
     "accuracy_vs_size", "latency_bars", "latency_vs_batch", "inference_sweep_chart", "profile_chart", "lr_schedules", "history_curves", "sweep_lines", "metric_bars",
     "plot_ledger_size_accuracy", "plot_ledger_latency", "plot_sensitivity", "write_metrics", "Workbench",
+    # model search
+    "search", "compare_strategies", "Space", "Choice", "Int", "Float", "default_space", "list_strategies",
 ]

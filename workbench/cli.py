@@ -1,4 +1,4 @@
-"""The workbench command: run, tour, doctor, datasets, models, notebooks, results.
+"""The workbench command: run, tour, search, doctor, datasets, models, notebooks, results.
 
 ``workbench run`` has a flag for every ``RunConfig`` field, generated from the dataclasses (help text
 from each field's comment, choices from the registries), so a new config field is a new flag with no
@@ -46,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser, subparsers = _parser(with_run_flags=bool(argv) and argv[0] == "run")
+    parser, subparsers = _parser(with_run_flags=argv[:1] == ["run"] or argv[:2] == ["search", "run"])
     args = parser.parse_args(argv)
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
@@ -80,6 +80,8 @@ def _parser(with_run_flags: bool) -> tuple[argparse.ArgumentParser, dict[str, ar
     p["tour"].add_argument("--out", default="runs", help="results folder (default: runs)")
     p["tour"].add_argument("--dataset", default="digits", help="dataset name or folder:PATH (default: digits)")
     p["tour"].add_argument("--epochs", type=int, default=None, help="epochs per variant (default: the tour's own, 6)")
+
+    _add_search_parsers(sub, p, with_run_flags)
 
     sub.add_parser("doctor", help="check this environment and print one fix per problem")
 
@@ -146,7 +148,103 @@ def _dispatch(args: argparse.Namespace, parsers: dict[str, argparse.ArgumentPars
         return 0
     if args.command == "results":
         return _results(args)
+    if args.command == "search":
+        return _search(args, parsers["search"])
     raise AssertionError(args.command)
+
+
+# --- search ---------------------------------------------------------------------------------------
+
+def _add_search_parsers(sub, p: dict[str, argparse.ArgumentParser], with_run_flags: bool) -> None:
+    p["search"] = sub.add_parser("search", help="search architecture, training and compression for the best trade-offs (Optuna)")
+    verbs = p["search"].add_subparsers(dest="search_command", parser_class=_Parser, metavar="run|worker|show")
+    start = verbs.add_parser("run", help="start (or continue) a study: every trial is a `workbench run`",
+                             description="Search a space around a base config (the run flags describe it) and print "
+                                         "the Pareto front. A study of the same name in the same storage continues.")
+    if with_run_flags:
+        _add_config_flags(start)
+    start.add_argument("--space", default="default",
+                       help="default, or a JSON file: {\"train.lr\": {\"float\": [0.01, 0.3], \"log\": true}, "
+                            "\"compress.prune\": {\"choice\": [\"none\", \"prune_structured\"]}, ...}")
+    start.add_argument("--strategy", default="nsga2", help="random, greedy, tpe, nsga2 (or genetic) (default: nsga2)")
+    start.add_argument("--objectives", default="accuracy,size_bytes,latency_ms",
+                       help="comma-separated result metrics (default: accuracy,size_bytes,latency_ms)")
+    start.add_argument("--constraint", action="append", default=[], metavar="METRIC=BOUND",
+                       help="repeatable: size_bytes=40000 (at most), accuracy=0.9 (at least)")
+    start.add_argument("--trials", type=int, default=20, help="trials in the study, all workers together (default: 20)")
+    start.add_argument("--timeout", type=float, default=None, help="seconds for this process (default: none)")
+    start.add_argument("--sampler-seed", type=int, default=0, help="the sampler's seed; --seed is the training's (default: 0)")
+    start.add_argument("--no-prune", action="store_true", help="do not stop poor trials early (single accuracy objective)")
+    worker = verbs.add_parser("worker", help="join a study from another process or machine and run its trials",
+                              description="Join a study made by `workbench search run` (its settings are in the "
+                                          "study) and run trials until its budget is spent.")
+    worker.add_argument("--timeout", type=float, default=None, help="seconds for this worker (default: none)")
+    show = verbs.add_parser("show", help="the Pareto front of a study as a table")
+    show.add_argument("study_name", metavar="NAME", help="the study's name")
+    show.add_argument("--all", action="store_true", help="every finished trial, not only the front")
+    show.add_argument("--format", default="table", choices=RESULT_FORMATS, help="output format (default: table)")
+    for verb in (start, worker, show):
+        if verb is not show:
+            verb.add_argument("--study", dest="study_name", required=verb is worker, default=None,
+                              help="the study's name" + ("" if verb is worker else " (default: STRATEGY-DATASET-TIME)"))
+        verb.add_argument("--storage", default=None,
+                          help="sqlite:///FILE, postgresql://USER@HOST/DB or journal:FILE (default: STORE/studies.db)")
+        verb.add_argument("--store", default="runs", help="results folder (default: runs)")
+        verb.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _search(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import importlib
+
+    s = importlib.import_module("workbench.search")  # the package: workbench.search is also the function
+    if args.search_command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    if args.search_command == "run":
+        space = s.default_space() if args.space == "default" else s.Space.from_dict(_json_file(Path(args.space), "--space"))
+        result = s.search(space, base=config_from_args(args), strategy=args.strategy,
+                          objectives=[m.strip() for m in args.objectives.split(",") if m.strip()],
+                          constraints=dict(_bound(c) for c in args.constraint), n_trials=args.trials, timeout=args.timeout,
+                          storage=args.storage, study_name=args.study_name, seed=args.sampler_seed, prune=not args.no_prune,
+                          store=args.store, progress=not args.no_progress)
+    elif args.search_command == "worker":
+        result = s.worker(args.study_name, args.storage, store=args.store, timeout=args.timeout, progress=not args.no_progress)
+    else:
+        result = s.show(args.study_name, args.storage, store=args.store)
+    print(_search_table(result, every=getattr(args, "all", False), fmt=getattr(args, "format", "table")))
+    return 0
+
+
+def _search_table(result, every: bool, fmt: str) -> str:
+    from .results import readable
+
+    rows = result.trials if every else result.front
+    study = result.study.study_name
+    if not len(rows):
+        return f"study {study}: no finished trial on the front yet ({result.note or 'nothing run'})"
+    params = {c: c[len("param."):] for c in rows.columns if c.startswith("param.")}
+    table = readable(rows, metrics=result.settings.objectives, fields={"trial": "trial", "trial_state": "state", **params})
+    table = table.drop(columns=["run"])
+    head = (f"study {study} ({result.settings.strategy}): {len(result.trials)} trials, {len(result.front)} on the front"
+            f"{'; ' + result.note if result.note else ''}")
+    return _format_table(table, fmt) if fmt in ("csv", "json") else f"{head}\n{_format_table(table, fmt)}"
+
+
+def _bound(text: str) -> tuple[str, float]:
+    metric, eq, bound = text.partition("=")
+    try:
+        return metric.strip(), float(bound)
+    except ValueError:
+        raise ConfigError(f"--constraint {text}: write METRIC=NUMBER, e.g. size_bytes=40000") from None
+
+
+def _json_file(path: Path, flag: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot read it ({one_line(e)})") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{flag} {path} is not JSON ({e.msg} at line {e.lineno})") from None
 
 
 # --- run ------------------------------------------------------------------------------------------

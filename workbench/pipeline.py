@@ -123,6 +123,7 @@ def run(
     reuse: bool = True,
     start_from: str | Result | None = None,
     data_root: str | os.PathLike = "data",
+    tags: dict[str, Any] | None = None,
 ) -> Result:
     """Train, compress, evaluate and measure what ``config`` describes; store and return the row.
 
@@ -130,7 +131,8 @@ def run(
     continues an interrupted training of the same sections from its last finished epoch; ``reuse=True``
     takes the weights of a stored run that already finished the same training instead of training
     again. ``start_from`` (a run id or ``Result`` in the store) names that run explicitly, e.g. to
-    compress a model you liked: its training sections must equal ``config``'s.
+    compress a model you liked: its training sections must equal ``config``'s. ``tags`` go into the
+    row as columns (a search records its study and trial number there).
 
     Example:
         >>> from workbench import RunConfig, ModelConfig, TrainConfig
@@ -140,7 +142,7 @@ def run(
         True
     """
     return _run_together([config], store=store, callbacks=callbacks, progress=progress, resume=resume, reuse=reuse,
-                         start_from=start_from, data_root=data_root)[0]
+                         start_from=start_from, data_root=data_root, tags=tags)[0]
 
 
 def run_many(configs: Sequence[RunConfig], **kwargs) -> pd.DataFrame:
@@ -177,7 +179,8 @@ class _Prepared:
 
 def _run_together(configs: list[RunConfig], *, store: ResultStore | str | os.PathLike | None = "runs",
                   callbacks: Sequence[Callback] = (), progress: bool = True, resume: bool = True, reuse: bool = True,
-                  start_from: str | Result | None = None, data_root: str | os.PathLike = "data") -> list[Result]:
+                  start_from: str | Result | None = None, data_root: str | os.PathLike = "data",
+                  tags: dict[str, Any] | None = None) -> list[Result]:
     for config in configs:
         if not isinstance(config, RunConfig):
             raise TypeError(f"run() takes a RunConfig (got {type(config).__name__}): build one, e.g. RunConfig(model=ModelConfig(...))")
@@ -193,9 +196,9 @@ def _run_together(configs: list[RunConfig], *, store: ResultStore | str | os.Pat
                 prepared.append(_prepare(config, prepared, held, store=store, callbacks=callbacks, progress=progress,
                                          resume=resume, reuse=reuse, start_from=start_from, data_root=data_root))
         except Exception:
-            _time_and_store(prepared, store, progress)  # the runs that finished are kept, not lost
+            _time_and_store(prepared, store, progress, tags)  # the runs that finished are kept, not lost
             raise
-        return _time_and_store(prepared, store, progress)
+        return _time_and_store(prepared, store, progress, tags)
 
 
 def _prepare(config: RunConfig, batch: list[_Prepared], held: contextlib.ExitStack, *, store: ResultStore | None,
@@ -223,7 +226,8 @@ def _prepare(config: RunConfig, batch: list[_Prepared], held: contextlib.ExitSta
     return _Prepared(config, run_id, device, dataset, threads, trained, model, compress_log, before, evaluated, slot)
 
 
-def _time_and_store(batch: list[_Prepared], store: ResultStore | None, progress: bool) -> list[Result]:
+def _time_and_store(batch: list[_Prepared], store: ResultStore | None, progress: bool,
+                    tags: dict[str, Any] | None = None) -> list[Result]:
     """Time the batch's models, those with the same timing settings together, then store each row."""
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(batch):
@@ -261,7 +265,7 @@ def _time_and_store(batch: list[_Prepared], store: ResultStore | None, progress:
         metrics.update(threads=p.threads)  # training and timing both ran with these
         result = Result(config=p.config, metrics={**metrics, **p.trained.metrics}, history=p.trained.history,
                         benchmarks=records, run_id=p.run_id, status=p.trained.status,
-                        trained_checkpoint=p.trained.checkpoint, reused_from=p.trained.reused_from)
+                        trained_checkpoint=p.trained.checkpoint, reused_from=p.trained.reused_from, tags=dict(tags or {}))
         if p.compress_log:
             result.metrics["compress_log"] = p.compress_log
         if store is not None:

@@ -152,6 +152,7 @@ class Result:
     checkpoint_format: str | None = None  # state_dict (loads with weights_only=True) or export_program
     trained_checkpoint: str | None = None  # the float model right after training, before any compression
     reused_from: str | None = None  # the run whose training this run reused instead of training again
+    tags: dict[str, Any] = field(default_factory=dict)  # where the run came from, e.g. a search's study and trial
 
     def row(self) -> dict[str, Any]:
         """The flat row: run fields, config fields (dotted), then metrics."""
@@ -168,6 +169,7 @@ class Result:
             "checkpoint": self.checkpoint,
             "checkpoint_format": self.checkpoint_format,
             "reused_from": self.reused_from,
+            **self.tags,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,6 +181,7 @@ class Result:
             "checkpoint_format": self.checkpoint_format,
             "trained_checkpoint": self.trained_checkpoint,
             "reused_from": self.reused_from,
+            "tags": jsonable(self.tags),
             "config": self.config.to_dict(),
             "metrics": jsonable(self.metrics),
             "history": jsonable(self.history),
@@ -199,6 +202,7 @@ class Result:
             checkpoint_format=d.get("checkpoint_format"),
             trained_checkpoint=d.get("trained_checkpoint"),
             reused_from=d.get("reused_from"),
+            tags=d.get("tags", {}),
         )
 
     def __repr__(self) -> str:
