@@ -236,7 +236,7 @@ def _drive(study, settings: Settings, store: ResultStore | None, timeout: float 
     _recover(study, settings, store)
     if not study.trials:
         study.enqueue_trial(settings.space.baseline(settings.base), user_attrs={"baseline": True})
-    deadline = time.monotonic() + timeout if timeout else None
+    deadline = time.monotonic() + timeout if timeout is not None else None
     bar = tqdm(total=settings.n_trials, initial=_used(study), desc=f"search {study.study_name}", unit="trial",
                disable=not progress)
     note = ""
