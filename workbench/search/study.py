@@ -397,6 +397,8 @@ def _greedy(study, settings: Settings, store: ResultStore | None, deadline: floa
     space = settings.space
     current = space.baseline(settings.base)
     scored = _scores(study, settings)
+    if _past(deadline):
+        return "stopped at the time limit"
     if _key(current) not in scored:
         waiting = study.get_trials(deepcopy=False, states=(_optuna().trial.TrialState.WAITING,))
         _run_one(study, settings, store, bar, fixed=None if waiting else current)  # asks the enqueued baseline
