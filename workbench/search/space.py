@@ -186,7 +186,9 @@ class Space:
                 raise ConfigError(f"Search space '{name}' {problem}")
             parts = name.split(".")
             if parts[0] == "compress":
-                if len(parts) not in (2, 3) or (len(parts) == 3 and f"compress.{parts[1]}" not in self.params):
+                order = list(self.params)
+                slot = f"compress.{parts[1]}" if len(parts) == 3 else name
+                if len(parts) not in (2, 3) or slot not in self.params or order.index(slot) > order.index(name):
                     raise ConfigError(f"Search space '{name}': a compression key is compress.SLOT (a step kind or 'none') "
                                       f"or compress.SLOT.FIELD after its slot")
                 if len(parts) == 2:

@@ -275,12 +275,13 @@ class _ReportAccuracy(Callback):
     """Feeds each epoch's test accuracy to the trial; stops training when Optuna's pruner says so."""
 
     def __init__(self, trial):
-        self.trial = trial
+        self.trial, self.reported = trial, False
 
     def on_epoch_end(self, state, record):
         if record.get("test_accuracy") is None:
             return
         self.trial.report(record["test_accuracy"], step=record["epoch"])
+        self.reported = True
         if self.trial.should_prune():
             state.stop = (f"pruned: test accuracy {record['test_accuracy']:.1%} after epoch {record['epoch']} is below "
                           "the median of the earlier trials there")
@@ -298,12 +299,17 @@ def _run_one(study, settings: Settings, store: ResultStore | None, bar, fixed: M
     try:
         values = settings.space.suggest(trial)
         config = settings.space.config(settings.base, values).replace(name=f"{study.study_name} #{trial.number}")
+        reporter = _ReportAccuracy(trial)
         with warnings.catch_warnings(record=True) as caught:  # kept with the trial, not printed once per trial
             warnings.simplefilter("always")
-            result = run(config, store=store, progress=False, callbacks=[_ReportAccuracy(trial)] if settings.prunes else [],
+            result = run(config, store=store, progress=False, callbacks=[reporter] if settings.prunes else [],
                          tags={"search_study": study.study_name, "search_trial": trial.number})
         if caught:
             trial.set_user_attr("warnings", list(dict.fromkeys(str(w.message).splitlines()[0] for w in caught)))
+        if settings.prunes and not reporter.reported:
+            for record in result.history:  # a reused training reported nothing: its curve still informs the pruner
+                if record.get("test_accuracy") is not None:
+                    trial.report(record["test_accuracy"], step=record["epoch"])
     except (KeyboardInterrupt, SystemExit):
         trial.set_user_attr("interrupted", True)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
