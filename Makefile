@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.workbench-installed
 
-.PHONY: setup demo test lab browser-deps clean
+.PHONY: setup demo test lab browser-deps postgres-deps clean
 
 $(STAMP): pyproject.toml
 	@echo "==> [1/4] a virtual environment in $(VENV)"
@@ -35,7 +35,14 @@ browser-deps:
 	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)); } || \
 	  echo "chromium not installed: the browser test will be skipped"
 
-test: setup browser-deps
+# The search-workers test starts a throwaway PostgreSQL server (initdb, pg_ctl); install Debian's when missing and we can.
+postgres-deps:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  (apt-get install -y -q postgresql >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null)); } || \
+	  echo "postgresql not installed: the PostgreSQL search test will be skipped"
+
+test: setup browser-deps postgres-deps
 	$(BIN)/python -m pytest -q
 
 lab: setup

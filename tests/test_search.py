@@ -170,7 +170,8 @@ def test_a_search_killed_with_kill_9_resumes_losing_and_repeating_no_finished_tr
                "--measure-iters", "3", "--threads", "1", "--strategy", "random", "--trials", "6", "--study", "killed",
                "--storage", storage, "--store", str(tmp_path), "--space", str(tmp_path / "space.json"),
                "--objectives", "accuracy,size_bytes", "--no-progress"]
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
     def trials(states):
         study = optuna.load_study(study_name="killed", storage=storage)
@@ -184,12 +185,13 @@ def test_a_search_killed_with_kill_9_resumes_losing_and_repeating_no_finished_tr
                 break
         except Exception:  # the study is not created yet
             pass
-        assert first.poll() is None, first.communicate()[1].decode()[-2000:]
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
+    log.close()
     finished_before = {t.number: t.user_attrs["run_id"] for t in trials({"COMPLETE"})}
-    killed = [t.number for t in trials({"RUNNING"})]
-    assert len(finished_before) >= 2 and len(killed) == 1
+    killed = [t.number for t in trials({"RUNNING"})]  # none only if the kill fell between a tell and the next ask
+    assert len(finished_before) >= 2 and len(killed) <= 1
 
     second = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-2000:]
@@ -201,7 +203,7 @@ def test_a_search_killed_with_kill_9_resumes_losing_and_repeating_no_finished_tr
     assert len(by_trial) == len(set(by_trial))  # no trial has two rows: none ran twice
     assert {t.user_attrs["run_id"] for t in done} <= {r.run_id for r in rows}
     interrupted = [t for t in trials({"FAIL"}) if t.user_attrs.get("interrupted")]
-    if killed[0] in {t.number for t in done}:  # its row was stored before the kill: told, not rerun
+    if not killed or killed[0] in {t.number for t in done}:  # nothing in flight, or its row was stored: told, not rerun
         assert not interrupted
     else:  # it never finished: failed as interrupted and retried with the same parameters
         assert [t.number for t in interrupted] == killed

@@ -203,3 +203,109 @@ def test_running_the_same_settings_again_reuses_the_training(clicked):
     assert result.reused_from == clicked.results[0].run_id
     assert "reused the training" in again.progress_label.value
     assert [len(line.get_xdata()) for line in again.live.figure.axes[0].get_lines()] == [2, 2]  # the reused curves
+
+
+# --- the Search tab ---------------------------------------------------------------------------------
+
+SEARCH_BASE = TINY.replace(**{"hardware.threads": 1})
+
+
+def small_space():
+    from workbench.search import Choice, Float, Space
+
+    return Space({"model.width": Float(0.25, 1.0, step=0.25), "train.lr": Float(0.01, 0.3, log=True),
+                  "compress.quantize": Choice(["none", "dynamic_int8"])})
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A search started the way a user starts it: the tab's controls set, Run search clicked."""
+    store = ResultStore(tmp_path_factory.mktemp("search") / "runs")
+    panel = Workbench(store=store, config=SEARCH_BASE, search_space=small_space())
+    tab = panel.search_tab
+    tab.controls["strategy"].value = "random"
+    tab.controls["n_trials"].value = 3
+    tab.controls["objectives"].value = ("size_bytes", "accuracy")  # picked in any order; accuracy stays the y axis
+    tab.button.click()
+    return panel
+
+
+def test_search_button_fills_the_trial_table_and_the_pareto_chart(searched):
+    tab = searched.search_tab
+    result = tab.result
+    assert result is not None, searched.message.value
+    assert result.settings.objectives == ("accuracy", "size_bytes") and result.settings.strategy == "random"
+    assert len(result.trials) == 3 and result.trials["baseline"].tolist() == [True, False, False]
+    rows = searched.store.frame()
+    assert len(rows) == 3 and set(rows["search_study"]) == {result.study.study_name}
+    for run_id in rows["run_id"]:
+        assert run_id in tab.table.value
+    assert "baseline" in tab.table.value and "front" in tab.table.value
+    points = {c.get_label(): len(c.get_offsets()) for c in tab.figure.axes[0].collections}
+    assert points["trials"] == 3 and points["baseline"] == 1 and points["Pareto front"] == len(result.front) >= 1
+    assert tab.progress.value == tab.progress.max == 3
+    assert "3/3 trials" in tab.label.value and "best test accuracy" in tab.label.value
+    assert result.study.study_name in searched.message.value
+
+
+def test_the_search_redraws_after_every_trial(searched):
+    assert searched.search_tab.redraws == [1, 2, 3, 3]  # each finished trial, then the study's own frame
+
+
+def test_search_code_reproduces_the_search(searched):
+    code = searched.search_code()
+    assert "search(" in code and "Space({" in code
+    searched.code_run.value = "search"  # the panel's "code for" shows the same call
+    assert code in searched.code_view.value.replace("&quot;", '"').replace("&#x27;", "'")
+    namespace = {}
+    exec(code, namespace)  # runs the shown search for real, into the same store
+    again, first = namespace["result"], searched.search_tab.result
+    assert again.study.study_name != first.study.study_name
+    assert again.settings.to_dict() == first.settings.to_dict()
+    params = [c for c in first.trials if c.startswith("param.")]
+    assert again.trials[params].equals(first.trials[params])  # same sampler seed: the same trials
+
+
+def test_search_code_with_the_default_space_runs(store):
+    from workbench.search import default_space
+
+    panel = Workbench(store=store, config=SEARCH_BASE)
+    tab = panel.search_tab
+    tab.controls["strategy"].value, tab.controls["n_trials"].value, tab.controls["seed"].value = "tpe", 1, 3
+    tab.controls["objectives"].value = ("accuracy",)
+    tab.controls["timeout"].value = 600
+    code = panel.search_code()
+    assert "default_space()" in code and "seed=3" in code and "timeout=600.0" in code
+    namespace = {}
+    exec(code, namespace)  # a budget of one: the baseline only
+    result = namespace["result"]
+    assert result.settings.space.to_dict() == default_space().to_dict()
+    assert result.settings.base == panel.config and (result.settings.strategy, result.settings.seed) == ("tpe", 3)
+    assert len(result.trials) == 1 and result.trials["baseline"].all()
+
+
+def test_a_named_search_study_continues_with_a_larger_budget(store):
+    panel = Workbench(store=store, config=SEARCH_BASE, search_space=small_space())
+    tab = panel.search_tab
+    tab.controls["strategy"].value, tab.controls["study_name"].value = "greedy", "grow"
+    tab.controls["objectives"].value = ("accuracy", "size_bytes")
+    tab.controls["n_trials"].value = 2
+    assert len(panel.run_search().trials) == 2  # the headless path is the clicked path
+    tab.controls["n_trials"].value = 3
+    result = panel.run_search()
+    assert result.study.study_name == "grow" and result.trials["trial"].tolist() == [0, 1, 2]
+    assert tab.redraws == [3, 3]  # the live table started from the study's two earlier trials
+    params = [c for c in result.trials if c.startswith("param.")]
+    assert not result.trials[params].duplicated().any() and len(store) == 3
+
+
+def test_a_search_that_cannot_start_is_one_line(store):
+    panel = Workbench(store=store, config=SEARCH_BASE, search_space=small_space())
+    panel.search_tab.controls["objectives"].value = ()
+    panel.search_tab.button.click()
+    assert panel.search_tab.result is None and "objective" in panel.message.value and len(store) == 0
+    from workbench.search import Float, Space
+
+    panel.search_tab.controls["objectives"].value = ("accuracy",)
+    panel.search_space = Space({"model.widht": Float(0.25, 1.0)})
+    assert panel.run_search() is None and "model.widht" in panel.message.value and "model.width" in panel.message.value

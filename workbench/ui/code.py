@@ -100,3 +100,56 @@ def run_code(config: RunConfig, store: str = "runs") -> str:
         result = run(config, store="runs")
     """
     return _code(config, extra=("run",)) + f"\nresult = run(config, store={json.dumps(str(store))})"
+
+
+def _space_code(space, classes: dict[str, type]) -> str:
+    """``default_space()`` when ``space`` is the default one, else a ``Space({...})`` literal."""
+    from ..search import Space, default_space
+
+    if space is None or space.to_dict() == default_space().to_dict():
+        classes["default_space"] = default_space
+        return "default_space()"
+    classes["Space"] = Space
+    lines = "".join(f"    {json.dumps(key)}: {_literal(param, classes)},\n" for key, param in space.params.items())
+    return "Space({\n" + lines + "})"
+
+
+def search_code(config: RunConfig, *, space=None, strategy: str = "nsga2",
+                objectives: tuple[str, ...] = ("accuracy", "size_bytes", "latency_ms"),
+                constraints: dict[str, float] | None = None, n_trials: int = 20, timeout: float | None = None,
+                storage: str | None = None, study_name: str | None = None, seed: int = 0, store: str = "runs") -> str:
+    """Python that runs the search the panel's Search tab describes: ``config`` as the base, ``space``
+    (``None``: ``default_space()``) and one ``search(...)`` call with the tab's settings.
+
+    Example:
+        >>> code = search_code(RunConfig(), strategy="random", objectives=("accuracy",), n_trials=5)
+        >>> print(code.splitlines()[-1])
+        result = search(space, base=base, strategy="random", objectives=["accuracy"], n_trials=5, store="runs")
+        >>> namespace = {}
+        >>> exec(code.rpartition("result = ")[0], namespace)  # the settings, without running the search
+        >>> namespace["base"] == RunConfig(), sorted(namespace["space"].params)[:2]
+        (True, ['compress.prune', 'compress.prune.amount'])
+    """
+    from ..search import search
+
+    classes: dict[str, type] = {}
+    base = _call(config, classes, indent="    ")
+    space_text = _space_code(space, classes)
+    classes["search"] = search
+    args = [f"strategy={json.dumps(strategy)}", f"objectives={json.dumps(list(objectives))}"]
+    if constraints:
+        args.append(f"constraints={{{', '.join(f'{json.dumps(k)}: {v!r}' for k, v in constraints.items())}}}")
+    args.append(f"n_trials={n_trials!r}")
+    if timeout is not None:
+        args.append(f"timeout={timeout!r}")
+    if seed:
+        args.append(f"seed={seed!r}")
+    if storage:
+        args.append(f"storage={json.dumps(storage)}")
+    if study_name:
+        args.append(f"study_name={json.dumps(study_name)}")
+    args.append(f"store={json.dumps(str(store))}")
+    call = f"result = search(space, base=base, {', '.join(args)})"
+    if len(call) > 110:  # one setting per line once it no longer reads at a glance
+        call = "result = search(\n    space,\n    base=base,\n" + "".join(f"    {a},\n" for a in args) + ")"
+    return "\n".join(_import_lines(classes)) + f"\n\nbase = {base}\nspace = {space_text}\n{call}"

@@ -1,9 +1,11 @@
 """The Workbench panel: controls that edit one ``RunConfig``, a Run button with live training, and
-the accuracy / size / speed charts of every run.
+the accuracy / size / speed charts of every run, and a Search tab that runs ``workbench.search``
+around the current settings.
 
 State and view are kept apart (STYLE 17): ``panel.config`` is the one state; each control writes its
 own field through ``RunConfig.replace`` and ``set_config`` writes every control back. The Run button
-calls ``panel.run_current()``, a plain method a notebook's last cell can call headlessly. No
+calls ``panel.run_current()`` and the Run-search button ``panel.run_search()``: plain methods a
+notebook's last cell can call headlessly. No
 computation lives here: checks, training, measuring and charts are the package's own functions.
 """
 from __future__ import annotations
@@ -29,13 +31,16 @@ from ..measure import device_choices
 from ..models import list_models
 from ..pipeline import preflight, run
 from ..results import Result, ResultStore, compare, format_number, readable, results_frame, run_labels
+from ..search import Space
 from ..train import COMPILE_MODES, OPTIMIZER_IMPLS, PRECISIONS, available_cores, list_optimizers, list_schedules
 from .code import _default, run_code
 from .live import LiveCurve, ProgressWidget, show
+from .search_tab import SEARCH, SearchTab
 
 STYLE = {"description_width": "150px"}
 WIDE = w.Layout(width="390px")
 SESSION, STORE = "this session", "whole store"
+CODE_CHOICES = [("current settings", ""), ("the Search tab's search", SEARCH)]
 
 
 def _slider(cls: type, description: str, **kw: Any) -> w.Widget:
@@ -84,9 +89,10 @@ class Workbench:
     """
 
     def __init__(self, store: str | Path | ResultStore = "runs", config: RunConfig | None = None,
-                 *, data_root: str | Path = "data", theme: str | None = None):
+                 *, data_root: str | Path = "data", theme: str | None = None, search_space: Space | None = None):
         self.store = store if isinstance(store, ResultStore) else ResultStore(store)
         self.data_root, self.theme = data_root, theme
+        self._search_space = search_space  # the Search tab's space; None: default_space()
         self.results: list[Result] = []  # this session's runs, in order
         self.figures: dict[str, Any] = {}  # the charts last drawn, by tab title
         self.live: LiveCurve | None = None  # the last run's live curve (its .figure is the final drawing)
@@ -147,10 +153,11 @@ class Workbench:
         return problems[0] if problems else None
 
     def _check(self) -> None:
-        if not self.code_run.value:  # the code view follows the controls while it shows the current settings
+        if self.code_run.value in ("", SEARCH):  # the code view follows the controls while it shows the current settings
             self._show_code()
         check = preflight(self._config, store=self.store)
         self.run_button.disabled = not check.ok
+        self.search_tab.refresh(runnable=check.ok)  # the search's base is these settings
         if check.problems:
             self._say(check.problems[0], "error")
         else:
@@ -203,6 +210,26 @@ class Workbench:
         )
         return result
 
+    # --- searching ---------------------------------------------------------------------------
+    def run_search(self):
+        """Search around the current settings as the Search tab describes, redrawing its Pareto chart and
+        trial table after each trial: what the Run-search button calls. Returns the ``SearchResult``,
+        or None when the search could not run (the message line says why)."""
+        return self.search_tab.run()
+
+    def search_code(self) -> str:
+        """Python that runs the Search tab's search: the current settings as ``base``, one ``search(...)`` call."""
+        return self.search_tab.code()
+
+    @property
+    def search_space(self) -> Space:
+        """The Search tab's space (``default_space()`` unless one was given)."""
+        return self.search_tab.space
+
+    @search_space.setter
+    def search_space(self, space: Space | None) -> None:
+        self.search_tab.space = space
+
     # --- results -----------------------------------------------------------------------------
     def frame(self) -> pd.DataFrame:
         """The runs the table and charts show: this session's, or the whole store's."""
@@ -228,8 +255,9 @@ class Workbench:
             baseline = self.baseline.value
             self.baseline.options = runs
             self.baseline.value = baseline if baseline in ids else (ids[0] if ids else None)
-            self.code_run.options = [("current settings", "")] + runs
-            self.code_run.value = select or ""
+            shown = self.code_run.value
+            self.code_run.options = CODE_CHOICES + runs
+            self.code_run.value = select or (shown if shown == SEARCH else "")
             teacher = self._config.distill.teacher
             teachers = [("none", "")] + [(f"{r.config.name or r.config.model.name} ({r.run_id})", r.run_id) for r in self.store.results()]
             if teacher not in [value for _, value in teachers]:  # a checkpoint path from a loaded config
@@ -271,7 +299,10 @@ class Workbench:
 
     # --- code, files -------------------------------------------------------------------------
     def code(self, run_id: str | None = None) -> str:
-        """Python that reproduces a stored run (``run_id``) or, without one, the current settings."""
+        """Python that reproduces a stored run (``run_id``) or, without one, the current settings;
+        ``run_id="search"`` gives the Search tab's ``search(...)`` call (``search_code()``)."""
+        if run_id == SEARCH:
+            return self.search_code()
         config = self._result(run_id).config if run_id else self._config
         return run_code(config, store=str(self.store.root))
 
@@ -351,14 +382,15 @@ class Workbench:
         for out in self.chart_outs.values():
             out.add_class("wb-chart")
         self.comparison = w.HTML()
-        self.code_run = _dropdown("code for", [("current settings", "")])
+        self.code_run = _dropdown("code for", CODE_CHOICES)
         self.code_view = w.HTML()
         self.config_path = w.Text(value=str(self.store.root / "panel-config.json"), description="config file",
                                   continuous_update=False, style=STYLE, layout=w.Layout(width="500px"))
         buttons = self.buttons = {name: w.Button(description=name) for name in ("Use these settings", "Save", "Load")}
 
         self.run_button.on_click(self._handler(self.run_current))
-        buttons["Use these settings"].on_click(self._handler(lambda: self.set_config(self._result(self.code_run.value).config) if self.code_run.value else None))
+        buttons["Use these settings"].on_click(self._handler(
+            lambda: self.set_config(self._result(self.code_run.value).config) if self.code_run.value not in ("", SEARCH) else None))
         buttons["Save"].on_click(self._handler(self.save))
         buttons["Load"].on_click(self._handler(self.load))
         self.scope.observe(lambda _: self._refresh_results(), names="value")
@@ -372,6 +404,8 @@ class Workbench:
             "Hardware": _grid(*(c[k] for k in c if k.startswith("hardware."))),
             "Compression": w.VBox([self._compression_box(), _grid(*(c[k] for k in c if k.startswith("distill.")))]),
         }
+        self.search_tab = SearchTab(self, self._search_space)
+        sections["Search"] = self.search_tab.view
         charts = w.Tab(children=[*self.chart_outs.values(), self.comparison], titles=[*self.chart_outs, "comparison"])
         self.view = w.VBox([
             w.Tab(children=list(sections.values()), titles=list(sections)),
