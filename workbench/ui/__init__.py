@@ -6,8 +6,9 @@ from .._errors import require_modules
 
 require_modules(["ipywidgets"], "The Workbench panel", "pip install 'workbench[notebooks]'")
 
-from .code import config_code, run_code  # noqa: E402  (after the check: these import ipywidgets)
+from .code import config_code, run_code, search_code  # noqa: E402  (after the check: these import ipywidgets)
 from .live import LiveCurve, ProgressWidget  # noqa: E402
 from .panel import Workbench  # noqa: E402
+from .search_tab import SearchTab  # noqa: E402
 
-__all__ = ["Workbench", "LiveCurve", "ProgressWidget", "config_code", "run_code"]
+__all__ = ["Workbench", "SearchTab", "LiveCurve", "ProgressWidget", "config_code", "run_code", "search_code"]
