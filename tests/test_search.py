@@ -230,3 +230,15 @@ def test_hypervolume_is_the_dominated_share_of_the_box():
     pts = np.array([[0.2, 0.6], [0.6, 0.2]])  # two rectangles overlapping in [0.6,1]x[0.6,1]
     assert hypervolume(pts, reference=[1, 1], ideal=[0, 0]) == pytest.approx(0.8 * 0.4 * 2 - 0.4 * 0.4)
     assert hypervolume(np.array([[1.5, 0.1]]), reference=[1, 1], ideal=[0, 0]) == 0.0  # beyond the reference
+
+
+def test_a_study_reads_the_same_from_a_machine_whose_store_holds_none_of_its_rows(tmp_path):
+    from workbench.search import show
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    here = search(Space({"model.width": Choice([0.5, 1.0])}), base=TINY, strategy="random", objectives=["accuracy", "loss"],
+                  n_trials=3, storage=storage, study_name="elsewhere", store=tmp_path / "a", progress=False)
+    there = show("elsewhere", storage, store=tmp_path / "b")  # another machine: its store is empty
+    assert there.trials["run_id"].tolist() == here.trials["run_id"].tolist()
+    assert there.trials[["accuracy", "loss"]].equals(here.trials[["accuracy", "loss"]])
+    assert there.front["trial"].tolist() == here.front["trial"].tolist()

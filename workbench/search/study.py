@@ -32,8 +32,8 @@ from .strategies import STRATEGIES, _optuna, strategy_name
 SETTINGS = "workbench"  # the study's user attribute that holds its settings
 DEFAULT_OBJECTIVES = ("accuracy", "size_bytes", "latency_ms")
 # Copied into each trial, so every worker sees the numbers even when the row sits in another machine's store.
-HEADLINE = ("accuracy", "size_bytes", "latency_ms", "latency_ms_spread", "params", "nonzero_params", "flops",
-            "throughput_ips", "train_seconds", "measure_device_name", "train_device")
+HEADLINE = ("accuracy", "size_bytes", "latency_ms", "latency_ms_spread", "latency_noisy", "params", "nonzero_params",
+            "flops", "throughput_ips", "train_seconds", "measure_device_name", "train_device")
 MAX_FAILURES_IN_A_ROW = 3
 
 
@@ -329,7 +329,8 @@ def _tell(study, settings: Settings, number: int, run_id: str, status: str, metr
     optuna = _optuna()
     S = optuna.trial.TrialState
     storage, trial_id = study._storage, study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-    headline = {k: metrics[k] for k in HEADLINE if metrics.get(k) is not None}
+    keep = dict.fromkeys((*HEADLINE, *settings.objectives, *settings.constraints))
+    headline = {k: metrics[k] for k in keep if metrics.get(k) is not None}
     storage.set_trial_user_attr(trial_id, "run_id", run_id)
     storage.set_trial_user_attr(trial_id, "metrics", headline)
     missing = [m for m in (*settings.objectives, *settings.constraints) if metrics.get(m) is None]
@@ -510,6 +511,8 @@ def trials_frame(study, store: ResultStore | None = None) -> pd.DataFrame:
         if run_id in rows:
             record.update(rows[run_id].row())
         record.update({k: v for k, v in t.user_attrs.get("metrics", {}).items() if k not in record})
+        for m, v in zip(settings.get("objectives", []), t.values or []):  # the objectives, whoever holds the row
+            record.setdefault(m, v)
         record.update({
             "trial": t.number, "trial_state": t.state.name, "strategy": settings.get("strategy"),
             "baseline": bool(t.user_attrs.get("baseline")), "feasible": _feasible(t),
