@@ -242,3 +242,12 @@ def test_a_study_reads_the_same_from_a_machine_whose_store_holds_none_of_its_row
     assert there.trials["run_id"].tolist() == here.trials["run_id"].tolist()
     assert there.trials[["accuracy", "loss"]].equals(here.trials[["accuracy", "loss"]])
     assert there.front["trial"].tolist() == here.front["trial"].tolist()
+
+
+def test_auto_is_tpe_for_one_objective_and_nsga2_for_several(tmp_path):
+    space = Space({"model.width": Choice([0.5, 1.0])})
+    one = search(space, base=TINY, objectives=["accuracy"], n_trials=1, storage="memory", store=tmp_path, progress=False)
+    two = search(space, base=TINY, objectives=["accuracy", "size_bytes"], n_trials=1, storage="memory", store=tmp_path,
+                 progress=False)
+    assert (one.settings.strategy, two.settings.strategy) == ("tpe", "nsga2")
+    assert type(one.study.sampler).__name__ == "TPESampler" and type(two.study.sampler).__name__ == "NSGAIISampler"

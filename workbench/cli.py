@@ -166,7 +166,8 @@ def _add_search_parsers(sub, p: dict[str, argparse.ArgumentParser], with_run_fla
     start.add_argument("--space", default="default",
                        help="default, or a JSON file: {\"train.lr\": {\"float\": [0.01, 0.3], \"log\": true}, "
                             "\"compress.prune\": {\"choice\": [\"none\", \"prune_structured\"]}, ...}")
-    start.add_argument("--strategy", default="nsga2", help="random, greedy, tpe, nsga2 (or genetic) (default: nsga2)")
+    start.add_argument("--strategy", default="auto",
+                       help="random, greedy, tpe, nsga2 (or genetic); auto: tpe for one objective, nsga2 for several (default: auto)")
     start.add_argument("--objectives", default="accuracy,size_bytes,latency_ms",
                        help="comma-separated result metrics (default: accuracy,size_bytes,latency_ms)")
     start.add_argument("--constraint", action="append", default=[], metavar="METRIC=BOUND",

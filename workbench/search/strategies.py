@@ -63,4 +63,5 @@ def strategy_name(name: str) -> str:
 
 
 def list_strategies() -> list[str]:
+    """The names ``search`` takes (``auto`` besides: TPE for one objective, NSGA-II for several)."""
     return [*STRATEGIES.names(), *ALIASES]

@@ -127,13 +127,14 @@ def open_storage(storage: str | None, store: ResultStore):
         raise ConfigError(f"Cannot open the study storage '{url}': {one_line(e)}") from None
 
 
-def search(space: Space | None = None, *, base: RunConfig | None = None, strategy: str = "nsga2",
+def search(space: Space | None = None, *, base: RunConfig | None = None, strategy: str = "auto",
            objectives: Sequence[str] = DEFAULT_OBJECTIVES, constraints: Mapping[str, float] | None = None,
            n_trials: int = 20, timeout: float | None = None, storage: str | None = None, study_name: str | None = None,
            seed: int = 0, prune: bool = True, store: ResultStore | str | os.PathLike = "runs",
            progress: bool = True) -> SearchResult:
     """Search ``space`` (default: ``default_space()``) around ``base`` (default: ``RunConfig()``) with
-    ``strategy`` (random, greedy, tpe, nsga2 / genetic) for the best ``objectives`` (result metrics;
+    ``strategy`` (random, greedy, tpe, nsga2 / genetic; auto: TPE for one objective, NSGA-II for several)
+    for the best ``objectives`` (result metrics;
     accuracy up, size and latency down) subject to ``constraints`` (``{"size_bytes": 20_000}``: at most;
     ``{"accuracy": 0.9}``: at least). The budget is ``n_trials`` trials in the study, all workers
     together, and ``timeout`` seconds for this call. The first trial is the baseline (``base`` itself).
@@ -161,6 +162,8 @@ def search(space: Space | None = None, *, base: RunConfig | None = None, strateg
         direction(m)
     if not (isinstance(n_trials, int) and n_trials >= 1):
         raise ConfigError(f"n_trials must be a whole number >= 1 (got {n_trials!r})")
+    if strategy == "auto":
+        strategy = "tpe" if len(objectives) == 1 else "nsga2"
     settings = Settings(space, base, objectives, dict(constraints or {}), strategy_name(strategy), n_trials, seed, prune)
     space.check(base)
     store = _store(store)
