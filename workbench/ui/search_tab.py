@@ -179,7 +179,7 @@ class SearchTab:
         """Follow the panel's settings: the code views, and the button while the base config can run."""
         if runnable is not None:
             self.button.disabled = not runnable
-        self.code_view.value = f"<pre class='wb-code'>{html.escape(self.code())}</pre>"
+        self.code_view.value = f"<pre class='wb-search-code'>{html.escape(self.code())}</pre>"
 
     def _on_setting(self) -> None:
         self.refresh()
@@ -255,7 +255,7 @@ class SearchTab:
         self.progress.max, self.progress.value = max(budget, len(trials)), len(trials)
         self.label.value = "; ".join(t for t in (f"{len(trials)}/{budget} trials", best_text(trials, objectives), note) if t)
         table = trial_table(trials, front, objectives, self.space)
-        self.table.value = table.to_html(index=False, classes="wb-results wb-trials", float_format=format_number, na_rep="–")
+        self.table.value = table.to_html(index=False, classes="wb-trials", float_format=format_number, na_rep="–")
         if (trials["trial_state"] == "COMPLETE").any():
             self.figure = plots.pareto_chart(trials, objectives, front=front, theme=self.panel.theme)
             show(self.chart_out, self.figure)
@@ -285,7 +285,7 @@ class SearchTab:
         self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(width="300px"))
         self.label = w.Label()
         self.chart_out = w.Output()
-        self.chart_out.add_class("wb-chart")
+        self.chart_out.add_class("wb-search-chart")
         self.table = w.HTML("<i>No trials yet: press Run search.</i>")
         self.code_view = w.HTML()
         note = w.HTML("<p>The base config is the other tabs' settings; every trial changes some of them "
