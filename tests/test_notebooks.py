@@ -30,6 +30,8 @@ EXPECTED = {
                         "saved_static_int8_bytes", "skipped_lines", "measure_device_name"],
     "08_distillation": ["teacher_accuracy", "student_accuracy_mean", "distilled_accuracy_mean", "distill_gain", "accuracy_std",
                         "seeds_improved", "student_params_ratio", "student_speedup", "measure_device_name"],
+    "09_model_search": ["hypervolume_mean", "best_strategy", "trials_mean", "front_size", "chosen_trial", "chosen_dominates",
+                        "chosen_size_ratio", "chosen_accuracy_delta", "dominating_baseline", "panel_trials", "measure_device_name"],
 }
 
 # The relation each notebook's takeaway states, checked on what the smoke run produced. Each holds for
@@ -81,7 +83,30 @@ TAKEAWAYS = {
                          "or its start cut at a word boundary", lambda m: _readable_skip_lines(m))],
     "08_distillation": [("a distilled row beside an alone row for every seed", lambda m: m["pairs"] == m["seeds"] >= 2),
                         ("the student is smaller than the teacher", lambda m: m["student_params_ratio"] < 0.5)],
+    "09_model_search": [("the strategy named best found the highest mean hypervolume",
+                         lambda m: m["best_strategy"] == max(m["hypervolume_mean"], key=m["hypervolume_mean"].get)),
+                        ("hypervolumes are shares of one box, and a mean is of its seeds",
+                         lambda m: all(0 <= v <= 1 and math.isclose(v, sum(m["hypervolume_per_seed"][s]) / len(m["hypervolume_per_seed"][s]))
+                                       for s, v in m["hypervolume_mean"].items())),
+                        ("every strategy spent the same budget (greedy may stop earlier, once converged)",
+                         lambda m: all(t == m["n_trials"] if s != "greedy" else 1 <= t <= m["n_trials"] for s, t in m["trials_mean"].items())),
+                        ("the chosen configuration is on the front, within the accuracy allowance",
+                         lambda m: m["chosen_trial"] in m["front_trials"]
+                         and m["chosen"]["accuracy"] >= m["baseline"]["accuracy"] - m["max_accuracy_drop"] / 100 - 1e-12),
+                        ("the chosen configuration is said to dominate the baseline exactly when its numbers do",
+                         lambda m: m["chosen_dominates"] == _dominates(m["chosen"], m["baseline"])),
+                        ("the panel's search is the clicked path: its whole budget ran, redrawn after each trial's row and at the end",
+                         lambda m: m["panel_trials"] == m["panel_budget"]
+                         and m["panel_redraws"] == [*range(1, m["panel_rows"] + 1), m["panel_trials"]])],
 }
+
+
+def _dominates(a: dict, b: dict) -> bool:
+    """``a`` no worse than ``b`` on every objective and better on one (accuracy up, the rest down)."""
+    from workbench.search import direction
+
+    gains = [(a[k] - b[k]) * (1 if direction(k) == "maximize" else -1) for k in a]
+    return all(g >= 0 for g in gains) and any(g > 0 for g in gains)
 
 
 def _readable_skip_lines(m: dict) -> bool:
