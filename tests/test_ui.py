@@ -250,6 +250,10 @@ def test_search_button_fills_the_trial_table_and_the_pareto_chart(searched):
 
 def test_the_search_redraws_after_every_trial(searched):
     assert searched.search_tab.redraws == [1, 2, 3, 3]  # each finished trial, then the study's own frame
+    # One search() call with one sampler: calling search(n_trials=k) per trial instead re-seeds the
+    # sampler each time, and random proposed the same configuration at every call.
+    trials = searched.search_tab.result.trials
+    assert not trials[[c for c in trials if c.startswith("param.")]].duplicated().any()
 
 
 def test_search_code_reproduces_the_search(searched):
@@ -271,16 +275,17 @@ def test_search_code_with_the_default_space_runs(store):
 
     panel = Workbench(store=store, config=SEARCH_BASE)
     tab = panel.search_tab
-    tab.controls["strategy"].value, tab.controls["n_trials"].value, tab.controls["seed"].value = "tpe", 1, 3
+    assert [value for _, value in tab.controls["strategy"].options] == ["greedy", "nsga2", "random", "tpe", "auto"]
+    tab.controls["strategy"].value, tab.controls["n_trials"].value, tab.controls["seed"].value = "auto", 1, 3
     tab.controls["objectives"].value = ("accuracy",)
     tab.controls["timeout"].value = 600
     code = panel.search_code()
-    assert "default_space()" in code and "seed=3" in code and "timeout=600.0" in code
+    assert "default_space()" in code and 'strategy="auto"' in code and "seed=3" in code and "timeout=600.0" in code
     namespace = {}
     exec(code, namespace)  # a budget of one: the baseline only
     result = namespace["result"]
     assert result.settings.space.to_dict() == default_space().to_dict()
-    assert result.settings.base == panel.config and (result.settings.strategy, result.settings.seed) == ("tpe", 3)
+    assert result.settings.base == panel.config and (result.settings.strategy, result.settings.seed) == ("tpe", 3)  # auto, one objective
     assert len(result.trials) == 1 and result.trials["baseline"].all()
 
 

@@ -49,10 +49,12 @@ class _ReportingStore(ResultStore):
 
 
 def _strategy_options() -> list[tuple[str, str]]:
-    """The registered strategies, each labelled with its aliases: ``nsga2 (genetic)``."""
+    """The registered strategies, each labelled with its aliases (``nsga2 (genetic)``), and ``auto``,
+    which ``search`` resolves by the number of objectives."""
     names = list(dict.fromkeys(strategy_name(n) for n in list_strategies()))
     aliases = {n: [a for a in list_strategies() if a != n and strategy_name(a) == n] for n in names}
-    return [(f"{n} ({', '.join(aliases[n])})" if aliases[n] else n, n) for n in names]
+    return [(f"{n} ({', '.join(aliases[n])})" if aliases[n] else n, n) for n in names] + [
+        ("auto (tpe for one objective, nsga2 for several)", "auto")]
 
 
 def _feasible(metrics: dict, constraints: dict[str, float]) -> bool:
@@ -198,7 +200,8 @@ class SearchTab:
             return None
         space = self.space
         try:
-            strategy = strategy_name(kw["strategy"])
+            # The live rows say "auto"; the study's own frame at the end names what auto picked.
+            strategy = kw["strategy"] if kw["strategy"] == "auto" else strategy_name(kw["strategy"])
             baseline_hash = space.config(kw["base"], space.baseline(kw["base"])).config_hash()
         except ConfigError as e:
             p._say(one_line(e), "error")
