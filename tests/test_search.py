@@ -251,3 +251,17 @@ def test_auto_is_tpe_for_one_objective_and_nsga2_for_several(tmp_path):
                  progress=False)
     assert (one.settings.strategy, two.settings.strategy) == ("tpe", "nsga2")
     assert type(one.study.sampler).__name__ == "TPESampler" and type(two.study.sampler).__name__ == "NSGAIISampler"
+
+
+def test_a_continued_study_proposes_new_trials_and_reports_each_one(tmp_path):
+    space = Space({"model.width": Float(0.25, 1.0, step=0.05), "train.lr": Float(0.01, 0.2, log=True)})
+    seen = []
+    kw = dict(base=TINY, strategy="random", objectives=["accuracy"], storage=f"sqlite:///{tmp_path / 's.db'}",
+              study_name="grow", store=tmp_path, progress=False, on_trial=lambda r: seen.append(len(r.trials)))
+    search(space, n_trials=3, **kw)
+    s = search(space, n_trials=6, **kw)  # a raised budget: three more, not the first three again
+    params = [tuple(p) for p in s.trials[["param.model.width", "param.train.lr"]].to_numpy()]
+    assert len(params) == 6 and len(set(params)) == 6
+    assert seen == [1, 2, 3, 4, 5, 6]
+    assert all(str(w) == str(round(w, 2)) for w, _ in params)  # grid values read as written: 0.6, not 0.6000000000000001
+    assert s.settings.shaped_for == 3  # the sampler keeps the shape the study began with

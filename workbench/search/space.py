@@ -110,7 +110,8 @@ class Float:
         return (float(self.low), float(self.high))
 
     def suggest(self, trial, name: str):
-        return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
+        value = trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
+        return round(value, 12) if self.step else value  # 0.6, not the grid's 0.6000000000000001, in labels
 
     def neighbours(self, value) -> list:
         # A step a greedy search can see: a factor of 2 on a log scale, a quarter of the range otherwise.

@@ -9,6 +9,7 @@ finished: no finished trial is lost or run twice.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -16,7 +17,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,16 +48,19 @@ class Settings:
     n_trials: int
     seed: int
     prune: bool  # stop poor trials early (one objective, accuracy): Optuna's median pruner
+    # The budget the study began with: it sizes NSGA-II's population and TPE's random start, which must
+    # not change when a later call raises or lowers n_trials.
+    shaped_for: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"space": self.space.to_dict(), "base": self.base.to_dict(), "objectives": list(self.objectives),
                 "constraints": self.constraints, "strategy": self.strategy, "n_trials": self.n_trials, "seed": self.seed,
-                "prune": self.prune}
+                "prune": self.prune, "shaped_for": self.shaped_for}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Settings":
         return cls(Space.from_dict(d["space"]), RunConfig.from_dict(d["base"]), tuple(d["objectives"]),
-                   dict(d["constraints"]), d["strategy"], d["n_trials"], d["seed"], d["prune"])
+                   dict(d["constraints"]), d["strategy"], d["n_trials"], d["seed"], d["prune"], d.get("shaped_for", d["n_trials"]))
 
     @property
     def prunes(self) -> bool:
@@ -131,6 +135,7 @@ def search(space: Space | None = None, *, base: RunConfig | None = None, strateg
            objectives: Sequence[str] = DEFAULT_OBJECTIVES, constraints: Mapping[str, float] | None = None,
            n_trials: int = 20, timeout: float | None = None, storage: str | None = None, study_name: str | None = None,
            seed: int = 0, prune: bool = True, store: ResultStore | str | os.PathLike = "runs",
+           data_root: str | os.PathLike = "data", on_trial: Callable[[SearchResult], None] | None = None,
            progress: bool = True) -> SearchResult:
     """Search ``space`` (default: ``default_space()``) around ``base`` (default: ``RunConfig()``) with
     ``strategy`` (random, greedy, tpe, nsga2 / genetic; auto: TPE for one objective, NSGA-II for several)
@@ -140,7 +145,8 @@ def search(space: Space | None = None, *, base: RunConfig | None = None, strateg
     together, and ``timeout`` seconds for this call. The first trial is the baseline (``base`` itself).
 
     A study of the same name in the same storage is continued: its finished trials count toward the
-    budget and are never run again.
+    budget and are never run again, and its sampler is seeded past them, so it proposes new trials.
+    ``on_trial(result_so_far)`` is called after each trial (the panel redraws from it).
 
     Example:
         >>> from workbench import ModelConfig, TrainConfig
@@ -164,28 +170,34 @@ def search(space: Space | None = None, *, base: RunConfig | None = None, strateg
         raise ConfigError(f"n_trials must be a whole number >= 1 (got {n_trials!r})")
     if strategy == "auto":
         strategy = "tpe" if len(objectives) == 1 else "nsga2"
-    settings = Settings(space, base, objectives, dict(constraints or {}), strategy_name(strategy), n_trials, seed, prune)
+    settings = Settings(space, base, objectives, dict(constraints or {}), strategy_name(strategy), n_trials, seed, prune,
+                        shaped_for=n_trials)
     space.check(base)
     store = _store(store)
     name = study_name or f"{settings.strategy}-{base.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     study = optuna.create_study(study_name=name, storage=open_storage(storage, store), directions=directions,
-                                load_if_exists=True, sampler=_sampler(settings, seed), pruner=_pruner(settings))
-    stored, wanted = study.user_attrs.get(SETTINGS), json.loads(json.dumps(settings.to_dict()))
-    if stored is not None and {**stored, "n_trials": n_trials} != wanted:
+                                load_if_exists=True)
+    stored = study.user_attrs.get(SETTINGS)
+    if stored is not None:
+        settings = dataclasses.replace(settings, shaped_for=stored.get("shaped_for", stored["n_trials"]))
+    wanted = json.loads(json.dumps(settings.to_dict()))
+    if stored is not None and {**stored, "n_trials": n_trials, "shaped_for": settings.shaped_for} != wanted:
         raise ConfigError(f"Study '{name}' exists with other settings (space, base, objectives, constraints, strategy or "
                           "seed): continue it with the same ones (n_trials may change), or pick another study_name")
     if stored != wanted:  # new, or a budget raised or lowered: workers read it from here
         study.set_user_attr(SETTINGS, wanted)
-    return _drive(study, settings, store, timeout, progress)
+    study.sampler, study.pruner = _sampler(settings, seed + len(study.trials)), _pruner(settings)
+    return _drive(_Driver(study, settings, store, data_root, on_trial), timeout, progress)
 
 
 def worker(study_name: str, storage: str, *, store: ResultStore | str | os.PathLike = "runs", timeout: float | None = None,
+           data_root: str | os.PathLike = "data", on_trial: Callable[[SearchResult], None] | None = None,
            progress: bool = True) -> SearchResult:
     """Join study ``study_name`` in ``storage`` and run its trials until its budget is spent. The
-    settings come from the study; this worker's sampler seed is the study's plus its process id, so
-    workers do not propose the same trials."""
+    settings come from the study; this worker's sampler seed is the study's plus its process id (and
+    the trials so far), so workers do not propose the same trials."""
     study, settings = load_study(study_name, storage, store=_store(store), seed_offset=os.getpid())
-    return _drive(study, settings, _store(store), timeout, progress)
+    return _drive(_Driver(study, settings, _store(store), data_root, on_trial), timeout, progress)
 
 
 def load_study(study_name: str, storage: str | None, *, store: ResultStore | None = None, seed_offset: int = 0):
@@ -199,8 +211,8 @@ def load_study(study_name: str, storage: str | None, *, store: ResultStore | Non
     if SETTINGS not in probe.user_attrs:
         raise ConfigError(f"Study '{study_name}' was not made by workbench.search (no '{SETTINGS}' settings)")
     settings = Settings.from_dict(probe.user_attrs[SETTINGS])
-    study = optuna.load_study(study_name=study_name, storage=opened, sampler=_sampler(settings, settings.seed + seed_offset),
-                              pruner=_pruner(settings))
+    study = optuna.load_study(study_name=study_name, storage=opened, pruner=_pruner(settings),
+                              sampler=_sampler(settings, settings.seed + seed_offset + len(probe.trials)))
     return study, settings
 
 
@@ -220,7 +232,7 @@ def _store(store) -> ResultStore | None:
 
 def _sampler(settings: Settings, seed: int):
     return STRATEGIES.get(settings.strategy)(seed % 2**32, len(settings.objectives),
-                                             _constraints if settings.constraints else None, settings.n_trials)
+                                             _constraints if settings.constraints else None, settings.shaped_for)
 
 
 def _constraints(trial) -> list[float]:
@@ -233,36 +245,51 @@ def _pruner(settings: Settings):
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if settings.prunes else optuna.pruners.NopPruner()
 
 
-def _drive(study, settings: Settings, store: ResultStore | None, timeout: float | None, progress: bool) -> SearchResult:
+@dataclass
+class _Driver:
+    """What running a study's trials needs, in one place."""
+
+    study: Any
+    settings: Settings
+    store: ResultStore | None
+    data_root: str | os.PathLike
+    on_trial: Callable[[SearchResult], None] | None
+    bar: Any = None
+    deadline: float | None = None
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def budget_left(self) -> bool:
+        return _used(self.study) < self.settings.n_trials and not self.past_deadline()
+
+
+def _drive(d: _Driver, timeout: float | None, progress: bool) -> SearchResult:
     from tqdm.auto import tqdm
 
-    _recover(study, settings, store)
+    study, settings = d.study, d.settings
+    _recover(study, settings, d.store)
     if not study.trials:
         study.enqueue_trial(settings.space.baseline(settings.base), user_attrs={"baseline": True})
-    deadline = time.monotonic() + timeout if timeout is not None else None
-    bar = tqdm(total=settings.n_trials, initial=_used(study), desc=f"search {study.study_name}", unit="trial",
-               disable=not progress)
+    d.deadline = time.monotonic() + timeout if timeout is not None else None
+    d.bar = tqdm(total=settings.n_trials, initial=_used(study), desc=f"search {study.study_name}", unit="trial",
+                 disable=not progress)
     note = ""
     try:
         if settings.strategy == "greedy":
-            note = _greedy(study, settings, store, deadline, bar)
+            note = _greedy(d)
         else:
             failures = 0
-            while _used(study) < settings.n_trials and not _past(deadline):
-                state = _run_one(study, settings, store, bar)
-                failures = failures + 1 if state == "FAIL" else 0
+            while d.budget_left():
+                failures = failures + 1 if _run_one(d) == "FAIL" else 0
                 if failures >= MAX_FAILURES_IN_A_ROW:
                     raise RuntimeError(f"{failures} trials in a row failed; the last: "
                                        f"{study.trials[-1].user_attrs.get('error', '?')}")
-        note = note or ("stopped at the time limit" if _past(deadline) and _used(study) < settings.n_trials
+        note = note or ("stopped at the time limit" if d.past_deadline() and _used(study) < settings.n_trials
                         else f"budget of {settings.n_trials} trials spent")
     finally:
-        bar.close()
-    return _result(study, settings, store, note)
-
-
-def _past(deadline: float | None) -> bool:
-    return deadline is not None and time.monotonic() >= deadline
+        d.bar.close()
+    return _result(study, settings, d.store, note)
 
 
 def _used(study) -> int:
@@ -290,11 +317,12 @@ class _ReportAccuracy(Callback):
                           "the median of the earlier trials there")
 
 
-def _run_one(study, settings: Settings, store: ResultStore | None, bar, fixed: Mapping[str, Any] | None = None) -> str:
+def _run_one(d: _Driver, fixed: Mapping[str, Any] | None = None) -> str:
     """Ask for a trial (``fixed`` parameters enqueued first), run it, tell the study; returns its state."""
     from ..pipeline import run
 
     optuna = _optuna()
+    study, settings, store, bar = d.study, d.settings, d.store, d.bar
     if fixed is not None:
         study.enqueue_trial(dict(fixed))
     trial = study.ask()
@@ -306,7 +334,7 @@ def _run_one(study, settings: Settings, store: ResultStore | None, bar, fixed: M
         with warnings.catch_warnings(record=True) as caught:  # kept with the trial, not printed once per trial
             warnings.simplefilter("always")
             result = run(config, store=store, progress=False, callbacks=[reporter] if settings.prunes else [],
-                         tags={"search_study": study.study_name, "search_trial": trial.number})
+                         data_root=d.data_root, tags={"search_study": study.study_name, "search_trial": trial.number})
         if caught:
             trial.set_user_attr("warnings", list(dict.fromkeys(str(w.message).splitlines()[0] for w in caught)))
         if settings.prunes and not reporter.reported:
@@ -320,11 +348,13 @@ def _run_one(study, settings: Settings, store: ResultStore | None, bar, fixed: M
     except Exception as e:  # a trial that cannot run is recorded as failed; the search goes on
         trial.set_user_attr("error", one_line(e))
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        bar.update(1)
-        return "FAIL"
-    state = _tell(study, settings, trial.number, result.run_id, result.status, result.metrics)
+        state = "FAIL"
+    else:
+        state = _tell(study, settings, trial.number, result.run_id, result.status, result.metrics)
     bar.update(1)
     bar.set_postfix_str(_best_text(study, settings))
+    if d.on_trial is not None:
+        d.on_trial(_result(study, settings, store, note=f"{_used(study)}/{settings.n_trials} trials"))
     return state
 
 
@@ -403,15 +433,15 @@ def _alive(pid: int) -> bool:
 # Greedy: coordinate descent from the baseline on the ask-and-tell interface
 
 
-def _greedy(study, settings: Settings, store: ResultStore | None, deadline: float | None, bar) -> str:
-    space = settings.space
+def _greedy(d: _Driver) -> str:
+    study, settings, space = d.study, d.settings, d.settings.space
     current = space.baseline(settings.base)
     scored = _scores(study, settings)
-    if _past(deadline):
+    if d.past_deadline():
         return "stopped at the time limit"
     if _key(current) not in scored:
         waiting = study.get_trials(deepcopy=False, states=(_optuna().trial.TrialState.WAITING,))
-        _run_one(study, settings, store, bar, fixed=None if waiting else current)  # asks the enqueued baseline
+        _run_one(d, fixed=None if waiting else current)  # asks the enqueued baseline
         scored = _scores(study, settings)
     while True:
         best, best_score = None, scored.get(_key(current))
@@ -419,9 +449,10 @@ def _greedy(study, settings: Settings, store: ResultStore | None, deadline: floa
             return "greedy stopped: the baseline trial did not complete"
         for candidate in _neighbours(space, current):
             if _key(candidate) not in scored:
-                if _used(study) >= settings.n_trials or _past(deadline):
-                    return f"greedy stopped with the budget of {settings.n_trials} trials spent, before its neighbours were all tried"
-                _run_one(study, settings, store, bar, fixed=candidate)
+                if not d.budget_left():
+                    return (f"greedy stopped {'at the time limit' if d.past_deadline() else f'with the budget of {settings.n_trials} trials spent'}"
+                            ", before its neighbours were all tried")
+                _run_one(d, fixed=candidate)
                 scored = _scores(study, settings)
             score = scored.get(_key(candidate))
             if score is not None and _better(score, best_score, len(settings.objectives)):
@@ -521,7 +552,7 @@ def trials_frame(study, store: ResultStore | None = None) -> pd.DataFrame:
             "baseline": bool(t.user_attrs.get("baseline")), "feasible": _feasible(t),
             "trial_seconds": (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None,
             "error": t.user_attrs.get("error"), "run_id": run_id,
-            **{f"param.{k}": v for k, v in t.params.items()},
+            **{f"param.{k}": round(v, 12) if isinstance(v, float) else v for k, v in t.params.items()},
         })
         record.setdefault("name", f"{study.study_name} #{t.number}")
         out.append(record)
@@ -571,7 +602,8 @@ def compare_strategies(strategies: Sequence[str] = ("random", "greedy", "nsga2")
                        seeds: Sequence[int] = (0, 1, 2), space: Space | None = None, base: RunConfig | None = None,
                        objectives: Sequence[str] = DEFAULT_OBJECTIVES, constraints: Mapping[str, float] | None = None,
                        storage: str | None = None, study_prefix: str | None = None,
-                       store: ResultStore | str | os.PathLike = "runs", progress: bool = True) -> Comparison:
+                       store: ResultStore | str | os.PathLike = "runs", data_root: str | os.PathLike = "data",
+                       progress: bool = True) -> Comparison:
     """Run every strategy with the same budget, space, base and objectives once per seed (each its own
     study) and compare: the best found on the first objective, and the hypervolume the feasible
     trials dominate, as a share of the box between the worst value seen on each objective (the
@@ -588,7 +620,7 @@ def compare_strategies(strategies: Sequence[str] = ("random", "greedy", "nsga2")
             searches[(strategy_name(name), seed)] = search(
                 space, base=base, strategy=name, objectives=objectives, constraints=constraints, n_trials=n_trials,
                 storage=storage, study_name=f"{prefix}-{strategy_name(name)}-s{seed}", seed=seed, store=store,
-                progress=progress)
+                data_root=data_root, progress=progress)
     every = pd.concat([_complete(s.trials) for s in searches.values()], ignore_index=True)
     every = every[every["feasible"]] if len(every) else every
     if not len(every):

@@ -5,26 +5,23 @@ The tab only builds the call's arguments and shows what comes back (STYLE 17): t
 ``search(...)`` call its code view prints, run synchronously in the cell (STYLE 19); the Run-search
 button calls ``panel.run_search()``, which a notebook's last cell can call headlessly (STYLE 15).
 
-Updates per trial: ``search()`` takes no callback, so the tab hands it a result store that reports
-every row appended to it (a trial's run appends its row as it ends) and redraws from those rows; when
-the call returns, the study's own trials frame replaces them. Calling ``search(n_trials=k)`` for
-k = 1, 2, ... would continue the study too, but each call seeds a fresh sampler, so random and NSGA-II
-proposed the same configuration at every call.
+Updates per trial: ``search(on_trial=...)`` hands the tab the study's trials and front after each
+trial, and the tab redraws from them.
 """
 from __future__ import annotations
 
 import html
 import traceback
-from typing import Any, Callable
+from typing import Any
 
 import ipywidgets as w
 import pandas as pd
 
 from .. import plots
 from .._errors import ConfigError, one_line
-from ..results import METRICS, Result, ResultStore, format_number, readable
-from ..search import DEFAULT_OBJECTIVES, Space, default_space, list_strategies, search, show as show_study, strategy_name
-from ..search.pareto import direction, pareto_front
+from ..results import METRICS, format_number, readable
+from ..search import DEFAULT_OBJECTIVES, Space, default_space, list_strategies, search, strategy_name
+from ..search.pareto import direction
 from .code import search_code
 from .live import show
 
@@ -34,20 +31,6 @@ WIDE = w.Layout(width="390px")
 SEARCH = "search"  # the panel's "code for" choice that shows this tab's search(...) call (run ids are timestamps)
 
 
-class _ReportingStore(ResultStore):
-    """A view of the panel's store that calls ``on_row`` after each row appended to it: the search's
-    per-trial hook (every trial's run appends its row when it ends)."""
-
-    def __init__(self, root, on_row: Callable[[Result], None]):
-        super().__init__(root)
-        self.on_row = on_row
-
-    def append(self, result: Result):
-        path = super().append(result)
-        self.on_row(result)
-        return path
-
-
 def _strategy_options() -> list[tuple[str, str]]:
     """The registered strategies, each labelled with its aliases (``nsga2 (genetic)``), and ``auto``,
     which ``search`` resolves by the number of objectives."""
@@ -55,38 +38,6 @@ def _strategy_options() -> list[tuple[str, str]]:
     aliases = {n: [a for a in list_strategies() if a != n and strategy_name(a) == n] for n in names}
     return [(f"{n} ({', '.join(aliases[n])})" if aliases[n] else n, n) for n in names] + [
         ("auto (tpe for one objective, nsga2 for several)", "auto")]
-
-
-def _feasible(metrics: dict, constraints: dict[str, float]) -> bool:
-    return all(metrics[m] <= bound if direction(m) == "minimize" else metrics[m] >= bound for m, bound in constraints.items())
-
-
-def live_trials(rows: list[Result], *, strategy: str, objectives: tuple[str, ...], constraints: dict[str, float],
-                baseline_hash: str, prior: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The finished trials while a search runs, from the rows its trials appended: the columns of
-    ``SearchResult.trials`` (trial number, state, baseline, feasible, the row) after the ``prior`` trials
-    of a continued study. Trials that raised leave no row; the study's own frame shows them at the end."""
-    records = []
-    has_baseline = prior is not None and len(prior) and prior["baseline"].astype(bool).any()
-    for r in rows:
-        m = r.metrics
-        state = ("PRUNED" if r.status == "pruned" else
-                 "COMPLETE" if all(m.get(k) is not None for k in (*objectives, *constraints)) else "FAIL")
-        baseline = not has_baseline and r.config.config_hash() == baseline_hash
-        has_baseline = has_baseline or baseline
-        records.append({**r.row(), "trial": r.tags.get("search_trial"), "trial_state": state, "strategy": strategy,
-                        "baseline": baseline, "feasible": state == "COMPLETE" and _feasible(m, constraints)})
-    frames = [f for f in (prior, pd.DataFrame(records)) if f is not None and len(f)]
-    return pd.concat(frames, ignore_index=True).sort_values("trial").reset_index(drop=True) if frames else pd.DataFrame(
-        columns=["trial", "trial_state", "strategy", "baseline", "feasible"])
-
-
-def front_of(trials: pd.DataFrame, objectives: tuple[str, ...]) -> pd.DataFrame:
-    """The complete, feasible trials no other dominates (``SearchResult.front`` for a live frame)."""
-    if not len(trials):
-        return trials
-    done = trials[(trials["trial_state"] == "COMPLETE") & trials["feasible"].astype(bool)]
-    return pareto_front(done, objectives) if len(done) else done
 
 
 def best_text(trials: pd.DataFrame, objectives: tuple[str, ...]) -> str:
@@ -144,7 +95,7 @@ class SearchTab:
         self._space = space
         self.constraints = dict(constraints or {})
         self.result = None  # the last search's SearchResult
-        self.trials = live_trials([], strategy="", objectives=(), constraints={}, baseline_hash="")  # what the table shows
+        self.trials = pd.DataFrame(columns=["trial", "trial_state", "strategy", "baseline", "feasible"])  # what the table shows
         self.front = self.trials
         self.figure = None  # the Pareto chart last drawn
         self.redraws: list[int] = []  # the trials shown at each redraw of the last search: one per finished trial, then the final
@@ -200,32 +151,24 @@ class SearchTab:
             return None
         space = self.space
         try:
-            # The live rows say "auto"; the study's own frame at the end names what auto picked.
             strategy = kw["strategy"] if kw["strategy"] == "auto" else strategy_name(kw["strategy"])
-            baseline_hash = space.config(kw["base"], space.baseline(kw["base"])).config_hash()
-        except ConfigError as e:
+        except (ConfigError, ValueError) as e:
             p._say(one_line(e), "error")
             return None
-        prior = self._prior(kw)
-        rows: list[Result] = []
-        live = dict(strategy=strategy, objectives=kw["objectives"], constraints=kw["constraints"], baseline_hash=baseline_hash,
-                    prior=prior)
 
-        def on_row(result: Result) -> None:
-            rows.append(result)
+        def on_trial(so_far) -> None:  # search() calls it after each trial, the continued study's earlier ones included
             try:
-                trials = live_trials(rows, **live)
-                self._draw(trials, front_of(trials, kw["objectives"]), kw, "running the next trial…")
+                self._draw(so_far.trials, so_far.front, kw, "running the next trial…")
             except Exception:  # a drawing problem must not stop the search
                 with p.log:
                     traceback.print_exc()
 
         self.redraws = []
-        self.progress.max, self.progress.value, self.progress.bar_style = kw["n_trials"], len(prior), "info"
-        self.label.value = f"{len(prior)}/{kw['n_trials']} trials: running the first{' of this call' if len(prior) else ''}…"
+        self.progress.max, self.progress.value, self.progress.bar_style = kw["n_trials"], 0, "info"
+        self.label.value = f"0/{kw['n_trials']} trials: running the first…"
         p._say(f"searching with {strategy}: {kw['n_trials']} trials over {len(space.params)} knobs…", "busy")
         try:
-            result = search(**kw, store=_ReportingStore(p.store.root, on_row), progress=False)
+            result = search(**kw, store=p.store, data_root=p.data_root, on_trial=on_trial, progress=False)
         except Exception as e:  # the panel survives a failed search; the log keeps the traceback
             with p.log:
                 traceback.print_exc()
@@ -241,15 +184,6 @@ class SearchTab:
                + (f", {better} dominating the baseline (no worse on any objective, better on one)" if better else "")
                + f"; {result.note}", "ok")
         return result
-
-    def _prior(self, kw: dict[str, Any]) -> pd.DataFrame:
-        """The finished trials of the study this search continues (a named study already in a storage)."""
-        if not kw["study_name"] or kw["storage"] == "memory":
-            return pd.DataFrame()
-        try:
-            return show_study(kw["study_name"], kw["storage"], store=self.panel.store).trials
-        except ConfigError:  # no such study yet
-            return pd.DataFrame()
 
     def _draw(self, trials: pd.DataFrame, front: pd.DataFrame, kw: dict[str, Any], note: str) -> None:
         self.trials, self.front = trials, front
