@@ -7,7 +7,7 @@ def test_doctor_covers_the_environment_and_fixes_every_problem():
     checks = doctor()
     names = {c.name for c in checks}
     assert {"python", "torch", "cuda", "mps", "ipywidgets", "jupyterlab_widgets", "jupyterlab", "papermill",
-            "torchao", "torch_pruning", "onnxruntime", "dataset cache", "cifar10 zip"} <= names
+            "torchao", "torch_pruning", "onnxruntime", "optuna", "dataset cache", "cifar10 zip"} <= names
     assert all(isinstance(c, Check) and c.detail for c in checks)
     assert all(c.fix for c in checks if not c.ok)
     assert next(c for c in checks if c.name == "cuda").ok  # CPU-only is never a failure

@@ -27,6 +27,7 @@ OPTIONAL = {  # import name -> (distribution, pip spec, what it is for)
     "torchao": ("torchao", "torchao==0.18.*", "quantization"),
     "torch_pruning": ("torch-pruning", "torch-pruning==1.6.1", "structured pruning"),
     "onnxruntime": ("onnxruntime", "onnxruntime onnx onnxscript", "ONNX export and benchmark"),
+    "optuna": ("optuna", "'optuna>=5,<6' 'psycopg[binary]' optuna-dashboard", "model search, its studies in PostgreSQL, the dashboard"),
 }
 
 
