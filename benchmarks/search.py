@@ -11,6 +11,8 @@ timings of studies run minutes apart are not comparable (the compare would rank 
 
     python benchmarks/search.py                                   # both, the sizes of the closing note
     python benchmarks/search.py --only compare --seeds 0 --trials 4 --epochs 1   # a quick look
+    python benchmarks/search.py --only front --space short-run --cifar-epochs 4 --fraction 0.04 --threads 2 \
+        --store runs/bench-search --cifar-trials 30 --study cifar-nsga2-170935   # continue a study to 30 trials
 """
 from __future__ import annotations
 
@@ -79,7 +81,7 @@ def front(args, store: Path) -> dict:
     space = default_space(models=("cnn", "resnet20")) if args.space == "default" else SHORT_RUN_SPACE
     t0 = time.perf_counter()
     s = search(space, base=base, strategy="nsga2", objectives=["accuracy", "size_bytes", "latency_ms"],
-               n_trials=args.cifar_trials, study_name=f"cifar-nsga2-{time.strftime('%H%M%S')}", seed=0, store=store,
+               n_trials=args.cifar_trials, study_name=args.study or f"cifar-nsga2-{time.strftime('%H%M%S')}", seed=0, store=store,
                progress=True)
     seconds = time.perf_counter() - t0
     baseline, better = s.baseline, s.dominating_baseline()
@@ -114,6 +116,7 @@ def main() -> None:
     p.add_argument("--space", choices=["default", "short-run"], default="default",
                    help="front: default_space(cnn, resnet20), or SHORT_RUN_SPACE (no pruning, BatchNorm on)")
     p.add_argument("--store", default=None, help="result store (default: a temporary folder)")
+    p.add_argument("--study", default=None, help="front: continue this study (in the store's studies.db) instead of a new one")
     p.add_argument("--chart", default="test-artifacts/search-cifar-front.png")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
