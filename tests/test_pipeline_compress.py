@@ -30,7 +30,8 @@ def test_prune_finetune_quantize_through_the_pipeline(store):
     from workbench import why_not_faster
 
     codes = set(why_not_faster(store.frame()).query("variant == 'unstructured 50%'")["reason"])
-    assert codes and codes <= {"dense", "noisy", "implausible", "slower"}  # zeros in dense weights: no real speed-up
+    # zeros in dense weights: no real speed-up (a measured gap inside the timing spread says so too)
+    assert codes and codes <= {"dense", "noisy", "implausible", "slower", "within_spread"}
 
 
 def test_compress_steps_round_trip_through_json():
