@@ -166,11 +166,12 @@ def test_a_search_killed_with_kill_9_resumes_losing_and_repeating_no_finished_tr
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     (tmp_path / "space.json").write_text(json.dumps(Space({"model.width": Float(0.25, 1.0, step=0.125),
                                                            "train.lr": Float(0.01, 0.2, log=True)}).to_dict()))
-    command = [sys.executable, "-m", "workbench.cli", "search", "run", "--model", "mlp", "--epochs", "4",
+    command = [sys.executable, "-m", "workbench.cli", "search", "run", "--model", "mlp", "--epochs", "20",
                "--measure-iters", "3", "--threads", "1", "--strategy", "random", "--trials", "6", "--study", "killed",
                "--storage", storage, "--store", str(tmp_path), "--space", str(tmp_path / "space.json"),
                "--objectives", "accuracy,size_bytes", "--no-progress"]
     log = (tmp_path / "first.log").open("w")
+    # 20 epochs: a trial lasts seconds, so the kill lands mid-study (at 4 epochs a clean clone finished all 6 first)
     first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
     def trials(states):
