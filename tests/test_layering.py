@@ -13,12 +13,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "workbench"
 LAYERS = [
     {"_registry", "_errors", "_files", "_nbclient"},  # helpers every layer shares
     {"_plain"},  # config dataclasses <-> plain dicts (its errors are ConfigErrors)
-    {"data", "models", "train", "deploy"},  # the parts; deploy's ONNX export is a plain torch tool
-    {"measure"},  # times models, also as exported to ONNX Runtime
+    {"data", "models", "train"},  # the parts
+    {"measure"},  # times models in each runtime (eager, compiled, torch.export, ONNX Runtime...)
     {"compress"},  # pruning and quantization steps (they fine-tune and count)
     {"config"},  # RunConfig composes the parts' configs and the compression steps
     {"checkpoint", "results"},  # what a run leaves behind
     {"pipeline"},  # the one place that composes
+    {"deploy"},  # a stored run exported as a bundle, checked, compared across runtimes, served
     {"ledger", "plots"},  # views of stored results
     {"search"},  # searches: studies whose trials are runs, charted
     {"ui", "tour", "doctor", "notebooks"},  # the panel, the main job and the tools around the package

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .._errors import root_cause
 from .._registry import unknown_name_error
-from ..deploy import export_onnx, onnxruntime_session
+from .onnx import export_onnx, onnxruntime_session
 from .bench import benchmark_together
 from .config import MEASURE_MODES, MeasureConfig
 from .device import available_devices, device_name, model_device, resolve_device

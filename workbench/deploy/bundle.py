@@ -1,0 +1,115 @@
+"""A deployable bundle: one folder with the exported model files and a model card saying how to feed them.
+
+```
+bundle/
+  card.json    what the model is and how well it travels: accuracy, parameters, bytes per file,
+               input shape and normalisation, class names, opset, versions, parity, latency
+  model.onnx   the ONNX graph (format "onnx" or "both")
+  model.pt2    the torch.export program (format "torch-export" or "both")
+```
+
+Inputs are raw pixels, 0-255, batch x channels x height x width, as the dataset stores them; the card's
+``input.mean`` / ``input.std`` (per channel, 0-1 scale) normalise them exactly as training did, so a
+client never needs Workbench to call the model right.
+
+Example:
+    >>> import json, tempfile, torch
+    >>> from pathlib import Path
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> card = {"input": {"shape": [1, 2, 2], "mean": [0.5], "std": [0.25], "pixel_range": [0, 255]}, "classes": ["a", "b"],
+    ...         "files": {}}
+    >>> _ = (folder / CARD_FILE).write_text(json.dumps(card))
+    >>> bundle = load_bundle(folder)
+    >>> bundle.input_shape, bundle.preprocess(torch.full((1, 1, 2, 2), 255, dtype=torch.uint8)).flatten().tolist()
+    ((1, 2, 2), [2.0, 2.0, 2.0, 2.0])
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+CARD_FILE = "card.json"
+FILES = {"onnx": "model.onnx", "torch-export": "model.pt2"}  # format -> file name inside a bundle
+RUNTIME_OF = {"onnx": "onnxruntime", "torch-export": "torch_export"}  # format -> the runtime that serves it
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle folder read back: its path and card, the preprocessing the card states and a predictor."""
+
+    path: Path
+    card: dict[str, Any]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of one image."""
+        return tuple(self.card["input"]["shape"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.card["classes"])
+
+    @property
+    def formats(self) -> list[str]:
+        """The formats whose files are here, ONNX first."""
+        return [f for f in FILES if f in self.card.get("files", {}) and (self.path / FILES[f]).is_file()]
+
+    def preprocess(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Raw pixels (0-255; uint8 or float; N x C x H x W) -> the float32 input the model was trained on."""
+        spec = self.card["input"]
+        c = len(spec["mean"])
+        mean = torch.tensor(spec["mean"], dtype=torch.float32).reshape(1, c, 1, 1)
+        std = torch.tensor(spec["std"], dtype=torch.float32).reshape(1, c, 1, 1)
+        return (pixels.to(torch.float32) / 255 - mean) / std
+
+    def predictor(self, fmt: str = "auto", *, threads: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A callable ``normalised batch -> logits`` over one of the bundle's files: ONNX Runtime (CPU,
+        ``threads`` intra-op threads) for ``onnx``, the ``torch.export`` program for ``torch-export``;
+        ``auto`` takes ONNX where the bundle has it."""
+        have = self.formats
+        if not have:
+            raise ValueError(f"{self.path} holds no model file ({', '.join(FILES.values())}): export one with "
+                             "workbench export RUN_ID --out DIR")
+        fmt = have[0] if fmt == "auto" else fmt
+        if fmt not in have:
+            raise ValueError(f"{self.path} has no {fmt} file; it has: {', '.join(have)}")
+        if fmt == "onnx":
+            from ..measure.onnx import onnxruntime_session
+
+            return onnxruntime_session(self.path / FILES["onnx"], threads=threads)
+        program = torch.export.load(self.path / FILES["torch-export"]).module()
+        return torch.no_grad()(program)
+
+
+def load_bundle(path: str | os.PathLike) -> Bundle:
+    """Read a bundle folder (or its ``card.json``); one line naming the fix when it is not one.
+
+    Example:
+        >>> load_bundle("/no/such/bundle")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: No bundle at /no/such/bundle: write one with workbench export RUN_ID --out /no/such/bundle
+    """
+    path = Path(path)
+    if path.name == CARD_FILE:
+        path = path.parent
+    if not path.is_dir():
+        raise FileNotFoundError(f"No bundle at {path}: write one with workbench export RUN_ID --out {path}")
+    card_path = path / CARD_FILE
+    if not card_path.is_file():
+        raise FileNotFoundError(f"{path} has no {CARD_FILE}, so it is not a Workbench bundle: write one with "
+                                f"workbench export RUN_ID --out {path}")
+    try:
+        card = json.loads(card_path.read_text())
+        missing = [k for k in ("input", "classes") if k not in card] + [
+            f"input.{k}" for k in ("shape", "mean", "std") if k not in card.get("input", {})]
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise ValueError(f"{card_path} is not a model card ({type(e).__name__}): export the run again") from None
+    if missing:
+        raise ValueError(f"{card_path} lacks {', '.join(missing)}: export the run again with workbench export")
+    return Bundle(path, card)
