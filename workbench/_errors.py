@@ -92,3 +92,7 @@ def one_line(error: BaseException) -> str:
     """
     first = (str(error).strip().splitlines() or [""])[0]
     return first if isinstance(error, ValueError) and first else f"{type(error).__name__}: {first}"
+
+
+class Unavailable(RuntimeError):
+    """A runtime or feature this machine or install lacks (no GPU, no TensorRT); the message says why and what installs it."""

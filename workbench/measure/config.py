@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from .._errors import check_positive, require
 from .._plain import Checked
 
-MEASURE_MODES = ("eager", "compiled", "onnxruntime")
+# How inference can run: eager PyTorch, torch.compile, the torch.export program, ONNX Runtime, TensorRT.
+MEASURE_MODES = ("eager", "compiled", "export", "onnxruntime", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class MeasureConfig(Checked):
     warmup: int = 5  # untimed iterations first (caches, allocator, cudnn autotune)
     iters: int = 30  # timed iterations; the median and spread are reported
     device: str = "same"  # where to time inference: same (as training), all (also every other device here), cpu, cuda...
-    modes: tuple[str, ...] = ("eager",)  # execution modes to time: eager, compiled, onnxruntime
+    modes: tuple[str, ...] = ("eager",)  # execution modes to time: eager, compiled, export, onnxruntime, tensorrt
 
     def check(self) -> None:
         bad = [m for m in self.modes if m not in MEASURE_MODES]

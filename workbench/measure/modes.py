@@ -21,11 +21,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._errors import root_cause
+from .._errors import Unavailable, root_cause
 from .._registry import unknown_name_error
 from .onnx import export_onnx, onnxruntime_session
 from .bench import benchmark_together
 from .config import MEASURE_MODES, MeasureConfig
+
+DEFAULT_MODES = ("eager", "compiled", "onnxruntime")
 from .device import available_devices, device_name, model_device, resolve_device
 
 
@@ -33,7 +35,7 @@ def measure_modes(
     model: nn.Module,
     example_input_chw: Sequence[int],
     *,
-    modes: Sequence[str] = MEASURE_MODES,
+    modes: Sequence[str] = DEFAULT_MODES,
     batch_sizes: Sequence[int] = (1, 64),
     device: str | torch.device = "cpu",
     warmup: int = 5,
@@ -45,10 +47,13 @@ def measure_modes(
     - ``compiled``: ``torch.compile`` with static shapes and frozen weights (inductor ``freezing``:
       constants folded and weights pre-packed, which is what turns pt2e int8 into real int8 kernels).
       Compiling takes seconds per batch size (about 15 s cold on a CPU) and happens before the timing.
-    - ``onnxruntime``: exported with ``workbench.deploy.export_onnx`` and run by ONNX Runtime on the CPU.
+    - ``export``: the ``torch.export`` program (what a bundle's ``model.pt2`` runs), executed op by op.
+    - ``onnxruntime``: exported with ``workbench.deploy.export_onnx`` and run by ONNX Runtime: its CPU
+      provider (intra-op threads = torch's) on a CPU, its CUDA provider on a GPU (onnxruntime-gpu).
+    - ``tensorrt``: the same ONNX graph through ONNX Runtime's TensorRT provider (GPU, tensorrt installed).
 
-    A mode that does not apply (an export that fails, a dtype ONNX Runtime lacks) gives records with
-    ``latency_ms=None`` and a ``skipped`` reason instead of stopping the others.
+    A mode that does not apply (an export that fails, a dtype ONNX Runtime lacks, no GPU or no TensorRT
+    here) gives records with ``latency_ms=None`` and a one-line ``skipped`` reason instead of stopping the others.
 
     Example:
         >>> from torch import nn
@@ -58,7 +63,7 @@ def measure_modes(
         >>> measure_modes(nn.Linear(4, 2), (4,), modes=("jit",))
         Traceback (most recent call last):
         ...
-        ValueError: Unknown execution mode 'jit'. Choose one of: compiled, eager, onnxruntime.
+        ValueError: Unknown execution mode 'jit'. Choose one of: compiled, eager, export, onnxruntime, tensorrt.
     """
     return measure_modes_together([model], example_input_chw, modes=modes, batch_sizes=batch_sizes, device=device,
                                   warmup=warmup, iters=iters)[0]
@@ -68,7 +73,7 @@ def measure_modes_together(
     models: Sequence[nn.Module],
     example_input_chw: Sequence[int],
     *,
-    modes: Sequence[str] = MEASURE_MODES,
+    modes: Sequence[str] = DEFAULT_MODES,
     batch_sizes: Sequence[int] = (1, 64),
     device: str | torch.device = "cpu",
     warmup: int = 5,
@@ -87,12 +92,14 @@ def measure_modes_together(
     was_training = [m.training for m in models]
     with tempfile.TemporaryDirectory() as tmp, compile_room(8 + 2 * len(models) * len(batch_sizes)):
         for mode in modes:
-            # ONNX Runtime runs on the CPU here, so its records say so.
-            where = torch.device("cpu") if mode == "onnxruntime" else device
+            where = device
             runners = {}
-            preparing = {"compiled": "compiling", "onnxruntime": "exporting to ONNX"}.get(mode)
+            preparing = {"compiled": "compiling", "export": "exporting", "onnxruntime": "exporting to ONNX",
+                 "tensorrt": "building TensorRT engines"}.get(mode)
             for j, model in enumerate(tqdm(models, desc=f"{preparing} for timing", unit="model")
                                       if progress and preparing else models):
+                if getattr(model, "runtime", None) == mode:  # timed in this runtime already, by the main pass
+                    continue
                 try:
                     runners[j] = _prepare(model, mode, chw, batch_sizes, where, Path(tmp))
                 except Exception as e:  # one mode failing must not hide the others' numbers
@@ -121,7 +128,8 @@ KNOWN_SKIPS = (
     ("tensor(bfloat16)", "ONNX Runtime has no bfloat16 kernels for this graph: time the float32 model in it"),
     ("Type 'tensor(bfloat", "ONNX Runtime has no bfloat16 kernels for this graph: time the float32 model in it"),
 )
-STAGES = {"compiled": "torch.compile", "onnxruntime": "ONNX export or ONNX Runtime", "eager": "the model"}
+STAGES = {"compiled": "torch.compile", "export": "torch.export", "onnxruntime": "ONNX export or ONNX Runtime",
+          "tensorrt": "TensorRT", "eager": "the model"}
 
 
 def skip_reason(mode: str, error: BaseException) -> str:
@@ -134,6 +142,8 @@ def skip_reason(mode: str, error: BaseException) -> str:
         >>> skip_reason("compiled", ValueError("Unsupported op foo.bar in /tmp/a/b.py. More detail follows"))
         'torch.compile failed: ValueError: Unsupported op foo.bar in <file>'
     """
+    if isinstance(error, Unavailable):
+        return str(error)
     inner = error
     while inner.__cause__ is not None:
         inner = inner.__cause__
@@ -168,40 +178,74 @@ def timing_plan(cfg: MeasureConfig, main: torch.device) -> list[tuple[torch.devi
 
     ``cfg.modes`` other than eager on ``main``; with ``cfg.device == "all"`` every mode again on each
     other device here (``available_devices``), so one run fills CPU and GPU columns of the ledger.
-    ONNX Runtime runs on the CPU whatever the device, so it is timed once.
+    On a GPU, ``onnxruntime`` is ONNX Runtime's CUDA execution provider and ``tensorrt`` its TensorRT one.
 
     Example:
         >>> cfg = MeasureConfig(modes=("eager", "compiled", "onnxruntime"), device="all")
         >>> plan = timing_plan(cfg, torch.device("cpu"))
         >>> plan[0]
         (device(type='cpu'), ['compiled', 'onnxruntime'])
-        >>> all(modes == ["eager", "compiled"] for _, modes in plan[1:])  # a GPU, where there is one
+        >>> all(modes == ["eager", "compiled", "onnxruntime"] for _, modes in plan[1:])  # a GPU, where there is one
         True
     """
     others = [d for d in available_devices() if d.type != main.type] if cfg.device == "all" else []
     plan = [(main, [m for m in cfg.modes if m != "eager"])]
-    plan += [(d, [m for m in cfg.modes if m != "onnxruntime"]) for d in others]
+    plan += [(d, list(cfg.modes)) for d in others]
     return [(d, modes) for d, modes in plan if modes]
 
 
 
-def _prepare(model: nn.Module, mode: str, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device,
-             tmp: Path) -> Callable:
-    if mode == "eager":
-        return model
-    model.eval()
-    if mode == "compiled":
-        import torch._inductor.config as inductor_config
+def _eager(model: nn.Module, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device, tmp: Path) -> Callable:
+    return model
 
-        # Static shapes: one graph per batch size (the int8 conv lowering rejects a dynamic batch here).
-        compiled = torch.compile(model, dynamic=False)
-        # Compile now, with freezing on: weights become constants, so pt2e's dequantize -> conv patterns
-        # lower to fused int8 kernels. torch.compile(options={"freezing": True}) misses that lowering.
-        with torch.inference_mode(), inductor_config.patch(freezing=True), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="To copy construct from a tensor")  # inside inductor's int8 lowering
-            for bs in batch_sizes:
-                compiled(torch.randn(bs, *chw, device=device))
-        return compiled
+
+def _compiled(model: nn.Module, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device, tmp: Path) -> Callable:
+    import torch._inductor.config as inductor_config
+
+    # Static shapes: one graph per batch size (the int8 conv lowering rejects a dynamic batch here).
+    compiled = torch.compile(model, dynamic=False)
+    # Compile now, with freezing on: weights become constants, so pt2e's dequantize -> conv patterns
+    # lower to fused int8 kernels. torch.compile(options={"freezing": True}) misses that lowering.
+    with torch.inference_mode(), inductor_config.patch(freezing=True), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="To copy construct from a tensor")  # inside inductor's int8 lowering
+        for bs in batch_sizes:
+            compiled(torch.randn(bs, *chw, device=device))
+    return compiled
+
+
+def _exported(model: nn.Module, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device, tmp: Path) -> Callable:
+    # What a bundle's model.pt2 runs: the torch.export graph (dynamic batch), executed op by op.
+    example = torch.randn(2, *chw, device=device)
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
+    return lambda x: program(x)  # a plain callable: an exported module refuses .eval(), which timing calls on modules
+
+
+def _onnxruntime(model: nn.Module, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device, tmp: Path,
+                 provider: str | None = None) -> Callable:
+    provider = provider or ("cuda" if device.type == "cuda" else "cpu")
+    if provider != "cpu" and device.type != "cuda":
+        raise Unavailable(f"{'TensorRT' if provider == 'tensorrt' else 'the CUDA execution provider'} needs a CUDA GPU; "
+                          "this run times on the CPU")
     cpu_model = model if model_device(model).type == "cpu" else copy.deepcopy(model).cpu()
     path = export_onnx(cpu_model, torch.randn(2, *chw), tmp / f"{id(model)}.onnx")
-    return onnxruntime_session(path)
+    return onnxruntime_session(path, provider=provider)
+
+
+def _tensorrt(model: nn.Module, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device, tmp: Path) -> Callable:
+    return _onnxruntime(model, chw, batch_sizes, device, tmp, provider="tensorrt")
+
+
+# Execution mode -> how to make a callable of it (each raises Unavailable, in one line, where it cannot run).
+RUNTIMES: dict[str, Callable[..., Callable]] = {
+    "eager": _eager, "compiled": _compiled, "export": _exported, "onnxruntime": _onnxruntime, "tensorrt": _tensorrt,
+}
+assert tuple(RUNTIMES) == MEASURE_MODES
+
+
+def _prepare(model: nn.Module, mode: str, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device,
+             tmp: Path) -> Callable:
+    if getattr(model, "runtime", "eager") != "eager":  # a graph only its own runtime runs (ONNX Runtime int8)
+        raise Unavailable(f"this model is a {model.runtime} graph: it runs in {model.runtime} only")
+    if mode != "eager":
+        model.eval()
+    return RUNTIMES[mode](model, chw, batch_sizes, device, tmp)

@@ -22,16 +22,19 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from .._errors import require_modules, root_cause
+from .._errors import Unavailable, require_modules, root_cause
+from .._registry import unknown_name_error
 
 DEPLOY_PIP = "pip install onnx onnxscript onnxruntime"
 TWO_GB = 2**31  # protobuf's limit: bigger models keep their weights in a side file
 
 
 class OnnxRuntimeModel:
-    """An ONNX Runtime session wrapped as ``torch tensor batch -> torch tensor logits`` (CPU execution)."""
+    """An ONNX Runtime session wrapped as ``torch tensor batch -> torch tensor logits`` (logits on the CPU)."""
 
-    def __init__(self, session: Any, path: Path):
+    runtime = "onnxruntime"
+
+    def __init__(self, session: Any, path: Path | None):
         self.session, self.path = session, path
         self.input_name = session.get_inputs()[0].name
 
@@ -39,8 +42,57 @@ class OnnxRuntimeModel:
         (out,) = self.session.run(None, {self.input_name: x.detach().to("cpu", torch.float32).numpy()})
         return torch.from_numpy(out)
 
+    @property
+    def provider(self) -> str:
+        """The execution provider that runs the graph (the first of the session's list)."""
+        return self.session.get_providers()[0]
+
     def __repr__(self) -> str:
-        return f"OnnxRuntimeModel({self.path.name}, threads={self.session.get_session_options().intra_op_num_threads})"
+        name = self.path.name if self.path else "in-memory graph"
+        return f"OnnxRuntimeModel({name}, {self.provider}, threads={self.session.get_session_options().intra_op_num_threads})"
+
+
+class OnnxRuntimeModule(nn.Module):
+    """An ONNX graph held as a module, for models only ONNX Runtime runs (its own int8 quantization).
+
+    The graph's bytes are a uint8 buffer, so the state dict, ``model_size_bytes`` and checkpoints carry
+    the model exactly as shipped; ONNX Runtime runs it on the CPU, with the thread count torch has
+    when it is first called. ``runtime`` tells the timing code it runs in ONNX Runtime, not eager.
+
+    Example:
+        >>> import tempfile
+        >>> path = export_onnx(nn.Linear(4, 2), torch.randn(2, 4), tempfile.mkdtemp() + "/lin.onnx")  # doctest: +SKIP
+        >>> OnnxRuntimeModule(path.read_bytes())(torch.randn(3, 4)).shape  # doctest: +SKIP
+        torch.Size([3, 2])
+    """
+
+    runtime = "onnxruntime"
+
+    def __init__(self, graph: bytes | torch.Tensor):
+        super().__init__()
+        data = graph if isinstance(graph, torch.Tensor) else torch.frombuffer(bytearray(graph), dtype=torch.uint8)
+        self.register_buffer("onnx_graph", data.clone())
+        self._session: OnnxRuntimeModel | None = None
+
+    def graph_bytes(self) -> bytes:
+        return self.onnx_graph.numpy().tobytes()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._session is None:
+            self._session = onnxruntime_session(self.graph_bytes())
+        return self._session(x).to(x.device)
+
+    def weights(self) -> list[Any]:
+        """The graph's weight tensors as numpy arrays (quantization scales and zero points left out)."""
+        import onnx
+        from onnx import numpy_helper
+
+        graph = onnx.load_from_string(self.graph_bytes()).graph
+        return [numpy_helper.to_array(t) for t in graph.initializer
+                if not t.name.endswith(("_scale", "_zero_point")) and len(t.dims) > 0]
+
+    def __getstate__(self) -> dict[str, Any]:  # a session does not copy: the copy opens its own
+        return {**self.__dict__, "_session": None}
 
 
 def export_onnx(model: nn.Module, example_inputs: torch.Tensor, path: str | os.PathLike, *, dynamo: bool = True) -> Path:
@@ -77,28 +129,47 @@ def export_onnx(model: nn.Module, example_inputs: torch.Tensor, path: str | os.P
     return path
 
 
-def onnxruntime_session(path: str | os.PathLike, threads: int | None = None) -> OnnxRuntimeModel:
-    """Load an ONNX file into ONNX Runtime (CPU) and return a callable ``tensor batch -> tensor logits``.
+PROVIDERS = {  # where ONNX Runtime runs -> its execution providers, best first; pip names what installs them
+    "cpu": (["CPUExecutionProvider"], "pip install onnxruntime"),
+    "cuda": (["CUDAExecutionProvider"], "pip install onnxruntime-gpu (and a CUDA GPU)"),
+    "tensorrt": (["TensorrtExecutionProvider", "CUDAExecutionProvider"], "pip install onnxruntime-gpu tensorrt (and a CUDA GPU)"),
+}
+
+
+def onnxruntime_session(model: str | os.PathLike | bytes, threads: int | None = None, *,
+                        provider: str = "cpu") -> OnnxRuntimeModel:
+    """Load an ONNX file (or its bytes) into ONNX Runtime; returns a callable ``tensor batch -> tensor logits``.
 
     ``threads`` sets intra-op threads; ``None`` uses ``torch.get_num_threads()`` so ONNX Runtime and
-    PyTorch timings use the same cores. Pass the result to ``workbench.measure.benchmark(...,
+    PyTorch timings use the same cores. ``provider`` is ``cpu``, ``cuda`` (the CUDA execution provider,
+    from onnxruntime-gpu) or ``tensorrt`` (TensorRT's provider, CUDA behind it); one that this install
+    lacks raises ``Unavailable`` with the pip line. Pass the result to ``workbench.measure.benchmark(...,
     mode="onnxruntime")`` to time it.
 
     Example (run by the module example):
         >>> run = onnxruntime_session("model.onnx", threads=1)  # doctest: +SKIP
         >>> run(torch.zeros(1, 4)).dtype  # doctest: +SKIP
         torch.float32
+        >>> onnxruntime_session(b"", provider="tpu")
+        Traceback (most recent call last):
+        ...
+        ValueError: Unknown ONNX Runtime provider 'tpu'. Did you mean 'cpu'? Choose one of: cpu, cuda, tensorrt.
     """
+    if provider not in PROVIDERS:
+        raise unknown_name_error("ONNX Runtime provider", provider, PROVIDERS)
     require_modules(["onnxruntime"], "ONNX Runtime", DEPLOY_PIP)
     import onnxruntime as ort
 
-    path = Path(path)
-    if not path.exists():
+    providers, pip = PROVIDERS[provider]
+    if providers[0] not in ort.get_available_providers():
+        raise Unavailable(f"ONNX Runtime here has no {providers[0]}: {pip}")
+    path = None if isinstance(model, bytes) else Path(model)
+    if path is not None and not path.exists():
         raise FileNotFoundError(f"No ONNX file at {path}: create one with workbench.deploy.export_onnx(model, x, path)")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.log_severity_level = 3  # errors only
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model if path is None else str(path), options, providers=providers)
     return OnnxRuntimeModel(session, path)
 
 
@@ -107,14 +178,15 @@ def parity(model: Callable[[torch.Tensor], torch.Tensor], session: Callable[[tor
            x: torch.Tensor) -> dict[str, float]:
     """How closely ``session`` (e.g. ONNX Runtime) reproduces ``model`` on batch ``x``.
 
-    Returns ``max_abs_error`` (largest absolute logit difference) and ``argmax_agreement`` (fraction
-    of rows predicting the same class).
+    Returns ``max_abs_error`` (largest absolute logit difference), ``max_rel_error`` (that error over
+    the largest reference logit's magnitude: element-wise ratios explode near zero logits) and
+    ``argmax_agreement`` (fraction of rows predicting the same class).
 
     Example:
         >>> import torch
         >>> net = torch.nn.Linear(4, 2)
         >>> parity(net, net, torch.randn(8, 4))
-        {'max_abs_error': 0.0, 'argmax_agreement': 1.0}
+        {'max_abs_error': 0.0, 'max_rel_error': 0.0, 'argmax_agreement': 1.0}
     """
     was_training = getattr(model, "training", False)
     if isinstance(model, nn.Module):
@@ -127,7 +199,9 @@ def parity(model: Callable[[torch.Tensor], torch.Tensor], session: Callable[[tor
     out = session(x).float().cpu()
     if out.shape != ref.shape:
         raise ValueError(f"parity: output shapes differ ({tuple(out.shape)} vs the model's {tuple(ref.shape)})")
-    return {"max_abs_error": float((out - ref).abs().max()), "argmax_agreement": float((out.argmax(1) == ref.argmax(1)).float().mean())}
+    error = float((out - ref).abs().max())
+    return {"max_abs_error": error, "max_rel_error": error / max(float(ref.abs().max()), 1e-12),
+            "argmax_agreement": float((out.argmax(1) == ref.argmax(1)).float().mean())}
 
 
 @contextlib.contextmanager
