@@ -24,8 +24,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .compress import (QAT, CastPrecision, CompressStep, DynamicInt8, StaticInt8, UnstructuredPrune, WeightOnlyInt4,
-                       WeightOnlyInt8)
+from .compress import (QAT, CastPrecision, CompressStep, DynamicInt8, OrtDynamicInt8, OrtStaticInt8, StaticInt8,
+                       UnstructuredPrune, WeightOnlyInt4, WeightOnlyInt8)
 from .measure import MEASURE_MODES
 from .measure.bench import NOISY_SPREAD
 from .results import METRICS, Result, as_frame, baseline_index, run_labels
@@ -33,7 +33,7 @@ from .results import METRICS, Result, as_frame, baseline_index, run_labels
 COLUMNS = ("params", "nonzero_params", "size_bytes", "flops", "accuracy")  # the schema's metrics the table shows
 FASTER = 1.10  # a speed-up below this is "not faster": timing noise on a shared machine reaches several percent
 SAME_FLOPS = 0.99  # FLOPs ratio at or above this = unchanged work
-INT8 = (StaticInt8, QAT, DynamicInt8)  # real int8 kernels (once converted)
+INT8 = (StaticInt8, QAT, DynamicInt8, OrtStaticInt8, OrtDynamicInt8)  # real int8 kernels (once converted)
 WEIGHT_ONLY = (WeightOnlyInt8, WeightOnlyInt4)
 
 REASONS = {  # reason code -> text; {fields} are filled in from the measurements of that cell

@@ -27,11 +27,12 @@ from .quantization import (
     saved_metadata,
     saved_size_bytes,
 )
+from .onnx_int8 import OrtDynamicInt8, OrtStaticInt8
 
 __all__ = [
     "CompressContext", "CompressStep", "FineTune", "apply_step", "build_step", "finetune", "implements", "parse_step",
     "read_value", "step_type", "step_types", "StructuredPrune", "UnstructuredPrune", "prune", "sensitivity", "sparsity_report", "QAT",
     "CastPrecision", "DynamicInt8", "StaticInt8", "WeightOnlyInt4", "WeightOnlyInt8", "is_fake_quant",
     "is_pt2e_program", "load_quantized", "quantize", "save_quantized", "saved_format", "saved_metadata",
-    "saved_size_bytes", "RECIPES", "parse_steps", "recommended_pruning",
+    "saved_size_bytes", "OrtDynamicInt8", "OrtStaticInt8", "RECIPES", "parse_steps", "recommended_pruning",
 ]

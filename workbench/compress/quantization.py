@@ -49,6 +49,7 @@ from .._errors import ConfigError, has_module, require_modules
 from .._files import atomic_write
 from .._registry import unknown_name_error
 from ..measure import model_device, model_size_bytes
+from ..measure.onnx import OnnxRuntimeModule
 from ..models import module_structure, restore_structure
 from ..train import train
 from .core import CompressContext, CompressStep, apply_step, implements
@@ -250,6 +251,8 @@ def load_quantized(path: str | Path, model: nn.Module | None = None) -> nn.Modul
         raise ValueError(f"{path} holds a state dict: pass model=<the float architecture>, e.g. "
                          "load_quantized(path, model=create_model(...))")
     layout = ckpt["layout"]
+    if layout == "onnxruntime":  # the graph is the model: no float architecture to rebuild
+        return OnnxRuntimeModule(ckpt["state_dict"]["onnx_graph"]).eval()
     if layout == "dynamic_int8":
         model = _quantize_dynamic(model)
     elif layout.startswith("cast:"):
@@ -585,6 +588,8 @@ def _trainable(prepared: torch.fx.GraphModule) -> None:
 
 def _layout(model: nn.Module) -> str:
     """How to rebuild the module structure around a saved state dict from the float architecture."""
+    if isinstance(model, OnnxRuntimeModule):
+        return "onnxruntime"
     if isinstance(model, Casted):
         return "cast:" + next(k for k, v in CAST_DTYPES.items() if v == model.dtype)
     if any(type(m).__module__.startswith("torch.ao.nn.quantized.dynamic") for m in model.modules()):

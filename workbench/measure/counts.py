@@ -4,11 +4,13 @@ from __future__ import annotations
 import io
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .device import model_device
+from .onnx import OnnxRuntimeModule
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
@@ -24,6 +26,9 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
         >>> count_parameters(net)
         {'params': 15, 'nonzero_params': 11}
     """
+    if isinstance(model, OnnxRuntimeModule):  # an ONNX graph: its weights are the graph's initializers
+        arrays = model.weights()
+        return {"params": sum(a.size for a in arrays), "nonzero_params": sum(int(np.count_nonzero(a)) for a in arrays)}
     params = nonzero = 0
     for w in _weights(model):
         params += w.numel()
@@ -43,6 +48,9 @@ def weight_dtype(model: nn.Module) -> str:
         ('float32', 'float16')
     """
     counts: dict[str, int] = {}
+    if isinstance(model, OnnxRuntimeModule):
+        for a in model.weights():
+            counts[str(a.dtype)] = counts.get(str(a.dtype), 0) + a.size
     for w in _weights(model):
         if w.is_quantized:
             dtype = str(w.dtype).removeprefix("torch.q")  # qint8 -> int8

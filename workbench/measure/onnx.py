@@ -83,13 +83,13 @@ class OnnxRuntimeModule(nn.Module):
         return self._session(x).to(x.device)
 
     def weights(self) -> list[Any]:
-        """The graph's weight tensors as numpy arrays (quantization scales and zero points left out)."""
+        """The graph's weight tensors as numpy arrays (quantization scales, zero points and int64 shape constants left out)."""
         import onnx
         from onnx import numpy_helper
 
         graph = onnx.load_from_string(self.graph_bytes()).graph
         return [numpy_helper.to_array(t) for t in graph.initializer
-                if not t.name.endswith(("_scale", "_zero_point")) and len(t.dims) > 0]
+                if not t.name.endswith(("_scale", "_zero_point")) and len(t.dims) > 0 and t.data_type != onnx.TensorProto.INT64]
 
     def __getstate__(self) -> dict[str, Any]:  # a session does not copy: the copy opens its own
         return {**self.__dict__, "_session": None}

@@ -1,0 +1,545 @@
+"""Serve a bundle over HTTP on this machine, and load-test the endpoint.
+
+``serve(BUNDLE)`` (``workbench serve BUNDLE``) runs a small Starlette app under uvicorn on 127.0.0.1;
+``serving(BUNDLE)`` runs the same app in a background thread for a notebook or a test and yields its
+URL; ``load_test(url)`` sends concurrent requests and reports latency percentiles and throughput.
+
+Endpoints:
+
+``GET /health``
+    ``{"status": "ok", "format": "onnx", "input_shape": [C, H, W], "classes": [...], ...}``
+``GET /card``
+    the bundle's model card.
+``POST /predict``
+    raw pixels 0-255, as the dataset stores them, in one of three bodies:
+
+    - ``application/json``: ``{"inputs": nested list}``, shape (N, C, H, W) or one (C, H, W);
+    - ``image/png``, ``image/jpeg`` (any ``image/*`` Pillow reads): one image of exactly W x H pixels;
+    - ``application/x-npy``: a ``numpy.save`` array, uint8, float32 or float64, (N, C, H, W) or (C, H, W).
+
+    The answer is ``{"predictions": [int, ...], "labels": [str, ...], "probabilities": [[...], ...],
+    "logits": [[...], ...]}``, one row per image.
+
+A request the server cannot use gets a 4xx and ``{"error": "<one line>"}``: 400 for a body that is
+not what it says (bad JSON, not an image, not a .npy, wrong dtype), 413 for a body over
+``max_body_bytes`` or a batch over ``max_batch``, 415 for another Content-Type, 422 for the wrong
+shape, image size or pixel range. A failure inside the model is a 500 with one line; the server
+keeps serving either way. Inference runs in a worker thread, so the event loop keeps taking requests
+while a batch runs (an ONNX Runtime session's ``run`` is thread-safe).
+
+Example:
+    >>> latency_percentiles([0.010, 0.020, 0.030, 0.040])["p50_ms"]
+    25.0
+    >>> with serving("bundle/") as url:  # doctest: +SKIP
+    ...     load_test(url, concurrency=4, requests=200)["p95_ms"]
+    3.1
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import threading
+import time
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .._errors import one_line, require_modules, root_cause
+from .bundle import Bundle, load_bundle
+
+SERVE_PIP = "pip install starlette uvicorn httpx"
+NPY = "application/x-npy"
+ACCEPTED = f"application/json ({{\"inputs\": pixels}}), image/png or image/jpeg (one image), or {NPY}"
+NPY_DTYPES = {"u1": "uint8", "f4": "float32", "f8": "float64"}  # numpy dtype code (no byte order) -> name
+JSON_BYTES_PER_VALUE = 6  # "255, " plus brackets: the default body limit fits max_batch images as JSON
+HEADROOM = 64 * 1024
+
+log = logging.getLogger(__name__)
+
+__all__ = ["load_test", "make_app", "serve", "serving"]
+
+
+class _Refused(Exception):
+    """A request the server cannot use: its HTTP status and the one line that says why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _as_bundle(bundle_or_path: Bundle | str | os.PathLike) -> Bundle:
+    return bundle_or_path if isinstance(bundle_or_path, Bundle) else load_bundle(bundle_or_path)
+
+
+def default_max_body_bytes(input_shape: Sequence[int], max_batch: int) -> int:
+    """Enough for ``max_batch`` images sent as integer JSON, and never under 1 MiB.
+
+    Example:
+        >>> default_max_body_bytes((3, 32, 32), 256)
+        4784128
+        >>> default_max_body_bytes((1, 8, 8), 4)
+        1048576
+    """
+    return max(2**20, max_batch * math.prod(input_shape) * JSON_BYTES_PER_VALUE + HEADROOM)
+
+
+def make_app(bundle: Bundle | str | os.PathLike, *, fmt: str = "auto", threads: int = 1, max_batch: int = 256,
+             max_body_bytes: int | None = None) -> Any:
+    """A Starlette app serving ``bundle`` (a ``Bundle`` or its folder): ``GET /health``, ``GET /card``,
+    ``POST /predict`` (see the module docstring for bodies, answers and errors).
+
+    ``fmt`` picks the file (``onnx``, ``torch-export``; ``auto`` takes ONNX where there is one);
+    ``threads`` is ONNX Runtime's intra-op thread count (a ``torch.export`` program uses torch's own,
+    ``torch.set_num_threads``, which ``serve`` sets). The model runs once on a zero batch here, so a
+    bundle that cannot serve fails now, not on the first request. ``max_body_bytes`` defaults to
+    ``default_max_body_bytes(bundle.input_shape, max_batch)``.
+
+    Example:
+        >>> app = make_app("bundle/", fmt="onnx", max_batch=64)  # doctest: +SKIP
+        >>> import uvicorn; uvicorn.run(app, port=8000)  # doctest: +SKIP
+    """
+    require_modules(["starlette"], "Serving a bundle", SERVE_PIP)
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    bundle = _as_bundle(bundle)
+    if not isinstance(max_batch, int) or max_batch < 1:
+        raise ValueError(f"max_batch must be an integer >= 1 (got {max_batch!r})")
+    shape = tuple(int(d) for d in bundle.input_shape)
+    limit = default_max_body_bytes(shape, max_batch) if max_body_bytes is None else int(max_body_bytes)
+    if limit < 1:
+        raise ValueError(f"max_body_bytes must be >= 1 (got {max_body_bytes!r})")
+    if fmt == "auto" and bundle.formats:
+        fmt = bundle.formats[0]
+    model = bundle.predictor(fmt, threads=threads)
+    try:
+        model(bundle.preprocess(torch.zeros((1, *shape), dtype=torch.uint8)))
+    except Exception as e:
+        raise RuntimeError(f"{bundle.path} ({fmt}) fails on a zero batch of shape {(1, *shape)}: {root_cause(e)}; "
+                           "check the card's input.shape matches the model") from e
+    classes = bundle.classes
+    info = {"status": "ok", "format": fmt, "input_shape": list(shape), "classes": classes,
+            "threads": threads if fmt == "onnx" else torch.get_num_threads(), "max_batch": max_batch,
+            "max_body_bytes": limit, "accepts": ["application/json", "image/png", "image/jpeg", NPY]}
+
+    def answer(body: bytes, kind: str) -> dict[str, Any]:
+        # Decoding runs here, in the worker thread, with the model: a big JSON body takes a while to parse.
+        pixels = _decode(body, kind, shape, max_batch)
+        logits = model(bundle.preprocess(torch.from_numpy(pixels))).detach().to("cpu", torch.float32)
+        if logits.ndim != 2 or logits.shape[0] != pixels.shape[0]:
+            raise RuntimeError(f"the model returned shape {tuple(logits.shape)} for {pixels.shape[0]} images")
+        probabilities = torch.softmax(logits, dim=1)
+        predictions = logits.argmax(dim=1).tolist()
+        labels = [classes[i] if i < len(classes) else str(i) for i in predictions]
+        return {"predictions": predictions, "labels": labels, "probabilities": probabilities.tolist(),
+                "logits": logits.tolist()}
+
+    async def predict(request: Any) -> Any:
+        try:
+            kind = _content_kind(request.headers.get("content-type"))
+            body = await _read_body(request, limit)
+            return JSONResponse(await run_in_threadpool(answer, body, kind))
+        except _Refused as e:
+            return _error(JSONResponse, e.status, e.message)
+        except Exception as e:  # the model or a bug: say so in one line and keep serving
+            log.exception("POST /predict failed")
+            return _error(JSONResponse, 500, f"inference failed: {one_line(e)}")
+
+    async def health(request: Any) -> Any:
+        return JSONResponse(info)
+
+    async def card(request: Any) -> Any:
+        return JSONResponse(bundle.card)
+
+    async def http_error(request: Any, exc: Any) -> Any:  # 404, 405: JSON like every other error
+        return _error(JSONResponse, exc.status_code, f"{request.method} {request.url.path}: {exc.detail}; "
+                      "this server has GET /health, GET /card and POST /predict", exc.headers)
+
+    app = Starlette(routes=[Route("/health", health), Route("/card", card), Route("/predict", predict, methods=["POST"])],
+                    exception_handlers={HTTPException: http_error})
+    app.state.workbench = dict(info, bundle=str(bundle.path))
+    return app
+
+
+def _error(response_class: Any, status: int, message: str, headers: Any = None) -> Any:
+    line = (str(message).strip().splitlines() or ["error"])[0][:500]
+    return response_class({"error": line}, status_code=status, headers=headers)
+
+
+def _content_kind(content_type: str | None) -> str:
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        return "json"
+    if media == NPY:
+        return "npy"
+    if media.startswith("image/"):
+        return "image"
+    shown = f"Content-Type {media!r}" if media else "no Content-Type"
+    raise _Refused(415, f"{shown} is not served: send {ACCEPTED}")
+
+
+async def _read_body(request: Any, limit: int) -> bytes:
+    """The body, refused with a 413 past ``limit`` bytes: the header first, then counted while it streams,
+    so a lying or absent Content-Length (chunked upload) cannot fill memory."""
+    fix = "send fewer images per request (a .npy body takes 1 byte a pixel)"
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise _Refused(400, f"Content-Length {declared!r} is not a number") from None
+        if size > limit:
+            raise _Refused(413, f"body of {size} bytes is over this server's max_body_bytes={limit}: {fix}")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise _Refused(413, f"body is over this server's max_body_bytes={limit}: {fix}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode(body: bytes, kind: str, shape: tuple[int, ...], max_batch: int) -> np.ndarray:
+    """A request body -> float32 pixels (N, C, H, W), checked; ``_Refused`` says what is wrong."""
+    if kind == "json":
+        pixels = _from_json(body)
+    elif kind == "npy":
+        pixels = _from_npy(body)
+    else:
+        pixels = _from_image(body, shape)
+    if pixels.ndim == len(shape) and tuple(pixels.shape) == shape:
+        pixels = pixels[None]
+    if pixels.ndim != len(shape) + 1 or tuple(pixels.shape[1:]) != shape:
+        raise _Refused(422, f"inputs have shape {tuple(pixels.shape)}; this model takes (N, {', '.join(map(str, shape))}) "
+                            f"or {shape}")
+    if pixels.shape[0] == 0:
+        raise _Refused(422, f"inputs hold no images: send shape (N, {', '.join(map(str, shape))}) with N >= 1")
+    if pixels.shape[0] > max_batch:
+        raise _Refused(413, f"batch of {pixels.shape[0]} images is over this server's max_batch={max_batch}: split it")
+    if pixels.dtype != np.uint8:
+        inside = (pixels >= 0) & (pixels <= 255)  # False for NaN too
+        if not inside.all():
+            bad = pixels[~inside].flat[0]
+            raise _Refused(422, f"pixel values must be raw pixels in [0, 255] (got {bad}); the server normalises them")
+    return np.ascontiguousarray(pixels, dtype=np.float32)
+
+
+def _from_json(body: bytes) -> np.ndarray:
+    try:
+        doc = json.loads(body)
+    except json.JSONDecodeError as e:
+        raise _Refused(400, f"body is not valid JSON ({e.msg} at character {e.pos})") from None
+    except UnicodeDecodeError:
+        raise _Refused(400, "body is not valid JSON (not UTF-8 text)") from None
+    if not isinstance(doc, dict) or "inputs" not in doc:
+        raise _Refused(400, 'JSON body must be an object {"inputs": [...]} of raw pixels 0-255')
+    inputs = doc["inputs"]
+    if not isinstance(inputs, list):
+        raise _Refused(400, f'wrong dtype: "inputs" must be a nested list of numbers 0-255, not {_json_type(inputs)}')
+    # Walk the lists level by level: numpy would quietly read true as 1 and make an object array of
+    # ragged rows; this also gives the shape without a second pass.
+    level, dims = [inputs], []
+    while level and all(isinstance(x, list) for x in level):
+        n = len(level[0])
+        if any(len(x) != n for x in level):
+            raise _Refused(422, f"inputs are ragged: lists at depth {len(dims) + 1} differ in length; "
+                                "send one (N, C, H, W) block")
+        dims.append(n)
+        level = [y for x in level for y in x]
+    if any(isinstance(x, list) for x in level):
+        raise _Refused(422, f"inputs are ragged: depth {len(dims) + 1} mixes lists and numbers; send one (N, C, H, W) block")
+    numbers_only = object()  # a sentinel: the first non-number may be JSON null, i.e. None
+    bad = next((v for v in level if type(v) not in (int, float)), numbers_only)  # bool is an int subclass
+    if bad is not numbers_only:
+        raise _Refused(400, f"wrong dtype: inputs must be numbers 0-255, got {_json_type(bad)}")
+    try:
+        return np.array(level, dtype=np.float64).reshape(dims)
+    except OverflowError:
+        raise _Refused(422, "pixel values must be raw pixels in [0, 255] (got a number too large for a float)") from None
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return f"the string {value[:20]!r}"
+    return "an object" if isinstance(value, dict) else type(value).__name__
+
+
+def _from_npy(body: bytes) -> np.ndarray:
+    from numpy.lib import format as npy
+
+    stream = io.BytesIO(body)
+    try:
+        version = npy.read_magic(stream)
+        if version == (1, 0):
+            dims, fortran, dtype = npy.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            dims, fortran, dtype = npy.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f".npy version {version} (send 1.0 or 2.0, numpy.save's)")
+    except (ValueError, EOFError, OSError, SyntaxError) as e:
+        raise _Refused(400, f"body is not a .npy array ({one_line(e)}): write it with numpy.save") from None
+    code = dtype.str.lstrip("<>|=")
+    if dtype.fields is not None or code not in NPY_DTYPES:
+        raise _Refused(400, f"wrong dtype: .npy array is {dtype}; send {', '.join(NPY_DTYPES.values())}")
+    # Read the header's sizes against the bytes before touching them: a tiny body must not make the
+    # server allocate a huge array.
+    expected = math.prod(dims) * dtype.itemsize
+    if len(body) - stream.tell() != expected:
+        raise _Refused(400, f"body is not a .npy array: its header says {tuple(dims)} {dtype} ({expected} bytes), "
+                            f"the data is {len(body) - stream.tell()} bytes")
+    flat = np.frombuffer(body, dtype=dtype, count=math.prod(dims), offset=stream.tell())
+    return flat.reshape(dims, order="F" if fortran else "C")
+
+
+def _from_image(body: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    from PIL import Image
+
+    channels, height, width = shape
+    modes = {1: "L", 3: "RGB"}
+    if len(shape) != 3 or channels not in modes:
+        raise _Refused(415, f"this model takes {shape} inputs, not an image: send JSON or {NPY}")
+    try:
+        image = Image.open(io.BytesIO(body))  # reads the header only: the size is checked before decoding
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+        raise _Refused(400, f"body is not an image Pillow can read ({type(e).__name__}): send a PNG or JPEG") from None
+    if image.size != (width, height):
+        raise _Refused(422, f"image is {image.size[0]}x{image.size[1]} pixels; this model takes {width}x{height} "
+                            "(width x height): resize it first")
+    try:
+        pixels = np.asarray(image.convert(modes[channels]), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise _Refused(400, f"body is not an image Pillow can decode ({type(e).__name__}: truncated?)") from None
+    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+
+
+def _url(host: str, port: int) -> str:
+    connect = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://[{connect}]:{port}" if ":" in connect else f"http://{connect}:{port}"
+
+
+def _describe(info: dict[str, Any]) -> str:
+    if info["format"] == "onnx":
+        return f"onnx, ONNX Runtime {info['threads']} thread{'s' * (info['threads'] != 1)}"
+    return f"{info['format']}, torch {info['threads']} thread{'s' * (info['threads'] != 1)}"
+
+
+def serve(bundle_or_path: Bundle | str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000, fmt: str = "auto",
+          threads: int = 1, max_batch: int = 256, max_body_bytes: int | None = None, log_level: str = "warning") -> None:
+    """Serve a bundle until Ctrl-C (uvicorn, one process); prints the URL first. ``workbench serve BUNDLE``.
+
+    ``threads`` is the inference thread count: ONNX Runtime's for ``onnx``; for ``torch-export`` it
+    sets ``torch.set_num_threads`` in this process. The other arguments are ``make_app``'s;
+    ``log_level`` is uvicorn's (``info`` shows each request's log line).
+
+    Example:
+        >>> serve("bundle/", port=8000)  # doctest: +SKIP
+        Serving bundle (onnx, ONNX Runtime 1 thread) on http://127.0.0.1:8000 — POST /predict; Ctrl-C stops
+    """
+    require_modules(["starlette", "uvicorn"], "Serving a bundle", SERVE_PIP)
+    import uvicorn
+
+    bundle = _as_bundle(bundle_or_path)
+    if (bundle.formats[:1] if fmt == "auto" else [fmt]) == ["torch-export"]:
+        torch.set_num_threads(threads)
+    app = make_app(bundle, fmt=fmt, threads=threads, max_batch=max_batch, max_body_bytes=max_body_bytes)
+    print(f"Serving {bundle.path} ({_describe(app.state.workbench)}) on {_url(host, port)} — POST /predict; "
+          "Ctrl-C stops", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level in ("debug", "trace", "info"))
+
+
+@contextlib.contextmanager
+def serving(bundle_or_path: Bundle | str | os.PathLike, *, host: str = "127.0.0.1", port: int = 0, fmt: str = "auto",
+            threads: int = 1, max_batch: int = 256, max_body_bytes: int | None = None, startup_timeout_s: float = 30.0,
+            log_level: str = "warning") -> Iterator[str]:
+    """Serve a bundle from a background thread while the block runs; yields the base URL
+    (``http://127.0.0.1:PORT``; ``port=0`` takes a free one). The server answers ``/health`` before the
+    block starts and is shut down when it ends. Arguments as ``make_app``.
+
+    Example:
+        >>> with serving("bundle/") as url:  # doctest: +SKIP
+        ...     httpx.post(url + "/predict", json={"inputs": pixels.tolist()}).json()["labels"]
+        ['cat']
+    """
+    require_modules(["starlette", "uvicorn", "httpx"], "Serving a bundle", SERVE_PIP)
+    import httpx
+    import uvicorn
+
+    app = make_app(bundle_or_path, fmt=fmt, threads=threads, max_batch=max_batch, max_body_bytes=max_body_bytes)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"workbench-serve-{port}", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while not server.started:
+            if not thread.is_alive():  # uvicorn logs why (a taken port, mostly) and exits the thread
+                raise RuntimeError(f"The server did not start on {host}:{port}: is the port taken? Pick another port")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"The server on {host}:{port} did not start within {startup_timeout_s:g} s: "
+                                   "raise startup_timeout_s")
+            time.sleep(0.01)
+        url = _url(host, server.servers[0].sockets[0].getsockname()[1])
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=2.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url}/health did not answer within {startup_timeout_s:g} s: raise startup_timeout_s")
+            time.sleep(0.05)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def latency_percentiles(seconds: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99, mean and max of latencies given in seconds, in milliseconds (linear interpolation;
+    NaN for no samples).
+
+    Example:
+        >>> latency_percentiles([i / 1000 for i in range(1, 101)])
+        {'p50_ms': 50.5, 'p95_ms': 95.05, 'p99_ms': 99.01, 'mean_ms': 50.5, 'max_ms': 100.0}
+        >>> latency_percentiles([])["p99_ms"]
+        nan
+    """
+    keys = ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms")
+    if len(seconds) == 0:
+        return dict.fromkeys(keys, float("nan"))
+    ms = np.asarray(seconds, dtype=np.float64) * 1000
+    values = [*np.percentile(ms, [50, 95, 99]), ms.mean(), ms.max()]
+    return {k: round(float(v), 4) for k, v in zip(keys, values)}
+
+
+def load_test(url: str, *, concurrency: int = 4, requests: int = 200, batch_size: int = 1, duration_s: float = 30.0,
+              payload: Any = None, content_type: str = "application/json", warmup: int = 2,
+              timeout_s: float = 10.0) -> dict[str, Any]:
+    """Load-test a running server (``serve``/``serving``): ``concurrency`` clients, each a thread with its
+    own keep-alive ``httpx.Client``, send ``POST /predict`` back to back until ``requests`` have been
+    sent or ``duration_s`` has passed, whichever comes first (a request in flight then may take up
+    to ``timeout_s`` more). Each client first sends ``warmup`` requests that are not counted (connection
+    set-up, first-call allocations); a warm-up the server refuses raises ``ValueError`` with its reason.
+
+    ``payload``: ``None`` sends random uint8 pixels of shape (``batch_size``, *input_shape), the shape
+    read from ``GET /health``, as JSON; an array or tensor of raw pixels is sent as JSON (its batch size
+    replaces ``batch_size``); ``bytes`` are sent as they are, with ``content_type``.
+
+    Returns one dict (``pandas.DataFrame([result])`` makes it a row): url, client, concurrency,
+    batch_size, requests_sent, ok, errors, first_error, stopped_by (``requests`` or ``duration``),
+    duration_s (wall time of the timed part), p50_ms, p95_ms, p99_ms, mean_ms, max_ms (over the ok
+    requests, each timed with ``time.perf_counter`` around the whole request and answer),
+    throughput_rps (ok requests a second) and throughput_ips (images a second).
+
+    Example:
+        >>> load_test("http://127.0.0.1:8000", concurrency=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: concurrency must be an integer >= 1 (got 0)
+        >>> load_test("http://127.0.0.1:8000", concurrency=4, requests=200)  # doctest: +SKIP
+        {'url': 'http://127.0.0.1:8000', 'client': 'httpx', 'concurrency': 4, ..., 'p95_ms': 2.9, ...}
+    """
+    for name, value in (("concurrency", concurrency), ("requests", requests), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1 (got {value!r})")
+    for name, value in (("duration_s", duration_s), ("timeout_s", timeout_s)):
+        if not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name} must be > 0 seconds (got {value!r})")
+    if not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be an integer >= 0 (got {warmup!r})")
+    require_modules(["httpx"], "load_test", SERVE_PIP)
+    import httpx
+
+    base = url.rstrip("/").removesuffix("/predict")
+    try:
+        reply = httpx.get(base + "/health", timeout=timeout_s)
+        health = reply.json() if reply.status_code == 200 else None
+    except (httpx.HTTPError, ValueError) as e:
+        raise ConnectionError(f"No server answers at {base} ({type(e).__name__}): start it with workbench serve BUNDLE") from None
+    if not isinstance(health, dict) or "input_shape" not in health:
+        raise ConnectionError(f"{base}/health does not answer as a Workbench server: start one with workbench serve BUNDLE")
+    body, batch = _payload(payload, batch_size, health["input_shape"])
+    headers = {"content-type": content_type if isinstance(payload, (bytes, bytearray)) else "application/json"}
+    target = base + "/predict"
+
+    clients = [httpx.Client(timeout=timeout_s, headers=headers) for _ in range(concurrency)]
+    lock = threading.Lock()
+    sent, latencies, errors, first_error, last_done = 0, [], 0, None, 0.0
+    try:
+        for client in clients:
+            for _ in range(warmup):
+                r = client.post(target, content=body)
+                if r.status_code != 200:
+                    raise ValueError(f"{target} answered {r.status_code} to a warm-up request: {_reason(r)}")
+        start = time.perf_counter()
+        deadline = start + duration_s
+
+        def worker(client: Any) -> None:
+            nonlocal sent, errors, first_error, last_done
+            while True:
+                with lock:
+                    if sent >= requests or time.perf_counter() >= deadline:
+                        return
+                    sent += 1
+                t0 = time.perf_counter()
+                try:
+                    r = client.post(target, content=body)
+                    problem = None if r.status_code == 200 else f"{r.status_code}: {_reason(r)}"
+                except Exception as e:  # a timeout or a dropped connection counts as an error, not a crash
+                    problem = one_line(e)
+                t1 = time.perf_counter()
+                with lock:
+                    last_done = max(last_done, t1)
+                    if problem is None:
+                        latencies.append(t1 - t0)
+                    else:
+                        errors += 1
+                        first_error = first_error or problem
+
+        workers = [threading.Thread(target=worker, args=(c,), name=f"load-test-{i}") for i, c in enumerate(clients)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        for client in clients:
+            client.close()
+    wall = max(last_done - start, 1e-9)
+    ok = len(latencies)
+    return {"url": base, "client": "httpx", "concurrency": concurrency, "batch_size": batch, "requests_sent": sent,
+            "ok": ok, "errors": errors, "first_error": first_error,
+            "stopped_by": "requests" if sent >= requests else "duration", "duration_s": round(wall, 4),
+            **latency_percentiles(latencies), "throughput_rps": ok / wall, "throughput_ips": ok * batch / wall}
+
+
+def _payload(payload: Any, batch_size: int, input_shape: Sequence[int]) -> tuple[bytes, int]:
+    """The request body and the number of images in it."""
+    if isinstance(payload, (bytes, bytearray)):
+        return bytes(payload), batch_size
+    if payload is None:
+        rng = np.random.default_rng(0)
+        pixels = rng.integers(0, 256, size=(batch_size, *input_shape), dtype=np.uint8)
+    else:
+        pixels = payload.detach().cpu().numpy() if isinstance(payload, torch.Tensor) else np.asarray(payload)
+    batch = 1 if pixels.ndim == len(input_shape) else int(pixels.shape[0])
+    return json.dumps({"inputs": pixels.tolist()}).encode(), batch
+
+
+def _reason(response: Any) -> str:
+    try:
+        return str(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return (response.text.strip().splitlines() or [""])[0][:200]
