@@ -107,6 +107,7 @@ def make_app(bundle: Bundle | str | os.PathLike, *, fmt: str = "auto", threads: 
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
@@ -149,6 +150,8 @@ def make_app(bundle: Bundle | str | os.PathLike, *, fmt: str = "auto", threads: 
             return JSONResponse(await run_in_threadpool(answer, body, kind))
         except _Refused as e:
             return _error(JSONResponse, e.status, e.message)
+        except ClientDisconnect:  # the client left mid-upload: nobody reads an answer, and it is no server error
+            return _error(JSONResponse, 400, "the client disconnected before the body arrived")
         except Exception as e:  # the model or a bug: say so in one line and keep serving
             log.exception("POST /predict failed")
             return _error(JSONResponse, 500, f"inference failed: {one_line(e)}")
@@ -229,7 +232,7 @@ def _decode(body: bytes, kind: str, shape: tuple[int, ...], max_batch: int) -> n
         if not inside.all():
             bad = pixels[~inside].flat[0]
             raise _Refused(422, f"pixel values must be raw pixels in [0, 255] (got {bad}); the server normalises them")
-    return np.ascontiguousarray(pixels, dtype=np.float32)
+    return np.array(pixels, dtype=np.float32, order="C")  # a copy: a .npy body's buffer is read-only
 
 
 def _from_json(body: bytes) -> np.ndarray:
