@@ -20,11 +20,13 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "._errors": ("ConfigError",),
     ".checkpoint": ("load_checkpoint", "save_checkpoint"),
     ".compress": ("QAT", "CastPrecision", "CompressContext", "CompressStep", "DynamicInt8", "FineTune", "StaticInt8",
-                  "StructuredPrune", "UnstructuredPrune", "WeightOnlyInt4", "WeightOnlyInt8", "load_quantized",
+                  "StructuredPrune", "UnstructuredPrune", "WeightOnlyInt4", "WeightOnlyInt8", "OrtStaticInt8", "OrtDynamicInt8",
+                  "load_quantized",
                   "parse_step", "prune", "quantize", "save_quantized", "sensitivity", "sparsity_report"),
     ".config": ("RunConfig",),
     ".data": ("AugmentConfig", "BatchLoader", "DataConfig", "eval_loader", "list_datasets", "load_dataset",
               "train_loader"),
+    ".deploy": ("Bundle", "export", "load_bundle", "load_test", "runtime_comparison", "serving"),
     ".ledger": ("ledger", "reason_at", "why_not_faster"),
     ".measure": ("MeasureConfig", "benchmark", "count_flops", "count_parameters", "device_name", "matmul_ceiling", "measure",
                  "measure_modes", "model_size_bytes", "native_bf16", "resolve_device", "time_calls"),
@@ -32,7 +34,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ".notebooks": ("write_metrics",),
     ".pipeline": ("distill", "distill_summary", "evaluator", "inference_sweep", "load_model", "load_teacher", "preflight",
                   "profile", "run", "run_many", "sweep"),
-    ".plots": ("accuracy_vs_size", "history_curves", "inference_sweep_chart", "latency_bars", "latency_vs_batch", "profile_chart",
+    ".plots": ("accuracy_vs_size", "runtime_chart", "serving_chart", "history_curves", "inference_sweep_chart", "latency_bars", "latency_vs_batch", "profile_chart",
                "lr_schedules", "metric_bars",
                "plot_ledger_latency", "plot_ledger_size_accuracy", "plot_sensitivity", "sweep_lines"),
     ".results": ("METRICS", "Result", "ResultStore", "compare", "epoch_costs", "latency_comparison", "readable",
@@ -79,7 +81,7 @@ __all__ = [
     "MeasureConfig", "CompressStep", "ConfigError",
     # compression steps and verbs
     "UnstructuredPrune", "StructuredPrune", "FineTune", "DynamicInt8", "StaticInt8", "QAT", "WeightOnlyInt8",
-    "WeightOnlyInt4", "CastPrecision", "CompressContext", "parse_step", "prune", "quantize", "sensitivity",
+    "WeightOnlyInt4", "CastPrecision", "OrtStaticInt8", "OrtDynamicInt8", "CompressContext", "parse_step", "prune", "quantize", "sensitivity",
     "sparsity_report", "save_quantized", "load_quantized",
     # the pipeline
     "run", "run_many", "sweep", "inference_sweep", "profile", "distill", "distill_summary", "preflight", "load_model", "load_teacher", "evaluator",
@@ -95,6 +97,8 @@ __all__ = [
     "results_frame", "ledger", "why_not_faster", "reason_at", "plots",
     "accuracy_vs_size", "latency_bars", "latency_vs_batch", "inference_sweep_chart", "profile_chart", "lr_schedules", "history_curves", "sweep_lines", "metric_bars",
     "plot_ledger_size_accuracy", "plot_ledger_latency", "plot_sensitivity", "write_metrics", "Workbench",
+    # deployment
+    "export", "load_bundle", "Bundle", "runtime_comparison", "serving", "load_test", "runtime_chart", "serving_chart",
     # model search
     "search", "compare_strategies", "Space", "Choice", "Int", "Float", "default_space", "list_strategies",
 ]

@@ -81,6 +81,7 @@ def _parser(with_run_flags: bool) -> tuple[argparse.ArgumentParser, dict[str, ar
     p["tour"].add_argument("--dataset", default="digits", help="dataset name or folder:PATH (default: digits)")
     p["tour"].add_argument("--epochs", type=int, default=None, help="epochs per variant (default: the tour's own, 6)")
 
+    _add_deploy_parsers(sub, p)
     _add_search_parsers(sub, p, with_run_flags)
 
     sub.add_parser("doctor", help="check this environment and print one fix per problem")
@@ -150,7 +151,58 @@ def _dispatch(args: argparse.Namespace, parsers: dict[str, argparse.ArgumentPars
         return _results(args)
     if args.command == "search":
         return _search(args, parsers["search"])
+    if args.command in ("export", "serve", "load-test"):
+        return _deploy(args)
     raise AssertionError(args.command)
+
+
+# --- deploy ---------------------------------------------------------------------------------------
+
+def _add_deploy_parsers(sub, p: dict[str, argparse.ArgumentParser]) -> None:
+    p["export"] = sub.add_parser("export", help="export a stored run as a bundle: model files, parity check, model card")
+    p["export"].add_argument("run_id", metavar="RUN_ID", help="a stored run's id (workbench results lists them)")
+    p["export"].add_argument("--format", dest="fmt", default="both", choices=("onnx", "torch-export", "both"),
+                             help="model.onnx, model.pt2 or both (default: both)")
+    p["export"].add_argument("--out", required=True, help="the bundle folder to write")
+    p["export"].add_argument("--store", default="runs", help="results folder (default: runs)")
+    p["export"].add_argument("--data-root", default="data", help="where datasets are cached (default: data)")
+    p["export"].add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p["export"].add_argument("--threads", type=int, default=None, help="CPU threads for the checks and timings")
+    p["export"].add_argument("--no-latency", action="store_true", help="skip the runtime comparison on the card")
+    p["export"].add_argument("--no-check", action="store_true", help="write the bundle even where parity fails")
+    p["export"].add_argument("--force", action="store_true", help="replace an existing bundle at --out")
+    p["serve"] = sub.add_parser("serve", help="serve a bundle over HTTP on 127.0.0.1 (POST /predict)")
+    p["serve"].add_argument("bundle", metavar="BUNDLE", help="a folder written by workbench export")
+    p["serve"].add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p["serve"].add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p["serve"].add_argument("--format", dest="fmt", default="auto", choices=("auto", "onnx", "torch-export"),
+                            help="which file of the bundle to serve (default: auto, ONNX where there is one)")
+    p["serve"].add_argument("--threads", type=int, default=1, help="inference threads (default: 1)")
+    p["serve"].add_argument("--max-batch", type=int, default=256, help="largest batch one request may send (default: 256)")
+    p["load-test"] = sub.add_parser("load-test", help="send concurrent requests to a served bundle; print latency percentiles")
+    p["load-test"].add_argument("url", metavar="URL", help="the server, e.g. http://127.0.0.1:8000")
+    p["load-test"].add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default: 4)")
+    p["load-test"].add_argument("--requests", type=int, default=200, help="requests to send at most (default: 200)")
+    p["load-test"].add_argument("--duration", type=float, default=30.0, help="seconds to run at most (default: 30)")
+    p["load-test"].add_argument("--batch-size", type=int, default=1, help="images per request (default: 1)")
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from . import deploy
+
+    if args.command == "export":
+        bundle = deploy.export(args.run_id, args.out, fmt=args.fmt, store=args.store, data_root=args.data_root,
+                               opset=args.opset, threads=args.threads, latency=not args.no_latency,
+                               check=not args.no_check, overwrite=args.force)
+        print(deploy.card_text(bundle))
+    elif args.command == "serve":
+        deploy.serve(args.bundle, host=args.host, port=args.port, fmt=args.fmt, threads=args.threads,
+                     max_batch=args.max_batch)
+    else:
+        report = deploy.load_test(args.url, concurrency=args.concurrency, requests=args.requests,
+                                  duration_s=args.duration, batch_size=args.batch_size)
+        print("\n".join(f"{k:>15}  {v}" for k, v in report.items()))
+    return 0
 
 
 # --- search ---------------------------------------------------------------------------------------

@@ -404,6 +404,88 @@ def latency_vs_batch(records: pd.DataFrame | Sequence[dict], by: Sequence[str] |
 
 
 @_themed
+@_themed
+def runtime_chart(df: pd.DataFrame) -> Figure:
+    """Latency per runtime (bars, IQR whiskers, log axis), one panel per batch size, from
+    ``deploy.runtime_comparison``; one bar colour per model when several were compared. Runtimes that
+    were skipped are listed under the chart with their reason; each panel names its device(s).
+
+    Example:
+        >>> rows = [{"model": "cnn", "runtime": r, "device": "cpu", "device_name": "EPYC", "batch_size": b,
+        ...          "latency_ms": ms * b, "latency_ms_q25": ms * b * 0.9, "latency_ms_q75": ms * b * 1.1, "skipped": None}
+        ...         for r, ms in (("PyTorch eager", 0.4), ("ONNX Runtime CPU (1 thread)", 0.1)) for b in (1, 64)]
+        >>> rows.append({"model": "cnn", "runtime": "TensorRT", "device": "cuda", "batch_size": 1, "latency_ms": None,
+        ...              "skipped": "no CUDA GPU on this machine"})
+        >>> fig = runtime_chart(pd.DataFrame(rows))
+        >>> [a.get_title() for a in fig.axes], fig.axes[0].get_ylabel()
+        (['batch 1 on EPYC', 'batch 64 on EPYC'], 'latency per batch (ms), log; whiskers = IQR')
+    """
+    ran = df[pd.to_numeric(df["latency_ms"], errors="coerce").notna()]
+    skipped = df[pd.to_numeric(df["latency_ms"], errors="coerce").isna()]
+    sizes = sorted(ran["batch_size"].unique())
+    fig, axes = plt.subplots(1, max(1, len(sizes)), figsize=(5.5 * max(1, len(sizes)), 4.6), layout="constrained",
+                             squeeze=False)
+    plt.close(fig)
+    models = list(dict.fromkeys(ran["model"])) if "model" in ran else [""]
+    for ax, bs in zip(axes[0], sizes):
+        part = ran[ran["batch_size"] == bs]
+        runtimes = list(dict.fromkeys(part["runtime"] + " · " + part["device"]))
+        width = 0.8 / len(models)
+        for k, model in enumerate(models):
+            rows = part[part["model"] == model] if "model" in part else part
+            at = {f"{r.runtime} · {r.device}": r for r in rows.itertuples()}
+            xs = [i + (k - (len(models) - 1) / 2) * width for i, key in enumerate(runtimes) if key in at]
+            cells = [at[key] for key in runtimes if key in at]
+            ms = np.array([c.latency_ms for c in cells])
+            q25 = np.array([getattr(c, "latency_ms_q25", c.latency_ms) for c in cells])
+            q75 = np.array([getattr(c, "latency_ms_q75", c.latency_ms) for c in cells])
+            ax.bar(xs, ms, width=width, label=model, yerr=[ms - q25, q75 - ms], capsize=3)
+        ax.set_xticks(range(len(runtimes)), [r.replace(" · ", "\n") for r in runtimes], rotation=30, ha="right", fontsize=8)
+        _log_axis(ax.yaxis)
+        ax.set_ylabel("latency per batch (ms), log; whiskers = IQR")
+        ax.set_title(f"batch {bs} on {_one_or_mixed(part.get('device_name', []), 'device')}")
+        ax.grid(alpha=0.3, axis="y")
+    if len(models) > 1:
+        axes[0][0].legend(fontsize=8)
+    if len(skipped):
+        notes = sorted({f"{r.runtime} ({r.device}): {r.skipped}" for r in skipped.itertuples()})
+        fig.text(0.01, -0.02, "not run: " + "; ".join(notes), fontsize=7, va="top", wrap=True)
+    fig.suptitle("The same model in each runtime, on the same test images")
+    return fig
+
+
+@_themed
+def serving_chart(reports: Sequence[dict]) -> Figure:
+    """Served latency percentiles (p50/p95/p99) and throughput per concurrency level, from ``load_test`` reports.
+
+    Example:
+        >>> reps = [{"concurrency": c, "p50_ms": 2.0 * c, "p95_ms": 3.0 * c, "p99_ms": 4.0 * c, "throughput_rps": 400 / c ** 0.5,
+        ...          "batch_size": 1} for c in (1, 4)]
+        >>> fig = serving_chart(reps)
+        >>> [a.get_xlabel() for a in fig.axes]
+        ['requests in flight (concurrency)', 'requests in flight (concurrency)']
+    """
+    df = pd.DataFrame(list(reports)).sort_values("concurrency")
+    fig, (lat, thr) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    plt.close(fig)
+    for q in ("p50", "p95", "p99"):
+        lat.plot(df["concurrency"], df[f"{q}_ms"], marker="o", label=q)
+    thr.plot(df["concurrency"], df["throughput_rps"], marker="o")
+    lat.set_ylabel("request latency (ms)")
+    thr.set_ylabel("throughput (requests/s)")
+    for ax in (lat, thr):
+        ax.set_xlabel("requests in flight (concurrency)")
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    lat.legend(fontsize=8)
+    batch = "/".join(str(b) for b in sorted(df["batch_size"].unique())) if "batch_size" in df else "?"
+    where = df["server"].iloc[0] if "server" in df else "this machine"
+    fig.suptitle(f"Served over HTTP on {where} (client on the same machine), batch {batch} per request")
+    return fig
+
+
 def profile_chart(df: pd.DataFrame, ax=None) -> Figure:
     """``workbench.profile``'s phases as bars of their share of a training step, with milliseconds on the
     bars; the title names the device and the step time, the sentence under it the bottleneck.

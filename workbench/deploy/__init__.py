@@ -1,10 +1,15 @@
 """Deployment: export a run as a bundle (ONNX and/or a ``torch.export`` program, with a model card),
-check it agrees with PyTorch, compare runtimes, quantize with ONNX Runtime, serve it over HTTP.
+check it agrees with PyTorch, compare runtimes, serve it over HTTP and load-test the endpoint.
 
 Optional dependencies (onnx, onnxscript, onnxruntime, the server's starlette/uvicorn, httpx) are
 imported only when a function here is called.
 """
-from ..measure.onnx import OnnxRuntimeModel, export_onnx, onnxruntime_session, parity
+from ..measure.onnx import OnnxRuntimeModel, OnnxRuntimeModule, export_onnx, onnxruntime_session, parity
 from .bundle import CARD_FILE, FILES, Bundle, load_bundle
+from .export import FORMATS, TOLERANCES, ParityError, Tolerance, card_text, check_parity, export, model_card, precision_of
+from .runtimes import runtime_comparison, runtime_label
+from .serve import load_test, make_app, serve, serving
 
-__all__ = ["Bundle", "CARD_FILE", "FILES", "OnnxRuntimeModel", "export_onnx", "load_bundle", "onnxruntime_session", "parity"]
+__all__ = ["Bundle", "CARD_FILE", "FILES", "FORMATS", "OnnxRuntimeModel", "OnnxRuntimeModule", "ParityError", "TOLERANCES",
+           "Tolerance", "card_text", "check_parity", "load_test", "make_app", "serve", "serving", "export", "export_onnx", "load_bundle", "model_card", "onnxruntime_session", "parity",
+           "precision_of", "runtime_comparison", "runtime_label"]

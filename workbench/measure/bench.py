@@ -79,11 +79,15 @@ def benchmark_together(
     warmup: int = 5,
     iters: int = 30,
     mode: str = "eager",
+    images: torch.Tensor | None = None,
 ) -> list[list[dict[str, Any]]]:
     """``benchmark`` for models that will be compared: per batch size each is warmed up, then they take
     turns in ``ROUNDS`` rounds of ``iters / ROUNDS`` timed calls (the order rotating each round), so
     load from another process slows all of them alike instead of the one timed during it. One list
     of records per model, as ``benchmark`` returns.
+
+    ``images`` (N, C, H, W; real, normalised inputs) are cut into the batches every model gets, the
+    same ones for all; without them each model gets random batches.
 
     Example:
         >>> a, b = nn.Linear(8, 2), nn.Linear(8, 2)
@@ -110,7 +114,7 @@ def benchmark_together(
         callers = [_caller(m, dtype, device) for m in models]
         per_round = max(1, -(-iters // ROUNDS))
         for bs in batch_sizes:
-            inputs = [[torch.randn(bs, *input_shape_chw, device=device, dtype=input_dtype) for _ in range(N_INPUTS)]
+            inputs = [[_batch(images, bs, i, input_shape_chw, device, input_dtype) for i in range(N_INPUTS)]
                       for _, input_dtype in callers]
             for (call, _), xs in zip(callers, inputs):
                 for i in range(warmup):
@@ -137,6 +141,15 @@ def benchmark_together(
                     "mode": getattr(models[j], "runtime", None) or base["mode"],
                 })
     return out
+
+
+def _batch(images: torch.Tensor | None, bs: int, i: int, chw: Sequence[int], device: torch.device,
+           dtype: torch.dtype) -> torch.Tensor:
+    """The ``i``-th of the rotating input batches: cut from ``images`` (wrapping round), else random."""
+    if images is None:
+        return torch.randn(bs, *chw, device=device, dtype=dtype)
+    rows = torch.arange(i * bs, (i + 1) * bs) % len(images)
+    return images[rows].to(device, dtype)
 
 
 def _caller(model: Callable, dtype: torch.dtype, device: torch.device) -> tuple[Callable, torch.dtype]:

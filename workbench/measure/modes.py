@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .._errors import Unavailable, root_cause
 from .._registry import unknown_name_error
-from .onnx import export_onnx, onnxruntime_session
+from .onnx import export_onnx, onnxruntime_session, quiet_export
 from .bench import benchmark_together
 from .config import MEASURE_MODES, MeasureConfig
 
@@ -79,10 +79,12 @@ def measure_modes_together(
     warmup: int = 5,
     iters: int = 30,
     progress: bool = False,
+    images: torch.Tensor | None = None,
 ) -> list[list[dict[str, Any]]]:
     """``measure_modes`` for models that will be compared: in each mode every model is prepared, then
     they are timed interleaved (``benchmark_together``). One list of records per model; ``progress``
-    shows a bar while the models are compiled or exported."""
+    shows a bar while the models are compiled or exported; ``images`` are the real inputs every mode
+    and model is timed on (random batches without them)."""
     for mode in modes:
         if mode not in MEASURE_MODES:
             raise unknown_name_error("execution mode", mode, MEASURE_MODES)
@@ -104,7 +106,7 @@ def measure_modes_together(
                     runners[j] = _prepare(model, mode, chw, batch_sizes, where, Path(tmp))
                 except Exception as e:  # one mode failing must not hide the others' numbers
                     out[j] += _skipped(mode, where, batch_sizes, skip_reason(mode, e))
-            timing = dict(batch_sizes=batch_sizes, device=where, warmup=warmup, iters=iters, mode=mode)
+            timing = dict(batch_sizes=batch_sizes, device=where, warmup=warmup, iters=iters, mode=mode, images=images)
             try:
                 timed = dict(zip(runners, benchmark_together(list(runners.values()), chw, **timing)))
             except Exception:  # one runner failed on a real batch: time each alone, so only that one is skipped
@@ -216,7 +218,8 @@ def _compiled(model: nn.Module, chw: tuple[int, ...], batch_sizes: Sequence[int]
 def _exported(model: nn.Module, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device, tmp: Path) -> Callable:
     # What a bundle's model.pt2 runs: the torch.export graph (dynamic batch), executed op by op.
     example = torch.randn(2, *chw, device=device)
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
+    with quiet_export():
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
     return lambda x: program(x)  # a plain callable: an exported module refuses .eval(), which timing calls on modules
 
 

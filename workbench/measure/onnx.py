@@ -95,11 +95,13 @@ class OnnxRuntimeModule(nn.Module):
         return {**self.__dict__, "_session": None}
 
 
-def export_onnx(model: nn.Module, example_inputs: torch.Tensor, path: str | os.PathLike, *, dynamo: bool = True) -> Path:
+def export_onnx(model: nn.Module, example_inputs: torch.Tensor, path: str | os.PathLike, *, dynamo: bool = True,
+                opset: int | None = None) -> Path:
     """Export ``model`` (eval mode) to one ONNX file whose batch dimension is dynamic; returns the path.
 
     ``dynamo=True`` (the default) traces with ``torch.export``; ``dynamo=False`` uses the older
-    TorchScript exporter. Raises one line naming the cause when the model cannot be exported.
+    TorchScript exporter; ``opset`` the ONNX opset (None: the exporter's default). Raises one line
+    naming the cause when the model cannot be exported.
 
     Example (each export takes a few seconds, so the module example is the one doctest runs):
         >>> import tempfile, torch
@@ -119,9 +121,9 @@ def export_onnx(model: nn.Module, example_inputs: torch.Tensor, path: str | os.P
     kwargs: dict[str, Any] = {"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamo else {
         "dynamic_axes": {"input": {0: "batch"}, "logits": {0: "batch"}}}
     try:
-        with _quiet():
+        with quiet_export():
             torch.onnx.export(model, (x,), str(path), dynamo=dynamo, input_names=["input"], output_names=["logits"],
-                              external_data=big, verbose=False, **kwargs)
+                              external_data=big, verbose=False, opset_version=opset, **kwargs)
     except Exception as e:
         raise RuntimeError(f"ONNX export of {type(model).__name__} failed: {root_cause(e)}") from e
     finally:
@@ -205,14 +207,20 @@ def parity(model: Callable[[torch.Tensor], torch.Tensor], session: Callable[[tor
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the exporter's progress chatter and its notes about optional torchvision ops."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+def quiet_export() -> Iterator[None]:
+    """Silence the exporters' chatter: ONNX progress lines, notes about optional torchvision ops, and
+    the tracebacks torch.export logs (at ERROR) for meta kernels it retries and then handles."""
+    # torch.export's handled-and-retried failures are logged at ERROR: only CRITICAL gets through here.
+    levels = {"torch.onnx": logging.ERROR, "torch.export": logging.CRITICAL, "torch._export": logging.CRITICAL,
+              "torch._subclasses.fake_tensor": logging.CRITICAL}
+    loggers = {name: logging.getLogger(name) for name in levels}
+    before = {name: logger.level for name, logger in loggers.items()}
+    for name, logger in loggers.items():
+        logger.setLevel(levels[name])
     try:
         with open(os.devnull, "w") as devnull, warnings.catch_warnings(), contextlib.redirect_stdout(devnull):
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        for name, logger in loggers.items():
+            logger.setLevel(before[name])

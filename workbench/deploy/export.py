@@ -1,0 +1,357 @@
+"""Export a stored run (or any model) as a bundle: the model files, a parity check against eager
+PyTorch on the real test split that must pass before anything is written, and a model card.
+
+The model is exported as stored: float, pruned (structured pruning leaves a smaller dense model;
+unstructured leaves zeros in dense weights) or quantized. Not every format carries every model:
+
+=====================  ===========================  =========================================
+model                  onnx                         torch-export
+=====================  ===========================  =========================================
+float32, pruned        yes                          yes
+pt2e int8 (StaticInt8  yes (QDQ graph; ONNX         yes
+/ QAT)                 Runtime's int8 kernels)
+torchao weight-only    yes                          yes
+dynamic int8 (torch)   no: packed Linear weights    no: packed Linear weights
+bf16 / fp16 cast       no: ONNX Runtime's CPU       yes
+                       provider lacks the kernels
+ONNX Runtime int8      yes (the graph itself)       no: it is an ONNX graph
+=====================  ===========================  =========================================
+
+A format that cannot carry the model stops the export with one line naming the format and why.
+
+Example:
+    >>> import tempfile
+    >>> from workbench import RunConfig, create_model
+    >>> net = create_model("mlp", 10, 1, 8)
+    >>> bundle = export(net, tempfile.mkdtemp() + "/b", config=RunConfig(), fmt="onnx", latency=False)  # doctest: +SKIP
+    >>> bundle.card["parity"]["onnx"]["passed"]  # doctest: +SKIP
+    True
+    >>> export(net, "/tmp/never", fmt="tflite")
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown export format 'tflite'. Choose one of: both, onnx, torch-export.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import __version__
+from .._errors import has_module
+from .._files import atomic_write
+from .._registry import unknown_name_error
+from ..checkpoint import checkpoint_metadata
+from ..compress import is_pt2e_program
+from ..config import RunConfig
+from ..data import eval_loader, load_dataset
+from ..measure import MEASURE_MODES, count_parameters, weight_dtype
+from ..measure.modes import skip_reason
+from ..measure.onnx import OnnxRuntimeModule, export_onnx, quiet_export
+from ..models import model_args as make_model_args
+from ..pipeline import load_model
+from ..results import Result, ResultStore
+from ..train import thread_count
+from .bundle import CARD_FILE, FILES, Bundle, load_bundle
+from .runtimes import runtime_comparison
+
+FORMATS = ("both", "onnx", "torch-export")
+CARD_SCHEMA = "workbench-model-card/1"
+TIMING_IMAGES = 1024  # real test images the latency figures rotate through
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """The parity bar for one precision: an exported model must stay within both numbers."""
+
+    max_rel_error: float  # largest |exported - eager| logit difference over the largest |eager| logit
+    top1_agreement: float  # share of test images where both predict the same class
+    why: str
+
+
+TOLERANCES = {
+    # Same float32 math, other kernels: only the order of summation differs (measured ~1e-7 relative).
+    "float32": Tolerance(1e-4, 0.999, "float32 on both sides: only the kernels' order of summation differs"),
+    "float16": Tolerance(1e-2, 0.99, "float16 keeps 11 significant bits: kernels round differently"),
+    "bfloat16": Tolerance(3e-2, 0.99, "bfloat16 keeps 8 significant bits: kernels round differently"),
+    # ONNX Runtime's int8 kernels requantize between layers where PyTorch's reference dequantizes: one
+    # rounding step per layer can move a logit by a few quantization steps, and flip near-ties.
+    "int8": Tolerance(0.1, 0.98, "int8 kernels round activations at other places than PyTorch's int8 reference"),
+}
+
+
+class ParityError(ValueError):
+    """An exported model disagrees with eager PyTorch beyond its precision's bar; nothing was written."""
+
+
+def export(source: Result | str | nn.Module, out: str | os.PathLike, *, fmt: str = "both",
+           store: ResultStore | str | os.PathLike = "runs", config: RunConfig | None = None,
+           data_root: str | os.PathLike = "data", opset: int | None = None, check: bool = True,
+           latency: bool | Sequence[str] = True, batch_sizes: Sequence[int] = (1, 64), iters: int = 30,
+           threads: int | None = None,
+           parity_images: int | None = None, overwrite: bool = False, progress: bool = True) -> Bundle:
+    """Write ``source`` (a stored run's id or ``Result``, or a model with the ``config`` it was trained
+    with) to the bundle folder ``out`` and return it.
+
+    - ``fmt``: ``onnx`` (``model.onnx``, opset ``opset`` or the exporter's default), ``torch-export``
+      (``model.pt2``) or ``both``.
+    - Parity: each file is loaded back from disk and run on the whole test split (``parity_images``
+      caps it) beside eager PyTorch: max absolute and relative logit error, top-1 agreement, and the
+      accuracy each reaches. With ``check`` a file outside its precision's ``TOLERANCES`` stops the
+      export (``ParityError``) and nothing is written; the folder appears only once complete.
+    - ``latency``: the card also gets the runtime comparison (``runtime_comparison``: every runtime, or
+      the execution modes listed) at ``batch_sizes`` on real test images, median of ``iters``, with
+      ``threads`` CPU threads (torch's current count when None).
+    - ``overwrite`` replaces an existing bundle at ``out``.
+    """
+    if fmt not in FORMATS:
+        raise unknown_name_error("export format", fmt, FORMATS)
+    formats = ["onnx", "torch-export"] if fmt == "both" else [fmt]
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists: choose another --out, or replace it (overwrite=True, --force)")
+    model, config, run_id, accuracy = _resolve(source, store, config)
+    dataset = load_dataset(config.data.dataset, root=data_root)
+    chw = tuple(dataset.test_x.shape[1:])
+    batches = eval_loader(dataset, config.data, device="cpu")
+    images = next(iter(eval_loader(dataset, config.data, device="cpu", batch_size=TIMING_IMAGES)))[0]  # normalised
+    precision = precision_of(model)
+    threads = threads or torch.get_num_threads()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        with thread_count(threads):
+            files = {}
+            for f in formats:
+                files[f] = _write_format(model, f, staging, images[:8], opset)
+            bundle = Bundle(staging, {"files": files, "input": {}, "classes": dataset.classes})
+            parity = {f: check_parity(model, bundle_predictor(staging, f, threads), batches, precision,
+                                      images=parity_images, progress=progress, label=FILES[f]) for f in formats}
+            failed = [f"{FILES[f]}: {p['verdict']}" for f, p in parity.items() if not p["passed"]]
+            if check and failed:
+                raise ParityError(f"Not written: {'; '.join(failed)}. Look for an op the exporter changed, or pass "
+                                  "check=False (--no-check) to write it anyway")
+            modes = MEASURE_MODES if latency is True else tuple(latency or ())
+            timings = runtime_comparison(model, chw, images, names=[config.name or config.model.name], modes=modes,
+                                         batch_sizes=batch_sizes, iters=iters, progress=progress) if modes else None
+        card = model_card(model, config, dataset, run_id=run_id, accuracy=accuracy, files=files, parity=parity,
+                          precision=precision, threads=threads, latency=timings)
+        atomic_write(staging / CARD_FILE, lambda fh: fh.write(json.dumps(card, indent=2, default=str).encode()))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return load_bundle(out)
+
+
+def precision_of(model: nn.Module) -> str:
+    """The precision class parity is judged by: int8, float16, bfloat16 or float32 (the weights' main dtype).
+
+    Example:
+        >>> precision_of(nn.Linear(4, 4)), precision_of(nn.Linear(4, 4).to(torch.bfloat16))
+        ('float32', 'bfloat16')
+    """
+    if is_pt2e_program(model) or isinstance(model, OnnxRuntimeModule):
+        return "int8"
+    main = weight_dtype(model).split(",")[0].split()[0]
+    return {"int8": "int8", "uint8": "int8", "int4": "int8", "float16": "float16", "bfloat16": "bfloat16"}.get(main, "float32")
+
+
+@torch.no_grad()
+def check_parity(reference: Callable[[torch.Tensor], torch.Tensor], candidate: Callable[[torch.Tensor], torch.Tensor],
+                 batches: Any, precision: str = "float32", *, images: int | None = None, progress: bool = False,
+                 label: str = "exported model") -> dict[str, Any]:
+    """``candidate`` against ``reference`` over ``(x, y)`` batches (a test split): max absolute and
+    relative logit error, top-1 agreement, each one's accuracy, and whether ``TOLERANCES[precision]`` holds.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> x, y = torch.randn(10, 1, 2, 2), torch.randint(0, 3, (10,))
+        >>> p = check_parity(net, lambda b: net(b) + 1e-7, [(x, y)])
+        >>> p["passed"], p["top1_agreement"], p["images"]
+        (True, 1.0, 10)
+    """
+    bar = TOLERANCES[precision]
+    was_training = getattr(reference, "training", False)
+    if isinstance(reference, nn.Module):
+        reference.eval()
+    worst = scale = 0.0
+    seen = agree = right_ref = right_out = 0
+    for x, y in tqdm(batches, desc=f"parity of {label}", unit="batch", disable=not progress, leave=False):
+        if images is not None and seen >= images:
+            break
+        ref, out = reference(x).float().cpu(), candidate(x).float().cpu()
+        if out.shape != ref.shape:
+            raise ValueError(f"{label} returns shape {tuple(out.shape)}; eager PyTorch returns {tuple(ref.shape)}")
+        worst, scale = max(worst, float((out - ref).abs().max())), max(scale, float(ref.abs().max()))
+        agree += int((out.argmax(1) == ref.argmax(1)).sum())
+        right_ref += int((ref.argmax(1) == y.cpu()).sum())
+        right_out += int((out.argmax(1) == y.cpu()).sum())
+        seen += len(x)
+    if isinstance(reference, nn.Module):
+        reference.train(was_training)
+    rel, top1 = worst / max(scale, 1e-12), agree / max(seen, 1)
+    passed = rel <= bar.max_rel_error and top1 >= bar.top1_agreement
+    verdict = (f"within the {precision} bar" if passed else
+               f"outside the {precision} bar (max relative error {rel:.2g} vs {bar.max_rel_error:g}, "
+               f"top-1 agreement {top1:.2%} vs {bar.top1_agreement:.1%})")
+    return {"max_abs_error": worst, "max_rel_error": rel, "top1_agreement": top1, "images": seen,
+            "accuracy_eager": right_ref / max(seen, 1), "accuracy_exported": right_out / max(seen, 1),
+            "precision": precision, "tolerance": dataclasses.asdict(bar), "passed": passed, "verdict": verdict}
+
+
+def bundle_predictor(folder: Path, fmt: str, threads: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The predictor of one file in a bundle folder that may not have its card yet."""
+    return Bundle(folder, {"files": {fmt: FILES[fmt]}, "input": {}, "classes": []}).predictor(fmt, threads=threads)
+
+
+def model_card(model: nn.Module, config: RunConfig, dataset: Any, *, run_id: str | None, accuracy: float | None,
+               files: dict[str, dict[str, Any]], parity: dict[str, Any], precision: str, threads: int,
+               latency: Any = None) -> dict[str, Any]:
+    """The card's JSON: what the model is, how to feed it, how well it travelled, and with which versions."""
+    normalised = config.data.normalize
+    c = dataset.in_channels
+    return {
+        "schema": CARD_SCHEMA,
+        "run_id": run_id,
+        "name": config.name or config.model.name,
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": {"name": config.model.name, "args": make_model_args(config.model, dataset.num_classes, tuple(dataset.test_x.shape[1:])),
+                  "compress": [s.label() for s in config.compress], "precision": precision,
+                  "weight_dtype": weight_dtype(model), **count_parameters(model)},
+        "dataset": config.data.dataset,
+        "classes": list(dataset.classes),
+        "input": {"shape": list(dataset.test_x.shape[1:]), "layout": "NCHW", "dtype": "float32", "pixel_range": [0, 255],
+                  "mean": dataset.mean.tolist() if normalised else [0.0] * c,
+                  "std": dataset.std.tolist() if normalised else [1.0] * c,
+                  "preprocess": "x = (pixels / 255 - mean) / std, per channel"},
+        "output": {"name": "logits", "shape": ["batch", dataset.num_classes]},
+        "metrics": {"accuracy": accuracy, "test_images": len(dataset.test_x)},
+        "files": files,
+        "parity": parity,
+        "latency": latency.to_dict("records") if latency is not None else None,
+        "versions": _versions(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "threads": threads},
+        "config": config.to_dict(),
+    }
+
+
+def card_text(bundle: Bundle) -> str:
+    """The card as a person reads it: what was exported, each file's size and parity, the latencies.
+
+    Example:
+        >>> card = {"name": "cnn", "run_id": "r1", "model": {"precision": "float32", "params": 10}, "metrics": {"accuracy": 0.9},
+        ...         "input": {"shape": [1, 8, 8]}, "files": {"onnx": {"file": "model.onnx", "bytes": 2048, "opset": 20}},
+        ...         "parity": {"onnx": {"max_rel_error": 1e-7, "top1_agreement": 1.0, "images": 360, "verdict": "within the float32 bar"}}}
+        >>> print(card_text(Bundle(Path("b"), card)))  # doctest: +NORMALIZE_WHITESPACE
+        bundle b: cnn (run r1), float32, 10 parameters, accuracy 90.00%, input 1x8x8
+          model.onnx  2.0 KB, opset 20: max relative error 1e-07, top-1 agreement 100.00% on 360 test images, within the float32 bar
+    """
+    card = bundle.card
+    accuracy = card.get("metrics", {}).get("accuracy")
+    lines = [f"bundle {bundle.path}: {card.get('name')} (run {card.get('run_id') or 'none'}), {card['model']['precision']}, "
+             f"{card['model'].get('params', '?'):,} parameters"
+             + (f", accuracy {accuracy:.2%}" if accuracy is not None else "")
+             + f", input {'x'.join(map(str, card['input']['shape']))}"]
+    for fmt, entry in card["files"].items():
+        p = card["parity"][fmt]
+        opset = f", opset {entry['opset']}" if entry.get("opset") else ""
+        lines.append(f"  {entry['file']}  {entry['bytes'] / 1024:.1f} KB{opset}: max relative error {p['max_rel_error']:.2g}, "
+                     f"top-1 agreement {p['top1_agreement']:.2%} on {p['images']} test images, {p['verdict']}")
+    for r in card.get("latency") or []:
+        where = f"{r['runtime']} on {r['device']}, batch {r['batch_size']}"
+        if r.get("latency_ms") is None or r["latency_ms"] != r["latency_ms"]:
+            lines.append(f"  {where}: skipped ({r.get('skipped')})")
+        else:
+            lines.append(f"  {where}: {r['latency_ms']:.3g} ms (IQR {r['latency_ms_q25']:.3g}-{r['latency_ms_q75']:.3g}), "
+                         f"{r['speedup_vs_eager']:.2f}x eager")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Internals
+
+
+def _resolve(source: Result | str | nn.Module, store: Any, config: RunConfig | None
+             ) -> tuple[nn.Module, RunConfig, str | None, float | None]:
+    if isinstance(source, nn.Module):
+        if config is None:
+            raise ValueError("export(model) needs config=RunConfig(...) naming the dataset it was trained on: the "
+                             "parity check runs on its test images and the card states its normalisation")
+        return source.eval(), config, None, None
+    result = source if isinstance(source, Result) else (store if isinstance(store, ResultStore) else ResultStore(store)).get(source)
+    model = load_model(result)
+    checkpoint_metadata(result.checkpoint)  # one line where the file is not a checkpoint
+    return model.eval(), result.config, result.run_id, result.metrics.get("accuracy")
+
+
+def _write_format(model: nn.Module, fmt: str, folder: Path, example: torch.Tensor, opset: int | None) -> dict[str, Any]:
+    path = folder / FILES[fmt]
+    if fmt == "torch-export" and isinstance(model, OnnxRuntimeModule):
+        raise ValueError("torch-export cannot carry this model: it is an ONNX Runtime int8 graph, not a torch "
+                         "program: export it with --format onnx")
+    try:
+        with quiet_export():
+            if fmt == "onnx" and isinstance(model, OnnxRuntimeModule):  # already an ONNX graph: ship its bytes
+                path.write_bytes(model.graph_bytes())
+            elif fmt == "onnx":
+                export_onnx(model, example, path, opset=opset)
+            else:
+                program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+                torch.export.save(program, path)
+        if fmt == "onnx":
+            _check_onnx_runs(path)
+    except Exception as e:  # noqa: BLE001  (every exporter failure gets the same one-line answer)
+        other = "torch-export" if fmt == "onnx" else "onnx"
+        reason = skip_reason("onnxruntime" if fmt == "onnx" else "export", e)
+        raise ValueError(f"{fmt} cannot carry this model ({reason}): export it with --format {other}, "
+                         "or export the run before that compression step") from None
+    entry = {"file": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)}
+    if fmt == "onnx" and has_module("onnx"):
+        import onnx
+
+        entry["opset"] = next((o.version for o in onnx.load(str(path), load_external_data=False).opset_import
+                               if o.domain in ("", "ai.onnx")), None)
+    return entry
+
+
+def _check_onnx_runs(path: Path) -> None:
+    from ..measure.onnx import onnxruntime_session
+
+    onnxruntime_session(path, threads=1)  # a graph ONNX Runtime cannot load (bf16 kernels...) fails here
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str | None]:
+    import importlib.metadata as md
+
+    def version(name: str) -> str | None:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return None
+
+    return {"workbench": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+            **{name: version(name) for name in ("onnx", "onnxscript", "onnxruntime")}}
