@@ -30,6 +30,8 @@ EXPECTED = {
                         "saved_static_int8_bytes", "skipped_lines", "measure_device_name"],
     "08_distillation": ["teacher_accuracy", "student_accuracy_mean", "distilled_accuracy_mean", "distill_gain", "accuracy_std",
                         "seeds_improved", "student_params_ratio", "student_speedup", "measure_device_name"],
+    "11_deployment": ["formats", "parity", "runtimes_timed", "runtimes_skipped", "latency_bs_max", "fastest_runtime",
+                      "ort_static_size_ratio", "torchao_static_size_ratio", "served_matches", "serving", "measure_device_name"],
     "09_model_search": ["hypervolume_mean", "best_strategy", "trials_mean", "front_size", "chosen_trial", "chosen_dominates",
                         "chosen_size_ratio", "chosen_accuracy_delta", "dominating_baseline", "panel_trials", "measure_device_name"],
 }
@@ -83,6 +85,20 @@ TAKEAWAYS = {
                          "or its start cut at a word boundary", lambda m: _readable_skip_lines(m))],
     "08_distillation": [("a distilled row beside an alone row for every seed", lambda m: m["pairs"] == m["seeds"] >= 2),
                         ("the student is smaller than the teacher", lambda m: m["student_params_ratio"] < 0.5)],
+    "11_deployment": [("every bundle file passed parity within its precision's bar, on the whole test split",
+                       lambda m: m["formats"] == ["onnx", "torch-export"] and all(
+                           p["passed"] and p["max_rel_error"] <= p["tolerance"]["max_rel_error"] and p["images"] == 360
+                           for p in m["parity"].values())),
+                      ("the runtime named fastest has the lowest latency, and every skipped runtime says why",
+                       lambda m: m["fastest_runtime"] == min(m["latency_bs_max"], key=m["latency_bs_max"].get)
+                       and all(m["runtimes_skipped"].values()) and "PyTorch eager" in m["runtimes_timed"]),
+                      ("the ORT int8 bundle is ONNX only and smaller than the float ONNX file",
+                       lambda m: m["ort_bundle_formats"] == ["onnx"] and m["ort_bundle_bytes"] < m["fp32_onnx_bytes"]),
+                      ("the server answers as the in-process model, refuses a bad shape with a 4xx, and every load test "
+                       "ran its requests without an error, p50 <= p95 <= p99",
+                       lambda m: m["served_matches"] and 400 <= m["refused_status"] < 500 and all(
+                           r["ok"] == m["requests"] and r["errors"] == 0 and r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
+                           for r in m["serving"]))],
     "09_model_search": [("the strategy named best found the highest mean hypervolume",
                          lambda m: m["best_strategy"] == max(m["hypervolume_mean"], key=m["hypervolume_mean"].get)),
                         ("hypervolumes are shares of one box, and a mean is of its seeds",

@@ -49,7 +49,7 @@ from .._errors import ConfigError, has_module, require_modules
 from .._files import atomic_write
 from .._registry import unknown_name_error
 from ..measure import model_device, model_size_bytes
-from ..measure.onnx import OnnxRuntimeModule
+from ..measure.onnx import OnnxRuntimeModule, quiet_export
 from ..models import module_structure, restore_structure
 from ..train import train
 from .core import CompressContext, CompressStep, apply_step, implements
@@ -403,7 +403,8 @@ def _write(model: nn.Module, f: Any, example_inputs: torch.Tensor | None, metada
         if example_inputs is None:
             raise ValueError("save_quantized needs example_inputs (one input batch) to save a pt2e int8 program")
         program = _export(model, _example(example_inputs), strip=True)
-        torch.export.save(program, f, extra_files={METADATA_FILE: json.dumps(metadata)})
+        with quiet_export():  # torch.export warns about the file object atomic_write hands it, though it writes fine
+            torch.export.save(program, f, extra_files={METADATA_FILE: json.dumps(metadata)})
         return
     with _quiet_storage():
         torch.save({"format": SAVE_FORMAT, "layout": _layout(model), "structure": module_structure(model),
