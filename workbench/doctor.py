@@ -26,7 +26,8 @@ WIDGETS_PAIRS = {7: 1, 8: 3}  # ipywidgets major -> the jupyterlab_widgets major
 OPTIONAL = {  # import name -> (distribution, pip spec, what it is for)
     "torchao": ("torchao", "torchao==0.18.*", "quantization"),
     "torch_pruning": ("torch-pruning", "torch-pruning==1.6.1", "structured pruning"),
-    "onnxruntime": ("onnxruntime", "onnxruntime onnx onnxscript", "ONNX export and benchmark"),
+    "onnxruntime": ("onnxruntime", "onnxruntime onnx onnxscript", "ONNX export, ONNX Runtime timing and int8, bundles"),
+    "uvicorn": ("uvicorn", "starlette uvicorn httpx", "serving a bundle over HTTP and load-testing it"),
     "optuna": ("optuna", "'optuna>=5,<6' 'psycopg[binary]' optuna-dashboard", "model search, its studies in PostgreSQL, the dashboard"),
 }
 
