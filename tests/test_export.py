@@ -53,6 +53,9 @@ def test_a_float_run_exports_to_both_formats_with_a_card_that_says_how_to_use_it
         path = bundle.path / FILES[fmt]
         assert entry["bytes"] == path.stat().st_size > 10_000 and len(entry["sha256"]) == 64
     assert isinstance(card["files"]["onnx"]["opset"], int)
+    # The program holds the weights and graph only: not the example batch it was traced with (a slice of
+    # the timing images once made it 12x the ONNX file).
+    assert card["files"]["torch-export"]["bytes"] < 3 * card["files"]["onnx"]["bytes"]
     digits = load_dataset("digits")
     assert card["input"]["shape"] == [1, 8, 8] and card["classes"] == digits.classes
     assert np.allclose(card["input"]["mean"], digits.mean.tolist()) and np.allclose(card["input"]["std"], digits.std.tolist())
@@ -203,3 +206,38 @@ def test_an_exported_bundle_serves_what_the_model_predicts(runs):
         assert one["predictions"] == want[:1]
         report = load_test(url, concurrency=2, requests=20)
     assert report["ok"] == 20 and report["p50_ms"] <= report["p99_ms"]
+
+
+def test_cli_serve_and_load_test(runs):
+    """`workbench serve BUNDLE` in its own process answers on 127.0.0.1; `workbench load-test` measures it."""
+    httpx = pytest.importorskip("httpx")
+    import socket
+    import time
+
+    store, ids, root = runs
+    bundle = root / "served"
+    export(ids["fp32"], bundle, store=store, fmt="onnx", latency=False, progress=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "workbench.cli", "serve", str(bundle), "--port", str(port)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                health = httpx.get(f"{url}/health", timeout=1).json()
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, server.stdout.read()
+                time.sleep(0.1)
+        assert health["format"] == "onnx" and health["input_shape"] == [1, 8, 8]
+        out = subprocess.run([sys.executable, "-m", "workbench.cli", "load-test", url, "--concurrency", "2", "--requests", "10"],
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        lines = dict(line.split(None, 1) for line in out.stdout.splitlines())
+        assert lines["ok"] == "10" and lines["errors"] == "0" and float(lines["p99_ms"]) > 0
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert f"on {url}" in server.stdout.read()  # it said where it serves before it blocked

@@ -136,7 +136,7 @@ def export(source: Result | str | nn.Module, out: str | os.PathLike, *, fmt: str
         with thread_count(threads):
             files = {}
             for f in formats:
-                files[f] = _write_format(model, f, staging, images[:8], opset)
+                files[f] = _write_format(model, f, staging, images[:8].clone(), opset)  # a copy: export saves the example's whole storage
             bundle = Bundle(staging, {"files": files, "input": {}, "classes": dataset.classes})
             parity = {f: check_parity(model, bundle_predictor(staging, f, threads), batches, precision,
                                       images=parity_images, progress=progress, label=FILES[f]) for f in formats}
