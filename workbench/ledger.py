@@ -44,6 +44,8 @@ REASONS = {  # reason code -> text; {fields} are filled in from the measurements
     "fake_quant": "fake-quant model: convert first",
     "dense": "masked weights are still dense: use structured pruning",
     "int8_compile": "int8 kernels need torch.compile on this backend",
+    "ort_dynamic": ("ONNX Runtime's dynamic int8 measures activation ranges on every call and runs convolutions as "
+                    "ConvInteger, which is slow on CPUs: use OrtStaticInt8 for conv nets"),
     "int8_no_vnni": "int8 is not faster here: this CPU has no VNNI or AMX int8 instructions",
     "int8_small": "int8 is not faster here although this CPU has {features} int8 instructions: the layers are too small to pay off",
     "gpu_bs1": "GPU under-used at batch 1",
@@ -233,6 +235,8 @@ def _why(row: pd.Series, steps: list[CompressStep], cells: dict, base_cells: dic
             why = "fake_quant"
         elif UnstructuredPrune in kinds and row["flops_ratio"] >= SAME_FLOPS:
             why = "dense"
+        elif OrtDynamicInt8 in kinds:
+            why = "ort_dynamic"
         elif any(issubclass(k, INT8) for k in kinds):
             # Compare compiled with compiled where the baseline has it: compiling speeds up float32 too.
             compiled = f"{device}/compiled/bs{bs}"
