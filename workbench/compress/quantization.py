@@ -176,7 +176,7 @@ def quantize(model: nn.Module, config: CompressStep | str, *, example_inputs: to
         >>> quantize(net, "int9")
         Traceback (most recent call last):
         ...
-        ValueError: Unknown quantization method 'int9'. Choose one of: cast_precision, dynamic_int8, qat, static_int8, weight_only_int4, weight_only_int8.
+        ValueError: Unknown quantization method 'int9'. Choose one of: cast_precision, dynamic_int8, ort_dynamic_int8, ort_static_int8, qat, static_int8, weight_only_int4, weight_only_int8.
     """
     if isinstance(config, str):
         if config not in QUANT_STEPS:
