@@ -3,7 +3,6 @@ that stops the export, the model card, the runtime comparison, and serving what 
 import dataclasses
 import importlib
 import io
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -44,9 +43,16 @@ def runs(tmp_path_factory):
     return store, dict(zip(df["name"], df["run_id"])), root
 
 
+def float_bundle(store, ids, root):
+    """The float run's bundle, written by the first test that needs it (tests may run alone or in any order)."""
+    if not (root / "fp32").exists():
+        export(ids["fp32"], root / "fp32", store=store, latency=False, progress=False)
+    return load_bundle(root / "fp32")
+
+
 def test_a_float_run_exports_to_both_formats_with_a_card_that_says_how_to_use_it(runs):
     store, ids, root = runs
-    bundle = export(ids["fp32"], root / "fp32", store=store, latency=False, progress=False)
+    bundle = float_bundle(store, ids, root)
     card, result = bundle.card, store.get(ids["fp32"])
     assert bundle.formats == ["onnx", "torch-export"]
     for fmt, entry in card["files"].items():
@@ -71,7 +77,7 @@ def test_a_float_run_exports_to_both_formats_with_a_card_that_says_how_to_use_it
 
 def test_the_bundle_predicts_as_the_stored_model_from_raw_pixels(runs):
     store, ids, root = runs
-    bundle = export(ids["fp32"], root / "fp32-raw", store=store, latency=False, progress=False)
+    bundle = float_bundle(store, ids, root)
     pixels = load_dataset("digits").test_x[:50]
     want = load_model(ids["fp32"], store=store)(bundle.preprocess(pixels)).argmax(1)
     expected_input = next(iter(eval_loader(load_dataset("digits"), store.get(ids["fp32"]).config.data)))[0][:50]
@@ -90,10 +96,8 @@ def test_quantized_runs_export_in_the_formats_that_carry_them(runs, name, format
     for fmt in formats:
         p = bundle.card["parity"][fmt]
         assert p["passed"] and p["tolerance"]["top1_agreement"] == 0.98 and p["top1_agreement"] >= 0.98
-    onnx_bytes = bundle.card["files"]["onnx"]["bytes"]
-    fp32 = json.loads((root / "fp32" / "card.json").read_text()) if (root / "fp32").exists() else None
-    if fp32:
-        assert onnx_bytes < fp32["files"]["onnx"]["bytes"] / 2.5  # int8 weights: the file really shrinks
+    fp32 = float_bundle(store, ids, root)
+    assert bundle.card["files"]["onnx"]["bytes"] < fp32.card["files"]["onnx"]["bytes"] / 2.5  # int8 weights: the file really shrinks
 
 
 @pytest.mark.parametrize("name, fmt, says", [
@@ -193,8 +197,7 @@ def test_an_exported_bundle_serves_what_the_model_predicts(runs):
     from workbench.deploy import load_test, serving
 
     store, ids, root = runs
-    bundle = load_bundle(root / "fp32") if (root / "fp32").exists() else export(
-        ids["fp32"], root / "fp32", store=store, latency=False, progress=False)
+    bundle = float_bundle(store, ids, root)
     pixels = load_dataset("digits").test_x[:6]
     want = load_model(ids["fp32"], store=store)(bundle.preprocess(pixels)).argmax(1).tolist()
     png = io.BytesIO()

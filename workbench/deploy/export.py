@@ -54,13 +54,12 @@ from .. import __version__
 from .._errors import has_module
 from .._files import atomic_write
 from .._registry import unknown_name_error
-from ..checkpoint import checkpoint_metadata
 from ..compress import is_pt2e_program
 from ..config import RunConfig
 from ..data import eval_loader, load_dataset
 from ..measure import MEASURE_MODES, count_parameters, weight_dtype
 from ..measure.modes import skip_reason
-from ..measure.onnx import OnnxRuntimeModule, export_onnx, quiet_export
+from ..measure.onnx import OnnxRuntimeModule, export_onnx, export_program, quiet_export
 from ..models import model_args as make_model_args
 from ..pipeline import load_model
 from ..results import Result, ResultStore
@@ -137,7 +136,6 @@ def export(source: Result | str | nn.Module, out: str | os.PathLike, *, fmt: str
             files = {}
             for f in formats:
                 files[f] = _write_format(model, f, staging, images[:8].clone(), opset)  # a copy: export saves the example's whole storage
-            bundle = Bundle(staging, {"files": files, "input": {}, "classes": dataset.classes})
             parity = {f: check_parity(model, bundle_predictor(staging, f, threads), batches, precision,
                                       images=parity_images, progress=progress, label=FILES[f]) for f in formats}
             failed = [f"{FILES[f]}: {p['verdict']}" for f, p in parity.items() if not p["passed"]]
@@ -295,9 +293,7 @@ def _resolve(source: Result | str | nn.Module, store: Any, config: RunConfig | N
                              "parity check runs on its test images and the card states its normalisation")
         return source.eval(), config, None, None
     result = source if isinstance(source, Result) else (store if isinstance(store, ResultStore) else ResultStore(store)).get(source)
-    model = load_model(result)
-    checkpoint_metadata(result.checkpoint)  # one line where the file is not a checkpoint
-    return model.eval(), result.config, result.run_id, result.metrics.get("accuracy")
+    return load_model(result).eval(), result.config, result.run_id, result.metrics.get("accuracy")
 
 
 def _write_format(model: nn.Module, fmt: str, folder: Path, example: torch.Tensor, opset: int | None) -> dict[str, Any]:
@@ -312,8 +308,7 @@ def _write_format(model: nn.Module, fmt: str, folder: Path, example: torch.Tenso
             elif fmt == "onnx":
                 export_onnx(model, example, path, opset=opset)
             else:
-                program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
-                torch.export.save(program, path)
+                torch.export.save(export_program(model, example), path)
         if fmt == "onnx":
             _check_onnx_runs(path)
     except Exception as e:  # noqa: BLE001  (every exporter failure gets the same one-line answer)

@@ -71,7 +71,7 @@ def runtime_comparison(models: nn.Module | Sequence[nn.Module], chw: Sequence[in
     df["device"] = df["device"].astype(str).str.split(":").str[0]
     if "threads" not in df:
         df["threads"] = np.nan
-    df.insert(1, "runtime", [runtime_label(m, d, int(t) if t == t and t is not None else None)
+    df.insert(1, "runtime", [runtime_label(m, d, int(t) if pd.notna(t) else None)
                              for m, d, t in zip(df["mode"], df["device"], df["threads"])])
     eager = df[df["mode"] == "eager"].set_index(["model", "device", "batch_size"])["latency_ms"]
     keys = list(zip(df["model"], df["device"], df["batch_size"]))

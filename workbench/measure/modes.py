@@ -23,12 +23,12 @@ from tqdm.auto import tqdm
 
 from .._errors import Unavailable, root_cause
 from .._registry import unknown_name_error
-from .onnx import export_onnx, onnxruntime_session, quiet_export
+from .onnx import export_onnx, export_program, onnxruntime_session
 from .bench import benchmark_together
 from .config import MEASURE_MODES, MeasureConfig
+from .device import available_devices, device_name, model_device, resolve_device
 
 DEFAULT_MODES = ("eager", "compiled", "onnxruntime")
-from .device import available_devices, device_name, model_device, resolve_device
 
 
 def measure_modes(
@@ -94,7 +94,6 @@ def measure_modes_together(
     was_training = [m.training for m in models]
     with tempfile.TemporaryDirectory() as tmp, compile_room(8 + 2 * len(models) * len(batch_sizes)):
         for mode in modes:
-            where = device
             runners = {}
             preparing = {"compiled": "compiling", "export": "exporting", "onnxruntime": "exporting to ONNX",
                  "tensorrt": "building TensorRT engines"}.get(mode)
@@ -103,10 +102,10 @@ def measure_modes_together(
                 if getattr(model, "runtime", None) == mode:  # timed in this runtime already, by the main pass
                     continue
                 try:
-                    runners[j] = _prepare(model, mode, chw, batch_sizes, where, Path(tmp))
+                    runners[j] = _prepare(model, mode, chw, batch_sizes, device, Path(tmp))
                 except Exception as e:  # one mode failing must not hide the others' numbers
-                    out[j] += _skipped(mode, where, batch_sizes, skip_reason(mode, e))
-            timing = dict(batch_sizes=batch_sizes, device=where, warmup=warmup, iters=iters, mode=mode, images=images)
+                    out[j] += _skipped(mode, device, batch_sizes, skip_reason(mode, e))
+            timing = dict(batch_sizes=batch_sizes, device=device, warmup=warmup, iters=iters, mode=mode, images=images)
             try:
                 timed = dict(zip(runners, benchmark_together(list(runners.values()), chw, **timing)))
             except Exception:  # one runner failed on a real batch: time each alone, so only that one is skipped
@@ -115,7 +114,7 @@ def measure_modes_together(
                     try:
                         timed[j] = benchmark_together([runner], chw, **timing)[0]
                     except Exception as e:
-                        timed[j] = _skipped(mode, where, batch_sizes, skip_reason(mode, e))
+                        timed[j] = _skipped(mode, device, batch_sizes, skip_reason(mode, e))
             for j, records in timed.items():
                 out[j] += records
     for model, training in zip(models, was_training):
@@ -217,9 +216,7 @@ def _compiled(model: nn.Module, chw: tuple[int, ...], batch_sizes: Sequence[int]
 
 def _exported(model: nn.Module, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device, tmp: Path) -> Callable:
     # What a bundle's model.pt2 runs: the torch.export graph (dynamic batch), executed op by op.
-    example = torch.randn(2, *chw, device=device)
-    with quiet_export():
-        program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
+    program = export_program(model, torch.randn(2, *chw, device=device)).module()
     return lambda x: program(x)  # a plain callable: an exported module refuses .eval(), which timing calls on modules
 
 

@@ -32,8 +32,6 @@ TWO_GB = 2**31  # protobuf's limit: bigger models keep their weights in a side f
 class OnnxRuntimeModel:
     """An ONNX Runtime session wrapped as ``torch tensor batch -> torch tensor logits`` (logits on the CPU)."""
 
-    runtime = "onnxruntime"
-
     def __init__(self, session: Any, path: Path | None):
         self.session, self.path = session, path
         self.input_name = session.get_inputs()[0].name
@@ -173,6 +171,17 @@ def onnxruntime_session(model: str | os.PathLike | bytes, threads: int | None = 
     options.log_severity_level = 3  # errors only
     session = ort.InferenceSession(model if path is None else str(path), options, providers=providers)
     return OnnxRuntimeModel(session, path)
+
+
+def export_program(model: nn.Module, example_inputs: torch.Tensor) -> torch.export.ExportedProgram:
+    """``torch.export`` of ``model`` with a dynamic batch dimension (what a bundle's ``model.pt2`` holds), quietly.
+
+    Example:
+        >>> export_program(nn.Linear(4, 2), torch.randn(2, 4)).module()(torch.randn(5, 4)).shape
+        torch.Size([5, 2])
+    """
+    with quiet_export():
+        return torch.export.export(model, (example_inputs,), dynamic_shapes=({0: torch.export.Dim("batch")},))
 
 
 @torch.no_grad()
