@@ -21,9 +21,10 @@ LAYERS = [
     {"pipeline"},  # the one place that composes
     {"deploy"},  # a stored run exported as a bundle, checked, compared across runtimes, served
     {"ledger", "plots"},  # views of stored results
-    {"search"},  # searches: studies whose trials are runs, charted
+    {"search", "distributed"},  # searches (studies whose trials are runs); torchrun launches, scaling, pipeline demo
     {"ui", "tour", "doctor", "notebooks"},  # the panel, the main job and the tools around the package
     {"cli", "__init__"},  # entry points: the command line and the public API
+    {"__main__"},  # what `python -m` runs (a torchrun rank's entry takes the command line's flags)
 ]
 RANK = {component: i for i, layer in enumerate(LAYERS) for component in layer}
 
@@ -42,6 +43,8 @@ MODULES = modules_of(PACKAGE)
 
 def component(module: str) -> str:
     parts = module.split(".")
+    if parts[-1] == "__main__":  # what `python -m` runs is an entry point, wherever it lives
+        return "__main__"
     return parts[1] if len(parts) > 1 else "__init__"
 
 

@@ -32,6 +32,7 @@ _FLAG_NAMES = {
     "distill.teacher": "distill-teacher",
     "distill.alpha": "distill-alpha",
     "distill.temperature": "distill-temperature",
+    "parallel.strategy": "parallel",  # --strategy is the search's
 }
 _SKIP = {"compress"}  # has its own repeatable --compress flag
 RESULT_FORMATS = ("table", "csv", "json", "markdown")
@@ -44,15 +45,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"workbench: error: {message} (see {self.prog} --help)\n")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, raise_errors: bool = False) -> int:
+    """The command line; ``raise_errors`` lets an error through instead of printing it (a torchrun rank
+    reports its own)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, subparsers = _parser(with_run_flags=argv[:1] == ["run"] or argv[:2] == ["search", "run"])
     args = parser.parse_args(argv)
+    args.argv = argv
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
         try:
             return _dispatch(args, subparsers)
         except (ValueError, OSError, KeyError, RuntimeError, ImportError) as e:  # ConfigError is a ValueError
+            if raise_errors:
+                raise
             message = str(e.args[0] if isinstance(e, KeyError) and e.args else e).strip().splitlines() or [type(e).__name__]
             print(f"workbench: error: {message[0]}", file=sys.stderr)
             return 2
@@ -75,6 +81,12 @@ def _parser(with_run_flags: bool) -> tuple[argparse.ArgumentParser, dict[str, ar
     p["run"].add_argument("--no-reuse", action="store_true", help="train even if the store holds the same training")
     p["run"].add_argument("--no-resume", action="store_true",
                           help="start training from the first epoch even if an interrupted run left a checkpoint")
+    # Where the processes of a data-parallel run (--nproc N, --nnodes M) meet: the launch, not the experiment.
+    p["run"].add_argument("--node-rank", type=int, default=0, help="this machine's place among --nnodes machines (default: 0)")
+    p["run"].add_argument("--rdzv-endpoint", default="", metavar="HOST:PORT",
+                          help="node 0's address and a free port, where the machines of a --nnodes > 1 run meet")
+    p["run"].add_argument("--print-launch", action="store_true",
+                          help="print the torchrun command this machine would run for --nproc/--nnodes, and exit")
 
     p["tour"] = sub.add_parser("tour", help="the main job: a baseline and contrasting variants on digits, and a report")
     p["tour"].add_argument("--out", default="runs", help="results folder (default: runs)")
@@ -308,17 +320,42 @@ def _run(args: argparse.Namespace) -> int:
         print(cfg.to_json(indent=1))
         return 0
     from .pipeline import preflight, run
+    from .train import Placement, in_torchrun, torchrun_command
 
+    placement = None
+    if cfg.parallel.world_size > 1 and not in_torchrun():
+        placement = Placement(nproc_per_node=cfg.parallel.nproc, nnodes=cfg.parallel.nnodes, node_rank=args.node_rank,
+                              rdzv_endpoint=args.rdzv_endpoint)
+    if args.print_launch:
+        if placement is None:
+            raise ConfigError("--print-launch prints a torchrun launch: give --nproc N (and --nnodes M) above 1")
+        print(" ".join(torchrun_command(["-m", "workbench.distributed", *_run_flags(args.argv)], placement, python="python")))
+        return 0
     check = preflight(cfg, store=args.store)
     for note in check.notes:
         print(f"workbench: note: {note}", file=sys.stderr)
     if check.problems:
         raise ConfigError(check.problems[0])
     result = run(cfg, store=args.store, progress=not args.no_progress and not args.json, reuse=not args.no_reuse,
-                 resume=not args.no_resume)
+                 resume=not args.no_resume, placement=placement)
+    if result is None:  # a rank other than 0, or a machine other than node 0: rank 0 prints and stores the row
+        return 0
     print(json.dumps({**result.to_dict(), "row": {k: v for k, v in result.row().items() if k != "created"}},
                      default=str) if args.json else result_text(result))
     return 0 if result.status == "ok" else 1
+
+
+def _run_flags(argv: Sequence[str]) -> list[str]:
+    """``workbench run``'s flags as a rank takes them: the launch-only ones left out (torchrun has them)."""
+    out, skip = [], False
+    for arg in argv[1:]:
+        if skip:
+            skip = False
+        elif arg in ("--node-rank", "--rdzv-endpoint"):
+            skip = True
+        elif arg != "--print-launch" and not arg.startswith(("--node-rank=", "--rdzv-endpoint=")):
+            out.append(arg)
+    return out
 
 
 def result_text(result) -> str:
@@ -413,6 +450,7 @@ def _choices() -> dict[str, Callable[[], list[str]]]:
     from .measure import MEASURE_MODES
     from .models import list_models
     from .train import COMPILE_MODES, OPTIMIZER_IMPLS, PRECISIONS, list_optimizers, list_schedules
+    from .train.parallel import BACKENDS, STRATEGIES as PARALLEL_STRATEGIES
 
     return {
         "data.dataset": lambda: [*list_datasets(), "folder:PATH"],
@@ -424,6 +462,8 @@ def _choices() -> dict[str, Callable[[], list[str]]]:
         "hardware.precision": lambda: list(PRECISIONS),
         "hardware.compile_mode": lambda: list(COMPILE_MODES),
         "hardware.optimizer_impl": lambda: list(OPTIMIZER_IMPLS),
+        "parallel.strategy": lambda: list(PARALLEL_STRATEGIES),
+        "parallel.backend": lambda: list(BACKENDS),
         "measure.device": lambda: ["same", "all", "cpu", "cuda", "mps"],
         "measure.modes": lambda: list(MEASURE_MODES),
     }

@@ -1,7 +1,7 @@
 """``RunConfig``: the single description of an experiment, composed of the parts' own sections.
 
 Each part owns and validates its section (data: ``DataConfig``; models: ``ModelConfig``; train:
-``TrainConfig``, ``HardwareConfig``, ``DistillConfig``; measure: ``MeasureConfig``; compress: the
+``TrainConfig``, ``HardwareConfig``, ``ParallelConfig``, ``DistillConfig``; measure: ``MeasureConfig``; compress: the
 ``CompressStep`` configs). This module only composes them: JSON round trips, hashes, dotted fields.
 Widgets edit a ``RunConfig``, a search samples them, the CLI parses one, a notebook writes one.
 
@@ -32,10 +32,10 @@ from .compress import CompressStep
 from .data import DataConfig
 from .measure import MeasureConfig
 from .models import ModelConfig
-from .train import DistillConfig, HardwareConfig, TrainConfig
+from .train import DistillConfig, HardwareConfig, ParallelConfig, TrainConfig
 
 # The sections that decide what training produces; two runs equal in these train the same weights.
-TRAINING_SECTIONS = ("data", "model", "train", "hardware", "distill")
+TRAINING_SECTIONS = ("data", "model", "train", "hardware", "parallel", "distill")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class RunConfig(Checked):
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     compress: tuple[CompressStep, ...] = ()  # applied in order after training
@@ -58,7 +59,7 @@ class RunConfig(Checked):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         require(isinstance(d, dict), "A RunConfig is a JSON object with the sections data, model, train, hardware, "
-                                     f"measure, distill, compress and a name (got {type(d).__name__})")
+                                     f"parallel, measure, distill, compress and a name (got {type(d).__name__})")
         d = dict(d)
         steps = d.pop("compress", ())
         require(isinstance(steps, (list, tuple)), f"compress must be a list of steps (got {steps!r})")

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -36,11 +38,13 @@ from .measure import (achieved, count_flops, count_parameters, device_name, infe
                       timing_device, timing_plan, track_peak_memory)
 from .models import ModelConfig, build_model, model_args
 from .results import METRICS, Result, ResultStore, epoch_costs, new_run_id, results_frame
-from .train import (FUSED_OPTIMIZERS, Callback, Checkpoint, CheckpointError, DistillConfig, ProgressBar, TrainConfig,
-                    check_precision, distillation_loss, evaluate, resolve_threads, thread_count, train)
+from .train import (FUSED_OPTIMIZERS, SINGLE, Callback, Checkpoint, CheckpointError, DistillConfig, EpochLines, Group,
+                    LaunchError, Placement, ProgressBar, TrainConfig, available_cores, check_precision, distillation_loss,
+                    backend_for, evaluate, in_torchrun, launch, parameter_bytes, rank_device, resolve_threads,
+                    start_group, thread_count, train)
 
 # What a reused run takes over from the run that trained the weights: the schema's training metrics, and where.
-TRAINING_METRICS = (*(m.name for m in METRICS.values() if m.source == "training"), "train_device")
+TRAINING_METRICS = (*(m.name for m in METRICS.values() if m.source == "training"), "train_device", "backend")
 NO_FLIP = ("digits", "mnist")  # datasets where a mirrored image means something else (a mirrored 3 is not a 3)
 COMPRESSION_LOSS_POINTS = 2.0  # more accuracy lost than this in compression is worth a warning and a fix
 _USER = 5  # warnings point at the caller of run/run_many: helper -> _prepare/_time_and_store -> _run_together -> run
@@ -79,6 +83,7 @@ def preflight(config: RunConfig, *, store: ResultStore | str | os.PathLike | Non
         check.problems.append(str(e))
         return check
     check.problems += [p for p in (step.problem(device) for step in config.compress) if p]
+    check.problems += _parallel_problems(config, device)
     if config.hardware.optimizer_impl == "fused" and config.train.optimizer not in FUSED_OPTIMIZERS:
         check.problems.append(f"hardware.optimizer_impl='fused' has no kernel for {config.train.optimizer}: use foreach, "
                               f"or one of {', '.join(FUSED_OPTIMIZERS)}")
@@ -108,6 +113,10 @@ def preflight(config: RunConfig, *, store: ResultStore | str | os.PathLike | Non
         check.notes.append(f"compile_mode '{h.compile_mode}' applies only with compile on")
     if device.type != "cuda" and (h.cudnn_benchmark or h.tf32 or (h.compile and h.compile_mode == "reduce-overhead")):
         check.notes.append("tf32, cudnn_benchmark and reduce-overhead's CUDA graphs act on a CUDA GPU only: here they change nothing")
+    if config.parallel.world_size > 1 and device.type == "cpu":
+        per_rank = _rank_threads(config)
+        check.notes.append(f"{config.parallel.nproc} processes share this machine's {available_cores()} cores "
+                           f"({per_rank} thread{'s' * (per_rank > 1)} each): expect the all-reduce, not the arithmetic, to set the pace")
     if any(isinstance(s, QAT) and not s.convert for s in config.compress):
         check.notes.append("QAT(convert=False) keeps the fake-quant model: float math, to study QAT, not to ship")
     return check
@@ -124,6 +133,7 @@ def run(
     start_from: str | Result | None = None,
     data_root: str | os.PathLike = "data",
     tags: dict[str, Any] | None = None,
+    placement: Placement | None = None,
 ) -> Result:
     """Train, compress, evaluate and measure what ``config`` describes; store and return the row.
 
@@ -134,6 +144,12 @@ def run(
     compress a model you liked: its training sections must equal ``config``'s. ``tags`` go into the
     row as columns (a search records its study and trial number there).
 
+    A config with ``parallel.nproc x parallel.nnodes > 1`` trains data-parallel: ``run`` launches that
+    many processes through ``torchrun`` (``placement`` says where, for several machines), each trains
+    its shard of every epoch, and rank 0 evaluates, measures and stores the one row, returned here
+    (inside a torchrun rank, the other ranks get None). A rank that fails ends the launch with
+    ``LaunchError``; nothing is stored and the same call resumes from the last finished epoch.
+
     Example:
         >>> from workbench import RunConfig, ModelConfig, TrainConfig
         >>> cfg = RunConfig(model=ModelConfig(name="mlp"), train=TrainConfig(epochs=1))
@@ -141,8 +157,12 @@ def run(
         >>> 0.5 < r.metrics["accuracy"] <= 1.0
         True
     """
-    return _run_together([config], store=store, callbacks=callbacks, progress=progress, resume=resume, reuse=reuse,
-                         start_from=start_from, data_root=data_root, tags=tags)[0]
+    if config.parallel.world_size > 1 and not in_torchrun():
+        return _launched(config, store=store, progress=progress, resume=resume, reuse=reuse, start_from=start_from,
+                         data_root=data_root, tags=tags, placement=placement)
+    results = _run_together([config], store=store, callbacks=callbacks, progress=progress, resume=resume, reuse=reuse,
+                            start_from=start_from, data_root=data_root, tags=tags)
+    return results[0] if results else None  # a torchrun rank other than 0 stores nothing
 
 
 def run_many(configs: Sequence[RunConfig], **kwargs) -> pd.DataFrame:
@@ -150,9 +170,14 @@ def run_many(configs: Sequence[RunConfig], **kwargs) -> pd.DataFrame:
 
     Every config is checked before any trains. The finished models are timed together, taking turns
     in rounds (``measure_together``), so a busy machine slows them alike and their latencies compare;
-    a training that the batch already did is reused, not repeated.
+    a training that the batch already did is reused, not repeated. Data-parallel configs are launched
+    one by one (``run``), after the others.
     """
-    return results_frame(_run_together(list(configs), **kwargs))
+    configs = list(configs)
+    alone = [c for c in configs if c.parallel.world_size == 1]
+    rows = _run_together(alone, **kwargs) if alone else []
+    rows += [run(c, **kwargs) for c in configs if c.parallel.world_size > 1]
+    return results_frame(rows)
 
 
 @dataclass
@@ -189,6 +214,10 @@ def _run_together(configs: list[RunConfig], *, store: ResultStore | str | os.Pat
         check = preflight(config, store=store)
         if check.problems:
             raise ConfigError(check.problems[0])
+    if any(c.parallel.world_size > 1 for c in configs):
+        if len(configs) > 1:
+            raise ConfigError("a torchrun rank runs one data-parallel config at a time: call run(config) once per config")
+        return _run_as_rank(configs[0], store, callbacks, progress, resume, reuse, start_from, data_root, tags)
     prepared: list[_Prepared] = []
     with contextlib.ExitStack() as held:
         try:
@@ -201,25 +230,108 @@ def _run_together(configs: list[RunConfig], *, store: ResultStore | str | os.Pat
         return _time_and_store(prepared, store, progress, tags)
 
 
+def _run_as_rank(config: RunConfig, store: ResultStore | None, callbacks: Sequence[Callback], progress: bool, resume: bool,
+                 reuse: bool, start_from: str | Result | None, data_root: str | os.PathLike,
+                 tags: dict[str, Any] | None) -> list[Result]:
+    """One rank of a data-parallel launch: every rank trains its shard; rank 0 alone then compresses,
+    evaluates, times and stores the row (the others return no rows)."""
+    group = start_group(config.parallel, rank_device(resolve_device(config.hardware.device)))
+    with contextlib.ExitStack() as held:
+        prepared = _prepare(config, [], held, store=store, callbacks=callbacks, progress=progress, resume=resume,
+                            reuse=reuse, start_from=start_from, data_root=data_root, group=group)
+        return [] if prepared is None else _time_and_store([prepared], store, progress, tags)
+
+
+def _launched(config: RunConfig, *, store: ResultStore | str | os.PathLike | None, progress: bool, resume: bool,
+              reuse: bool, start_from: str | Result | None, data_root: str | os.PathLike, tags: dict[str, Any] | None,
+              placement: Placement | None) -> Result | None:
+    """``config`` run by ``parallel.nproc`` processes on this machine through torchrun; rank 0's row.
+
+    The ranks read the job from a file in the launch folder and rank 0 leaves the run id there; on a
+    machine other than node 0 there is no row here (None)."""
+    store = _open_store(store)
+    if store is None:
+        raise ConfigError("a data-parallel run hands its row back through a result store: pass store='runs' (--store)")
+    check = preflight(config, store=store)
+    if check.problems:
+        raise ConfigError(check.problems[0])
+    p = config.parallel
+    placement = placement or Placement(nproc_per_node=p.nproc, nnodes=p.nnodes)
+    if (placement.nproc_per_node, placement.nnodes) != (p.nproc, p.nnodes):
+        raise ConfigError(f"the placement ({placement.nproc_per_node} per machine x {placement.nnodes}) and the config "
+                          f"(parallel.nproc={p.nproc} x parallel.nnodes={p.nnodes}) must agree")
+    with tempfile.TemporaryDirectory(prefix="workbench-launch-") as folder:
+        job = {"config": config.to_dict(), "store": str(store.root), "progress": progress, "resume": resume,
+               "reuse": reuse, "start_from": start_from.run_id if isinstance(start_from, Result) else start_from,
+               "data_root": str(data_root), "tags": tags}
+        (Path(folder) / "job.json").write_text(json.dumps(job, default=str))
+        try:
+            launch(["-m", "workbench.distributed", "--job", str(Path(folder) / "job.json")], placement,
+                   threads_per_rank=_rank_threads(config), echo=progress, launch_dir=folder)
+        except LaunchError as e:
+            raise LaunchError(f"the {p.world_size}-process run failed, {e}; nothing was stored, and running it again "
+                              "resumes from its last finished epoch") from None
+        if placement.node_rank != 0:
+            return None
+        run_id = json.loads((Path(folder) / "result.json").read_text())["run_id"]
+    return store.get(run_id)
+
+
+def _rank_threads(config: RunConfig) -> int:
+    """CPU threads per rank: as set, or this machine's cores shared out among its ranks."""
+    setting = config.hardware.threads
+    return setting if isinstance(setting, int) else max(1, available_cores() // config.parallel.nproc)
+
+
+def _parallel_problems(config: RunConfig, device: torch.device) -> list[str]:
+    """What stops a data-parallel config before any process starts."""
+    p, bs = config.parallel, config.train.batch_size
+    if p.world_size == 1:
+        return []
+    problems = []
+    if bs % p.world_size:
+        problems.append(f"train.batch_size={bs} (the global batch) does not split evenly over {p.world_size} processes: "
+                        f"use a multiple of {p.world_size}, e.g. {max(bs - bs % p.world_size, p.world_size)}")
+    elif config.model.batchnorm and bs // p.world_size < 2:
+        problems.append(f"train.batch_size={bs} gives each of {p.world_size} processes {bs // p.world_size} example per "
+                        f"step and BatchNorm needs 2: use at least {2 * p.world_size}")
+    if config.hardware.compile == "auto":
+        problems.append("hardware.compile='auto' times one process alone: choose true or false for a data-parallel run")
+    if device.type == "mps":
+        problems.append("data-parallel training runs on CPUs (gloo) or CUDA GPUs (nccl), not mps: use --device cpu")
+    elif backend_for(p, device) == "nccl" and device.type != "cuda":
+        problems.append(f"parallel.backend='nccl' moves CUDA tensors, and this run trains on the {device.type}: use gloo or auto")
+    elif device.type == "cuda" and p.nproc > torch.cuda.device_count():
+        problems.append(f"parallel.nproc={p.nproc} needs a GPU per process and this machine has {torch.cuda.device_count()}: "
+                        f"use --nproc {torch.cuda.device_count()}")
+    return problems
+
+
 def _prepare(config: RunConfig, batch: list[_Prepared], held: contextlib.ExitStack, *, store: ResultStore | None,
              callbacks: Sequence[Callback], progress: bool, resume: bool, reuse: bool, start_from: str | Result | None,
-             data_root: str | os.PathLike) -> _Prepared:
-    device = resolve_device(config.hardware.device)
-    source = _training_to_reuse(config, store, device, reuse, start_from)
+             data_root: str | os.PathLike, group: Group = SINGLE) -> _Prepared | None:
+    """The run trained and compressed, ready to time; None on a data-parallel rank other than 0 (it only trains)."""
+    device = rank_device(resolve_device(config.hardware.device))
+    # Rank 0 decides, so every rank trains (or none does) and resumes from the same file.
+    source = group.from_main(_training_to_reuse(config, store, device, reuse, start_from) if group.main else None)
     if source is None and reuse and store is not None:  # trained earlier in this batch, not stored yet
         source = next((p.as_source() for p in batch if p.trained.checkpoint and p.device.type == device.type
                        and p.config.training_hash() == config.training_hash()), None)
     dataset = load_dataset(config.data.dataset, root=data_root)
     _check_sizes(config, dataset)
-    run_id = new_run_id()
-    threads = resolve_threads(config.hardware.threads)
+    run_id = group.from_main(new_run_id())
+    threads = _rank_threads(config) if group.world_size > 1 else resolve_threads(config.hardware.threads)
     with thread_count(threads):
         if source is None:
-            slot = held.enter_context(_training_slot(store, config, run_id, resume))
-            trained = _train(config, dataset, device, store, run_id, callbacks, progress, slot)
+            slot = held.enter_context(_training_slot(store, config, run_id, resume)) if group.main else None
+            slot = group.from_main(slot)
+            trained = _train(config, dataset, device, store, run_id, callbacks, progress, slot, group)
         else:
+            group.finish()
             slot = _Slot()
-            trained = _reuse(config, source, device, progress)
+            trained = _reuse(config, source, device, progress) if group.main else None
+        if trained is None:
+            return None
         model, compress_log, before = _compress(config, trained, dataset, device, progress)
         evaluated = evaluate(model, eval_loader(dataset, config.data, device=device), device=device,
                              precision=config.hardware.precision)
@@ -522,34 +634,47 @@ def _training_to_reuse(config: RunConfig, store: ResultStore | None, device: tor
 
 
 def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: ResultStore | None, run_id: str,
-           callbacks: Sequence[Callback], progress: bool, slot: _Slot) -> _Trained:
+           callbacks: Sequence[Callback], progress: bool, slot: _Slot, group: Group = SINGLE) -> _Trained | None:
     indices = training_subset(config, dataset, device)
-    batches = train_loader(dataset, config.data, config.train.batch_size, seed=config.train.seed, device=device, indices=indices)
+    batches = train_loader(dataset, config.data, config.train.batch_size, seed=config.train.seed, device=device,
+                           indices=indices, shard=(group.rank, group.world_size))
     criterion = None
     if config.distill.enabled:
         teacher = load_teacher(config.distill.teacher, store=store).to(device)
         criterion = distillation_loss(teacher, alpha=config.distill.alpha, temperature=config.distill.temperature,
                                       label_smoothing=config.train.label_smoothing)
-    hooks = list(callbacks) + ([ProgressBar(desc=config.name or config.model.name)] if progress else [])
+    # A rank's output reaches the launching process through a pipe: lines per epoch, not a redrawn bar.
+    bar = ProgressBar(desc=config.name or config.model.name) if group.world_size == 1 else EpochLines(config.name or config.model.name)
+    hooks = list(callbacks) + ([bar] if progress and group.main else [])
     if slot.path is not None:
         hooks.append(Checkpoint(slot.path))
-    if slot.note:
+    if slot.note and group.main:
         warnings.warn(slot.note, stacklevel=_USER)
 
+    def fresh() -> torch.nn.Module:
+        return build_model(config.model, dataset.num_classes, _chw(dataset), seed=config.train.seed)
+
     def attempt(resume_from: str | None):
-        model = build_model(config.model, dataset.num_classes, _chw(dataset), seed=config.train.seed)
+        model = fresh()
         with track_peak_memory(device) as memory:
             outcome = train(model, batches, config.train, eval_loader=eval_loader(dataset, config.data, device=device),
                             hardware=config.hardware, device=device, callbacks=hooks, resume_from=resume_from,
-                            criterion=criterion)
+                            criterion=criterion, parallel=group)
         return model, outcome, memory
 
     try:
         model, outcome, memory = attempt(slot.resume_from)
     except CheckpointError as e:  # restored before any step ran: set the file aside and start again
-        aside = slot.set_aside()
-        warnings.warn(f"{e}: set it aside as {aside.name} and trained from the first epoch", stacklevel=_USER)
+        if group.main:
+            aside = slot.set_aside()
+            warnings.warn(f"{e}: set it aside as {aside.name} and trained from the first epoch", stacklevel=_USER)
         model, outcome, memory = attempt(None)
+    ranks = group.gather({"images": outcome.images, "seconds": outcome.seconds, "parameter_bytes": parameter_bytes(model),
+                          "peak_memory_bytes": memory.peak_bytes})
+    model = group.plain_model(model, fresh)
+    group.finish()
+    if not group.main:
+        return None
     if outcome.status != "ok":
         warnings.warn(f"Training stopped early: {outcome.status}", stacklevel=_USER)
     last = outcome.history[-1] if outcome.history else {}
@@ -563,7 +688,8 @@ def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: Res
         "train_loss": last.get("train_loss"),
         "train_seconds": outcome.seconds,
         **epoch_costs(outcome.history),
-        "train_ips": outcome.images / outcome.seconds if outcome.seconds else None,
+        # Every rank's images over the slowest rank's time: the whole launch's speed.
+        "train_ips": sum(r["images"] for r in ranks) / max(r["seconds"] for r in ranks) if outcome.seconds else None,
         "train_device": str(device),
         "peak_memory_bytes": memory.peak_bytes,
         "epochs_run": len(outcome.history),
@@ -571,6 +697,11 @@ def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: Res
         "train_examples": len(indices),
         "steps_per_epoch": len(batches),
     }
+    if group.world_size > 1:
+        metrics.update(world_size=group.world_size, backend=group.backend,
+                       rank_images_per_s=[r["images"] / r["seconds"] if r["seconds"] else None for r in ranks],
+                       rank_parameter_bytes=[r["parameter_bytes"] for r in ranks],
+                       rank_peak_memory_bytes=[r["peak_memory_bytes"] for r in ranks])
     if outcome.compile_decision:
         decision = outcome.compile_decision
         metrics.update(compiled=decision.compile, compile_reason=decision.reason, compile_probe_seconds=decision.probe_s)

@@ -109,6 +109,11 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("train_examples", "training examples"),
     Metric("steps_per_epoch", "optimizer steps per epoch"),
     Metric("lr", "learning rate"),
+    # A data-parallel run (parallel.nproc x parallel.nnodes processes): recorded by rank 0, per rank in rank order.
+    Metric("world_size", "training processes"),
+    Metric("rank_images_per_s", "training speed per process", "images/s", 1, False, count=True),
+    Metric("rank_parameter_bytes", "parameters held per process", "MiB", 1 / 2**20, True),
+    Metric("rank_peak_memory_bytes", "peak memory per process", "MiB", 1 / 2**20, True),
 )}
 # What compare() and the tables show when not told otherwise.
 COMPARE_METRICS = ("accuracy", "params", "nonzero_params", "size_bytes", "flops", "latency_ms", "throughput_ips", "train_seconds")

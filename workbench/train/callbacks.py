@@ -14,6 +14,7 @@ import torch
 
 from .._errors import one_line
 from .._files import atomic_torch_save
+from .parallel import SINGLE, Group
 
 
 @dataclass
@@ -32,6 +33,7 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     stop: str | None = None  # set to a reason to stop after this epoch
     halt: bool = False  # set to stop at once, mid-epoch (a profiler that has its steps)
+    parallel: Group = SINGLE  # this process's place in a data-parallel run
 
 
 class Callback:
@@ -87,6 +89,18 @@ class ProgressBar(Callback):
             self.bar.close()
 
 
+class EpochLines(Callback):
+    """A printed line per epoch: the ranks of a launch write into a pipe, where a redrawn bar is noise."""
+
+    def __init__(self, desc: str = "train"):
+        self.desc = desc
+
+    def on_epoch_end(self, state, record):
+        acc = record.get("test_accuracy")
+        print(f"{self.desc}: epoch {record['epoch']}/{state.epochs}  train loss {record['train_loss']:.3f}  test accuracy "
+              f"{'-' if acc is None else f'{100 * acc:.1f}%'}  {record['images_per_s']:,.0f} images/s", flush=True)
+
+
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
 
@@ -116,15 +130,19 @@ class Checkpoint(Callback):
     "Everything" is the model, optimizer, schedule and grad-scaler states, the epoch and step, the
     history, and the random generators' states (dropout draws from them). The batch order and
     augmentations need no saving: the loader derives them from (seed, epoch) (``BatchLoader.set_epoch``).
+    In a data-parallel run the states are whole (FSDP's shards gathered) and rank 0 writes the file.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
 
     def on_epoch_end(self, state, record):
+        model_state, optimizer_state = state.parallel.state_dicts(state.model, state.optimizer)  # every rank takes part
+        if not state.parallel.main:
+            return
         atomic_torch_save({
-            "model": state.model.state_dict(),
-            "optimizer": state.optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optimizer_state,
             "scheduler": state.scheduler.state_dict(),
             "scaler": state.scaler.state_dict(),
             "epoch": state.epoch,
@@ -141,8 +159,7 @@ class Checkpoint(Callback):
         has trained."""
         try:
             ckpt = torch.load(self.path, map_location=device, weights_only=True)
-            state.model.load_state_dict(ckpt["model"])
-            state.optimizer.load_state_dict(ckpt["optimizer"])
+            state.parallel.load_state_dicts(state.model, state.optimizer, ckpt["model"], ckpt["optimizer"])
             state.scheduler.load_state_dict(ckpt["scheduler"])
             state.scaler.load_state_dict(ckpt["scaler"])
             state.epoch, state.step, state.history = ckpt["epoch"] + 1, ckpt["step"], list(ckpt["history"])

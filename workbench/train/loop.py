@@ -15,6 +15,7 @@ from .callbacks import Callback, CallbackList, Checkpoint, TrainState
 from .compile_probe import CompileDecision, first_batch, probe_compile
 from .config import HardwareConfig, TrainConfig
 from .optim import make_optimizer, make_scheduler
+from .parallel import SINGLE, Group
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -55,6 +56,7 @@ def train(
     callbacks: Sequence[Callback] = (),
     resume_from: str | None = None,
     criterion: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    parallel: Group = SINGLE,
 ) -> TrainOutcome:
     """Train ``model`` in place for ``cfg.epochs``; returns the per-epoch history and why it stopped.
 
@@ -62,7 +64,9 @@ def train(
     so far is kept. ``resume_from`` continues from a ``Checkpoint`` callback's file. Before each epoch
     the loader's ``set_epoch(epoch)`` is called where it has one, so a resumed run sees the same
     batches. ``criterion(logits, x, y)`` replaces the cross-entropy (distillation passes one that also
-    asks a teacher).
+    asks a teacher). ``parallel`` is this process's group in a data-parallel run: it wraps the model
+    (DDP or FSDP), and each epoch's record counts every rank's examples (``train_loader`` is this
+    rank's shard); ``images`` and ``seconds`` stay this rank's own.
 
     Example:
         >>> import torch
@@ -81,21 +85,22 @@ def train(
         torch.backends.cudnn.benchmark = hardware.cudnn_benchmark
     memory_format = torch.channels_last if hardware.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
+    wrapped = parallel.wrap(model)  # FSDP shards the parameters in place: the optimizer must see the shards
     optimizer = make_optimizer(model.parameters(), cfg, impl=hardware.optimizer_impl)
     scheduler = make_scheduler(optimizer, cfg, len(train_loader))
     # The scaler keeps small fp16 gradients from flushing to zero; it is a pass-through otherwise.
     scaler = torch.amp.GradScaler(device.type, enabled=hardware.precision == "fp16")
-    state = TrainState(model, optimizer, scheduler, scaler, cfg.epochs, len(train_loader))
+    state = TrainState(model, optimizer, scheduler, scaler, cfg.epochs, len(train_loader), parallel=parallel)
     if resume_from:
         Checkpoint(resume_from).restore(state, device)
     hooks = CallbackList(callbacks)
     outcome = TrainOutcome(history=state.history, resumed_epochs=state.epoch)
-    forward = torch.compile(model, mode=hardware.compile_mode) if hardware.compile else model
+    forward = torch.compile(wrapped, mode=hardware.compile_mode) if hardware.compile else wrapped
     if hardware.compile == "auto":
         outcome.compile_decision = probe_compile(
             model, first_batch(train_loader), forward, steps_left=(cfg.epochs - state.epoch) * len(train_loader),
             precision_context=lambda: autocast_for(hardware.precision, device), memory_format=memory_format)
-        forward = forward if outcome.compile_decision.compile else model
+        forward = forward if outcome.compile_decision.compile else wrapped
     probe_s = outcome.compile_decision.probe_s if outcome.compile_decision else 0.0  # counted in the first epoch
     hooks.on_train_start(state)
     optimizer.zero_grad(set_to_none=True)  # gradients a compression step left behind (Taylor scores)
@@ -144,15 +149,17 @@ def train(
         seconds, probe_s = time.perf_counter() - t0 + probe_s, 0.0
         outcome.seconds += seconds
         outcome.images += seen
+        loss_sum, correct, everyone = parallel.sum(loss_sum, correct, torch.tensor(seen, device=device))
+        everyone = int(everyone.item())
         record = {
             "epoch": epoch + 1,
-            "train_loss": loss_sum.item() / max(seen, 1),
-            "train_accuracy": correct.item() / max(seen, 1),
+            "train_loss": loss_sum.item() / max(everyone, 1),
+            "train_accuracy": correct.item() / max(everyone, 1),
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": seconds,
             # Training time so far (evaluation left out), across a resume too: the x of time-to-accuracy.
             "elapsed_s": (state.history[-1].get("elapsed_s", 0.0) if state.history else 0.0) + seconds,
-            "images_per_s": seen / seconds if seconds > 0 else float("nan"),
+            "images_per_s": everyone / seconds if seconds > 0 else float("nan"),
         }
         if getattr(train_loader, "note", ""):  # how the loader cut this epoch, where it matters
             record["note"] = train_loader.note
@@ -166,6 +173,7 @@ def train(
             record.update(test_loss=ev["loss"], test_accuracy=ev["accuracy"])
         state.history.append(record)
         hooks.on_epoch_end(state, record)
+        state.stop = parallel.from_main(state.stop)  # ranks evaluate apart: rank 0's early stop ends them all
         if state.stop:
             outcome.status = state.stop
             break
