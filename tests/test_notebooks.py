@@ -30,6 +30,9 @@ EXPECTED = {
                         "saved_static_int8_bytes", "skipped_lines", "measure_device_name"],
     "08_distillation": ["teacher_accuracy", "student_accuracy_mean", "distilled_accuracy_mean", "distill_gain", "accuracy_std",
                         "seeds_improved", "student_params_ratio", "student_speedup", "measure_device_name"],
+    "10_distributed": ["world_size", "backend", "rank_images_per_s", "speedup", "scaling_efficiency", "accuracy_by_nproc",
+                       "ddp_parameter_bytes", "fsdp_parameter_bytes", "bubble_share", "bubble_theory", "handoff_ms",
+                       "multinode_command", "measure_device_name"],
     "11_deployment": ["formats", "parity", "runtimes_timed", "runtimes_skipped", "latency_bs_max", "fastest_runtime",
                       "ort_static_size_ratio", "torchao_static_size_ratio", "served_matches", "serving", "measure_device_name"],
     "09_model_search": ["hypervolume_mean", "best_strategy", "trials_mean", "front_size", "chosen_trial", "chosen_dominates",
@@ -85,6 +88,26 @@ TAKEAWAYS = {
                          "or its start cut at a word boundary", lambda m: _readable_skip_lines(m))],
     "08_distillation": [("a distilled row beside an alone row for every seed", lambda m: m["pairs"] == m["seeds"] >= 2),
                         ("the student is smaller than the teacher", lambda m: m["student_params_ratio"] < 0.5)],
+    "10_distributed": [("the 2-process launch stored one row, with both ranks' measured speed, over gloo",
+                        lambda m: m["world_size"] == 2 and m["backend"] == "gloo" and m["rows_per_launch"] == [1, 1]
+                        and len(m["rank_images_per_s"]) == 2 and all(v > 0 for v in m["rank_images_per_s"])),
+                       ("efficiency is the speed-up over the processes, and the speed-up is measured against one process",
+                        lambda m: m["nprocs"][0] == 1 and math.isclose(m["speedup"][0], 1.0) and all(
+                            math.isclose(e, s / n) for e, s, n in zip(m["scaling_efficiency"], m["speedup"], m["nprocs"]))
+                        and all(math.isclose(s, ips / m["images_per_s"][0]) for s, ips in zip(m["speedup"], m["images_per_s"]))),
+                       ("the mlp, with little arithmetic per weight, scales worse than the conv net",
+                        lambda m: m["tiny_efficiency"][-1] < m["scaling_efficiency"][-1]),
+                       ("1 and 2 processes agree on accuracy within the stated tolerance",
+                        lambda m: abs(m["accuracy_by_nproc"]["1"] - m["accuracy_by_nproc"]["2"]) * 100 <= m["agreement_points"]),
+                       ("FSDP holds about half the parameters in each process; DDP holds them all",
+                        lambda m: all(b == 4 * m["params"] for b in m["ddp_parameter_bytes"])
+                        and all(0.45 <= b / (4 * m["params"]) <= 0.55 for b in m["fsdp_parameter_bytes"])),
+                       ("the pipeline is the unsplit model, its bubble shrinks with micro-batches, never below GPipe's",
+                        lambda m: m["loss_max_diff"] < 1e-4 and m["bubble_share"][-1] < m["bubble_share"][0]
+                        and all(b >= t - 0.05 for b, t in zip(m["bubble_share"], m["bubble_theory"]))),
+                       ("the several-machine line names torchrun's node rank and rendezvous",
+                        lambda m: "--nnodes 2" in m["multinode_command"] and "--node-rank 1" in m["multinode_command"]
+                        and "--rdzv-endpoint 10.0.0.1:29400" in m["multinode_command"])],
     "11_deployment": [("every bundle file passed parity within its precision's bar, on the whole test split",
                        lambda m: m["formats"] == ["onnx", "torch-export"] and all(
                            p["passed"] and p["max_rel_error"] <= p["tolerance"]["max_rel_error"] and p["images"] == 360

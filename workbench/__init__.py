@@ -36,13 +36,16 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
                   "profile", "run", "run_many", "sweep"),
     ".plots": ("accuracy_vs_size", "runtime_chart", "serving_chart", "history_curves", "inference_sweep_chart", "latency_bars", "latency_vs_batch", "profile_chart",
                "lr_schedules", "metric_bars",
-               "plot_ledger_latency", "plot_ledger_size_accuracy", "plot_sensitivity", "sweep_lines"),
+               "plot_ledger_latency", "plot_ledger_size_accuracy", "plot_sensitivity", "sweep_lines", "scaling_chart",
+               "rank_chart", "pipeline_chart"),
     ".results": ("METRICS", "Result", "ResultStore", "compare", "epoch_costs", "latency_comparison", "readable",
                  "results_frame", "same_architecture", "time_to_accuracy"),
     ".train": ("DistillConfig", "HardwareConfig", "TrainConfig", "evaluate", "list_optimizers", "list_schedules",
                "lr_curve", "resolve_threads", "train"),
     ".search": ("Choice", "Float", "Int", "Space", "compare_strategies", "default_space", "list_strategies", "search"),
     ".ui": ("Workbench",),
+    ".distributed": ("LaunchError", "ParallelConfig", "Placement", "pipeline_demo", "rank_table", "scaling",
+                     "torchrun_command"),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
 # Functions named like their subpackage: importing the subpackage binds its name here, and the function
@@ -101,4 +104,7 @@ __all__ = [
     "export", "load_bundle", "Bundle", "runtime_comparison", "serving", "load_test", "runtime_chart", "serving_chart",
     # model search
     "search", "compare_strategies", "Space", "Choice", "Int", "Float", "default_space", "list_strategies",
+    # scale-out
+    "ParallelConfig", "Placement", "LaunchError", "scaling", "rank_table", "pipeline_demo", "torchrun_command",
+    "scaling_chart", "rank_chart", "pipeline_chart",
 ]

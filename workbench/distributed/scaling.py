@@ -75,8 +75,7 @@ def _scaling_row(n: int, results: list[Result]) -> dict[str, Any]:
         return statistics.median(values) if values else None
 
     ips = [_steady_ips(r) for r in results]
-    per_rank = [statistics.mean(r.metrics.get("rank_images_per_s") or [r.metrics["train_ips"]]) for r in results]
-    return {"nproc": n, "images_per_s": median(ips), "images_per_s_per_process": median(per_rank),
+    return {"nproc": n, "images_per_s": median(ips), "images_per_s_per_process": median(ips) / n,
             "epoch_seconds": median(r.metrics.get("steady_epoch_seconds") for r in results),
             "accuracy": median(r.metrics["accuracy"] for r in results), "run_ids": [r.run_id for r in results]}
 
@@ -98,8 +97,8 @@ def rank_table(results: Sequence[Result]) -> pd.DataFrame:
     Example:
         >>> r = Result(config=RunConfig(), metrics={"world_size": 2, "train_ips": 10.0, "rank_images_per_s": [5.0, 5.0],
         ...            "rank_parameter_bytes": [40, 40], "rank_peak_memory_bytes": [0, 0]}, run_id="a")
-        >>> rank_table([r])[["rank", "images_per_s", "parameter_bytes"]].values.tolist()
-        [[0, 5.0, 40], [1, 5.0, 40]]
+        >>> rank_table([r])[["rank", "images_per_s", "parameter_bytes"]].to_dict("list")
+        {'rank': [0, 1], 'images_per_s': [5.0, 5.0], 'parameter_bytes': [40, 40]}
     """
     rows = []
     for result in results:
