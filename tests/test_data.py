@@ -116,6 +116,40 @@ def test_loader_augmentation_is_seeded(digits):
     assert not torch.equal(runs[0][0], plain)
 
 
+def test_sharded_loaders_cut_every_batch_of_one_process_into_disjoint_pieces(digits):
+    """Data parallelism's contract: the ranks' pieces of each step are that step's single-process batch."""
+    x, y = digits.train_x, torch.arange(len(digits.train_y))  # labels as indices, to see which examples each got
+    single = BatchLoader(x, y, 64, shuffle=True, seed=5, merge_single=True)
+    shards = [BatchLoader(x, y, 64, shuffle=True, seed=5, merge_single=True, shard=(r, 2)) for r in (0, 1)]
+    for epoch in (0, 3):
+        for loader in (single, *shards):
+            loader.set_epoch(epoch)
+        steps = list(zip(single, *shards))
+        assert len(steps) == len(single) == len(shards[0]) == len(shards[1])  # every rank takes the same number of steps
+        for (_, whole), (_, a), (_, b) in steps:
+            assert not set(a.tolist()) & set(b.tolist())
+            assert sorted(a.tolist() + b.tolist()) == sorted(whole.tolist())
+            assert abs(len(a) - len(b)) <= 1
+    # The ranks augment apart (the same draws would give their pieces the same crops and flips), each reproducibly.
+    same = digits.train_x[:1].repeat(128, 1, 1, 1)
+    augmented = []
+    for rank in (0, 1, 1):
+        loader = BatchLoader(same, torch.zeros(128), 64, shuffle=True, seed=5, shard=(rank, 2), augment=AugmentConfig(crop=2))
+        loader.set_epoch(1)
+        augmented.append(next(iter(loader))[0])
+    assert not torch.equal(augmented[0], augmented[1]) and torch.equal(augmented[1], augmented[2])
+
+
+def test_a_final_batch_too_small_for_every_rank_joins_the_one_before(digits):
+    x, y = digits.train_x[:131], digits.train_y[:131]  # 2 x 64 + 3: the last 3 cannot give 2 ranks 2 each
+    shards = [BatchLoader(x, y, 64, shuffle=True, merge_single=True, shard=(r, 2)) for r in (0, 1)]
+    assert [len(s) for s in shards] == [2, 2] and all(len(yb) >= 32 for s in shards for _, yb in s)
+    assert "in each process" in shards[0].note
+    assert len(BatchLoader(x, y, 64, shuffle=True, merge_single=True)) == 3  # one process: a batch of 3 is fine
+    with pytest.raises(ValueError, match="rank < world_size"):
+        BatchLoader(x, y, 64, shard=(2, 2))
+
+
 def test_loader_rejects_float_images():
     with pytest.raises(ValueError, match="uint8"):
         BatchLoader(torch.rand(4, 1, 8, 8), torch.zeros(4), 2)

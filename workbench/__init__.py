@@ -45,7 +45,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ".search": ("Choice", "Float", "Int", "Space", "compare_strategies", "default_space", "list_strategies", "search"),
     ".ui": ("Workbench",),
     ".distributed": ("LaunchError", "ParallelConfig", "Placement", "pipeline_demo", "rank_table", "scaling",
-                     "torchrun_command"),
+                     "steady_images_per_s", "torchrun_command"),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
 # Functions named like their subpackage: importing the subpackage binds its name here, and the function
@@ -106,5 +106,5 @@ __all__ = [
     "search", "compare_strategies", "Space", "Choice", "Int", "Float", "default_space", "list_strategies",
     # scale-out
     "ParallelConfig", "Placement", "LaunchError", "scaling", "rank_table", "pipeline_demo", "torchrun_command",
-    "scaling_chart", "rank_chart", "pipeline_chart",
+    "steady_images_per_s", "scaling_chart", "rank_chart", "pipeline_chart",
 ]

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import inspect
 import json
+import os
 import re
 import sys
 import typing
@@ -332,7 +333,7 @@ def _run(args: argparse.Namespace) -> int:
         print(" ".join(torchrun_command(["-m", "workbench.distributed", *_run_flags(args.argv)], placement, python="python")))
         return 0
     check = preflight(cfg, store=args.store)
-    for note in check.notes:
+    for note in check.notes if os.environ.get("RANK", "0") == "0" else ():  # one rank of a launch says it once
         print(f"workbench: note: {note}", file=sys.stderr)
     if check.problems:
         raise ConfigError(check.problems[0])

@@ -137,7 +137,19 @@ def _torch() -> list[Check]:
         checks.append(Check("cuda", True, "not available: CPU-only is fine, every notebook runs on CPU"))
     mps = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
     checks.append(Check("mps", True, "available (Apple GPU)" if mps else "not available (Apple silicon only)"))
+    checks.append(_distributed(torch))
     return checks
+
+
+def _distributed(torch) -> Check:
+    """Data-parallel runs need torch.distributed with gloo (CPUs) or NCCL (GPUs)."""
+    dist = torch.distributed
+    if not dist.is_available():
+        return Check("torch.distributed", False, "this torch build has no torch.distributed: --nproc > 1 cannot run",
+                     f"{_pip()} torch  (a build with distributed support, as the PyPI wheels are)")
+    backends = [name for name, ok in (("gloo", dist.is_gloo_available()), ("nccl", dist.is_nccl_available())) if ok]
+    return Check("torch.distributed", bool(backends), f"backends: {', '.join(backends) or 'none'} (torchrun for --nproc)",
+                 None if backends else f"{_pip()} torch  (a build with gloo)")
 
 
 def _widgets() -> list[Check]:

@@ -17,10 +17,10 @@
 from typing import Any
 
 from ..train import LaunchError, ParallelConfig, Placement, launch, torchrun_command
-from .scaling import rank_table, scaling
+from .scaling import rank_table, scaling, steady_images_per_s
 
 __all__ = ["LaunchError", "ParallelConfig", "Placement", "launch", "torchrun_command", "pipeline_demo", "split_in_two",
-           "rank_table", "scaling"]
+           "rank_table", "scaling", "steady_images_per_s"]
 
 
 def __getattr__(name: str) -> Any:

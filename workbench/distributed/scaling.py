@@ -74,14 +74,15 @@ def _scaling_row(n: int, results: list[Result]) -> dict[str, Any]:
         values = [v for v in values if v is not None]
         return statistics.median(values) if values else None
 
-    ips = [_steady_ips(r) for r in results]
+    ips = [steady_images_per_s(r) for r in results]
     return {"nproc": n, "images_per_s": median(ips), "images_per_s_per_process": median(ips) / n,
             "epoch_seconds": median(r.metrics.get("steady_epoch_seconds") for r in results),
             "accuracy": median(r.metrics["accuracy"] for r in results), "run_ids": [r.run_id for r in results]}
 
 
-def _steady_ips(result: Result) -> float:
-    """Training images per second once warm (the first epoch pays for start-up and allocation)."""
+def steady_images_per_s(result: Result) -> float:
+    """A run's training images per second once warm, all processes together (the first epoch pays for
+    start-up and allocation); the whole training's where it ran one epoch."""
     steady = result.metrics.get("steady_epoch_seconds")
     return result.metrics["train_examples"] / steady if steady else result.metrics["train_ips"]
 

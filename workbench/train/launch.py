@@ -135,24 +135,29 @@ def record_failure(error: BaseException) -> None:
 
 
 def failure_message(folder: Path, code: int, tail: Sequence[str], world_size: int) -> str:
-    """The one line a failed launch reports. torchrun names the first rank it saw fail ("Root Cause");
-    its own one-line error, if it left one, says why, else its exit code or signal does. The other
-    ranks' errors come after it (a peer's lost connection), so they are the fallback only.
+    """The one line a failed launch reports: the rank that started it, and why.
+
+    A rank killed by a signal (other than the SIGTERM torchrun sends the survivors) started it: its
+    peers then fail with a lost connection, sometimes before torchrun notices the death, so that
+    comes first. Else the rank torchrun saw fail first ("Root Cause"), with its own one-line error if
+    it left one; else the first error any rank left; else torchrun's last words.
 
     Example:
-        >>> failure_message(Path("/nonexistent"), 1, ["Root Cause (first observed failure):", "  rank      : 1 (local_rank: 1)",
+        >>> failure_message(Path("/nonexistent"), 1, ["Failures:", "  rank      : 0 (local_rank: 0)", "  exitcode  : 1 (pid: 5)",
+        ...                 "Root Cause (first observed failure):", "  rank      : 1 (local_rank: 1)",
         ...                 "  exitcode  : -9 (pid: 5755)  (SIGKILL)"], 2)
         'rank 1 of 2 was killed by SIGKILL'
     """
     errors = {p.stem.removeprefix("rank"): p for p in sorted(folder.glob("rank*.error"), key=lambda p: p.stat().st_mtime)}
     text = "\n".join(tail)
+    exits = re.findall(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", text, re.S)
+    signals = {s.value: s.name for s in signal.Signals}
+    killed = next(((r, -int(c)) for r, c in exits if int(c) < 0 and -int(c) in signals and -int(c) != signal.SIGTERM), None)
+    if killed:
+        return f"rank {killed[0]} of {world_size} was killed by {signals[killed[1]]}"
     root = re.search(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", text, re.S)
-    if root:
-        rank, exitcode = root.group(1), int(root.group(2))
-        if rank in errors:
-            return f"rank {rank} of {world_size} failed: {errors[rank].read_text().strip()}"
-        if exitcode < 0 and -exitcode in {s.value for s in signal.Signals}:
-            return f"rank {rank} of {world_size} was killed by {signal.Signals(-exitcode).name}"
+    if root and root.group(1) in errors:
+        return f"rank {root.group(1)} of {world_size} failed: {errors[root.group(1)].read_text().strip()}"
     if errors:
         rank, path = next(iter(errors.items()))
         return f"rank {rank} of {world_size} failed: {path.read_text().strip()}"
