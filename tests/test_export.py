@@ -90,12 +90,19 @@ def test_the_bundle_predicts_as_the_stored_model_from_raw_pixels(runs):
                                            ("ort-dynamic-int8", ["onnx"])])
 def test_quantized_runs_export_in_the_formats_that_carry_them(runs, name, formats):
     store, ids, root = runs
-    bundle = export(ids[name], root / name, store=store, fmt="both" if len(formats) == 2 else "onnx", latency=False,
-                    progress=False)
+    how = dict(store=store, fmt="both" if len(formats) == 2 else "onnx", latency=False, progress=False)
+    try:
+        bundle = export(ids[name], root / name, **how)
+    except ParityError as e:
+        # Without VNNI or AMX, ONNX Runtime's fused uint8 x int8 kernels can saturate (an AVX2 EPYC did, on
+        # pt2e's graph): the file must then still be within the bar run unfused, and the error must say so.
+        assert not export_module.int8_dot_products() and "The file is sound: check it on a CPU with VNNI or AMX" in str(e), e
+        bundle = export(ids[name], root / name, check=False, **how)
     assert bundle.formats == formats and bundle.card["model"]["precision"] == "int8"
     for fmt in formats:
         p = bundle.card["parity"][fmt]
-        assert p["passed"] and p["tolerance"]["top1_agreement"] == 0.98 and p["top1_agreement"] >= 0.98
+        sound = p if p["passed"] else p["unfused"]
+        assert sound["passed"] and p["tolerance"]["top1_agreement"] == 0.98 and sound["top1_agreement"] >= 0.98
     fp32 = float_bundle(store, ids, root)
     assert bundle.card["files"]["onnx"]["bytes"] < fp32.card["files"]["onnx"]["bytes"] / 2.5  # int8 weights: the file really shrinks
 

@@ -137,14 +137,16 @@ PROVIDERS = {  # where ONNX Runtime runs -> its execution providers, best first;
 
 
 def onnxruntime_session(model: str | os.PathLike | bytes, threads: int | None = None, *,
-                        provider: str = "cpu") -> OnnxRuntimeModel:
+                        provider: str = "cpu", fuse: bool = True) -> OnnxRuntimeModel:
     """Load an ONNX file (or its bytes) into ONNX Runtime; returns a callable ``tensor batch -> tensor logits``.
 
     ``threads`` sets intra-op threads; ``None`` uses ``torch.get_num_threads()`` so ONNX Runtime and
     PyTorch timings use the same cores. ``provider`` is ``cpu``, ``cuda`` (the CUDA execution provider,
     from onnxruntime-gpu) or ``tensorrt`` (TensorRT's provider, CUDA behind it); one that this install
     lacks raises ``Unavailable`` with the pip line. Pass the result to ``workbench.measure.benchmark(...,
-    mode="onnxruntime")`` to time it.
+    mode="onnxruntime")`` to time it. ``fuse=False`` runs the graph as written, without ONNX Runtime's
+    graph optimizations: an int8 QDQ graph then stays float ops between QuantizeLinear/DequantizeLinear
+    pairs instead of fused int8 kernels, which tells a kernel's rounding apart from the file's.
 
     Example (run by the module example):
         >>> run = onnxruntime_session("model.onnx", threads=1)  # doctest: +SKIP
@@ -169,6 +171,8 @@ def onnxruntime_session(model: str | os.PathLike | bytes, threads: int | None = 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.log_severity_level = 3  # errors only
+    if not fuse:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(model if path is None else str(path), options, providers=providers)
     return OnnxRuntimeModel(session, path)
 
