@@ -123,6 +123,7 @@ def test_a_rank_that_raises_names_itself_and_its_error(tmp_path):
     (["--compile", "auto"], "hardware.compile='auto' times one process alone: choose true or false for a data-parallel run"),
     (["--backend", "nccl"], "parallel.backend='nccl' moves CUDA tensors, and this run trains on the cpu: use gloo or auto"),
     (["--parallel", "zero"], "parallel.strategy must be one of ddp, fsdp (got 'zero')"),
+    (["--parallel", "fsdp", "--optimizer", "muon"], "train.optimizer=muon needs whole weight matrices and FSDP shards them: use --parallel ddp"),
 ])
 def test_a_bad_parallel_config_stops_in_one_line_before_any_process_starts(tmp_path, flags, problem):
     done = workbench_cli("run", "--model", "mlp", "--nproc", "2", "--device", "cpu", *flags, "--store", str(tmp_path / "runs"),

@@ -297,6 +297,8 @@ def _parallel_problems(config: RunConfig, device: torch.device) -> list[str]:
                         f"step and BatchNorm needs 2: use at least {2 * p.world_size}")
     if config.hardware.compile == "auto":
         problems.append("hardware.compile='auto' times one process alone: choose true or false for a data-parallel run")
+    if config.train.optimizer == "muon" and p.strategy == "fsdp":
+        problems.append("train.optimizer=muon needs whole weight matrices and FSDP shards them: use --parallel ddp")
     if device.type == "mps":
         problems.append("data-parallel training runs on CPUs (gloo) or CUDA GPUs (nccl), not mps: use --device cpu")
     elif backend_for(p, device) == "nccl" and device.type != "cuda":

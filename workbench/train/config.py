@@ -17,9 +17,9 @@ class TrainConfig(Checked):
 
     epochs: int = 5  # passes over the training data
     batch_size: int = 64  # training examples per optimizer step
-    optimizer: str = "sgd"  # sgd, sgd_nesterov, adam, adamw, rmsprop
-    lr: float = 0.05  # peak learning rate (after warm-up)
-    momentum: float = 0.9  # for the SGD family and RMSprop
+    optimizer: str = "sgd"  # sgd, sgd_nesterov, adam, adamw, rmsprop, muon (weight matrices; adamw for the rest)
+    lr: float = 0.05  # peak learning rate (after warm-up); muon takes an adamw-sized one
+    momentum: float = 0.9  # for the SGD family, RMSprop and Muon
     weight_decay: float = 5e-4  # L2 pull of the weights towards zero (decoupled in adamw)
     schedule: str = "cosine"  # constant, step, cosine, onecycle
     warmup_epochs: float = 0.0  # linear warm-up from 0 to lr over this many epochs (onecycle: replaces its rise)

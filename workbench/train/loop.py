@@ -86,7 +86,7 @@ def train(
     memory_format = torch.channels_last if hardware.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
     wrapped = parallel.wrap(model)  # FSDP shards the parameters in place: the optimizer must see the shards
-    optimizer = make_optimizer(model.parameters(), cfg, impl=hardware.optimizer_impl)
+    optimizer = make_optimizer(model, cfg, impl=hardware.optimizer_impl)
     scheduler = make_scheduler(optimizer, cfg, len(train_loader))
     # The scaler keeps small fp16 gradients from flushing to zero; it is a pass-through otherwise.
     scaler = torch.amp.GradScaler(device.type, enabled=hardware.precision == "fp16")

@@ -22,6 +22,7 @@ from typing import Callable, Iterable
 import torch
 
 from .._registry import Registry
+from .muon import MuonAdamW
 
 OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
 SCHEDULES: Registry[Callable[[float], float]] = Registry("schedule")
@@ -52,6 +53,14 @@ def _adamw(params, cfg, **impl):
 @OPTIMIZERS.register("rmsprop")
 def _rmsprop(params, cfg, **impl):
     return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **impl)
+
+
+@OPTIMIZERS.register("muon")
+def _muon(model, cfg, **impl):
+    # Muon's groups come from the model's layers (which weight is a conv's, which the classifier), not from a parameter list.
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError("train.optimizer=muon picks its matrices from the model's layers: pass the model, make_optimizer(model, cfg)")
+    return MuonAdamW(model, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, **impl)
 
 
 # Each schedule maps training progress p in [0, 1] to a multiplier of the peak lr.
@@ -90,9 +99,10 @@ OPTIMIZER_IMPLS = {"auto": {}, "for-loop": {"foreach": False}, "foreach": {"fore
 FUSED_OPTIMIZERS = ("sgd", "sgd_nesterov", "adam", "adamw")  # the ones torch has a fused kernel for
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], cfg, impl: str = "auto") -> torch.optim.Optimizer:
-    """The optimizer named by ``cfg.optimizer`` (a ``TrainConfig``), its update run as ``impl`` says
-    (``OPTIMIZER_IMPLS``; auto lets torch choose: foreach on a GPU, the loop on a CPU).
+def make_optimizer(model: torch.nn.Module | Iterable[torch.nn.Parameter], cfg, impl: str = "auto") -> torch.optim.Optimizer:
+    """The optimizer named by ``cfg.optimizer`` (a ``TrainConfig``) over ``model``'s parameters (or the
+    parameters given; ``muon`` needs the model), its update run as ``impl`` says (``OPTIMIZER_IMPLS``;
+    auto lets torch choose: foreach on a GPU, the loop on a CPU).
 
     Example:
         >>> from workbench.train import TrainConfig
@@ -103,7 +113,10 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], cfg, impl: str = "auto"
     if impl == "fused" and cfg.optimizer not in FUSED_OPTIMIZERS:
         raise ValueError(f"hardware.optimizer_impl='fused' has no kernel for {cfg.optimizer}: use foreach, or one of "
                          f"{', '.join(FUSED_OPTIMIZERS)}")
-    return OPTIMIZERS.get(cfg.optimizer)(params, cfg, **OPTIMIZER_IMPLS[impl])
+    build = OPTIMIZERS.get(cfg.optimizer)
+    if build is _muon:
+        return build(model, cfg, **OPTIMIZER_IMPLS[impl])
+    return build(model.parameters() if isinstance(model, torch.nn.Module) else model, cfg, **OPTIMIZER_IMPLS[impl])
 
 
 def schedule_factor(name: str, step: int, total_steps: int, warmup_steps: int) -> float:
