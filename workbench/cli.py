@@ -450,7 +450,7 @@ def _choices() -> dict[str, Callable[[], list[str]]]:
     from .data import STRATEGIES, list_datasets
     from .measure import MEASURE_MODES
     from .models import list_models
-    from .train import COMPILE_MODES, OPTIMIZER_IMPLS, PRECISIONS, list_optimizers, list_schedules
+    from .train import COMPILE_MODES, OPTIMIZER_IMPLS, PRECISIONS, TTA_VIEWS, list_optimizers, list_schedules
     from .train.parallel import BACKENDS, STRATEGIES as PARALLEL_STRATEGIES
 
     return {
@@ -467,6 +467,7 @@ def _choices() -> dict[str, Callable[[], list[str]]]:
         "parallel.backend": lambda: list(BACKENDS),
         "measure.device": lambda: ["same", "all", "cpu", "cuda", "mps"],
         "measure.modes": lambda: list(MEASURE_MODES),
+        "evaluation.tta": lambda: list(TTA_VIEWS),
     }
 
 

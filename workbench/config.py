@@ -1,8 +1,8 @@
 """``RunConfig``: the single description of an experiment, composed of the parts' own sections.
 
 Each part owns and validates its section (data: ``DataConfig``; models: ``ModelConfig``; train:
-``TrainConfig``, ``HardwareConfig``, ``ParallelConfig``, ``DistillConfig``; measure: ``MeasureConfig``; compress: the
-``CompressStep`` configs). This module only composes them: JSON round trips, hashes, dotted fields.
+``TrainConfig``, ``HardwareConfig``, ``ParallelConfig``, ``DistillConfig``, ``EvalConfig``; measure:
+``MeasureConfig``; compress: the ``CompressStep`` configs). This module only composes them: JSON round trips, hashes, dotted fields.
 Widgets edit a ``RunConfig``, a search samples them, the CLI parses one, a notebook writes one.
 
 Example:
@@ -32,7 +32,7 @@ from .compress import CompressStep
 from .data import DataConfig
 from .measure import MeasureConfig
 from .models import ModelConfig
-from .train import DistillConfig, HardwareConfig, ParallelConfig, TrainConfig
+from .train import DistillConfig, EvalConfig, HardwareConfig, ParallelConfig, TrainConfig
 
 # The sections that decide what training produces; two runs equal in these train the same weights.
 TRAINING_SECTIONS = ("data", "model", "train", "hardware", "parallel", "distill")
@@ -46,6 +46,7 @@ class RunConfig(Checked):
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     compress: tuple[CompressStep, ...] = ()  # applied in order after training
     name: str = ""  # a label for charts and tables; not part of the hash
@@ -59,7 +60,7 @@ class RunConfig(Checked):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         require(isinstance(d, dict), "A RunConfig is a JSON object with the sections data, model, train, hardware, "
-                                     f"parallel, measure, distill, compress and a name (got {type(d).__name__})")
+                                     f"parallel, measure, evaluation, distill, compress and a name (got {type(d).__name__})")
         d = dict(d)
         steps = d.pop("compress", ())
         require(isinstance(steps, (list, tuple)), f"compress must be a list of steps (got {steps!r})")

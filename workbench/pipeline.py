@@ -7,7 +7,7 @@ them, one phase per function: ``_prepare`` takes a config up to its evaluated mo
 by side) and stores each row.
 
 Train once, reuse: a store that already holds a finished training of the same data, model, train,
-hardware and distill sections gives its trained weights to the next run of them, so a baseline and
+hardware, parallel and distill sections gives its trained weights to the next run of them, so a baseline and
 its compressed variants train once (``reuse=False`` trains again; the row names the reused run).
 """
 from __future__ import annotations
@@ -336,7 +336,7 @@ def _prepare(config: RunConfig, batch: list[_Prepared], held: contextlib.ExitSta
             return None
         model, compress_log, before = _compress(config, trained, dataset, device, progress)
         evaluated = evaluate(model, eval_loader(dataset, config.data, device=device), device=device,
-                             precision=config.hardware.precision)
+                             precision=config.hardware.precision, tta=config.evaluation)
     return _Prepared(config, run_id, device, dataset, threads, trained, model, compress_log, before, evaluated, slot)
 
 
@@ -366,7 +366,7 @@ def _time_and_store(batch: list[_Prepared], store: ResultStore | None, progress:
     results = []
     for i, p in enumerate(batch):
         metrics, records = timed[i]
-        metrics = {"accuracy": p.evaluated["accuracy"], "loss": p.evaluated["loss"], **metrics}
+        metrics = {**p.evaluated, **metrics}
         if p.before is not None:
             if metrics["flops"] == 0:
                 # FlopCounterMode does not see quantized kernels; the arithmetic is the float model's.
@@ -720,7 +720,7 @@ def _reuse(config: RunConfig, source: Result, device: torch.device, progress: bo
     if progress:
         trainer = source.config.name or source.config.model.name
         tqdm.write(f"{config.name or config.model.name}: reusing the training of run {origin} ({trainer}: same data, "
-                   "model, train, hardware and distill settings); reuse=False trains again")
+                   "model, train, hardware, parallel and distill settings); reuse=False trains again")
     model, _ = load_checkpoint(source.trained_checkpoint)
     metrics = {k: source.metrics[k] for k in TRAINING_METRICS if k in source.metrics}
     return _Trained(model.to(device), list(source.history), metrics, checkpoint=source.trained_checkpoint, reused_from=origin)

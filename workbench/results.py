@@ -72,6 +72,9 @@ class Metric:
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("accuracy", "test accuracy", "%", 100, False, "evaluation"),
     Metric("loss", "test loss", "cross-entropy", 1, True, "evaluation"),
+    # With evaluation.tta, accuracy and loss are of the augmented answers; these say what that changed.
+    Metric("accuracy_plain", "test accuracy without test-time augmentation", "%", 100, False, "evaluation"),
+    Metric("tta_share", "test images given test-time augmentation", "%", 100, None, "evaluation"),
     Metric("train_accuracy", "train accuracy (running, augmented)", "%", 100, False),
     Metric("train_eval_accuracy", "train accuracy", "%", 100, False),  # eval mode, unaugmented: for the gap
     Metric("train_loss", "train loss", "cross-entropy", 1, True),
@@ -302,7 +305,7 @@ class ResultStore:
 
     def trained_like(self, config: RunConfig, device: torch.device) -> Result | None:
         """The latest stored run that finished the training ``config`` describes (same data, model,
-        train, hardware and distill sections, all epochs, status ok) on the same kind of device, with
+        train, hardware, parallel and distill sections, all epochs, status ok) on the same kind of device, with
         its trained weights still on disk; None if there is none."""
         key = config.training_hash()
         for r in reversed(self.results()):

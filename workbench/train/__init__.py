@@ -1,10 +1,11 @@
 """Training: the loop, optimizers and schedules, mixed precision, callbacks, distillation loss.
 
 This part owns the training sections of a run (``TrainConfig``, ``HardwareConfig``, ``DistillConfig``,
-``ParallelConfig``) and the data-parallel ranks of a ``torchrun`` launch (``parallel``, ``launch``).
+``ParallelConfig``), the scoring of the trained model (``EvalConfig``: test-time augmentation) and the
+data-parallel ranks of a ``torchrun`` launch (``parallel``, ``launch``).
 """
 from .callbacks import Callback, Checkpoint, CheckpointError, EarlyStopping, EpochLines, ProgressBar, TrainState
-from .config import COMPILE_MODES, PRECISIONS, DistillConfig, HardwareConfig, TrainConfig
+from .config import COMPILE_MODES, PRECISIONS, DistillConfig, EvalConfig, HardwareConfig, TrainConfig
 from .distill import distillation_loss
 from .loop import TrainOutcome, autocast_for, check_precision, evaluate, train
 from .launch import LaunchError, Placement, launch, record_failure, torchrun_command
@@ -12,6 +13,7 @@ from .parallel import SINGLE, Group, ParallelConfig, backend_for, in_torchrun, p
 from .optim import (FUSED_OPTIMIZERS, OPTIMIZER_IMPLS, list_optimizers, list_schedules, lr_curve, make_optimizer,
                     make_scheduler, schedule_factor)
 from .threads import available_cores, load_average, resolve_threads, thread_count
+from .tta import TTA_VIEWS, tta_logits, tta_views
 
 __all__ = [
     "Callback", "Checkpoint", "CheckpointError", "EarlyStopping", "EpochLines", "ProgressBar", "TrainState", "PRECISIONS", "DistillConfig",
@@ -19,5 +21,6 @@ __all__ = [
     "evaluate", "train", "list_optimizers", "list_schedules", "lr_curve", "make_optimizer", "make_scheduler", "schedule_factor",
     "available_cores", "load_average", "resolve_threads", "thread_count", "COMPILE_MODES", "FUSED_OPTIMIZERS",
     "OPTIMIZER_IMPLS", "LaunchError", "Placement", "launch", "record_failure", "torchrun_command", "SINGLE", "Group",
-    "ParallelConfig", "backend_for", "in_torchrun", "parameter_bytes", "rank_device", "start_group",
+    "ParallelConfig", "backend_for", "in_torchrun", "parameter_bytes", "rank_device", "start_group", "EvalConfig",
+    "TTA_VIEWS", "tta_logits", "tta_views",
 ]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from .._errors import check_positive, require
 from .._plain import Checked
 from .optim import OPTIMIZER_IMPLS, OPTIMIZERS, SCHEDULES
+from .tta import TTA_VIEWS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -96,3 +97,19 @@ class DistillConfig(Checked):
     @property
     def enabled(self) -> bool:
         return bool(self.teacher)
+
+
+@dataclass(frozen=True)
+class EvalConfig(Checked):
+    """How the final model is scored on the test split; it changes no weights, so a stored training is reused."""
+
+    field_prefix = "evaluation"
+
+    tta: str = "none"  # test-time augmentation of the final accuracy: none, flip, translate, flip_translate
+    tta_shift: int = 1  # pixels each translated view moves, down-right and up-left
+    tta_below: float = 1.0  # augment only images whose plain top probability is below this (1 = every image)
+
+    def check(self) -> None:
+        require(self.tta in TTA_VIEWS, f"evaluation.tta must be one of {', '.join(TTA_VIEWS)} (got '{self.tta}')")
+        check_positive("evaluation", "tta_shift", self.tta_shift)
+        require(0 < self.tta_below <= 1, f"evaluation.tta_below must be in (0, 1] (got {self.tta_below})")

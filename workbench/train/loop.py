@@ -13,9 +13,10 @@ from torch.profiler import record_function
 
 from .callbacks import Callback, CallbackList, Checkpoint, TrainState
 from .compile_probe import CompileDecision, first_batch, probe_compile
-from .config import HardwareConfig, TrainConfig
+from .config import EvalConfig, HardwareConfig, TrainConfig
 from .optim import make_optimizer, make_scheduler
 from .parallel import SINGLE, Group
+from .tta import tta_logits
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -189,8 +190,11 @@ def _next_batch(batches):
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: Iterable, *, device: str | torch.device = "cpu", precision: str = "fp32") -> dict[str, float]:
-    """Mean cross-entropy and top-1 accuracy of ``model`` over ``loader``.
+def evaluate(model: torch.nn.Module, loader: Iterable, *, device: str | torch.device = "cpu", precision: str = "fp32",
+             tta: EvalConfig | None = None) -> dict[str, float]:
+    """Mean cross-entropy and top-1 accuracy of ``model`` over ``loader``. With ``tta`` (an ``EvalConfig``
+    asking for views) they are of the averaged logits, where the plain answer is unsure enough; the
+    plain accuracy and the share of images augmented come as ``accuracy_plain`` and ``tta_share``.
 
     Example:
         >>> import torch
@@ -199,15 +203,24 @@ def evaluate(model: torch.nn.Module, loader: Iterable, *, device: str | torch.de
         ['accuracy', 'loss']
     """
     device = torch.device(device)
+    views = tta.tta if tta is not None else "none"
     was_training = model.training
     model.eval()
-    loss_sum, correct, seen = 0.0, 0, 0
+    loss_sum, correct, plain_correct, augmented, seen = 0.0, 0, 0, 0, 0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         with autocast_for(precision, device):
-            logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
+            logits = model(x).float()
+            plain_correct += (logits.argmax(1) == y).sum().item()
+            if views != "none":
+                unsure = logits.softmax(1).amax(1) < tta.tta_below
+                if unsure.any():
+                    logits[unsure] = tta_logits(model, x[unsure], views, tta.tta_shift)
+                augmented += unsure.sum().item()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
     model.train(was_training)
-    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
+    n = max(seen, 1)
+    scores = {"loss": loss_sum / n, "accuracy": correct / n}
+    return scores if views == "none" else {**scores, "accuracy_plain": plain_correct / n, "tta_share": augmented / n}
