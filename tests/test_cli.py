@@ -29,10 +29,12 @@ def test_run_json(tmp_path, capsys):
 def test_every_field_has_a_flag(capsys):
     code = main(["run", "--model", "resnet20", "--width", "0.5", "--depth", "2", "--no-batchnorm", "--batch-size", "32",
                  "--precision", "bf16", "--device", "cpu", "--augment", "crop=2,cutout", "--fraction", "0.5",
-                 "--selection", "balanced", "--measure-batch-sizes", "1,8", "--warmup-epochs", "1", "--print-config"])
+                 "--selection", "balanced", "--measure-batch-sizes", "1,8", "--warmup-epochs", "1", "--init", "whiten",
+                 "--tta", "flip", "--tta-below", "0.9", "--print-config"])
     assert code == 0
     cfg = json.loads(capsys.readouterr().out)
-    assert cfg["model"] == {"name": "resnet20", "width": 0.5, "depth": 2, "batchnorm": False, "dropout": 0.0}
+    assert cfg["model"] == {"name": "resnet20", "width": 0.5, "depth": 2, "batchnorm": False, "dropout": 0.0, "init": "whiten"}
+    assert cfg["evaluation"] == {"tta": "flip", "tta_shift": 1, "tta_below": 0.9}
     assert cfg["data"]["augment"]["crop"] == 2 and cfg["data"]["augment"]["cutout"] == 8
     assert cfg["measure"]["batch_sizes"] == [1, 8]
     assert cfg["train"]["batch_size"] == 32 and cfg["train"]["warmup_epochs"] == 1.0

@@ -36,7 +36,7 @@ from .data import Dataset, eval_loader, load_dataset, per_example_loss, select_s
 from .measure import (achieved, count_flops, count_parameters, device_name, inference_grid, matmul_ceiling,
                       measure_modes_together, measure_together, model_size_bytes, native_bf16, resolve_device,
                       timing_device, timing_plan, track_peak_memory)
-from .models import ModelConfig, build_model, model_args
+from .models import WHITEN_IMAGES, ModelConfig, build_model, model_args, whiten_first_conv
 from .results import METRICS, Result, ResultStore, epoch_costs, new_run_id, results_frame
 from .train import (FUSED_OPTIMIZERS, SINGLE, Callback, Checkpoint, CheckpointError, DistillConfig, EpochLines, Group,
                     LaunchError, Placement, ProgressBar, TrainConfig, available_cores, check_precision, distillation_loss,
@@ -500,9 +500,10 @@ def profile(config: RunConfig, *, steps: int = 20, warmup: int = 5, data_root: s
         raise ConfigError(check.problems[0])
     device = resolve_device(config.hardware.device)
     dataset = load_dataset(config.data.dataset, root=data_root)
+    indices = training_subset(config, dataset, device)
     batches = train_loader(dataset, config.data, config.train.batch_size, seed=config.train.seed, device=device,
-                           indices=training_subset(config, dataset, device))
-    model = build_model(config.model, dataset.num_classes, _chw(dataset), seed=config.train.seed)
+                           indices=indices)
+    model = initial_model(config, dataset, device, indices)
     cuda = device.type == "cuda"
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
     clock = _StepClock(warmup, steps, device)
@@ -635,6 +636,25 @@ def _training_to_reuse(config: RunConfig, store: ResultStore | None, device: tor
     return store.trained_like(config, device) if reuse and store is not None else None
 
 
+def initial_model(config: RunConfig, dataset: Dataset, device: str | torch.device = "cpu",
+                  indices: torch.Tensor | None = None) -> torch.nn.Module:
+    """The untrained model of ``config``: built from ``train.seed``, and with ``model.init=whiten`` its first
+    conv set from the patches of the first ``WHITEN_IMAGES`` training images (of ``indices``), normalised as
+    training sees them.
+
+    Example:
+        >>> net = initial_model(RunConfig(model=ModelConfig(name="speedcnn", width=0.25, init="whiten")), load_dataset("digits"))
+        >>> torch.equal(net.stem[0].weight[0], -net.stem[0].weight[1])
+        True
+    """
+    model = build_model(config.model, dataset.num_classes, _chw(dataset), seed=config.train.seed)
+    if config.model.init == "whiten":
+        images = next(iter(eval_loader(dataset, config.data, device=device, split="train", indices=indices,
+                                       batch_size=WHITEN_IMAGES)))[0]
+        whiten_first_conv(model, images)
+    return model
+
+
 def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: ResultStore | None, run_id: str,
            callbacks: Sequence[Callback], progress: bool, slot: _Slot, group: Group = SINGLE) -> _Trained | None:
     indices = training_subset(config, dataset, device)
@@ -654,7 +674,7 @@ def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: Res
         warnings.warn(slot.note, stacklevel=_USER)
 
     def fresh() -> torch.nn.Module:
-        return build_model(config.model, dataset.num_classes, _chw(dataset), seed=config.train.seed)
+        return initial_model(config, dataset, device, indices)
 
     def attempt(resume_from: str | None):
         model = fresh()

@@ -1,11 +1,12 @@
-"""Model registry: MLP, small VGG-style CNN, CIFAR ResNets, MobileNetV2 and a small ViT.
+"""Model registry: MLP, small VGG-style CNN, CIFAR ResNets, MobileNetV2, a small ViT and the speedrun CNN.
 
 Every model takes the same knobs, so a widget, a search or the CLI can turn them without knowing
 the family: ``width`` multiplies channel counts, ``depth`` sets the number of blocks (its meaning per
 family is in each builder's docstring), ``batchnorm=False`` swaps BatchNorm for Identity and
 ``dropout`` adds Dropout before the classifier. Every model adapts its downsampling to the image
 size, so 8x8 digits, 28x28 MNIST and 32x32 CIFAR all work. This part owns the model section of a run
-(``ModelConfig``); ``build_model`` turns one into a module for an input shape.
+(``ModelConfig``); ``build_model`` turns one into a module for an input shape, and ``whiten_first_conv``
+is the data-dependent init ``model.init=whiten`` asks for.
 
 Example:
     >>> import torch
@@ -24,8 +25,11 @@ from .config import ModelConfig, build_model, model_args
 from .mlp import MLP
 from .mobilenet import MobileNetV2
 from .resnet import CifarResNet
+from .speedcnn import SpeedCNN
 from .structure import module_structure, restore_structure
 from .vit import ViT
+from .whiten import WHITEN_IMAGES, whiten_first_conv, whitening_filters
 
 __all__ = ["list_models", "check_model_name", "register_model", "create_model", "ModelConfig", "build_model",
-           "model_args", "module_structure", "restore_structure", "MLP", "CNN", "CifarResNet", "MobileNetV2", "ViT"]
+           "model_args", "module_structure", "restore_structure", "MLP", "CNN", "CifarResNet", "MobileNetV2", "ViT", "SpeedCNN",
+           "WHITEN_IMAGES", "whiten_first_conv", "whitening_filters"]

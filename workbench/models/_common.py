@@ -95,7 +95,7 @@ def list_models() -> list[str]:
 
     Example:
         >>> list_models()
-        ['cnn', 'mlp', 'mobilenetv2', 'resnet18', 'resnet20', 'resnet56', 'vit']
+        ['cnn', 'mlp', 'mobilenetv2', 'resnet18', 'resnet20', 'resnet56', 'speedcnn', 'vit']
     """
     return MODELS.names()
 
@@ -107,7 +107,7 @@ def check_model_name(name: str) -> None:
         >>> check_model_name("resnet21")
         Traceback (most recent call last):
         ...
-        ValueError: Unknown model 'resnet21'. Did you mean 'resnet20'? Choose one of: cnn, mlp, mobilenetv2, resnet18, resnet20, resnet56, vit.
+        ValueError: Unknown model 'resnet21'. Did you mean 'resnet20'? Choose one of: cnn, mlp, mobilenetv2, resnet18, resnet20, resnet56, speedcnn, vit.
     """
     MODELS.check(name)
 

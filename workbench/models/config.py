@@ -11,6 +11,8 @@ from .._errors import check_positive, require
 from .._plain import Checked
 from ._common import check_model_name, create_model
 
+INITS = ("default", "whiten")
+
 
 @dataclass(frozen=True)
 class ModelConfig(Checked):
@@ -21,12 +23,14 @@ class ModelConfig(Checked):
     depth: int | None = None  # model-specific: blocks per stage (ResNets), layers (MLP, ViT); None = default
     batchnorm: bool = True  # BatchNorm after each conv; off swaps in an identity
     dropout: float = 0.0  # before the classifier
+    init: str = "default"  # default, or whiten: the first conv's filters from the training images' patches
 
     def check(self) -> None:
         check_positive("model", "width", self.width)
         require(self.depth is None or self.depth >= 1, f"model.depth must be >= 1 or None (got {self.depth})")
         require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1) (got {self.dropout})")
         check_model_name(self.name)
+        require(self.init in INITS, f"model.init must be one of {', '.join(INITS)} (got '{self.init}')")
 
 
 def model_args(cfg: ModelConfig, num_classes: int, input_shape: Sequence[int]) -> dict[str, Any]:
