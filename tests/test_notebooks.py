@@ -102,8 +102,9 @@ TAKEAWAYS = {
                        ("FSDP holds about half the parameters in each process; DDP holds them all",
                         lambda m: all(b == 4 * m["params"] for b in m["ddp_parameter_bytes"])
                         and all(0.45 <= b / (4 * m["params"]) <= 0.55 for b in m["fsdp_parameter_bytes"])),
-                       ("the pipeline is the unsplit model, its bubble shrinks with micro-batches, never below GPipe's",
-                        lambda m: m["loss_max_diff"] < 1e-4 and m["bubble_share"][-1] < m["bubble_share"][0]
+                       # Whether the bubble shrinks is a timing, moved by other work on the cores: benchmarks/distributed.py has it.
+                       ("the pipeline is the unsplit model, and its bubble is never below GPipe's",
+                        lambda m: m["loss_max_diff"] < 1e-4
                         and all(b >= t - 0.05 for b, t in zip(m["bubble_share"], m["bubble_theory"]))),
                        ("the several-machine line names torchrun's node rank and rendezvous",
                         lambda m: "--nnodes 2" in m["multinode_command"] and "--node-rank 1" in m["multinode_command"]
