@@ -639,3 +639,31 @@ def test_pickles_may_hold_only_arrays(tmp_path, monkeypatch):
     _use_cifar_archive(monkeypatch, archive)
     _one_line_error(lambda: load_dataset("cifar10", tmp_path / "data"), "unexpected object .*mkdir")
     assert not Path(target).exists()
+
+
+def test_alternating_flip_shows_every_image_both_ways_over_two_epochs_and_follows_the_example():
+    from workbench import AugmentConfig, BatchLoader
+
+    x = torch.randint(0, 256, (40, 1, 4, 4), dtype=torch.uint8)  # distinct images tell the examples apart
+    x[:, 0, 0, 0] = torch.arange(40, dtype=torch.uint8)
+    aug = AugmentConfig(flip="alternate")
+
+    def seen(loader, epoch):
+        loader.set_epoch(epoch)
+        out = {}
+        for xb, yb in loader:
+            for img, label in zip(xb, yb.tolist()):
+                plain = next(iter(BatchLoader(x[label:label + 1], torch.tensor([label]), 1)))[0][0]
+                out[label] = bool(torch.equal(img, plain.flip(2)) and not torch.equal(img, plain))
+        return out
+
+    loader = BatchLoader(x, torch.arange(40), 8, shuffle=True, seed=3, augment=aug)
+    first, second, third = seen(loader, 0), seen(loader, 1), seen(loader, 2)
+    assert sorted(first) == list(range(40)) and all(first[i] != second[i] for i in range(40)) and first == third
+    assert 8 < sum(first.values()) < 32  # a coin per example
+    other = BatchLoader(x, torch.arange(40), 8, shuffle=True, seed=4, augment=aug)
+    assert seen(other, 0) != first
+    shards = [BatchLoader(x, torch.arange(40), 8, shuffle=True, seed=3, augment=aug, shard=(r, 2)) for r in (0, 1)]
+    assert {**seen(shards[0], 1), **seen(shards[1], 1)} == second  # the ranks mirror the examples one process would
+    with pytest.raises(Exception, match="data.augment.flip must be true, false or alternate"):
+        AugmentConfig(flip="sometimes")

@@ -17,6 +17,7 @@ LAYERS = [
     {"measure"},  # times models in each runtime (eager, compiled, torch.export, ONNX Runtime...)
     {"compress"},  # pruning and quantization steps (they fine-tune and count)
     {"config"},  # RunConfig composes the parts' configs and the compression steps
+    {"presets"},  # named RunConfigs (the speedrun recipe)
     {"checkpoint", "results"},  # what a run leaves behind
     {"pipeline"},  # the one place that composes
     {"deploy"},  # a stored run exported as a bundle, checked, compared across runtimes, served

@@ -40,7 +40,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
                "rank_chart", "pipeline_chart"),
     ".results": ("METRICS", "Result", "ResultStore", "compare", "epoch_costs", "latency_comparison", "readable",
                  "results_frame", "same_architecture", "time_to_accuracy"),
-    ".train": ("DistillConfig", "HardwareConfig", "TrainConfig", "evaluate", "list_optimizers", "list_schedules",
+    ".presets": ("list_presets", "preset"),
+    ".train": ("DistillConfig", "EvalConfig", "HardwareConfig", "TrainConfig", "evaluate", "list_optimizers", "list_schedules",
                "lr_curve", "resolve_threads", "train"),
     ".search": ("Choice", "Float", "Int", "Space", "compare_strategies", "default_space", "list_strategies", "search"),
     ".ui": ("Workbench",),
@@ -81,7 +82,7 @@ sys.modules[__name__].__class__ = _Package
 __all__ = [
     # configs
     "RunConfig", "DataConfig", "AugmentConfig", "ModelConfig", "TrainConfig", "HardwareConfig", "DistillConfig",
-    "MeasureConfig", "CompressStep", "ConfigError",
+    "MeasureConfig", "EvalConfig", "CompressStep", "ConfigError", "preset", "list_presets",
     # compression steps and verbs
     "UnstructuredPrune", "StructuredPrune", "FineTune", "DynamicInt8", "StaticInt8", "QAT", "WeightOnlyInt8",
     "WeightOnlyInt4", "CastPrecision", "OrtStaticInt8", "OrtDynamicInt8", "CompressContext", "parse_step", "prune", "quantize", "sensitivity",

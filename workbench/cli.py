@@ -441,6 +441,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
              "epochs: within a point of accuracy on digits); kinds: " + ", ".join(step_types()),
     )
     parser.add_argument("--config", type=Path, help="start from a saved RunConfig JSON file; flags override it")
+    parser.add_argument("--preset", metavar="NAME",
+                        help="start from a named recipe, for the --device given; flags override it: speedrun (CIFAR-10 "
+                             "against the fastest public scripts; on a CPU add e.g. --width 0.25 --epochs 4)")
     parser.add_argument("--from", dest="from_run", metavar="RUN_ID",
                         help="start from a stored run: its config, flags override it; its training is reused "
                              "when the training flags are left alone (e.g. --from RUN_ID --compress static_int8)")
@@ -560,6 +563,10 @@ def config_from_args(args: argparse.Namespace):
         cfg = ResultStore(args.store).get(args.from_run).config.replace(name="")
     elif getattr(args, "config", None):
         cfg = _config_file(args.config)
+    elif getattr(args, "preset", None):
+        from .presets import preset
+
+        cfg = preset(args.preset, device=vars(args).get("hardware.device", "auto"))
     else:
         cfg = RunConfig()
     changes = {k: v for k, v in vars(args).items() if "." in k or k == "name"}

@@ -266,3 +266,33 @@ def _why(row: pd.Series, steps: list[CompressStep], cells: dict, base_cells: dic
 def _load(cell: dict[str, Any], base: dict[str, Any]) -> str:
     loads = [r.get("load_average") for r in (cell, base) if r.get("load_average") is not None]
     return f" (the machine's load average was {max(loads):.1f})" if loads else ""
+
+
+def ablation(results: Sequence[Result], baseline: str = "speedrun") -> pd.DataFrame:
+    """What each part of a recipe bought: one row per ``"no <part>"`` variant (``presets.without_each_part``)
+    against the ``baseline`` runs, each the mean over the runs of that name (seeds). ``accuracy_bought`` is
+    the baseline's accuracy minus the variant's (points; > 0: the part helped); ``seconds_bought`` its
+    training seconds saved (> 0: the part made training faster). Test-time augmentation costs evaluation,
+    not training: its seconds are the same training.
+
+    Example:
+        >>> from workbench import Result, RunConfig
+        >>> rows = [Result(RunConfig(name=n), {"accuracy": a, "train_seconds": s}) for n, a, s in
+        ...         [("speedrun", 0.90, 10.0), ("speedrun", 0.92, 12.0), ("no muon", 0.85, 11.0)]]
+        >>> ablation(rows)[["part", "accuracy_bought", "seconds_bought", "runs"]].values.tolist()
+        [['muon', 6.0, 0.0, 1]]
+    """
+    frame = pd.DataFrame([{"name": r.config.name, "accuracy": r.metrics.get("accuracy"), "train_seconds": r.metrics.get("train_seconds")}
+                          for r in results])
+    if baseline not in set(frame.get("name", ())):
+        raise ValueError(f"no run named '{baseline}' among the results: name the recipe's runs so (RunConfig(name=...))")
+    mean = frame.groupby("name").agg(accuracy=("accuracy", "mean"), train_seconds=("train_seconds", "mean"),
+                                     runs=("accuracy", "size"))
+    base = mean.loc[baseline]
+    rows = [{"part": name.removeprefix("no "), "accuracy": row.accuracy, "accuracy_bought": round(100 * (base.accuracy - row.accuracy), 6),
+             "train_seconds": row.train_seconds, "seconds_bought": round(row.train_seconds - base.train_seconds, 6), "runs": int(row.runs)}
+            for name, row in mean.iterrows() if name.startswith("no ")]
+    out = pd.DataFrame(rows, columns=["part", "accuracy", "accuracy_bought", "train_seconds", "seconds_bought", "runs"])
+    out.attrs.update(baseline=baseline, baseline_accuracy=float(base.accuracy), baseline_seconds=float(base.train_seconds),
+                     baseline_runs=int(base.runs))
+    return out.sort_values("accuracy_bought", ascending=False, ignore_index=True)

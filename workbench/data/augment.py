@@ -28,7 +28,7 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
         x = _shift(x, cfg.crop, generator, reflect=True)
     if cfg.translate:
         x = _shift(x, cfg.translate, generator, reflect=False)
-    if cfg.flip:
+    if cfg.flip is True:  # "alternate" needs to know each example and the epoch: BatchLoader mirrors those
         flip = torch.rand(len(x), generator=generator).lt(0.5).to(x.device)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
     if cfg.rotate:

@@ -16,13 +16,16 @@ class AugmentConfig(Checked):
 
     field_prefix = "data.augment"
 
-    flip: bool = False  # random horizontal flip (wrong for digits: a mirrored 3 is not a 3)
+    # horizontal flip, true (random) or alternate (each image mirrored every other epoch); wrong for digits
+    flip: bool | str = False
     crop: int = 0  # pad by this many pixels, then random-crop back to size
     translate: int = 0  # random shift of up to this many pixels, zero-filled
     cutout: int = 0  # side of a zeroed square at a random place
     rotate: float = 0.0  # maximum rotation in degrees, either way
 
     def check(self) -> None:
+        require(self.flip in (True, False, "alternate"),
+                f"data.augment.flip must be true, false or alternate (got {self.flip!r})")
         for name in ("crop", "translate", "cutout"):
             check_positive("data.augment", name, getattr(self, name), allow_zero=True)
         require(0 <= self.rotate <= 180, f"data.augment.rotate must be within [0, 180] degrees (got {self.rotate})")

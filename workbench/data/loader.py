@@ -86,7 +86,11 @@ class BatchLoader:
         self.note = (f"the final batch of {rest} is merged into the one before (BatchNorm needs 2"
                      f"{' in each process' if self.world_size > 1 else ''})") if self.merged_single else ""
         self.augment = augment if augment is not None and augment.enabled else None
-        self.seed, self.pass_seed = seed, seed
+        self.seed, self.pass_seed, self.epoch = seed, seed, 0
+        # Alternating flip: one coin per example for the run; an example is mirrored in epoch e iff coin XOR (e odd),
+        # so any two epochs in a row show it both ways (random flips leave a quarter of them one way twice).
+        self.flip_coins = (torch.rand(len(x), generator=torch.Generator().manual_seed(seed)).lt(0.5).to(self.device)
+                           if self.augment is not None and self.augment.flip == "alternate" else None)
         self.generator = torch.Generator().manual_seed(seed)
         # uint8 -> normalised float in one multiply-add: x * scale + shift.
         c = x.shape[1]
@@ -97,7 +101,7 @@ class BatchLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next pass epoch ``epoch``'s: its order and augmentations depend on (seed, epoch) only."""
-        self.pass_seed = self.seed * 1_000_003 + epoch
+        self.pass_seed, self.epoch = self.seed * 1_000_003 + epoch, epoch
         self.generator.manual_seed(self.pass_seed + 7_919 * self.rank)
 
     def __len__(self) -> int:
@@ -116,6 +120,9 @@ class BatchLoader:
             # index_select, not x[idx]: indexing 4-D uint8 that way measured 1000x slower on a busy 2-core CPU.
             xb = self.x.index_select(0, idx).float().mul_(self.scale).add_(self.shift)
             # Augment after normalising, so zero padding and cutout fill with the mean colour.
+            if self.flip_coins is not None:
+                mirrored = self.flip_coins.index_select(0, idx) ^ bool(self.epoch % 2)
+                xb = torch.where(mirrored[:, None, None, None], xb.flip(3), xb)
             if self.augment is not None:
                 xb = augment_batch(xb, self.augment, self.generator)
             yield xb, self.y.index_select(0, idx)
