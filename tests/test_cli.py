@@ -40,6 +40,13 @@ def test_every_field_has_a_flag(capsys):
     assert cfg["train"]["batch_size"] == 32 and cfg["train"]["warmup_epochs"] == 1.0
 
 
+def test_augment_shorthand_takes_alternate_flips_and_photometric_jitter(capsys):
+    assert main(["run", "--augment", "flip=alternate,brightness,contrast=0.3", "--print-config"]) == 0
+    augment = json.loads(capsys.readouterr().out)["data"]["augment"]
+    assert augment == {"flip": "alternate", "crop": 0, "translate": 0, "cutout": 0, "rotate": 0.0,
+                       "brightness": 0.2, "contrast": 0.3}
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [

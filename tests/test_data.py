@@ -166,7 +166,8 @@ def test_augment_keeps_shape_dtype_and_is_off_by_default():
     x = torch.rand(8, 3, 16, 16)
     for cfg in [AugmentConfig(flip=True), AugmentConfig(crop=4), AugmentConfig(translate=3),
                 AugmentConfig(cutout=5), AugmentConfig(rotate=15),
-                AugmentConfig(flip=True, crop=2, translate=2, cutout=4, rotate=30)]:
+                AugmentConfig(brightness=0.3), AugmentConfig(contrast=0.3),
+                AugmentConfig(flip=True, crop=2, translate=2, cutout=4, rotate=30, brightness=0.2, contrast=0.2)]:
         y = augment_batch(x, cfg, _gen())
         assert y.shape == x.shape and y.dtype == x.dtype
     assert torch.equal(augment_batch(x, AugmentConfig(), _gen()), x)
@@ -180,6 +181,24 @@ def test_flip_really_flips():
     kept = torch.tensor([torch.equal(y[i], x[i]) for i in range(64)])
     assert (flipped ^ kept).all()  # each sample is exactly one of the two
     assert 10 < flipped.sum() < 54  # about half are flipped
+
+
+def test_brightness_and_contrast_are_one_affine_map_per_image_within_their_ranges():
+    x = torch.randn(256, 3, 8, 8)
+    y = augment_batch(x, AugmentConfig(brightness=0.4, contrast=0.25), _gen())
+    mean_x, mean_y = x.mean((1, 2, 3)), y.mean((1, 2, 3))
+    scale = (y - mean_y[:, None, None, None]).std((1, 2, 3)) / (x - mean_x[:, None, None, None]).std((1, 2, 3))
+    shift = mean_y - mean_x
+    # Every pixel of an image moved by the same affine map about that image's mean: nothing spatial.
+    rebuilt = (x - mean_x[:, None, None, None]) * scale[:, None, None, None] + mean_y[:, None, None, None]
+    assert torch.allclose(rebuilt, y, atol=1e-5)
+    assert scale.min() >= 0.75 - 1e-5 and scale.max() <= 1.25 + 1e-5 and scale.std() > 0.05
+    assert shift.abs().max() <= 0.4 + 1e-5 and shift.std() > 0.1
+    assert torch.equal(augment_batch(x, AugmentConfig(brightness=0.4, contrast=0.25), _gen()), y)  # seeded
+    with pytest.raises(ValueError, match="contrast must be within"):
+        AugmentConfig(contrast=1.0)
+    with pytest.raises(ValueError, match="brightness must be 0 or more"):
+        AugmentConfig(brightness=-0.1)
 
 
 @pytest.mark.parametrize("reflect", [True, False])

@@ -432,7 +432,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             kind = options[0] if len(options) == 1 else _number_or_name
             parser.add_argument(_flag(path), type=kind, metavar=_metavar(kind), **kw)
     parser.add_argument("--augment", help="shorthand for the data.augment fields: none, or e.g. flip,crop=4,cutout=8 "
-                                          "(flip, crop, translate, cutout, rotate; a name alone takes a typical value)")
+                                          "(flip or flip=alternate, crop, translate, cutout, rotate, brightness, contrast; "
+                                          "a name alone takes a typical value)")
     parser.add_argument(
         "--compress", action="append", default=[], metavar="KIND[:k=v,...]",
         help="a compression step, repeatable, applied in order after training, e.g. --compress static_int8 or "
@@ -537,18 +538,23 @@ _number_or_name.__name__ = "number or name"
 
 
 def _augment(spec: str) -> dict[str, Any]:
+    from ._plain import to_plain
     from ._registry import unknown_name_error
     from .compress import read_value
+    from .data import AugmentConfig
 
-    out: dict[str, Any] = {"flip": False, "crop": 0, "translate": 0, "cutout": 0, "rotate": 0.0}
+    out = to_plain(AugmentConfig())
     if spec == "none":
         return out
-    defaults = {"flip": True, "crop": 4, "translate": 2, "cutout": 8, "rotate": 10.0}
+    defaults = {"flip": True, "crop": 4, "translate": 2, "cutout": 8, "rotate": 10.0, "brightness": 0.2, "contrast": 0.2}
     for item in filter(None, spec.split(",")):
         key, eq, raw = item.partition("=")
         if key not in defaults:
             raise unknown_name_error("augmentation", key, defaults)
-        out[key] = read_value(raw, type(defaults[key]), f"augment.{key}") if eq else defaults[key]
+        if key == "flip" and raw == "alternate":
+            out[key] = raw
+        else:
+            out[key] = read_value(raw, type(defaults[key]), f"augment.{key}") if eq else defaults[key]
     return out
 
 

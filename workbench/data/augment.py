@@ -15,7 +15,8 @@ from .config import AugmentConfig
 
 
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Randomly crop, translate, flip, rotate and cut out a float batch (B, C, H, W), as ``cfg`` says.
+    """Randomly crop, translate, flip, rotate, jitter brightness and contrast, and cut out a float batch
+    (B, C, H, W), as ``cfg`` says.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -34,6 +35,8 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
     if cfg.rotate:
         angles = (torch.rand(len(x), generator=generator) * 2 - 1) * cfg.rotate
         x = _rotate(x, angles.to(x.device))
+    if cfg.brightness or cfg.contrast:
+        x = _jitter(x, cfg.brightness, cfg.contrast, generator)
     if cfg.cutout:
         x = _cutout(x, cfg.cutout, generator)
     return x
@@ -62,6 +65,17 @@ def _rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _jitter(x: torch.Tensor, brightness: float, contrast: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Scale each sample's deviation from its own mean by 1 +/- up to ``contrast``, then shift it by up to
+    +/- ``brightness``: one multiply-add over the batch."""
+    b = len(x)
+    scale = 1 + (torch.rand(b, generator=generator) * 2 - 1) * contrast
+    shift = (torch.rand(b, generator=generator) * 2 - 1) * brightness
+    scale, shift = (t.to(x.device, x.dtype)[:, None, None, None] for t in (scale, shift))
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * scale + mean + shift
 
 
 def _cutout(x: torch.Tensor, size: int, generator: torch.Generator | None) -> torch.Tensor:

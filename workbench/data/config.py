@@ -22,6 +22,10 @@ class AugmentConfig(Checked):
     translate: int = 0  # random shift of up to this many pixels, zero-filled
     cutout: int = 0  # side of a zeroed square at a random place
     rotate: float = 0.0  # maximum rotation in degrees, either way
+    # Photometric jitter on the normalised batch: each image's intensity shifted by up to this many
+    # standard deviations either way, and its contrast about its own mean scaled by 1 +/- up to this.
+    brightness: float = 0.0
+    contrast: float = 0.0
 
     def check(self) -> None:
         require(self.flip in (True, False, "alternate"),
@@ -29,10 +33,14 @@ class AugmentConfig(Checked):
         for name in ("crop", "translate", "cutout"):
             check_positive("data.augment", name, getattr(self, name), allow_zero=True)
         require(0 <= self.rotate <= 180, f"data.augment.rotate must be within [0, 180] degrees (got {self.rotate})")
+        require(self.brightness >= 0, f"data.augment.brightness must be 0 or more standard deviations (got {self.brightness})")
+        require(0 <= self.contrast < 1, f"data.augment.contrast must be within [0, 1): a factor of 1 - contrast must "
+                                        f"stay positive (got {self.contrast})")
 
     @property
     def enabled(self) -> bool:
-        return bool(self.flip or self.crop or self.translate or self.cutout or self.rotate)
+        return bool(self.flip or self.crop or self.translate or self.cutout or self.rotate
+                    or self.brightness or self.contrast)
 
 
 @dataclass(frozen=True)
