@@ -335,8 +335,10 @@ def _prepare(config: RunConfig, batch: list[_Prepared], held: contextlib.ExitSta
         if trained is None:
             return None
         model, compress_log, before = _compress(config, trained, dataset, device, progress)
+        start = time.perf_counter()
         evaluated = evaluate(model, eval_loader(dataset, config.data, device=device), device=device,
                              precision=config.hardware.precision, tta=config.evaluation)
+        evaluated["eval_seconds"] = time.perf_counter() - start  # evaluate reads its answers back: the device is done
     return _Prepared(config, run_id, device, dataset, threads, trained, model, compress_log, before, evaluated, slot)
 
 

@@ -75,6 +75,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     # With evaluation.tta, accuracy and loss are of the augmented answers; these say what that changed.
     Metric("accuracy_plain", "test accuracy without test-time augmentation", "%", 100, False, "evaluation"),
     Metric("tta_share", "test images given test-time augmentation", "%", 100, None, "evaluation"),
+    Metric("eval_seconds", "test-split evaluation time", "s, test-time augmentation included", 1, True, "evaluation"),
     Metric("train_accuracy", "train accuracy (running, augmented)", "%", 100, False),
     Metric("train_eval_accuracy", "train accuracy", "%", 100, False),  # eval mode, unaugmented: for the gap
     Metric("train_loss", "train loss", "cross-entropy", 1, True),
