@@ -35,6 +35,8 @@ EXPECTED = {
                        "multinode_command", "measure_device_name"],
     "11_deployment": ["formats", "parity", "runtimes_timed", "runtimes_skipped", "latency_bs_max", "fastest_runtime",
                       "ort_static_size_ratio", "torchao_static_size_ratio", "served_matches", "serving", "measure_device_name"],
+    "12_speedrun": ["variants", "baseline_accuracy", "baseline_seconds", "parts", "accuracy_bought", "seconds_bought",
+                    "time_to_target", "race_files", "train_device"],
     "09_model_search": ["hypervolume_mean", "best_strategy", "trials_mean", "front_size", "chosen_trial", "chosen_dominates",
                         "chosen_size_ratio", "chosen_accuracy_delta", "dominating_baseline", "panel_trials", "measure_device_name"],
 }
@@ -138,6 +140,12 @@ TAKEAWAYS = {
                         ("the panel's search is the clicked path: its whole budget ran, redrawn after each trial's row and at the end",
                          lambda m: m["panel_trials"] == m["panel_budget"]
                          and m["panel_redraws"] == [*range(1, m["panel_rows"] + 1), m["panel_trials"]])],
+    "12_speedrun": [("every part of the preset has its own line, over every seed",
+                     lambda m: sorted(m["parts"]) == sorted(v for v in m["variants"] if v != "speedrun")
+                     and all(n == m["seeds"] for n in m["part_runs"].values())),
+                    ("test-time augmentation changes evaluation only: it reused the training and saved no seconds",
+                     lambda m: m["seconds_bought"]["test-time augmentation"] == 0.0),
+                    ("the committed CPU race figures are shown", lambda m: "speedrun-cpu.json" in m["race_files"])],
 }
 
 

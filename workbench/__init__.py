@@ -27,7 +27,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ".data": ("AugmentConfig", "BatchLoader", "DataConfig", "eval_loader", "list_datasets", "load_dataset",
               "train_loader"),
     ".deploy": ("Bundle", "export", "load_bundle", "load_test", "runtime_comparison", "serving"),
-    ".ledger": ("ledger", "reason_at", "why_not_faster"),
+    ".ledger": ("ablation", "ledger", "reason_at", "why_not_faster"),
     ".measure": ("MeasureConfig", "benchmark", "count_flops", "count_parameters", "device_name", "matmul_ceiling", "measure",
                  "measure_modes", "model_size_bytes", "native_bf16", "resolve_device", "time_calls"),
     ".models": ("ModelConfig", "build_model", "create_model", "list_models"),
@@ -37,10 +37,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ".plots": ("accuracy_vs_size", "runtime_chart", "serving_chart", "history_curves", "inference_sweep_chart", "latency_bars", "latency_vs_batch", "profile_chart",
                "lr_schedules", "metric_bars",
                "plot_ledger_latency", "plot_ledger_size_accuracy", "plot_sensitivity", "sweep_lines", "scaling_chart",
-               "rank_chart", "pipeline_chart"),
+               "rank_chart", "pipeline_chart", "ablation_chart"),
     ".results": ("METRICS", "Result", "ResultStore", "compare", "epoch_costs", "latency_comparison", "readable",
                  "results_frame", "same_architecture", "time_to_accuracy"),
-    ".presets": ("list_presets", "preset"),
+    ".presets": ("list_presets", "preset", "without_each_part"),
     ".train": ("DistillConfig", "EvalConfig", "HardwareConfig", "TrainConfig", "evaluate", "list_optimizers", "list_schedules",
                "lr_curve", "resolve_threads", "train"),
     ".search": ("Choice", "Float", "Int", "Space", "compare_strategies", "default_space", "list_strategies", "search"),
@@ -82,7 +82,7 @@ sys.modules[__name__].__class__ = _Package
 __all__ = [
     # configs
     "RunConfig", "DataConfig", "AugmentConfig", "ModelConfig", "TrainConfig", "HardwareConfig", "DistillConfig",
-    "MeasureConfig", "EvalConfig", "CompressStep", "ConfigError", "preset", "list_presets",
+    "MeasureConfig", "EvalConfig", "CompressStep", "ConfigError", "preset", "list_presets", "without_each_part",
     # compression steps and verbs
     "UnstructuredPrune", "StructuredPrune", "FineTune", "DynamicInt8", "StaticInt8", "QAT", "WeightOnlyInt8",
     "WeightOnlyInt4", "CastPrecision", "OrtStaticInt8", "OrtDynamicInt8", "CompressContext", "parse_step", "prune", "quantize", "sensitivity",
@@ -98,7 +98,7 @@ __all__ = [
     # results and their views
     "Result", "ResultStore", "METRICS", "compare", "latency_comparison", "same_architecture", "readable",
     "time_to_accuracy", "epoch_costs",
-    "results_frame", "ledger", "why_not_faster", "reason_at", "plots",
+    "results_frame", "ledger", "ablation", "why_not_faster", "reason_at", "plots",
     "accuracy_vs_size", "latency_bars", "latency_vs_batch", "inference_sweep_chart", "profile_chart", "lr_schedules", "history_curves", "sweep_lines", "metric_bars",
     "plot_ledger_size_accuracy", "plot_ledger_latency", "plot_sensitivity", "write_metrics", "Workbench",
     # deployment
@@ -107,5 +107,5 @@ __all__ = [
     "search", "compare_strategies", "Space", "Choice", "Int", "Float", "default_space", "list_strategies",
     # scale-out
     "ParallelConfig", "Placement", "LaunchError", "scaling", "rank_table", "pipeline_demo", "torchrun_command",
-    "steady_images_per_s", "scaling_chart", "rank_chart", "pipeline_chart",
+    "steady_images_per_s", "scaling_chart", "rank_chart", "pipeline_chart", "ablation_chart",
 ]

@@ -268,9 +268,9 @@ def _load(cell: dict[str, Any], base: dict[str, Any]) -> str:
     return f" (the machine's load average was {max(loads):.1f})" if loads else ""
 
 
-def ablation(results: Sequence[Result], baseline: str = "speedrun") -> pd.DataFrame:
+def ablation(results: pd.DataFrame | Sequence[Result], baseline: str = "speedrun") -> pd.DataFrame:
     """What each part of a recipe bought: one row per ``"no <part>"`` variant (``presets.without_each_part``)
-    against the ``baseline`` runs, each the mean over the runs of that name (seeds). ``accuracy_bought`` is
+    against the ``baseline`` runs (Results, or ``run_many``'s rows), each the mean over the runs of that name (seeds). ``accuracy_bought`` is
     the baseline's accuracy minus the variant's (points; > 0: the part helped); ``seconds_bought`` its
     training seconds saved (> 0: the part made training faster). Test-time augmentation costs evaluation,
     not training: its seconds are the same training.
@@ -282,8 +282,7 @@ def ablation(results: Sequence[Result], baseline: str = "speedrun") -> pd.DataFr
         >>> ablation(rows)[["part", "accuracy_bought", "seconds_bought", "runs"]].values.tolist()
         [['muon', 6.0, 0.0, 1]]
     """
-    frame = pd.DataFrame([{"name": r.config.name, "accuracy": r.metrics.get("accuracy"), "train_seconds": r.metrics.get("train_seconds")}
-                          for r in results])
+    frame = as_frame(results)
     if baseline not in set(frame.get("name", ())):
         raise ValueError(f"no run named '{baseline}' among the results: name the recipe's runs so (RunConfig(name=...))")
     mean = frame.groupby("name").agg(accuracy=("accuracy", "mean"), train_seconds=("train_seconds", "mean"),
@@ -294,5 +293,6 @@ def ablation(results: Sequence[Result], baseline: str = "speedrun") -> pd.DataFr
             for name, row in mean.iterrows() if name.startswith("no ")]
     out = pd.DataFrame(rows, columns=["part", "accuracy", "accuracy_bought", "train_seconds", "seconds_bought", "runs"])
     out.attrs.update(baseline=baseline, baseline_accuracy=float(base.accuracy), baseline_seconds=float(base.train_seconds),
-                     baseline_runs=int(base.runs))
+                     baseline_runs=int(base.runs),
+                     **{k: sorted(frame[k].dropna().astype(str).unique()) for k in ("train_device", "data.dataset") if k in frame})
     return out.sort_values("accuracy_bought", ascending=False, ignore_index=True)

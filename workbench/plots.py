@@ -696,6 +696,34 @@ def metric_bars(df: pd.DataFrame, metrics: Sequence[str] = ("train_accuracy", "a
 
 
 @_themed
+def ablation_chart(table: pd.DataFrame) -> Figure:
+    """What each part of a recipe bought (``workbench.ablation``): test-accuracy points and training seconds
+    saved, one bar per part; right of zero the part helped.
+
+    Example:
+        >>> table = pd.DataFrame({"part": ["muon", "tta"], "accuracy_bought": [6.0, 0.5], "seconds_bought": [-0.2, 0.0]})
+        >>> table.attrs.update(baseline="speedrun", train_device=["cpu"], **{"data.dataset": ["digits"]})
+        >>> [ax.get_xlabel() for ax in ablation_chart(table).axes]
+        ['test accuracy bought (points)', 'training time saved (s)']
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.5 * len(table) + 1.6), sharey=True, layout="constrained")
+    plt.close(fig)  # shown once, as the cell's value (see _figure)
+    for ax, column, label in zip(axes, ("accuracy_bought", "seconds_bought"),
+                                 ("test accuracy bought (points)", "training time saved (s)")):
+        values = table[column].astype(float).to_numpy()
+        bars = ax.barh(table["part"], values, color=np.where(values >= 0, "tab:green", "tab:red"))
+        ax.bar_label(bars, fmt="%+.2f", fontsize=8, padding=2)
+        ax.axvline(0, color="gray", linewidth=0.8)
+        ax.set_xlabel(label)
+        ax.margins(x=0.25)
+    axes[0].invert_yaxis()
+    where = ", ".join(table.attrs.get("train_device", [])) or "unknown device"
+    fig.suptitle(f"What each part of {table.attrs.get('baseline', 'the recipe')} bought — "
+                 f"{', '.join(table.attrs.get('data.dataset', []))}, trained on {where}", fontsize=10)
+    return fig
+
+
+@_themed
 def plot_ledger_size_accuracy(table: pd.DataFrame) -> Figure:
     """Accuracy against saved size (KiB) for each row of ``workbench.ledger``, points labelled with the variant.
 
