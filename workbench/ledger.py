@@ -28,7 +28,7 @@ from .compress import (QAT, CastPrecision, CompressStep, DynamicInt8, OrtDynamic
                        UnstructuredPrune, WeightOnlyInt4, WeightOnlyInt8)
 from .measure import MEASURE_MODES
 from .measure.bench import NOISY_SPREAD
-from .results import METRICS, Result, as_frame, baseline_index, run_labels
+from .results import METRICS, Result, as_frame, baseline_index, latency_key, run_labels
 
 COLUMNS = ("params", "nonzero_params", "size_bytes", "flops", "accuracy")  # the schema's metrics the table shows
 FASTER = 1.10  # a speed-up below this is "not faster": timing noise on a shared machine reaches several percent
@@ -149,7 +149,7 @@ def _ledger(results: pd.DataFrame | Sequence[Result], baseline: str | int | None
         out[f"{key}_speedup"] = out.loc[base, f"{key}_ms"] / out[f"{key}_ms"]
     steps = [_steps(s) for s in df["compress_steps"]] if "compress_steps" in df else [[] for _ in range(len(df))]
     reasons = [
-        {"variant": out.loc[i, "variant"], **dict(zip(("device", "mode", "batch_size"), _split(key))), "reason": why,
+        {"variant": out.loc[i, "variant"], **dict(zip(("device", "mode", "batch_size"), latency_key(key))), "reason": why,
          "text": text}
         for i in range(len(out)) if i != base
         for key, why, text in _why(out.loc[i], steps[i], cells[i], cells[base], keys)
@@ -180,13 +180,8 @@ def _cells(records: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _split(key: str) -> tuple[str, str, int]:
-    device, mode, bs = key.split("/")
-    return device, mode, int(bs[2:])
-
-
 def _column_order(key: str) -> tuple:
-    device, mode, bs = _split(key)
+    device, mode, bs = latency_key(key)
     order = list(MEASURE_MODES)
     return device, order.index(mode) if mode in order else len(order), mode, bs
 
@@ -216,7 +211,7 @@ def _why(row: pd.Series, steps: list[CompressStep], cells: dict, base_cells: dic
         if key not in cells or key not in base_cells:
             continue
         cell, base = cells[key], base_cells[key]
-        device, mode, bs = _split(key)
+        device, mode, bs = latency_key(key)
         spread = max(cell.get("relative_spread", 0.0), base.get("relative_spread", 0.0))
         facts = {"spread": spread, "load": _load(cell, base), "size_ratio": row["size_ratio"],
                  "speed": base["latency_ms"] / cell["latency_ms"],

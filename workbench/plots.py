@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, FuncFormatter, MaxNLocator, NullLocator
 
 from .measure.bench import NOISY_SPREAD
-from .results import METRICS, run_labels
+from .results import METRICS, latency_key, run_labels
 from .train import lr_curve
 
 THEMES = {"dark": "dark_background", "light": "default"}
@@ -720,6 +720,56 @@ def ablation_chart(table: pd.DataFrame) -> Figure:
     where = ", ".join(table.attrs.get("train_device", [])) or "unknown device"
     fig.suptitle(f"What each part of {table.attrs.get('baseline', 'the recipe')} bought — "
                  f"{', '.join(table.attrs.get('data.dataset', []))}, trained on {where}", fontsize=10)
+    return fig
+
+
+@_themed
+def path_chart(table: pd.DataFrame) -> Figure:
+    """The path a model took, step by step, from ``workbench.ledger`` (one row per step, in order): test
+    accuracy, FLOPs and size on disk against the first row, and latency per device and mode at the
+    ledger's smallest batch, each step's bar beside the one before.
+
+    Example:
+        >>> df = pd.DataFrame({"variant": ["baseline", "int8"], "accuracy": [0.9, 0.89], "size_ratio": [1.0, 0.26],
+        ...                    "flops_ratio": [1.0, 1.0], "cpu/eager/bs1_ms": [2.0, 1.0]})
+        >>> df.attrs["device_names"] = {"cpu": "AMD EPYC"}
+        >>> fig = path_chart(df)
+        >>> [ax.get_ylabel() for ax in fig.axes], "AMD EPYC" in fig.get_suptitle()
+        (['test accuracy (%)', 'against the first step (x)', 'latency per batch (ms, median)'], True)
+    """
+    latency = [c for c in table.columns if c.endswith("_ms")]
+    if not latency:
+        raise ValueError("No latency columns: build the table with ledger(results) from runs with benchmark records")
+    smallest = min(latency_key(c[:-3])[2] for c in latency)
+    latency = [c for c in latency if latency_key(c[:-3])[2] == smallest]
+    steps = np.arange(len(table))
+    labels = [f"{i}. {v}" for i, v in enumerate(table["variant"])]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4), layout="constrained")
+    plt.close(fig)  # shown once, as the cell's value (see _figure)
+    acc = _scaled(table["accuracy"], "accuracy")
+    axes[0].plot(steps, acc, marker="o")
+    for x, y in zip(steps, acc):
+        axes[0].annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    axes[0].set_ylabel(metric_label("accuracy"))
+    for column, label in (("size_ratio", "size on disk"), ("flops_ratio", "FLOPs")):
+        if column in table:
+            axes[1].plot(steps, table[column].astype(float), marker="o", label=label)
+    axes[1].axhline(1.0, color="gray", linewidth=0.8)
+    axes[1].set_ylim(bottom=0)
+    axes[1].set_ylabel("against the first step (x)")
+    axes[1].legend(fontsize=8)
+    width = 0.8 / len(latency)
+    for i, column in enumerate(latency):
+        device, mode, _ = latency_key(column[:-3])
+        axes[2].bar(steps + (i - (len(latency) - 1) / 2) * width, table[column].astype(float), width, label=f"{device} {mode}")
+    axes[2].set_ylabel("latency per batch (ms, median)")
+    axes[2].legend(fontsize=8, title=f"batch {smallest}", title_fontsize=8)
+    for ax in axes:
+        ax.set_xticks(steps, labels, rotation=35, ha="right", fontsize=8)
+        ax.grid(alpha=0.3)
+    names = table.attrs.get("device_names") or {}
+    fig.suptitle("The path, step by step — latency on " + (", ".join(f"{d}: {n}" for d, n in names.items()) or "unknown device"),
+                 fontsize=10)
     return fig
 
 

@@ -562,3 +562,14 @@ def compare(
     out["same_architecture"] = [same_architecture(row, base) for _, row in df.iterrows()]
     out.attrs["lower_is_better"] = {m: METRICS[m].lower_is_better if m in METRICS else None for m in metrics}
     return out
+
+
+def latency_key(key: str) -> tuple[str, str, int]:
+    """A latency column's key (``cpu/eager/bs1``, as in ``cpu/eager/bs1_ms``) as (device, mode, batch size).
+
+    Example:
+        >>> latency_key("cuda/compiled/bs64")
+        ('cuda', 'compiled', 64)
+    """
+    device, mode, batch = key.split("/")
+    return device, mode, int(batch[2:])
