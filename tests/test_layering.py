@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "workbench"
 
 # Lowest first. A module may import its own component and the layers below it, never above.
 LAYERS = [
-    {"_registry", "_errors", "_files", "_nbclient"},  # helpers every layer shares
+    {"_registry", "_errors", "_files", "_nbclient", "_theme"},  # helpers every layer shares
     {"_plain"},  # config dataclasses <-> plain dicts (its errors are ConfigErrors)
     {"data", "models", "train"},  # the parts
     {"measure"},  # times models in each runtime (eager, compiled, torch.export, ONNX Runtime...)
@@ -23,7 +23,8 @@ LAYERS = [
     {"deploy"},  # a stored run exported as a bundle, checked, compared across runtimes, served
     {"ledger", "plots"},  # views of stored results
     {"search", "distributed"},  # searches (studies whose trials are runs); torchrun launches, scaling, pipeline demo
-    {"ui", "tour", "doctor", "notebooks"},  # the panel, the main job and the tools around the package
+    {"ui", "tour", "doctor", "notebooks", "exercises"},  # the panel, the main job, the tools around the package, the notebooks' checks
+    {"site"},  # the executed notebooks as a static site (reads the run-time records notebooks writes)
     {"cli", "__init__"},  # entry points: the command line and the public API
     {"__main__"},  # what `python -m` runs (a torchrun rank's entry takes the command line's flags)
 ]

@@ -31,13 +31,15 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ".measure": ("MeasureConfig", "benchmark", "count_flops", "count_parameters", "device_name", "matmul_ceiling", "measure",
                  "measure_modes", "model_size_bytes", "native_bf16", "resolve_device", "time_calls"),
     ".models": ("ModelConfig", "build_model", "create_model", "list_models"),
-    ".notebooks": ("write_metrics",),
+    ".exercises": ("exercise_checker",),
+    ".notebooks": ("notebook_timings", "write_metrics"),
+    ".site": ("build_site",),
     ".pipeline": ("distill", "distill_summary", "evaluator", "inference_sweep", "load_model", "load_teacher", "preflight",
                   "profile", "run", "run_many", "sweep"),
     ".plots": ("accuracy_vs_size", "runtime_chart", "serving_chart", "history_curves", "inference_sweep_chart", "latency_bars", "latency_vs_batch", "profile_chart",
                "lr_schedules", "metric_bars",
                "plot_ledger_latency", "plot_ledger_size_accuracy", "plot_sensitivity", "sweep_lines", "scaling_chart",
-               "rank_chart", "pipeline_chart", "ablation_chart"),
+               "rank_chart", "pipeline_chart", "ablation_chart", "path_chart"),
     ".results": ("METRICS", "Result", "ResultStore", "compare", "epoch_costs", "latency_comparison", "readable",
                  "results_frame", "same_architecture", "time_to_accuracy"),
     ".presets": ("list_presets", "preset", "without_each_part"),
@@ -100,12 +102,14 @@ __all__ = [
     "time_to_accuracy", "epoch_costs",
     "results_frame", "ledger", "ablation", "why_not_faster", "reason_at", "plots",
     "accuracy_vs_size", "latency_bars", "latency_vs_batch", "inference_sweep_chart", "profile_chart", "lr_schedules", "history_curves", "sweep_lines", "metric_bars",
-    "plot_ledger_size_accuracy", "plot_ledger_latency", "plot_sensitivity", "write_metrics", "Workbench",
+    "plot_ledger_size_accuracy", "plot_ledger_latency", "plot_sensitivity", "write_metrics", "exercise_checker", "Workbench",
+    # the notebook series: run-time records and a static site of the executed notebooks
+    "notebook_timings", "build_site",
     # deployment
     "export", "load_bundle", "Bundle", "runtime_comparison", "serving", "load_test", "runtime_chart", "serving_chart",
     # model search
     "search", "compare_strategies", "Space", "Choice", "Int", "Float", "default_space", "list_strategies",
     # scale-out
     "ParallelConfig", "Placement", "LaunchError", "scaling", "rank_table", "pipeline_demo", "torchrun_command",
-    "steady_images_per_s", "scaling_chart", "rank_chart", "pipeline_chart", "ablation_chart",
+    "steady_images_per_s", "scaling_chart", "rank_chart", "pipeline_chart", "ablation_chart", "path_chart",
 ]

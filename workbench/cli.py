@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ._errors import ConfigError, one_line
+from ._files import writable_problem
 
 DESCRIPTION = ("Make deep-learning models faster, smaller and cheaper: train, compress, measure and compare runs; "
                "every result is a row in a store (runs/ by default).")
@@ -110,12 +111,15 @@ def _parser(with_run_flags: bool) -> tuple[argparse.ArgumentParser, dict[str, ar
 
     p["notebooks"] = sub.add_parser("notebooks", help="execute notebooks headless (papermill)")
     nb = p["notebooks"].add_subparsers(dest="nb_command", parser_class=_Parser, metavar="run")
-    nb_run = nb.add_parser("run", help="execute notebooks into OUT/<name>/")
+    nb_run = nb.add_parser("run", help="execute notebooks into OUT/<name>/; --html DIR makes a site of them")
     nb_run.add_argument("names", nargs="*", help="notebook names or prefixes (default: all)")
+    nb_run.add_argument("--all", action="store_true", help="run every notebook (what no names means, said explicitly)")
     nb_run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                         help="set a parameter of the notebook's parameters cell (values are read as JSON)")
     nb_run.add_argument("--out", default="runs/notebooks", help="where executed notebooks go (default: runs/notebooks)")
     nb_run.add_argument("--smoke", action="store_true", help="use each notebook's small smoke parameters")
+    nb_run.add_argument("--html", default=None, metavar="DIR",
+                        help="then write a static HTML site of the notebooks run: DIR/index.html and a page each")
 
     p["results"] = sub.add_parser("results", help="show the stored results as a table")
     p["results"].add_argument("--store", default="runs", help="results folder (default: runs)")
@@ -155,10 +159,20 @@ def _dispatch(args: argparse.Namespace, parsers: dict[str, argparse.ArgumentPars
         if args.nb_command is None:
             parsers["notebooks"].print_help(sys.stderr)
             return 2
+        if args.all and args.names:
+            raise ValueError(f"--all runs every notebook: give it or the names ({' '.join(args.names)}), not both")
+        if args.html is not None and (problem := writable_problem(args.html)):
+            raise OSError(f"{problem} (--html): choose another folder")  # before the runs, not minutes after
         from .notebooks import run_notebooks
 
-        for path in run_notebooks(args.names, dict(args.parameter), out=args.out, smoke=args.smoke, progress=True):
+        executed = run_notebooks(args.names, dict(args.parameter), out=args.out, smoke=args.smoke, progress=True)
+        for path in executed:
             print(path)
+        if args.html is not None:
+            from .site import build_site
+
+            index = build_site(executed, args.html).resolve()
+            print(f"The site: {index}\n          {index.as_uri()}")
         return 0
     if args.command == "results":
         return _results(args)

@@ -2,20 +2,31 @@
 
 Each notebook keeps its small "smoke" parameters in its own metadata (``metadata.workbench.smoke``),
 so the notebook, the CLI and the tests agree on what shrinks it to seconds. A notebook's last cell
-writes ``metrics.json`` into its ``results_dir``.
+writes ``metrics.json`` into its ``results_dir``. Every run adds its wall time, mode, parameters and
+machine to ``OUT/timings.json`` (one entry per notebook, the latest run's), read back by
+``notebook_timings``.
 """
 from __future__ import annotations
 
 import ast
+import datetime
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
+import pandas as pd
+import torch
+
 from ._errors import optional_import
 from ._files import atomic_write_text
+from .measure import device_name
 from .results import jsonable
+from .train.threads import load_average
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+TIMINGS = "timings.json"
 
 
 def list_notebooks(folder: str | Path = NOTEBOOK_DIR) -> list[Path]:
@@ -31,6 +42,9 @@ def smoke_parameters(path: str | Path) -> dict[str, Any]:
 
 def _select(names: Iterable[str], folder: Path) -> list[Path]:
     notebooks = list_notebooks(folder)
+    if not notebooks:
+        raise FileNotFoundError(f"No notebooks (NN_name.ipynb) in {folder}: run from a checkout of the repository, "
+                                "installed with pip install -e .")
     if not names:
         return notebooks
     chosen = []
@@ -61,6 +75,7 @@ def run_notebook(path: str | Path, parameters: dict[str, Any] | None = None, *, 
     for name, value in params.items():
         check_parameter(path.name, name, value, known[name]["default"])
     executed = target / path.name
+    load_before, start = load_average(), time.perf_counter()
     try:
         papermill.execute_notebook(
             str(path), str(executed), parameters=params, cwd=str(path.parent.parent), kernel_name="python3",
@@ -73,7 +88,54 @@ def run_notebook(path: str | Path, parameters: dict[str, Any] | None = None, *, 
         )
     except papermill.PapermillExecutionError as e:
         raise RuntimeError(f"{path.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} (see {executed})") from e
+    _record_timing(Path(out), path.stem, {
+        "seconds": time.perf_counter() - start, "mode": "smoke" if smoke else "full", "parameters": params,
+        "machine": machine(), "load_average_before": load_before, "load_average_after": load_average(),
+        "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    })
     return executed
+
+
+def machine() -> dict[str, Any]:
+    """What runs the notebooks: the CPU model and its cores, torch's thread count in this process (a
+    kernel inherits the same environment, so it starts with the same), the GPU (None without CUDA)."""
+    return {"cpu": device_name("cpu"), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": device_name("cuda") if torch.cuda.is_available() else None}
+
+
+def timing_records(out: str | Path = "runs/notebooks") -> dict[str, dict[str, Any]]:
+    """``OUT/timings.json`` as written: notebook name -> its latest run's record ({} before any run)."""
+    path = Path(out) / TIMINGS
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): delete it, and the next run writes a fresh one") from None
+
+
+def notebook_timings(out: str | Path = "runs/notebooks") -> pd.DataFrame:
+    """The run-time records of the notebooks executed into ``out``, one row each: ``seconds`` (wall time
+    of the papermill run, kernel start included), ``mode`` (smoke or full), ``parameters``, the machine
+    (``machine.cpu``, ``machine.cores``, ``machine.torch_threads``, ``machine.gpu``), the 1-minute load
+    average before and after, and when it ran (``utc``).
+
+    Example:
+        >>> import tempfile
+        >>> notebook_timings(tempfile.mkdtemp()).empty  # nothing ran there yet
+        True
+    """
+    return pd.DataFrame([
+        {"notebook": name, **{k: v for k, v in record.items() if k != "machine"},
+         **{f"machine.{k}": v for k, v in record["machine"].items()}}
+        for name, record in sorted(timing_records(out).items())
+    ])
+
+
+def _record_timing(out: Path, name: str, record: dict[str, Any]) -> None:
+    # Merged, so that runs of single notebooks into one folder add up to the series' record.
+    records = {**timing_records(out), name: jsonable(record)}
+    atomic_write_text(out / TIMINGS, json.dumps(dict(sorted(records.items())), indent=1))
 
 
 def cell_sections(cells: list[dict]) -> list[str]:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ._errors import ConfigError
 from ._files import atomic_write_text
+from ._theme import THEME_CSS
 from .config import RunConfig
 from .data import AugmentConfig
 from .measure import native_bf16, resolve_device
@@ -141,9 +142,7 @@ def write_report(df: pd.DataFrame, folder: str | Path, title: str = "Workbench t
     noise = noise_note(df)
     threads = "/".join(sorted({str(t) for t in df["threads"].dropna().astype(int)})) if "threads" in df else "?"
     body = f"""<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}} th{{background:#f3f3f3}} img{{max-width:100%}}
-.noise{{background:#fff3cd;border:1px solid #e0c36b;padding:.6em}}</style>
+<style>{THEME_CSS}</style>
 <h1>{html.escape(title)}</h1>
 <p>Dataset <b>{html.escape(str(df['data.dataset'].iloc[0]))}</b>; measured on <b>{html.escape(device_label(df))}</b>
 with {threads} CPU threads, torch {html.escape(str(df['torch_version'].iloc[0]))}; {len(df)} runs, timed together in
