@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.workbench-installed
 
-.PHONY: setup demo test lab browser-deps postgres-deps clean
+.PHONY: setup demo test lab browser-deps postgres-deps wheelhouse clean
 
 $(STAMP): pyproject.toml
 	@echo "==> [1/4] a virtual environment in $(VENV)"
@@ -44,6 +44,14 @@ postgres-deps:
 
 test: setup browser-deps postgres-deps
 	$(BIN)/python -m pytest -q
+
+# Everything a workshop laptop installs, as files to copy (USB stick, shared drive) with a checkout, for an
+# offline install from inside that checkout (setuptools is there to build the editable install):
+#   python3 -m venv .venv && .venv/bin/pip install --no-index --find-links wheelhouse $(TORCH) -e ".[workshop]"
+# Build it on a machine with the laptops' OS, CPU architecture and Python version.
+wheelhouse: setup
+	$(BIN)/python -m pip download -q -d wheelhouse $(TORCH) ".[workshop]" "setuptools>=77"
+	@echo "wheelhouse/: $$(ls wheelhouse | wc -l) files, $$(du -sh wheelhouse | cut -f1)"
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/

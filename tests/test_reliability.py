@@ -154,7 +154,7 @@ def test_a_second_live_run_of_the_same_training_trains_on_its_own(store):
 @pytest.mark.slow
 def test_two_processes_with_a_kill_between_store_every_finished_run_once(tmp_path):
     store = tmp_path / "runs"
-    args = ["run", "--model", "cnn", "--epochs", "30", "--measure-batch-sizes", "1", "--measure-iters", "1",
+    args = ["run", "--model", "cnn", "--width", "0.25", "--epochs", "40", "--measure-batch-sizes", "1", "--measure-iters", "1",
             "--no-progress", "--store", str(store)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen([sys.executable, "-m", "workbench.cli", *args, "--name", "first"], cwd=REPO, env=env,
