@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "workbench"
 
 # Lowest first. A module may import its own component and the layers below it, never above.
 LAYERS = [
-    {"_registry", "_errors", "_files", "_nbclient", "_theme"},  # helpers every layer shares
+    {"_registry", "_errors", "_files", "_nbclient", "_theme", "_untrusted"},  # helpers every layer shares
     {"_plain"},  # config dataclasses <-> plain dicts (its errors are ConfigErrors)
     {"data", "models", "train"},  # the parts
     {"measure"},  # times models in each runtime (eager, compiled, torch.export, ONNX Runtime...)

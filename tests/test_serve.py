@@ -18,6 +18,7 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("onnxruntime")
 
+from workbench._files import sha256_file  # noqa: E402
 from workbench.deploy import export_onnx, load_bundle  # noqa: E402
 from workbench.deploy.bundle import Bundle  # noqa: E402
 from workbench.deploy.serve import load_test, serving  # noqa: E402
@@ -47,7 +48,8 @@ def made(tmp_path_factory):
     program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(program, folder / "model.pt2")
     card = {"input": {"shape": list(SHAPE), "mean": [0.3], "std": [0.2], "pixel_range": [0, 255]}, "classes": CLASSES,
-            "files": {"onnx": "model.onnx", "torch-export": "model.pt2"}}
+            "files": {fmt: {"file": name, "sha256": sha256_file(folder / name)}
+                      for fmt, name in (("onnx", "model.onnx"), ("torch-export", "model.pt2"))}}
     (folder / "card.json").write_text(json.dumps(card))
     torch.set_num_threads(threads)
     return load_bundle(folder), model

@@ -73,6 +73,67 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+    """The file's SHA-256 as hex, read in 1 MiB chunks.
+
+    Example:
+        >>> import tempfile
+        >>> sha256_file(atomic_write_text(Path(tempfile.mkdtemp()) / "e", ""))[:12]
+        'e3b0c44298fc'
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def replace_dir(new: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Move the folder ``new`` to ``target``; an existing ``target`` is swapped out atomically where the
+    system can (Linux's ``renameat2(RENAME_EXCHANGE)``: readers see the old folder or the new, never
+    neither) and then deleted; elsewhere it is renamed aside first, so a crash leaves it beside, not lost.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for name in ("old", "new"):
+        ...     _ = atomic_write_text(root / name / "f", name)
+        >>> replace_dir(root / "new", root / "old")
+        >>> (root / "old" / "f").read_text(), sorted(p.name for p in root.iterdir())
+        ('new', ['old'])
+    """
+    import shutil
+
+    new, target = Path(new), Path(target)
+    if not target.exists():
+        os.replace(new, target)
+        return
+    if not _exchange(new, target):
+        aside = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.old")
+        os.replace(target, aside)
+        os.replace(new, target)
+        new = aside
+    shutil.rmtree(new)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one system call (Linux 3.15+, glibc 2.28+); False where that is not available."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 def writable_problem(folder: str | os.PathLike) -> str | None:
     """Why files cannot be written into ``folder`` (created if missing), in one line; None if they can.
 

@@ -48,6 +48,7 @@ from torch import nn
 from .._errors import ConfigError, has_module, require_modules
 from .._files import atomic_write
 from .._registry import unknown_name_error
+from .._untrusted import load_export_program
 from ..measure import model_device, model_size_bytes
 from ..measure.onnx import OnnxRuntimeModule, quiet_export
 from ..models import module_structure, restore_structure
@@ -231,7 +232,8 @@ def save_quantized(model: nn.Module, path: str | Path, example_inputs: torch.Ten
 def load_quantized(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     """Load what ``save_quantized`` wrote. A state-dict file needs ``model``: the float architecture it came from.
 
-    Files are read safely: ``torch.export.load`` for programs, ``torch.load(weights_only=True)`` otherwise
+    Files are read without running code they may carry: a program's pickled members are checked with
+    ``weights_only=True`` before ``torch.export.load`` sees them (``_untrusted``), ``torch.load(weights_only=True)`` otherwise
     (torchao's quantized tensor types are allow-listed by torchao itself).
 
     Example:
@@ -245,7 +247,9 @@ def load_quantized(path: str | Path, model: nn.Module | None = None) -> nn.Modul
     if not path.exists():
         raise FileNotFoundError(f"No saved model at {path}")
     if _is_export_archive(path):
-        return _inference_only(torch.export.load(path).module())
+        if has_module("torchao"):
+            _import_torchao()  # torchao's tensor types, allow-listed for the weights-only check
+        return _inference_only(load_export_program(path).module())
     ckpt = _read_state(path)
     if model is None:
         raise ValueError(f"{path} holds a state dict: pass model=<the float architecture>, e.g. "

@@ -25,6 +25,8 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -32,6 +34,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from .._errors import one_line
+from .._untrusted import UnsafeFileError, load_export_program
 
 CARD_FILE = "card.json"
 FILES = {"onnx": "model.onnx", "torch-export": "model.pt2"}  # format -> file name inside a bundle
@@ -67,10 +72,12 @@ class Bundle:
         std = torch.tensor(spec["std"], dtype=torch.float32).reshape(1, c, 1, 1)
         return (pixels.to(torch.float32) / 255 - mean) / std
 
-    def predictor(self, fmt: str = "auto", *, threads: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    def predictor(self, fmt: str = "auto", *, threads: int | None = None,
+                  verify: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
         """A callable ``normalised batch -> logits`` over one of the bundle's files: ONNX Runtime (CPU,
         ``threads`` intra-op threads) for ``onnx``, the ``torch.export`` program for ``torch-export``;
-        ``auto`` takes ONNX where the bundle has it."""
+        ``auto`` takes ONNX where the bundle has it. The file is read once, checked (``verified_bytes``)
+        and loaded from those bytes, so what runs is what was checked; nothing in it is unpickled."""
         have = self.formats
         if not have:
             raise ValueError(f"{self.path} holds no model file ({', '.join(FILES.values())}): export one with "
@@ -78,12 +85,36 @@ class Bundle:
         fmt = have[0] if fmt == "auto" else fmt
         if fmt not in have:
             raise ValueError(f"{self.path} has no {fmt} file; it has: {', '.join(have)}")
+        data = self.verified_bytes(fmt) if verify else (self.path / FILES[fmt]).read_bytes()
         if fmt == "onnx":
             from ..measure.onnx import onnxruntime_session
 
-            return onnxruntime_session(self.path / FILES["onnx"], threads=threads)
-        program = torch.export.load(self.path / FILES["torch-export"]).module()
+            try:
+                return onnxruntime_session(data, threads=threads)
+            except Exception as e:  # noqa: BLE001  (ONNX Runtime's own error types: one line for any)
+                raise ValueError(f"{self.path / FILES[fmt]} is not an ONNX graph ONNX Runtime can load "
+                                 f"({one_line(e)[:160]}): export the run again") from None
+        program = load_export_program(io.BytesIO(data), name=str(self.path / FILES[fmt])).module()
         return torch.no_grad()(program)
+
+    def verified_bytes(self, fmt: str) -> bytes:
+        """The bytes of the bundle's ``fmt`` file, refused with one line unless it is a regular file inside
+        the bundle (a link that leaves the folder is not followed) whose SHA-256 is the one on the card."""
+        path = self.path / FILES[fmt]
+        inside = path.resolve().is_relative_to(self.path.resolve())
+        if not inside:
+            raise UnsafeFileError(f"{path} links outside its bundle (to {path.resolve()}): refused; copy the file "
+                                  "into the bundle or export the run again")
+        entry = self.card.get("files", {}).get(fmt)
+        expected = entry.get("sha256") if isinstance(entry, dict) else None
+        if not isinstance(expected, str):
+            raise UnsafeFileError(f"{self.path / CARD_FILE} names no sha256 for {path.name}, so the file cannot be "
+                                  "checked: export the run again")
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != expected.lower():
+            raise UnsafeFileError(f"{path} is not the file its card describes (sha256 differs: replaced, truncated "
+                                  "or from another export): export the run again")
+        return data
 
 
 def load_bundle(path: str | os.PathLike) -> Bundle:

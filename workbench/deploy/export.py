@@ -33,18 +33,19 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import hashlib
+import glob
 import json
 import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -52,7 +53,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from .._errors import has_module
-from .._files import atomic_write
+from .._files import atomic_write, replace_dir, sha256_file, try_lock, writable_problem
 from .._registry import unknown_name_error
 from ..compress import is_pt2e_program
 from ..config import RunConfig
@@ -68,6 +69,10 @@ from .bundle import CARD_FILE, FILES, Bundle, load_bundle
 from .runtimes import runtime_comparison
 
 FORMATS = ("both", "onnx", "torch-export")
+# The exporter writes opset 18 and converts to others with ONNX's version converter; asked for 14 or
+# lower, it left a conv net at 18 without failing (measured, torch 2.13), so those are refused up front.
+MIN_OPSET, MAX_OPSET = 15, 28
+LOCK_SUFFIX = ".lock"
 CARD_SCHEMA = "workbench-model-card/1"
 TIMING_IMAGES = 1024  # real test images the latency figures rotate through
 
@@ -114,51 +119,132 @@ def export(source: Result | str | nn.Module, out: str | os.PathLike, *, fmt: str
     - ``latency``: the card also gets the runtime comparison (``runtime_comparison``: every runtime, or
       the execution modes listed) at ``batch_sizes`` on real test images, median of ``iters``, with
       ``threads`` CPU threads (torch's current count when None).
-    - ``overwrite`` replaces an existing bundle at ``out``.
+    - ``overwrite`` replaces an existing bundle at ``out`` (a folder with a Workbench card and only the
+      model files beside it; never a result store or a folder holding anything else), swapped in atomically.
     """
     if fmt not in FORMATS:
         raise unknown_name_error("export format", fmt, FORMATS)
     formats = ["onnx", "torch-export"] if fmt == "both" else [fmt]
+    _check_options(opset if "onnx" in formats else None, threads)
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists: choose another --out, or replace it (overwrite=True, --force)")
-    model, config, run_id, accuracy = _resolve(source, store, config)
+    _check_destination(out, overwrite)  # before the model is even loaded: a bad --out costs nothing
+    model, config, result = _resolve(source, store, config)
     dataset = load_dataset(config.data.dataset, root=data_root)
     chw = tuple(dataset.test_x.shape[1:])
     batches = eval_loader(dataset, config.data, device="cpu")
     images = next(iter(eval_loader(dataset, config.data, device="cpu", batch_size=TIMING_IMAGES)))[0]  # normalised
     precision = precision_of(model)
     threads = threads or torch.get_num_threads()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        with thread_count(threads):
-            files = {}
-            for f in formats:
-                files[f] = _write_format(model, f, staging, images[:8].clone(), opset)  # a copy: export saves the example's whole storage
-            parity = {f: check_parity(model, bundle_predictor(staging, f, threads), batches, precision,
-                                      images=parity_images, progress=progress, label=FILES[f]) for f in formats}
-            if precision == "int8" and "onnx" in parity and not parity["onnx"]["passed"]:
-                explain_int8_kernels(parity["onnx"], model, staging / FILES["onnx"], batches, threads, parity_images)
-            failed = {f: p for f, p in parity.items() if not p["passed"]}
-            if check and failed:
-                verdicts = "; ".join(f"{FILES[f]}: {p['verdict']}" for f, p in failed.items())
-                sound = all(p.get("unfused", {}).get("passed") for p in failed.values())
-                fix = ("Look for an op the exporter changed" if not sound else "The file is sound: check it on a CPU with VNNI or AMX"
-                       if not int8_dot_products() else "The file is sound: ONNX Runtime's fused int8 kernels stray from it")
-                raise ParityError(f"Not written: {verdicts}. {fix}, or pass check=False (--no-check) to write it anyway")
-            modes = MEASURE_MODES if latency is True else tuple(latency or ())
-            timings = runtime_comparison(model, chw, images, names=[config.name or config.model.name], modes=modes,
-                                         batch_sizes=batch_sizes, iters=iters, progress=progress) if modes else None
-        card = model_card(model, config, dataset, run_id=run_id, accuracy=accuracy, files=files, parity=parity,
+    with _staging(out) as staging, thread_count(threads):
+        files = {}
+        for f in formats:
+            files[f] = _write_format(model, f, staging, images[:8].clone(), opset)  # a copy: export saves the example's whole storage
+        parity = {f: check_parity(model, bundle_predictor(staging, f, threads), batches, precision,
+                                  images=parity_images, progress=progress, label=FILES[f]) for f in formats}
+        if precision == "int8" and "onnx" in parity and not parity["onnx"]["passed"] and not parity["onnx"]["nonfinite"]:
+            explain_int8_kernels(parity["onnx"], model, staging / FILES["onnx"], batches, threads, parity_images)
+        failed = {f: p for f, p in parity.items() if not p["passed"]}
+        if check and failed:
+            verdicts = "; ".join(f"{FILES[f]}: {p['verdict']}" for f, p in failed.items())
+            raise ParityError(f"Not written: {verdicts}. {_parity_fix(failed)}, or pass check=False (--no-check) "
+                              "to write it anyway")
+        modes = MEASURE_MODES if latency is True else tuple(latency or ())
+        timings = runtime_comparison(model, chw, images, names=[config.name or config.model.name], modes=modes,
+                                     batch_sizes=batch_sizes, iters=iters, progress=progress) if modes else None
+        card = model_card(model, config, dataset, result=result, files=files, parity=parity,
                           precision=precision, threads=threads, latency=timings)
         atomic_write(staging / CARD_FILE, lambda fh: fh.write(json.dumps(card, indent=2, default=str).encode()))
         if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            _check_destination(out, overwrite)  # again: something else may have appeared there meanwhile
+        replace_dir(staging, out)
     return load_bundle(out)
+
+
+def _parity_fix(failed: dict[str, dict[str, Any]]) -> str:
+    if any(p["nonfinite"] for p in failed.values()):
+        return "The model computes NaN or inf: train it again (a lower learning rate, or check the run's loss curve)"
+    if not all(p.get("unfused", {}).get("passed") for p in failed.values()):
+        return "Look for an op the exporter changed"
+    if not int8_dot_products():
+        return "The file is sound: check it on a CPU with VNNI or AMX"
+    return "The file is sound: ONNX Runtime's fused int8 kernels stray from it"
+
+
+def _check_options(opset: int | None, threads: int | None) -> None:
+    """One line for an opset or thread count the export could not honour, before any work."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads (--threads) must be an integer >= 1, got {threads!r}")
+    if opset is None:
+        return
+    newest = _newest_opset()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise ValueError(f"ONNX opset (--opset) {opset!r} is not supported: choose {MIN_OPSET} to {newest}, or leave it "
+                         "out for the exporter's default")
+
+
+def _newest_opset() -> int:
+    if not has_module("onnx"):
+        return MAX_OPSET
+    import onnx
+
+    return min(MAX_OPSET, onnx.defs.onnx_opset_version())
+
+
+def _check_destination(out: Path, overwrite: bool) -> None:
+    """Refuse an ``out`` the export must not write or replace: a file, something under a file or an
+    unwritable folder, and, even with ``overwrite``, any folder that is not a bundle Workbench wrote
+    (a result store, a folder with other files in it)."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise FileExistsError(f"--out {out} is {'a link' if out.is_symlink() else 'a file'}, not a bundle folder: "
+                              "choose another --out")
+    if out.exists():
+        if not overwrite:
+            raise FileExistsError(f"{out} exists: choose another --out, or replace it (overwrite=True, --force)")
+        if problem := _not_a_bundle(out):
+            raise FileExistsError(f"--force replaces only a bundle Workbench wrote, and {out} {problem}: "
+                                  "choose another --out")
+    if problem := writable_problem(out.parent):
+        raise OSError(f"{problem} (--out): choose another folder")
+
+
+def _not_a_bundle(folder: Path) -> str | None:
+    """Why ``folder`` is not a bundle ``export`` wrote (None if it is): its card, and nothing else beside
+    the model files."""
+    try:
+        card = json.loads((folder / CARD_FILE).read_text())
+    except (OSError, ValueError):
+        return f"has no readable {CARD_FILE}"
+    if not isinstance(card, dict) or card.get("schema") != CARD_SCHEMA:
+        return f"has a {CARD_FILE} that is not a Workbench model card"
+    others = sorted(p.name + "/" * p.is_dir() for p in folder.iterdir() if p.name not in {CARD_FILE, *FILES.values()})
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        return f"also holds {shown}"
+    if any((folder / name).is_symlink() or (folder / name).is_dir() for name in FILES.values()):
+        return "holds a model file that is a link or a folder"
+    return None
+
+
+@contextlib.contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A fresh folder beside ``out`` to build the bundle in (removed afterwards unless moved into place),
+    locked while this process lives; stale ones that a killed export left are removed first."""
+    for stale in out.parent.glob(f".{glob.escape(out.name)}.export-*"):
+        if stale.is_dir() and not stale.is_symlink():
+            with try_lock(stale.with_name(stale.name + LOCK_SUFFIX)) as free:
+                if free:  # its exporter is gone: the system drops a lock with its holder, kill -9 included
+                    shutil.rmtree(stale, ignore_errors=True)
+    folder = out.parent / f".{out.name}.export-{uuid.uuid4().hex[:12]}"
+    lock = folder.with_name(folder.name + LOCK_SUFFIX)
+    try:
+        with try_lock(lock):
+            os.mkdir(folder, 0o777)  # the user's umask applies, as to any folder they make (mkdtemp's is 0700)
+            try:
+                yield folder
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def precision_of(model: nn.Module) -> str:
@@ -181,12 +267,18 @@ def check_parity(reference: Callable[[torch.Tensor], torch.Tensor], candidate: C
     """``candidate`` against ``reference`` over ``(x, y)`` batches (a test split): max absolute and
     relative logit error, top-1 agreement, each one's accuracy, and whether ``TOLERANCES[precision]`` holds.
 
+    Logits that hold NaN or inf on either side fail, whatever the errors elsewhere (``nonfinite``
+    counts those images).
+
     Example:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
         >>> x, y = torch.randn(10, 1, 2, 2), torch.randint(0, 3, (10,))
         >>> p = check_parity(net, lambda b: net(b) + 1e-7, [(x, y)])
         >>> p["passed"], p["top1_agreement"], p["images"]
         (True, 1.0, 10)
+        >>> p = check_parity(net, lambda b: net(b) * float("nan"), [(x, y)])
+        >>> p["passed"], p["verdict"]
+        (False, 'non-finite logits (NaN or inf) from exported model on 10 of 10 test images')
     """
     bar = TOLERANCES[precision]
     was_training = getattr(reference, "training", False)
@@ -194,26 +286,40 @@ def check_parity(reference: Callable[[torch.Tensor], torch.Tensor], candidate: C
         reference.eval()
     worst = scale = 0.0
     seen = agree = right_ref = right_out = 0
+    nonfinite = {"eager": 0, "exported": 0}  # images whose logits hold NaN or inf, on each side
     for x, y in tqdm(batches, desc=f"parity of {label}", unit="batch", disable=not progress, leave=False):
         if images is not None and seen >= images:
             break
         ref, out = reference(x).float().cpu(), candidate(x).float().cpu()
         if out.shape != ref.shape:
             raise ValueError(f"{label} returns shape {tuple(out.shape)}; eager PyTorch returns {tuple(ref.shape)}")
-        worst, scale = max(worst, float((out - ref).abs().max())), max(scale, float(ref.abs().max()))
-        agree += int((out.argmax(1) == ref.argmax(1)).sum())
-        right_ref += int((ref.argmax(1) == y.cpu()).sum())
-        right_out += int((out.argmax(1) == y.cpu()).sum())
+        finite_ref, finite_out = ref.isfinite().all(1), out.isfinite().all(1)
+        nonfinite["eager"] += int((~finite_ref).sum())
+        nonfinite["exported"] += int((~finite_out).sum())
+        both = finite_ref & finite_out  # max() would drop a NaN: errors are taken where both are numbers
+        if both.any():
+            worst = max(worst, float((out[both] - ref[both]).abs().max()))
+            scale = max(scale, float(ref[both].abs().max()))
+        agree += int((out.argmax(1) == ref.argmax(1))[both].sum())
+        right_ref += int(((ref.argmax(1) == y.cpu()) & finite_ref).sum())
+        right_out += int(((out.argmax(1) == y.cpu()) & finite_out).sum())
         seen += len(x)
     if isinstance(reference, nn.Module):
         reference.train(was_training)
     rel, top1 = worst / max(scale, 1e-12), agree / max(seen, 1)
-    passed = rel <= bar.max_rel_error and top1 >= bar.top1_agreement
-    verdict = (f"within the {precision} bar" if passed else
-               f"outside the {precision} bar (max relative error {rel:.2g} vs {bar.max_rel_error:g}, "
-               f"top-1 agreement {top1:.2%} vs {bar.top1_agreement:.1%})")
+    broken = {side: n for side, n in nonfinite.items() if n}
+    passed = not broken and rel <= bar.max_rel_error and top1 >= bar.top1_agreement
+    if broken:
+        verdict = "non-finite logits (NaN or inf) from " + " and ".join(
+            f"{'eager PyTorch' if side == 'eager' else label} on {n} of {seen} test images" for side, n in broken.items())
+    elif passed:
+        verdict = f"within the {precision} bar"
+    else:
+        verdict = (f"outside the {precision} bar (max relative error {rel:.2g} vs {bar.max_rel_error:g}, "
+                   f"top-1 agreement {top1:.2%} vs {bar.top1_agreement:.1%})")
     return {"max_abs_error": worst, "max_rel_error": rel, "top1_agreement": top1, "images": seen,
             "accuracy_eager": right_ref / max(seen, 1), "accuracy_exported": right_out / max(seen, 1),
+            "nonfinite": sum(broken.values()), "nonfinite_images": nonfinite,
             "precision": precision, "tolerance": dataclasses.asdict(bar), "passed": passed, "verdict": verdict}
 
 
@@ -240,18 +346,22 @@ def int8_dot_products() -> bool:
 
 def bundle_predictor(folder: Path, fmt: str, threads: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """The predictor of one file in a bundle folder that may not have its card yet."""
-    return Bundle(folder, {"files": {fmt: FILES[fmt]}, "input": {}, "classes": []}).predictor(fmt, threads=threads)
+    return Bundle(folder, {"files": {fmt: FILES[fmt]}, "input": {}, "classes": []}).predictor(fmt, threads=threads, verify=False)
 
 
-def model_card(model: nn.Module, config: RunConfig, dataset: Any, *, run_id: str | None, accuracy: float | None,
+def model_card(model: nn.Module, config: RunConfig, dataset: Any, *, result: Result | None,
                files: dict[str, dict[str, Any]], parity: dict[str, Any], precision: str, threads: int,
                latency: Any = None) -> dict[str, Any]:
-    """The card's JSON: what the model is, how to feed it, how well it travelled, and with which versions."""
+    """The card's JSON: what the model is, how to feed it, how well it travelled, and with which versions.
+    ``status`` is the run's (``ok``, or why it stopped early: a search's pruned trial trained only part way),
+    ``tags`` where it came from (a study and trial)."""
     normalised = config.data.normalize
     c = dataset.in_channels
     return {
         "schema": CARD_SCHEMA,
-        "run_id": run_id,
+        "run_id": result.run_id if result else None,
+        "status": result.status if result else "ok",
+        "tags": result.tags if result else {},
         "name": config.name or config.model.name,
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": {"name": config.model.name, "args": make_model_args(config.model, dataset.num_classes, tuple(dataset.test_x.shape[1:])),
@@ -264,7 +374,7 @@ def model_card(model: nn.Module, config: RunConfig, dataset: Any, *, run_id: str
                   "std": dataset.std.tolist() if normalised else [1.0] * c,
                   "preprocess": "x = (pixels / 255 - mean) / std, per channel"},
         "output": {"name": "logits", "shape": ["batch", dataset.num_classes]},
-        "metrics": {"accuracy": accuracy, "test_images": len(dataset.test_x)},
+        "metrics": {"accuracy": result.metrics.get("accuracy") if result else None, "test_images": len(dataset.test_x)},
         "files": files,
         "parity": parity,
         "latency": latency.to_dict("records") if latency is not None else None,
@@ -292,6 +402,8 @@ def card_text(bundle: Bundle) -> str:
              f"{card['model'].get('params', '?'):,} parameters"
              + (f", accuracy {accuracy:.2%}" if accuracy is not None else "")
              + f", input {'x'.join(map(str, card['input']['shape']))}"]
+    if card.get("status", "ok") != "ok":
+        lines.append(f"  status: {card['status']} (the run stopped early: this model did not finish its training)")
     for fmt, entry in card["files"].items():
         p = card["parity"][fmt]
         opset = f", opset {entry['opset']}" if entry.get("opset") else ""
@@ -312,14 +424,14 @@ def card_text(bundle: Bundle) -> str:
 
 
 def _resolve(source: Result | str | nn.Module, store: Any, config: RunConfig | None
-             ) -> tuple[nn.Module, RunConfig, str | None, float | None]:
+             ) -> tuple[nn.Module, RunConfig, Result | None]:
     if isinstance(source, nn.Module):
         if config is None:
             raise ValueError("export(model) needs config=RunConfig(...) naming the dataset it was trained on: the "
                              "parity check runs on its test images and the card states its normalisation")
-        return source.eval(), config, None, None
+        return source.eval(), config, None
     result = source if isinstance(source, Result) else (store if isinstance(store, ResultStore) else ResultStore(store)).get(source)
-    return load_model(result).eval(), result.config, result.run_id, result.metrics.get("accuracy")
+    return load_model(result).eval(), result.config, result
 
 
 def _write_format(model: nn.Module, fmt: str, folder: Path, example: torch.Tensor, opset: int | None) -> dict[str, Any]:
@@ -342,12 +454,15 @@ def _write_format(model: nn.Module, fmt: str, folder: Path, example: torch.Tenso
         reason = skip_reason("onnxruntime" if fmt == "onnx" else "export", e)
         raise ValueError(f"{fmt} cannot carry this model ({reason}): export it with --format {other}, "
                          "or export the run before that compression step") from None
-    entry = {"file": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)}
+    entry = {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
     if fmt == "onnx" and has_module("onnx"):
         import onnx
 
         entry["opset"] = next((o.version for o in onnx.load(str(path), load_external_data=False).opset_import
                                if o.domain in ("", "ai.onnx")), None)
+        if opset is not None and entry["opset"] != opset and not isinstance(model, OnnxRuntimeModule):
+            raise ValueError(f"ONNX's version converter could not take this model to opset {opset} (the file came out "
+                             f"at opset {entry['opset']}): use --opset {entry['opset']}, or leave --opset out")
     return entry
 
 
@@ -355,14 +470,6 @@ def _check_onnx_runs(path: Path) -> None:
     from ..measure.onnx import onnxruntime_session
 
     onnxruntime_session(path, threads=1)  # a graph ONNX Runtime cannot load (bf16 kernels...) fails here
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _versions() -> dict[str, str | None]:
