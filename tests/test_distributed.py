@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 import workbench as wb
 from workbench import ConfigError, ResultStore
 from workbench.distributed import LaunchError, Placement, launch, rank_table, torchrun_command
+from workbench.train import available_cores
 
 WORKBENCH = [sys.executable, "-m", "workbench.cli"]
 QUICK_TIMING = ["--measure-batch-sizes", "1", "--measure-iters", "3", "--measure-warmup", "1", "--measure-modes", "eager"]
@@ -132,6 +134,40 @@ def test_a_bad_parallel_config_stops_in_one_line_before_any_process_starts(tmp_p
     assert not (tmp_path / "runs" / "checkpoints").exists() or not list((tmp_path / "runs" / "checkpoints").iterdir())
 
 
+def test_far_more_ranks_than_cores_is_refused_before_any_process_starts(tmp_path):
+    limit = 4 * available_cores()
+    done = workbench_cli("run", "--model", "mlp", "--nproc", str(limit + 1), "--batch-size", str(2 * (limit + 1)),
+                         "--store", str(tmp_path / "runs"), timeout=60)
+    assert done.returncode == 2 and f"use --nproc {limit} or fewer" in done.stderr.strip().splitlines()[-1]
+
+
+def test_a_one_machine_launch_listens_on_loopback_only(tmp_path):
+    """torchrun's own TCPStore servers bind every interface; the loopback launcher's bind 127.0.0.1."""
+    script = tmp_path / "wait.py"
+    script.write_text("import time\ntime.sleep(6)\n")
+    seen, done = set(), threading.Event()
+
+    def watch():
+        me = psutil.Process()
+        while not done.is_set():
+            for child in me.children(recursive=True):
+                try:
+                    seen.update((c.laddr.ip, child.pid) for c in child.net_connections("tcp") if c.status == psutil.CONN_LISTEN)
+                except psutil.Error:
+                    pass
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        launch([str(script)], Placement(nproc_per_node=2), echo=False, launch_dir=tmp_path / "launch")
+    finally:
+        done.set()
+        watcher.join()
+    assert seen, "no listening socket seen during the launch: the check saw nothing"
+    assert {ip for ip, _ in seen} == {"127.0.0.1"}, seen
+
+
 def test_a_parallel_run_needs_a_store_to_hand_its_row_back():
     with pytest.raises(ConfigError, match="through a result store"):
         wb.run(wb.RunConfig().replace(**{"parallel.nproc": 2}), store=None)
@@ -145,7 +181,8 @@ def test_the_multi_node_launch_line(tmp_path):
         "python -m torch.distributed.run --nnodes 2 --nproc-per-node 4 --node-rank 1 --rdzv-backend c10d "
         "--rdzv-endpoint 10.0.0.1:29400 --rdzv-id workbench --max-restarts 0 "
         "-m workbench.distributed --model cnn --epochs 5 --nproc 4 --nnodes 2")
-    assert torchrun_command(["x.py"], Placement(nproc_per_node=2))[3:6] == ["--standalone", "--nnodes", "1"]
+    assert torchrun_command(["x.py"], Placement(nproc_per_node=2))[2:6] == ["workbench.train.torchrun_loopback", "--standalone",
+                                                                         "--nnodes", "1"]
     missing = workbench_cli("run", "--nproc", "2", "--nnodes", "2", "--print-launch", timeout=60)
     assert missing.returncode == 2 and "need rdzv_endpoint=HOST:PORT of node 0" in missing.stderr
     with pytest.raises(ConfigError, match=r"node rank must be in \[0, 2\)"):

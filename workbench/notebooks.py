@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from ._errors import optional_import
-from ._files import atomic_write_text
+from ._files import atomic_write_text, writable_problem
 from .measure import device_name
 from .results import jsonable
 from .train.threads import load_average
@@ -49,6 +49,8 @@ def _select(names: Iterable[str], folder: Path) -> list[Path]:
         return notebooks
     chosen = []
     for name in names:
+        if not str(name).strip():  # "" is a prefix of every name: it would run them all
+            raise ValueError("An empty notebook name matches every notebook: name one (e.g. 01) or pass --all")
         hits = [p for p in notebooks if p.stem == name or p.name == name or p.stem.startswith(name)]
         if not hits:
             raise FileNotFoundError(f"No notebook matches '{name}'. Notebooks: {', '.join(p.stem for p in notebooks)}.")
@@ -210,7 +212,10 @@ def run_notebooks(names: Iterable[str] = (), parameters: dict[str, Any] | None =
     """Execute the named notebooks (all when none are named); values given on the command line are
     parsed as JSON where they can be (``-p epochs 3`` gives an int)."""
     parsed = {k: _parse(v) for k, v in (parameters or {}).items()}
-    return [run_notebook(p, parsed, out=out, smoke=smoke, progress=progress) for p in _select(names, Path(folder))]
+    chosen = _select(names, Path(folder))
+    if problem := writable_problem(out):  # before the first notebook runs, not as a bare errno after
+        raise OSError(f"{problem} (--out): choose another folder")
+    return [run_notebook(p, parsed, out=out, smoke=smoke, progress=progress) for p in chosen]
 
 
 def _parse(value: Any) -> Any:

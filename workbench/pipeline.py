@@ -283,6 +283,11 @@ def _rank_threads(config: RunConfig) -> int:
     return setting if isinstance(setting, int) else max(1, available_cores() // config.parallel.nproc)
 
 
+# Ranks a CPU core may carry: past this each rank holds a whole copy of the model and data for a sliver
+# of a core, and a typo (--nproc 200) would fork hundreds of torch processes.
+MAX_RANKS_PER_CORE = 4
+
+
 def _parallel_problems(config: RunConfig, device: torch.device) -> list[str]:
     """What stops a data-parallel config before any process starts."""
     p, bs = config.parallel, config.train.batch_size
@@ -303,6 +308,9 @@ def _parallel_problems(config: RunConfig, device: torch.device) -> list[str]:
         problems.append("data-parallel training runs on CPUs (gloo) or CUDA GPUs (nccl), not mps: use --device cpu")
     elif backend_for(p, device) == "nccl" and device.type != "cuda":
         problems.append(f"parallel.backend='nccl' moves CUDA tensors, and this run trains on the {device.type}: use gloo or auto")
+    elif device.type == "cpu" and p.nproc > MAX_RANKS_PER_CORE * available_cores():
+        problems.append(f"parallel.nproc={p.nproc} starts {p.nproc} processes on this machine's {available_cores()} cores: "
+                        f"each rank needs a share of a core, so use --nproc {MAX_RANKS_PER_CORE * available_cores()} or fewer")
     elif device.type == "cuda" and p.nproc > torch.cuda.device_count():
         problems.append(f"parallel.nproc={p.nproc} needs a GPU per process and this machine has {torch.cuda.device_count()}: "
                         f"use --nproc {torch.cuda.device_count()}")

@@ -68,7 +68,8 @@ def load_dataset(name: str, root: str | Path = "data") -> Dataset:
 def fetch_dataset(name: str, root: str | Path = "data") -> Path:
     """Download a dataset's files ahead of time (for offline use) and return where they are.
 
-    The bundled digits and local folders need nothing: their own location is returned.
+    The bundled digits need nothing: its file is returned. A local folder or zip is decoded and cached
+    (so a folder without usable images fails here, not at the first run) and its path returned.
 
     Example:
         >>> fetch_dataset("digits").name
@@ -79,6 +80,7 @@ def fetch_dataset(name: str, root: str | Path = "data") -> Path:
         path = Path(name[len(FOLDER_PREFIX):]).expanduser()
         if not path.exists():
             raise DatasetError(f"Image folder {path} does not exist; pass folder:PATH of an existing folder or zip.")
+        load_folder(path, root=root)
         return path
     if name == "digits":
         return _digits_file()

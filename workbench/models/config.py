@@ -12,6 +12,10 @@ from .._plain import Checked
 from ._common import check_model_name, create_model
 
 INITS = ("default", "whiten")
+# Upper bounds that keep a typo from hanging or exhausting the machine while the model is built:
+# width 64 gives a cnn 4,096 to 16,384 channels a layer, depth 1,000 is five times ResNet-1202's 200
+# blocks a stage. Nothing a run on one machine trains is near either.
+MAX_WIDTH, MAX_DEPTH = 64.0, 1000
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,10 @@ class ModelConfig(Checked):
 
     def check(self) -> None:
         check_positive("model", "width", self.width)
-        require(self.depth is None or self.depth >= 1, f"model.depth must be >= 1 or None (got {self.depth})")
+        require(self.width <= MAX_WIDTH, f"model.width must be at most {MAX_WIDTH:g} (got {self.width:g}): it multiplies "
+                                         "every layer's channel count")
+        require(self.depth is None or 1 <= self.depth <= MAX_DEPTH,
+                f"model.depth must be 1 to {MAX_DEPTH} or None (got {self.depth})")
         require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1) (got {self.dropout})")
         check_model_name(self.name)
         require(self.init in INITS, f"model.init must be one of {', '.join(INITS)} (got '{self.init}')")

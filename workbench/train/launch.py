@@ -9,7 +9,7 @@ its exit code.
 Example:
     >>> cmd = torchrun_command(["-m", "workbench.distributed", "--epochs", "2"], Placement(nproc_per_node=2))
     >>> cmd[1:4], cmd[-4:]
-    (['-m', 'torch.distributed.run', '--standalone'], ['-m', 'workbench.distributed', '--epochs', '2'])
+    (['-m', 'workbench.train.torchrun_loopback', '--standalone'], ['-m', 'workbench.distributed', '--epochs', '2'])
     >>> multi = Placement(nproc_per_node=4, nnodes=2, node_rank=1, rdzv_endpoint="10.0.0.1:29400")
     >>> " ".join(torchrun_command(["train.py"], multi)[3:])
     '--nnodes 2 --nproc-per-node 4 --node-rank 1 --rdzv-backend c10d --rdzv-endpoint 10.0.0.1:29400 --rdzv-id workbench --max-restarts 0 train.py'
@@ -69,14 +69,15 @@ class Placement:
 
 def torchrun_command(target: Sequence[str], placement: Placement, *, python: str = sys.executable) -> list[str]:
     """The ``torchrun`` command line (as ``python -m torch.distributed.run``, so it is this environment's
-    torch) that starts ``target`` (a script and its arguments, or ``["-m", module, ...]``) on every rank."""
-    cmd = [python, "-m", "torch.distributed.run"]
+    torch) that starts ``target`` (a script and its arguments, or ``["-m", module, ...]``) on every rank.
+    On one machine it is ``workbench.train.torchrun_loopback``: torchrun with its stores on 127.0.0.1."""
     if placement.nnodes == 1:
-        cmd += ["--standalone", "--nnodes", "1", "--nproc-per-node", str(placement.nproc_per_node)]
+        cmd = [python, "-m", "workbench.train.torchrun_loopback",
+               "--standalone", "--nnodes", "1", "--nproc-per-node", str(placement.nproc_per_node)]
     else:
-        cmd += ["--nnodes", str(placement.nnodes), "--nproc-per-node", str(placement.nproc_per_node),
-                "--node-rank", str(placement.node_rank), "--rdzv-backend", "c10d",
-                "--rdzv-endpoint", placement.rdzv_endpoint, "--rdzv-id", placement.rdzv_id]
+        cmd = [python, "-m", "torch.distributed.run", "--nnodes", str(placement.nnodes),
+               "--nproc-per-node", str(placement.nproc_per_node), "--node-rank", str(placement.node_rank),
+               "--rdzv-backend", "c10d", "--rdzv-endpoint", placement.rdzv_endpoint, "--rdzv-id", placement.rdzv_id]
     # A failed rank ends the launch: restarting it would train the epoch again on the other ranks' time.
     return cmd + ["--max-restarts", "0", *target]
 
