@@ -212,7 +212,7 @@ def test_load_test_stops_at_its_duration(url):
     start = time.perf_counter()
     result = load_test(url, concurrency=2, requests=10**6, duration_s=1.0)
     assert time.perf_counter() - start < 5 and result["stopped_by"] == "duration"
-    assert 0 < result["ok"] < 10**6 and result["errors"] == 0 and 0.9 < result["duration_s"] < 3
+    assert 0 < result["ok"] < 10**6 and result["errors"] == 0 and 0.5 <= result["duration_s"] < 3  # warm-up spends up to half the budget
 
 
 def test_load_test_counts_refused_requests_and_checks_its_arguments(url):

@@ -200,18 +200,22 @@ def _add_deploy_parsers(sub, p: dict[str, argparse.ArgumentParser]) -> None:
     p["export"].add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     p["serve"] = sub.add_parser("serve", help="serve a bundle over HTTP on 127.0.0.1 (POST /predict)")
     p["serve"].add_argument("bundle", metavar="BUNDLE", help="a folder written by workbench export")
-    p["serve"].add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p["serve"].add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p["serve"].add_argument("--port", type=int, default=8000, help="port, 0-65535; 0 takes a free one (default: 8000)")
+    p["serve"].add_argument("--host", default="127.0.0.1",
+                            help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 listens on all "
+                                 "interfaces, reachable from other machines, with no authentication)")
     p["serve"].add_argument("--format", dest="fmt", default="auto", choices=("auto", "onnx", "torch-export"),
                             help="which file of the bundle to serve (default: auto, ONNX where there is one)")
-    p["serve"].add_argument("--threads", type=int, default=1, help="inference threads (default: 1)")
-    p["serve"].add_argument("--max-batch", type=int, default=256, help="largest batch one request may send (default: 256)")
+    p["serve"].add_argument("--threads", type=int, default=1, help="inference threads, >= 1 (default: 1)")
+    p["serve"].add_argument("--max-batch", type=int, default=256, help="largest batch one request may send, >= 1 (default: 256)")
     p["load-test"] = sub.add_parser("load-test", help="send concurrent requests to a served bundle; print latency percentiles")
     p["load-test"].add_argument("url", metavar="URL", help="the server, e.g. http://127.0.0.1:8000")
-    p["load-test"].add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default: 4)")
-    p["load-test"].add_argument("--requests", type=int, default=200, help="requests to send at most (default: 200)")
-    p["load-test"].add_argument("--duration", type=float, default=30.0, help="seconds to run at most (default: 30)")
-    p["load-test"].add_argument("--batch-size", type=int, default=1, help="images per request (default: 1)")
+    p["load-test"].add_argument("--concurrency", type=int, default=4,
+                                help="requests in flight at once, >= 1; never more than --requests (default: 4)")
+    p["load-test"].add_argument("--requests", type=int, default=200, help="requests to send at most, >= 1 (default: 200)")
+    p["load-test"].add_argument("--duration", type=float, default=30.0,
+                                help="seconds to run at most, warm-up included, > 0 (default: 30)")
+    p["load-test"].add_argument("--batch-size", type=int, default=1, help="images per request, >= 1 (default: 1)")
 
 
 def _deploy(args: argparse.Namespace) -> int:
@@ -223,9 +227,20 @@ def _deploy(args: argparse.Namespace) -> int:
                                check=not args.no_check, overwrite=args.force)
         print(deploy.card_text(bundle))
     elif args.command == "serve":
+        if not 0 <= args.port <= 65535:
+            raise ConfigError(f"--port must be 0-65535, 0 taking a free port (got {args.port})")
+        for flag, value in (("--threads", args.threads), ("--max-batch", args.max_batch)):
+            if value < 1:
+                raise ConfigError(f"{flag} must be >= 1 (got {value})")
         deploy.serve(args.bundle, host=args.host, port=args.port, fmt=args.fmt, threads=args.threads,
                      max_batch=args.max_batch)
     else:
+        for flag, value in (("--concurrency", args.concurrency), ("--requests", args.requests),
+                            ("--batch-size", args.batch_size)):
+            if value < 1:
+                raise ConfigError(f"{flag} must be >= 1 (got {value})")
+        if not 0 < args.duration < float("inf"):  # also refuses nan
+            raise ConfigError(f"--duration must be a number of seconds > 0 (got {args.duration:g})")
         report = deploy.load_test(args.url, concurrency=args.concurrency, requests=args.requests,
                                   duration_s=args.duration, batch_size=args.batch_size)
         print("\n".join(f"{k:>15}  {v}" for k, v in report.items()))

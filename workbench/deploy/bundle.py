@@ -137,10 +137,58 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
                                 f"workbench export RUN_ID --out {path}")
     try:
         card = json.loads(card_path.read_text())
-        missing = [k for k in ("input", "classes") if k not in card] + [
-            f"input.{k}" for k in ("shape", "mean", "std") if k not in card.get("input", {})]
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ValueError(f"{card_path} is not a model card ({type(e).__name__}): export the run again") from None
+    _check_card(card, card_path)
+    return Bundle(path, card)
+
+
+def _check_card(card: Any, card_path: Path) -> None:
+    """The card fields serving relies on, checked before anything loads: one ``ValueError`` line naming
+    ``card_path`` and the field. ``classes`` a list of strings; ``input.shape`` [C, H, W], positive
+    integers (C <= 64, H and W <= 8192); ``input.mean`` and ``input.std`` one finite number per channel,
+    ``std`` > 0 (a zero would divide every input by zero); ``files``, where present, an object.
+
+    Example:
+        >>> _check_card({"input": {"shape": [1, 8, 8], "mean": [0.5], "std": [0]}, "classes": ["a"]}, Path("b/card.json"))
+        Traceback (most recent call last):
+        ...
+        ValueError: b/card.json: input.std must be a list of 1 finite number > 0, one per channel of input.shape (got [0]): export the run again with workbench export
+    """
+    import math
+
+    max_channels, max_side = 64, 8192  # an input shape beyond these is a corrupt card, not a model to serve
+
+    def bad(field: str, wants: str, got: Any) -> ValueError:
+        shown = json.dumps(got)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        return ValueError(f"{card_path}: {field} must be {wants} (got {shown}): export the run again with workbench export")
+
+    if not isinstance(card, dict):
+        raise ValueError(f"{card_path} is not a model card (a JSON {type(card).__name__}, not an object): "
+                         "export the run again with workbench export")
+    spec = card.get("input")
+    missing = [k for k in ("input", "classes") if k not in card] + [
+        f"input.{k}" for k in ("shape", "mean", "std") if isinstance(spec, dict) and k not in spec]
     if missing:
         raise ValueError(f"{card_path} lacks {', '.join(missing)}: export the run again with workbench export")
-    return Bundle(path, card)
+    if not isinstance(spec, dict):
+        raise bad("input", "an object with shape, mean and std", spec)
+    classes = card["classes"]
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise bad("classes", "a list of class names (strings)", classes)
+    shape = spec["shape"]
+    if (not isinstance(shape, list) or len(shape) != 3
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
+            or shape[0] > max_channels or max(shape[1:]) > max_side):
+        raise bad("input.shape", f"[C, H, W], 3 positive integers (C <= {max_channels}, H and W <= {max_side})", shape)
+    channels = shape[0]
+    for key in ("mean", "std"):
+        values = spec[key]
+        numbers = isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if (not numbers or len(values) != channels or not all(math.isfinite(v) for v in values)
+                or (key == "std" and not all(v > 0 for v in values))):
+            wants = f"{channels} finite number{'s' * (channels != 1)}{' > 0' if key == 'std' else ''}, one per channel"
+            raise bad(f"input.{key}", f"a list of {wants} of input.shape", values)
+    if "files" in card and not isinstance(card["files"], dict):
+        raise bad("files", "an object (format -> file)", card["files"])

@@ -21,9 +21,10 @@ Endpoints:
     "logits": [[...], ...]}``, one row per image.
 
 A request the server cannot use gets a 4xx and ``{"error": "<one line>"}``: 400 for a body that is
-not what it says (bad JSON, not an image, not a .npy, wrong dtype), 413 for a body over
-``max_body_bytes`` or a batch over ``max_batch``, 415 for another Content-Type, 422 for the wrong
-shape, image size or pixel range. A failure inside the model is a 500 with one line; the server
+not what it says (bad JSON, JSON nested too deep, not an image, not a .npy, wrong dtype) and for a
+request HTTP cannot parse (a bad Content-Length, a malformed chunk, a garbled request line: see
+``_http_protocol``), 413 for a body over ``max_body_bytes`` or a batch over ``max_batch``, 415 for
+another Content-Type, 422 for the wrong shape, image size or pixel range. A failure inside the model is a 500 with one line; the server
 keeps serving either way. Inference runs in a worker thread, so the event loop keeps taking requests
 while a batch runs (an ONNX Runtime session's ``run`` is thread-safe).
 
@@ -37,13 +38,21 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
+import http
 import io
+import ipaddress
 import json
 import logging
 import math
 import os
+import socket
+import ssl
+import sys
 import threading
 import time
+import warnings
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -58,6 +67,7 @@ ACCEPTED = f"application/json ({{\"inputs\": pixels}}), image/png or image/jpeg 
 NPY_DTYPES = {"u1": "uint8", "f4": "float32", "f8": "float64"}  # numpy dtype code (no byte order) -> name
 JSON_BYTES_PER_VALUE = 6  # "255, " plus brackets: the default body limit fits max_batch images as JSON
 HEADROOM = 64 * 1024
+BACKLOG = 2048  # uvicorn's default listen backlog
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +121,9 @@ def make_app(bundle: Bundle | str | os.PathLike, *, fmt: str = "auto", threads: 
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
+    _require_int("threads", threads, 1)
+    _require_int("max_batch", max_batch, 1)
     bundle = _as_bundle(bundle)
-    if not isinstance(max_batch, int) or max_batch < 1:
-        raise ValueError(f"max_batch must be an integer >= 1 (got {max_batch!r})")
     shape = tuple(int(d) for d in bundle.input_shape)
     limit = default_max_body_bytes(shape, max_batch) if max_body_bytes is None else int(max_body_bytes)
     if limit < 1:
@@ -172,6 +182,45 @@ def make_app(bundle: Bundle | str | os.PathLike, *, fmt: str = "auto", threads: 
     return app
 
 
+def _require_int(name: str, value: Any, low: int, high: int | None = None) -> None:
+    """``value`` must be an integer in [low, high]; otherwise one ``ValueError`` line naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        allowed = f">= {low}" if high is None else f"{low}-{high}"
+        raise ValueError(f"{name} must be an integer {allowed} (got {value!r})")
+
+
+@functools.lru_cache(maxsize=None)
+def _http_protocol() -> type:
+    """uvicorn's h11 protocol, answering a request HTTP cannot parse (a bad Content-Length, a malformed
+    chunk, a garbled request line or header) in this server's JSON shape, ``{"error": "..."}``, instead of
+    uvicorn's plain text. Such a request never reaches the app, so the app cannot answer it; uvicorn
+    funnels all of them into ``send_400_response``, the one method overridden here. The status is h11's
+    hint (400, or 431 for headers over its limit); the connection closes, as uvicorn's own answer does.
+    h11 is uvicorn's own dependency, so this works wherever uvicorn does (httptools need not be there)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    CLIENT_ERRORS = {s.value for s in http.HTTPStatus if 400 <= s.value < 500}
+
+    class JSONErrorH11Protocol(H11Protocol):
+        def send_400_response(self, msg: str) -> None:
+            cause = sys.exc_info()[1]  # uvicorn calls this inside ``except h11.RemoteProtocolError``
+            hint = getattr(cause, "error_status_hint", 400)  # 431 for headers over h11's limit; 501 is made a 400
+            status = http.HTTPStatus(hint) if hint in CLIENT_ERRORS else http.HTTPStatus.BAD_REQUEST
+            detail = " ".join(str(cause or msg).split())[:200]
+            body = json.dumps({"error": f"bad HTTP request ({detail}): send a valid request line and headers, a "
+                                        "numeric Content-Length or a well-formed chunked body"}).encode()
+            if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # no answer under way (else just close)
+                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                           (b"connection", b"close")]
+                for event in (h11.Response(status_code=status.value, headers=headers, reason=status.phrase.encode()),
+                              h11.Data(data=body), h11.EndOfMessage()):
+                    self.transport.write(self.conn.send(event))
+            self.transport.close()
+
+    return JSONErrorH11Protocol
+
+
 def _error(response_class: Any, status: int, message: str, headers: Any = None) -> Any:
     line = (str(message).strip().splitlines() or ["error"])[0][:500]
     return response_class({"error": line}, status_code=status, headers=headers)
@@ -213,7 +262,7 @@ async def _read_body(request: Any, limit: int) -> bytes:
 def _decode(body: bytes, kind: str, shape: tuple[int, ...], max_batch: int) -> np.ndarray:
     """A request body -> float32 pixels (N, C, H, W), checked; ``_Refused`` says what is wrong."""
     if kind == "json":
-        pixels = _from_json(body)
+        pixels = _from_json(body, shape)
     elif kind == "npy":
         pixels = _from_npy(body)
     else:
@@ -235,13 +284,17 @@ def _decode(body: bytes, kind: str, shape: tuple[int, ...], max_batch: int) -> n
     return np.array(pixels, dtype=np.float32, order="C")  # a copy: a .npy body's buffer is read-only
 
 
-def _from_json(body: bytes) -> np.ndarray:
+def _from_json(body: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    block = f"(N, {', '.join(map(str, shape))})"
     try:
         doc = json.loads(body)
     except json.JSONDecodeError as e:
         raise _Refused(400, f"body is not valid JSON ({e.msg} at character {e.pos})") from None
     except UnicodeDecodeError:
         raise _Refused(400, "body is not valid JSON (not UTF-8 text)") from None
+    except RecursionError:  # a body of "[[[[..." thousands deep: the client's mistake, not the server's
+        raise _Refused(400, f"JSON body is nested too deep to parse: send {{\"inputs\": ...}} with pixels nested "
+                            f"{len(shape) + 1} lists deep, {block}") from None
     if not isinstance(doc, dict) or "inputs" not in doc:
         raise _Refused(400, 'JSON body must be an object {"inputs": [...]} of raw pixels 0-255')
     inputs = doc["inputs"]
@@ -251,6 +304,9 @@ def _from_json(body: bytes) -> np.ndarray:
     # ragged rows; this also gives the shape without a second pass.
     level, dims = [inputs], []
     while level and all(isinstance(x, list) for x in level):
+        if len(dims) > len(shape):  # deeper than (N, C, H, W) cannot be right, and numpy stops at 64 dimensions
+            raise _Refused(422, f"inputs are nested more than {len(shape) + 1} lists deep; this model takes {block} "
+                                f"or {shape}")
         n = len(level[0])
         if any(len(x) != n for x in level):
             raise _Refused(422, f"inputs are ragged: lists at depth {len(dims) + 1} differ in length; "
@@ -338,13 +394,73 @@ def _describe(info: dict[str, Any]) -> str:
     return f"{info['format']}, torch {info['threads']} thread{'s' * (info['threads'] != 1)}"
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port``, made before any model loads (uvicorn then serves on it), so a
+    wrong host or a taken port is one line naming the flag to change, and nothing claims to serve before."""
+    _require_int("port", port, 0, 65535)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn does: a name binds its IPv4 address
+    try:
+        address = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)[0][4]
+    except (OSError, UnicodeError, ValueError) as e:  # socket.gaierror is an OSError
+        raise ValueError(f"--host {host!r} is not an address or a name this machine can resolve "
+                         f"({getattr(e, 'strerror', None) or e}): use 127.0.0.1 (this machine only) or 0.0.0.0 "
+                         "(all interfaces)") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart need not wait out TIME_WAIT
+        sock.bind(address)
+        sock.listen(BACKLOG)  # now: a second server cannot take the port while the model loads
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise OSError(f"port {port} on {host} is in use: pick another --port") from None
+        if e.errno == errno.EADDRNOTAVAIL:
+            raise OSError(f"--host {host} is not an address of this machine: use 127.0.0.1 (this machine only), "
+                          "0.0.0.0 (all interfaces) or one of this machine's own addresses") from None
+        if e.errno == errno.EACCES:
+            raise OSError(f"port {port} on {host} needs privileges: pick a --port above 1023") from None
+        raise OSError(f"cannot listen on {host} port {port} ({e.strerror or e}): pick another --host or --port") from None
+    return sock
+
+
+def _banner(path: Any, info: dict[str, Any], bound: tuple[Any, ...]) -> tuple[str, str | None]:
+    """What ``serve`` prints once it listens, from the address really bound: the banner line, and a
+    warning line where other machines can reach the server (``None`` on loopback).
+
+    Example:
+        >>> info = {"format": "onnx", "threads": 1}
+        >>> _banner("b", info, ("127.0.0.1", 8000))
+        ('Serving b (onnx, ONNX Runtime 1 thread) on http://127.0.0.1:8000 — POST /predict; Ctrl-C stops', None)
+        >>> banner, warning = _banner("b", info, ("0.0.0.0", 8000))
+        >>> banner
+        'Serving b (onnx, ONNX Runtime 1 thread) on http://0.0.0.0:8000, all interfaces: reachable from other machines (http://127.0.0.1:8000 from this one) — POST /predict; Ctrl-C stops'
+        >>> warning
+        'warning: http://0.0.0.0:8000 is reachable from other machines and has no authentication yet: anyone who can reach it can use the model; serve with --host 127.0.0.1 to keep it on this machine'
+    """
+    host, port = str(bound[0]), int(bound[1])
+    address = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    ip = ipaddress.ip_address(host.split("%")[0])  # an IPv6 link-local address may carry a %zone
+    where = address
+    if ip.is_unspecified:
+        where = f"{address}, all interfaces: reachable from other machines ({_url(host, port)} from this one)"
+    banner = f"Serving {path} ({_describe(info)}) on {where} — POST /predict; Ctrl-C stops"
+    if ip.is_loopback:
+        return banner, None
+    return banner, (f"warning: {address} is reachable from other machines and has no authentication yet: anyone who "
+                    "can reach it can use the model; serve with --host 127.0.0.1 to keep it on this machine")
+
+
 def serve(bundle_or_path: Bundle | str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000, fmt: str = "auto",
           threads: int = 1, max_batch: int = 256, max_body_bytes: int | None = None, log_level: str = "warning") -> None:
-    """Serve a bundle until Ctrl-C (uvicorn, one process); prints the URL first. ``workbench serve BUNDLE``.
+    """Serve a bundle until Ctrl-C (uvicorn, one process). ``workbench serve BUNDLE``.
 
-    ``threads`` is the inference thread count: ONNX Runtime's for ``onnx``; for ``torch-export`` it
-    sets ``torch.set_num_threads`` in this process. The other arguments are ``make_app``'s;
-    ``log_level`` is uvicorn's (``info`` shows each request's log line).
+    The arguments, the card and the address are checked first, each failure one line (a taken port:
+    ``port 8000 on 127.0.0.1 is in use: pick another --port``); then the model loads, and the banner
+    gives the address really bound (``port=0`` takes a free port). A host other machines can reach
+    (``0.0.0.0``, all interfaces, or a network address) also prints a warning line: the server has no
+    authentication. ``threads`` is the inference thread count: ONNX Runtime's for ``onnx``; for
+    ``torch-export`` it sets ``torch.set_num_threads`` in this process. The other arguments are
+    ``make_app``'s; ``log_level`` is uvicorn's (``info`` shows each request's log line).
 
     Example:
         >>> serve("bundle/", port=8000)  # doctest: +SKIP
@@ -353,13 +469,26 @@ def serve(bundle_or_path: Bundle | str | os.PathLike, *, host: str = "127.0.0.1"
     require_modules(["starlette", "uvicorn"], "Serving a bundle", SERVE_PIP)
     import uvicorn
 
-    bundle = _as_bundle(bundle_or_path)
-    if (bundle.formats[:1] if fmt == "auto" else [fmt]) == ["torch-export"]:
-        torch.set_num_threads(threads)
-    app = make_app(bundle, fmt=fmt, threads=threads, max_batch=max_batch, max_body_bytes=max_body_bytes)
-    print(f"Serving {bundle.path} ({_describe(app.state.workbench)}) on {_url(host, port)} — POST /predict; "
-          "Ctrl-C stops", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level in ("debug", "trace", "info"))
+    _require_int("port", port, 0, 65535)
+    _require_int("threads", threads, 1)
+    _require_int("max_batch", max_batch, 1)
+    bundle = _as_bundle(bundle_or_path)  # reads and checks the card
+    sock = _bind(host, port)
+    try:
+        if (bundle.formats[:1] if fmt == "auto" else [fmt]) == ["torch-export"]:
+            torch.set_num_threads(threads)
+        app = make_app(bundle, fmt=fmt, threads=threads, max_batch=max_batch, max_body_bytes=max_body_bytes)
+        bound = sock.getsockname()
+        config = uvicorn.Config(app, host=bound[0], port=bound[1], http=_http_protocol(), log_level=log_level,
+                                access_log=log_level in ("debug", "trace", "info"))
+        banner, warning = _banner(bundle.path, app.state.workbench, bound)
+        print(banner, flush=True)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn shuts down on Ctrl-C, then raises it again
+            uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 @contextlib.contextmanager
@@ -368,7 +497,8 @@ def serving(bundle_or_path: Bundle | str | os.PathLike, *, host: str = "127.0.0.
             log_level: str = "warning") -> Iterator[str]:
     """Serve a bundle from a background thread while the block runs; yields the base URL
     (``http://127.0.0.1:PORT``; ``port=0`` takes a free one). The server answers ``/health`` before the
-    block starts and is shut down when it ends. Arguments as ``make_app``.
+    block starts and is shut down when it ends. Arguments as ``make_app``; a taken port or a wrong host
+    fails at once, as in ``serve``.
 
     Example:
         >>> with serving("bundle/") as url:  # doctest: +SKIP
@@ -379,35 +509,44 @@ def serving(bundle_or_path: Bundle | str | os.PathLike, *, host: str = "127.0.0.
     import httpx
     import uvicorn
 
-    app = make_app(bundle_or_path, fmt=fmt, threads=threads, max_batch=max_batch, max_body_bytes=max_body_bytes)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"workbench-serve-{port}", daemon=True)
-    thread.start()
+    sock = _bind(host, port)
     try:
-        deadline = time.monotonic() + startup_timeout_s
-        while not server.started:
-            if not thread.is_alive():  # uvicorn logs why (a taken port, mostly) and exits the thread
-                raise RuntimeError(f"The server did not start on {host}:{port}: is the port taken? Pick another port")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"The server on {host}:{port} did not start within {startup_timeout_s:g} s: "
-                                   "raise startup_timeout_s")
-            time.sleep(0.01)
-        url = _url(host, server.servers[0].sockets[0].getsockname()[1])
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url}/health did not answer within {startup_timeout_s:g} s: raise startup_timeout_s")
-            time.sleep(0.05)
-        yield url
+        app = make_app(bundle_or_path, fmt=fmt, threads=threads, max_batch=max_batch, max_body_bytes=max_body_bytes)
+        bound = sock.getsockname()
+        warning = _banner("", app.state.workbench, bound)[1]
+        if warning:
+            warnings.warn(warning.removeprefix("warning: "), stacklevel=3)
+        config = uvicorn.Config(app, host=bound[0], port=bound[1], http=_http_protocol(), log_level=log_level,
+                                access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"workbench-serve-{bound[1]}",
+                                  daemon=True)
+        thread.start()
+        url = _url(bound[0], bound[1])
+        try:
+            deadline = time.monotonic() + startup_timeout_s
+            while not server.started:
+                if not thread.is_alive():  # uvicorn logs why and exits the thread
+                    raise RuntimeError(f"The server did not start on {url}: see uvicorn's log above")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"The server on {url} did not start within {startup_timeout_s:g} s: "
+                                       "raise startup_timeout_s")
+                time.sleep(0.01)
+            while True:
+                try:
+                    if httpx.get(url + "/health", timeout=2.0).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{url}/health did not answer within {startup_timeout_s:g} s: raise startup_timeout_s")
+                time.sleep(0.05)
+            yield url
+        finally:
+            server.should_exit = True
+            thread.join(timeout=15)
     finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+        sock.close()
 
 
 def latency_percentiles(seconds: Sequence[float]) -> dict[str, float]:
@@ -434,16 +573,20 @@ def load_test(url: str, *, concurrency: int = 4, requests: int = 200, batch_size
     """Load-test a running server (``serve``/``serving``): ``concurrency`` clients, each a thread with its
     own keep-alive ``httpx.Client``, send ``POST /predict`` back to back until ``requests`` have been
     sent or ``duration_s`` has passed, whichever comes first (a request in flight then may take up
-    to ``timeout_s`` more). Each client first sends ``warmup`` requests that are not counted (connection
-    set-up, first-call allocations); a warm-up the server refuses raises ``ValueError`` with its reason.
+    to ``timeout_s`` more). Never more clients than ``requests``: the extra ones would have nothing to
+    send. Each client first sends ``warmup`` requests that are not counted (connection set-up,
+    first-call allocations), all clients at once; a warm-up the server refuses raises ``ValueError``
+    with its reason. ``duration_s`` bounds the clients' set-up and warm-up too: its clock starts once
+    ``GET /health`` has answered, and warm-up stops at half of it at the latest, so many clients cannot
+    stretch a 2-second test into a minute, nor leave it no time to measure.
 
     ``payload``: ``None`` sends random uint8 pixels of shape (``batch_size``, *input_shape), the shape
     read from ``GET /health``, as JSON; an array or tensor of raw pixels is sent as JSON (its batch size
     replaces ``batch_size``); ``bytes`` are sent as they are, with ``content_type``.
 
-    Returns one dict (``pandas.DataFrame([result])`` makes it a row): url, client, concurrency,
-    batch_size, requests_sent, ok, errors, first_error, stopped_by (``requests`` or ``duration``),
-    duration_s (wall time of the timed part), p50_ms, p95_ms, p99_ms, mean_ms, max_ms (over the ok
+    Returns one dict (``pandas.DataFrame([result])`` makes it a row): url, client, concurrency (the
+    clients that ran: at most ``requests``), batch_size, requests_sent, ok, errors, first_error,
+    stopped_by (``requests`` or ``duration``), duration_s (wall time of the timed part), p50_ms, p95_ms, p99_ms, mean_ms, max_ms (over the ok
     requests, each timed with ``time.perf_counter`` around the whole request and answer),
     throughput_rps (ok requests a second) and throughput_ips (images a second).
 
@@ -466,9 +609,12 @@ def load_test(url: str, *, concurrency: int = 4, requests: int = 200, batch_size
     require_modules(["httpx"], "load_test", SERVE_PIP)
     import httpx
 
+    # One TLS context for every client: building one per client (certificates loaded each time) takes
+    # ~20 ms, a minute for 2,000 clients.
+    tls = ssl.create_default_context()
     base = url.rstrip("/").removesuffix("/predict")
     try:
-        reply = httpx.get(base + "/health", timeout=timeout_s)
+        reply = httpx.get(base + "/health", timeout=timeout_s, verify=tls)
         health = reply.json() if reply.status_code == 200 else None
     except (httpx.HTTPError, ValueError) as e:
         raise ConnectionError(f"No server answers at {base} ({type(e).__name__}): start it with workbench serve BUNDLE") from None
@@ -478,54 +624,76 @@ def load_test(url: str, *, concurrency: int = 4, requests: int = 200, batch_size
     headers = {"content-type": content_type if isinstance(payload, (bytes, bytearray)) else "application/json"}
     target = base + "/predict"
 
-    clients = [httpx.Client(timeout=timeout_s, headers=headers) for _ in range(concurrency)]
+    concurrency = min(concurrency, requests)
+    began = time.perf_counter()
+    deadline = began + duration_s  # for the clients' set-up and warm-up too
+    warm_until = began + duration_s / 2  # so at least half the time is measured
+    clients: list[Any] = [None] * concurrency
     lock = threading.Lock()
-    sent, latencies, errors, first_error, last_done = 0, [], 0, None, 0.0
-    try:
-        for client in clients:
-            for _ in range(warmup):
+    sent, latencies, errors, first_error, last_done, refused = 0, [], 0, None, 0.0, None
+
+    def warm(i: int) -> None:
+        nonlocal refused
+        clients[i] = client = httpx.Client(timeout=timeout_s, headers=headers, verify=tls)
+        for _ in range(warmup):
+            if refused is not None or time.perf_counter() >= warm_until:
+                return
+            try:
                 r = client.post(target, content=body)
-                if r.status_code != 200:
-                    raise ValueError(f"{target} answered {r.status_code} to a warm-up request: {_reason(r)}")
+            except httpx.HTTPError:  # not counted; a server that stays down shows in the timed requests
+                continue
+            if r.status_code != 200:
+                with lock:
+                    refused = refused or f"{target} answered {r.status_code} to a warm-up request: {_reason(r)}"
+
+    def worker(client: Any) -> None:
+        nonlocal sent, errors, first_error, last_done
+        while True:
+            with lock:
+                if sent >= requests or time.perf_counter() >= deadline:
+                    return
+                sent += 1
+            t0 = time.perf_counter()
+            try:
+                r = client.post(target, content=body)
+                problem = None if r.status_code == 200 else f"{r.status_code}: {_reason(r)}"
+            except Exception as e:  # a timeout or a dropped connection counts as an error, not a crash
+                problem = one_line(e)
+            t1 = time.perf_counter()
+            with lock:
+                last_done = max(last_done, t1)
+                if problem is None:
+                    latencies.append(t1 - t0)
+                else:
+                    errors += 1
+                    first_error = first_error or problem
+
+    try:
+        _each(warm, range(concurrency), "load-test-warm-up")
+        if refused is not None:
+            raise ValueError(refused)
         start = time.perf_counter()
-        deadline = start + duration_s
-
-        def worker(client: Any) -> None:
-            nonlocal sent, errors, first_error, last_done
-            while True:
-                with lock:
-                    if sent >= requests or time.perf_counter() >= deadline:
-                        return
-                    sent += 1
-                t0 = time.perf_counter()
-                try:
-                    r = client.post(target, content=body)
-                    problem = None if r.status_code == 200 else f"{r.status_code}: {_reason(r)}"
-                except Exception as e:  # a timeout or a dropped connection counts as an error, not a crash
-                    problem = one_line(e)
-                t1 = time.perf_counter()
-                with lock:
-                    last_done = max(last_done, t1)
-                    if problem is None:
-                        latencies.append(t1 - t0)
-                    else:
-                        errors += 1
-                        first_error = first_error or problem
-
-        workers = [threading.Thread(target=worker, args=(c,), name=f"load-test-{i}") for i, c in enumerate(clients)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
+        _each(worker, clients, "load-test")
     finally:
         for client in clients:
-            client.close()
-    wall = max(last_done - start, 1e-9)
+            if client is not None:
+                client.close()
+    wall = last_done - start if last_done else 0.0
     ok = len(latencies)
     return {"url": base, "client": "httpx", "concurrency": concurrency, "batch_size": batch, "requests_sent": sent,
             "ok": ok, "errors": errors, "first_error": first_error,
             "stopped_by": "requests" if sent >= requests else "duration", "duration_s": round(wall, 4),
-            **latency_percentiles(latencies), "throughput_rps": ok / wall, "throughput_ips": ok * batch / wall}
+            **latency_percentiles(latencies), "throughput_rps": ok / wall if wall > 0 else 0.0,
+            "throughput_ips": ok * batch / wall if wall > 0 else 0.0}
+
+
+def _each(function: Any, items: Any, name: str) -> None:
+    """``function(item)`` for every item, each in its own thread, all at once; returns when all are done."""
+    threads = [threading.Thread(target=function, args=(item,), name=f"{name}-{i}") for i, item in enumerate(items)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def _payload(payload: Any, batch_size: int, input_shape: Sequence[int]) -> tuple[bytes, int]:
