@@ -258,8 +258,8 @@ def _add_search_parsers(sub, p: dict[str, argparse.ArgumentParser], with_run_fla
     if with_run_flags:
         _add_config_flags(start)
     start.add_argument("--space", default="default",
-                       help="default, or a JSON file: {\"train.lr\": {\"float\": [0.01, 0.3], \"log\": true}, "
-                            "\"compress.prune\": {\"choice\": [\"none\", \"prune_structured\"]}, ...}")
+                       help="default, a JSON file (at most 1 MiB) or inline JSON: {\"train.lr\": {\"float\": [0.01, 0.3], "
+                            "\"log\": true}, \"compress.prune\": {\"choice\": [\"none\", \"prune_structured\"]}, ...}")
     start.add_argument("--strategy", default="auto",
                        help="random, greedy, tpe, nsga2 (or genetic); auto: tpe for one objective, nsga2 for several (default: auto)")
     start.add_argument("--objectives", default="accuracy,size_bytes,latency_ms",
@@ -267,13 +267,14 @@ def _add_search_parsers(sub, p: dict[str, argparse.ArgumentParser], with_run_fla
     start.add_argument("--constraint", action="append", default=[], metavar="METRIC=BOUND",
                        help="repeatable: size_bytes=40000 (at most), accuracy=0.9 (at least)")
     start.add_argument("--trials", type=int, default=20, help="trials in the study, all workers together (default: 20)")
-    start.add_argument("--timeout", type=float, default=None, help="seconds for this process (default: none)")
+    start.add_argument("--timeout", type=float, default=None,
+                       help="seconds for this process; 0 makes the study and runs no trial (default: none)")
     start.add_argument("--sampler-seed", type=int, default=0, help="the sampler's seed; --seed is the training's (default: 0)")
     start.add_argument("--no-prune", action="store_true", help="do not stop poor trials early (single accuracy objective)")
     worker = verbs.add_parser("worker", help="join a study from another process or machine and run its trials",
                               description="Join a study made by `workbench search run` (its settings are in the "
                                           "study) and run trials until its budget is spent.")
-    worker.add_argument("--timeout", type=float, default=None, help="seconds for this worker (default: none)")
+    worker.add_argument("--timeout", type=float, default=None, help="seconds > 0 for this worker (default: none)")
     show = verbs.add_parser("show", help="the Pareto front of a study as a table")
     show.add_argument("study_name", metavar="NAME", help="the study's name")
     show.add_argument("--all", action="store_true", help="every finished trial, not only the front")
@@ -296,10 +297,14 @@ def _search(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.print_help(sys.stderr)
         return 2
     if args.search_command == "run":
-        space = s.default_space() if args.space == "default" else s.Space.from_dict(_json_file(Path(args.space), "--space"))
+        space = s.default_space() if args.space == "default" else s.Space.from_dict(_json_file(args.space, "--space"))
+        bounds = [_bound(c) for c in args.constraint]
+        twice = next((m for i, (m, _) in enumerate(bounds) if m in dict(bounds[:i])), None)
+        if twice is not None:
+            raise ConfigError(f"--constraint names {twice} twice: give each metric one bound")
         result = s.search(space, base=config_from_args(args), strategy=args.strategy,
                           objectives=[m.strip() for m in args.objectives.split(",") if m.strip()],
-                          constraints=dict(_bound(c) for c in args.constraint), n_trials=args.trials, timeout=args.timeout,
+                          constraints=dict(bounds), n_trials=args.trials, timeout=args.timeout,
                           storage=args.storage, study_name=args.study_name, seed=args.sampler_seed, prune=not args.no_prune,
                           store=args.store, progress=not args.no_progress)
     elif args.search_command == "worker":
@@ -326,20 +331,58 @@ def _search_table(result, every: bool, fmt: str) -> str:
 
 
 def _bound(text: str) -> tuple[str, float]:
-    metric, eq, bound = text.partition("=")
+    """``METRIC=NUMBER`` as (metric, bound): a metric a search can bound and a finite number, or one line."""
+    import math
+
+    from ._registry import unknown_name_error
+    from .search.pareto import direction, objective_metrics
+
+    metric, eq, bound = (part.strip() for part in text.partition("="))
     try:
-        return metric.strip(), float(bound)
+        value = float(bound)
     except ValueError:
-        raise ConfigError(f"--constraint {text}: write METRIC=NUMBER, e.g. size_bytes=40000") from None
-
-
-def _json_file(path: Path, flag: str) -> Any:
+        eq = ""
+    if not eq:
+        raise ConfigError(f"--constraint {text}: write METRIC=NUMBER, e.g. size_bytes=40000")
+    if not math.isfinite(value):  # nan compares false with everything: every trial would count as feasible
+        raise ConfigError(f"--constraint {text}: the bound must be a finite number, e.g. size_bytes=40000")
     try:
-        return json.loads(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"{flag} {path}: cannot read it ({one_line(e)})") from None
+        direction(metric)
+    except ValueError:
+        raise ConfigError(str(unknown_name_error("metric for --constraint", metric, objective_metrics()))) from None
+    return metric, value
+
+
+def _json_file(path: str | Path, flag: str, limit: int = 1 << 20) -> Any:
+    """JSON from the file ``path``, or ``path`` itself when it starts with ``{`` (inline JSON). Only a regular
+    file of at most ``limit`` bytes is read (a space is a few hundred): /dev/zero or a pipe is one line."""
+    import stat
+
+    text = str(path)
+    # A space is an object; a list or text that names no file was meant as JSON too (and is refused as a space).
+    inline = text.lstrip().startswith("{") or (text.lstrip()[:1] in ('[', '"') and not os.path.lexists(text))
+    where = f"{flag} (inline JSON)" if inline else f"{flag} {text}"
+    if inline:
+        source: str | bytes = text
+    else:
+        try:
+            info = os.stat(path)
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigError(f"{where} is not a regular file: give a JSON file, or inline JSON starting with {{")
+            with open(path, "rb") as f:
+                source = f.read(limit + 1)
+        except OSError as e:
+            raise ConfigError(f"{where}: cannot read it ({one_line(e)})") from None
+    if len(source) > limit:
+        raise ConfigError(f"{where} is over {limit / 2**20:g} MiB: a JSON {flag} is a few hundred bytes; give a smaller one")
+    try:
+        return json.loads(source)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{flag} {path} is not JSON ({e.msg} at line {e.lineno})") from None
+        raise ConfigError(f"{where} is not JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where} is not UTF-8 text: give a JSON file") from None
+    except RecursionError:
+        raise ConfigError(f"{where} nests too deeply to be a {flag}: give a flat JSON object") from None
 
 
 # --- run ------------------------------------------------------------------------------------------

@@ -19,10 +19,16 @@ def direction(metric: str) -> str:
     """
     if metric not in METRICS or METRICS[metric].lower_is_better is None:
         from .._registry import unknown_name_error
-        known = [m for m, spec in METRICS.items() if spec.lower_is_better is not None and spec.source != "training"]
+        known = objective_metrics()
         raise ConfigError(str(unknown_name_error("objective", metric, known)) if metric not in METRICS else
                           f"Objective '{metric}' has no better direction: choose one of {', '.join(known)}")
     return "minimize" if METRICS[metric].lower_is_better else "maximize"
+
+
+def objective_metrics() -> list[str]:
+    """The result metrics with a better direction that a search can aim for or bound (measured, not
+    read off the training curve), as error messages list them."""
+    return [m for m, spec in METRICS.items() if spec.lower_is_better is not None and spec.source != "training"]
 
 
 def as_costs(df: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:

@@ -19,12 +19,44 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from .._errors import ConfigError
+from .._errors import ConfigError, one_line
 from ..compress import build_step, step_type
 from ..config import RunConfig, field_paths
 from ..models import list_models
 
 NONE = "none"  # a compression slot that holds no step
+# What one search space may name, as JSON: the shape every error about a space's JSON points back to.
+SHAPE = ('{"KEY": {"float": [low, high]} or {"int": [low, high]} (optional "log": true/false, "step": N) or '
+         '{"choice": [values]}, each with an optional "when": {"EARLIER_KEY": [values]}}')
+_EXTRAS = {"choice": {"when"}, "int": {"step", "log", "when"}, "float": {"step", "log", "when"}}
+# Upper bounds, by field name, that a search range must keep and the config sections leave open: one
+# trial at the top of a range must finish before the study goes on, so train.epochs = 10**9 (which
+# TrainConfig accepts: a single run of any length is the user's call) would stall a study for ever, and
+# 10**6 pixels of padding or 10**6 timing iterations would fill the memory or the week. Generous for these
+# small models and datasets (the tour trains 6 epochs on 8x8 and 32x32 images). Fields whose section
+# bounds them itself (model.width, model.depth) are not here: the check builds the config at both ends.
+LIMITS = {
+    "epochs": 1000, "finetune_epochs": 1000, "warmup_epochs": 1000,  # passes over the training data
+    "batch_size": 65_536, "calibration_batches": 10_000, "steps": 100,
+    "iters": 100_000, "warmup": 100_000,  # timing iterations
+    "crop": 256, "translate": 256, "cutout": 256, "tta_shift": 256,  # pixels: past the side of any image here
+}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return _number(value) and math.isfinite(value)
+    except OverflowError:  # an int past any float: 10**400
+        return False
+
+
+def _plain(value: Any) -> bool:
+    """What Optuna stores as a categorical choice (and JSON writes back the same)."""
+    return value is None or isinstance(value, (bool, str)) or _finite(value)
 
 
 @dataclass(frozen=True)
@@ -33,12 +65,19 @@ class Choice:
     when: Mapping[str, Sequence] = field(default_factory=dict)
 
     def __init__(self, choices: Sequence, when: Mapping[str, Sequence] | None = None):
-        object.__setattr__(self, "choices", tuple(choices))
-        object.__setattr__(self, "when", dict(when or {}))
+        # Text or a mapping is kept as given (not split into letters or keys), so problem() can name it.
+        listed = isinstance(choices, (list, tuple, range))
+        object.__setattr__(self, "choices", tuple(choices) if listed else choices)
+        object.__setattr__(self, "when", dict(when) if isinstance(when, Mapping) else when or {})
 
     def problem(self) -> str | None:
+        if not isinstance(self.choices, tuple):
+            return f"takes a list of choices (got {self.choices!r})"
         if not self.choices:
             return "has no choices: give at least one"
+        odd = next((c for c in self.choices if not _plain(c)), _MISSING)
+        if odd is not _MISSING:
+            return f"has the choice {odd!r}: a choice is a finite number, text, true/false or null (what Optuna stores)"
         if len(set(map(repr, self.choices))) < len(self.choices):
             return f"repeats a choice in {list(self.choices)}"
         return None
@@ -65,8 +104,10 @@ class Int:
     when: Mapping[str, Sequence] = field(default_factory=dict)
 
     def problem(self) -> str | None:
-        if not (isinstance(self.low, int) and isinstance(self.high, int) and isinstance(self.step, int)):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (self.low, self.high, self.step)):
             return f"needs whole numbers (got low={self.low!r}, high={self.high!r}, step={self.step!r})"
+        if not isinstance(self.log, bool):
+            return f"takes log=True or False (got {self.log!r})"
         if self.low > self.high:
             return f"has low {self.low} > high {self.high}: swap them"
         if self.step < 1 or (self.log and self.low < 1):
@@ -96,8 +137,12 @@ class Float:
     when: Mapping[str, Sequence] = field(default_factory=dict)
 
     def problem(self) -> str | None:
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (self.low, self.high)):
+        if not all(_finite(v) for v in (self.low, self.high)):
             return f"needs finite numbers (got low={self.low!r}, high={self.high!r})"
+        if not isinstance(self.log, bool):
+            return f"takes log=True or False (got {self.log!r})"
+        if self.step is not None and not _finite(self.step):
+            return f"takes a finite number as step (got {self.step!r})"
         if self.low > self.high:
             return f"has low {self.low} > high {self.high}: swap them"
         if self.log and self.low <= 0:
@@ -125,12 +170,16 @@ class Float:
 
 
 Param = Choice | Int | Float
+_MISSING = object()
 
 
 class Space:
     """Named parameters (``Choice``, ``Int``, ``Float``) over a base ``RunConfig``; see the module doc."""
 
     def __init__(self, params: Mapping[str, Param]):
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"A search space is a dict of dotted keys to Choice, Int or Float, e.g. "
+                              f"{{'train.lr': Float(0.01, 0.3, log=True)}} (got {_shown(params)})")
         self.params = dict(params)
 
     def __repr__(self) -> str:
@@ -179,7 +228,10 @@ class Space:
         known = set(field_paths()) - {"compress", "name"}
         if not self.params:
             raise ConfigError("The search space is empty: give at least one parameter, e.g. {'train.lr': Float(0.01, 0.3, log=True)}")
+        order = list(self.params)
         for name, param in self.params.items():
+            if not isinstance(name, str):
+                raise ConfigError(f"Search space key {name!r} is not text: name a config field, e.g. 'train.lr'")
             if not isinstance(param, (Choice, Int, Float)):
                 raise ConfigError(f"Search space '{name}': {param!r} is not a Choice, Int or Float")
             problem = param.problem()
@@ -187,7 +239,6 @@ class Space:
                 raise ConfigError(f"Search space '{name}' {problem}")
             parts = name.split(".")
             if parts[0] == "compress":
-                order = list(self.params)
                 slot = f"compress.{parts[1]}" if len(parts) == 3 else name
                 if len(parts) not in (2, 3) or slot not in self.params or order.index(slot) > order.index(name):
                     raise ConfigError(f"Search space '{name}': a compression key is compress.SLOT (a step kind or 'none') "
@@ -204,16 +255,37 @@ class Space:
             elif name not in known:
                 from .._registry import unknown_name_error
                 raise ConfigError(f"Search space: {unknown_name_error('config field', name, sorted(known))}")
-            for key in param.when:
-                if key not in self.params or list(self.params).index(key) > list(self.params).index(name):
-                    raise ConfigError(f"Search space '{name}': its condition names '{key}', which must be a key written before it")
+            self._check_when(name, order)
         for name, param in self.params.items():  # each value alone on the base config, as the config checks it
             for value in param.extremes():
                 values = self._completed({name: value})
                 try:
                     self.config(base, values)
                 except (ConfigError, ValueError, TypeError) as e:
-                    raise ConfigError(f"Search space '{name}' = {value!r} is refused by the config: {e}") from None
+                    raise ConfigError(f"Search space '{name}' = {value!r} is refused by the config: {one_line(e)}") from None
+            leaf = name.rsplit(".", 1)[-1]
+            top = max((v for v in param.extremes() if _number(v)), default=None)
+            if leaf in LIMITS and top is not None and top > LIMITS[leaf]:
+                raise ConfigError(f"Search space '{name}' reaches {top!r}: a search keeps {name} at most {LIMITS[leaf]}, "
+                                  f"since each trial must finish before the study goes on")
+
+    def _check_when(self, name: str, order: list[str]) -> None:
+        """``name``'s condition names earlier keys, and values they can take: else it is never sampled."""
+        when = self.params[name].when
+        if not isinstance(when, Mapping):
+            raise ConfigError(f"Search space '{name}': when takes {{'EARLIER_KEY': [values]}} (got {_shown(when)})")
+        for key, allowed in when.items():
+            if key == name:
+                raise ConfigError(f"Search space '{name}': its condition names '{name}' itself: name a key written before it")
+            if key not in self.params or order.index(key) > order.index(name):
+                raise ConfigError(f"Search space '{name}': its condition names '{key}', which must be a key written before it")
+            if not isinstance(allowed, (list, tuple)) or not allowed:
+                raise ConfigError(f"Search space '{name}': its condition on '{key}' takes a non-empty list of values "
+                                  f"(got {_shown(allowed)})")
+            never = [v for v in allowed if not _can_take(self.params[key], v)]
+            if never:
+                raise ConfigError(f"Search space '{name}': its condition wants '{key}' = {never[0]!r}, which '{key}' never "
+                                  f"takes ({_range_text(self.params[key])}), so '{name}' would never be sampled")
 
     def _completed(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """``values`` plus the first extreme of every other key needed to make them active."""
@@ -240,19 +312,82 @@ class Space:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Mapping]) -> "Space":
-        """The inverse of ``to_dict`` (how a study stores its space for its workers)."""
+        """The inverse of ``to_dict`` (how a study stores its space for its workers, and how the CLI reads
+        one from JSON): anything of another shape is one ``ConfigError`` line naming ``SHAPE``.
+
+        Example:
+            >>> Space.from_dict({"train.lr": {"float": [0.01, 0.3], "log": "yes"}})
+            Traceback (most recent call last):
+            ...
+            workbench.ConfigError: Search space 'train.lr': "log" takes true or false (got 'yes')
+        """
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"A search space is a JSON object of the shape {SHAPE} (got {_json_type(d)})")
         params: dict[str, Param] = {}
         for name, spec in d.items():
-            when = spec.get("when")
-            if "choice" in spec:
-                params[name] = Choice(spec["choice"], when=when)
-            elif "int" in spec:
-                params[name] = Int(*spec["int"], step=spec.get("step", 1), log=spec.get("log", False), when=when or {})
-            elif "float" in spec:
-                params[name] = Float(*spec["float"], log=spec.get("log", False), step=spec.get("step"), when=when or {})
-            else:
-                raise ConfigError(f"Search space '{name}': write {{'choice': [...]}}, {{'int': [low, high]}} or {{'float': [low, high]}}")
+            params[name] = _param(name, spec)
         return cls(params)
+
+
+def _param(name: str, spec: Any) -> Param:
+    """One key's JSON as a parameter; its values are checked later by ``Space.check``."""
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f'Search space \'{name}\': write {{"float": [low, high]}}, {{"int": [low, high]}} or '
+                          f'{{"choice": [values]}} (got {_shown(spec)})')
+    kinds = [k for k in _EXTRAS if k in spec]
+    if len(kinds) != 1:
+        raise ConfigError(f'Search space \'{name}\': give exactly one of "float", "int" or "choice" '
+                          f'(got {", ".join(map(repr, kinds)) or "none"}), e.g. {{"float": [0.01, 0.3], "log": true}}')
+    kind = kinds[0]
+    unknown = sorted(map(str, set(spec) - {kind} - _EXTRAS[kind]))
+    if unknown:
+        raise ConfigError(f'Search space \'{name}\': "{kind}" takes {", ".join(sorted(_EXTRAS[kind]))} besides, '
+                          f'not {", ".join(unknown)}')
+    if "log" in spec and not isinstance(spec["log"], bool):  # "yes" and "false" are both truthy: JSON true or false only
+        raise ConfigError(f'Search space \'{name}\': "log" takes true or false (got {_shown(spec["log"])})')
+    when = spec.get("when") or {}
+    if kind == "choice":
+        if not isinstance(spec["choice"], list):
+            raise ConfigError(f'Search space \'{name}\': "choice" takes a list of values (got {_shown(spec["choice"])})')
+        return Choice(spec["choice"], when=when)
+    span = spec[kind]
+    if not (isinstance(span, list) and len(span) == 2):
+        raise ConfigError(f'Search space \'{name}\': "{kind}" takes [low, high], two numbers (got {_shown(span)}), '
+                          f'e.g. {{"{kind}": {[1, 4] if kind == "int" else [0.01, 0.3]}}}')
+    if kind == "int":
+        return Int(*span, step=spec.get("step", 1), log=spec.get("log", False), when=when)
+    return Float(*span, log=spec.get("log", False), step=spec.get("step"), when=when)
+
+
+def _can_take(param: Param, value: Any) -> bool:
+    """Whether sampling ``param`` can give ``value`` (a condition on any other value never holds)."""
+    if isinstance(param, Choice):
+        return value in param.choices  # as Space.active compares
+    if not _finite(value) or not param.low <= value <= param.high:
+        return False
+    if isinstance(param, Int):
+        return value == int(value) and (param.log or (int(value) - param.low) % param.step == 0)
+    # A continuous float equals a given value with probability zero: only a grid (step) can hit it.
+    return param.step is not None and abs(round((value - param.low) / param.step) * param.step + param.low - value) < 1e-9
+
+
+def _range_text(param: Param) -> str:
+    if isinstance(param, Choice):
+        return f"its choices are {list(param.choices)}"
+    grid = f" in steps of {param.step}" if param.step is not None and not (isinstance(param, Int) and param.log) else ""
+    if isinstance(param, Float) and param.step is None:
+        return f"it is a continuous Float in [{param.low}, {param.high}]: give it a step, or make it a Choice"
+    return f"it spans [{param.low}, {param.high}]{grid}"
+
+
+def _json_type(value: Any) -> str:
+    name = {list: "a list", str: "text", bool: "true/false", type(None): "null", int: "a number", float: "a number"}
+    return f"{name.get(type(value), type(value).__name__)} {_shown(value)}"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _nearest(param: Param, value: Any) -> Any:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import socket
+import stat
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -36,6 +38,10 @@ DEFAULT_OBJECTIVES = ("accuracy", "size_bytes", "latency_ms")
 HEADLINE = ("accuracy", "size_bytes", "latency_ms", "latency_ms_spread", "latency_noisy", "params", "nonzero_params",
             "flops", "throughput_ips", "train_seconds", "measure_device_name", "train_device")
 MAX_FAILURES_IN_A_ROW = 3
+# Seconds a database server gets to answer a connection (WORKBENCH_STORAGE_TIMEOUT overrides): a port that
+# accepts but never speaks (a firewall, a wrong service) would otherwise hang the search for minutes.
+CONNECT_TIMEOUT_S = 10
+JOURNAL_PROBE_BYTES = 1 << 20  # how much of a journal's first line is read to tell it is one
 
 
 @dataclass(frozen=True)
@@ -114,9 +120,22 @@ def storage_url(storage: str | None, store: ResultStore) -> str:
 
 def open_storage(storage: str | None, store: ResultStore):
     """An Optuna storage for a URL: ``sqlite:///FILE``, ``postgresql://...`` or ``journal:FILE`` (Optuna's
-    journal file, safe for many processes on one machine); one line if it cannot be opened."""
+    journal file, safe for many processes on one machine); one line if it cannot be opened. A database
+    server gets ``CONNECT_TIMEOUT_S`` seconds to answer; a journal file that holds something else is
+    refused before anything is written to it.
+
+    Example:
+        >>> open_storage("journal:", None)
+        Traceback (most recent call last):
+        ...
+        workbench.ConfigError: journal: needs a file, e.g. journal:runs/studies.log
+    """
     optuna = _optuna()
     url = storage_url(storage, store)
+    if url.startswith("journal:"):
+        _check_journal(url)
+    timeout = _connect_timeout()
+    started = time.monotonic()
     try:
         if url == "memory":  # nothing kept: for examples and quick looks
             return optuna.storages.InMemoryStorage()
@@ -126,9 +145,80 @@ def open_storage(storage: str | None, store: ResultStore):
             return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
         # SQLite locks the whole file per write: several processes wait their turn instead of failing.
         engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+        if url.startswith(("postgresql", "mysql")):  # libpq, psycopg and the MySQL drivers all take connect_timeout
+            engine["connect_args"] = {"connect_timeout": max(1, math.ceil(timeout))}
         return optuna.storages.RDBStorage(url, engine_kwargs=engine)
     except Exception as e:  # sqlalchemy's errors span pages; the first line names the cause
+        waited = time.monotonic() - started
+        if url.startswith(("postgresql", "mysql")) and waited >= 0.9 * timeout:
+            raise ConfigError(f"The study storage '{_shown_url(url)}' did not answer within {timeout:g} s: check that a "
+                              f"database server listens at that host and port ({one_line(e)})") from None
+        raise ConfigError(f"Cannot open the study storage '{_shown_url(url)}': {one_line(e)}") from None
+
+
+def _connect_timeout() -> float:
+    text = os.environ.get("WORKBENCH_STORAGE_TIMEOUT", "")
+    if not text:
+        return CONNECT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"WORKBENCH_STORAGE_TIMEOUT must be a number of seconds > 0 (got {text!r})")
+    return value
+
+
+def _shown_url(url: str) -> str:
+    """``url`` with any password as ``***``: errors are printed and logged."""
+    if "://" not in url:
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a database URL sqlalchemy reads: it will say so itself
+        return url
+
+
+def _check_journal(url: str) -> None:
+    """Refuse a ``journal:FILE`` that is not a file, or holds something other than an Optuna journal:
+    Optuna would append a record to it first and only then fail to read it."""
+    path = url[len("journal:"):]
+    if not path:
+        raise ConfigError("journal: needs a file, e.g. journal:runs/studies.log")
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return  # a new journal
+    except OSError as e:
         raise ConfigError(f"Cannot open the study storage '{url}': {one_line(e)}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"The study storage '{url}' is not a regular file: give a journal file (a new one is made)")
+    if info.st_size == 0:
+        return
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(JOURNAL_PROBE_BYTES)
+        record = json.loads(first)
+    except OSError as e:
+        raise ConfigError(f"Cannot open the study storage '{url}': {one_line(e)}") from None
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, no line end within the probe, or nested past reading
+        record = None
+    if not (isinstance(record, dict) and "op_code" in record):
+        raise ConfigError(f"The study storage '{url}' holds something other than an Optuna journal (its first line is "
+                          f"not a journal record): give a new file or a study's journal; nothing was written to it")
+
+
+def _check_timeout(timeout: float | None, *, zero_runs_nothing: bool) -> None:
+    if timeout is None:
+        return
+    ok = isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and math.isfinite(timeout)
+    if zero_runs_nothing and not (ok and timeout >= 0):
+        raise ConfigError(f"timeout must be a number of seconds >= 0 (0 makes the study and runs no trial; leave it "
+                          f"out for no limit), got {timeout!r}")
+    if not zero_runs_nothing and not (ok and timeout > 0):
+        raise ConfigError(f"timeout must be a number of seconds > 0 (leave it out for no limit), got {timeout!r}")
 
 
 def search(space: Space | None = None, *, base: RunConfig | None = None, strategy: str = "auto",
@@ -160,14 +250,22 @@ def search(space: Space | None = None, *, base: RunConfig | None = None, strateg
     optuna = _optuna()
     base = base or RunConfig()
     space = space or default_space()
-    objectives = tuple(objectives)
+    objectives = (objectives,) if isinstance(objectives, str) else tuple(objectives)
     if not objectives:
         raise ConfigError("Give at least one objective, e.g. objectives=['accuracy', 'size_bytes']")
     directions = [direction(m) for m in objectives]
-    for m in constraints or {}:
+    twice = next((m for i, m in enumerate(objectives) if m in objectives[:i]), None)
+    if twice is not None:
+        raise ConfigError(f"The objectives name '{twice}' twice: give each metric once, e.g. accuracy,size_bytes")
+    if constraints is not None and not isinstance(constraints, Mapping):
+        raise ConfigError(f"constraints is a dict of metric -> bound, e.g. {{'size_bytes': 40000}} (got {constraints!r})")
+    for m, bound in (constraints or {}).items():
         direction(m)
-    if not (isinstance(n_trials, int) and n_trials >= 1):
+        if not (isinstance(bound, (int, float)) and not isinstance(bound, bool) and math.isfinite(bound)):
+            raise ConfigError(f"The constraint on {m} must be a finite number (got {bound!r}), e.g. {m}=40000")
+    if not (isinstance(n_trials, int) and not isinstance(n_trials, bool) and n_trials >= 1):
         raise ConfigError(f"n_trials must be a whole number >= 1 (got {n_trials!r})")
+    _check_timeout(timeout, zero_runs_nothing=True)
     if strategy == "auto":
         strategy = "tpe" if len(objectives) == 1 else "nsga2"
     settings = Settings(space, base, objectives, dict(constraints or {}), strategy_name(strategy), n_trials, seed, prune,
@@ -196,6 +294,7 @@ def worker(study_name: str, storage: str, *, store: ResultStore | str | os.PathL
     """Join study ``study_name`` in ``storage`` and run its trials until its budget is spent. The
     settings come from the study; this worker's sampler seed is the study's plus its process id (and
     the trials so far), so workers do not propose the same trials."""
+    _check_timeout(timeout, zero_runs_nothing=False)
     study, settings = load_study(study_name, storage, store=_store(store), seed_offset=os.getpid())
     return _drive(_Driver(study, settings, _store(store), data_root, on_trial), timeout, progress)
 
@@ -206,7 +305,8 @@ def load_study(study_name: str, storage: str | None, *, store: ResultStore | Non
     opened = open_storage(storage, store)
     names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
     if study_name not in names:
-        raise ConfigError(f"No study '{study_name}' in {storage_url(storage, store)}: studies there: {', '.join(names) or 'none'}")
+        raise ConfigError(f"No study '{study_name}' in {_shown_url(storage_url(storage, store))}: studies there: "
+                          f"{', '.join(names) or 'none'}")
     probe = optuna.load_study(study_name=study_name, storage=opened)
     if SETTINGS not in probe.user_attrs:
         raise ConfigError(f"Study '{study_name}' was not made by workbench.search (no '{SETTINGS}' settings)")
