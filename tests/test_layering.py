@@ -1,7 +1,7 @@
 """The package's layering, checked on its source: no import cycles (function-level imports included),
 and no module importing a layer above its own.
 
-The flow (DESIGN.md): the parts, each owning its config section -> compression -> ``RunConfig`` ->
+The flow: the parts, each owning its config section -> compression -> ``RunConfig`` ->
 checkpoints and result rows -> the pipeline -> views of the results -> the UI, CLI and tools.
 """
 import ast

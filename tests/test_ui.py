@@ -1,4 +1,4 @@
-"""The panel without a browser (STYLE 21): set control values, click buttons, assert on the store,
+"""The panel without a browser: set control values, click buttons, assert on the store,
 the table, the charts and the messages."""
 import dataclasses
 

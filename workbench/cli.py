@@ -438,7 +438,7 @@ def result_text(result) -> str:
 
     m = result.metrics
     before = m.get("before_compression") or {}
-    lines = [("run", f"{result.config.name or result.config.model.name} ({result.run_id}), status {result.status}")]
+    lines = [("run", f"{result.config.label()} ({result.run_id}), status {result.status}")]
     if result.config.compress:
         lines.append(("compression", " -> ".join(s.label() for s in result.config.compress)))
     for key in ("accuracy", "params", "nonzero_params", "size_bytes", "flops"):

@@ -86,6 +86,15 @@ class RunConfig(Checked):
         d = self.to_dict()
         return _hash({k: d[k] for k in TRAINING_SECTIONS})
 
+    def label(self) -> str:
+        """How tables, charts, bars and cards name the run: its ``name``, else its model's.
+
+        Example:
+            >>> RunConfig().label(), RunConfig(name="baseline").label()
+            ('cnn', 'baseline')
+        """
+        return self.name or self.model.name
+
     def flat(self) -> dict[str, Any]:
         """Dotted keys, one per leaf field: ``{"model.name": "cnn", "data.augment.flip": False, ...}``."""
         out: dict[str, Any] = {}

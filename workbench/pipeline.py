@@ -87,7 +87,7 @@ def preflight(config: RunConfig, *, store: ResultStore | str | os.PathLike | Non
     if config.hardware.optimizer_impl == "fused" and config.train.optimizer not in FUSED_OPTIMIZERS:
         check.problems.append(f"hardware.optimizer_impl='fused' has no kernel for {config.train.optimizer}: use foreach, "
                               f"or one of {', '.join(FUSED_OPTIMIZERS)}")
-    store = _open_store(store)
+    store = ResultStore.open(store)
     if config.distill.enabled:
         try:
             checkpoint_metadata(_teacher_checkpoint(config.distill.teacher, store))
@@ -209,7 +209,7 @@ def _run_together(configs: list[RunConfig], *, store: ResultStore | str | os.Pat
     for config in configs:
         if not isinstance(config, RunConfig):
             raise TypeError(f"run() takes a RunConfig (got {type(config).__name__}): build one, e.g. RunConfig(model=ModelConfig(...))")
-    store = _open_store(store)
+    store = ResultStore.open(store)
     for config in configs:  # every config's problems before any work
         check = preflight(config, store=store)
         if check.problems:
@@ -249,7 +249,7 @@ def _launched(config: RunConfig, *, store: ResultStore | str | os.PathLike | Non
 
     The ranks read the job from a file in the launch folder and rank 0 leaves the run id there; on a
     machine other than node 0 there is no row here (None)."""
-    store = _open_store(store)
+    store = ResultStore.open(store)
     if store is None:
         raise ConfigError("a data-parallel run hands its row back through a result store: pass store='runs' (--store)")
     check = preflight(config, store=store)
@@ -428,7 +428,7 @@ def distill(
             cfg = student.replace(**{
                 "train.seed": seed,
                 "distill": DistillConfig(teacher=teacher if with_teacher else "", alpha=alpha, temperature=temperature),
-                "name": f"{student.name or student.model.name} {'distilled' if with_teacher else 'alone'}",
+                "name": f"{student.label()} {'distilled' if with_teacher else 'alone'}",
             })
             rows.append(run(cfg, **kwargs))
     df = results_frame(rows)
@@ -452,7 +452,7 @@ def load_model(run: str | Result, *, store: ResultStore | str | os.PathLike = "r
         ...
         KeyError: "No result 'no-such-run' in /nonexistent/results. Latest ids: none."
     """
-    result = run if isinstance(run, Result) else _open_store(store).get(run)
+    result = run if isinstance(run, Result) else ResultStore.open(store).get(run)
     if not result.checkpoint:
         raise ValueError(f"Run '{result.run_id}' saved no model ({result.metrics.get('checkpoint_note', 'run it with a store')}).")
     return load_checkpoint(result.checkpoint)[0]
@@ -475,7 +475,7 @@ def inference_sweep(model_or_run: torch.nn.Module | str | Result, *, store: Resu
         if input_shape is None:
             raise ValueError("inference_sweep(model) needs input_shape=(C, H, W); a stored run knows its own")
         return inference_grid(model_or_run, input_shape, **grid)
-    result = model_or_run if isinstance(model_or_run, Result) else _open_store(store).get(model_or_run)
+    result = model_or_run if isinstance(model_or_run, Result) else ResultStore.open(store).get(model_or_run)
     model = load_model(result)  # says in one line when the run saved no model
     args = checkpoint_metadata(result.checkpoint)["model_args"]
     chw = (args["in_channels"], args["image_size"], args["image_size"])
@@ -612,7 +612,7 @@ def load_teacher(ref: str | os.PathLike, store: ResultStore | str | os.PathLike 
         ...
         ValueError: Teacher 'no-such-run' is neither a checkpoint file nor a stored run id (no result store given): pass a path or store=ResultStore(...)
     """
-    model, _ = load_checkpoint(_teacher_checkpoint(str(ref), _open_store(store)))
+    model, _ = load_checkpoint(_teacher_checkpoint(str(ref), ResultStore.open(store)))
     return model.eval()
 
 
@@ -676,7 +676,7 @@ def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: Res
         criterion = distillation_loss(teacher, alpha=config.distill.alpha, temperature=config.distill.temperature,
                                       label_smoothing=config.train.label_smoothing)
     # A rank's output reaches the launching process through a pipe: lines per epoch, not a redrawn bar.
-    bar = ProgressBar(desc=config.name or config.model.name) if group.world_size == 1 else EpochLines(config.name or config.model.name)
+    bar = ProgressBar(desc=config.label()) if group.world_size == 1 else EpochLines(config.label())
     hooks = list(callbacks) + ([bar] if progress and group.main else [])
     if slot.path is not None:
         hooks.append(Checkpoint(slot.path))
@@ -748,8 +748,8 @@ def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: Res
 def _reuse(config: RunConfig, source: Result, device: torch.device, progress: bool) -> _Trained:
     origin = source.reused_from or source.run_id
     if progress:
-        trainer = source.config.name or source.config.model.name
-        tqdm.write(f"{config.name or config.model.name}: reusing the training of run {origin} ({trainer}: same data, "
+        trainer = source.config.label()
+        tqdm.write(f"{config.label()}: reusing the training of run {origin} ({trainer}: same data, "
                    "model, train, hardware, parallel and distill settings); reuse=False trains again")
     model, _ = load_checkpoint(source.trained_checkpoint)
     metrics = {k: source.metrics[k] for k in TRAINING_METRICS if k in source.metrics}
@@ -874,16 +874,6 @@ def _teacher_checkpoint(ref: str, store: ResultStore | None) -> str:
     if not result.checkpoint or not Path(result.checkpoint).is_file():
         raise ValueError(f"Run '{ref}' has no saved checkpoint to use as a teacher: run it with a store so weights are saved")
     return result.checkpoint
-
-
-def _open_store(store: ResultStore | str | os.PathLike | None) -> ResultStore | None:
-    if store is None or isinstance(store, ResultStore):
-        return store
-    if not isinstance(store, (str, os.PathLike)):
-        raise TypeError(f"store must be a folder path, a ResultStore or None (got {store!r})")
-    if not str(store).strip():
-        raise ConfigError("store is empty: name a results folder, e.g. runs")
-    return ResultStore(store)
 
 
 @dataclass

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._errors import one_line
+from ._errors import ConfigError, one_line
 from ._files import atomic_write_text, writable_problem
 from ._registry import unknown_name_error
 from .config import RunConfig
@@ -167,7 +167,7 @@ class Result:
         """The flat row: run fields, config fields (dotted), then metrics."""
         return {
             "run_id": self.run_id,
-            "name": self.config.name or self.config.model.name,
+            "name": self.config.label(),
             "created": pd.Timestamp(self.created, unit="s"),
             "status": self.status,
             "config_hash": self.config.config_hash(),
@@ -216,7 +216,7 @@ class Result:
 
     def __repr__(self) -> str:
         shown = {k: self.metrics[k] for k in ("accuracy", "params", "size_bytes", "latency_ms") if k in self.metrics}
-        return f"Result({self.run_id}, {self.config.name or self.config.model.name}, status={self.status}, {shown})"
+        return f"Result({self.run_id}, {self.config.label()}, status={self.status}, {shown})"
 
 
 def jsonable(obj: Any) -> Any:
@@ -244,6 +244,27 @@ class ResultStore:
     def __init__(self, root: str | os.PathLike = DEFAULT_RUNS_DIR):
         self.root = Path(root)
         self.rows_dir = self.root / "results"
+
+    @classmethod
+    def open(cls, store: "ResultStore | str | os.PathLike | None") -> "ResultStore | None":
+        """The one way a function taking ``store=`` reads it: a ``ResultStore`` as it is, a folder path
+        opened (checked: not empty, not another type), ``None`` as no store.
+
+        Example:
+            >>> ResultStore.open("runs").root, ResultStore.open(None)
+            (PosixPath('runs'), None)
+            >>> ResultStore.open(" ")
+            Traceback (most recent call last):
+            ...
+            workbench.ConfigError: store is empty: name a results folder, e.g. runs
+        """
+        if store is None or isinstance(store, ResultStore):
+            return store
+        if not isinstance(store, (str, os.PathLike)):
+            raise TypeError(f"store must be a folder path, a ResultStore or None (got {store!r})")
+        if not str(store).strip():
+            raise ConfigError("store is empty: name a results folder, e.g. runs")
+        return cls(store)
 
     def append(self, result: Result) -> Path:
         path = self.rows_dir / f"{result.run_id}.json"

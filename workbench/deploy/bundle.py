@@ -40,7 +40,6 @@ from .._untrusted import UnsafeFileError, load_export_program
 
 CARD_FILE = "card.json"
 FILES = {"onnx": "model.onnx", "torch-export": "model.pt2"}  # format -> file name inside a bundle
-RUNTIME_OF = {"onnx": "onnxruntime", "torch-export": "torch_export"}  # format -> the runtime that serves it
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,7 @@ def export(source: Result | str | nn.Module, out: str | os.PathLike, *, fmt: str
             raise ParityError(f"Not written: {verdicts}. {_parity_fix(failed)}, or pass check=False (--no-check) "
                               "to write it anyway")
         modes = MEASURE_MODES if latency is True else tuple(latency or ())
-        timings = runtime_comparison(model, chw, images, names=[config.name or config.model.name], modes=modes,
+        timings = runtime_comparison(model, chw, images, names=[config.label()], modes=modes,
                                      batch_sizes=batch_sizes, iters=iters, progress=progress) if modes else None
         card = model_card(model, config, dataset, result=result, files=files, parity=parity,
                           precision=precision, threads=threads, latency=timings)
@@ -362,7 +362,7 @@ def model_card(model: nn.Module, config: RunConfig, dataset: Any, *, result: Res
         "run_id": result.run_id if result else None,
         "status": result.status if result else "ok",
         "tags": result.tags if result else {},
-        "name": config.name or config.model.name,
+        "name": config.label(),
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": {"name": config.model.name, "args": make_model_args(config.model, dataset.num_classes, tuple(dataset.test_x.shape[1:])),
                   "compress": [s.label() for s in config.compress], "precision": precision,
@@ -430,7 +430,7 @@ def _resolve(source: Result | str | nn.Module, store: Any, config: RunConfig | N
             raise ValueError("export(model) needs config=RunConfig(...) naming the dataset it was trained on: the "
                              "parity check runs on its test images and the card states its normalisation")
         return source.eval(), config, None
-    result = source if isinstance(source, Result) else (store if isinstance(store, ResultStore) else ResultStore(store)).get(source)
+    result = source if isinstance(source, Result) else ResultStore.open(store).get(source)
     return load_model(result).eval(), result.config, result
 
 

@@ -53,7 +53,7 @@ def scaling(config: RunConfig, nprocs: Sequence[int] = (1, 2), *, store: ResultS
     runs: dict[int, list[Result]] = {n: [] for n in nprocs}
     for _ in range(repeats):
         for n in nprocs:
-            cfg = base.replace(**{"parallel.nproc": n, "name": f"{base.name or base.model.name} x{n}"})
+            cfg = base.replace(**{"parallel.nproc": n, "name": f"{base.label()} x{n}"})
             # Train every time: a stored training of the same settings would be reused, not timed.
             runs[n].append(run(cfg, store=store, progress=progress, reuse=False, resume=False, data_root=data_root))
     rows = [_scaling_row(n, results) for n, results in runs.items()]
@@ -109,7 +109,7 @@ def rank_table(results: Sequence[Result]) -> pd.DataFrame:
         held = m.get("rank_parameter_bytes") or [4 * m.get("params", 0)]  # a one-process run: float32 parameters
         peaks = m.get("rank_peak_memory_bytes") or [m.get("peak_memory_bytes")]
         for rank in range(world):
-            rows.append({"run": result.config.name or result.config.model.name, "run_id": result.run_id, "world_size": world,
+            rows.append({"run": result.config.label(), "run_id": result.run_id, "world_size": world,
                          "strategy": result.config.parallel.strategy if world > 1 else "one process", "rank": rank,
                          "images_per_s": speeds[rank], "parameter_bytes": held[rank], "peak_memory_bytes": peaks[rank]})
     return pd.DataFrame(rows)

@@ -80,7 +80,8 @@ def register_model(name: str):
 
     A builder takes ``(num_classes, in_channels, image_size, width, depth, batchnorm, dropout)`` as
     keywords and returns an ``nn.Module`` that maps ``(N, in_channels, image_size, image_size)`` to
-    ``(N, num_classes)`` logits. Adding a model is this one decorated function and nothing else.
+    ``(N, num_classes)`` logits. Adding a model is this one decorated function (plus an import line in
+    ``models/__init__.py`` when it lives in a new module); no list elsewhere names the models.
 
     Example (skipped by the test suite so it does not add a model to everybody's dropdown):
         >>> @register_model("linear")  # doctest: +SKIP
@@ -94,8 +95,9 @@ def list_models() -> list[str]:
     """Names of all registered models, sorted.
 
     Example:
-        >>> list_models()
-        ['cnn', 'mlp', 'mobilenetv2', 'resnet18', 'resnet20', 'resnet56', 'speedcnn', 'vit']
+        >>> models = list_models()
+        >>> models == sorted(models), {"cnn", "mlp", "resnet20"} <= set(models)
+        (True, True)
     """
     return MODELS.names()
 

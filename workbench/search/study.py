@@ -271,7 +271,7 @@ def search(space: Space | None = None, *, base: RunConfig | None = None, strateg
     settings = Settings(space, base, objectives, dict(constraints or {}), strategy_name(strategy), n_trials, seed, prune,
                         shaped_for=n_trials)
     space.check(base)
-    store = _store(store)
+    store = ResultStore.open(store)
     name = study_name or f"{settings.strategy}-{base.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     study = optuna.create_study(study_name=name, storage=open_storage(storage, store), directions=directions,
                                 load_if_exists=True)
@@ -295,8 +295,8 @@ def worker(study_name: str, storage: str, *, store: ResultStore | str | os.PathL
     settings come from the study; this worker's sampler seed is the study's plus its process id (and
     the trials so far), so workers do not propose the same trials."""
     _check_timeout(timeout, zero_runs_nothing=False)
-    study, settings = load_study(study_name, storage, store=_store(store), seed_offset=os.getpid())
-    return _drive(_Driver(study, settings, _store(store), data_root, on_trial), timeout, progress)
+    study, settings = load_study(study_name, storage, store=ResultStore.open(store), seed_offset=os.getpid())
+    return _drive(_Driver(study, settings, ResultStore.open(store), data_root, on_trial), timeout, progress)
 
 
 def load_study(study_name: str, storage: str | None, *, store: ResultStore | None = None, seed_offset: int = 0):
@@ -318,16 +318,12 @@ def load_study(study_name: str, storage: str | None, *, store: ResultStore | Non
 
 def show(study_name: str, storage: str | None = None, *, store: ResultStore | str | os.PathLike = "runs") -> SearchResult:
     """A stored study as a ``SearchResult``, without running anything."""
-    study, settings = load_study(study_name, storage, store=_store(store))
-    return _result(study, settings, _store(store), note="")
+    study, settings = load_study(study_name, storage, store=ResultStore.open(store))
+    return _result(study, settings, ResultStore.open(store), note="")
 
 
 # ---------------------------------------------------------------------------------------------
 # Driving a study
-
-
-def _store(store) -> ResultStore | None:
-    return None if store is None else store if isinstance(store, ResultStore) else ResultStore(store)
 
 
 def _sampler(settings: Settings, seed: int):

@@ -2,7 +2,7 @@
 the accuracy / size / speed charts of every run, and a Search tab that runs ``workbench.search``
 around the current settings.
 
-State and view are kept apart (STYLE 17): ``panel.config`` is the one state; each control writes its
+State and view are kept apart: ``panel.config`` is the one state; each control writes its
 own field through ``RunConfig.replace`` and ``set_config`` writes every control back. The Run button
 calls ``panel.run_current()`` and the Run-search button ``panel.run_search()``: plain methods a
 notebook's last cell can call headlessly. No
@@ -90,7 +90,7 @@ class Workbench:
 
     def __init__(self, store: str | Path | ResultStore = "runs", config: RunConfig | None = None,
                  *, data_root: str | Path = "data", theme: str | None = None, search_space: Space | None = None):
-        self.store = store if isinstance(store, ResultStore) else ResultStore(store)
+        self.store = ResultStore.open(store)
         self.data_root, self.theme = data_root, theme
         self._search_space = search_space  # the Search tab's space; None: default_space()
         self.results: list[Result] = []  # this session's runs, in order
@@ -182,7 +182,7 @@ class Workbench:
         if problem:
             self._say(problem, "error")
             return None
-        label = config.name or config.model.name
+        label = config.label()
         self._say(f"running {label}…", "busy")
         live = LiveCurve(self.live_out, title=f"{label} on {config.data.dataset}", theme=self.theme)
         try:
@@ -259,7 +259,7 @@ class Workbench:
             self.code_run.options = CODE_CHOICES + runs
             self.code_run.value = select or (shown if shown == SEARCH else "")
             teacher = self._config.distill.teacher
-            teachers = [("none", "")] + [(f"{r.config.name or r.config.model.name} ({r.run_id})", r.run_id) for r in self.store.results()]
+            teachers = [("none", "")] + [(f"{r.config.label()} ({r.run_id})", r.run_id) for r in self.store.results()]
             if teacher not in [value for _, value in teachers]:  # a checkpoint path from a loaded config
                 teachers.append((teacher, teacher))
             self.controls["distill.teacher"].options = teachers
@@ -426,7 +426,7 @@ class Workbench:
 
     def _handler(self, action: Callable[[], Any]) -> Callable[[w.Button], None]:
         """A button callback that shows any error as one line; anything else it prints or raises lands
-        in the panel's log instead of vanishing (STYLE 20)."""
+        in the panel's log instead of vanishing."""
 
         @self.log.capture()
         def on_click(_button: w.Button) -> None:

@@ -1,9 +1,9 @@
 """The panel's Search tab: ``workbench.search`` around the panel's current settings, with a Pareto
 chart, a trial table and progress that redraw as each trial finishes.
 
-The tab only builds the call's arguments and shows what comes back (STYLE 17): the search is the one
-``search(...)`` call its code view prints, run synchronously in the cell (STYLE 19); the Run-search
-button calls ``panel.run_search()``, which a notebook's last cell can call headlessly (STYLE 15).
+The tab only builds the call's arguments and shows what comes back: the search is the one
+``search(...)`` call its code view prints, run synchronously in the cell; the Run-search
+button calls ``panel.run_search()``, which a notebook's last cell can call headlessly.
 
 Updates per trial: ``search(on_trial=...)`` hands the tab the study's trials and front after each
 trial, and the tab redraws from them.
