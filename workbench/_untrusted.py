@@ -72,11 +72,16 @@ def check_export_archive(source: str | os.PathLike | IO[bytes], *, name: str | N
 
 def load_export_program(source: str | os.PathLike | IO[bytes], *, name: str | None = None
                         ) -> torch.export.ExportedProgram:
-    """``torch.export.load`` after ``check_export_archive``: the program, or one line saying why not."""
-    check_export_archive(source, name=name)
+    """``torch.export.load`` after ``check_export_archive``: the program, or one line saying why not.
+    A path is read once, so the bytes torch loads are the bytes that were checked."""
     path = name or str(source)
-    if hasattr(source, "seek"):
-        source.seek(0)
+    if not hasattr(source, "read"):
+        try:
+            source = io.BytesIO(Path(source).read_bytes())
+        except OSError as e:
+            raise UnsafeFileError(f"{path} cannot be read ({e.strerror or e})") from None
+    check_export_archive(source, name=path)
+    source.seek(0)
     try:
         return torch.export.load(source)
     except Exception as e:  # noqa: BLE001  (a checked archive torch still cannot read: the same one-line answer)
