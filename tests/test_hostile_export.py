@@ -26,7 +26,6 @@ from workbench._untrusted import UnsafeFileError, check_export_archive  # noqa: 
 from workbench.cli import main  # noqa: E402
 from workbench.compress import load_quantized  # noqa: E402
 from workbench.deploy import FILES, ParityError, card_text, export, load_bundle  # noqa: E402
-from workbench.deploy.export import _staging  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_thread")
