@@ -266,3 +266,17 @@ def test_a_continued_study_proposes_new_trials_and_reports_each_one(tmp_path):
     assert seen == [1, 2, 3, 4, 5, 6]
     assert all(str(w) == str(round(w, 2)) for w, _ in params)  # grid values read as written: 0.6, not 0.6000000000000001
     assert s.settings.shaped_for == 3  # the sampler keeps the shape the study began with
+
+
+def test_a_default_study_name_never_continues_another_study(tmp_path):
+    """Names are STRATEGY-DATASET-TIME to the second: a second search in the same second gets -2, not the first's study."""
+    import optuna
+
+    from workbench.search.study import _unused_name
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'studies.db'}")
+    names = []
+    for _ in range(3):
+        names.append(_unused_name("random-digits-20261206-152116", storage))
+        optuna.create_study(study_name=names[-1], storage=storage)
+    assert names == ["random-digits-20261206-152116", "random-digits-20261206-152116-2", "random-digits-20261206-152116-3"]

@@ -210,6 +210,13 @@ def _check_journal(url: str) -> None:
                           f"not a journal record): give a new file or a study's journal; nothing was written to it")
 
 
+def _unused_name(stem: str, storage: Any) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``...: a default name must start a new study, and two searches
+    started within the same second would otherwise share one."""
+    taken = set(_optuna().study.get_all_study_names(storage=storage))
+    return next(name for name in (stem, *(f"{stem}-{k}" for k in range(2, len(taken) + 3))) if name not in taken)
+
+
 def _check_timeout(timeout: float | None, *, zero_runs_nothing: bool) -> None:
     if timeout is None:
         return
@@ -272,9 +279,9 @@ def search(space: Space | None = None, *, base: RunConfig | None = None, strateg
                         shaped_for=n_trials)
     space.check(base)
     store = ResultStore.open(store)
-    name = study_name or f"{settings.strategy}-{base.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    study = optuna.create_study(study_name=name, storage=open_storage(storage, store), directions=directions,
-                                load_if_exists=True)
+    opened = open_storage(storage, store)
+    name = study_name or _unused_name(f"{settings.strategy}-{base.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}", opened)
+    study = optuna.create_study(study_name=name, storage=opened, directions=directions, load_if_exists=True)
     stored = study.user_attrs.get(SETTINGS)
     if stored is not None:
         settings = dataclasses.replace(settings, shaped_for=stored.get("shaped_for", stored["n_trials"]))
