@@ -11,6 +11,7 @@ Both import torchvision at the top, yet with the data files in place they use it
 stand-in module gives that one transform, ``(x - mean) / std`` per channel as torchvision computes it, and
 the results record that it was used.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,8 +19,8 @@ import importlib.util
 import os
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -35,9 +36,14 @@ def write_reference_data(dataset: Dataset, folder: str | Path, seed: int = 0) ->
     out = Path(folder) / "cifar10"
     out.mkdir(parents=True, exist_ok=True)
     order = torch.randperm(len(dataset.train_y), generator=torch.Generator().manual_seed(seed))
-    for split, x, y in (("train", dataset.train_x[order], dataset.train_y[order]), ("test", dataset.test_x, dataset.test_y)):
-        torch.save({"images": x.permute(0, 2, 3, 1).contiguous(), "labels": y.long(), "classes": list(dataset.classes)},
-                   out / f"{split}.pt")
+    for split, x, y in (
+        ("train", dataset.train_x[order], dataset.train_y[order]),
+        ("test", dataset.test_x, dataset.test_y),
+    ):
+        torch.save(
+            {"images": x.permute(0, 2, 3, 1).contiguous(), "labels": y.long(), "classes": list(dataset.classes)},
+            out / f"{split}.pt",
+        )
     return out
 
 
@@ -58,6 +64,7 @@ def torchvision_or_stand_in() -> bool:
     """True when the real torchvision imports; else install the stand-in (Normalize only) and return False."""
     try:
         import torchvision.transforms  # noqa: F401
+
         return True
     except Exception:
         vision = types.ModuleType("torchvision")

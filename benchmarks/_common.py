@@ -1,4 +1,5 @@
 """What every benchmark script records beside its numbers: device, versions, threads, time."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from workbench.measure import device_name
 from workbench._files import atomic_write_text
+from workbench.measure import device_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -15,6 +15,7 @@
 
 Writes results/deployment-<device>.json with the CPU, threads, load average and versions.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,12 +29,25 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import RESULTS, environment, save  # noqa: E402
-from workbench import (DataConfig, HardwareConfig, MeasureConfig, ModelConfig, OrtDynamicInt8, OrtStaticInt8,  # noqa: E402
-                       ResultStore, RunConfig, StaticInt8, TrainConfig, ledger, load_model, run_many)
-from workbench.data import cifar10_zip_path, eval_loader, load_dataset  # noqa: E402
-from workbench.deploy import export, load_test, runtime_comparison, serving  # noqa: E402
-from workbench.measure import cpu_features  # noqa: E402
+from benchmarks._common import RESULTS, environment, save
+from workbench import (
+    DataConfig,
+    HardwareConfig,
+    MeasureConfig,
+    ModelConfig,
+    OrtDynamicInt8,
+    OrtStaticInt8,
+    ResultStore,
+    RunConfig,
+    StaticInt8,
+    TrainConfig,
+    ledger,
+    load_model,
+    run_many,
+)
+from workbench.data import cifar10_zip_path, eval_loader, load_dataset
+from workbench.deploy import export, load_test, runtime_comparison, serving
+from workbench.measure import cpu_features
 
 
 def main() -> None:
@@ -53,25 +67,46 @@ def main() -> None:
     dataset = f"folder:{zip_path}" if zip_path else "digits"
     store = ResultStore(args.store)
     measure = MeasureConfig(batch_sizes=(1, 64), iters=args.iters, warmup=5, modes=("eager", "compiled", "onnxruntime"))
-    base = RunConfig(data=DataConfig(dataset=dataset, fraction=args.fraction if zip_path else 1.0),
-                     train=TrainConfig(epochs=args.epochs), hardware=HardwareConfig(device="cpu", threads=args.threads),
-                     measure=measure)
+    base = RunConfig(
+        data=DataConfig(dataset=dataset, fraction=args.fraction if zip_path else 1.0),
+        train=TrainConfig(epochs=args.epochs),
+        hardware=HardwareConfig(device="cpu", threads=args.threads),
+        measure=measure,
+    )
     resnet = base.replace(name="resnet20 fp32", model=ModelConfig(name="resnet20"))
-    mobile = base.replace(name="mobilenetv2 fp32", model=ModelConfig(name="mobilenetv2"),
-                          measure=dataclasses.replace(measure, modes=("eager",)))
-    variants = [resnet.replace(name=f"resnet20 {name}", compress=(step,)) for name, step in
-                (("torchao static int8", StaticInt8()), ("ORT static int8", OrtStaticInt8()), ("ORT dynamic int8", OrtDynamicInt8()))]
+    mobile = base.replace(
+        name="mobilenetv2 fp32",
+        model=ModelConfig(name="mobilenetv2"),
+        measure=dataclasses.replace(measure, modes=("eager",)),
+    )
+    variants = [
+        resnet.replace(name=f"resnet20 {name}", compress=(step,))
+        for name, step in (
+            ("torchao static int8", StaticInt8()),
+            ("ORT static int8", OrtStaticInt8()),
+            ("ORT dynamic int8", OrtDynamicInt8()),
+        )
+    ]
     runs = run_many([resnet, mobile, *variants], store=store)
     ids = dict(zip(runs["name"], runs["run_id"]))
 
     out = Path(tempfile.mkdtemp(prefix="bench-deploy-"))
     shipped = ("resnet20 fp32", "mobilenetv2 fp32") if "runtimes" in parts else ("resnet20 fp32",)
-    bundles = {name: export(ids[name], out / name.split()[0], store=store, latency=False, threads=args.threads)
-               for name in shipped}
+    bundles = {
+        name: export(ids[name], out / name.split()[0], store=store, latency=False, threads=args.threads)
+        for name in shipped
+    }
     payload = {
-        "environment": {**environment(torch.device("cpu")), "cpu_features": list(cpu_features()),
-                        "load_average": os.getloadavg()},
-        "settings": {**vars(args), "dataset": dataset.split("/")[-1], "train_images": int(len(load_dataset(dataset).train_x) * base.data.fraction)},
+        "environment": {
+            **environment(torch.device("cpu")),
+            "cpu_features": list(cpu_features()),
+            "load_average": os.getloadavg(),
+        },
+        "settings": {
+            **vars(args),
+            "dataset": dataset.split("/")[-1],
+            "train_images": int(len(load_dataset(dataset).train_x) * base.data.fraction),
+        },
         "parity": {name: b.card["parity"] for name, b in bundles.items()},
         "bundle_bytes": {name: {f: e["bytes"] for f, e in b.card["files"].items()} for name, b in bundles.items()},
     }
@@ -79,15 +114,31 @@ def main() -> None:
         data = load_dataset(dataset)
         images = next(iter(eval_loader(data, base.data, batch_size=1024)))[0]
         models = [load_model(ids[name], store=store) for name in bundles]
-        timing = runtime_comparison(models, tuple(data.test_x.shape[1:]), images, names=list(bundles), batch_sizes=(1, 64),
-                                    iters=args.iters, progress=True)
-        print(timing[["model", "runtime", "device", "batch_size", "latency_ms", "speedup_vs_eager", "skipped"]].to_string())
+        timing = runtime_comparison(
+            models,
+            tuple(data.test_x.shape[1:]),
+            images,
+            names=list(bundles),
+            batch_sizes=(1, 64),
+            iters=args.iters,
+            progress=True,
+        )
+        print(
+            timing[
+                ["model", "runtime", "device", "batch_size", "latency_ms", "speedup_vs_eager", "skipped"]
+            ].to_string()
+        )
         payload["runtimes"] = timing.to_dict("records")
     if "int8" in parts:
         table = ledger(store.frame().query("run_id in @runs.run_id and name != 'mobilenetv2 fp32'"))
-        keep = ["variant", "accuracy", "accuracy_delta", "size_bytes", "size_ratio", "weight_dtype"] + \
-            [c for c in table.columns if c.endswith(("_ms", "_speedup"))] + ["why_not_faster"]
-        table = table.assign(weight_dtype=[store.get(ids[v]).metrics.get("weight_dtype") for v in table["variant"]])[keep]
+        keep = (
+            ["variant", "accuracy", "accuracy_delta", "size_bytes", "size_ratio", "weight_dtype"]
+            + [c for c in table.columns if c.endswith(("_ms", "_speedup"))]
+            + ["why_not_faster"]
+        )
+        table = table.assign(weight_dtype=[store.get(ids[v]).metrics.get("weight_dtype") for v in table["variant"]])[
+            keep
+        ]
         print(table.drop(columns=["why_not_faster"]).to_string())
         payload["int8_ledger"] = table.to_dict("records")
     if "serving" in parts:
@@ -95,14 +146,21 @@ def main() -> None:
         with serving(bundles["resnet20 fp32"], threads=args.threads) as url:
             for c in (int(x) for x in args.concurrency.split(",")):
                 payload["serving"].append(load_test(url, concurrency=c, requests=args.requests, duration_s=60))
-                print({k: payload["serving"][-1][k] for k in ("concurrency", "ok", "errors", "p50_ms", "p95_ms", "p99_ms", "throughput_rps")})
+                print(
+                    {
+                        k: payload["serving"][-1][k]
+                        for k in ("concurrency", "ok", "errors", "p50_ms", "p95_ms", "p99_ms", "throughput_rps")
+                    }
+                )
     path = RESULTS / "deployment-cpu.json"
     if path.exists():  # parts not run this time keep their earlier numbers, each with the environment it had
         earlier = json.loads(path.read_text())
         for key in ("runtimes", "int8_ledger", "serving"):
             if key not in payload and key in earlier:
                 payload[key] = earlier[key]
-                payload.setdefault("earlier_parts", {})[key] = earlier.get("earlier_parts", {}).get(key, earlier["environment"])
+                payload.setdefault("earlier_parts", {})[key] = earlier.get("earlier_parts", {}).get(
+                    key, earlier["environment"]
+                )
         payload["parity"] = {**earlier.get("parity", {}), **payload["parity"]}
     print(save("deployment", payload))
 

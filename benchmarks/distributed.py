@@ -13,20 +13,19 @@
 
 Writes results/distributed-<device>.json with the CPU, cores, load average and versions.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import environment, save  # noqa: E402
-from workbench import ResultStore, RunConfig, pipeline_demo, rank_table, run, scaling  # noqa: E402
-from workbench.distributed import steady_images_per_s  # noqa: E402
-from workbench.measure import cpu_features, resolve_device  # noqa: E402
-from workbench.train import available_cores, load_average  # noqa: E402
+from benchmarks._common import environment, save
+from workbench import ResultStore, RunConfig, pipeline_demo, rank_table, run, scaling
+from workbench.distributed import steady_images_per_s
+from workbench.measure import cpu_features, resolve_device
+from workbench.train import available_cores, load_average
 
 
 def main() -> None:
@@ -43,35 +42,78 @@ def main() -> None:
     nprocs = [int(n) for n in args.nprocs.split(",")]
     device = resolve_device(args.device)
     store = ResultStore(args.store)
-    base = RunConfig().replace(**{"data.dataset": args.dataset, "train.epochs": args.epochs, "train.batch_size": args.batch_size,
-                                  "hardware.device": args.device, "measure.batch_sizes": (1,), "measure.iters": 5,
-                                  "measure.modes": ("eager",)})
-    payload = {"environment": {**environment(device), "cores": available_cores(), "load_average_start": load_average(),
-                               "cpu_features": list(cpu_features())},
-               "settings": {**vars(args), "threads_per_process": 1}, "scaling": {}}
+    base = RunConfig().replace(
+        **{
+            "data.dataset": args.dataset,
+            "train.epochs": args.epochs,
+            "train.batch_size": args.batch_size,
+            "hardware.device": args.device,
+            "measure.batch_sizes": (1,),
+            "measure.iters": 5,
+            "measure.modes": ("eager",),
+        }
+    )
+    payload = {
+        "environment": {
+            **environment(device),
+            "cores": available_cores(),
+            "load_average_start": load_average(),
+            "cpu_features": list(cpu_features()),
+        },
+        "settings": {**vars(args), "threads_per_process": 1},
+        "scaling": {},
+    }
     for model in args.models.split(","):
         cfg = base.replace(**{"model.name": model, "name": model})
         df = scaling(cfg, nprocs=nprocs, repeats=args.repeats, store=store, progress=False)
         ips = {n: [steady_images_per_s(store.get(i)) for i in ids] for n, ids in zip(df.nproc, df.run_ids)}
-        threads = run(cfg.replace(**{"hardware.threads": max(nprocs), "name": f"{model} x1, {max(nprocs)} threads"}),
-                      store=store, progress=False, reuse=False)
+        threads = run(
+            cfg.replace(**{"hardware.threads": max(nprocs), "name": f"{model} x1, {max(nprocs)} threads"}),
+            store=store,
+            progress=False,
+            reuse=False,
+        )
         payload["scaling"][model] = {
             "backend": df.attrs["backend"],
-            "rows": [{"nproc": int(r.nproc), "images_per_s_median": r.images_per_s,
-                      "images_per_s_range": [min(ips[r.nproc]), max(ips[r.nproc])], "epoch_seconds": r.epoch_seconds,
-                      "speedup": r.speedup, "efficiency": r.efficiency, "accuracy": r.accuracy} for r in df.itertuples()],
+            "rows": [
+                {
+                    "nproc": int(r.nproc),
+                    "images_per_s_median": r.images_per_s,
+                    "images_per_s_range": [min(ips[r.nproc]), max(ips[r.nproc])],
+                    "epoch_seconds": r.epoch_seconds,
+                    "speedup": r.speedup,
+                    "efficiency": r.efficiency,
+                    "accuracy": r.accuracy,
+                }
+                for r in df.itertuples()
+            ],
             f"one_process_{max(nprocs)}_threads_images_per_s": steady_images_per_s(threads),
         }
         print(model, df.drop(columns="run_ids").round(3).to_string(index=False), sep="\n", flush=True)
     two = base.replace(**{"model.name": "resnet20", "parallel.nproc": 2})
-    split = rank_table([run(two.replace(**{"parallel.strategy": s, "name": f"resnet20 {s} x2"}), store=store, progress=False,
-                            reuse=False) for s in ("ddp", "fsdp")])
+    split = rank_table(
+        [
+            run(
+                two.replace(**{"parallel.strategy": s, "name": f"resnet20 {s} x2"}),
+                store=store,
+                progress=False,
+                reuse=False,
+            )
+            for s in ("ddp", "fsdp")
+        ]
+    )
     payload["fsdp"] = split.to_dict("records")
     print(split.to_string(index=False), flush=True)
-    pipe = pipeline_demo(model="cnn", dataset=args.dataset, microbatches=(1, 2, 4, 8), batch_size=args.batch_size, steps=10)
-    payload["pipeline"] = {"attrs": {k: v for k, v in pipe.attrs.items() if k not in ("stage_modules",)},
-                           "rows": pipe.drop(columns=["activation_shape"], errors="ignore").to_dict("records")}
-    print(pipe[["microbatches", "step_ms", "bubble_share", "bubble_theory", "handoff_ms"]].round(3).to_string(index=False))
+    pipe = pipeline_demo(
+        model="cnn", dataset=args.dataset, microbatches=(1, 2, 4, 8), batch_size=args.batch_size, steps=10
+    )
+    payload["pipeline"] = {
+        "attrs": {k: v for k, v in pipe.attrs.items() if k not in ("stage_modules",)},
+        "rows": pipe.drop(columns=["activation_shape"], errors="ignore").to_dict("records"),
+    }
+    print(
+        pipe[["microbatches", "step_ms", "bubble_share", "bubble_theory", "handoff_ms"]].round(3).to_string(index=False)
+    )
     payload["environment"]["load_average_end"] = load_average()
     print(save("distributed", payload))
 

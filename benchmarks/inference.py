@@ -9,6 +9,7 @@ compiled -> static int8 compiled -> ONNX Runtime. Every step's latency has its q
     python benchmarks/inference.py                 # the GPU ladder where a GPU is present, else the CPU one
     python benchmarks/inference.py --device cpu --model resnet18 --batch-size 512
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,19 +20,26 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import environment, save  # noqa: E402
-from workbench import create_model, load_dataset, resolve_device  # noqa: E402
-from workbench.compress import CompressContext, StaticInt8, apply_step  # noqa: E402
-from workbench.data import cifar10_zip_path  # noqa: E402
-from workbench.measure import inference_grid, measure_modes  # noqa: E402
-from workbench.train import resolve_threads  # noqa: E402
+from benchmarks._common import environment, save
+from workbench import create_model, load_dataset, resolve_device
+from workbench.compress import CompressContext, StaticInt8, apply_step
+from workbench.data import cifar10_zip_path
+from workbench.measure import inference_grid, measure_modes
+from workbench.train import resolve_threads
 
 # (step, precision, mode, channels_last) and the H100 reference in images/s (ResNet-18, batch 512).
-GPU_LADDER = [("strict fp32", "fp32", "eager", False, 19_900), ("TF32", "tf32", "eager", False, 66_300),
-              ("bf16 + channels-last", "bf16", "eager", True, 157_500), ("+ torch.compile", "bf16", "compiled", True, 200_000),
-              ("+ max-autotune", "bf16", "max-autotune", True, 218_600)]
-CPU_LADDER = [("fp32 eager", "fp32", "eager", False), ("+ channels-last", "fp32", "eager", True),
-              ("+ torch.compile", "fp32", "compiled", True)]
+GPU_LADDER = [
+    ("strict fp32", "fp32", "eager", False, 19_900),
+    ("TF32", "tf32", "eager", False, 66_300),
+    ("bf16 + channels-last", "bf16", "eager", True, 157_500),
+    ("+ torch.compile", "bf16", "compiled", True, 200_000),
+    ("+ max-autotune", "bf16", "max-autotune", True, 218_600),
+]
+CPU_LADDER = [
+    ("fp32 eager", "fp32", "eager", False),
+    ("+ channels-last", "fp32", "eager", True),
+    ("+ torch.compile", "fp32", "compiled", True),
+]
 
 
 def main() -> None:
@@ -57,31 +65,76 @@ def main() -> None:
 
     def record(step: str, recs: list[dict], reference: float | None = None) -> None:
         r = recs[0]
-        row = {"step": step, **{k: r.get(k) for k in ("mode", "dtype", "latency_ms", "latency_ms_q25", "latency_ms_q75",
-                                                      "throughput_ips", "relative_spread", "noisy", "skipped")}}
+        row = {
+            "step": step,
+            **{
+                k: r.get(k)
+                for k in (
+                    "mode",
+                    "dtype",
+                    "latency_ms",
+                    "latency_ms_q25",
+                    "latency_ms_q75",
+                    "throughput_ips",
+                    "relative_spread",
+                    "noisy",
+                    "skipped",
+                )
+            },
+        }
         if reference:
             row.update(reference_ips=reference, ratio_to_reference=(r["throughput_ips"] or 0) / reference)
         rows.append(row)
-        shown = f"{r['throughput_ips']:,.0f} images/s ({r['latency_ms']:.2f} ms, IQR {r['latency_ms_q25']:.2f}-{r['latency_ms_q75']:.2f})" \
-            if r.get("latency_ms") else f"skipped: {r.get('skipped')}"
-        print(f"{step:<26} {shown}" + (f"  = {row['ratio_to_reference']:.2f}x the H100 reference" if reference else ""), flush=True)
+        shown = (
+            f"{r['throughput_ips']:,.0f} images/s ({r['latency_ms']:.2f} ms, IQR {r['latency_ms_q25']:.2f}-{r['latency_ms_q75']:.2f})"
+            if r.get("latency_ms")
+            else f"skipped: {r.get('skipped')}"
+        )
+        print(
+            f"{step:<26} {shown}" + (f"  = {row['ratio_to_reference']:.2f}x the H100 reference" if reference else ""),
+            flush=True,
+        )
 
     ladder = GPU_LADDER if gpu else CPU_LADDER
     for step, precision, mode, channels_last, *reference in ladder:
-        df = inference_grid(model, chw, batch_sizes=(bs,), precisions=(precision,), modes=(mode,), device=device,
-                            channels_last=channels_last, warmup=args.warmup, iters=args.iters)
+        df = inference_grid(
+            model,
+            chw,
+            batch_sizes=(bs,),
+            precisions=(precision,),
+            modes=(mode,),
+            device=device,
+            channels_last=channels_last,
+            warmup=args.warmup,
+            iters=args.iters,
+        )
         record(step, df.to_dict(orient="records"), reference[0] if reference else None)
     if not gpu:
-        loader = [(data.train_x[i:i + 64].float().div(255).sub(data.mean.view(1, -1, 1, 1)).div(data.std.view(1, -1, 1, 1)),
-                   data.train_y[i:i + 64]) for i in range(0, 64 * 8, 64)]
-        int8 = apply_step(create_model(model_name, data.num_classes, data.in_channels, data.image_size).eval(),
-                          StaticInt8(calibration_batches=8), CompressContext(loader[0][0], train_loader=loader))
+        loader = [
+            (
+                data.train_x[i : i + 64]
+                .float()
+                .div(255)
+                .sub(data.mean.view(1, -1, 1, 1))
+                .div(data.std.view(1, -1, 1, 1)),
+                data.train_y[i : i + 64],
+            )
+            for i in range(0, 64 * 8, 64)
+        ]
+        int8 = apply_step(
+            create_model(model_name, data.num_classes, data.in_channels, data.image_size).eval(),
+            StaticInt8(calibration_batches=8),
+            CompressContext(loader[0][0], train_loader=loader),
+        )
         kw = dict(batch_sizes=(bs,), device=device, warmup=args.warmup, iters=args.iters)
         record("static int8 compiled", measure_modes(int8, chw, modes=("compiled",), **kw))
         record("fp32 in ONNX Runtime", measure_modes(model, chw, modes=("onnxruntime",), **kw))
     env = environment(device)
     env.update(load_average=os.getloadavg()[0])
-    path = save("inference", {"benchmark": "inference", "model": model_name, "batch_size": bs, "environment": env, "steps": rows})
+    path = save(
+        "inference",
+        {"benchmark": "inference", "model": model_name, "batch_size": bs, "environment": env, "steps": rows},
+    )
     print(f"saved {path}")
 
 

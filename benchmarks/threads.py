@@ -11,6 +11,7 @@ Measured on a 2-core AMD EPYC (results/threads-cpu.json): quiet, 1 thread 19.4 m
 2 threads with OpenMP's passive wait 37.7 ms, auto (chose 2) 15.2 ms; with one core busy, 1 thread
 22.0 ms, 2 threads 50.5 ms (p90 190 ms), passive 71.8 ms, auto (chose 1) 26.1 ms.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import environment, save  # noqa: E402
+from benchmarks._common import environment, save
 
 POLICIES = {  # name -> (threads setting, extra environment)
     "1 thread": ("1", {}),
@@ -64,33 +65,54 @@ def measure(policy: str, load: str, steps: int) -> dict:
         if spinner:
             time.sleep(2)  # let the load average and the scheduler see it
         started = time.time()
-        out = subprocess.run([sys.executable, "-c", STEPS, setting, str(steps)], capture_output=True, text=True, env=env,
-                             check=True, timeout=900, cwd=Path(__file__).resolve().parents[1])
+        out = subprocess.run(
+            [sys.executable, "-c", STEPS, setting, str(steps)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+            timeout=900,
+            cwd=Path(__file__).resolve().parents[1],
+        )
         step_s = json.loads(out.stdout.strip().splitlines()[-1])
     finally:
         if spinner:
             spinner.kill()
     times = sorted(step_s["step_s"])
-    return {"policy": policy, "load": load, "threads": step_s["threads"], "steps": len(times),
-            "median_ms": 1e3 * statistics.median(times), "p90_ms": 1e3 * times[int(0.9 * (len(times) - 1))],
-            "wall_s": time.time() - started, "load_average_before": os.getloadavg()[0]}
+    return {
+        "policy": policy,
+        "load": load,
+        "threads": step_s["threads"],
+        "steps": len(times),
+        "median_ms": 1e3 * statistics.median(times),
+        "p90_ms": 1e3 * times[int(0.9 * (len(times) - 1))],
+        "wall_s": time.time() - started,
+        "load_average_before": os.getloadavg()[0],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=110, help="training steps per measurement (the first 10 are warm-up)")
+    parser.add_argument(
+        "--steps", type=int, default=110, help="training steps per measurement (the first 10 are warm-up)"
+    )
     args = parser.parse_args()
     rows = []
     for load in ("quiet", "one core busy"):
         for policy in POLICIES:
             rows.append(measure(policy, load, args.steps))
             r = rows[-1]
-            print(f"{load:14s} {policy:32s} threads={r['threads']}  median {r['median_ms']:7.1f} ms  p90 {r['p90_ms']:7.1f} ms",
-                  flush=True)
+            print(
+                f"{load:14s} {policy:32s} threads={r['threads']}  median {r['median_ms']:7.1f} ms  p90 {r['p90_ms']:7.1f} ms",
+                flush=True,
+            )
     import torch
 
-    payload = {"environment": environment(torch.device("cpu")), "workload": "resnet20 width 0.5, digits, batch 64, SGD",
-               "rows": rows}
+    payload = {
+        "environment": environment(torch.device("cpu")),
+        "workload": "resnet20 width 0.5, digits, batch 64, SGD",
+        "rows": rows,
+    }
     print(save("threads", payload))
 
 

@@ -11,6 +11,7 @@ with the ratios, and writes ``results/trainer_vs_naive-<device>.json``.
     python benchmarks/trainer_vs_naive.py                       # GPU: resnet18 on the CIFAR-10 zip, batch 256, 10 epochs
     python benchmarks/trainer_vs_naive.py --model resnet20 --width 0.5 --subset 5000 --epochs 3 --batch-size 128  # a CPU
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,13 +25,22 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import environment, save  # noqa: E402
-from workbench import (AugmentConfig, DataConfig, HardwareConfig, TrainConfig, create_model, load_dataset,  # noqa: E402
-                       resolve_device, train, train_loader)
-from workbench._plain import to_plain  # noqa: E402
-from workbench.data import cifar10_zip_path  # noqa: E402
-from workbench.measure import native_bf16  # noqa: E402
-from workbench.train import resolve_threads  # noqa: E402
+from benchmarks._common import environment, save
+from workbench import (
+    AugmentConfig,
+    DataConfig,
+    HardwareConfig,
+    TrainConfig,
+    create_model,
+    load_dataset,
+    resolve_device,
+    train,
+    train_loader,
+)
+from workbench._plain import to_plain
+from workbench.data import cifar10_zip_path
+from workbench.measure import native_bf16
+from workbench.train import resolve_threads
 
 
 class TutorialDataset(torch.utils.data.Dataset):
@@ -47,15 +57,21 @@ class TutorialDataset(torch.utils.data.Dataset):
         img = (img - self.mean) / self.std
         padded = F.pad(img, (self.pad,) * 4)
         dx, dy = torch.randint(0, 2 * self.pad + 1, (2,)).tolist()
-        img = padded[:, dy:dy + img.shape[1], dx:dx + img.shape[2]]
+        img = padded[:, dy : dy + img.shape[1], dx : dx + img.shape[2]]
         if torch.rand(()) < 0.5:
             img = img.flip(2)
         return img, self.y[i]
 
 
 def typical_loop(model, dataset, device, epochs: int, batch_size: int, lr: float, workers: int) -> list[float]:
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                         persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=device.type == "cuda",
+    )
     model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(loader))
@@ -75,18 +91,29 @@ def typical_loop(model, dataset, device, epochs: int, batch_size: int, lr: float
     return seconds
 
 
-def workbench_trainer(model, data, device, epochs: int, batch_size: int, lr: float, hardware: HardwareConfig,
-                      indices) -> list[float]:
-    batches = train_loader(data, DataConfig(augment=AugmentConfig(crop=4, flip=True)), batch_size, device=device,
-                           indices=indices)
-    out = train(model, batches, TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, schedule="onecycle"),
-                hardware=hardware, device=device)
+def workbench_trainer(
+    model, data, device, epochs: int, batch_size: int, lr: float, hardware: HardwareConfig, indices
+) -> list[float]:
+    batches = train_loader(
+        data, DataConfig(augment=AugmentConfig(crop=4, flip=True)), batch_size, device=device, indices=indices
+    )
+    out = train(
+        model,
+        batches,
+        TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, schedule="onecycle"),
+        hardware=hardware,
+        device=device,
+    )
     return [h["seconds"] for h in out.history]
 
 
 def summary(seconds: list[float]) -> dict:
-    return {"epoch_seconds": seconds, "first_epoch_s": seconds[0],
-            "steady_epoch_s": statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0], "total_s": sum(seconds)}
+    return {
+        "epoch_seconds": seconds,
+        "first_epoch_s": seconds[0],
+        "steady_epoch_s": statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0],
+        "total_s": sum(seconds),
+    }
 
 
 def main() -> None:
@@ -125,26 +152,50 @@ def main() -> None:
         return create_model(args.model, data.num_classes, data.in_channels, data.image_size, width=args.width)
 
     tutorial = TutorialDataset(data.train_x[:n], data.train_y[:n], data.mean, data.std)
-    print(f"{args.model} (width {args.width}) on {name}, {n} images, batch {args.batch_size}, {args.epochs} epochs, "
-          f"{device} ({threads} threads, {workers} loader workers)", flush=True)
+    print(
+        f"{args.model} (width {args.width}) on {name}, {n} images, batch {args.batch_size}, {args.epochs} epochs, "
+        f"{device} ({threads} threads, {workers} loader workers)",
+        flush=True,
+    )
     typical = summary(typical_loop(fresh(), tutorial, device, args.epochs, args.batch_size, args.lr, workers))
-    print(f"typical loop: first epoch {typical['first_epoch_s']:.2f} s, steady {typical['steady_epoch_s']:.2f} s, "
-          f"total {typical['total_s']:.1f} s", flush=True)
+    print(
+        f"typical loop: first epoch {typical['first_epoch_s']:.2f} s, steady {typical['steady_epoch_s']:.2f} s, "
+        f"total {typical['total_s']:.1f} s",
+        flush=True,
+    )
     ours = summary(workbench_trainer(fresh(), data, device, args.epochs, args.batch_size, args.lr, hardware, indices))
-    print(f"workbench ({hardware.precision}, channels-last {hardware.channels_last}, compile {hardware.compile}): "
-          f"first epoch {ours['first_epoch_s']:.2f} s, steady {ours['steady_epoch_s']:.2f} s, total {ours['total_s']:.1f} s")
-    ratios = {"steady_epoch_speedup": typical["steady_epoch_s"] / ours["steady_epoch_s"],
-              "whole_run_speedup": typical["total_s"] / ours["total_s"]}
-    print(f"workbench is {ratios['steady_epoch_speedup']:.2f}x per steady epoch and {ratios['whole_run_speedup']:.2f}x "
-          "for the whole run, compile included")
+    print(
+        f"workbench ({hardware.precision}, channels-last {hardware.channels_last}, compile {hardware.compile}): "
+        f"first epoch {ours['first_epoch_s']:.2f} s, steady {ours['steady_epoch_s']:.2f} s, total {ours['total_s']:.1f} s"
+    )
+    ratios = {
+        "steady_epoch_speedup": typical["steady_epoch_s"] / ours["steady_epoch_s"],
+        "whole_run_speedup": typical["total_s"] / ours["total_s"],
+    }
+    print(
+        f"workbench is {ratios['steady_epoch_speedup']:.2f}x per steady epoch and {ratios['whole_run_speedup']:.2f}x "
+        "for the whole run, compile included"
+    )
     env = environment(device)
     env.update(threads=threads, load_average=os.getloadavg()[0])
-    path = save("trainer_vs_naive", {
-        "benchmark": "trainer_vs_naive", "model": args.model, "width": args.width, "dataset": name, "images": n,
-        "batch_size": args.batch_size, "epochs": args.epochs, "loader_workers": workers, "environment": env,
-        "workbench_hardware": to_plain(hardware),
-        "typical": typical, "workbench": ours, **ratios,
-    })
+    path = save(
+        "trainer_vs_naive",
+        {
+            "benchmark": "trainer_vs_naive",
+            "model": args.model,
+            "width": args.width,
+            "dataset": name,
+            "images": n,
+            "batch_size": args.batch_size,
+            "epochs": args.epochs,
+            "loader_workers": workers,
+            "environment": env,
+            "workbench_hardware": to_plain(hardware),
+            "typical": typical,
+            "workbench": ours,
+            **ratios,
+        },
+    )
     print(f"saved {path}")
 
 

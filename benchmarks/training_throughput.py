@@ -6,6 +6,7 @@ Every variant trains the same model from the same seed on the same batches for `
 after ``--warmup`` untimed steps; the ratio column is against fp32 eager in the same run.
 ``--dataset cifar10zip`` reads the CIFAR-10 JPEG zip named by WORKBENCH_CIFAR10_ZIP.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,10 +19,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import environment, save  # noqa: E402
-from workbench import create_model, load_dataset, resolve_device  # noqa: E402
-from workbench.data import BatchLoader, cifar10_zip_path  # noqa: E402
-from workbench.train import autocast_for, check_precision  # noqa: E402
+from benchmarks._common import environment, save
+from workbench import create_model, load_dataset, resolve_device
+from workbench.data import BatchLoader, cifar10_zip_path
+from workbench.train import autocast_for, check_precision
 
 VARIANTS = {  # name -> (precision, channels_last, compile)
     "fp32": ("fp32", False, False),
@@ -74,8 +75,16 @@ def main() -> None:
     device = resolve_device(args.device)
     name = f"folder:{cifar10_zip_path()}" if args.dataset == "cifar10zip" else args.dataset
     data = load_dataset(name)
-    loader = BatchLoader(data.train_x, data.train_y, args.batch_size, shuffle=True, device=device,
-                         mean=data.mean, std=data.std, drop_last=True)
+    loader = BatchLoader(
+        data.train_x,
+        data.train_y,
+        args.batch_size,
+        shuffle=True,
+        device=device,
+        mean=data.mean,
+        std=data.std,
+        drop_last=True,
+    )
     chosen = [v for v in (args.variants.split(",") if args.variants else VARIANTS)]
     rows = []
     for variant in chosen:
@@ -95,11 +104,19 @@ def main() -> None:
     base = df.loc[df["variant"] == "fp32", "images_per_s"]
     df["ratio_vs_fp32"] = df["images_per_s"] / base.iloc[0] if len(base) and base.iloc[0] else None
     print(df.to_string(index=False))
-    path = save(f"training_throughput-{args.model}", {
-        "benchmark": "training_throughput", "model": args.model, "dataset": args.dataset,
-        "batch_size": args.batch_size, "steps": args.steps, "warmup_steps": args.warmup,
-        "environment": environment(device), "rows": df.to_dict(orient="records"),
-    })
+    path = save(
+        f"training_throughput-{args.model}",
+        {
+            "benchmark": "training_throughput",
+            "model": args.model,
+            "dataset": args.dataset,
+            "batch_size": args.batch_size,
+            "steps": args.steps,
+            "warmup_steps": args.warmup,
+            "environment": environment(device),
+            "rows": df.to_dict(orient="records"),
+        },
+    )
     print(f"saved {path}")
 
 

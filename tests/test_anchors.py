@@ -1,5 +1,6 @@
 """The race harness for the reference scripts (benchmarks/_anchors.py): the data files their loaders read,
 the torchvision stand-in and the scripts themselves importing unchanged. The race itself needs CUDA."""
+
 from __future__ import annotations
 
 import sys
@@ -18,9 +19,14 @@ ANCHORS = Path(__file__).resolve().parents[2] / "shared" / "anchors"
 def toy() -> Dataset:
     g = torch.Generator().manual_seed(0)
     train_y = torch.arange(10).repeat_interleave(12)  # class by class, as the zip stores it
-    return Dataset("toy", torch.randint(0, 256, (120, 3, 32, 32), dtype=torch.uint8, generator=g), train_y,
-                   torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(10).repeat(2),
-                   [f"class{i}" for i in range(10)])
+    return Dataset(
+        "toy",
+        torch.randint(0, 256, (120, 3, 32, 32), dtype=torch.uint8, generator=g),
+        train_y,
+        torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8, generator=g),
+        torch.arange(10).repeat(2),
+        [f"class{i}" for i in range(10)],
+    )
 
 
 def test_reference_data_files_hold_what_the_reference_loaders_read(toy, tmp_path):
@@ -31,7 +37,9 @@ def test_reference_data_files_hold_what_the_reference_loaders_read(toy, tmp_path
     assert train["images"].shape == (120, 32, 32, 3) and train["images"].dtype == torch.uint8
     assert train["labels"].dtype == torch.int64 and train["classes"] == toy.classes
     # Shuffled once, images still with their own labels; the test split in its order.
-    assert not torch.equal(train["labels"], toy.train_y) and sorted(train["labels"].tolist()) == sorted(toy.train_y.tolist())
+    assert not torch.equal(train["labels"], toy.train_y) and sorted(train["labels"].tolist()) == sorted(
+        toy.train_y.tolist()
+    )
     first = train["images"][0].permute(2, 0, 1)
     match = [i for i in range(120) if torch.equal(toy.train_x[i], first)]
     assert match and toy.train_y[match[0]] == train["labels"][0]
@@ -47,7 +55,9 @@ def test_the_normalize_stand_in_computes_per_channel_standardisation():
     assert torch.allclose(_Normalize(mean, std)(x), expected, atol=1e-6)
 
 
-@pytest.mark.skipif(not all((ANCHORS / f"{n}.py").is_file() for n in SCRIPTS), reason="../shared/anchors holds no reference scripts")
+@pytest.mark.skipif(
+    not all((ANCHORS / f"{n}.py").is_file() for n in SCRIPTS), reason="../shared/anchors holds no reference scripts"
+)
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_each_reference_script_imports_unchanged_and_its_net_reads_our_files(name, toy, tmp_path, monkeypatch):
     for module_name in ("torchvision", "torchvision.transforms"):  # whatever it imports here leaves with the test

@@ -1,4 +1,5 @@
 """The benchmark scripts stay runnable: each parses its arguments and imports what it measures with."""
+
 import subprocess
 import sys
 from pathlib import Path

@@ -4,6 +4,7 @@ clicked, and the panel gains a row, a live curve and charts. It catches what the
 
 Leaves a screenshot of the panel in test-artifacts/quickstart.png.
 """
+
 import json
 import os
 import secrets
@@ -21,8 +22,15 @@ REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
 NOTEBOOK = "notebooks/00_quickstart.ipynb"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage", "--disable-gpu"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless=new",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--disable-gpu",
+]
 # JupyterLab user settings for the test's own profile: no news/update pop-ups over the page, and every
 # cell attached to the DOM (the default virtualises off-screen cells, which hides the panel from selectors).
 LAB_SETTINGS = {
@@ -47,7 +55,9 @@ def _free_port() -> int:
 
 def _api(url: str, token: str, path: str, body: dict | None = None) -> dict:
     request = urllib.request.Request(
-        f"{url}{path}", data=None if body is None else json.dumps(body).encode(), method="GET" if body is None else "POST",
+        f"{url}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        method="GET" if body is None else "POST",
         headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -67,7 +77,9 @@ def lab(tmp_path):
     port, token = _free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),  # the kernel imports workbench from here
+        "PYTHONPATH": os.pathsep.join(
+            [str(REPO), os.environ.get("PYTHONPATH", "")]
+        ),  # the kernel imports workbench from here
         "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
         "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
@@ -76,17 +88,34 @@ def lab(tmp_path):
     }
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-         "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", "--allow-root", f"--ServerApp.root_dir={root}",
-         "--LabApp.news_url=None"],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            "--allow-root",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.news_url=None",
+        ],
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
         while True:
             if server.poll() is not None:
-                pytest.fail(f"JupyterLab exited with {server.returncode}:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
+                pytest.fail(
+                    f"JupyterLab exited with {server.returncode}:\n{(tmp_path / 'server.log').read_text()[-3000:]}"
+                )
             try:
                 _api(url, token, "/api/status")
                 break
@@ -95,7 +124,12 @@ def lab(tmp_path):
                     pytest.fail(f"JupyterLab did not answer in 90 s:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
                 time.sleep(0.5)
         # Start the notebook's kernel up front, so the page attaches to it instead of asking which to start.
-        _api(url, token, "/api/sessions", {"path": NOTEBOOK, "name": Path(NOTEBOOK).name, "type": "notebook", "kernel": {"name": "python3"}})
+        _api(
+            url,
+            token,
+            "/api/sessions",
+            {"path": NOTEBOOK, "name": Path(NOTEBOOK).name, "type": "notebook", "kernel": {"name": "python3"}},
+        )
         yield url, token, root
     finally:
         server.terminate()  # the server shuts its kernels down on SIGTERM
@@ -131,7 +165,9 @@ def test_quickstart_panel_in_a_real_browser(lab):
             rows_before = page.evaluate(ROWS)
 
             panel.get_by_role("tab", name="Training", exact=True).click()
-            batch_size = panel.locator(".widget-dropdown", has=page.locator("label", has_text="batch size")).locator("select")
+            batch_size = panel.locator(".widget-dropdown", has=page.locator("label", has_text="batch size")).locator(
+                "select"
+            )
             batch_size.select_option(label="128")
             panel.locator(".wb-run").click()
             page.wait_for_function(f"{ROWS} > {rows_before}", timeout=180_000)

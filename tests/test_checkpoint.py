@@ -1,10 +1,26 @@
 """Checkpoints: a run's model as it ends the run (float, pruned or quantized), rebuilt without any data."""
+
 import pytest
 import torch
 
-from workbench import (QAT, CastPrecision, DynamicInt8, MeasureConfig, ModelConfig, RunConfig, StaticInt8, StructuredPrune,
-                       TrainConfig, UnstructuredPrune, WeightOnlyInt8, count_parameters, evaluator, load_model, load_teacher,
-                       run)
+from workbench import (
+    QAT,
+    CastPrecision,
+    DynamicInt8,
+    MeasureConfig,
+    ModelConfig,
+    RunConfig,
+    StaticInt8,
+    StructuredPrune,
+    TrainConfig,
+    UnstructuredPrune,
+    WeightOnlyInt8,
+    count_parameters,
+    evaluator,
+    load_model,
+    load_teacher,
+    run,
+)
 from workbench.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -12,7 +28,9 @@ QUICK = MeasureConfig(batch_sizes=(1,), warmup=0, iters=1)
 
 
 def _cfg(model="cnn", **changes):
-    return RunConfig(model=ModelConfig(name=model, width=0.25), train=TrainConfig(epochs=1), measure=QUICK).replace(**changes)
+    return RunConfig(model=ModelConfig(name=model, width=0.25), train=TrainConfig(epochs=1), measure=QUICK).replace(
+        **changes
+    )
 
 
 @pytest.fixture
@@ -41,8 +59,12 @@ def test_a_checkpoint_and_a_teacher_rebuild_without_any_data(store, monkeypatch,
 
 def test_a_distilled_run_finds_its_teacher_wherever_its_data_lives(store, tmp_path):
     teacher = run(_cfg(name="teacher"), store=store, progress=False)
-    student = run(_cfg(name="student", **{"distill.teacher": teacher.run_id, "model.width": 0.125}), store=store,
-                  progress=False, data_root=tmp_path / "elsewhere")
+    student = run(
+        _cfg(name="student", **{"distill.teacher": teacher.run_id, "model.width": 0.125}),
+        store=store,
+        progress=False,
+        data_root=tmp_path / "elsewhere",
+    )
     assert student.status == "ok" and student.config.distill.teacher == teacher.run_id
 
 
@@ -64,8 +86,10 @@ def compressed(tmp_path_factory):
 
     store = ResultStore(tmp_path_factory.mktemp("compressed") / "runs")
     base = {family: run(_cfg(family, name=family), store=store, progress=False) for family in ("cnn", "mlp")}
-    return base, {name: run(_cfg(family, name=name, compress=steps), store=store, progress=False)
-                  for name, family, steps, _ in VARIANTS}
+    return base, {
+        name: run(_cfg(family, name=name, compress=steps), store=store, progress=False)
+        for name, family, steps, _ in VARIANTS
+    }
 
 
 @pytest.mark.filterwarnings("ignore:TypedStorage is deprecated")

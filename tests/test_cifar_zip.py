@@ -3,6 +3,7 @@
 The decoded tensors are cached under the repository's ``data/cache`` (not tmp_path), so only the
 first run of this file pays the decode (about 6-10 s on 2 cores); later runs read the cache.
 """
+
 from __future__ import annotations
 
 import time
@@ -17,8 +18,10 @@ pytestmark = [pytest.mark.cifar, pytest.mark.slow]
 
 ZIP = cifar10_zip_path()
 if ZIP is None:
-    pytest.skip("CIFAR-10 zip not found: set WORKBENCH_CIFAR10_ZIP (default ../shared/data/cifar10-jpeg.zip)",
-                allow_module_level=True)
+    pytest.skip(
+        "CIFAR-10 zip not found: set WORKBENCH_CIFAR10_ZIP (default ../shared/data/cifar10-jpeg.zip)",
+        allow_module_level=True,
+    )
 ROOT = Path(__file__).resolve().parents[1] / "data"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

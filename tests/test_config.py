@@ -7,8 +7,12 @@ from workbench.config import field_paths
 
 
 def test_round_trip_and_hash():
-    cfg = RunConfig(model=ModelConfig(name="resnet20", width=0.5), train=TrainConfig(epochs=3, optimizer="adamw"),
-                    data=DataConfig(augment=AugmentConfig(crop=2, flip=True)), name="x")
+    cfg = RunConfig(
+        model=ModelConfig(name="resnet20", width=0.5),
+        train=TrainConfig(epochs=3, optimizer="adamw"),
+        data=DataConfig(augment=AugmentConfig(crop=2, flip=True)),
+        name="x",
+    )
     again = RunConfig.from_json(cfg.to_json())
     assert again == cfg
     assert again.config_hash() == cfg.config_hash()

@@ -3,6 +3,7 @@
 Everything here is offline and small: downloads are served from tmp_path (file:// or a local HTTP
 server on 127.0.0.1) with fabricated files in the published formats.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -25,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from workbench.data import AugmentConfig
 from workbench.data import (
+    AugmentConfig,
     BatchLoader,
     augment_batch,
     check_dataset_name,
@@ -36,8 +37,8 @@ from workbench.data import (
     load_dataset,
     per_example_loss,
     select_subset,
+    sources,
 )
-from workbench.data import sources
 from workbench.data.augment import _rotate
 
 
@@ -125,7 +126,9 @@ def test_sharded_loaders_cut_every_batch_of_one_process_into_disjoint_pieces(dig
         for loader in (single, *shards):
             loader.set_epoch(epoch)
         steps = list(zip(single, *shards))
-        assert len(steps) == len(single) == len(shards[0]) == len(shards[1])  # every rank takes the same number of steps
+        assert (
+            len(steps) == len(single) == len(shards[0]) == len(shards[1])
+        )  # every rank takes the same number of steps
         for (_, whole), (_, a), (_, b) in steps:
             assert not set(a.tolist()) & set(b.tolist())
             assert sorted(a.tolist() + b.tolist()) == sorted(whole.tolist())
@@ -134,7 +137,9 @@ def test_sharded_loaders_cut_every_batch_of_one_process_into_disjoint_pieces(dig
     same = digits.train_x[:1].repeat(128, 1, 1, 1)
     augmented = []
     for rank in (0, 1, 1):
-        loader = BatchLoader(same, torch.zeros(128), 64, shuffle=True, seed=5, shard=(rank, 2), augment=AugmentConfig(crop=2))
+        loader = BatchLoader(
+            same, torch.zeros(128), 64, shuffle=True, seed=5, shard=(rank, 2), augment=AugmentConfig(crop=2)
+        )
         loader.set_epoch(1)
         augmented.append(next(iter(loader))[0])
     assert not torch.equal(augmented[0], augmented[1]) and torch.equal(augmented[1], augmented[2])
@@ -164,10 +169,16 @@ def _gen(seed=0):
 
 def test_augment_keeps_shape_dtype_and_is_off_by_default():
     x = torch.rand(8, 3, 16, 16)
-    for cfg in [AugmentConfig(flip=True), AugmentConfig(crop=4), AugmentConfig(translate=3),
-                AugmentConfig(cutout=5), AugmentConfig(rotate=15),
-                AugmentConfig(brightness=0.3), AugmentConfig(contrast=0.3),
-                AugmentConfig(flip=True, crop=2, translate=2, cutout=4, rotate=30, brightness=0.2, contrast=0.2)]:
+    for cfg in [
+        AugmentConfig(flip=True),
+        AugmentConfig(crop=4),
+        AugmentConfig(translate=3),
+        AugmentConfig(cutout=5),
+        AugmentConfig(rotate=15),
+        AugmentConfig(brightness=0.3),
+        AugmentConfig(contrast=0.3),
+        AugmentConfig(flip=True, crop=2, translate=2, cutout=4, rotate=30, brightness=0.2, contrast=0.2),
+    ]:
         y = augment_batch(x, cfg, _gen())
         assert y.shape == x.shape and y.dtype == x.dtype
     assert torch.equal(augment_batch(x, AugmentConfig(), _gen()), x)
@@ -211,8 +222,12 @@ def test_crop_and_translate_are_windows_of_the_padded_batch(reflect):
     padded = F.pad(x, (pad,) * 4, mode="reflect" if reflect else "constant")
     offsets = []
     for i in range(16):
-        hits = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
-                if torch.equal(y[i], padded[i, :, dy:dy + 8, dx:dx + 8])]
+        hits = [
+            (dy, dx)
+            for dy in range(2 * pad + 1)
+            for dx in range(2 * pad + 1)
+            if torch.equal(y[i], padded[i, :, dy : dy + 8, dx : dx + 8])
+        ]
         assert hits, f"sample {i} is not a window of the padded image"
         offsets.append(hits[0])
     assert len(set(offsets)) > 3  # the offsets are per sample, not one for the batch
@@ -245,8 +260,20 @@ def test_rotation():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_loader_and_augment_on_gpu_match_cpu(digits):
     cfg = AugmentConfig(flip=True, crop=2, translate=1, cutout=3, rotate=10)
-    cpu, gpu = (BatchLoader(digits.train_x, digits.train_y, 256, shuffle=True, seed=5, augment=cfg, device=d,
-                            mean=digits.mean, std=digits.std) for d in ("cpu", "cuda"))
+    cpu, gpu = (
+        BatchLoader(
+            digits.train_x,
+            digits.train_y,
+            256,
+            shuffle=True,
+            seed=5,
+            augment=cfg,
+            device=d,
+            mean=digits.mean,
+            std=digits.std,
+        )
+        for d in ("cpu", "cuda")
+    )
     assert gpu.x.device.type == "cuda"  # the uint8 data lives on the GPU
     for (xc, yc), (xg, yg) in zip(cpu, gpu):
         assert xg.device.type == "cuda" and torch.equal(yc, yg.cpu())  # same seed, same order and offsets
@@ -296,8 +323,9 @@ def test_select_by_scores():
 
 def test_per_example_loss_uses_eval_mode(digits):
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32),
-                                torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(), torch.nn.Linear(32, 10)
+    )
     model(torch.randn(64, 1, 8, 8))  # give BatchNorm running statistics that differ from a batch's own
     x, y = digits.test_x, digits.test_y
     losses = per_example_loss(model, x, y, mean=digits.mean, std=digits.std, device="cpu", batch_size=100)
@@ -381,7 +409,9 @@ def test_folder_cache_second_load_is_faster_and_equal(tmp_path):
         for cls in ("a", "b"):
             (folder / split / cls).mkdir(parents=True)
             for i in range(n // 2):
-                Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / split / cls / f"{i}.png")
+                Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+                    folder / split / cls / f"{i}.png"
+                )
     zpath = _zip(folder, tmp_path / "many.zip")
     root = tmp_path / "data"
     t0 = time.perf_counter()
@@ -437,7 +467,9 @@ def test_corrupt_zip_errors_and_caches_nothing(tmp_path):
     with zipfile.ZipFile(tmp_path / "junk.zip", "w") as z:
         for split in ("train", "test"):
             z.writestr(f"{split}/cat/0.png", b"not a png")
-    _one_line_error(lambda: load_dataset(f"folder:{tmp_path / 'junk.zip'}", root=root), "Could not decode train/cat/0.png")
+    _one_line_error(
+        lambda: load_dataset(f"folder:{tmp_path / 'junk.zip'}", root=root), "Could not decode train/cat/0.png"
+    )
     assert not (root / "cache").exists() or not list((root / "cache").iterdir())
 
 
@@ -459,7 +491,9 @@ def test_manifest_covers_every_download():
     for name, entry in m.items():
         assert len(entry["classes"]) == 10
         roles = {f["role"] for f in entry["files"]}
-        assert roles == ({"archive"} if entry["format"] == "cifar10-python" else {"train_x", "train_y", "test_x", "test_y"})
+        assert roles == (
+            {"archive"} if entry["format"] == "cifar10-python" else {"train_x", "train_y", "test_x", "test_y"}
+        )
         for f in entry["files"]:
             assert f["urls"] and all(u.startswith(("http://", "https://")) for u in f["urls"])
             assert re.fullmatch(r"[0-9a-f]{32}", f["md5"]) and f["size"] > 0
@@ -494,13 +528,25 @@ def server(tmp_path):
 
 
 def _fake_mnist(www: Path, base_url: str, rng=np.random.default_rng(0)) -> tuple[dict, dict]:
-    arrays = {"train_x": rng.integers(0, 256, (12, 28, 28)), "train_y": rng.integers(0, 10, 12),
-              "test_x": rng.integers(0, 256, (5, 28, 28)), "test_y": rng.integers(0, 10, 5)}
+    arrays = {
+        "train_x": rng.integers(0, 256, (12, 28, 28)),
+        "train_y": rng.integers(0, 10, 12),
+        "test_x": rng.integers(0, 256, (5, 28, 28)),
+        "test_y": rng.integers(0, 10, 5),
+    }
     files = []
     for role, array in arrays.items():
         data = _idx(array)
         (www / f"{role}.gz").write_bytes(data)
-        files.append({"role": role, "name": f"{role}.gz", "urls": [base_url + f"{role}.gz"], "md5": _md5(data), "size": len(data)})
+        files.append(
+            {
+                "role": role,
+                "name": f"{role}.gz",
+                "urls": [base_url + f"{role}.gz"],
+                "md5": _md5(data),
+                "size": len(data),
+            }
+        )
     return {"mnist": {"format": "idx", "classes": [str(i) for i in range(10)], "files": files}}, arrays
 
 
@@ -514,7 +560,9 @@ def test_download_verify_decode_and_cache(tmp_path, server, monkeypatch):
     ds = load_dataset("mnist", root)
     assert ds.train_x.shape == (12, 1, 28, 28) and ds.test_x.shape == (5, 1, 28, 28)
     assert ds.train_x.dtype == torch.uint8 and ds.train_y.dtype == torch.int64
-    assert np.array_equal(ds.train_x[:, 0].numpy(), arrays["train_x"]) and ds.test_y.tolist() == arrays["test_y"].tolist()
+    assert (
+        np.array_equal(ds.train_x[:, 0].numpy(), arrays["train_x"]) and ds.test_y.tolist() == arrays["test_y"].tolist()
+    )
     assert (root / "cache" / "mnist.pt").exists()
     for p in folder.iterdir():  # the second load reads only the decoded cache
         p.unlink()
@@ -563,8 +611,10 @@ def test_offline_error(tmp_path, monkeypatch):
     manifest["mnist"]["files"][0]["urls"] = ["http://127.0.0.1:9/x", "file:///nonexistent/x"]
     monkeypatch.setattr(sources, "manifest", lambda: manifest)
     dest = tmp_path / "data" / "downloads" / "mnist" / "train_x.gz"
-    message = _one_line_error(lambda: load_dataset("mnist", tmp_path / "data"),
-                              r"^Could not download mnist from http://127\.0\.0\.1:9/x \(no network\?\)\. ")
+    message = _one_line_error(
+        lambda: load_dataset("mnist", tmp_path / "data"),
+        r"^Could not download mnist from http://127\.0\.0\.1:9/x \(no network\?\)\. ",
+    )
     assert "`workbench datasets fetch mnist`" in message and message.endswith(f"copy the file to {dest}.")
     assert not dest.exists() and not dest.with_name("train_x.gz.part").exists()
 
@@ -583,8 +633,12 @@ def test_idx_reader_rejects_bad_files(tmp_path):
 
 
 def _batch(rng, n) -> dict:
-    return {b"batch_label": b"fake", b"labels": rng.integers(0, 10, n).tolist(),
-            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"filenames": [b"x.png"] * n}
+    return {
+        b"batch_label": b"fake",
+        b"labels": rng.integers(0, 10, n).tolist(),
+        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        b"filenames": [b"x.png"] * n,
+    }
 
 
 def _cifar_tar(path: Path, batches: dict, extra=()) -> bytes:
@@ -600,7 +654,12 @@ def _cifar_tar(path: Path, batches: dict, extra=()) -> bytes:
 
 
 def _use_cifar_archive(monkeypatch, archive: Path):
-    entry = {"role": "archive", "name": "cifar-10-python.tar.gz", "urls": [archive.as_uri()], "md5": _md5(archive.read_bytes())}
+    entry = {
+        "role": "archive",
+        "name": "cifar-10-python.tar.gz",
+        "urls": [archive.as_uri()],
+        "md5": _md5(archive.read_bytes()),
+    }
     manifest = {"cifar10": {**sources.manifest()["cifar10"], "files": [entry]}}
     monkeypatch.setattr(sources, "manifest", lambda: manifest)
 
@@ -625,19 +684,24 @@ def _member(name, kind=tarfile.REGTYPE, link=""):
     return info
 
 
-@pytest.mark.parametrize("member, problem", [
-    (_member("../escape.txt"), "escapes the archive folder"),
-    (_member("cifar-10-batches-py/../../escape.txt"), "escapes the archive folder"),
-    (_member("/tmp/absolute.txt"), "is an absolute path"),
-    (_member("cifar-10-batches-py/link", tarfile.SYMTYPE, "/etc/passwd"), "is a link"),
-    (_member("cifar-10-batches-py/hard", tarfile.LNKTYPE, "cifar-10-batches-py/test_batch"), "is a link"),
-])
+@pytest.mark.parametrize(
+    "member, problem",
+    [
+        (_member("../escape.txt"), "escapes the archive folder"),
+        (_member("cifar-10-batches-py/../../escape.txt"), "escapes the archive folder"),
+        (_member("/tmp/absolute.txt"), "is an absolute path"),
+        (_member("cifar-10-batches-py/link", tarfile.SYMTYPE, "/etc/passwd"), "is a link"),
+        (_member("cifar-10-batches-py/hard", tarfile.LNKTYPE, "cifar-10-batches-py/test_batch"), "is a link"),
+    ],
+)
 def test_unsafe_tar_members_are_refused(tmp_path, monkeypatch, member, problem):
     rng = np.random.default_rng(0)
     archive = tmp_path / "src.tar.gz"
     _cifar_tar(archive, {"data_batch_1": _batch(rng, 2), "test_batch": _batch(rng, 2)}, extra=[member])
     _use_cifar_archive(monkeypatch, archive)
-    _one_line_error(lambda: load_dataset("cifar10", tmp_path / "data"), f"^Refusing .*'{re.escape(member.name)}' {problem}")
+    _one_line_error(
+        lambda: load_dataset("cifar10", tmp_path / "data"), f"^Refusing .*'{re.escape(member.name)}' {problem}"
+    )
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "data" / "cache").exists()
 
 
@@ -672,7 +736,7 @@ def test_alternating_flip_shows_every_image_both_ways_over_two_epochs_and_follow
         out = {}
         for xb, yb in loader:
             for img, label in zip(xb, yb.tolist()):
-                plain = next(iter(BatchLoader(x[label:label + 1], torch.tensor([label]), 1)))[0][0]
+                plain = next(iter(BatchLoader(x[label : label + 1], torch.tensor([label]), 1)))[0][0]
                 out[label] = bool(torch.equal(img, plain.flip(2)) and not torch.equal(img, plain))
         return out
 

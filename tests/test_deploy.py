@@ -1,4 +1,5 @@
 """ONNX export, ONNX Runtime inference and parity; optional dependencies stay optional."""
+
 import importlib.util
 import subprocess
 import sys
@@ -16,8 +17,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 def small_net() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Linear(128, 10)).eval()
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(128, 10)
+    ).eval()
 
 
 def test_export_runs_in_onnxruntime_with_tiny_error(tmp_path):
@@ -52,8 +54,10 @@ def test_missing_onnxruntime_says_what_to_install(monkeypatch, tmp_path):
 
 def test_importing_workbench_needs_no_optional_dependency():
     blocked = ["torchao", "onnx", "onnxruntime", "onnxscript", "torch_pruning", "papermill", "ipywidgets"]
-    code = (f"import sys; sys.modules.update(dict.fromkeys({blocked!r}));"
-            "import workbench, workbench.compress.quantization, workbench.train.distill, workbench.deploy, workbench.ledger;"
-            "print('ok')")
+    code = (
+        f"import sys; sys.modules.update(dict.fromkeys({blocked!r}));"
+        "import workbench, workbench.compress.quantization, workbench.train.distill, workbench.deploy, workbench.ledger;"
+        "print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -1,4 +1,5 @@
 """Distillation loss and teacher loading."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -65,7 +66,12 @@ def test_distillation_trains_a_student_through_the_training_loop(batch):
     _, x, y = batch
     torch.manual_seed(0)
     teacher, student = nn.Linear(6, 10), nn.Linear(6, 10)
-    out = train(student, [(x, y)] * 4, TrainConfig(epochs=2, lr=0.1), criterion=distillation_loss(teacher, alpha=0.9, temperature=4.0))
+    out = train(
+        student,
+        [(x, y)] * 4,
+        TrainConfig(epochs=2, lr=0.1),
+        criterion=distillation_loss(teacher, alpha=0.9, temperature=4.0),
+    )
     assert out.status == "ok" and out.history[-1]["train_loss"] < out.history[0]["train_loss"]
 
 
@@ -74,7 +80,13 @@ def test_checkpoint_and_stored_run_load_as_teacher(tmp_path, store):
     ds = load_dataset("digits")
     torch.manual_seed(0)
     model = create_model("cnn", ds.num_classes, ds.in_channels, ds.image_size, width=0.25).eval()
-    args = {"name": "cnn", "num_classes": ds.num_classes, "in_channels": ds.in_channels, "image_size": ds.image_size, "width": 0.25}
+    args = {
+        "name": "cnn",
+        "num_classes": ds.num_classes,
+        "in_channels": ds.in_channels,
+        "image_size": ds.image_size,
+        "width": 0.25,
+    }
     path, _ = save_checkpoint(tmp_path / "ckpt" / "teacher.pt", model, cfg, args)
     loaded, config = load_checkpoint(path)  # weights_only=True inside
     assert config == cfg and set(loaded.state_dict()) == set(model.state_dict())

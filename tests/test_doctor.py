@@ -1,4 +1,5 @@
 """`workbench doctor`: every problem comes with exactly one fix line."""
+
 from workbench import doctor as doc
 from workbench.doctor import Check, doctor, format_report, widgets_pairing
 
@@ -6,8 +7,22 @@ from workbench.doctor import Check, doctor, format_report, widgets_pairing
 def test_doctor_covers_the_environment_and_fixes_every_problem():
     checks = doctor()
     names = {c.name for c in checks}
-    assert {"python", "torch", "cuda", "mps", "ipywidgets", "jupyterlab_widgets", "jupyterlab", "papermill",
-            "torchao", "torch_pruning", "onnxruntime", "optuna", "dataset cache", "cifar10 zip"} <= names
+    assert {
+        "python",
+        "torch",
+        "cuda",
+        "mps",
+        "ipywidgets",
+        "jupyterlab_widgets",
+        "jupyterlab",
+        "papermill",
+        "torchao",
+        "torch_pruning",
+        "onnxruntime",
+        "optuna",
+        "dataset cache",
+        "cifar10 zip",
+    } <= names
     assert all(isinstance(c, Check) and c.detail for c in checks)
     assert all(c.fix for c in checks if not c.ok)
     assert next(c for c in checks if c.name == "cuda").ok  # CPU-only is never a failure

@@ -1,14 +1,15 @@
 """The exercises' checks: each accepts its reference solution and turns down every typical wrong answer
 with a reason. Here on small real objects built in the test; tests/test_notebooks.py runs all of them
 again inside their notebooks, on what the notebook computed, in instructor and in learner mode."""
+
 import json
 
 import pandas as pd
 import pytest
-import torch
 
 from workbench import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainConfig, create_model
-from workbench.exercises import EXERCISES, Feedback, exercise_checker as checker, exercises_of
+from workbench.exercises import EXERCISES, Feedback, exercises_of
+from workbench.exercises import exercise_checker as checker
 from workbench.notebooks import list_notebooks
 
 
@@ -23,9 +24,17 @@ def _profile(step_ms: float, batch_size: int) -> pd.DataFrame:
 ENVS = {
     "01.params": lambda: {"model": create_model("resnet20", 10, 1, 8, width=0.25)},
     "01.time_ms": dict,
-    "02.half": lambda: {"base": RunConfig(data=DataConfig(dataset="digits"), model=ModelConfig(name="cnn", width=0.5, depth=2),
-                                          train=TrainConfig(epochs=2), measure=MeasureConfig(iters=3)),
-                        "RunConfig": RunConfig, "ModelConfig": ModelConfig, "model": "cnn"},
+    "02.half": lambda: {
+        "base": RunConfig(
+            data=DataConfig(dataset="digits"),
+            model=ModelConfig(name="cnn", width=0.5, depth=2),
+            train=TrainConfig(epochs=2),
+            measure=MeasureConfig(iters=3),
+        ),
+        "RunConfig": RunConfig,
+        "ModelConfig": ModelConfig,
+        "model": "cnn",
+    },
     "03.cosine": dict,
     "04.hflip": lambda: {"dataset": "digits"},
     "05.per_image": lambda: {"small": _profile(6.0, 8), "step": _profile(20.0, 64)},
@@ -33,7 +42,9 @@ ENVS = {
     "10.bubble": lambda: {"pipe": pd.DataFrame({"microbatches": [1, 4], "bubble_theory": [0.5, 0.2]})},
     "11.p95": dict,
     "12.label_smoothing": dict,
-    "13.speedup": lambda: {"table": pd.DataFrame({"variant": ["baseline", "pruned", "int8"], "cpu/eager/bs1_ms": [2.0, 1.6, 0.8]})},
+    "13.speedup": lambda: {
+        "table": pd.DataFrame({"variant": ["baseline", "pruned", "int8"], "cpu/eager/bs1_ms": [2.0, 1.6, 0.8]})
+    },
 }
 IN_NOTEBOOK_ONLY = {"06.magnitude_mask", "07.int8", "09.dominates"}
 

@@ -1,5 +1,6 @@
 """Exporting stored runs as bundles: every kind of stored model, parity on the real test split as a bar
 that stops the export, the model card, the runtime comparison, and serving what was exported."""
+
 import dataclasses
 import importlib
 import io
@@ -14,13 +15,28 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("torchao")
 
-from workbench import (DynamicInt8, MeasureConfig, ModelConfig, OrtDynamicInt8, OrtStaticInt8, ResultStore,  # noqa: E402
-                       RunConfig, StaticInt8, TrainConfig, ledger, load_dataset, load_model, run_many)
-from workbench.data import eval_loader  # noqa: E402
-from workbench.deploy import FILES, ParityError, card_text, export, load_bundle, runtime_comparison  # noqa: E402
+from workbench import (
+    DynamicInt8,
+    MeasureConfig,
+    ModelConfig,
+    OrtDynamicInt8,
+    OrtStaticInt8,
+    ResultStore,
+    RunConfig,
+    StaticInt8,
+    TrainConfig,
+    ledger,
+    load_dataset,
+    load_model,
+    run_many,
+)
+from workbench.data import eval_loader
+from workbench.deploy import FILES, ParityError, card_text, export, load_bundle, runtime_comparison
 
 REPO = Path(__file__).resolve().parent.parent
-export_module = importlib.import_module("workbench.deploy.export")  # the module: workbench.deploy.export is also the function
+export_module = importlib.import_module(
+    "workbench.deploy.export"
+)  # the module: workbench.deploy.export is also the function
 pytestmark = pytest.mark.usefixtures("one_thread")
 MEASURE = MeasureConfig(batch_sizes=(1, 16), warmup=1, iters=5, modes=("eager", "onnxruntime"))
 
@@ -32,10 +48,23 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     store = ResultStore(root / "runs")
     cnn = RunConfig(name="fp32", model=ModelConfig(name="cnn", width=0.5), train=TrainConfig(epochs=3), measure=MEASURE)
-    configs = [cnn] + [dataclasses.replace(cnn, name=name, compress=(step,)) for name, step in
-                       (("pt2e-int8", StaticInt8()), ("ort-static-int8", OrtStaticInt8()), ("ort-dynamic-int8", OrtDynamicInt8()))]
-    configs.append(RunConfig(name="mlp-dynamic-int8", model=ModelConfig(name="mlp"), train=TrainConfig(epochs=1),
-                             compress=(DynamicInt8(),), measure=MEASURE))
+    configs = [cnn] + [
+        dataclasses.replace(cnn, name=name, compress=(step,))
+        for name, step in (
+            ("pt2e-int8", StaticInt8()),
+            ("ort-static-int8", OrtStaticInt8()),
+            ("ort-dynamic-int8", OrtDynamicInt8()),
+        )
+    ]
+    configs.append(
+        RunConfig(
+            name="mlp-dynamic-int8",
+            model=ModelConfig(name="mlp"),
+            train=TrainConfig(epochs=1),
+            compress=(DynamicInt8(),),
+            measure=MEASURE,
+        )
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     df = run_many(configs, store=store, progress=False)
@@ -64,8 +93,13 @@ def test_a_float_run_exports_to_both_formats_with_a_card_that_says_how_to_use_it
     assert card["files"]["torch-export"]["bytes"] < 3 * card["files"]["onnx"]["bytes"]
     digits = load_dataset("digits")
     assert card["input"]["shape"] == [1, 8, 8] and card["classes"] == digits.classes
-    assert np.allclose(card["input"]["mean"], digits.mean.tolist()) and np.allclose(card["input"]["std"], digits.std.tolist())
-    assert card["metrics"]["accuracy"] == result.metrics["accuracy"] and card["model"]["params"] == result.metrics["params"]
+    assert np.allclose(card["input"]["mean"], digits.mean.tolist()) and np.allclose(
+        card["input"]["std"], digits.std.tolist()
+    )
+    assert (
+        card["metrics"]["accuracy"] == result.metrics["accuracy"]
+        and card["model"]["params"] == result.metrics["params"]
+    )
     assert card["versions"]["torch"] == torch.__version__ and card["versions"]["onnxruntime"]
     for fmt in ("onnx", "torch-export"):
         p = card["parity"][fmt]
@@ -81,13 +115,17 @@ def test_the_bundle_predicts_as_the_stored_model_from_raw_pixels(runs):
     pixels = load_dataset("digits").test_x[:50]
     want = load_model(ids["fp32"], store=store)(bundle.preprocess(pixels)).argmax(1)
     expected_input = next(iter(eval_loader(load_dataset("digits"), store.get(ids["fp32"]).config.data)))[0][:50]
-    assert torch.allclose(bundle.preprocess(pixels), expected_input, atol=1e-5)  # the card's normalisation is training's
+    assert torch.allclose(
+        bundle.preprocess(pixels), expected_input, atol=1e-5
+    )  # the card's normalisation is training's
     for fmt in bundle.formats:
         assert torch.equal(bundle.predictor(fmt, threads=1)(bundle.preprocess(pixels)).argmax(1), want)
 
 
-@pytest.mark.parametrize("name, formats", [("pt2e-int8", ["onnx", "torch-export"]), ("ort-static-int8", ["onnx"]),
-                                           ("ort-dynamic-int8", ["onnx"])])
+@pytest.mark.parametrize(
+    "name, formats",
+    [("pt2e-int8", ["onnx", "torch-export"]), ("ort-static-int8", ["onnx"]), ("ort-dynamic-int8", ["onnx"])],
+)
 def test_quantized_runs_export_in_the_formats_that_carry_them(runs, name, formats):
     store, ids, root = runs
     how = dict(store=store, fmt="both" if len(formats) == 2 else "onnx", latency=False, progress=False)
@@ -96,7 +134,9 @@ def test_quantized_runs_export_in_the_formats_that_carry_them(runs, name, format
     except ParityError as e:
         # Without VNNI or AMX, ONNX Runtime's fused uint8 x int8 kernels can saturate (an AVX2 EPYC did, on
         # pt2e's graph): the file must then still be within the bar run unfused, and the error must say so.
-        assert not export_module.int8_dot_products() and "The file is sound: check it on a CPU with VNNI or AMX" in str(e), e
+        assert not export_module.int8_dot_products() and "The file is sound: check it on a CPU with VNNI or AMX" in str(
+            e
+        ), e
         bundle = export(ids[name], root / name, check=False, **how)
     assert bundle.formats == formats and bundle.card["model"]["precision"] == "int8"
     for fmt in formats:
@@ -104,15 +144,20 @@ def test_quantized_runs_export_in_the_formats_that_carry_them(runs, name, format
         sound = p if p["passed"] else p["unfused"]
         assert sound["passed"] and p["tolerance"]["top1_agreement"] == 0.98 and sound["top1_agreement"] >= 0.98
     fp32 = float_bundle(store, ids, root)
-    assert bundle.card["files"]["onnx"]["bytes"] < fp32.card["files"]["onnx"]["bytes"] / 2.5  # int8 weights: the file really shrinks
+    assert (
+        bundle.card["files"]["onnx"]["bytes"] < fp32.card["files"]["onnx"]["bytes"] / 2.5
+    )  # int8 weights: the file really shrinks
 
 
-@pytest.mark.parametrize("name, fmt, says", [
-    ("ort-static-int8", "torch-export", "torch-export cannot carry this model: it is an ONNX Runtime int8 graph"),
-    ("ort-static-int8", "both", "torch-export cannot carry this model"),
-    ("mlp-dynamic-int8", "onnx", "onnx cannot carry this model (ONNX export cannot express dynamic int8's packed"),
-    ("mlp-dynamic-int8", "torch-export", "torch-export cannot carry this model"),
-])
+@pytest.mark.parametrize(
+    "name, fmt, says",
+    [
+        ("ort-static-int8", "torch-export", "torch-export cannot carry this model: it is an ONNX Runtime int8 graph"),
+        ("ort-static-int8", "both", "torch-export cannot carry this model"),
+        ("mlp-dynamic-int8", "onnx", "onnx cannot carry this model (ONNX export cannot express dynamic int8's packed"),
+        ("mlp-dynamic-int8", "torch-export", "torch-export cannot carry this model"),
+    ],
+)
 def test_a_format_that_cannot_carry_the_model_is_one_line_and_writes_nothing(runs, name, fmt, says):
     store, ids, root = runs
     out = root / f"refused-{name}-{fmt}"
@@ -148,8 +193,16 @@ def test_bad_exports_are_one_line(runs):
 
 def test_the_card_compares_runtimes_on_the_same_test_images(runs):
     store, ids, root = runs
-    bundle = export(ids["fp32"], root / "timed", store=store, fmt="onnx", latency=("eager", "export", "onnxruntime"),
-                    batch_sizes=(1, 16), iters=5, progress=False)
+    bundle = export(
+        ids["fp32"],
+        root / "timed",
+        store=store,
+        fmt="onnx",
+        latency=("eager", "export", "onnxruntime"),
+        batch_sizes=(1, 16),
+        iters=5,
+        progress=False,
+    )
     rows = {(r["runtime"], r["device"], r["batch_size"]): r for r in bundle.card["latency"]}
     for bs in (1, 16):
         assert rows[("PyTorch eager", "cpu", bs)]["speedup_vs_eager"] == 1.0
@@ -162,10 +215,20 @@ def test_the_card_compares_runtimes_on_the_same_test_images(runs):
 
 
 def test_runtime_comparison_times_models_together_and_skips_what_is_missing():
-    nets = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, w), torch.nn.ReLU(), torch.nn.Linear(w, 10))
-            for w in (8, 256)]
-    df = runtime_comparison(nets, (1, 8, 8), torch.randn(32, 1, 8, 8), names=["small", "big"], batch_sizes=(8,),
-                            modes=("eager", "tensorrt"), warmup=1, iters=5)
+    nets = [
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, w), torch.nn.ReLU(), torch.nn.Linear(w, 10))
+        for w in (8, 256)
+    ]
+    df = runtime_comparison(
+        nets,
+        (1, 8, 8),
+        torch.randn(32, 1, 8, 8),
+        names=["small", "big"],
+        batch_sizes=(8,),
+        modes=("eager", "tensorrt"),
+        warmup=1,
+        iters=5,
+    )
     eager = df[df["mode"] == "eager"]
     assert set(eager["model"]) == {"small", "big"} and eager["timed_with"].nunique() == 1  # one interleaved timing
     trt = df[df["mode"] == "tensorrt"]
@@ -186,13 +249,47 @@ def test_ort_int8_sits_in_the_compression_ledger_beside_torch_int8(runs):
 
 def test_cli_export_prints_the_card(runs):
     store, ids, root = runs
-    out = subprocess.run([sys.executable, "-m", "workbench.cli", "export", ids["fp32"], "--format", "onnx", "--out",
-                          str(root / "cli"), "--store", str(store.root), "--no-latency", "--threads", "1"],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workbench.cli",
+            "export",
+            ids["fp32"],
+            "--format",
+            "onnx",
+            "--out",
+            str(root / "cli"),
+            "--store",
+            str(store.root),
+            "--no-latency",
+            "--threads",
+            "1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "model.onnx" in out.stdout and "within the float32 bar" in out.stdout
-    again = subprocess.run([sys.executable, "-m", "workbench.cli", "export", ids["fp32"], "--out", str(root / "cli"),
-                            "--store", str(store.root)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workbench.cli",
+            "export",
+            ids["fp32"],
+            "--out",
+            str(root / "cli"),
+            "--store",
+            str(store.root),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "--force" in again.stderr
 
 
@@ -230,8 +327,13 @@ def test_cli_serve_and_load_test(runs):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "workbench.cli", "serve", str(bundle), "--port", str(port)], cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", "serve", str(bundle), "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -242,8 +344,13 @@ def test_cli_serve_and_load_test(runs):
                 assert server.poll() is None, server.stdout.read()
                 time.sleep(0.1)
         assert health["format"] == "onnx" and health["input_shape"] == [1, 8, 8]
-        out = subprocess.run([sys.executable, "-m", "workbench.cli", "load-test", url, "--concurrency", "2", "--requests", "10"],
-                             cwd=REPO, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-m", "workbench.cli", "load-test", url, "--concurrency", "2", "--requests", "10"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         lines = dict(line.split(None, 1) for line in out.stdout.splitlines())
         assert lines["ok"] == "10" and lines["errors"] == "0" and float(lines["p99_ms"]) > 0

@@ -1,5 +1,6 @@
 """Hardware speed: where the time of a run goes (compile and warm-up kept apart from steady epochs,
 time to accuracy) and the inference grid of batch size x precision x mode."""
+
 import pytest
 import torch
 
@@ -14,29 +15,48 @@ def test_a_run_keeps_its_first_epoch_apart_from_the_steady_ones_and_knows_when_i
     assert elapsed == pytest.approx(list(torch.tensor([h["seconds"] for h in r.history]).cumsum(0).tolist()))
     m = r.metrics
     assert m["first_epoch_seconds"] == r.history[0]["seconds"]
-    assert m["steady_epoch_seconds"] == pytest.approx(sorted(h["seconds"] for h in r.history[1:])[0] / 2
-                                                      + sorted(h["seconds"] for h in r.history[1:])[1] / 2)
-    assert m["warmup_seconds"] == pytest.approx(max(0.0, m["first_epoch_seconds"] - m["steady_epoch_seconds"]), abs=1e-6)
+    assert m["steady_epoch_seconds"] == pytest.approx(
+        sorted(h["seconds"] for h in r.history[1:])[0] / 2 + sorted(h["seconds"] for h in r.history[1:])[1] / 2
+    )
+    assert m["warmup_seconds"] == pytest.approx(
+        max(0.0, m["first_epoch_seconds"] - m["steady_epoch_seconds"]), abs=1e-6
+    )
     reached = time_to_accuracy(r.history, 0.5)
     assert reached["epoch"] is not None and reached["seconds"] == elapsed[reached["epoch"] - 1]
     assert time_to_accuracy(r.history, 1.01) == {"epoch": None, "seconds": None}
 
 
 def test_the_inference_sweep_times_every_combination_that_runs_here_and_says_why_for_the_rest(store):
-    trained = run(RunConfig(model=ModelConfig(name="cnn", width=0.25), train=TrainConfig(epochs=1)), store=store, progress=False)
-    df = inference_sweep(trained.run_id, store=store, batch_sizes=(1, 8), precisions=("fp32", "tf32", "bf16"),
-                         modes=("eager", "compiled", "max-autotune"), device="cpu", warmup=1, iters=5)
+    trained = run(
+        RunConfig(model=ModelConfig(name="cnn", width=0.25), train=TrainConfig(epochs=1)), store=store, progress=False
+    )
+    df = inference_sweep(
+        trained.run_id,
+        store=store,
+        batch_sizes=(1, 8),
+        precisions=("fp32", "tf32", "bf16"),
+        modes=("eager", "compiled", "max-autotune"),
+        device="cpu",
+        warmup=1,
+        iters=5,
+    )
     assert len(df) == 3 * 3 * 2 and set(df["run"]) == {trained.config.name or trained.run_id}
     ran = df[df["latency_ms"].notna()]
     assert {(p, m) for p, m in ran[["precision", "mode"]].values} == {
-        ("fp32", "eager"), ("fp32", "compiled"), ("bf16", "eager"), ("bf16", "compiled")}
+        ("fp32", "eager"),
+        ("fp32", "compiled"),
+        ("bf16", "eager"),
+        ("bf16", "compiled"),
+    }
     assert (ran["throughput_ips"] > 0).all() and (ran["latency_ms_q25"] <= ran["latency_ms_q75"]).all()
     assert set(ran.loc[ran["precision"] == "bf16", "dtype"]) == {"bfloat16"}
     # Each precision's modes were timed together, in turns.
     assert ran.groupby("precision")["timed_with"].nunique().tolist() == [1, 1]
     skipped = df[df["latency_ms"].isna()]
     assert skipped.loc[skipped["precision"] == "tf32", "skipped"].str.contains("CUDA").all()
-    autotune = skipped[(skipped["mode"] == "max-autotune") & (skipped["precision"] != "tf32")]  # tf32 rows say tf32's reason
+    autotune = skipped[
+        (skipped["mode"] == "max-autotune") & (skipped["precision"] != "tf32")
+    ]  # tf32 rows say tf32's reason
     assert len(autotune) == 4 and autotune["skipped"].str.contains("GPU").all()
     fig = plots.inference_sweep_chart(df)
     assert len(fig.axes[0].lines) == 4 and ran["device_name"].iloc[0] in fig.get_suptitle()
@@ -57,8 +77,10 @@ def test_profile_splits_real_training_steps_into_phases_and_names_the_bottleneck
     assert df["ms_per_step"].sum() == pytest.approx(df.attrs["step_ms"], rel=0.01)
     assert df.attrs["steps"] == 8 and df.attrs["device"] == "cpu" and df.attrs["bottleneck"]
     # Heavy per-batch augmentation on a tiny model moves the time into fetching the batch.
-    augmented = profile(plain.replace(**{"data.augment": AugmentConfig(rotate=20.0, crop=2, cutout=3)}), steps=8, warmup=2)
-    share = lambda d, phase: float(d.set_index("phase").loc[phase, "share"])  # noqa: E731
+    augmented = profile(
+        plain.replace(**{"data.augment": AugmentConfig(rotate=20.0, crop=2, cutout=3)}), steps=8, warmup=2
+    )
+    share = lambda d, phase: float(d.set_index("phase").loc[phase, "share"])
     assert share(augmented, "data") > 2 * share(df, "data")
     fig = plots.profile_chart(augmented)
     assert fig.axes[0].get_xlabel() == "share of the training step (%)" and "batch 64" in fig.axes[0].get_title()
@@ -70,7 +92,9 @@ def test_the_bottleneck_sentence_follows_the_shares():
     from workbench.pipeline import _bottleneck
 
     def shares(data, fwd, bwd, opt, rest):
-        return pd.Series({"data": data, "forward": fwd, "backward": bwd, "optimizer": opt, "other (overhead, gaps, idle)": rest})
+        return pd.Series(
+            {"data": data, "forward": fwd, "backward": bwd, "optimizer": opt, "other (overhead, gaps, idle)": rest}
+        )
 
     assert _bottleneck(shares(0.5, 0.2, 0.2, 0.05, 0.05), cuda=False).startswith("data loading: 50%")
     assert "CUDA graphs" in _bottleneck(shares(0.05, 0.1, 0.1, 0.05, 0.7), cuda=True)
@@ -87,7 +111,12 @@ def test_a_halted_training_stops_mid_epoch():
 
     x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
     model = torch.nn.Linear(4, 2)
-    out = train(model, [(x[i:i + 8], y[i:i + 8]) for i in range(0, 64, 8)], TrainConfig(epochs=3), callbacks=[HaltAfterTwo()])
+    out = train(
+        model,
+        [(x[i : i + 8], y[i : i + 8]) for i in range(0, 64, 8)],
+        TrainConfig(epochs=3),
+        callbacks=[HaltAfterTwo()],
+    )
     assert len(out.history) == 1 and out.status == "ok" and out.images == 16
 
 
@@ -95,9 +124,12 @@ def test_optimizer_implementations_train_alike_and_fused_is_refused_where_torch_
     from workbench import preflight
 
     base = RunConfig(model=ModelConfig(name="mlp"), train=TrainConfig(epochs=2, optimizer="adamw", lr=2e-3)).replace(
-        **{"hardware.threads": 1})
-    accuracy = {impl: run(base.replace(**{"hardware.optimizer_impl": impl}), store=None, progress=False).metrics["accuracy"]
-                for impl in ("for-loop", "foreach", "fused")}
+        **{"hardware.threads": 1}
+    )
+    accuracy = {
+        impl: run(base.replace(**{"hardware.optimizer_impl": impl}), store=None, progress=False).metrics["accuracy"]
+        for impl in ("for-loop", "foreach", "fused")
+    }
     assert max(accuracy.values()) - min(accuracy.values()) < 0.02, accuracy  # the same update, other kernels
     problems = preflight(base.replace(**{"train.optimizer": "rmsprop", "hardware.optimizer_impl": "fused"})).problems
     assert problems and "no kernel for rmsprop" in problems[0]
@@ -112,7 +144,8 @@ def test_every_hardware_option_is_a_flag_and_a_panel_control(store):
     from workbench.cli import _parser, config_from_args
 
     args = _parser(with_run_flags=True)[0].parse_args(
-        ["run", "--compile-mode", "max-autotune", "--optimizer-impl", "fused", "--cudnn-benchmark", "--tf32"])
+        ["run", "--compile-mode", "max-autotune", "--optimizer-impl", "fused", "--cudnn-benchmark", "--tf32"]
+    )
     hw = config_from_args(args).hardware
     assert (hw.compile_mode, hw.optimizer_impl, hw.cudnn_benchmark, hw.tf32) == ("max-autotune", "fused", True, True)
     panel = Workbench(store=store)
@@ -122,8 +155,13 @@ def test_every_hardware_option_is_a_flag_and_a_panel_control(store):
 def test_a_run_records_achieved_tflops_beside_a_measured_matmul_ceiling():
     from workbench.measure import achieved, matmul_ceiling
 
-    r = run(RunConfig(model=ModelConfig(name="cnn", width=0.5), train=TrainConfig(epochs=1)).replace(**{"hardware.threads": 1}),
-            store=None, progress=False)
+    r = run(
+        RunConfig(model=ModelConfig(name="cnn", width=0.5), train=TrainConfig(epochs=1)).replace(
+            **{"hardware.threads": 1}
+        ),
+        store=None,
+        progress=False,
+    )
     m = r.metrics
     assert m["inference_tflops"] == pytest.approx(achieved(m["flops"], m["throughput_ips"], training=False))
     # At the speed of a steady epoch, so a compiled run's compiling does not count as slow arithmetic.
@@ -179,7 +217,9 @@ def test_compile_auto_probes_real_steps_decides_from_them_and_leaves_the_trainin
     trains is bit-identical to compile off (the probe restores weights, BatchNorm statistics and RNG)."""
     from workbench.checkpoint import load_checkpoint
 
-    base = RunConfig(model=ModelConfig(name="cnn", width=0.5), train=TrainConfig(epochs=2)).replace(**{"hardware.threads": 1})
+    base = RunConfig(model=ModelConfig(name="cnn", width=0.5), train=TrainConfig(epochs=2)).replace(
+        **{"hardware.threads": 1}
+    )
     auto = run(base.replace(**{"hardware.compile": "auto"}), store=store, progress=False)
     off = run(base, store=store, progress=False, reuse=False)
     m = auto.metrics
@@ -202,7 +242,7 @@ def test_the_compile_probe_compiles_where_the_saved_steps_outweigh_the_compile()
             return super().forward(x)
 
     model = SlowEager(4, 2)
-    fast = lambda x: torch.nn.functional.linear(x, model.weight, model.bias)  # noqa: E731
+    fast = lambda x: torch.nn.functional.linear(x, model.weight, model.bias)
     batch = torch.randn(8, 4), torch.zeros(8, dtype=torch.long)
     long_run = probe_compile(model, batch, fast, steps_left=10_000, precision_context=contextlib.nullcontext)
     short_run = probe_compile(model, batch, fast, steps_left=1, precision_context=contextlib.nullcontext)
@@ -214,7 +254,14 @@ def test_the_compile_probe_compiles_where_the_saved_steps_outweigh_the_compile()
 def test_compile_is_on_off_or_auto_from_the_command_line():
     from workbench.cli import _parser, config_from_args
 
-    parse = lambda *flags: config_from_args(_parser(with_run_flags=True)[0].parse_args(["run", *flags])).hardware.compile  # noqa: E731
-    assert (parse(), parse("--compile"), parse("--compile", "auto"), parse("--no-compile")) == (False, True, "auto", False)
+    parse = lambda *flags: (
+        config_from_args(_parser(with_run_flags=True)[0].parse_args(["run", *flags])).hardware.compile
+    )
+    assert (parse(), parse("--compile"), parse("--compile", "auto"), parse("--no-compile")) == (
+        False,
+        True,
+        "auto",
+        False,
+    )
     with pytest.raises(ValueError, match="hardware.compile must be true, false or auto"):
         parse("--compile", "maybe")

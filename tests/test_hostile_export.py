@@ -1,6 +1,7 @@
 """Hostile inputs to export, bundles and checkpoints: files that would run code when loaded (real payloads
 that create a marker file), `--force` that must not delete what export did not write, parity that sees
 NaN and inf, cards whose hashes do not match their files, and destinations checked before any work."""
+
 import dataclasses
 import io
 import json
@@ -20,12 +21,12 @@ from torch import nn
 pytest.importorskip("onnxruntime")
 pytest.importorskip("torchao")
 
-from workbench import ModelConfig, ResultStore, RunConfig, StaticInt8, TrainConfig, run_many  # noqa: E402
-from workbench._files import sha256_file, try_lock  # noqa: E402
-from workbench._untrusted import UnsafeFileError, check_export_archive  # noqa: E402
-from workbench.cli import main  # noqa: E402
-from workbench.compress import load_quantized  # noqa: E402
-from workbench.deploy import FILES, ParityError, card_text, export, load_bundle  # noqa: E402
+from workbench import ModelConfig, ResultStore, RunConfig, StaticInt8, TrainConfig, run_many
+from workbench._files import sha256_file, try_lock
+from workbench._untrusted import UnsafeFileError, check_export_archive
+from workbench.cli import main
+from workbench.compress import load_quantized
+from workbench.deploy import FILES, ParityError, card_text, export, load_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -100,6 +101,7 @@ def pickle_payload(marker: Path) -> bytes:
 
 def weight_as_pickle(marker: Path):
     """Turn the first weight into a pickled member holding the payload (torch unpickles it with plain pickle)."""
+
     def edit(members):
         config_name = next(n for n in members if n.endswith("_weights_config.json"))
         config = json.loads(members[config_name])
@@ -107,15 +109,18 @@ def weight_as_pickle(marker: Path):
         first["use_pickle"] = True
         members[config_name] = json.dumps(config).encode()
         members[config_name.rsplit("/", 1)[0] + "/" + first["path_name"]] = torch_save_payload(marker)
+
     return edit
 
 
 def opaque_constant(marker: Path):
     def edit(members):
         config_name = next(n for n in members if n.endswith("_constants_config.json"))
-        members[config_name] = json.dumps({"config": {"c": {"path_name": "opaque_obj_0", "is_param": False,
-                                                            "use_pickle": True, "tensor_meta": None}}}).encode()
+        members[config_name] = json.dumps(
+            {"config": {"c": {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True, "tensor_meta": None}}}
+        ).encode()
         members[config_name.rsplit("/", 1)[0] + "/opaque_obj_0"] = pickle_payload(marker)
+
     return edit
 
 
@@ -176,11 +181,14 @@ def test_a_tampered_checkpoint_is_refused_by_load_quantized_and_export(runs, int
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content, says", [
-    (lambda good: good[: len(good) // 2], "truncated"),
-    (lambda good: os.urandom(4096), "not a torch.export archive"),
-    (lambda good: torch_save_payload(Path("/tmp/never-created")), "not a torch.export archive"),
-])
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        (lambda good: good[: len(good) // 2], "truncated"),
+        (lambda good: os.urandom(4096), "not a torch.export archive"),
+        (lambda good: torch_save_payload(Path("/tmp/never-created")), "not a torch.export archive"),
+    ],
+)
 def test_a_broken_or_foreign_model_pt2_is_one_line(runs, content, says):
     store, ids, root = runs
     folder = copy_bundle(root, "broken-pt2")
@@ -241,6 +249,7 @@ def test_a_card_without_hashes_cannot_be_checked_and_is_refused(runs):
 
 # --- --force --------------------------------------------------------------------------------------
 
+
 def test_force_never_deletes_a_result_store(runs):
     store, ids, root = runs
     before = sorted(p.relative_to(store.root) for p in store.root.rglob("*"))
@@ -273,11 +282,14 @@ def test_force_replaces_a_bundle_export_wrote(runs):
     assert sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(".replace-me")) == []
 
 
-@pytest.mark.parametrize("where, says", [
-    ("/proc/workbench-bundle", "cannot write to /proc"),
-    ("FILE/below", "cannot write to"),
-    ("FILE", "is a file"),
-])
+@pytest.mark.parametrize(
+    "where, says",
+    [
+        ("/proc/workbench-bundle", "cannot write to /proc"),
+        ("FILE/below", "cannot write to"),
+        ("FILE", "is a file"),
+    ],
+)
 def test_a_bad_out_is_refused_before_the_model_is_loaded(runs, tmp_path, where, says):
     store, ids, root = runs
     (tmp_path / "FILE").write_text("keep me")
@@ -289,12 +301,16 @@ def test_a_bad_out_is_refused_before_the_model_is_loaded(runs, tmp_path, where, 
 
 # --- options, parity, staging, permissions, card ---------------------------------------------------
 
-@pytest.mark.parametrize("argv, says", [
-    (["--opset", "3"], "opset (--opset) 3 is not supported: choose 15 to"),
-    (["--opset", "-1"], "opset (--opset) -1 is not supported"),
-    (["--threads", "-3"], "threads (--threads) must be an integer >= 1"),
-    (["--threads", "0"], "threads (--threads) must be an integer >= 1"),
-])
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--opset", "3"], "opset (--opset) 3 is not supported: choose 15 to"),
+        (["--opset", "-1"], "opset (--opset) -1 is not supported"),
+        (["--threads", "-3"], "threads (--threads) must be an integer >= 1"),
+        (["--threads", "0"], "threads (--threads) must be an integer >= 1"),
+    ],
+)
 def test_bad_export_options_are_refused_before_exporting(runs, tmp_path, capsys, argv, says):
     store, ids, root = runs
     out = tmp_path / "b"
@@ -314,8 +330,11 @@ class Broken(nn.Module):
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_a_model_that_outputs_nan_or_inf_fails_parity(tmp_path, value):
-    with pytest.raises(ParityError, match=r"non-finite logits \(NaN or inf\) from eager PyTorch on 360 of 360 .*"
-                                          "The model computes NaN or inf"):
+    with pytest.raises(
+        ParityError,
+        match=r"non-finite logits \(NaN or inf\) from eager PyTorch on 360 of 360 .*"
+        "The model computes NaN or inf",
+    ):
         export(Broken(value).eval(), tmp_path / "b", config=RunConfig(), **QUICK)
     assert not (tmp_path / "b").exists()
 
@@ -323,9 +342,11 @@ def test_a_model_that_outputs_nan_or_inf_fails_parity(tmp_path, value):
 def test_a_killed_exports_staging_folder_is_removed_by_the_next_export(runs, tmp_path):
     store, ids, root = runs
     out = tmp_path / "bundle"
-    code = ("import os, sys; from pathlib import Path; from workbench.deploy.export import _staging\n"
-            f"with _staging(Path({str(out)!r})) as s:\n"
-            "    (s / 'model.onnx').write_bytes(b'0' * 700_000); print(s, flush=True); os.kill(os.getpid(), 9)\n")
+    code = (
+        "import os, sys; from pathlib import Path; from workbench.deploy.export import _staging\n"
+        f"with _staging(Path({str(out)!r})) as s:\n"
+        "    (s / 'model.onnx').write_bytes(b'0' * 700_000); print(s, flush=True); os.kill(os.getpid(), 9)\n"
+    )
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert child.returncode == -signal.SIGKILL
     stale = Path(child.stdout.strip())

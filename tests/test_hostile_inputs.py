@@ -1,4 +1,5 @@
 """Hostile inputs to the run, notebooks and datasets commands: each is one line naming the fix, before any work."""
+
 import zipfile
 
 import pytest
@@ -7,11 +8,14 @@ from workbench import ModelConfig
 from workbench.cli import main
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["--width", "1e300"], "model.width must be at most 64 (got 1e+300)"),
-    (["--width", "inf"], "model.width must be a finite number (got inf)"),
-    (["--depth", "100000000"], "model.depth must be 1 to 1000 or None (got 100000000)"),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--width", "1e300"], "model.width must be at most 64 (got 1e+300)"),
+        (["--width", "inf"], "model.width must be a finite number (got inf)"),
+        (["--depth", "100000000"], "model.depth must be 1 to 1000 or None (got 100000000)"),
+    ],
+)
 def test_absurd_model_sizes_are_refused_before_building(capsys, argv, says):
     assert main(["run", *argv, "--print-config"]) == 2
     err = capsys.readouterr().err.strip()
@@ -29,8 +33,9 @@ def test_an_empty_notebook_name_does_not_run_them_all(capsys):
 
 def test_an_unwritable_notebook_out_is_refused_before_running(capsys):
     assert main(["notebooks", "run", "01", "--out", "/proc/nb"]) == 2
-    assert capsys.readouterr().err.strip() == ("workbench: error: cannot write to /proc/nb: No such file or directory (--out): "
-                                               "choose another folder")
+    assert capsys.readouterr().err.strip() == (
+        "workbench: error: cannot write to /proc/nb: No such file or directory (--out): choose another folder"
+    )
 
 
 def test_fetching_a_folder_zip_without_usable_images_fails(tmp_path, capsys):

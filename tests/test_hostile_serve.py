@@ -1,6 +1,7 @@
 """Hostile and careless input to `workbench serve`, `workbench load-test` and bundle cards: each is
 refused with one line naming the fix before any work starts (the CLI: `workbench: error: ...`, exit 2),
 or answered with a JSON 4xx while the server keeps serving. Every server here binds 127.0.0.1 only."""
+
 import hashlib
 import importlib
 import json
@@ -30,8 +31,10 @@ serve_module = importlib.import_module("workbench.deploy.serve")  # workbench.de
 
 REPO = Path(__file__).resolve().parent.parent
 SHAPE = (1, 8, 8)
-CARD = {"input": {"shape": list(SHAPE), "mean": [0.3], "std": [0.2], "pixel_range": [0, 255]},
-        "classes": [f"class{i}" for i in range(10)]}
+CARD = {
+    "input": {"shape": list(SHAPE), "mean": [0.3], "std": [0.2], "pixel_range": [0, 255]},
+    "classes": [f"class{i}" for i in range(10)],
+}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,7 +49,9 @@ def bundle_dir(tmp_path_factory) -> Path:
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10)).eval()
     export_onnx(model, torch.randn(2, *SHAPE), folder / "model.onnx")
     data = (folder / "model.onnx").read_bytes()
-    card = dict(CARD, files={"onnx": {"file": "model.onnx", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}})
+    card = dict(
+        CARD, files={"onnx": {"file": "model.onnx", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}}
+    )
     (folder / "card.json").write_text(json.dumps(card))
     torch.set_num_threads(threads)
     return folder
@@ -61,6 +66,7 @@ def url(bundle_dir):
 @pytest.fixture
 def no_server(monkeypatch):
     """A refusal must come before any server starts: starting one fails the test instead of serving forever."""
+
     def started(*args, **kwargs):
         raise AssertionError("a server started: the bad input was not refused first")
 
@@ -90,24 +96,31 @@ def still_serves(url: str) -> None:
 
 # --- 1, 2: numeric flags ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("argv, words", [
-    (["--port", "99999"], "--port must be 0-65535"),
-    (["--port", "-1"], "--port must be 0-65535"),
-    (["--threads", "0"], "--threads must be >= 1 (got 0)"),
-    (["--threads", "-1"], "--threads must be >= 1 (got -1)"),
-    (["--max-batch", "0"], "--max-batch must be >= 1 (got 0)"),
-])
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--port", "99999"], "--port must be 0-65535"),
+        (["--port", "-1"], "--port must be 0-65535"),
+        (["--threads", "0"], "--threads must be >= 1 (got 0)"),
+        (["--threads", "-1"], "--threads must be >= 1 (got -1)"),
+        (["--max-batch", "0"], "--max-batch must be >= 1 (got 0)"),
+    ],
+)
 def test_serve_refuses_bad_numbers_naming_the_flag(capsys, no_server, bundle_dir, argv, words):
     assert words in refused(capsys, ["serve", str(bundle_dir), *argv])
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--concurrency", "0"], "--concurrency must be >= 1 (got 0)"),
-    (["--requests", "-5"], "--requests must be >= 1 (got -5)"),
-    (["--batch-size", "0"], "--batch-size must be >= 1 (got 0)"),
-    (["--duration", "0"], "--duration must be a number of seconds > 0"),
-    (["--duration", "nan"], "--duration must be a number of seconds > 0"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--concurrency", "0"], "--concurrency must be >= 1 (got 0)"),
+        (["--requests", "-5"], "--requests must be >= 1 (got -5)"),
+        (["--batch-size", "0"], "--batch-size must be >= 1 (got 0)"),
+        (["--duration", "0"], "--duration must be a number of seconds > 0"),
+        (["--duration", "nan"], "--duration must be a number of seconds > 0"),
+    ],
+)
 def test_load_test_refuses_bad_numbers_naming_the_flag(capsys, argv, words):
     # No server is needed: the flags are refused before the first request.
     assert words in refused(capsys, ["load-test", "http://127.0.0.1:9", *argv])
@@ -178,6 +191,7 @@ def test_serve_refuses_a_zero_std_card_before_serving(capsys, no_server, tmp_pat
 
 # --- 4, 5, 6: the address -----------------------------------------------------------------------------
 
+
 def test_a_taken_port_is_one_line_before_the_banner(capsys, no_server, bundle_dir):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -212,16 +226,25 @@ def test_all_interfaces_banner_says_so_and_warns(capsys, monkeypatch, bundle_dir
     out, err = capsys.readouterr()
     assert len(ran) == 1 and isinstance(ran[0][0], BoundEverywhere)  # uvicorn serves on the socket bound first
     banner = out.strip()
-    assert banner.startswith("Serving ") and "on http://0.0.0.0:8123, all interfaces: reachable from other machines" in banner
+    assert (
+        banner.startswith("Serving ")
+        and "on http://0.0.0.0:8123, all interfaces: reachable from other machines" in banner
+    )
     assert err.strip().splitlines() == [
         "warning: http://0.0.0.0:8123 is reachable from other machines and has no authentication yet: anyone who can "
-        "reach it can use the model; serve with --host 127.0.0.1 to keep it on this machine"]
+        "reach it can use the model; serve with --host 127.0.0.1 to keep it on this machine"
+    ]
 
 
 def test_the_banner_gives_the_port_really_bound_and_ctrl_c_stops(bundle_dir):
     """The real command, on loopback: port 0 takes a free port, and the banner names it."""
-    process = subprocess.Popen([sys.executable, "-m", "workbench.cli", "serve", str(bundle_dir), "--port", "0"],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", "serve", str(bundle_dir), "--port", "0"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         ready, _, _ = select.select([process.stdout], [], [], 60)
         banner = process.stdout.readline() if ready else ""
@@ -240,6 +263,7 @@ def test_the_banner_gives_the_port_really_bound_and_ctrl_c_stops(bundle_dir):
 
 
 # --- 7, 8: requests the server must refuse in JSON ----------------------------------------------------
+
 
 def test_json_nested_thousands_deep_is_a_400(url):
     deep = "[" * 5000 + "]" * 5000
@@ -267,12 +291,20 @@ def raw_exchange(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
 
 
 PROTOCOL_ERRORS = {  # case -> (raw request, a word the JSON error must hold)
-    "Content-Length not a number": (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                                    b"Content-Length: abc\r\n\r\n{}", "Content-Length"),
-    "malformed chunk size": (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                             b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", "chunk"),
-    "chunk longer than its size": (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                                   b"Transfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n", "chunk"),
+    "Content-Length not a number": (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: abc\r\n\r\n{}",
+        "Content-Length",
+    ),
+    "malformed chunk size": (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        "chunk",
+    ),
+    "chunk longer than its size": (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n",
+        "chunk",
+    ),
     "garbled request line": (b"GARBAGE\r\n\r\n", "request line"),
 }
 
@@ -288,6 +320,7 @@ def test_protocol_errors_answer_in_json_and_the_server_keeps_serving(url, case):
 
 
 # --- 9: load-test bounds ------------------------------------------------------------------------------
+
 
 def test_load_test_never_warms_up_more_clients_than_requests(url):
     # Before: 200 clients built one by one and warmed up before the clock (2,000 took 63 s).

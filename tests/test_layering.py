@@ -4,6 +4,7 @@ and no module importing a layer above its own.
 The flow: the parts, each owning its config section -> compression -> ``RunConfig`` ->
 checkpoints and result rows -> the pipeline -> views of the results -> the UI, CLI and tools.
 """
+
 import ast
 from pathlib import Path
 
@@ -23,7 +24,13 @@ LAYERS = [
     {"deploy"},  # a stored run exported as a bundle, checked, compared across runtimes, served
     {"ledger", "plots"},  # views of stored results
     {"search", "distributed"},  # searches (studies whose trials are runs); torchrun launches, scaling, pipeline demo
-    {"ui", "tour", "doctor", "notebooks", "exercises"},  # the panel, the main job, the tools around the package, the notebooks' checks
+    {
+        "ui",
+        "tour",
+        "doctor",
+        "notebooks",
+        "exercises",
+    },  # the panel, the main job, the tools around the package, the notebooks' checks
     {"site"},  # the executed notebooks as a static site (reads the run-time records notebooks writes)
     {"cli", "__init__"},  # entry points: the command line and the public API
     {"__main__"},  # what `python -m` runs (a torchrun rank's entry takes the command line's flags)
@@ -148,7 +155,8 @@ def test_every_component_has_a_layer():
 def test_no_module_imports_a_layer_above_its_own():
     upward = [
         f"{m} (layer {RANK[component(m)]}) imports {t} (layer {RANK[component(t)]})"
-        for m, targets in GRAPH.items() for t in sorted(targets)
+        for m, targets in GRAPH.items()
+        for t in sorted(targets)
         if component(t) != component(m) and RANK[component(t)] >= RANK[component(m)]
     ]
     assert not upward, "\n".join(upward)

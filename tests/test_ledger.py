@@ -1,4 +1,5 @@
 """The speed-up ledger: measured modes, the table's columns and its why-not-faster reasons."""
+
 import copy
 import importlib
 
@@ -10,9 +11,16 @@ from torch import nn
 
 from workbench import MeasureConfig, ModelConfig, Result, RunConfig, TrainConfig, run
 from workbench.compress.pruning import UnstructuredPrune, prune
-from workbench.compress.quantization import DynamicInt8, QAT, StaticInt8, quantize
+from workbench.compress.quantization import QAT, DynamicInt8, StaticInt8, quantize
 from workbench.ledger import REASONS, ledger, reason_at, why_not_faster
-from workbench.measure import available_devices, count_flops, count_parameters, measure_modes, model_size_bytes, timing_plan
+from workbench.measure import (
+    available_devices,
+    count_flops,
+    count_parameters,
+    measure_modes,
+    model_size_bytes,
+    timing_plan,
+)
 from workbench.plots import plot_ledger_latency, plot_ledger_size_accuracy
 
 CHW = (1, 8, 8)
@@ -20,8 +28,14 @@ CHW = (1, 8, 8)
 
 def small_net() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(32 * 64, 10)).eval()
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * 64, 10),
+    ).eval()
 
 
 def measured(model: nn.Module, config: RunConfig, **kw) -> Result:
@@ -29,14 +43,20 @@ def measured(model: nn.Module, config: RunConfig, **kw) -> Result:
     x = torch.randn(64, *CHW, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         accuracy = (model(x).argmax(1) == small_net()(x).argmax(1)).float().mean().item()
-    metrics = {**count_parameters(model), "size_bytes": model_size_bytes(model), "flops": count_flops(model, (1, *CHW)),
-               "accuracy": accuracy}
+    metrics = {
+        **count_parameters(model),
+        "size_bytes": model_size_bytes(model),
+        "flops": count_flops(model, (1, *CHW)),
+        "accuracy": accuracy,
+    }
     return Result(config=config, metrics=metrics, benchmarks=measure_modes(model, CHW, **kw))
 
 
 def test_unstructured_pruning_is_explained_from_real_measurements():
     torch.set_num_threads(1)  # one thread: timings on a shared machine wobble far less
-    kw = dict(modes=("eager",), batch_sizes=(16, 64), warmup=3, iters=30)  # milliseconds, not the jitter of microseconds
+    kw = dict(
+        modes=("eager",), batch_sizes=(16, 64), warmup=3, iters=30
+    )  # milliseconds, not the jitter of microseconds
     sparse_step = UnstructuredPrune(amount=0.8)
     dense, pruned = small_net(), prune(small_net(), sparse_step)
     for model in (dense, pruned):  # warm the process first: oneDNN builds its kernels for a shape once, and the
@@ -44,8 +64,18 @@ def test_unstructured_pruning_is_explained_from_real_measurements():
     base = measured(dense, RunConfig(name="fp32"), **kw)
     sparse = measured(pruned, RunConfig(name="pruned 80%", compress=(sparse_step,)), **kw)
     df = ledger([base, sparse])
-    fixed = ["variant", "compress", "params", "nonzero_params", "size_bytes", "flops", "accuracy", "accuracy_delta",
-             "size_ratio", "flops_ratio"]
+    fixed = [
+        "variant",
+        "compress",
+        "params",
+        "nonzero_params",
+        "size_bytes",
+        "flops",
+        "accuracy",
+        "accuracy_delta",
+        "size_ratio",
+        "flops_ratio",
+    ]
     timed = ["cpu/eager/bs16_ms", "cpu/eager/bs64_ms", "cpu/eager/bs16_speedup", "cpu/eager/bs64_speedup"]
     assert list(df.columns) == fixed + timed + ["why_not_faster"]
     assert df.loc[0, "why_not_faster"] == "" and df.loc[0, "cpu/eager/bs16_speedup"] == 1.0
@@ -86,15 +116,28 @@ def _records(latencies: dict[str, float], device="cpu", spread=0.04, features=("
     out = []
     for key, ms in latencies.items():
         mode, bs = key.split("/")
-        out.append({"mode": mode, "batch_size": int(bs), "latency_ms": ms, "latency_ms_q25": ms * (1 - spread / 2),
-                    "latency_ms_q75": ms * (1 + spread / 2), "relative_spread": spread, "device": device,
-                    "device_name": "test device", "cpu_features": list(features), "load_average": 0.3})
+        out.append(
+            {
+                "mode": mode,
+                "batch_size": int(bs),
+                "latency_ms": ms,
+                "latency_ms_q25": ms * (1 - spread / 2),
+                "latency_ms_q75": ms * (1 + spread / 2),
+                "relative_spread": spread,
+                "device": device,
+                "device_name": "test device",
+                "cpu_features": list(features),
+                "load_average": 0.3,
+            }
+        )
     return out
 
 
 def _row(name, steps, metrics, latencies, device="cpu", **timing):
     base = {"params": 1000, "nonzero_params": 1000, "size_bytes": 4000, "flops": 2000, "accuracy": 0.9}
-    return Result(RunConfig(name=name, compress=steps), {**base, **metrics}, benchmarks=_records(latencies, device, **timing))
+    return Result(
+        RunConfig(name=name, compress=steps), {**base, **metrics}, benchmarks=_records(latencies, device, **timing)
+    )
 
 
 def test_why_not_faster_rules():
@@ -102,19 +145,33 @@ def test_why_not_faster_rules():
     rows = [
         _row("fp32", (), {}, timing),
         _row("qat fake", (QAT(convert=False),), {}, {**timing, "eager/1": 3.0}),
-        _row("int8", (StaticInt8(),), {"size_bytes": 1000}, {**timing, "eager/1": 1.2, "compiled/1": 0.4, "compiled/64": 4.0}),
+        _row(
+            "int8",
+            (StaticInt8(),),
+            {"size_bytes": 1000},
+            {**timing, "eager/1": 1.2, "compiled/1": 0.4, "compiled/64": 4.0},
+        ),
         _row("int8 slow", (StaticInt8(),), {"size_bytes": 1000}, timing),
         _row("thin", (), {"params": 500, "nonzero_params": 500, "flops": 1000}, {**timing, "eager/64": 5.0}),
     ]
     df = ledger(rows, baseline="fp32").set_index("variant")
     assert df.loc["qat fake", "why_not_faster"].startswith("fake-quant model: convert first")
-    assert df.loc["int8", "why_not_faster"] == "int8 kernels need torch.compile on this backend (cpu/eager/bs1, cpu/eager/bs64)"
+    assert (
+        df.loc["int8", "why_not_faster"]
+        == "int8 kernels need torch.compile on this backend (cpu/eager/bs1, cpu/eager/bs64)"
+    )
     assert df.loc["int8", "cpu/compiled/bs1_speedup"] == 2.0
     assert df.loc["int8 slow", "why_not_faster"].startswith("int8 is not faster here")
-    assert df.loc["thin", "why_not_faster"].startswith("FLOPs fell but latency is bound by memory/overhead at this size (cpu/eager/bs1")
+    assert df.loc["thin", "why_not_faster"].startswith(
+        "FLOPs fell but latency is bound by memory/overhead at this size (cpu/eager/bs1"
+    )
     assert "cpu/eager/bs64" not in df.loc["thin", "why_not_faster"]  # twice as fast there
-    gpu = ledger([_row("fp32", (), {}, {"eager/1": 1.0}, "cuda:0"),
-                  _row("thin", (), {"flops": 1000}, {"eager/1": 1.0}, "cuda:0")])
+    gpu = ledger(
+        [
+            _row("fp32", (), {}, {"eager/1": 1.0}, "cuda:0"),
+            _row("thin", (), {"flops": 1000}, {"eager/1": 1.0}, "cuda:0"),
+        ]
+    )
     assert gpu.loc[1, "why_not_faster"] == "GPU under-used at batch 1 (cuda/eager/bs1)"
 
 
@@ -133,7 +190,9 @@ def test_baseline_choice_and_errors():
 
 def test_charts_have_labelled_axes_and_name_the_device():
     timing = {"eager/1": 1.0, "eager/64": 10.0, "compiled/1": 0.5}
-    df = ledger([_row("fp32", (), {}, timing), _row("int8", (StaticInt8(),), {"size_bytes": 1000, "accuracy": 0.89}, timing)])
+    df = ledger(
+        [_row("fp32", (), {}, timing), _row("int8", (StaticInt8(),), {"size_bytes": 1000, "accuracy": 0.89}, timing)]
+    )
     fig = plot_ledger_size_accuracy(df)
     assert isinstance(fig, Figure) and fig.axes[0].get_xlabel() == "model size on disk (KiB)"
     assert [t.get_text() for t in fig.axes[0].texts] == ["fp32", "int8"]
@@ -157,8 +216,11 @@ def test_timing_plan_covers_every_device_once_per_mode(monkeypatch):
 
 
 def test_run_with_measure_device_all_fills_the_ledger_for_this_machine(tmp_path):
-    cfg = RunConfig(model=ModelConfig(name="mlp", width=0.25), train=TrainConfig(epochs=1),
-                    measure=MeasureConfig(batch_sizes=(1, 8), warmup=1, iters=3, device="all"))
+    cfg = RunConfig(
+        model=ModelConfig(name="mlp", width=0.25),
+        train=TrainConfig(epochs=1),
+        measure=MeasureConfig(batch_sizes=(1, 8), warmup=1, iters=3, device="all"),
+    )
     result = run(cfg, store=tmp_path, progress=False)
     timed = {(r["device"].split(":")[0], r["mode"]) for r in result.benchmarks}
     assert timed == {(d.type, "eager") for d in available_devices()}
@@ -189,26 +251,37 @@ def test_reasons_come_as_a_tidy_frame_decided_from_the_step_types():
     table = ledger(rows).set_index("variant")
     for variant, part in reasons.groupby("variant"):  # the readable column says the same
         assert all(text in table.loc[variant, "why_not_faster"] for text in part["text"])
-    assert table.loc["fp32", "why_not_faster"] == "" and table.attrs["labels"]["size_bytes"] == "model size on disk (KiB)"
+    assert (
+        table.loc["fp32", "why_not_faster"] == "" and table.attrs["labels"]["size_bytes"] == "model size on disk (KiB)"
+    )
 
 
 def test_reasons_are_read_off_the_measurements_not_guessed():
     from workbench.compress import CastPrecision, WeightOnlyInt8
 
     timing = {"eager/64": 10.0}
-    reasons = lambda *rows: why_not_faster([_row("fp32", (), {}, timing), *rows]).set_index("variant")  # noqa: E731
+    reasons = lambda *rows: why_not_faster([_row("fp32", (), {}, timing), *rows]).set_index("variant")
     # a spread this wide says the machine was busy, whatever the method
     noisy = reasons(_row("pruned", (UnstructuredPrune(0.5),), {"nonzero_params": 500}, {"eager/64": 28.0}, spread=2.5))
-    assert noisy.loc["pruned", "reason"] == "noisy" and "250%" in noisy.loc["pruned", "text"] and "0.3" in noisy.loc["pruned", "text"]
+    assert (
+        noisy.loc["pruned", "reason"] == "noisy"
+        and "250%" in noisy.loc["pruned", "text"]
+        and "0.3" in noisy.loc["pruned", "text"]
+    )
     # a clear slowdown the method cannot cause is not blamed on dense weights
     slower = reasons(_row("pruned", (UnstructuredPrune(0.5),), {"nonzero_params": 500}, {"eager/64": 28.0}))
     assert slower.loc["pruned", "reason"] == "slower"
     # int8: the CPU's int8 instructions decide the text
-    int8 = lambda features: reasons(_row("int8", (StaticInt8(),), {"size_bytes": 1000}, timing, features=features))  # noqa: E731
+    int8 = lambda features: reasons(_row("int8", (StaticInt8(),), {"size_bytes": 1000}, timing, features=features))
     assert int8(("avx2",)).loc["int8", "reason"] == "int8_no_vnni"
-    assert int8(("avx2", "avx512", "vnni")).loc["int8", "reason"] == "int8_small" and "vnni" in int8(("vnni",)).loc["int8", "text"]
+    assert (
+        int8(("avx2", "avx512", "vnni")).loc["int8", "reason"] == "int8_small"
+        and "vnni" in int8(("vnni",)).loc["int8", "text"]
+    )
     # a bf16 cast on a CPU with native bf16 is not called emulated
-    cast = lambda features: reasons(_row("bf16", (CastPrecision("bf16"),), {"size_bytes": 2000}, timing, features=features))  # noqa: E731
+    cast = lambda features: reasons(
+        _row("bf16", (CastPrecision("bf16"),), {"size_bytes": 2000}, timing, features=features)
+    )
     assert cast(("avx2",)).loc["bf16", "reason"] == "cast_no_native"
     assert cast(("avx512_bf16",)).loc["bf16", "reason"] == "cast_small"
     # faster at nearly the same size and work: doubted, not praised
@@ -224,15 +297,23 @@ def test_identical_models_timed_on_a_busy_machine_never_read_as_a_speed_change()
     import subprocess
     import sys
 
-    spinners = [subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 20\nwhile time.time() < end: pass"])
-                for _ in range(2)]
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 20\nwhile time.time() < end: pass"])
+        for _ in range(2)
+    ]
     try:
         torch.set_num_threads(2)  # two threads on two cores, one of them taken: the worst case measured
         kw = dict(modes=("eager",), batch_sizes=(1, 32), warmup=2, iters=20)
-        a = Result(RunConfig(name="a"), {"params": 1, "nonzero_params": 1, "size_bytes": 1, "flops": 1},
-                   benchmarks=measure_modes(small_net(), CHW, **kw))
-        b = Result(RunConfig(name="b"), {"params": 1, "nonzero_params": 1, "size_bytes": 1, "flops": 1},
-                   benchmarks=measure_modes(small_net(), CHW, **kw))
+        a = Result(
+            RunConfig(name="a"),
+            {"params": 1, "nonzero_params": 1, "size_bytes": 1, "flops": 1},
+            benchmarks=measure_modes(small_net(), CHW, **kw),
+        )
+        b = Result(
+            RunConfig(name="b"),
+            {"params": 1, "nonzero_params": 1, "size_bytes": 1, "flops": 1},
+            benchmarks=measure_modes(small_net(), CHW, **kw),
+        )
     finally:
         for s in spinners:
             s.kill()
@@ -241,13 +322,26 @@ def test_identical_models_timed_on_a_busy_machine_never_read_as_a_speed_change()
         speedup = table.loc[1, f"cpu/eager/bs{bs}_speedup"]
         reason = reason_at(reasons, "b", device="cpu", mode="eager", batch_size=bs)
         moved = speedup >= 1.1 or speedup <= 1 / 1.1
-        assert not moved or reason in (REASONS["slower"],) or reason.startswith(("too noisy", "faster, though")) \
-            or "inside the timing spread" in reason, (bs, speedup, reason)
+        assert (
+            not moved
+            or reason in (REASONS["slower"],)
+            or reason.startswith(("too noisy", "faster, though"))
+            or "inside the timing spread" in reason
+        ), (bs, speedup, reason)
 
 
 def test_a_ratio_from_overlapping_timings_is_called_inside_the_spread_not_a_change():
-    rec = lambda ms, q: [{"mode": "eager", "batch_size": 1, "latency_ms": ms, "latency_ms_q25": ms - q, "latency_ms_q75": ms + q,
-                          "relative_spread": 2 * q / ms, "device": "cpu"}]  # noqa: E731
+    rec = lambda ms, q: [
+        {
+            "mode": "eager",
+            "batch_size": 1,
+            "latency_ms": ms,
+            "latency_ms_q25": ms - q,
+            "latency_ms_q75": ms + q,
+            "relative_spread": 2 * q / ms,
+            "device": "cpu",
+        }
+    ]
     metrics = {"params": 1, "nonzero_params": 1, "size_bytes": 1, "flops": 1}
     a = Result(RunConfig(name="a"), metrics, benchmarks=rec(1.0, 0.2))
     b = Result(RunConfig(name="b"), metrics, benchmarks=rec(1.2, 0.2))  # 0.83x, but the IQRs overlap

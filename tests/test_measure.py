@@ -1,4 +1,5 @@
 """Measurement layer: FLOPs against the textbook formula, counts, sizes, honest benchmark records."""
+
 import pytest
 import torch
 import torch.nn.utils.prune
@@ -18,9 +19,22 @@ from workbench.measure import (
 )
 
 RECORD_KEYS = {
-    "batch_size", "latency_ms", "latency_ms_q25", "latency_ms_q75", "throughput_ips",
-    "device", "device_name", "dtype", "mode", "torch_version", "threads",
-    "relative_spread", "noisy", "load_average", "cpu_features", "timed_with",
+    "batch_size",
+    "latency_ms",
+    "latency_ms_q25",
+    "latency_ms_q75",
+    "throughput_ips",
+    "device",
+    "device_name",
+    "dtype",
+    "mode",
+    "torch_version",
+    "threads",
+    "relative_spread",
+    "noisy",
+    "load_average",
+    "cpu_features",
+    "timed_with",
 }
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 
@@ -112,9 +126,20 @@ def test_benchmark_bf16_autocast_and_plain_callables():
 def test_measure_metrics_use_smallest_and_largest_batch():
     metrics, records = measure(small_net(), (3, 8, 8), MeasureConfig(batch_sizes=(8, 1), warmup=1, iters=5), "cpu")
     assert set(metrics) == {
-        "params", "nonzero_params", "size_bytes", "flops", "latency_ms", "latency_ms_spread", "throughput_ips",
-        "latency_noisy", "load_average", "weight_dtype",
-        "measure_device", "measure_device_name", "measure_dtype", "torch_version",
+        "params",
+        "nonzero_params",
+        "size_bytes",
+        "flops",
+        "latency_ms",
+        "latency_ms_spread",
+        "throughput_ips",
+        "latency_noisy",
+        "load_average",
+        "weight_dtype",
+        "measure_device",
+        "measure_device_name",
+        "measure_dtype",
+        "torch_version",
     }
     by_bs = {r["batch_size"]: r for r in records}
     assert metrics["latency_ms"] == by_bs[1]["latency_ms"]

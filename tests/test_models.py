@@ -1,4 +1,5 @@
 """Contract tests over every registered model (STYLE item 10)."""
+
 import pytest
 import torch
 from torch import nn

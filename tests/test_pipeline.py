@@ -1,28 +1,47 @@
-import json
 
 import pytest
 import torch
 
-from workbench import DataConfig, ModelConfig, RunConfig, TrainConfig, count_parameters, run
+from workbench import ModelConfig, RunConfig, TrainConfig, count_parameters, run
 
 
 def _cfg(**changes):
     # One fixed thread: runs compared bit for bit must not differ in how torch split the work.
-    return RunConfig(model=ModelConfig(name="mlp"), train=TrainConfig(epochs=2)).replace(**{"hardware.threads": 1, **changes})
+    return RunConfig(model=ModelConfig(name="mlp"), train=TrainConfig(epochs=2)).replace(
+        **{"hardware.threads": 1, **changes}
+    )
 
 
 def test_run_stores_a_complete_row(store):
     r = run(_cfg(), store=store, progress=False)
     row = store.frame().iloc[0]
-    for key in ("accuracy", "loss", "params", "nonzero_params", "size_bytes", "flops", "latency_ms", "throughput_ips",
-                "measure_device_name", "measure_dtype", "torch_version", "train_seconds", "train_ips", "epochs_run"):
+    for key in (
+        "accuracy",
+        "loss",
+        "params",
+        "nonzero_params",
+        "size_bytes",
+        "flops",
+        "latency_ms",
+        "throughput_ips",
+        "measure_device_name",
+        "measure_dtype",
+        "torch_version",
+        "train_seconds",
+        "train_ips",
+        "epochs_run",
+    ):
         assert key in row and row[key] is not None, key
     assert row["accuracy"] > 0.8
     assert row["epochs_run"] == 2 and len(row["history"]) == 2
     assert {b["batch_size"] for b in row["benchmarks"]} == {1, 64}
     state = torch.load(r.checkpoint, weights_only=True)  # plain tensors and values only
     assert RunConfig.from_dict(state["metadata"]["config"]) == r.config and state["state_dict"]
-    assert r.checkpoint == r.trained_checkpoint and r.checkpoint_format == "state_dict" and row["checkpoint_format"] == "state_dict"
+    assert (
+        r.checkpoint == r.trained_checkpoint
+        and r.checkpoint_format == "state_dict"
+        and row["checkpoint_format"] == "state_dict"
+    )
 
 
 def test_same_config_same_accuracy():
@@ -66,11 +85,21 @@ def test_interrupted_run_resumes(store, monkeypatch):
     assert r.history[0]["seconds"] > 0
 
 
-@pytest.mark.parametrize("changes", [
-    {},
-    # dropout draws from the global generator, augmentation and shuffling from the loader's
-    {"model.name": "cnn", "model.width": 0.25, "model.dropout": 0.3, "data.augment.crop": 1, "data.augment.cutout": 2},
-], ids=["mlp", "cnn-dropout-augment"])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        # dropout draws from the global generator, augmentation and shuffling from the loader's
+        {
+            "model.name": "cnn",
+            "model.width": 0.25,
+            "model.dropout": 0.3,
+            "data.augment.crop": 1,
+            "data.augment.cutout": 2,
+        },
+    ],
+    ids=["mlp", "cnn-dropout-augment"],
+)
 def test_resumed_run_ends_with_the_same_weights_bit_for_bit(tmp_path, monkeypatch, changes):
     from workbench import load_model
 
@@ -85,7 +114,7 @@ def test_resumed_run_ends_with_the_same_weights_bit_for_bit(tmp_path, monkeypatc
     a, b = load_model(straight).state_dict(), load_model(resumed).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resume is not exact"
     assert resumed.metrics["accuracy"] == straight.metrics["accuracy"]
-    strip = lambda h: [{k: v for k, v in e.items() if k not in ("seconds", "elapsed_s", "images_per_s")} for e in h]  # noqa: E731
+    strip = lambda h: [{k: v for k, v in e.items() if k not in ("seconds", "elapsed_s", "images_per_s")} for e in h]
     assert strip(resumed.history) == strip(straight.history)
 
 
@@ -93,7 +122,9 @@ def test_a_finished_training_is_reused_not_repeated(store):
     from workbench import UnstructuredPrune, load_model
 
     first = run(_cfg(name="first"), store=store, progress=False)
-    again = run(_cfg(name="again", **{"measure.iters": 3}), store=store, progress=False)  # timing settings are not training
+    again = run(
+        _cfg(name="again", **{"measure.iters": 3}), store=store, progress=False
+    )  # timing settings are not training
     assert first.reused_from is None and again.reused_from == first.run_id
     assert again.checkpoint == first.checkpoint == again.trained_checkpoint
     assert again.history == first.history and again.metrics["train_seconds"] == first.metrics["train_seconds"]
@@ -108,7 +139,9 @@ def test_a_finished_training_is_reused_not_repeated(store):
     other = run(_cfg(name="other", **{"train.lr": 0.01}), store=store, progress=False)
     forced = run(_cfg(name="forced"), store=store, progress=False, reuse=False)
     assert other.reused_from is None and forced.reused_from is None and forced.checkpoint != first.checkpoint
-    assert torch.equal(_first_weight(load_model(forced)), _first_weight(load_model(first)))  # CPU training is deterministic
+    assert torch.equal(
+        _first_weight(load_model(forced)), _first_weight(load_model(first))
+    )  # CPU training is deterministic
 
 
 def _first_weight(model):
@@ -123,7 +156,9 @@ def test_compressing_a_reused_training_gives_what_a_fresh_one_gives(tmp_path):
     run(_cfg(**{"model.dropout": 0.2}), store=tmp_path / "b", progress=False)
     reused = run(_cfg(compress=steps, **{"model.dropout": 0.2}), store=tmp_path / "b", progress=False)
     assert reused.reused_from and fresh.reused_from is None
-    assert reused.metrics["accuracy"] == fresh.metrics["accuracy"] and reused.metrics["params"] == fresh.metrics["params"]
+    assert (
+        reused.metrics["accuracy"] == fresh.metrics["accuracy"] and reused.metrics["params"] == fresh.metrics["params"]
+    )
 
 
 def test_start_from_a_stored_run(store):
@@ -131,8 +166,12 @@ def test_start_from_a_stored_run(store):
 
     base = run(_cfg(name="base"), store=store, progress=False)
     stored = store.get(base.run_id)
-    variant = run(stored.config.replace(name="sparse", compress=[UnstructuredPrune(0.3)]), store=store, progress=False,
-                  start_from=base.run_id)
+    variant = run(
+        stored.config.replace(name="sparse", compress=[UnstructuredPrune(0.3)]),
+        store=store,
+        progress=False,
+        start_from=base.run_id,
+    )
     assert variant.reused_from == base.run_id and variant.metrics["nonzero_params"] < base.metrics["nonzero_params"]
     with pytest.raises(ConfigError, match="other data/model/train"):
         run(_cfg(**{"train.lr": 0.2}), store=store, progress=False, start_from=base.run_id)
@@ -151,8 +190,7 @@ def test_every_number_a_run_records_is_in_the_metrics_schema():
 
 
 def test_preflight_stops_a_run_before_any_data_is_loaded(monkeypatch):
-    from workbench import ConfigError, StaticInt8, preflight
-    from workbench import pipeline
+    from workbench import ConfigError, StaticInt8, pipeline, preflight
 
     monkeypatch.setattr(pipeline, "load_dataset", lambda *a, **k: pytest.fail("data was loaded"))
     bad = _cfg(**{"hardware.device": "cpu", "hardware.precision": "fp16"})
@@ -195,7 +233,8 @@ def test_the_generalisation_gap_comes_from_an_eval_mode_pass_over_the_unaugmente
 
 
 def test_the_eval_loader_takes_chosen_training_examples():
-    from workbench.data import DataConfig as D, eval_loader, load_dataset
+    from workbench.data import DataConfig as D
+    from workbench.data import eval_loader, load_dataset
 
     data = load_dataset("digits")
     loader = eval_loader(data, D(), split="train", indices=torch.tensor([3, 1, 4]))
@@ -208,10 +247,23 @@ def test_run_many_times_its_models_together_and_trains_a_shared_training_once(st
 
     seen = []
     real = bench.benchmark_together
-    monkeypatch.setattr(bench, "benchmark_together", lambda models, *a, **k: seen.append(len(models)) or real(models, *a, **k))
+    monkeypatch.setattr(
+        bench, "benchmark_together", lambda models, *a, **k: seen.append(len(models)) or real(models, *a, **k)
+    )
     base = _cfg(name="base")
-    df = run_many([base, base.replace(name="pruned", compress=[StructuredPrune(0.25), FineTune(epochs=1)]),
-                   base.replace(**{"name": "wider", "model.width": 2.0})], store=store, progress=False)
+    df = run_many(
+        [
+            base,
+            base.replace(name="pruned", compress=[StructuredPrune(0.25), FineTune(epochs=1)]),
+            base.replace(**{"name": "wider", "model.width": 2.0}),
+        ],
+        store=store,
+        progress=False,
+    )
     assert seen == [3]  # one interleaved timing of all three
-    assert df["reused_from"].tolist()[1] == df["run_id"].tolist()[0] and df["reused_from"].isna().tolist() == [True, False, True]
+    assert df["reused_from"].tolist()[1] == df["run_id"].tolist()[0] and df["reused_from"].isna().tolist() == [
+        True,
+        False,
+        True,
+    ]
     assert len(store.results()) == 3

@@ -1,4 +1,5 @@
 """Compression steps listed in a RunConfig run through workbench.run and land in the ledger."""
+
 import pytest
 
 from workbench import MeasureConfig, ModelConfig, RunConfig, TrainConfig, ledger, run
@@ -6,13 +7,20 @@ from workbench.compress import FineTune, StaticInt8, StructuredPrune, Unstructur
 
 
 def _base(**changes):
-    return RunConfig(model=ModelConfig(name="cnn", width=0.25), train=TrainConfig(epochs=3),
-                     measure=MeasureConfig(batch_sizes=(1, 32), iters=5, warmup=1)).replace(**changes)
+    return RunConfig(
+        model=ModelConfig(name="cnn", width=0.25),
+        train=TrainConfig(epochs=3),
+        measure=MeasureConfig(batch_sizes=(1, 32), iters=5, warmup=1),
+    ).replace(**changes)
 
 
 def test_prune_finetune_quantize_through_the_pipeline(store):
     base = run(_base(name="baseline"), store=store, progress=False)
-    pruned = run(_base(name="structured 50%", compress=[StructuredPrune(amount=0.5), FineTune(epochs=1)]), store=store, progress=False)
+    pruned = run(
+        _base(name="structured 50%", compress=[StructuredPrune(amount=0.5), FineTune(epochs=1)]),
+        store=store,
+        progress=False,
+    )
     sparse = run(_base(name="unstructured 50%", compress=[UnstructuredPrune(amount=0.5)]), store=store, progress=False)
     int8 = run(_base(name="static int8", compress=[StaticInt8(calibration_batches=4)]), store=store, progress=False)
 
@@ -44,12 +52,26 @@ def test_cli_parses_compress_steps(capsys):
 
     from workbench.cli import main
 
-    assert main(["run", "--compress", "prune_structured:amount=0.5,steps=2", "--compress", "finetune:epochs=1", "--print-config"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--compress",
+                "prune_structured:amount=0.5,steps=2",
+                "--compress",
+                "finetune:epochs=1",
+                "--print-config",
+            ]
+        )
+        == 0
+    )
     steps = json.loads(capsys.readouterr().out)["compress"]
     assert [s["kind"] for s in steps] == ["prune_structured", "finetune"] and steps[0]["steps"] == 2
 
 
-@pytest.mark.parametrize("spec, needle", [("prune_structured:amount=1.5", "amount"), ("prune_sideways", "Unknown compression step")])
+@pytest.mark.parametrize(
+    "spec, needle", [("prune_structured:amount=1.5", "amount"), ("prune_sideways", "Unknown compression step")]
+)
 def test_bad_compress_specs_fail_with_one_line(spec, needle, capsys):
     from workbench.cli import main
 
@@ -64,12 +86,23 @@ def test_the_recommended_recipe_keeps_the_accuracy_a_one_shot_prune_loses(store)
     recipe); ``--compress recommended`` reached 97.2% with the same parameters."""
     from workbench.cli import _parser, config_from_args
 
-    base = RunConfig(name="base").replace(**{"model.name": "resnet20", "model.width": 0.5, "train.epochs": 2,
-                                              "hardware.threads": 1, "measure.iters": 3, "measure.warmup": 1})
+    base = RunConfig(name="base").replace(
+        **{
+            "model.name": "resnet20",
+            "model.width": 0.5,
+            "train.epochs": 2,
+            "hardware.threads": 1,
+            "measure.iters": 3,
+            "measure.warmup": 1,
+        }
+    )
     trained = run(base, store=store, progress=False)
     with pytest.warns(UserWarning, match=r"compression cost .* --compress recommended:amount=0.5"):
-        one_shot = run(base.replace(name="one shot", compress=[StructuredPrune(0.5), FineTune(epochs=1)]), store=store,
-                       progress=False)
+        one_shot = run(
+            base.replace(name="one shot", compress=[StructuredPrune(0.5), FineTune(epochs=1)]),
+            store=store,
+            progress=False,
+        )
     args = _parser(with_run_flags=True)[0].parse_args(["run", "--compress", "recommended"])
     steps = config_from_args(args).compress
     assert [s.kind for s in steps] == ["prune_structured", "finetune"] and steps[0].method == "taylor"

@@ -1,5 +1,6 @@
 """The model-parallel demo: a registry model cut into two pipeline stages (in-process checks over the
 registry), and one real ``torchrun`` launch of GPipe on this CPU (gloo, 2 processes) in smoke size."""
+
 import pytest
 import torch
 
@@ -27,7 +28,9 @@ def test_every_chain_model_splits_into_two_stages_that_give_its_output(name, one
     net = build_model(ModelConfig(name=name, width=0.25), 10, (1, 8, 8), seed=0).eval()
     x = torch.randn(4, 1, 8, 8)
     if name == "vit":  # tokens reshaped and a position embedding added between its modules: not a chain
-        with pytest.raises(ValueError, match=r"^ViT's forward is not a chain of its modules[^\n]*mlp, cnn or resnet20$"):
+        with pytest.raises(
+            ValueError, match=r"^ViT's forward is not a chain of its modules[^\n]*mlp, cnn or resnet20$"
+        ):
             split_in_two(net, x)
         return
     first, second, info = split_in_two(net, x)
@@ -40,14 +43,22 @@ def test_every_chain_model_splits_into_two_stages_that_give_its_output(name, one
     assert min(info["stage_flops"]) >= 0.1 * total, info  # neither stage is left (nearly) empty
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"microbatches": (1, 3)}, "batch_size 64 does not split into 3 equal micro-batches: choose a batch_size divisible "
-                               "by every micro-batch count, e.g. 66"),
-    ({"microbatches": (4,), "batch_size": 4}, "4 micro-batches of batch_size 4 leave 1 image each, and BatchNorm needs "
-                                              "2 or more: use batch_size >= 8"),
-    ({"model": "resnet21"}, "Unknown model 'resnet21'. Did you mean 'resnet20'?"),
-    ({"model": "vit"}, "ViT's forward is not a chain of its modules"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"microbatches": (1, 3)},
+            "batch_size 64 does not split into 3 equal micro-batches: choose a batch_size divisible "
+            "by every micro-batch count, e.g. 66",
+        ),
+        (
+            {"microbatches": (4,), "batch_size": 4},
+            "4 micro-batches of batch_size 4 leave 1 image each, and BatchNorm needs 2 or more: use batch_size >= 8",
+        ),
+        ({"model": "resnet21"}, "Unknown model 'resnet21'. Did you mean 'resnet20'?"),
+        ({"model": "vit"}, "ViT's forward is not a chain of its modules"),
+    ],
+)
 def test_bad_input_fails_in_one_line_without_launching(kwargs, message, monkeypatch):
     monkeypatch.setattr(pipeline_parallel, "launch", lambda *a, **k: pytest.fail("launched despite bad input"))
     with pytest.raises(ValueError) as error:
@@ -59,7 +70,12 @@ def test_bad_input_fails_in_one_line_without_launching(kwargs, message, monkeypa
 def test_gpipe_on_two_processes_matches_the_unsplit_loss_and_measures_its_bubble(demo):
     df = demo
     assert df["microbatches"].tolist() == list(SMOKE["microbatches"])
-    assert (df.attrs["device"], df.attrs["backend"], df.attrs["threads_per_rank"], df.attrs["model"]) == ("cpu", "gloo", 1, "cnn")
+    assert (df.attrs["device"], df.attrs["backend"], df.attrs["threads_per_rank"], df.attrs["model"]) == (
+        "cpu",
+        "gloo",
+        1,
+        "cnn",
+    )
     assert df.attrs["loss_max_diff"] < 1e-4 and (df["loss_max_diff"] < 1e-4).all()
     assert df["bubble_theory"].tolist() == [1 / 2, 1 / 3, 1 / 5]
     # How far the bubble shrinks is a timing, so benchmarks/distributed.py measures it on a quiet machine (51% -> 29%

@@ -1,5 +1,6 @@
 """Charts: every chart is a Figure with labelled axes and the device in its title; the Pareto front
 is the right set of points; rows from different devices are flagged, never silently mixed."""
+
 import io
 
 import numpy as np
@@ -7,15 +8,23 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from workbench import plots
-from workbench import ModelConfig, RunConfig
+from workbench import ModelConfig, RunConfig, plots
 from workbench.results import Result, results_frame
 
 
 def _records(device, latency):
     return [
-        {"batch_size": b, "latency_ms": latency * b, "latency_ms_q25": latency * b * 0.9, "latency_ms_q75": latency * b * 1.2,
-         "throughput_ips": 1000 * b / (latency * b), "device": "cpu", "device_name": device, "dtype": "float32", "mode": "eager"}
+        {
+            "batch_size": b,
+            "latency_ms": latency * b,
+            "latency_ms_q25": latency * b * 0.9,
+            "latency_ms_q75": latency * b * 1.2,
+            "throughput_ips": 1000 * b / (latency * b),
+            "device": "cpu",
+            "device_name": device,
+            "dtype": "float32",
+            "mode": "eager",
+        }
         for b in (1, 64)
     ]
 
@@ -25,12 +34,37 @@ def _frame(devices=("Xeon", "Xeon", "Xeon")):
     rows = [("a", 0.90, 4000, 1000), ("b", 0.85, 8000, 2000), ("c", 0.95, 16000, 4000)]
     results = []
     for (name, acc, size, params), device in zip(rows, devices):
-        history = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1.1 / e, "train_accuracy": acc - 0.1 / e,
-                    "test_accuracy": acc - 0.2 / e} for e in (1, 2, 3)]
-        metrics = {"accuracy": acc, "train_accuracy": acc + 0.03, "size_bytes": size, "params": params, "flops": params * 10,
-                   "latency_ms": 1.0, "throughput_ips": 1000.0, "measure_device": "cpu", "measure_device_name": device,
-                   "measure_dtype": "float32", "train_device": "cpu"}
-        results.append(Result(RunConfig(name=name, model=ModelConfig(name="mlp")), metrics, history, _records(device, 1 + len(results))))
+        history = [
+            {
+                "epoch": e,
+                "train_loss": 1 / e,
+                "test_loss": 1.1 / e,
+                "train_accuracy": acc - 0.1 / e,
+                "test_accuracy": acc - 0.2 / e,
+            }
+            for e in (1, 2, 3)
+        ]
+        metrics = {
+            "accuracy": acc,
+            "train_accuracy": acc + 0.03,
+            "size_bytes": size,
+            "params": params,
+            "flops": params * 10,
+            "latency_ms": 1.0,
+            "throughput_ips": 1000.0,
+            "measure_device": "cpu",
+            "measure_device_name": device,
+            "measure_dtype": "float32",
+            "train_device": "cpu",
+        }
+        results.append(
+            Result(
+                RunConfig(name=name, model=ModelConfig(name="mlp")),
+                metrics,
+                history,
+                _records(device, 1 + len(results)),
+            )
+        )
     return results_frame(results)
 
 
@@ -57,8 +91,16 @@ def charts():
     return _charts(_frame())
 
 
-CHARTS = ["accuracy_vs_size", "accuracy_vs_params", "latency_bars", "throughput_bars", "latency_vs_batch",
-          "history_curves", "sweep_lines", "metric_bars"]
+CHARTS = [
+    "accuracy_vs_size",
+    "accuracy_vs_params",
+    "latency_bars",
+    "throughput_bars",
+    "latency_vs_batch",
+    "history_curves",
+    "sweep_lines",
+    "metric_bars",
+]
 
 
 @pytest.mark.parametrize("name", CHARTS)
@@ -138,10 +180,19 @@ def test_the_pareto_front_follows_the_schemas_direction():
 
     from workbench.plots import accuracy_vs_size
 
-    df = pd.DataFrame({"name": list("abc"), "run_id": list("123"), "accuracy": [0.7, 0.8, 0.95],
-                       "throughput_ips": [100.0, 300.0, 50.0], "measure_device_name": ["x"] * 3})
+    df = pd.DataFrame(
+        {
+            "name": list("abc"),
+            "run_id": list("123"),
+            "accuracy": [0.7, 0.8, 0.95],
+            "throughput_ips": [100.0, 300.0, 50.0],
+            "measure_device_name": ["x"] * 3,
+        }
+    )
     ax = accuracy_vs_size(df, size="throughput_ips").axes[0]
-    front = ax.collections[1].get_offsets()[:, 0].tolist()  # higher throughput is better: b and c are the front (lower-is-better would keep c alone)
+    front = (
+        ax.collections[1].get_offsets()[:, 0].tolist()
+    )  # higher throughput is better: b and c are the front (lower-is-better would keep c alone)
     assert sorted(front) == [50.0, 300.0]
 
 
@@ -186,7 +237,17 @@ def test_accuracy_bars_zoom_to_their_range_and_speeds_start_at_zero():
 
 
 def test_the_learning_rate_chart_has_one_point_per_optimizer_step():
-    df = pd.DataFrame({"name": ["warm"], "run_id": ["1"], "train.lr": [0.1], "train.schedule": ["constant"],
-                       "train.warmup_epochs": [1.0], "train.epochs": [2], "steps_per_epoch": [5], "train_device": ["cpu"]})
+    df = pd.DataFrame(
+        {
+            "name": ["warm"],
+            "run_id": ["1"],
+            "train.lr": [0.1],
+            "train.schedule": ["constant"],
+            "train.warmup_epochs": [1.0],
+            "train.epochs": [2],
+            "steps_per_epoch": [5],
+            "train_device": ["cpu"],
+        }
+    )
     line = plots.lr_schedules(df).axes[0].lines[0]
     assert list(np.round(line.get_ydata(), 3)) == [0.02, 0.04, 0.06, 0.08, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]

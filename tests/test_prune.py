@@ -1,4 +1,5 @@
 """Pruning: configs check themselves, every path keeps output shapes, structured pruning shrinks every model."""
+
 import copy
 import dataclasses
 
@@ -7,12 +8,19 @@ import torch
 from torch import nn
 
 from workbench import ConfigError, RunConfig, TrainConfig
-from workbench.compress import (CompressContext, FineTune, StructuredPrune, UnstructuredPrune, apply_step, prune,
-                                sensitivity, sparsity_report)
+from workbench.compress import (
+    CompressContext,
+    FineTune,
+    StructuredPrune,
+    UnstructuredPrune,
+    apply_step,
+    prune,
+    sensitivity,
+    sparsity_report,
+)
 from workbench.measure import count_flops
 from workbench.models import create_model, list_models
 from workbench.plots import plot_sensitivity
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,8 +41,10 @@ def small(name, shape=(1, 8), seed=0):
 
 def random_batches(n=3, shape=(1, 8), seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(16, shape[0], shape[1], shape[1], generator=g), torch.randint(0, 10, (16,), generator=g))
-            for _ in range(n)]
+    return [
+        (torch.randn(16, shape[0], shape[1], shape[1], generator=g), torch.randint(0, 10, (16,), generator=g))
+        for _ in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -44,33 +54,37 @@ def digits():
 
     ds = load_dataset("digits")
     mean, std = ds.mean.view(1, -1, 1, 1), ds.std.view(1, -1, 1, 1)
-    norm = lambda x: (x.float() / 255 - mean) / std  # noqa: E731
+    norm = lambda x: (x.float() / 255 - mean) / std
     xtr, ytr, xte, yte = norm(ds.train_x), ds.train_y, norm(ds.test_x), ds.test_y
     torch.manual_seed(0)
     model = create_model("mlp", 10, 1, 8, width=0.5)
     from workbench.train import train
 
-    batches = [(xtr[i:i + 64], ytr[i:i + 64]) for i in range(0, len(xtr), 64)]
+    batches = [(xtr[i : i + 64], ytr[i : i + 64]) for i in range(0, len(xtr), 64)]
     train(model, batches, TrainConfig(epochs=8, lr=0.05))
     model.eval()
-    accuracy = lambda m: float((m(xte).argmax(1) == yte).float().mean())  # noqa: E731
+    accuracy = lambda m: float((m(xte).argmax(1) == yte).float().mean())
     return model, accuracy, batches
 
 
 # --- configs -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make, field", [
-    (lambda: UnstructuredPrune(amount=0), "amount"),
-    (lambda: UnstructuredPrune(amount=1.5), "amount"),
-    (lambda: UnstructuredPrune(method="l3"), "method"),
-    (lambda: UnstructuredPrune(scope="net"), "scope"),
-    (lambda: StructuredPrune(amount=1.0), "amount"),
-    (lambda: StructuredPrune(method="tailor"), "method"),
-    (lambda: StructuredPrune(steps=0), "steps"),
-    (lambda: StructuredPrune(finetune_epochs=-1), "finetune_epochs"),
-    (lambda: FineTune(epochs=0), "epochs"),
-    (lambda: FineTune(lr=-0.1), "lr"),
-])
+
+@pytest.mark.parametrize(
+    "make, field",
+    [
+        (lambda: UnstructuredPrune(amount=0), "amount"),
+        (lambda: UnstructuredPrune(amount=1.5), "amount"),
+        (lambda: UnstructuredPrune(method="l3"), "method"),
+        (lambda: UnstructuredPrune(scope="net"), "scope"),
+        (lambda: StructuredPrune(amount=1.0), "amount"),
+        (lambda: StructuredPrune(method="tailor"), "method"),
+        (lambda: StructuredPrune(steps=0), "steps"),
+        (lambda: StructuredPrune(finetune_epochs=-1), "finetune_epochs"),
+        (lambda: FineTune(epochs=0), "epochs"),
+        (lambda: FineTune(lr=-0.1), "lr"),
+    ],
+)
 def test_bad_arguments_fail_with_one_line(make, field):
     with pytest.raises(ConfigError) as err:
         make()
@@ -84,15 +98,23 @@ def test_unknown_method_lists_valid_ones():
 
 
 def test_config_round_trip():
-    cfg = RunConfig(compress=(StructuredPrune(0.5), UnstructuredPrune(0.3, scope="layer"),
-                              StructuredPrune(0.4, method="taylor", steps=3, finetune_epochs=1, ignore=["conv1"]),
-                              FineTune(epochs=2, lr=0.01)))
+    cfg = RunConfig(
+        compress=(
+            StructuredPrune(0.5),
+            UnstructuredPrune(0.3, scope="layer"),
+            StructuredPrune(0.4, method="taylor", steps=3, finetune_epochs=1, ignore=["conv1"]),
+            FineTune(epochs=2, lr=0.01),
+        )
+    )
     back = RunConfig.from_json(cfg.to_json())
     assert back == cfg and back.config_hash() == cfg.config_hash()
-    assert RunConfig.from_json(RunConfig(compress=(StructuredPrune(0.5),)).to_json()) == RunConfig(compress=(StructuredPrune(0.5),))
+    assert RunConfig.from_json(RunConfig(compress=(StructuredPrune(0.5),)).to_json()) == RunConfig(
+        compress=(StructuredPrune(0.5),)
+    )
 
 
 # --- unstructured ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("scope, method", [("global", "l1"), ("layer", "l1"), ("global", "random")])
 def test_unstructured_reaches_the_requested_sparsity(scope, method):
@@ -123,6 +145,7 @@ def test_sparsity_report_counts_zeros():
 
 
 # --- structured --------------------------------------------------------------------------------
+
 
 def check_structured_shrinks(model, shape):
     x, log = torch.randn(2, shape[0], shape[1], shape[1]), []
@@ -162,7 +185,7 @@ def test_vit_head_dims_are_pruned_alike_in_q_k_v_and_keep_the_function():
             attn.qkv.bias[chunk * dim + dead] = 0
         attn.proj.weight[:, dead] = 0
     ref = model(x)
-    max_error = lambda m: float((m(x) - ref).abs().max().detach())  # noqa: E731
+    max_error = lambda m: float((m(x) - ref).abs().max().detach())
     df = sensitivity(model, max_error, amounts=(0.5,), structured=True, example_inputs=x, layers=["blocks.0.attn.qkv"])
     assert df.accuracy[0] < 1e-5  # the "accuracy" here is the largest output change
     assert df.params[0] < df.attrs["baseline_params"]  # k's weights for the dead dims are gone
@@ -262,6 +285,7 @@ def test_fine_tuning_inside_steps_shows_progress_and_takes_its_lr_factor(capsys)
 
 # --- sensitivity -------------------------------------------------------------------------------
 
+
 def test_sensitivity_unstructured_hurts_more_at_high_amounts(digits):
     model, accuracy, _ = digits
     baseline = accuracy(model)
@@ -287,7 +311,9 @@ def test_sensitivity_structured_and_plot(digits):
     assert df[df.amount == 0.9].accuracy_drop.mean() > df[df.amount == 0.2].accuracy_drop.mean()
     fig = plot_sensitivity(df)
     ax = fig.axes[0]
-    assert ax.get_xlabel() and ax.get_ylabel() == "test accuracy (%)" and max(ax.lines[0].get_ydata()) > 1  # in %, like every chart
+    assert (
+        ax.get_xlabel() and ax.get_ylabel() == "test accuracy (%)" and max(ax.lines[0].get_ydata()) > 1
+    )  # in %, like every chart
     assert len(ax.get_legend().get_texts()) == len(linears[:-1]) + 1  # one per layer + baseline
     with pytest.raises(ValueError, match="Unknown prunable layer"):
         sensitivity(model, accuracy, layers=["nope"])

@@ -1,10 +1,12 @@
 """Quantization: every method keeps shapes, StaticInt8 really shrinks a trained net, models save and load back."""
+
 import copy
 
 import pytest
 import torch
 from torch import nn
 
+from workbench import ConfigError, RunConfig, TrainConfig
 from workbench.compress.core import CompressContext
 from workbench.compress.quantization import (
     QAT,
@@ -21,7 +23,6 @@ from workbench.compress.quantization import (
     save_quantized,
     saved_size_bytes,
 )
-from workbench import ConfigError, RunConfig, TrainConfig
 from workbench.data import BatchLoader, load_dataset
 from workbench.measure import count_parameters, model_size_bytes
 from workbench.models import create_model
@@ -31,9 +32,15 @@ from workbench.train import evaluate, train
 def small_net() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 10),
     )
 
 
@@ -89,9 +96,18 @@ def test_static_int8_is_4x_smaller_and_as_accurate(digits, trained_cnn):
     assert 0.95 < count_parameters(q)["params"] / count_parameters(trained_cnn)["params"] <= 1.0
 
 
-@pytest.mark.parametrize("step", [DynamicInt8(), StaticInt8(calibration_batches=2), WeightOnlyInt8(),
-                                  WeightOnlyInt4(group_size=16), CastPrecision("fp16"), CastPrecision("bf16")],
-                         ids=lambda s: s.kind + getattr(s, "dtype", ""))
+@pytest.mark.parametrize(
+    "step",
+    [
+        DynamicInt8(),
+        StaticInt8(calibration_batches=2),
+        WeightOnlyInt8(),
+        WeightOnlyInt4(group_size=16),
+        CastPrecision("fp16"),
+        CastPrecision("bf16"),
+    ],
+    ids=lambda s: s.kind + getattr(s, "dtype", ""),
+)
 def test_save_and_load_give_equal_outputs(step, tmp_path):
     batches = _batches()
     x = batches[0][0]
@@ -137,8 +153,16 @@ def test_weight_only_shrinks_linear_weights():
 
 
 def test_steps_round_trip_through_json():
-    cfg = RunConfig(compress=(StaticInt8(calibration_batches=4), QAT(epochs=2, convert=False), WeightOnlyInt4(group_size=64),
-                              CastPrecision("fp16"), DynamicInt8(), WeightOnlyInt8()))
+    cfg = RunConfig(
+        compress=(
+            StaticInt8(calibration_batches=4),
+            QAT(epochs=2, convert=False),
+            WeightOnlyInt4(group_size=64),
+            CastPrecision("fp16"),
+            DynamicInt8(),
+            WeightOnlyInt8(),
+        )
+    )
     assert RunConfig.from_json(cfg.to_json()) == cfg
     assert cfg.flat()["compress"].startswith("static_int8(calibration_batches=4) -> qat(")
 

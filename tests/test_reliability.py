@@ -1,5 +1,6 @@
 """Faults: nothing lost, nothing shared by accident. Damaged stores open, interrupted and concurrent runs
 never collide, writes that fail leave nothing behind and say so in one line."""
+
 import json
 import os
 import pickle
@@ -22,12 +23,20 @@ QUICK = MeasureConfig(batch_sizes=(1,), warmup=0, iters=1)
 
 
 def _cfg(**changes):
-    return RunConfig(model=ModelConfig(name="mlp", width=0.25), train=TrainConfig(epochs=2), measure=QUICK).replace(**changes)
+    return RunConfig(model=ModelConfig(name="mlp", width=0.25), train=TrainConfig(epochs=2), measure=QUICK).replace(
+        **changes
+    )
 
 
 def _cli(*args, cwd=REPO, timeout=600):
-    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "workbench.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def _in_process(args, capsys) -> subprocess.CompletedProcess:
@@ -87,6 +96,7 @@ def test_a_damaged_row_is_skipped_with_one_warning_and_the_store_keeps_working(s
 
 # --- in-progress checkpoints: resumed only when safe --------------------------------------------
 
+
 def _in_progress(store, cfg):
     return store.root / "checkpoints" / f"in-progress-{cfg.training_hash()}.pt"
 
@@ -101,8 +111,20 @@ def test_an_unreadable_in_progress_checkpoint_is_set_aside_and_training_starts_f
     else:  # another model's training state under this config's name
         net = torch.nn.Linear(3, 2)
         opt = torch.optim.SGD(net.parameters(), lr=0.1)
-        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": {}, "scaler": {}, "epoch": 0,
-                    "step": 1, "history": [], "rng": torch.get_rng_state(), "cuda_rng": []}, path)
+        torch.save(
+            {
+                "model": net.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": {},
+                "scaler": {},
+                "epoch": 0,
+                "step": 1,
+                "history": [],
+                "rng": torch.get_rng_state(),
+                "cuda_rng": [],
+            },
+            path,
+        )
     with pytest.warns(UserWarning, match="not a training checkpoint of this run.*set it aside") as caught:
         r = run(cfg, store=store, progress=False)
     assert len([w for w in caught if "set it aside" in str(w.message)]) == 1
@@ -127,8 +149,24 @@ def test_no_resume_trains_from_the_first_epoch(store, tmp_path):
     model = build_model(cfg.model, ds.num_classes, (1, 8, 8), seed=0)
     train(model, train_loader(ds, cfg.data, cfg.train.batch_size), cfg.train, callbacks=[StopAfterOne(interrupted)])
     assert interrupted.exists()
-    fresh = _cli("run", "--model", "mlp", "--width", "0.25", "--epochs", "3", "--measure-batch-sizes", "1",
-                 "--measure-iters", "1", "--no-resume", "--no-progress", "--json", "--store", str(store.root))
+    fresh = _cli(
+        "run",
+        "--model",
+        "mlp",
+        "--width",
+        "0.25",
+        "--epochs",
+        "3",
+        "--measure-batch-sizes",
+        "1",
+        "--measure-iters",
+        "1",
+        "--no-resume",
+        "--no-progress",
+        "--json",
+        "--store",
+        str(store.root),
+    )
     assert fresh.returncode == 0, fresh.stderr
     assert json.loads(fresh.stdout)["metrics"]["resumed_epochs"] == 0
     resumed = run(cfg, store=ResultStore(tmp_path / "other"), progress=False)  # a store without it: fresh too
@@ -154,17 +192,43 @@ def test_a_second_live_run_of_the_same_training_trains_on_its_own(store):
 @pytest.mark.slow
 def test_two_processes_with_a_kill_between_store_every_finished_run_once(tmp_path):
     store = tmp_path / "runs"
-    args = ["run", "--model", "cnn", "--width", "0.25", "--epochs", "40", "--measure-batch-sizes", "1", "--measure-iters", "1",
-            "--no-progress", "--store", str(store)]
+    args = [
+        "run",
+        "--model",
+        "cnn",
+        "--width",
+        "0.25",
+        "--epochs",
+        "40",
+        "--measure-batch-sizes",
+        "1",
+        "--measure-iters",
+        "1",
+        "--no-progress",
+        "--store",
+        str(store),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.Popen([sys.executable, "-m", "workbench.cli", *args, "--name", "first"], cwd=REPO, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", *args, "--name", "first"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     checkpoints = store / "checkpoints"
     deadline = time.time() + 300
     while not list(checkpoints.glob("in-progress-*.pt")) and time.time() < deadline:
         time.sleep(0.2)  # the first process has finished an epoch
-    second = subprocess.Popen([sys.executable, "-m", "workbench.cli", *args, "--name", "second"], cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", *args, "--name", "second"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     while not list(checkpoints.glob("in-progress-*-*.pt")) and time.time() < deadline:
         time.sleep(0.2)  # the second, finding the first alive, has finished an epoch into its own checkpoint
     assert first.poll() is None, "the first run ended before the second started: raise --epochs"
@@ -186,6 +250,7 @@ def test_two_processes_with_a_kill_between_store_every_finished_run_once(tmp_pat
 
 
 # --- unwritable stores fail first, in one line ------------------------------------------------------
+
 
 def _mount_tmpfs(path: Path, options: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
@@ -223,19 +288,49 @@ def test_a_read_only_store_fails_before_training(tmp_path):
 
 # --- paths, batch sizes --------------------------------------------------------------------------
 
+
 def test_a_store_finds_its_checkpoints_from_any_working_directory_and_after_a_move(tmp_path):
     here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
     here.mkdir(), elsewhere.mkdir()
-    teacher = _cli("run", "--model", "mlp", "--width", "0.25", "--epochs", "1", "--measure-iters", "1", "--no-progress",
-                   "--json", "--store", "runs", cwd=here)
+    teacher = _cli(
+        "run",
+        "--model",
+        "mlp",
+        "--width",
+        "0.25",
+        "--epochs",
+        "1",
+        "--measure-iters",
+        "1",
+        "--no-progress",
+        "--json",
+        "--store",
+        "runs",
+        cwd=here,
+    )
     assert teacher.returncode == 0, teacher.stderr
     run_id = json.loads(teacher.stdout)["run_id"]
     stored = json.loads((here / "runs" / "results" / f"{run_id}.json").read_text())
     assert stored["checkpoint"] == f"checkpoints/{run_id}.pt"  # relative to the store
     moved = elsewhere / "moved-runs"
     (here / "runs").rename(moved)
-    student = _cli("run", "--model", "mlp", "--width", "0.125", "--epochs", "1", "--measure-iters", "1", "--no-progress",
-                   "--distill-teacher", run_id, "--store", str(moved), cwd=tmp_path)
+    student = _cli(
+        "run",
+        "--model",
+        "mlp",
+        "--width",
+        "0.125",
+        "--epochs",
+        "1",
+        "--measure-iters",
+        "1",
+        "--no-progress",
+        "--distill-teacher",
+        run_id,
+        "--store",
+        str(moved),
+        cwd=tmp_path,
+    )
     assert student.returncode == 0, student.stderr
 
 
@@ -254,6 +349,7 @@ def test_files_are_written_with_one_mode(store):
 
 # --- bad input: one line, before any work -------------------------------------------------------------
 
+
 def _files(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
 
@@ -271,7 +367,10 @@ BAD_RUNS = {
     "compress amount not a number": (["--compress", "prune_structured:amount=abc"], "StructuredPrune.amount"),
     "compress amount nan": (["--compress", "prune_structured:amount=nan"], "StructuredPrune.amount"),
     "compress unclosed list": (["--compress", "prune_structured:ignore=[conv1"], "unclosed"),
-    "recipe with a step's field": (["--compress", "recommended:steps=2"], "the recommended recipe takes amount=FRACTION only"),
+    "recipe with a step's field": (
+        ["--compress", "recommended:steps=2"],
+        "the recommended recipe takes amount=FRACTION only",
+    ),
     "recipe amount out of range": (["--compress", "recommended:amount=1.5"], "StructuredPrune.amount"),
     "config width wide": ({"model": {"width": "wide"}}, "model.width must be a finite number"),
     "config a list": ([1, 2], "A RunConfig is a JSON object"),
@@ -285,11 +384,17 @@ BAD_RUNS = {
     "augment crop abc": (["--augment", "crop=abc"], "augment.crop must be a number"),
     "teacher pickle": ("evil", "not a Workbench checkpoint"),
     "teacher junk": ("junk", "not a Workbench checkpoint"),
-    "teacher unknown run": (["--distill-teacher", "20990101-000000-nosuch"], "neither a checkpoint file nor a stored run"),
+    "teacher unknown run": (
+        ["--distill-teacher", "20990101-000000-nosuch"],
+        "neither a checkpoint file nor a stored run",
+    ),
     "measure device tpu": (["--measure-device", "tpu"], "Unknown device 'tpu'"),
     "measure device cuda": (["--measure-device", "cuda"], "CUDA was asked for"),
     "store in /proc": (["--store", "/proc/workbench-forbidden"], "cannot write to /proc/workbench-forbidden"),
-    "batch size over the data": (["--batch-size", "5000"], "train.batch_size=5000 is more than the 1,437 training examples"),
+    "batch size over the data": (
+        ["--batch-size", "5000"],
+        "train.batch_size=5000 is more than the 1,437 training examples",
+    ),
     "fraction too small for batchnorm": (["--fraction", "0.0001", "--batch-size", "1"], "too few for BatchNorm"),
     "from an unknown run": (["--from", "nope"], "No result 'nope'"),
     "an empty store": (["--store", ""], "store is empty"),
@@ -308,10 +413,7 @@ def test_bad_run_input_is_one_line_before_any_work(tmp_path, case, capsys):
         pytest.skip("this machine has CUDA")
     store = tmp_path / "runs"
     args = ["run", "--epochs", "50", "--model", "resnet20"]  # work that would take minutes if it started
-    if isinstance(spec, list) and case.startswith("config"):
-        (tmp_path / "c.json").write_text(json.dumps(spec))
-        args += ["--config", str(tmp_path / "c.json")]
-    elif isinstance(spec, dict):
+    if (isinstance(spec, list) and case.startswith("config")) or isinstance(spec, dict):
         (tmp_path / "c.json").write_text(json.dumps(spec))
         args += ["--config", str(tmp_path / "c.json")]
     elif spec == "not json at all":

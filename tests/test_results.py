@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from workbench import Result, ResultStore, RunConfig, compare
+from workbench import Result, RunConfig, compare
 from workbench._files import atomic_write_text
 
 
@@ -50,7 +50,9 @@ def test_nan_metrics_stay_strict_json(store):
 
 
 def test_compare_deltas_and_ratios():
-    t = compare([_result("base", 0.9, 100), _result("small", 0.85, 25)], baseline="base", metrics=["accuracy", "params"])
+    t = compare(
+        [_result("base", 0.9, 100), _result("small", 0.85, 25)], baseline="base", metrics=["accuracy", "params"]
+    )
     assert t.loc["small", "params_ratio"] == 0.25
     assert t.loc["small", "accuracy_delta"] == pytest.approx(-0.05)
     assert t.loc["base", "baseline"]
@@ -73,8 +75,13 @@ def test_compare_names_a_metric_it_cannot_compare_instead_of_dropping_it():
     with pytest.raises(ValueError, match="no column 'flops'.*Metrics they have: accuracy, params, latency_ms"):
         compare(rows, metrics=["accuracy", "flops"])
     table = compare(rows)  # by default: the schema's comparable metrics these rows have
-    assert [c for c in table.columns if not c.endswith(("_delta", "_ratio"))] == ["accuracy", "params", "latency_ms", "baseline",
-                                                                                    "same_architecture"]
+    assert [c for c in table.columns if not c.endswith(("_delta", "_ratio"))] == [
+        "accuracy",
+        "params",
+        "latency_ms",
+        "baseline",
+        "same_architecture",
+    ]
     assert table["same_architecture"].tolist() == [True, True]  # _result changes only the name and metrics
     assert table.attrs["lower_is_better"] == {"accuracy": False, "params": True, "latency_ms": True}
 
@@ -83,7 +90,10 @@ def test_the_schema_labels_every_metric_with_its_unit_and_direction():
     from workbench.results import COMPARE_METRICS, METRICS, metric
 
     assert set(COMPARE_METRICS) <= set(METRICS)
-    assert metric("latency_ms").axis_label == "latency per batch (ms, median)" and metric("throughput_ips").lower_is_better is False
+    assert (
+        metric("latency_ms").axis_label == "latency per batch (ms, median)"
+        and metric("throughput_ips").lower_is_better is False
+    )
     with pytest.raises(ValueError, match="Did you mean 'latency_ms'"):
         metric("latency")
 
@@ -101,15 +111,27 @@ def test_latency_comparison_trusts_a_ratio_only_as_far_as_the_timing_does():
     from workbench.results import SEPARATE_TIMING_SPREAD, latency_comparison
 
     def rec(ms, together="x", device="cpu", noisy=False):
-        return [{"mode": "eager", "batch_size": 1, "latency_ms": ms, "latency_ms_q25": 0.95 * ms, "latency_ms_q75": 1.05 * ms,
-                 "noisy": noisy, "device": device, "timed_with": together}]
+        return [
+            {
+                "mode": "eager",
+                "batch_size": 1,
+                "latency_ms": ms,
+                "latency_ms_q25": 0.95 * ms,
+                "latency_ms_q75": 1.05 * ms,
+                "noisy": noisy,
+                "device": device,
+                "timed_with": together,
+            }
+        ]
 
     base = Result(RunConfig(name="a"), benchmarks=rec(2.0))
     faster = latency_comparison(Result(RunConfig(name="b"), benchmarks=rec(1.6)), base)
     assert faster["timed_together"] and not faster["within_noise"] and faster["text"] == "0.80x the batch-1 latency"
     apart = latency_comparison(Result(RunConfig(name="c"), benchmarks=rec(1.6, together="y")), base)
     assert not apart["timed_together"] and apart["within_noise"] and "timed in separate runs" in apart["text"]
-    far = latency_comparison(Result(RunConfig(name="d"), benchmarks=rec(2.0 / (SEPARATE_TIMING_SPREAD + 0.5), together="y")), base)
+    far = latency_comparison(
+        Result(RunConfig(name="d"), benchmarks=rec(2.0 / (SEPARATE_TIMING_SPREAD + 0.5), together="y")), base
+    )
     assert not far["within_noise"]
     busy = latency_comparison(Result(RunConfig(name="e"), benchmarks=rec(1.0, noisy=True)), base)
     assert busy["within_noise"] and "machine was busy" in busy["text"]

@@ -7,6 +7,7 @@ trials and a worker checks it before it asks, so W workers finish at most W - 1 
 trial number once; every complete trial's run id in exactly one row of one store, the row pointing
 back at the trial; no row left over; the same best trials from Optuna and from either store.
 """
+
 import contextlib
 import json
 import os
@@ -59,9 +60,29 @@ def _create_study(tmp: Path, name: str, storage: str) -> None:
     """`workbench search run --timeout 0`: the study, its settings and the enqueued baseline, no trial run."""
     space = tmp / "space.json"
     space.write_text(json.dumps(SPACE))
-    _workbench("search", "run", *RUN_FLAGS, "--space", str(space), "--strategy", "random", "--trials", str(BUDGET),
-               "--study", name, "--storage", storage, "--objectives", OBJECTIVES, "--timeout", "0",
-               "--store", str(tmp / "creator"), "--no-progress", cwd=tmp)
+    _workbench(
+        "search",
+        "run",
+        *RUN_FLAGS,
+        "--space",
+        str(space),
+        "--strategy",
+        "random",
+        "--trials",
+        str(BUDGET),
+        "--study",
+        name,
+        "--storage",
+        storage,
+        "--objectives",
+        OBJECTIVES,
+        "--timeout",
+        "0",
+        "--store",
+        str(tmp / "creator"),
+        "--no-progress",
+        cwd=tmp,
+    )
 
 
 def _run_workers(tmp: Path, name: str, storage: str) -> dict[int, Path]:
@@ -70,9 +91,25 @@ def _run_workers(tmp: Path, name: str, storage: str) -> dict[int, Path]:
     procs = []
     for k in range(WORKERS):
         store = tmp / f"machine-{k}" / "runs"
-        p = subprocess.Popen([WORKBENCH, "search", "worker", "--study", name, "--storage", storage, "--store", str(store),
-                              "--no-progress"], cwd=tmp, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+        p = subprocess.Popen(
+            [
+                WORKBENCH,
+                "search",
+                "worker",
+                "--study",
+                name,
+                "--storage",
+                storage,
+                "--store",
+                str(store),
+                "--no-progress",
+            ],
+            cwd=tmp,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         stores[p.pid] = store
         procs.append(p)
     outputs = []
@@ -95,8 +132,10 @@ def _check_study(study, name: str, stores: dict[int, Path], storage: str, tmp: P
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state.name for t in trials)
     errors = {t.number: t.user_attrs.get("error") for t in trials if t.state != S.COMPLETE}
-    print(f"\n{name}: {len(trials)} trials for a budget of {BUDGET} ({dict(states)}); by worker: "
-          f"{dict(Counter(t.user_attrs.get('worker') for t in trials))}")
+    print(
+        f"\n{name}: {len(trials)} trials for a budget of {BUDGET} ({dict(states)}); by worker: "
+        f"{dict(Counter(t.user_attrs.get('worker') for t in trials))}"
+    )
 
     # Every trial finished and complete, numbered once each from 0; the budget overshot by at most W - 1.
     assert set(states) == {"COMPLETE"}, errors
@@ -128,8 +167,12 @@ def _check_study(study, name: str, stores: dict[int, Path], storage: str, tmp: P
 
     # The front: Optuna's best trials, and `workbench search show` from either store, name the same trials.
     best = sorted(t.number for t in study.best_trials)
-    fronts = [json.loads(_workbench("search", "show", name, "--storage", storage, "--store", str(store),
-                                    "--format", "json", cwd=tmp)) for store in stores.values()]
+    fronts = [
+        json.loads(
+            _workbench("search", "show", name, "--storage", storage, "--store", str(store), "--format", "json", cwd=tmp)
+        )
+        for store in stores.values()
+    ]
     for front in fronts:
         assert sorted(r["trial"] for r in front) == best
     # Every column alike, the noisy-latency note too: each trial carries the numbers its row's table shows.
@@ -141,8 +184,9 @@ def _check_study(study, name: str, stores: dict[int, Path], storage: str, tmp: P
 
 
 def _postgres_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]) if
-                   p.parts[-3].isdigit() else 0)
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0
+    )
     if found:
         return found[-1].parent
     pg_ctl = shutil.which("pg_ctl")
@@ -176,14 +220,39 @@ def _postgres_server():
 
     started = False
     try:
-        init = pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C",
-                  "--no-sync")
+        init = pg(
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
         if init.returncode != 0:
             pytest.skip(f"PostgreSQL's initdb failed: {(init.stderr or init.stdout).strip()[-500:]}")
-        options = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={root} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off")
-        start = pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start",
-                   timeout=90)
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={root} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off"
+        )
+        start = pg(
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+            timeout=90,
+        )
         started = start.returncode == 0
         if not started:
             tail = log.read_text()[-800:] if log.exists() else start.stderr
@@ -259,14 +328,35 @@ def test_optuna_dashboard_shows_a_study(tmp_path):
     store = tmp_path / "runs"
     space = tmp_path / "space.json"
     space.write_text(json.dumps(SPACE))
-    _workbench("search", "run", *RUN_FLAGS, "--space", str(space), "--strategy", "random", "--trials", "2",
-               "--study", name, "--objectives", OBJECTIVES, "--store", str(store), "--no-progress", cwd=tmp_path)
+    _workbench(
+        "search",
+        "run",
+        *RUN_FLAGS,
+        "--space",
+        str(space),
+        "--strategy",
+        "random",
+        "--trials",
+        "2",
+        "--study",
+        name,
+        "--objectives",
+        OBJECTIVES,
+        "--store",
+        str(store),
+        "--no-progress",
+        cwd=tmp_path,
+    )
     db = store / "studies.db"  # the default storage
     assert db.exists()
     port = _free_port()
     log = (tmp_path / "dashboard.log").open("w")
-    server = subprocess.Popen([str(dashboard), f"sqlite:///{db}", "--port", str(port), "--host", "127.0.0.1"],
-                              cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [str(dashboard), f"sqlite:///{db}", "--port", str(port), "--host", "127.0.0.1"],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

@@ -1,5 +1,6 @@
 """The HTTP serving check: a real bundle served on 127.0.0.1 answers as the in-process model does,
 refuses bad requests with a one-line 4xx and keeps serving, and load_test is bounded and honest."""
+
 import io
 import json
 import socket
@@ -33,8 +34,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def small_net() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(128, 10)).eval()
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(128, 10)
+    ).eval()
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +49,14 @@ def made(tmp_path_factory):
     export_onnx(model, x, folder / "model.onnx")
     program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(program, folder / "model.pt2")
-    card = {"input": {"shape": list(SHAPE), "mean": [0.3], "std": [0.2], "pixel_range": [0, 255]}, "classes": CLASSES,
-            "files": {fmt: {"file": name, "sha256": sha256_file(folder / name)}
-                      for fmt, name in (("onnx", "model.onnx"), ("torch-export", "model.pt2"))}}
+    card = {
+        "input": {"shape": list(SHAPE), "mean": [0.3], "std": [0.2], "pixel_range": [0, 255]},
+        "classes": CLASSES,
+        "files": {
+            fmt: {"file": name, "sha256": sha256_file(folder / name)}
+            for fmt, name in (("onnx", "model.onnx"), ("torch-export", "model.pt2"))
+        },
+    }
     (folder / "card.json").write_text(json.dumps(card))
     torch.set_num_threads(threads)
     return load_bundle(folder), model
@@ -114,12 +121,25 @@ def test_answers_match_the_in_process_model(made, url, fmt):
             check_answer(made, httpx.post(base + "/predict", json={"inputs": batch[0].tolist()}), batch[:1])
             floats = {"inputs": (batch[:2] / 2).tolist()}  # fractional pixels are fine
             check_answer(made, httpx.post(base + "/predict", json=floats), (batch[:2] / 2).astype(np.float32))
-            check_answer(made, httpx.post(base + "/predict", content=png(batch[1, 0]),
-                                          headers={"content-type": "image/png"}), batch[1:2])
-            check_answer(made, httpx.post(base + "/predict", content=npy(batch),
-                                          headers={"content-type": "application/x-npy"}), batch)
-            check_answer(made, httpx.post(base + "/predict", content=npy(batch[2].astype(np.float32)),
-                                          headers={"content-type": "application/x-npy"}), batch[2:3])
+            check_answer(
+                made,
+                httpx.post(base + "/predict", content=png(batch[1, 0]), headers={"content-type": "image/png"}),
+                batch[1:2],
+            )
+            check_answer(
+                made,
+                httpx.post(base + "/predict", content=npy(batch), headers={"content-type": "application/x-npy"}),
+                batch,
+            )
+            check_answer(
+                made,
+                httpx.post(
+                    base + "/predict",
+                    content=npy(batch[2].astype(np.float32)),
+                    headers={"content-type": "application/x-npy"},
+                ),
+                batch[2:3],
+            )
     finally:
         if fmt != "onnx":
             context.__exit__(None, None, None)
@@ -191,6 +211,7 @@ def test_a_failing_model_is_a_500_and_the_server_keeps_serving(made, monkeypatch
             if x.shape[0] > 1:
                 raise RuntimeError("kernel exploded\nsecond line")
             return model(x)
+
         return torch.no_grad()(run)
 
     monkeypatch.setattr(Bundle, "predictor", picky)
@@ -212,14 +233,18 @@ def test_load_test_stops_at_its_duration(url):
     start = time.perf_counter()
     result = load_test(url, concurrency=2, requests=10**6, duration_s=1.0)
     assert time.perf_counter() - start < 5 and result["stopped_by"] == "duration"
-    assert 0 < result["ok"] < 10**6 and result["errors"] == 0 and 0.5 <= result["duration_s"] < 3  # warm-up spends up to half the budget
+    assert (
+        0 < result["ok"] < 10**6 and result["errors"] == 0 and 0.5 <= result["duration_s"] < 3
+    )  # warm-up spends up to half the budget
 
 
 def test_load_test_counts_refused_requests_and_checks_its_arguments(url):
     with pytest.raises(ValueError, match="answered 422 to a warm-up request: inputs have shape"):
         load_test(url, payload=np.zeros((2, 8, 8)), requests=2)
     result = load_test(url, payload=b"nope", requests=4, warmup=0)
-    assert result["ok"] == 0 and result["errors"] == 4 and result["first_error"].startswith("400: body is not valid JSON")
+    assert (
+        result["ok"] == 0 and result["errors"] == 4 and result["first_error"].startswith("400: body is not valid JSON")
+    )
     for bad in ({"concurrency": 0}, {"requests": 0}, {"duration_s": 0}, {"batch_size": -1}):
         with pytest.raises(ValueError, match="must be"):
             load_test(url, **bad)
@@ -243,7 +268,6 @@ def test_serving_needs_its_dependencies_only_when_used(made, monkeypatch):
         serving(made[0]).__enter__()
     assert str(e.value) == "Serving a bundle needs uvicorn: pip install starlette uvicorn httpx"
     blocked = ["starlette", "uvicorn", "httpx"]
-    code = (f"import sys; sys.modules.update(dict.fromkeys({blocked!r}));"
-            "import workbench.deploy.serve; print('ok')")
+    code = f"import sys; sys.modules.update(dict.fromkeys({blocked!r}));import workbench.deploy.serve; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -3,6 +3,7 @@ person can read; the report is opened in a real browser (every image loads, the 
 
 Leaves a screenshot of the report in test-artifacts/tour-report.png.
 """
+
 import re
 from pathlib import Path
 
@@ -14,9 +15,20 @@ from workbench.tour import noise_note, report_table, variant_notes, write_report
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
-COLUMNS = ["run", "test accuracy (%)", "Δ accuracy (points)", "parameters", "model size on disk (KiB)", "FLOPs per image",
-           "latency at batch 1 (ms, median)", "latency × baseline", "latency spread (IQR, ms)",
-           "throughput at batch 64 (images/s)", "training time (s)", "same network as the baseline"]
+COLUMNS = [
+    "run",
+    "test accuracy (%)",
+    "Δ accuracy (points)",
+    "parameters",
+    "model size on disk (KiB)",
+    "FLOPs per image",
+    "latency at batch 1 (ms, median)",
+    "latency × baseline",
+    "latency spread (IQR, ms)",
+    "throughput at batch 64 (images/s)",
+    "training time (s)",
+    "same network as the baseline",
+]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +72,9 @@ def test_a_busy_machine_is_named_in_the_report(toured, tmp_path):
     df = ResultStore(out).frame()
     assert "busy" not in noise_note(df) or any(r.get("noisy") for recs in df["benchmarks"] for r in recs)
     for r in df["benchmarks"].iloc[1]:
-        r.update(noisy=True, latency_ms_q25=r["latency_ms"] / 3, latency_ms_q75=r["latency_ms"] * 3, relative_spread=8.0)
+        r.update(
+            noisy=True, latency_ms_q25=r["latency_ms"] / 3, latency_ms_q75=r["latency_ms"] * 3, relative_spread=8.0
+        )
     assert re.search(r"The machine was busy.*vary by up to 9\.0x.*rerun on a quiet machine", noise_note(df))
     assert "no reliable batch-1 latency comparison" in variant_notes(df)[1]
     html = write_report(df, tmp_path / "noisy").read_text()
@@ -84,9 +98,13 @@ def test_the_report_in_a_real_browser(toured):
             images = page.eval_on_selector_all("img", "els => els.map(e => [e.alt, e.complete && e.naturalWidth > 0])")
             assert [alt for alt, _ in images] == ["accuracy_vs_size.png", "latency.png", "training_curves.png"]
             assert all(ok for _, ok in images), images
-            headers = page.eval_on_selector_all("table thead tr", "rows => rows.map(r => [...r.cells].map(c => c.innerText))")
+            headers = page.eval_on_selector_all(
+                "table thead tr", "rows => rows.map(r => [...r.cells].map(c => c.innerText))"
+            )
             assert len(headers) == 1, headers  # one header row, no empty index row
-            shown = [re.sub(r"\s+", " ", c) for c in headers[0] if c != "timing"]  # "timing" appears when timings were noisy
+            shown = [
+                re.sub(r"\s+", " ", c) for c in headers[0] if c != "timing"
+            ]  # "timing" appears when timings were noisy
             assert shown == COLUMNS, shown
             assert page.locator("table tbody tr").count() >= 6
             page.screenshot(path=str(REPO / "test-artifacts" / "tour-report.png"), full_page=True)

@@ -63,8 +63,13 @@ def test_nan_loss_stops_with_history_kept():
 
 def test_early_stopping_callback_stops():
     _, tr, te = _digits_loaders()
-    out = train(_mlp(), tr, TrainConfig(epochs=30, lr=1e-5), eval_loader=te,
-                callbacks=[EarlyStopping(monitor="test_accuracy", patience=1, min_delta=0.05)])
+    out = train(
+        _mlp(),
+        tr,
+        TrainConfig(epochs=30, lr=1e-5),
+        eval_loader=te,
+        callbacks=[EarlyStopping(monitor="test_accuracy", patience=1, min_delta=0.05)],
+    )
     assert out.status.startswith("early-stopped") and len(out.history) < 30
 
 
@@ -72,9 +77,14 @@ def test_callback_hooks_are_called():
     calls = []
 
     class Spy(Callback):
-        def on_train_start(self, s): calls.append("start")
-        def on_epoch_end(self, s, r): calls.append("epoch")
-        def on_train_end(self, s): calls.append("end")
+        def on_train_start(self, s):
+            calls.append("start")
+
+        def on_epoch_end(self, s, r):
+            calls.append("epoch")
+
+        def on_train_end(self, s):
+            calls.append("end")
 
     _, tr, _ = _digits_loaders()
     train(_mlp(), tr, TrainConfig(epochs=2), callbacks=[Spy()])
@@ -107,7 +117,9 @@ def test_bf16_and_channels_last_train_on_cpu():
     _, tr, te = _digits_loaders()
     torch.manual_seed(0)
     model = create_model("cnn", 10, 1, 8)
-    out = train(model, tr, TrainConfig(epochs=2), eval_loader=te, hardware=HardwareConfig(precision="bf16", channels_last=True))
+    out = train(
+        model, tr, TrainConfig(epochs=2), eval_loader=te, hardware=HardwareConfig(precision="bf16", channels_last=True)
+    )
     assert out.status == "ok" and out.history[-1]["test_accuracy"] > 0.5
     assert all(math.isfinite(h["train_loss"]) for h in out.history)
 

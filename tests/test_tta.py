@@ -1,5 +1,6 @@
 """Test-time augmentation: the views are the image mirrored and shifted, the averaged answer replaces
 the plain one only where it is unsure, and a run records both without training again."""
+
 import pytest
 import torch
 from torch import nn
@@ -44,19 +45,25 @@ def test_averaged_logits_replace_only_the_unsure_answers():
     assert some["accuracy"] == pytest.approx((mixed.argmax(1) == y).float().mean().item())
 
 
-@pytest.mark.parametrize("field, value, says", [
-    ("tta", "mirror", "evaluation.tta must be one of none, flip, translate, flip_translate (got 'mirror')"),
-    ("tta_shift", 0, "evaluation.tta_shift must be > 0"),
-    ("tta_below", 0.0, "evaluation.tta_below must be in (0, 1] (got 0.0)"),
-])
+@pytest.mark.parametrize(
+    "field, value, says",
+    [
+        ("tta", "mirror", "evaluation.tta must be one of none, flip, translate, flip_translate (got 'mirror')"),
+        ("tta_shift", 0, "evaluation.tta_shift must be > 0"),
+        ("tta_below", 0.0, "evaluation.tta_below must be in (0, 1] (got 0.0)"),
+    ],
+)
 def test_a_bad_evaluation_setting_is_one_line(field, value, says):
     with pytest.raises(ConfigError, match=f"^{says}".replace("(", r"\(").replace(")", r"\)")):
         EvalConfig(**{field: value})
 
 
 def test_a_run_records_both_accuracies_and_reuses_the_training(tmp_path):
-    base = RunConfig(model=ModelConfig(name="cnn", width=0.5), train=TrainConfig(epochs=2),
-                     measure=MeasureConfig(batch_sizes=(8,), warmup=1, iters=2))
+    base = RunConfig(
+        model=ModelConfig(name="cnn", width=0.5),
+        train=TrainConfig(epochs=2),
+        measure=MeasureConfig(batch_sizes=(8,), warmup=1, iters=2),
+    )
     plain = run(base, store=tmp_path, progress=False)
     augmented = run(base.replace(**{"evaluation.tta": "translate"}), store=tmp_path, progress=False)
     assert augmented.reused_from == plain.run_id  # scoring is not training

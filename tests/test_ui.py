@@ -1,12 +1,22 @@
 """The panel without a browser: set control values, click buttons, assert on the store,
 the table, the charts and the messages."""
+
 import dataclasses
 
 import pytest
 import torch
 from matplotlib.figure import Figure
 
-from workbench import AugmentConfig, DataConfig, DistillConfig, HardwareConfig, MeasureConfig, ModelConfig, RunConfig, TrainConfig
+from workbench import (
+    AugmentConfig,
+    DataConfig,
+    DistillConfig,
+    HardwareConfig,
+    MeasureConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
 from workbench.compress import parse_step, step_types
 from workbench.results import ResultStore
 from workbench.ui import Workbench, config_code
@@ -213,8 +223,13 @@ SEARCH_BASE = TINY.replace(**{"hardware.threads": 1})
 def small_space():
     from workbench.search import Choice, Float, Space
 
-    return Space({"model.width": Float(0.25, 1.0, step=0.25), "train.lr": Float(0.01, 0.3, log=True),
-                  "compress.quantize": Choice(["none", "dynamic_int8"])})
+    return Space(
+        {
+            "model.width": Float(0.25, 1.0, step=0.25),
+            "train.lr": Float(0.01, 0.3, log=True),
+            "compress.quantize": Choice(["none", "dynamic_int8"]),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -285,7 +300,10 @@ def test_search_code_with_the_default_space_runs(store):
     exec(code, namespace)  # a budget of one: the baseline only
     result = namespace["result"]
     assert result.settings.space.to_dict() == default_space().to_dict()
-    assert result.settings.base == panel.config and (result.settings.strategy, result.settings.seed) == ("tpe", 3)  # auto, one objective
+    assert result.settings.base == panel.config and (result.settings.strategy, result.settings.seed) == (
+        "tpe",
+        3,
+    )  # auto, one objective
     assert len(result.trials) == 1 and result.trials["baseline"].all()
 
 

@@ -1,5 +1,6 @@
 """Patch whitening as a model init: the first conv's filters decorrelate the training images' patches,
 the pipeline sets them from the data before training, and a model it cannot set says so in one line."""
+
 import subprocess
 import sys
 
@@ -42,9 +43,13 @@ def test_a_conv_takes_as_many_filters_as_it_has_and_keeps_its_init_for_the_rest(
     narrow = nn.Sequential(nn.Conv2d(3, 6, 2))
     whiten_first_conv(narrow, x)
     torch.testing.assert_close(narrow[0].weight, whitening_filters(x, (2, 2))[:6])  # the three strongest, with signs
-    for model, says in ((nn.Sequential(nn.Flatten(), nn.Linear(192, 2)), "no convolution"),
-                        (nn.Sequential(nn.Conv2d(3, 6, 3, groups=3)), "a grouped one first")):
-        with pytest.raises(ValueError, match=f"model.init=whiten sets the first convolution, and Sequential has {says}"):
+    for model, says in (
+        (nn.Sequential(nn.Flatten(), nn.Linear(192, 2)), "no convolution"),
+        (nn.Sequential(nn.Conv2d(3, 6, 3, groups=3)), "a grouped one first"),
+    ):
+        with pytest.raises(
+            ValueError, match=f"model.init=whiten sets the first convolution, and Sequential has {says}"
+        ):
             whiten_first_conv(model, x)
 
 
@@ -60,8 +65,27 @@ def test_the_pipeline_whitens_from_the_training_images_it_will_train_on():
 
 
 def test_whitening_a_model_without_a_first_conv_is_one_cli_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "workbench.cli", "run", "--model", "mlp", "--init", "whiten", "--epochs", "1",
-                           "--store", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workbench.cli",
+            "run",
+            "--model",
+            "mlp",
+            "--init",
+            "whiten",
+            "--epochs",
+            "1",
+            "--store",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == ("workbench: error: model.init=whiten sets the first convolution, and MLP "
-                                                    "has no convolution: use model.init=default")
+    assert done.stderr.strip().splitlines()[-1] == (
+        "workbench: error: model.init=whiten sets the first convolution, and MLP "
+        "has no convolution: use model.init=default"
+    )

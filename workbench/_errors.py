@@ -10,13 +10,14 @@ Example:
     ...
     ImportError: This feature needs no_such_module: pip install no-such-module
 """
+
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import re
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Sequence
 
 
 class ConfigError(ValueError):

@@ -19,13 +19,15 @@ Example:
     >>> sorted(p.name for p in folder.iterdir())
     ['a.json', 't.pt']
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any
 
 try:
     import fcntl

@@ -8,6 +8,7 @@ readiness on an edge, and an edge consumed by another operation on the same sock
 again. Waiting in short slices, each a fresh ``poll`` that reads the socket's state anew, finds such
 a message within a second. This module is imported only by ``workbench.notebooks.run_notebook``.
 """
+
 from __future__ import annotations
 
 import time

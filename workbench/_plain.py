@@ -25,6 +25,7 @@ Example:
     ...
     workbench.ConfigError: Unknown field(s) nmae for Outer. Known: inner, name.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,7 +34,8 @@ import math
 import sys
 import types
 import typing
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from ._errors import ConfigError, require
 
@@ -100,8 +102,9 @@ def from_plain(cls: type, d: Mapping[str, Any]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(d) - set(fields)
     if unknown:
-        raise ConfigError(f"Unknown field(s) {', '.join(sorted(map(str, unknown)))} for {cls.__name__}. "
-                          f"Known: {', '.join(fields)}.")
+        raise ConfigError(
+            f"Unknown field(s) {', '.join(sorted(map(str, unknown)))} for {cls.__name__}. Known: {', '.join(fields)}."
+        )
     kwargs = {}
     for name, value in d.items():
         section = _section_type(fields[name])
@@ -185,8 +188,13 @@ def _describe(hint: Any) -> str:
         return " or ".join(_describe(a) for a in args)
     if origin is tuple:
         return f"a list of {_plural(args[0])}" if args else "a list"
-    return {bool: "true or false", int: "a whole number", float: "a finite number", str: "text",
-            type(None): "None"}.get(hint) or f"a {getattr(hint, '__name__', hint)}"
+    return {
+        bool: "true or false",
+        int: "a whole number",
+        float: "a finite number",
+        str: "text",
+        type(None): "None",
+    }.get(hint) or f"a {getattr(hint, '__name__', hint)}"
 
 
 def _plural(hint: Any) -> str:

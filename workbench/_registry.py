@@ -3,10 +3,12 @@
 Every registry raises the same kind of error for an unknown name: it lists the valid names and the
 closest match, so the message alone tells the user what to type.
 """
+
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

@@ -5,6 +5,7 @@ The colours are named once here; ``THEME_CSS`` styles a whole page of the packag
 the site's bar and index rows. A notebook page keeps nbconvert's JupyterLab styles for the notebook
 itself, so it gets ``SITE_CSS`` only, whose rules are scoped to the site's own classes.
 """
+
 from __future__ import annotations
 
 FONT = "sans-serif"

@@ -19,6 +19,7 @@ Example:
     ...
     workbench._untrusted.UnsafeFileError: ...model.pt2 is refused: its member data/sample_inputs/model.pt is not plain tensors (UnpicklingError), so loading it could run code: use a file you exported yourself
 """
+
 from __future__ import annotations
 
 import io
@@ -47,8 +48,10 @@ def check_export_archive(source: str | os.PathLike | IO[bytes], *, name: str | N
     path = Path(name or getattr(source, "name", None) or str(source))
     source = source if hasattr(source, "read") else Path(source)
     if not zipfile.is_zipfile(source):
-        raise UnsafeFileError(f"{path} is not a torch.export archive (not a zip: truncated, or another kind of file): "
-                              "export the run again")
+        raise UnsafeFileError(
+            f"{path} is not a torch.export archive (not a zip: truncated, or another kind of file): "
+            "export the run again"
+        )
     try:
         with zipfile.ZipFile(source) as archive:
             names = archive.namelist()
@@ -56,22 +59,31 @@ def check_export_archive(source: str | os.PathLike | IO[bytes], *, name: str | N
                 raise UnsafeFileError(f"{path} holds {len(names):,} members: it is no torch.export archive")
             root = _root(names)
             if root + "archive_format" not in names:
-                raise UnsafeFileError(f"{path} is a zip but not a torch.export archive (no archive_format; a plain "
-                                      "torch.save file?): export the run again")
+                raise UnsafeFileError(
+                    f"{path} is a zip but not a torch.export archive (no archive_format; a plain "
+                    "torch.save file?): export the run again"
+                )
             raw = _raw_payloads(archive, root, names, path)
             for name in names:
-                member = name[len(root):]
-                if name.endswith("/") or member in raw or member in _TEXT_MEMBERS or member.endswith(".json") \
-                        or member.startswith(_EXTRA_DIR):
+                member = name[len(root) :]
+                if (
+                    name.endswith("/")
+                    or member in raw
+                    or member in _TEXT_MEMBERS
+                    or member.endswith(".json")
+                    or member.startswith(_EXTRA_DIR)
+                ):
                     continue
                 _check_tensors_only(archive.read(name), path, member)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, KeyError) as e:
-        raise UnsafeFileError(f"{path} is not a readable torch.export archive ({type(e).__name__}: truncated?): "
-                              "export the run again") from None
+        raise UnsafeFileError(
+            f"{path} is not a readable torch.export archive ({type(e).__name__}: truncated?): export the run again"
+        ) from None
 
 
-def load_export_program(source: str | os.PathLike | IO[bytes], *, name: str | None = None
-                        ) -> torch.export.ExportedProgram:
+def load_export_program(
+    source: str | os.PathLike | IO[bytes], *, name: str | None = None
+) -> torch.export.ExportedProgram:
     """``torch.export.load`` after ``check_export_archive``: the program, or one line saying why not.
     A path is read once, so the bytes torch loads are the bytes that were checked."""
     path = name or str(source)
@@ -86,8 +98,9 @@ def load_export_program(source: str | os.PathLike | IO[bytes], *, name: str | No
         return torch.export.load(source)
     except Exception as e:  # noqa: BLE001  (a checked archive torch still cannot read: the same one-line answer)
         first = (str(e).strip().splitlines() or [""])[0][:160]
-        raise UnsafeFileError(f"{path} is not a loadable torch.export archive ({type(e).__name__}: {first}): "
-                              "export the run again") from None
+        raise UnsafeFileError(
+            f"{path} is not a loadable torch.export archive ({type(e).__name__}: {first}): export the run again"
+        ) from None
 
 
 def _root(names: list[str]) -> str:
@@ -101,7 +114,7 @@ def _raw_payloads(archive: zipfile.ZipFile, root: str, names: list[str], path: P
     refuses pickled Python objects, which torch unpickles with plain ``pickle``."""
     raw = set()
     for name in names:
-        member = name[len(root):]
+        member = name[len(root) :]
         folder = next((d for d in ("data/weights/", "data/constants/") if member.startswith(d)), None)
         if folder is None or not member.endswith("_config.json"):
             continue
@@ -115,8 +128,10 @@ def _raw_payloads(archive: zipfile.ZipFile, root: str, names: list[str], path: P
             if not isinstance(path_name, str):
                 raise UnsafeFileError(f"{path} has a malformed {member}: export the run again")
             if folder == "data/constants/" and not path_name.startswith("tensor_"):
-                raise UnsafeFileError(f"{path} is refused: it holds a pickled Python object ({path_name}), which "
-                                      "loading would run; Workbench never writes one: use a file you exported yourself")
+                raise UnsafeFileError(
+                    f"{path} is refused: it holds a pickled Python object ({path_name}), which "
+                    "loading would run; Workbench never writes one: use a file you exported yourself"
+                )
             if not pickled:
                 raw.add(folder + path_name)
     return raw
@@ -126,5 +141,7 @@ def _check_tensors_only(data: bytes, path: Path, member: str) -> None:
     try:
         torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001  (whatever stops the safe loader stops us too)
-        raise UnsafeFileError(f"{path} is refused: its member {member} is not plain tensors ({type(e).__name__}), "
-                              "so loading it could run code: use a file you exported yourself") from None
+        raise UnsafeFileError(
+            f"{path} is refused: its member {member} is not plain tensors ({type(e).__name__}), "
+            "so loading it could run code: use a file you exported yourself"
+        ) from None

@@ -19,6 +19,7 @@ Example:
     >>> again == cfg, type(model).__name__, fmt
     (True, 'MLP', 'state_dict')
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,14 @@ from .config import RunConfig
 from .models import create_model
 
 
-def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: RunConfig, model_args: dict[str, Any],
-                    *, example_inputs: torch.Tensor | None = None) -> tuple[Path, str]:
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    config: RunConfig,
+    model_args: dict[str, Any],
+    *,
+    example_inputs: torch.Tensor | None = None,
+) -> tuple[Path, str]:
     """Write ``model`` as it is, atomically; returns the path written and its format. A pt2e int8
     program goes to ``path`` with the suffix ``.pt2`` and needs ``example_inputs`` (one input batch)."""
     path = Path(path)
@@ -64,8 +71,12 @@ def checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
     try:
         metadata = saved_metadata(path)
     except Exception as e:  # noqa: BLE001  (anything unreadable gets the same one-line answer)
-        raise ValueError(f"{path} is not a Workbench checkpoint ({type(e).__name__}): give a file a run saved.") from None
+        raise ValueError(
+            f"{path} is not a Workbench checkpoint ({type(e).__name__}): give a file a run saved."
+        ) from None
     if not {"config", "model_args"} <= set(metadata):
-        raise ValueError(f"{path} has no model arguments (written by an older Workbench, or by save_quantized alone): "
-                         "rerun the config that made it to save a current checkpoint.")
+        raise ValueError(
+            f"{path} has no model arguments (written by an older Workbench, or by save_quantized alone): "
+            "rerun the config that made it to save a current checkpoint."
+        )
     return metadata

@@ -4,6 +4,7 @@
 from each field's comment, choices from the registries), so a new config field is a new flag with no
 change here. Only ``run`` builds those flags: ``workbench --help`` imports neither torch nor pandas.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,14 +16,17 @@ import re
 import sys
 import typing
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ._errors import ConfigError, one_line
 from ._files import writable_problem
 
-DESCRIPTION = ("Make deep-learning models faster, smaller and cheaper: train, compress, measure and compare runs; "
-               "every result is a row in a store (runs/ by default).")
+DESCRIPTION = (
+    "Make deep-learning models faster, smaller and cheaper: train, compress, measure and compare runs; "
+    "every result is a row in a store (runs/ by default)."
+)
 # Flags whose name is not simply the field's last path component (which would clash or read badly).
 _FLAG_NAMES = {
     "model.name": "model",
@@ -61,7 +65,9 @@ def main(argv: Sequence[str] | None = None, *, raise_errors: bool = False) -> in
         except (ValueError, OSError, KeyError, RuntimeError, ImportError) as e:  # ConfigError is a ValueError
             if raise_errors:
                 raise
-            message = str(e.args[0] if isinstance(e, KeyError) and e.args else e).strip().splitlines() or [type(e).__name__]
+            message = str(e.args[0] if isinstance(e, KeyError) and e.args else e).strip().splitlines() or [
+                type(e).__name__
+            ]
             print(f"workbench: error: {message[0]}", file=sys.stderr)
             return 2
 
@@ -71,9 +77,12 @@ def _parser(with_run_flags: bool) -> tuple[argparse.ArgumentParser, dict[str, ar
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     p: dict[str, argparse.ArgumentParser] = {}
 
-    p["run"] = sub.add_parser("run", help="train, compress, evaluate and measure one config; store the result",
-                              description="Train, compress, evaluate and measure one config and store its row. "
-                                          "Every RunConfig field is a flag; unset flags keep their defaults.")
+    p["run"] = sub.add_parser(
+        "run",
+        help="train, compress, evaluate and measure one config; store the result",
+        description="Train, compress, evaluate and measure one config and store its row. "
+        "Every RunConfig field is a flag; unset flags keep their defaults.",
+    )
     if with_run_flags:
         _add_config_flags(p["run"])
     p["run"].add_argument("--json", action="store_true", help="print the result as JSON")
@@ -81,14 +90,26 @@ def _parser(with_run_flags: bool) -> tuple[argparse.ArgumentParser, dict[str, ar
     p["run"].add_argument("--no-progress", action="store_true", help="no progress bar")
     p["run"].add_argument("--print-config", action="store_true", help="print the config as JSON and exit")
     p["run"].add_argument("--no-reuse", action="store_true", help="train even if the store holds the same training")
-    p["run"].add_argument("--no-resume", action="store_true",
-                          help="start training from the first epoch even if an interrupted run left a checkpoint")
+    p["run"].add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start training from the first epoch even if an interrupted run left a checkpoint",
+    )
     # Where the processes of a data-parallel run (--nproc N, --nnodes M) meet: the launch, not the experiment.
-    p["run"].add_argument("--node-rank", type=int, default=0, help="this machine's place among --nnodes machines (default: 0)")
-    p["run"].add_argument("--rdzv-endpoint", default="", metavar="HOST:PORT",
-                          help="node 0's address and a free port, where the machines of a --nnodes > 1 run meet")
-    p["run"].add_argument("--print-launch", action="store_true",
-                          help="print the torchrun command this machine would run for --nproc/--nnodes, and exit")
+    p["run"].add_argument(
+        "--node-rank", type=int, default=0, help="this machine's place among --nnodes machines (default: 0)"
+    )
+    p["run"].add_argument(
+        "--rdzv-endpoint",
+        default="",
+        metavar="HOST:PORT",
+        help="node 0's address and a free port, where the machines of a --nnodes > 1 run meet",
+    )
+    p["run"].add_argument(
+        "--print-launch",
+        action="store_true",
+        help="print the torchrun command this machine would run for --nproc/--nnodes, and exit",
+    )
 
     p["tour"] = sub.add_parser("tour", help="the main job: a baseline and contrasting variants on digits, and a report")
     p["tour"].add_argument("--out", default="runs", help="results folder (default: runs)")
@@ -114,22 +135,43 @@ def _parser(with_run_flags: bool) -> tuple[argparse.ArgumentParser, dict[str, ar
     nb_run = nb.add_parser("run", help="execute notebooks into OUT/<name>/; --html DIR makes a site of them")
     nb_run.add_argument("names", nargs="*", help="notebook names or prefixes (default: all)")
     nb_run.add_argument("--all", action="store_true", help="run every notebook (what no names means, said explicitly)")
-    nb_run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                        help="set a parameter of the notebook's parameters cell (values are read as JSON)")
+    nb_run.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
+        help="set a parameter of the notebook's parameters cell (values are read as JSON)",
+    )
     nb_run.add_argument("--out", default="runs/notebooks", help="where executed notebooks go (default: runs/notebooks)")
     nb_run.add_argument("--smoke", action="store_true", help="use each notebook's small smoke parameters")
-    nb_run.add_argument("--html", default=None, metavar="DIR",
-                        help="then write a static HTML site of the notebooks run: DIR/index.html and a page each")
+    nb_run.add_argument(
+        "--html",
+        default=None,
+        metavar="DIR",
+        help="then write a static HTML site of the notebooks run: DIR/index.html and a page each",
+    )
 
     p["results"] = sub.add_parser("results", help="show the stored results as a table")
     p["results"].add_argument("--store", default="runs", help="results folder (default: runs)")
-    p["results"].add_argument("--baseline", default=None,
-                              help="compare against this run id or name: deltas and ratios instead of the table")
-    p["results"].add_argument("--columns", default=None,
-                              help="comma-separated metrics to show, e.g. accuracy,params,latency_ms (default: "
-                                   "accuracy,params,size_bytes,latency_ms,throughput_ips,train_seconds)")
-    p["results"].add_argument("--sort", default=None, help="a metric (accuracy, params...) or a column header to sort by; a leading - sorts descending")
-    p["results"].add_argument("--format", default="table", choices=RESULT_FORMATS, help="output format (default: table)")
+    p["results"].add_argument(
+        "--baseline", default=None, help="compare against this run id or name: deltas and ratios instead of the table"
+    )
+    p["results"].add_argument(
+        "--columns",
+        default=None,
+        help="comma-separated metrics to show, e.g. accuracy,params,latency_ms (default: "
+        "accuracy,params,size_bytes,latency_ms,throughput_ips,train_seconds)",
+    )
+    p["results"].add_argument(
+        "--sort",
+        default=None,
+        help="a metric (accuracy, params...) or a column header to sort by; a leading - sorts descending",
+    )
+    p["results"].add_argument(
+        "--format", default="table", choices=RESULT_FORMATS, help="output format (default: table)"
+    )
     return parser, p
 
 
@@ -185,11 +227,19 @@ def _dispatch(args: argparse.Namespace, parsers: dict[str, argparse.ArgumentPars
 
 # --- deploy ---------------------------------------------------------------------------------------
 
+
 def _add_deploy_parsers(sub, p: dict[str, argparse.ArgumentParser]) -> None:
-    p["export"] = sub.add_parser("export", help="export a stored run as a bundle: model files, parity check, model card")
+    p["export"] = sub.add_parser(
+        "export", help="export a stored run as a bundle: model files, parity check, model card"
+    )
     p["export"].add_argument("run_id", metavar="RUN_ID", help="a stored run's id (workbench results lists them)")
-    p["export"].add_argument("--format", dest="fmt", default="both", choices=("onnx", "torch-export", "both"),
-                             help="model.onnx, model.pt2 or both (default: both)")
+    p["export"].add_argument(
+        "--format",
+        dest="fmt",
+        default="both",
+        choices=("onnx", "torch-export", "both"),
+        help="model.onnx, model.pt2 or both (default: both)",
+    )
     p["export"].add_argument("--out", required=True, help="the bundle folder to write")
     p["export"].add_argument("--store", default="runs", help="results folder (default: runs)")
     p["export"].add_argument("--data-root", default="data", help="where datasets are cached (default: data)")
@@ -201,20 +251,39 @@ def _add_deploy_parsers(sub, p: dict[str, argparse.ArgumentParser]) -> None:
     p["serve"] = sub.add_parser("serve", help="serve a bundle over HTTP on 127.0.0.1 (POST /predict)")
     p["serve"].add_argument("bundle", metavar="BUNDLE", help="a folder written by workbench export")
     p["serve"].add_argument("--port", type=int, default=8000, help="port, 0-65535; 0 takes a free one (default: 8000)")
-    p["serve"].add_argument("--host", default="127.0.0.1",
-                            help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 listens on all "
-                                 "interfaces, reachable from other machines, with no authentication)")
-    p["serve"].add_argument("--format", dest="fmt", default="auto", choices=("auto", "onnx", "torch-export"),
-                            help="which file of the bundle to serve (default: auto, ONNX where there is one)")
+    p["serve"].add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 listens on all "
+        "interfaces, reachable from other machines, with no authentication)",
+    )
+    p["serve"].add_argument(
+        "--format",
+        dest="fmt",
+        default="auto",
+        choices=("auto", "onnx", "torch-export"),
+        help="which file of the bundle to serve (default: auto, ONNX where there is one)",
+    )
     p["serve"].add_argument("--threads", type=int, default=1, help="inference threads, >= 1 (default: 1)")
-    p["serve"].add_argument("--max-batch", type=int, default=256, help="largest batch one request may send, >= 1 (default: 256)")
-    p["load-test"] = sub.add_parser("load-test", help="send concurrent requests to a served bundle; print latency percentiles")
+    p["serve"].add_argument(
+        "--max-batch", type=int, default=256, help="largest batch one request may send, >= 1 (default: 256)"
+    )
+    p["load-test"] = sub.add_parser(
+        "load-test", help="send concurrent requests to a served bundle; print latency percentiles"
+    )
     p["load-test"].add_argument("url", metavar="URL", help="the server, e.g. http://127.0.0.1:8000")
-    p["load-test"].add_argument("--concurrency", type=int, default=4,
-                                help="requests in flight at once, >= 1; never more than --requests (default: 4)")
-    p["load-test"].add_argument("--requests", type=int, default=200, help="requests to send at most, >= 1 (default: 200)")
-    p["load-test"].add_argument("--duration", type=float, default=30.0,
-                                help="seconds to run at most, warm-up included, > 0 (default: 30)")
+    p["load-test"].add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        help="requests in flight at once, >= 1; never more than --requests (default: 4)",
+    )
+    p["load-test"].add_argument(
+        "--requests", type=int, default=200, help="requests to send at most, >= 1 (default: 200)"
+    )
+    p["load-test"].add_argument(
+        "--duration", type=float, default=30.0, help="seconds to run at most, warm-up included, > 0 (default: 30)"
+    )
     p["load-test"].add_argument("--batch-size", type=int, default=1, help="images per request, >= 1 (default: 1)")
 
 
@@ -222,9 +291,18 @@ def _deploy(args: argparse.Namespace) -> int:
     from . import deploy
 
     if args.command == "export":
-        bundle = deploy.export(args.run_id, args.out, fmt=args.fmt, store=args.store, data_root=args.data_root,
-                               opset=args.opset, threads=args.threads, latency=not args.no_latency,
-                               check=not args.no_check, overwrite=args.force)
+        bundle = deploy.export(
+            args.run_id,
+            args.out,
+            fmt=args.fmt,
+            store=args.store,
+            data_root=args.data_root,
+            opset=args.opset,
+            threads=args.threads,
+            latency=not args.no_latency,
+            check=not args.no_check,
+            overwrite=args.force,
+        )
         print(deploy.card_text(bundle))
     elif args.command == "serve":
         if not 0 <= args.port <= 65535:
@@ -232,48 +310,88 @@ def _deploy(args: argparse.Namespace) -> int:
         for flag, value in (("--threads", args.threads), ("--max-batch", args.max_batch)):
             if value < 1:
                 raise ConfigError(f"{flag} must be >= 1 (got {value})")
-        deploy.serve(args.bundle, host=args.host, port=args.port, fmt=args.fmt, threads=args.threads,
-                     max_batch=args.max_batch)
+        deploy.serve(
+            args.bundle, host=args.host, port=args.port, fmt=args.fmt, threads=args.threads, max_batch=args.max_batch
+        )
     else:
-        for flag, value in (("--concurrency", args.concurrency), ("--requests", args.requests),
-                            ("--batch-size", args.batch_size)):
+        for flag, value in (
+            ("--concurrency", args.concurrency),
+            ("--requests", args.requests),
+            ("--batch-size", args.batch_size),
+        ):
             if value < 1:
                 raise ConfigError(f"{flag} must be >= 1 (got {value})")
         if not 0 < args.duration < float("inf"):  # also refuses nan
             raise ConfigError(f"--duration must be a number of seconds > 0 (got {args.duration:g})")
-        report = deploy.load_test(args.url, concurrency=args.concurrency, requests=args.requests,
-                                  duration_s=args.duration, batch_size=args.batch_size)
+        report = deploy.load_test(
+            args.url,
+            concurrency=args.concurrency,
+            requests=args.requests,
+            duration_s=args.duration,
+            batch_size=args.batch_size,
+        )
         print("\n".join(f"{k:>15}  {v}" for k, v in report.items()))
     return 0
 
 
 # --- search ---------------------------------------------------------------------------------------
 
+
 def _add_search_parsers(sub, p: dict[str, argparse.ArgumentParser], with_run_flags: bool) -> None:
-    p["search"] = sub.add_parser("search", help="search architecture, training and compression for the best trade-offs (Optuna)")
+    p["search"] = sub.add_parser(
+        "search", help="search architecture, training and compression for the best trade-offs (Optuna)"
+    )
     verbs = p["search"].add_subparsers(dest="search_command", parser_class=_Parser, metavar="run|worker|show")
-    start = verbs.add_parser("run", help="start (or continue) a study: every trial is a `workbench run`",
-                             description="Search a space around a base config (the run flags describe it) and print "
-                                         "the Pareto front. A study of the same name in the same storage continues.")
+    start = verbs.add_parser(
+        "run",
+        help="start (or continue) a study: every trial is a `workbench run`",
+        description="Search a space around a base config (the run flags describe it) and print "
+        "the Pareto front. A study of the same name in the same storage continues.",
+    )
     if with_run_flags:
         _add_config_flags(start)
-    start.add_argument("--space", default="default",
-                       help="default, a JSON file (at most 1 MiB) or inline JSON: {\"train.lr\": {\"float\": [0.01, 0.3], "
-                            "\"log\": true}, \"compress.prune\": {\"choice\": [\"none\", \"prune_structured\"]}, ...}")
-    start.add_argument("--strategy", default="auto",
-                       help="random, greedy, tpe, nsga2 (or genetic); auto: tpe for one objective, nsga2 for several (default: auto)")
-    start.add_argument("--objectives", default="accuracy,size_bytes,latency_ms",
-                       help="comma-separated result metrics (default: accuracy,size_bytes,latency_ms)")
-    start.add_argument("--constraint", action="append", default=[], metavar="METRIC=BOUND",
-                       help="repeatable: size_bytes=40000 (at most), accuracy=0.9 (at least)")
+    start.add_argument(
+        "--space",
+        default="default",
+        help='default, a JSON file (at most 1 MiB) or inline JSON: {"train.lr": {"float": [0.01, 0.3], '
+        '"log": true}, "compress.prune": {"choice": ["none", "prune_structured"]}, ...}',
+    )
+    start.add_argument(
+        "--strategy",
+        default="auto",
+        help="random, greedy, tpe, nsga2 (or genetic); auto: tpe for one objective, nsga2 for several (default: auto)",
+    )
+    start.add_argument(
+        "--objectives",
+        default="accuracy,size_bytes,latency_ms",
+        help="comma-separated result metrics (default: accuracy,size_bytes,latency_ms)",
+    )
+    start.add_argument(
+        "--constraint",
+        action="append",
+        default=[],
+        metavar="METRIC=BOUND",
+        help="repeatable: size_bytes=40000 (at most), accuracy=0.9 (at least)",
+    )
     start.add_argument("--trials", type=int, default=20, help="trials in the study, all workers together (default: 20)")
-    start.add_argument("--timeout", type=float, default=None,
-                       help="seconds for this process; 0 makes the study and runs no trial (default: none)")
-    start.add_argument("--sampler-seed", type=int, default=0, help="the sampler's seed; --seed is the training's (default: 0)")
-    start.add_argument("--no-prune", action="store_true", help="do not stop poor trials early (single accuracy objective)")
-    worker = verbs.add_parser("worker", help="join a study from another process or machine and run its trials",
-                              description="Join a study made by `workbench search run` (its settings are in the "
-                                          "study) and run trials until its budget is spent.")
+    start.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds for this process; 0 makes the study and runs no trial (default: none)",
+    )
+    start.add_argument(
+        "--sampler-seed", type=int, default=0, help="the sampler's seed; --seed is the training's (default: 0)"
+    )
+    start.add_argument(
+        "--no-prune", action="store_true", help="do not stop poor trials early (single accuracy objective)"
+    )
+    worker = verbs.add_parser(
+        "worker",
+        help="join a study from another process or machine and run its trials",
+        description="Join a study made by `workbench search run` (its settings are in the "
+        "study) and run trials until its budget is spent.",
+    )
     worker.add_argument("--timeout", type=float, default=None, help="seconds > 0 for this worker (default: none)")
     show = verbs.add_parser("show", help="the Pareto front of a study as a table")
     show.add_argument("study_name", metavar="NAME", help="the study's name")
@@ -281,10 +399,18 @@ def _add_search_parsers(sub, p: dict[str, argparse.ArgumentParser], with_run_fla
     show.add_argument("--format", default="table", choices=RESULT_FORMATS, help="output format (default: table)")
     for verb in (start, worker, show):
         if verb is not show:
-            verb.add_argument("--study", dest="study_name", required=verb is worker, default=None,
-                              help="the study's name" + ("" if verb is worker else " (default: STRATEGY-DATASET-TIME)"))
-        verb.add_argument("--storage", default=None,
-                          help="sqlite:///FILE, postgresql://USER@HOST/DB or journal:FILE (default: STORE/studies.db)")
+            verb.add_argument(
+                "--study",
+                dest="study_name",
+                required=verb is worker,
+                default=None,
+                help="the study's name" + ("" if verb is worker else " (default: STRATEGY-DATASET-TIME)"),
+            )
+        verb.add_argument(
+            "--storage",
+            default=None,
+            help="sqlite:///FILE, postgresql://USER@HOST/DB or journal:FILE (default: STORE/studies.db)",
+        )
         verb.add_argument("--store", default="runs", help="results folder (default: runs)")
         verb.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -302,13 +428,25 @@ def _search(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         twice = next((m for i, (m, _) in enumerate(bounds) if m in dict(bounds[:i])), None)
         if twice is not None:
             raise ConfigError(f"--constraint names {twice} twice: give each metric one bound")
-        result = s.search(space, base=config_from_args(args), strategy=args.strategy,
-                          objectives=[m.strip() for m in args.objectives.split(",") if m.strip()],
-                          constraints=dict(bounds), n_trials=args.trials, timeout=args.timeout,
-                          storage=args.storage, study_name=args.study_name, seed=args.sampler_seed, prune=not args.no_prune,
-                          store=args.store, progress=not args.no_progress)
+        result = s.search(
+            space,
+            base=config_from_args(args),
+            strategy=args.strategy,
+            objectives=[m.strip() for m in args.objectives.split(",") if m.strip()],
+            constraints=dict(bounds),
+            n_trials=args.trials,
+            timeout=args.timeout,
+            storage=args.storage,
+            study_name=args.study_name,
+            seed=args.sampler_seed,
+            prune=not args.no_prune,
+            store=args.store,
+            progress=not args.no_progress,
+        )
     elif args.search_command == "worker":
-        result = s.worker(args.study_name, args.storage, store=args.store, timeout=args.timeout, progress=not args.no_progress)
+        result = s.worker(
+            args.study_name, args.storage, store=args.store, timeout=args.timeout, progress=not args.no_progress
+        )
     else:
         result = s.show(args.study_name, args.storage, store=args.store)
     print(_search_table(result, every=getattr(args, "all", False), fmt=getattr(args, "format", "table")))
@@ -322,11 +460,15 @@ def _search_table(result, every: bool, fmt: str) -> str:
     study = result.study.study_name
     if not len(rows):
         return f"study {study}: no finished trial on the front yet ({result.note or 'nothing run'})"
-    params = {c: c[len("param."):] for c in rows.columns if c.startswith("param.")}
-    table = readable(rows, metrics=result.settings.objectives, fields={"trial": "trial", "trial_state": "state", **params})
+    params = {c: c[len("param.") :] for c in rows.columns if c.startswith("param.")}
+    table = readable(
+        rows, metrics=result.settings.objectives, fields={"trial": "trial", "trial_state": "state", **params}
+    )
     table = table.drop(columns=["run"])
-    head = (f"study {study} ({result.settings.strategy}): {len(result.trials)} trials, {len(result.front)} on the front"
-            f"{'; ' + result.note if result.note else ''}")
+    head = (
+        f"study {study} ({result.settings.strategy}): {len(result.trials)} trials, {len(result.front)} on the front"
+        f"{'; ' + result.note if result.note else ''}"
+    )
     return _format_table(table, fmt) if fmt in ("csv", "json") else f"{head}\n{_format_table(table, fmt)}"
 
 
@@ -360,7 +502,7 @@ def _json_file(path: str | Path, flag: str, limit: int = 1 << 20) -> Any:
 
     text = str(path)
     # A space is an object; a list or text that names no file was meant as JSON too (and is refused as a space).
-    inline = text.lstrip().startswith("{") or (text.lstrip()[:1] in ('[', '"') and not os.path.lexists(text))
+    inline = text.lstrip().startswith("{") or (text.lstrip()[:1] in ("[", '"') and not os.path.lexists(text))
     where = f"{flag} (inline JSON)" if inline else f"{flag} {text}"
     if inline:
         source: str | bytes = text
@@ -374,7 +516,9 @@ def _json_file(path: str | Path, flag: str, limit: int = 1 << 20) -> Any:
         except OSError as e:
             raise ConfigError(f"{where}: cannot read it ({one_line(e)})") from None
     if len(source) > limit:
-        raise ConfigError(f"{where} is over {limit / 2**20:g} MiB: a JSON {flag} is a few hundred bytes; give a smaller one")
+        raise ConfigError(
+            f"{where} is over {limit / 2**20:g} MiB: a JSON {flag} is a few hundred bytes; give a smaller one"
+        )
     try:
         return json.loads(source)
     except json.JSONDecodeError as e:
@@ -387,6 +531,7 @@ def _json_file(path: str | Path, flag: str, limit: int = 1 << 20) -> Any:
 
 # --- run ------------------------------------------------------------------------------------------
 
+
 def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.print_config:
@@ -397,24 +542,41 @@ def _run(args: argparse.Namespace) -> int:
 
     placement = None
     if cfg.parallel.world_size > 1 and not in_torchrun():
-        placement = Placement(nproc_per_node=cfg.parallel.nproc, nnodes=cfg.parallel.nnodes, node_rank=args.node_rank,
-                              rdzv_endpoint=args.rdzv_endpoint)
+        placement = Placement(
+            nproc_per_node=cfg.parallel.nproc,
+            nnodes=cfg.parallel.nnodes,
+            node_rank=args.node_rank,
+            rdzv_endpoint=args.rdzv_endpoint,
+        )
     if args.print_launch:
         if placement is None:
             raise ConfigError("--print-launch prints a torchrun launch: give --nproc N (and --nnodes M) above 1")
-        print(" ".join(torchrun_command(["-m", "workbench.distributed", *_run_flags(args.argv)], placement, python="python")))
+        print(
+            " ".join(
+                torchrun_command(["-m", "workbench.distributed", *_run_flags(args.argv)], placement, python="python")
+            )
+        )
         return 0
     check = preflight(cfg, store=args.store)
     for note in check.notes if os.environ.get("RANK", "0") == "0" else ():  # one rank of a launch says it once
         print(f"workbench: note: {note}", file=sys.stderr)
     if check.problems:
         raise ConfigError(check.problems[0])
-    result = run(cfg, store=args.store, progress=not args.no_progress and not args.json, reuse=not args.no_reuse,
-                 resume=not args.no_resume, placement=placement)
+    result = run(
+        cfg,
+        store=args.store,
+        progress=not args.no_progress and not args.json,
+        reuse=not args.no_reuse,
+        resume=not args.no_resume,
+        placement=placement,
+    )
     if result is None:  # a rank other than 0, or a machine other than node 0: rank 0 prints and stores the row
         return 0
-    print(json.dumps({**result.to_dict(), "row": {k: v for k, v in result.row().items() if k != "created"}},
-                     default=str) if args.json else result_text(result))
+    print(
+        json.dumps({**result.to_dict(), "row": {k: v for k, v in result.row().items() if k != "created"}}, default=str)
+        if args.json
+        else result_text(result)
+    )
     return 0 if result.status == "ok" else 1
 
 
@@ -446,8 +608,10 @@ def result_text(result) -> str:
             continue
         metric = METRICS[key]
         after = format_number(m[key] * metric.scale)
-        if key in before and before[key]:
-            change = f"{100 * (m[key] - before[key]):+.1f} points" if key == "accuracy" else f"{m[key] / before[key]:.2f}x"
+        if before.get(key):
+            change = (
+                f"{100 * (m[key] - before[key]):+.1f} points" if key == "accuracy" else f"{m[key] / before[key]:.2f}x"
+            )
             after = f"{format_number(before[key] * metric.scale)} -> {after} ({change})"
         lines.append((metric.axis_label, after))
     lines.append(("weights stored as", m.get("weight_dtype", "?")))
@@ -457,14 +621,23 @@ def result_text(result) -> str:
             lines.append((f"latency, {where}", f"not measured: {r.get('skipped', 'skipped')}"))
             continue
         spread = r.get("relative_spread")
-        text = f"{format_number(r['latency_ms'])} ms (spread {spread:.0%})" if spread is not None else f"{format_number(r['latency_ms'])} ms"
+        text = (
+            f"{format_number(r['latency_ms'])} ms (spread {spread:.0%})"
+            if spread is not None
+            else f"{format_number(r['latency_ms'])} ms"
+        )
         if r.get("noisy"):
             text += " NOISY: the machine was busy; rerun on a quiet machine"
         lines.append((f"latency, {where}", text))
     if m.get("throughput_ips"):
         lines.append((METRICS["throughput_ips"].axis_label, format_number(m["throughput_ips"])))
-    lines.append(("measured on", f"{m.get('measure_device_name')}, {m.get('threads', '?')} thread(s), "
-                                 f"load average {m.get('load_average') if m.get('load_average') is None else round(m['load_average'], 1)}"))
+    lines.append(
+        (
+            "measured on",
+            f"{m.get('measure_device_name')}, {m.get('threads', '?')} thread(s), "
+            f"load average {m.get('load_average') if m.get('load_average') is None else round(m['load_average'], 1)}",
+        )
+    )
     trained = f"{m.get('train_device')}, {format_number(m.get('train_seconds') or 0)} s"
     lines.append(("trained on", trained + (f" (reused run {result.reused_from})" if result.reused_from else "")))
     width = max(len(k) for k, _ in lines)
@@ -488,14 +661,23 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         if names and not all(n in text for n in names):  # unless the comment lists them already
             text += f"; one of: {', '.join(names)}"
         default_text = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        kw: dict[str, Any] = {"dest": path, "default": argparse.SUPPRESS,
-                              "help": f"{text} (default: {default_text})".replace("%", "%%")}
+        kw: dict[str, Any] = {
+            "dest": path,
+            "default": argparse.SUPPRESS,
+            "help": f"{text} (default: {default_text})".replace("%", "%%"),
+        }
         if hint is bool:
             parser.add_argument(_flag(path), action=argparse.BooleanOptionalAction, **kw)
         elif hint == bool | str:  # on, off or a named choice: --compile, --no-compile, --compile auto
             parser.add_argument(_flag(path), nargs="?", const=True, type=_on_or_name, metavar="auto", **kw)
-            parser.add_argument("--no-" + _flag(path)[2:], action="store_const", const=False, dest=path,
-                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            parser.add_argument(
+                "--no-" + _flag(path)[2:],
+                action="store_const",
+                const=False,
+                dest=path,
+                default=argparse.SUPPRESS,
+                help=argparse.SUPPRESS,
+            )
         elif typing.get_origin(hint) is tuple:
             item = typing.get_args(hint)[0]
             parser.add_argument(_flag(path), type=_comma_list(item), metavar="A,B", **kw)
@@ -503,23 +685,36 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             options = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
             kind = options[0] if len(options) == 1 else _number_or_name
             parser.add_argument(_flag(path), type=kind, metavar=_metavar(kind), **kw)
-    parser.add_argument("--augment", help="shorthand for the data.augment fields: none, or e.g. flip,crop=4,cutout=8 "
-                                          "(flip or flip=alternate, crop, translate, cutout, rotate, brightness, contrast; "
-                                          "a name alone takes a typical value)")
     parser.add_argument(
-        "--compress", action="append", default=[], metavar="KIND[:k=v,...]",
+        "--augment",
+        help="shorthand for the data.augment fields: none, or e.g. flip,crop=4,cutout=8 "
+        "(flip or flip=alternate, crop, translate, cutout, rotate, brightness, contrast; "
+        "a name alone takes a typical value)",
+    )
+    parser.add_argument(
+        "--compress",
+        action="append",
+        default=[],
+        metavar="KIND[:k=v,...]",
         help="a compression step, repeatable, applied in order after training, e.g. --compress static_int8 or "
-             "--compress prune_structured:amount=0.5 --compress finetune:epochs=5; or a measured recipe: "
-             "--compress recommended[:amount=0.5] (Taylor pruning in 3 steps with fine-tuning, then 5 fine-tune "
-             "epochs: within a point of accuracy on digits); kinds: " + ", ".join(step_types()),
+        "--compress prune_structured:amount=0.5 --compress finetune:epochs=5; or a measured recipe: "
+        "--compress recommended[:amount=0.5] (Taylor pruning in 3 steps with fine-tuning, then 5 fine-tune "
+        "epochs: within a point of accuracy on digits); kinds: " + ", ".join(step_types()),
     )
     parser.add_argument("--config", type=Path, help="start from a saved RunConfig JSON file; flags override it")
-    parser.add_argument("--preset", metavar="NAME",
-                        help="start from a named recipe, for the --device given; flags override it: speedrun (CIFAR-10 "
-                             "against the fastest public scripts; on a CPU add e.g. --width 0.25 --epochs 4)")
-    parser.add_argument("--from", dest="from_run", metavar="RUN_ID",
-                        help="start from a stored run: its config, flags override it; its training is reused "
-                             "when the training flags are left alone (e.g. --from RUN_ID --compress static_int8)")
+    parser.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="start from a named recipe, for the --device given; flags override it: speedrun (CIFAR-10 "
+        "against the fastest public scripts; on a CPU add e.g. --width 0.25 --epochs 4)",
+    )
+    parser.add_argument(
+        "--from",
+        dest="from_run",
+        metavar="RUN_ID",
+        help="start from a stored run: its config, flags override it; its training is reused "
+        "when the training flags are left alone (e.g. --from RUN_ID --compress static_int8)",
+    )
 
 
 def _choices() -> dict[str, Callable[[], list[str]]]:
@@ -527,7 +722,8 @@ def _choices() -> dict[str, Callable[[], list[str]]]:
     from .measure import MEASURE_MODES
     from .models import list_models
     from .train import COMPILE_MODES, OPTIMIZER_IMPLS, PRECISIONS, TTA_VIEWS, list_optimizers, list_schedules
-    from .train.parallel import BACKENDS, STRATEGIES as PARALLEL_STRATEGIES
+    from .train.parallel import BACKENDS
+    from .train.parallel import STRATEGIES as PARALLEL_STRATEGIES
 
     return {
         "data.dataset": lambda: [*list_datasets(), "folder:PATH"],
@@ -618,7 +814,15 @@ def _augment(spec: str) -> dict[str, Any]:
     out = to_plain(AugmentConfig())
     if spec == "none":
         return out
-    defaults = {"flip": True, "crop": 4, "translate": 2, "cutout": 8, "rotate": 10.0, "brightness": 0.2, "contrast": 0.2}
+    defaults = {
+        "flip": True,
+        "crop": 4,
+        "translate": 2,
+        "cutout": 8,
+        "rotate": 10.0,
+        "brightness": 0.2,
+        "contrast": 0.2,
+    }
     for item in filter(None, spec.split(",")):
         key, eq, raw = item.partition("=")
         if key not in defaults:
@@ -666,8 +870,10 @@ def _config_file(path: Path):
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"--config {path} is not a RunConfig JSON file ({e.msg} at line {e.lineno}): "
-                          "write one with `workbench run ... --print-config > FILE` or the panel's Save") from None
+        raise ConfigError(
+            f"--config {path} is not a RunConfig JSON file ({e.msg} at line {e.lineno}): "
+            "write one with `workbench run ... --print-config > FILE` or the panel's Save"
+        ) from None
     try:
         return RunConfig.from_dict(data)
     except ConfigError as e:
@@ -675,6 +881,7 @@ def _config_file(path: Path):
 
 
 # --- datasets, results ------------------------------------------------------------------------------
+
 
 def _datasets(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.ds_command is None:
@@ -696,7 +903,6 @@ def _datasets(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _results(args: argparse.Namespace) -> int:
-    import pandas as pd
 
     from .results import COMPARE_METRICS, METRICS, TABLE_METRICS, ResultStore, compare, readable
 

@@ -19,6 +19,7 @@ Example:
     ...
     workbench.ConfigError: train.lr must be > 0 (got -1.0)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,16 +52,18 @@ class RunConfig(Checked):
     compress: tuple[CompressStep, ...] = ()  # applied in order after training
     name: str = ""  # a label for charts and tables; not part of the hash
 
-
     def to_dict(self) -> dict[str, Any]:
         d = to_plain(self)
         d["compress"] = [s.to_dict() for s in self.compress]
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
-        require(isinstance(d, dict), "A RunConfig is a JSON object with the sections data, model, train, hardware, "
-                                     f"parallel, measure, evaluation, distill, compress and a name (got {type(d).__name__})")
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        require(
+            isinstance(d, dict),
+            "A RunConfig is a JSON object with the sections data, model, train, hardware, "
+            f"parallel, measure, evaluation, distill, compress and a name (got {type(d).__name__})",
+        )
         d = dict(d)
         steps = d.pop("compress", ())
         require(isinstance(steps, (list, tuple)), f"compress must be a list of steps (got {steps!r})")
@@ -71,7 +74,7 @@ class RunConfig(Checked):
         return json.dumps(self.to_dict(), sort_keys=True, **kw)
 
     @classmethod
-    def from_json(cls, text: str) -> "RunConfig":
+    def from_json(cls, text: str) -> RunConfig:
         return cls.from_dict(json.loads(text))
 
     def config_hash(self) -> str:
@@ -107,7 +110,7 @@ class RunConfig(Checked):
                 out[key] = value
         return out
 
-    def replace(self, **changes: Any) -> "RunConfig":
+    def replace(self, **changes: Any) -> RunConfig:
         """Replace fields by dotted path: ``cfg.replace(**{"train.lr": 0.1, "model.name": "mlp"})``."""
         d = self.to_dict()
         for path, value in changes.items():
@@ -119,7 +122,9 @@ class RunConfig(Checked):
                 node = node[p]
             if leaf not in node:
                 raise ConfigError(f"Unknown config field '{path}'. Fields: {', '.join(sorted(field_paths()))}.")
-            node[leaf] = [s.to_dict() if isinstance(s, CompressStep) else s for s in value] if leaf == "compress" else value
+            node[leaf] = (
+                [s.to_dict() if isinstance(s, CompressStep) else s for s in value] if leaf == "compress" else value
+            )
         return RunConfig.from_dict(d)
 
 

@@ -11,6 +11,7 @@ Example:
     >>> "python" in format_report(checks)
     True
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -28,7 +29,11 @@ OPTIONAL = {  # import name -> (distribution, pip spec, what it is for)
     "torch_pruning": ("torch-pruning", "torch-pruning==1.6.1", "structured pruning"),
     "onnxruntime": ("onnxruntime", "onnxruntime onnx onnxscript", "ONNX export, ONNX Runtime timing and int8, bundles"),
     "uvicorn": ("uvicorn", "starlette uvicorn httpx", "serving a bundle over HTTP and load-testing it"),
-    "optuna": ("optuna", "'optuna>=5,<6' 'psycopg[binary]' optuna-dashboard", "model search, its studies in PostgreSQL, the dashboard"),
+    "optuna": (
+        "optuna",
+        "'optuna>=5,<6' 'psycopg[binary]' optuna-dashboard",
+        "model search, its studies in PostgreSQL, the dashboard",
+    ),
 }
 
 
@@ -89,7 +94,9 @@ def format_report(checks: list[Check]) -> str:
     if problems == 0:
         lines.append("All required checks pass.")
     else:
-        lines.append(f"{problems} problem{'s' if problems > 1 else ''}: run the fix line under {'each' if problems > 1 else 'it'}.")
+        lines.append(
+            f"{problems} problem{'s' if problems > 1 else ''}: run the fix line under {'each' if problems > 1 else 'it'}."
+        )
     return "\n".join(lines)
 
 
@@ -107,7 +114,8 @@ def widgets_pairing(ipywidgets_version: str, jupyterlab_widgets_version: str) ->
         return Check("widgets pairing", True, f"{pair}: unknown ipywidgets major version, not checked")
     if jlw != want:
         return Check(
-            "widgets pairing", False,
+            "widgets pairing",
+            False,
             f"{pair}: ipywidgets {ipw} needs jupyterlab_widgets {want} ('Error displaying widget: model not found')",
             f"{_pip()} 'jupyterlab_widgets=={want}.*'",
         )
@@ -117,7 +125,12 @@ def widgets_pairing(ipywidgets_version: str, jupyterlab_widgets_version: str) ->
 def _python() -> Check:
     version = ".".join(map(str, sys.version_info[:3]))
     if sys.version_info < (3, 10):
-        return Check("python", False, f"{version} is too old (3.10 or newer needed)", "Install Python 3.10+ and recreate the virtual environment with it.")
+        return Check(
+            "python",
+            False,
+            f"{version} is too old (3.10 or newer needed)",
+            "Install Python 3.10+ and recreate the virtual environment with it.",
+        )
     return Check("python", True, f"{version} at {sys.executable}")
 
 
@@ -125,14 +138,23 @@ def _torch() -> list[Check]:
     try:
         import torch
     except ImportError as e:
-        return [Check("torch", False, f"cannot import torch ({e})", f"{_pip()} torch  (CPU or CUDA build: https://pytorch.org/get-started/locally/)")]
+        return [
+            Check(
+                "torch",
+                False,
+                f"cannot import torch ({e})",
+                f"{_pip()} torch  (CPU or CUDA build: https://pytorch.org/get-started/locally/)",
+            )
+        ]
     build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU build"
     checks = [Check("torch", True, f"{torch.__version__} ({build}, {torch.get_num_threads()} CPU threads)")]
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         checks.append(Check("cuda", True, f"{torch.cuda.device_count()} GPU(s): {names}"))
     elif torch.version.cuda:
-        checks.append(Check("cuda", True, "CUDA build but no GPU visible (driver, CUDA_VISIBLE_DEVICES?); CPU-only is fine"))
+        checks.append(
+            Check("cuda", True, "CUDA build but no GPU visible (driver, CUDA_VISIBLE_DEVICES?); CPU-only is fine")
+        )
     else:
         checks.append(Check("cuda", True, "not available: CPU-only is fine, every notebook runs on CPU"))
     mps = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
@@ -145,11 +167,19 @@ def _distributed(torch) -> Check:
     """Data-parallel runs need torch.distributed with gloo (CPUs) or NCCL (GPUs)."""
     dist = torch.distributed
     if not dist.is_available():
-        return Check("torch.distributed", False, "this torch build has no torch.distributed: --nproc > 1 cannot run",
-                     f"{_pip()} torch  (a build with distributed support, as the PyPI wheels are)")
+        return Check(
+            "torch.distributed",
+            False,
+            "this torch build has no torch.distributed: --nproc > 1 cannot run",
+            f"{_pip()} torch  (a build with distributed support, as the PyPI wheels are)",
+        )
     backends = [name for name, ok in (("gloo", dist.is_gloo_available()), ("nccl", dist.is_nccl_available())) if ok]
-    return Check("torch.distributed", bool(backends), f"backends: {', '.join(backends) or 'none'} (torchrun for --nproc)",
-                 None if backends else f"{_pip()} torch  (a build with gloo)")
+    return Check(
+        "torch.distributed",
+        bool(backends),
+        f"backends: {', '.join(backends) or 'none'} (torchrun for --nproc)",
+        None if backends else f"{_pip()} torch  (a build with gloo)",
+    )
 
 
 def _widgets() -> list[Check]:
@@ -157,14 +187,27 @@ def _widgets() -> list[Check]:
     jlw, jlw_ok = _package("jupyterlab_widgets")
     want = WIDGETS_PAIRS.get(_major(ipw), 3)  # the pair for the installed ipywidgets, else for ipywidgets 8
     checks = [
-        Check("ipywidgets", True, f"{ipw}, importable here") if ipw and ipw_ok
-        else Check("ipywidgets", False, "not installed in this environment (the kernel's)", f"{_pip()} ipywidgets 'jupyterlab_widgets=={want}.*'"),
+        Check("ipywidgets", True, f"{ipw}, importable here")
+        if ipw and ipw_ok
+        else Check(
+            "ipywidgets",
+            False,
+            "not installed in this environment (the kernel's)",
+            f"{_pip()} ipywidgets 'jupyterlab_widgets=={want}.*'",
+        ),
     ]
     if jlw and jlw_ok:
         checks.append(Check("jupyterlab_widgets", True, f"{jlw}, importable here"))
     else:
         fix = f"{_pip()} 'jupyterlab_widgets=={want}.*'"
-        checks.append(Check("jupyterlab_widgets", False, "not installed in this environment (widgets then show 'model not found')", fix))
+        checks.append(
+            Check(
+                "jupyterlab_widgets",
+                False,
+                "not installed in this environment (widgets then show 'model not found')",
+                fix,
+            )
+        )
     if ipw and ipw_ok and jlw and jlw_ok:
         checks.append(widgets_pairing(ipw, jlw))
     return checks
@@ -178,10 +221,18 @@ def _required(module: str, label: str) -> Check:
 
 
 def _cache(cache_dir: Path) -> Check:
-    names = sorted({p.name.split(".")[0] for p in cache_dir.glob("*") if not p.name.startswith(".")}) if cache_dir.is_dir() else []
+    names = (
+        sorted({p.name.split(".")[0] for p in cache_dir.glob("*") if not p.name.startswith(".")})
+        if cache_dir.is_dir()
+        else []
+    )
     if names:
         return Check("dataset cache", True, f"{cache_dir}: {', '.join(names)}")
-    return Check("dataset cache", True, f"nothing in {cache_dir} yet: datasets are downloaded and decoded there on first use (digits ships with scikit-learn)")
+    return Check(
+        "dataset cache",
+        True,
+        f"nothing in {cache_dir} yet: datasets are downloaded and decoded there on first use (digits ships with scikit-learn)",
+    )
 
 
 def _cifar_zip() -> Check:
@@ -190,9 +241,16 @@ def _cifar_zip() -> Check:
     if path.is_file():
         return Check("cifar10 zip", True, f"{path} ({path.stat().st_size / 1e6:.0f} MB)")
     if env:
-        return Check("cifar10 zip", False, f"WORKBENCH_CIFAR10_ZIP={env} does not exist", "Point WORKBENCH_CIFAR10_ZIP at cifar10-jpeg.zip, or unset it.")
+        return Check(
+            "cifar10 zip",
+            False,
+            f"WORKBENCH_CIFAR10_ZIP={env} does not exist",
+            "Point WORKBENCH_CIFAR10_ZIP at cifar10-jpeg.zip, or unset it.",
+        )
     return Check(
-        "cifar10 zip", True, f"not at {path}: CIFAR tests skip; dataset 'cifar10' downloads instead",
+        "cifar10 zip",
+        True,
+        f"not at {path}: CIFAR tests skip; dataset 'cifar10' downloads instead",
         "export WORKBENCH_CIFAR10_ZIP=/path/to/cifar10-jpeg.zip",
     )
 

@@ -17,15 +17,27 @@ Example:
     >>> why_not_faster([base, sparse])[["variant", "device", "mode", "batch_size", "reason"]].values.tolist()
     [['sparse', 'cpu', 'eager', 64, 'dense']]
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .compress import (QAT, CastPrecision, CompressStep, DynamicInt8, OrtDynamicInt8, OrtStaticInt8, StaticInt8,
-                       UnstructuredPrune, WeightOnlyInt4, WeightOnlyInt8)
+from .compress import (
+    QAT,
+    CastPrecision,
+    CompressStep,
+    DynamicInt8,
+    OrtDynamicInt8,
+    OrtStaticInt8,
+    StaticInt8,
+    UnstructuredPrune,
+    WeightOnlyInt4,
+    WeightOnlyInt8,
+)
 from .measure import MEASURE_MODES
 from .measure.bench import NOISY_SPREAD
 from .results import METRICS, Result, as_frame, baseline_index, latency_key, run_labels
@@ -44,8 +56,10 @@ REASONS = {  # reason code -> text; {fields} are filled in from the measurements
     "fake_quant": "fake-quant model: convert first",
     "dense": "masked weights are still dense: use structured pruning",
     "int8_compile": "int8 kernels need torch.compile on this backend",
-    "ort_dynamic": ("ONNX Runtime's dynamic int8 measures activation ranges on every call and runs convolutions as "
-                    "ConvInteger, which is slow on CPUs: use OrtStaticInt8 for conv nets"),
+    "ort_dynamic": (
+        "ONNX Runtime's dynamic int8 measures activation ranges on every call and runs convolutions as "
+        "ConvInteger, which is slow on CPUs: use OrtStaticInt8 for conv nets"
+    ),
     "int8_no_vnni": "int8 is not faster here: this CPU has no VNNI or AMX int8 instructions",
     "int8_small": "int8 is not faster here although this CPU has {features} int8 instructions: the layers are too small to pay off",
     "gpu_bs1": "GPU under-used at batch 1",
@@ -83,7 +97,8 @@ def ledger(results: pd.DataFrame | Sequence[Result], baseline: str | int | None 
     for r in reasons.itertuples():
         grouped.setdefault(r.variant, {}).setdefault(r.text, []).append(f"{r.device}/{r.mode}/bs{r.batch_size}")
     table["why_not_faster"] = [
-        "; ".join(f"{text} ({', '.join(where)})" for text, where in grouped.get(v, {}).items()) for v in table["variant"]
+        "; ".join(f"{text} ({', '.join(where)})" for text, where in grouped.get(v, {}).items())
+        for v in table["variant"]
     ]
     return table
 
@@ -116,8 +131,12 @@ def reason_at(reasons: pd.DataFrame, variant: str, *, device: str, mode: str, ba
         >>> reason_at(reasons, "int8", device="cpu", mode="compiled", batch_size=64)
         ''
     """
-    hit = reasons[(reasons["variant"] == variant) & (reasons["device"] == device) & (reasons["mode"] == mode)
-                  & (reasons["batch_size"] == batch_size)]
+    hit = reasons[
+        (reasons["variant"] == variant)
+        & (reasons["device"] == device)
+        & (reasons["mode"] == mode)
+        & (reasons["batch_size"] == batch_size)
+    ]
     return str(hit["text"].iloc[0]) if len(hit) else ""
 
 
@@ -131,10 +150,12 @@ def _ledger(results: pd.DataFrame | Sequence[Result], baseline: str | int | None
     except ValueError:
         raise ValueError("The ledger needs results: run some variants first (workbench.run).") from None
     base = baseline_index(df, baseline)
-    out = pd.DataFrame({
-        "variant": run_labels(df),
-        "compress": df["compress"].astype(str) if "compress" in df else "none",
-    })
+    out = pd.DataFrame(
+        {
+            "variant": run_labels(df),
+            "compress": df["compress"].astype(str) if "compress" in df else "none",
+        }
+    )
     for m in COLUMNS:
         out[m] = pd.to_numeric(df[m], errors="coerce") if m in df else np.nan
     out["accuracy_delta"] = out["accuracy"] - out.loc[base, "accuracy"]
@@ -149,9 +170,14 @@ def _ledger(results: pd.DataFrame | Sequence[Result], baseline: str | int | None
         out[f"{key}_speedup"] = out.loc[base, f"{key}_ms"] / out[f"{key}_ms"]
     steps = [_steps(s) for s in df["compress_steps"]] if "compress_steps" in df else [[] for _ in range(len(df))]
     reasons = [
-        {"variant": out.loc[i, "variant"], **dict(zip(("device", "mode", "batch_size"), latency_key(key))), "reason": why,
-         "text": text}
-        for i in range(len(out)) if i != base
+        {
+            "variant": out.loc[i, "variant"],
+            **dict(zip(("device", "mode", "batch_size"), latency_key(key))),
+            "reason": why,
+            "text": text,
+        }
+        for i in range(len(out))
+        if i != base
         for key, why, text in _why(out.loc[i], steps[i], cells[i], cells[base], keys)
     ]
     out.attrs["baseline"] = out.loc[base, "variant"]
@@ -159,8 +185,14 @@ def _ledger(results: pd.DataFrame | Sequence[Result], baseline: str | int | None
     out.attrs["device_names"] = {k.split("/")[0]: c[k].get("device_name", "") for c in cells for k in c}
     # Per variant and column: (q25, q75, noisy), for spread bars and noisy marks in the charts.
     out.attrs["spreads"] = {
-        out.loc[i, "variant"]: {f"{k}_ms": (r.get("latency_ms_q25", r["latency_ms"]), r.get("latency_ms_q75", r["latency_ms"]),
-                                            bool(r.get("relative_spread", 0.0) > NOISY_SPREAD)) for k, r in c.items()}
+        out.loc[i, "variant"]: {
+            f"{k}_ms": (
+                r.get("latency_ms_q25", r["latency_ms"]),
+                r.get("latency_ms_q75", r["latency_ms"]),
+                bool(r.get("relative_spread", 0.0) > NOISY_SPREAD),
+            )
+            for k, r in c.items()
+        }
         for i, c in enumerate(cells)
     }
     return out, pd.DataFrame(reasons, columns=REASON_COLUMNS)
@@ -197,8 +229,9 @@ def _clearly_slower(cell: dict[str, Any], base: dict[str, Any]) -> bool:
     return _clearly_faster(base, cell)
 
 
-def _why(row: pd.Series, steps: list[CompressStep], cells: dict, base_cells: dict, keys: list[str]
-         ) -> list[tuple[str, str, str]]:
+def _why(
+    row: pd.Series, steps: list[CompressStep], cells: dict, base_cells: dict, keys: list[str]
+) -> list[tuple[str, str, str]]:
     """(cell key, reason code, text) for every measured cell where ``row`` is not clearly faster than the
     baseline, or is faster in a way its method cannot explain. Causes are read off the measurements:
     the timing spread, the work and size the method changed, the CPU features the records carry."""
@@ -213,9 +246,13 @@ def _why(row: pd.Series, steps: list[CompressStep], cells: dict, base_cells: dic
         cell, base = cells[key], base_cells[key]
         device, mode, bs = latency_key(key)
         spread = max(cell.get("relative_spread", 0.0), base.get("relative_spread", 0.0))
-        facts = {"spread": spread, "load": _load(cell, base), "size_ratio": row["size_ratio"],
-                 "speed": base["latency_ms"] / cell["latency_ms"],
-                 "features": "/".join(cell.get("cpu_features", [])) or "no listed"}
+        facts = {
+            "spread": spread,
+            "load": _load(cell, base),
+            "size_ratio": row["size_ratio"],
+            "speed": base["latency_ms"] / cell["latency_ms"],
+            "features": "/".join(cell.get("cpu_features", [])) or "no listed",
+        }
         if spread > NOISY_SPREAD:
             why = "noisy"
         elif _clearly_faster(cell, base):
@@ -279,15 +316,31 @@ def ablation(results: pd.DataFrame | Sequence[Result], baseline: str = "speedrun
     """
     frame = as_frame(results)
     if baseline not in set(frame.get("name", ())):
-        raise ValueError(f"no run named '{baseline}' among the results: name the recipe's runs so (RunConfig(name=...))")
-    mean = frame.groupby("name").agg(accuracy=("accuracy", "mean"), train_seconds=("train_seconds", "mean"),
-                                     runs=("accuracy", "size"))
+        raise ValueError(
+            f"no run named '{baseline}' among the results: name the recipe's runs so (RunConfig(name=...))"
+        )
+    mean = frame.groupby("name").agg(
+        accuracy=("accuracy", "mean"), train_seconds=("train_seconds", "mean"), runs=("accuracy", "size")
+    )
     base = mean.loc[baseline]
-    rows = [{"part": name.removeprefix("no "), "accuracy": row.accuracy, "accuracy_bought": round(100 * (base.accuracy - row.accuracy), 6),
-             "train_seconds": row.train_seconds, "seconds_bought": round(row.train_seconds - base.train_seconds, 6), "runs": int(row.runs)}
-            for name, row in mean.iterrows() if name.startswith("no ")]
+    rows = [
+        {
+            "part": name.removeprefix("no "),
+            "accuracy": row.accuracy,
+            "accuracy_bought": round(100 * (base.accuracy - row.accuracy), 6),
+            "train_seconds": row.train_seconds,
+            "seconds_bought": round(row.train_seconds - base.train_seconds, 6),
+            "runs": int(row.runs),
+        }
+        for name, row in mean.iterrows()
+        if name.startswith("no ")
+    ]
     out = pd.DataFrame(rows, columns=["part", "accuracy", "accuracy_bought", "train_seconds", "seconds_bought", "runs"])
-    out.attrs.update(baseline=baseline, baseline_accuracy=float(base.accuracy), baseline_seconds=float(base.train_seconds),
-                     baseline_runs=int(base.runs),
-                     **{k: sorted(frame[k].dropna().astype(str).unique()) for k in ("train_device", "data.dataset") if k in frame})
+    out.attrs.update(
+        baseline=baseline,
+        baseline_accuracy=float(base.accuracy),
+        baseline_seconds=float(base.train_seconds),
+        baseline_runs=int(base.runs),
+        **{k: sorted(frame[k].dropna().astype(str).unique()) for k in ("train_device", "data.dataset") if k in frame},
+    )
     return out.sort_values("accuracy_bought", ascending=False, ignore_index=True)

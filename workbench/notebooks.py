@@ -6,6 +6,7 @@ writes ``metrics.json`` into its ``results_dir``. Every run adds its wall time, 
 machine to ``OUT/timings.json`` (one entry per notebook, the latest run's), read back by
 ``notebook_timings``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -13,8 +14,9 @@ import datetime
 import json
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 import torch
@@ -43,8 +45,10 @@ def smoke_parameters(path: str | Path) -> dict[str, Any]:
 def _select(names: Iterable[str], folder: Path) -> list[Path]:
     notebooks = list_notebooks(folder)
     if not notebooks:
-        raise FileNotFoundError(f"No notebooks (NN_name.ipynb) in {folder}: run from a checkout of the repository, "
-                                "installed with pip install -e .")
+        raise FileNotFoundError(
+            f"No notebooks (NN_name.ipynb) in {folder}: run from a checkout of the repository, "
+            "installed with pip install -e ."
+        )
     if not names:
         return notebooks
     chosen = []
@@ -58,8 +62,15 @@ def _select(names: Iterable[str], folder: Path) -> list[Path]:
     return chosen
 
 
-def run_notebook(path: str | Path, parameters: dict[str, Any] | None = None, *, out: str | Path = "runs/notebooks",
-                 smoke: bool = False, timeout: int = 900, progress: bool = False) -> Path:
+def run_notebook(
+    path: str | Path,
+    parameters: dict[str, Any] | None = None,
+    *,
+    out: str | Path = "runs/notebooks",
+    smoke: bool = False,
+    timeout: int = 900,
+    progress: bool = False,
+) -> Path:
     """Execute one notebook with papermill into ``out/<name>/``; returns the executed notebook's path.
 
     ``results_dir`` defaults to that folder, so ``metrics.json`` lands beside the executed notebook.
@@ -80,8 +91,13 @@ def run_notebook(path: str | Path, parameters: dict[str, Any] | None = None, *, 
     load_before, start = load_average(), time.perf_counter()
     try:
         papermill.execute_notebook(
-            str(path), str(executed), parameters=params, cwd=str(path.parent.parent), kernel_name="python3",
-            progress_bar={"desc": path.stem, "unit": "cell"} if progress else False, execution_timeout=timeout,
+            str(path),
+            str(executed),
+            parameters=params,
+            cwd=str(path.parent.parent),
+            kernel_name="python3",
+            progress_bar={"desc": path.stem, "unit": "cell"} if progress else False,
+            execution_timeout=timeout,
             engine_name=_section_engine(),  # the bar names each cell's section
             # A client that cannot sleep through a reply (see workbench/_nbclient.py).
             kernel_manager_class="workbench._nbclient.SlicedKernelManager",
@@ -90,19 +106,31 @@ def run_notebook(path: str | Path, parameters: dict[str, Any] | None = None, *, 
         )
     except papermill.PapermillExecutionError as e:
         raise RuntimeError(f"{path.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} (see {executed})") from e
-    _record_timing(Path(out), path.stem, {
-        "seconds": time.perf_counter() - start, "mode": "smoke" if smoke else "full", "parameters": params,
-        "machine": machine(), "load_average_before": load_before, "load_average_after": load_average(),
-        "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    })
+    _record_timing(
+        Path(out),
+        path.stem,
+        {
+            "seconds": time.perf_counter() - start,
+            "mode": "smoke" if smoke else "full",
+            "parameters": params,
+            "machine": machine(),
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
+            "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
     return executed
 
 
 def machine() -> dict[str, Any]:
     """What runs the notebooks: the CPU model and its cores, torch's thread count in this process (a
     kernel inherits the same environment, so it starts with the same), the GPU (None without CUDA)."""
-    return {"cpu": device_name("cpu"), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "gpu": device_name("cuda") if torch.cuda.is_available() else None}
+    return {
+        "cpu": device_name("cpu"),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": device_name("cuda") if torch.cuda.is_available() else None,
+    }
 
 
 def timing_records(out: str | Path = "runs/notebooks") -> dict[str, dict[str, Any]]:
@@ -127,11 +155,16 @@ def notebook_timings(out: str | Path = "runs/notebooks") -> pd.DataFrame:
         >>> notebook_timings(tempfile.mkdtemp()).empty  # nothing ran there yet
         True
     """
-    return pd.DataFrame([
-        {"notebook": name, **{k: v for k, v in record.items() if k != "machine"},
-         **{f"machine.{k}": v for k, v in record["machine"].items()}}
-        for name, record in sorted(timing_records(out).items())
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "notebook": name,
+                **{k: v for k, v in record.items() if k != "machine"},
+                **{f"machine.{k}": v for k, v in record["machine"].items()},
+            }
+            for name, record in sorted(timing_records(out).items())
+        ]
+    )
 
 
 def _record_timing(out: Path, name: str, record: dict[str, Any]) -> None:
@@ -172,7 +205,8 @@ def _section_engine() -> str:
             index = {id(cell): i for i, cell in enumerate(nb_man.nb.cells)}
             total = len(sections)
             nb_man.get_cell_description = lambda cell, **_: (
-                f"cell {index[id(cell)] + 1}/{total}: {sections[index[id(cell)]][:40]}" if id(cell) in index else None)
+                f"cell {index[id(cell)] + 1}/{total}: {sections[index[id(cell)]][:40]}" if id(cell) in index else None
+            )
             return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
 
     if "workbench" not in papermill.engines.papermill_engines._engines:
@@ -207,8 +241,15 @@ def check_parameter(notebook: str, name: str, value: Any, default_source: str) -
         raise ValueError(f"{notebook} parameter {name} must be {kinds[expected]} like {default_source} (got {value!r})")
 
 
-def run_notebooks(names: Iterable[str] = (), parameters: dict[str, Any] | None = None, *, out: str | Path = "runs/notebooks",
-                  smoke: bool = False, folder: str | Path = NOTEBOOK_DIR, progress: bool = False) -> list[Path]:
+def run_notebooks(
+    names: Iterable[str] = (),
+    parameters: dict[str, Any] | None = None,
+    *,
+    out: str | Path = "runs/notebooks",
+    smoke: bool = False,
+    folder: str | Path = NOTEBOOK_DIR,
+    progress: bool = False,
+) -> list[Path]:
     """Execute the named notebooks (all when none are named); values given on the command line are
     parsed as JSON where they can be (``-p epochs 3`` gives an int)."""
     parsed = {k: _parse(v) for k, v in (parameters or {}).items()}

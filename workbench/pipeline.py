@@ -10,6 +10,7 @@ Train once, reuse: a store that already holds a finished training of the same da
 hardware, parallel and distill sections gives its trained weights to the next run of them, so a baseline and
 its compressed variants train once (``reuse=False`` trains again; the row names the reused run).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,9 +20,10 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -30,18 +32,54 @@ from tqdm.auto import tqdm
 from ._errors import ConfigError
 from ._files import try_lock
 from .checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
-from .compress import CompressContext, QAT, apply_step
+from .compress import QAT, CompressContext, apply_step
 from .config import RunConfig
 from .data import Dataset, eval_loader, load_dataset, per_example_loss, select_subset, subset_size, train_loader
-from .measure import (achieved, count_flops, count_parameters, device_name, inference_grid, matmul_ceiling,
-                      measure_modes_together, measure_together, model_size_bytes, native_bf16, resolve_device,
-                      timing_device, timing_plan, track_peak_memory)
+from .measure import (
+    achieved,
+    count_flops,
+    count_parameters,
+    device_name,
+    inference_grid,
+    matmul_ceiling,
+    measure_modes_together,
+    measure_together,
+    model_size_bytes,
+    native_bf16,
+    resolve_device,
+    timing_device,
+    timing_plan,
+    track_peak_memory,
+)
 from .models import WHITEN_IMAGES, ModelConfig, build_model, model_args, whiten_first_conv
 from .results import METRICS, Result, ResultStore, epoch_costs, new_run_id, results_frame
-from .train import (FUSED_OPTIMIZERS, SINGLE, Callback, Checkpoint, CheckpointError, DistillConfig, EpochLines, Group,
-                    LaunchError, Placement, ProgressBar, TrainConfig, available_cores, check_precision, distillation_loss,
-                    backend_for, evaluate, in_torchrun, launch, parameter_bytes, rank_device, resolve_threads,
-                    start_group, thread_count, train)
+from .train import (
+    FUSED_OPTIMIZERS,
+    SINGLE,
+    Callback,
+    Checkpoint,
+    CheckpointError,
+    DistillConfig,
+    EpochLines,
+    Group,
+    LaunchError,
+    Placement,
+    ProgressBar,
+    TrainConfig,
+    available_cores,
+    backend_for,
+    check_precision,
+    distillation_loss,
+    evaluate,
+    in_torchrun,
+    launch,
+    parameter_bytes,
+    rank_device,
+    resolve_threads,
+    start_group,
+    thread_count,
+    train,
+)
 
 # What a reused run takes over from the run that trained the weights: the schema's training metrics, and where.
 TRAINING_METRICS = (*(m.name for m in METRICS.values() if m.source == "training"), "train_device", "backend")
@@ -85,8 +123,10 @@ def preflight(config: RunConfig, *, store: ResultStore | str | os.PathLike | Non
     check.problems += [p for p in (step.problem(device) for step in config.compress) if p]
     check.problems += _parallel_problems(config, device)
     if config.hardware.optimizer_impl == "fused" and config.train.optimizer not in FUSED_OPTIMIZERS:
-        check.problems.append(f"hardware.optimizer_impl='fused' has no kernel for {config.train.optimizer}: use foreach, "
-                              f"or one of {', '.join(FUSED_OPTIMIZERS)}")
+        check.problems.append(
+            f"hardware.optimizer_impl='fused' has no kernel for {config.train.optimizer}: use foreach, "
+            f"or one of {', '.join(FUSED_OPTIMIZERS)}"
+        )
     store = ResultStore.open(store)
     if config.distill.enabled:
         try:
@@ -103,20 +143,28 @@ def preflight(config: RunConfig, *, store: ResultStore | str | os.PathLike | Non
     if d.augment.flip and d.dataset in NO_FLIP:
         check.notes.append(f"flip mirrors {d.dataset}: a mirrored digit is often another digit or none")
     if h.precision == "bf16" and device.type == "cpu" and not native_bf16(device):
-        check.notes.append("bf16 is emulated on this CPU (no AVX-512 BF16 or AMX): expect it several times slower than fp32")
+        check.notes.append(
+            "bf16 is emulated on this CPU (no AVX-512 BF16 or AMX): expect it several times slower than fp32"
+        )
     if h.compile == "auto":
-        check.notes.append("compile auto: a short probe times training steps eager and compiled (it compiles once, "
-                           "about 15 s on a CPU) and compiles only if the run is long enough to pay that back")
+        check.notes.append(
+            "compile auto: a short probe times training steps eager and compiled (it compiles once, "
+            "about 15 s on a CPU) and compiles only if the run is long enough to pay that back"
+        )
     elif h.compile and device.type == "cpu":
         check.notes.append("torch.compile: the first epoch includes compiling, about 15 s on a CPU")
     if h.compile_mode != "default" and not h.compile:
         check.notes.append(f"compile_mode '{h.compile_mode}' applies only with compile on")
     if device.type != "cuda" and (h.cudnn_benchmark or h.tf32 or (h.compile and h.compile_mode == "reduce-overhead")):
-        check.notes.append("tf32, cudnn_benchmark and reduce-overhead's CUDA graphs act on a CUDA GPU only: here they change nothing")
+        check.notes.append(
+            "tf32, cudnn_benchmark and reduce-overhead's CUDA graphs act on a CUDA GPU only: here they change nothing"
+        )
     if config.parallel.world_size > 1 and device.type == "cpu":
         per_rank = _rank_threads(config)
-        check.notes.append(f"{config.parallel.nproc} processes share this machine's {available_cores()} cores "
-                           f"({per_rank} thread{'s' * (per_rank > 1)} each): expect the all-reduce, not the arithmetic, to set the pace")
+        check.notes.append(
+            f"{config.parallel.nproc} processes share this machine's {available_cores()} cores "
+            f"({per_rank} thread{'s' * (per_rank > 1)} each): expect the all-reduce, not the arithmetic, to set the pace"
+        )
     if any(isinstance(s, QAT) and not s.convert for s in config.compress):
         check.notes.append("QAT(convert=False) keeps the fake-quant model: float math, to study QAT, not to ship")
     return check
@@ -158,10 +206,28 @@ def run(
         True
     """
     if config.parallel.world_size > 1 and not in_torchrun():
-        return _launched(config, store=store, progress=progress, resume=resume, reuse=reuse, start_from=start_from,
-                         data_root=data_root, tags=tags, placement=placement)
-    results = _run_together([config], store=store, callbacks=callbacks, progress=progress, resume=resume, reuse=reuse,
-                            start_from=start_from, data_root=data_root, tags=tags)
+        return _launched(
+            config,
+            store=store,
+            progress=progress,
+            resume=resume,
+            reuse=reuse,
+            start_from=start_from,
+            data_root=data_root,
+            tags=tags,
+            placement=placement,
+        )
+    results = _run_together(
+        [config],
+        store=store,
+        callbacks=callbacks,
+        progress=progress,
+        resume=resume,
+        reuse=reuse,
+        start_from=start_from,
+        data_root=data_root,
+        tags=tags,
+    )
     return results[0] if results else None  # a torchrun rank other than 0 stores nothing
 
 
@@ -189,26 +255,42 @@ class _Prepared:
     device: torch.device
     dataset: Dataset
     threads: int
-    trained: "_Trained"
+    trained: _Trained
     model: torch.nn.Module
     compress_log: list[dict]
     before: dict[str, Any] | None
     evaluated: dict[str, Any]
-    slot: "_Slot"
+    slot: _Slot
 
     def as_source(self) -> Result:
         """This run as the stored row a later config of the same batch would reuse."""
-        return Result(config=self.config, metrics=self.trained.metrics, history=self.trained.history, run_id=self.run_id,
-                      trained_checkpoint=self.trained.checkpoint, reused_from=self.trained.reused_from)
+        return Result(
+            config=self.config,
+            metrics=self.trained.metrics,
+            history=self.trained.history,
+            run_id=self.run_id,
+            trained_checkpoint=self.trained.checkpoint,
+            reused_from=self.trained.reused_from,
+        )
 
 
-def _run_together(configs: list[RunConfig], *, store: ResultStore | str | os.PathLike | None = "runs",
-                  callbacks: Sequence[Callback] = (), progress: bool = True, resume: bool = True, reuse: bool = True,
-                  start_from: str | Result | None = None, data_root: str | os.PathLike = "data",
-                  tags: dict[str, Any] | None = None) -> list[Result]:
+def _run_together(
+    configs: list[RunConfig],
+    *,
+    store: ResultStore | str | os.PathLike | None = "runs",
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+    resume: bool = True,
+    reuse: bool = True,
+    start_from: str | Result | None = None,
+    data_root: str | os.PathLike = "data",
+    tags: dict[str, Any] | None = None,
+) -> list[Result]:
     for config in configs:
         if not isinstance(config, RunConfig):
-            raise TypeError(f"run() takes a RunConfig (got {type(config).__name__}): build one, e.g. RunConfig(model=ModelConfig(...))")
+            raise TypeError(
+                f"run() takes a RunConfig (got {type(config).__name__}): build one, e.g. RunConfig(model=ModelConfig(...))"
+            )
     store = ResultStore.open(store)
     for config in configs:  # every config's problems before any work
         check = preflight(config, store=store)
@@ -216,35 +298,77 @@ def _run_together(configs: list[RunConfig], *, store: ResultStore | str | os.Pat
             raise ConfigError(check.problems[0])
     if any(c.parallel.world_size > 1 for c in configs):
         if len(configs) > 1:
-            raise ConfigError("a torchrun rank runs one data-parallel config at a time: call run(config) once per config")
+            raise ConfigError(
+                "a torchrun rank runs one data-parallel config at a time: call run(config) once per config"
+            )
         return _run_as_rank(configs[0], store, callbacks, progress, resume, reuse, start_from, data_root, tags)
     prepared: list[_Prepared] = []
     with contextlib.ExitStack() as held:
         try:
             for config in configs:
-                prepared.append(_prepare(config, prepared, held, store=store, callbacks=callbacks, progress=progress,
-                                         resume=resume, reuse=reuse, start_from=start_from, data_root=data_root))
+                prepared.append(
+                    _prepare(
+                        config,
+                        prepared,
+                        held,
+                        store=store,
+                        callbacks=callbacks,
+                        progress=progress,
+                        resume=resume,
+                        reuse=reuse,
+                        start_from=start_from,
+                        data_root=data_root,
+                    )
+                )
         except Exception:
             _time_and_store(prepared, store, progress, tags)  # the runs that finished are kept, not lost
             raise
         return _time_and_store(prepared, store, progress, tags)
 
 
-def _run_as_rank(config: RunConfig, store: ResultStore | None, callbacks: Sequence[Callback], progress: bool, resume: bool,
-                 reuse: bool, start_from: str | Result | None, data_root: str | os.PathLike,
-                 tags: dict[str, Any] | None) -> list[Result]:
+def _run_as_rank(
+    config: RunConfig,
+    store: ResultStore | None,
+    callbacks: Sequence[Callback],
+    progress: bool,
+    resume: bool,
+    reuse: bool,
+    start_from: str | Result | None,
+    data_root: str | os.PathLike,
+    tags: dict[str, Any] | None,
+) -> list[Result]:
     """One rank of a data-parallel launch: every rank trains its shard; rank 0 alone then compresses,
     evaluates, times and stores the row (the others return no rows)."""
     group = start_group(config.parallel, rank_device(resolve_device(config.hardware.device)))
     with contextlib.ExitStack() as held:
-        prepared = _prepare(config, [], held, store=store, callbacks=callbacks, progress=progress, resume=resume,
-                            reuse=reuse, start_from=start_from, data_root=data_root, group=group)
+        prepared = _prepare(
+            config,
+            [],
+            held,
+            store=store,
+            callbacks=callbacks,
+            progress=progress,
+            resume=resume,
+            reuse=reuse,
+            start_from=start_from,
+            data_root=data_root,
+            group=group,
+        )
         return [] if prepared is None else _time_and_store([prepared], store, progress, tags)
 
 
-def _launched(config: RunConfig, *, store: ResultStore | str | os.PathLike | None, progress: bool, resume: bool,
-              reuse: bool, start_from: str | Result | None, data_root: str | os.PathLike, tags: dict[str, Any] | None,
-              placement: Placement | None) -> Result | None:
+def _launched(
+    config: RunConfig,
+    *,
+    store: ResultStore | str | os.PathLike | None,
+    progress: bool,
+    resume: bool,
+    reuse: bool,
+    start_from: str | Result | None,
+    data_root: str | os.PathLike,
+    tags: dict[str, Any] | None,
+    placement: Placement | None,
+) -> Result | None:
     """``config`` run by ``parallel.nproc`` processes on this machine through torchrun; rank 0's row.
 
     The ranks read the job from a file in the launch folder and rank 0 leaves the run id there; on a
@@ -258,19 +382,35 @@ def _launched(config: RunConfig, *, store: ResultStore | str | os.PathLike | Non
     p = config.parallel
     placement = placement or Placement(nproc_per_node=p.nproc, nnodes=p.nnodes)
     if (placement.nproc_per_node, placement.nnodes) != (p.nproc, p.nnodes):
-        raise ConfigError(f"the placement ({placement.nproc_per_node} per machine x {placement.nnodes}) and the config "
-                          f"(parallel.nproc={p.nproc} x parallel.nnodes={p.nnodes}) must agree")
+        raise ConfigError(
+            f"the placement ({placement.nproc_per_node} per machine x {placement.nnodes}) and the config "
+            f"(parallel.nproc={p.nproc} x parallel.nnodes={p.nnodes}) must agree"
+        )
     with tempfile.TemporaryDirectory(prefix="workbench-launch-") as folder:
-        job = {"config": config.to_dict(), "store": str(store.root), "progress": progress, "resume": resume,
-               "reuse": reuse, "start_from": start_from.run_id if isinstance(start_from, Result) else start_from,
-               "data_root": str(data_root), "tags": tags}
+        job = {
+            "config": config.to_dict(),
+            "store": str(store.root),
+            "progress": progress,
+            "resume": resume,
+            "reuse": reuse,
+            "start_from": start_from.run_id if isinstance(start_from, Result) else start_from,
+            "data_root": str(data_root),
+            "tags": tags,
+        }
         (Path(folder) / "job.json").write_text(json.dumps(job, default=str))
         try:
-            launch(["-m", "workbench.distributed", "--job", str(Path(folder) / "job.json")], placement,
-                   threads_per_rank=_rank_threads(config), echo=progress, launch_dir=folder)
+            launch(
+                ["-m", "workbench.distributed", "--job", str(Path(folder) / "job.json")],
+                placement,
+                threads_per_rank=_rank_threads(config),
+                echo=progress,
+                launch_dir=folder,
+            )
         except LaunchError as e:
-            raise LaunchError(f"the {p.world_size}-process run failed, {e}; nothing was stored, and running it again "
-                              "resumes from its last finished epoch") from None
+            raise LaunchError(
+                f"the {p.world_size}-process run failed, {e}; nothing was stored, and running it again "
+                "resumes from its last finished epoch"
+            ) from None
         if placement.node_rank != 0:
             return None
         run_id = json.loads((Path(folder) / "result.json").read_text())["run_id"]
@@ -295,11 +435,15 @@ def _parallel_problems(config: RunConfig, device: torch.device) -> list[str]:
         return []
     problems = []
     if bs % p.world_size:
-        problems.append(f"train.batch_size={bs} (the global batch) does not split evenly over {p.world_size} processes: "
-                        f"use a multiple of {p.world_size}, e.g. {max(bs - bs % p.world_size, p.world_size)}")
+        problems.append(
+            f"train.batch_size={bs} (the global batch) does not split evenly over {p.world_size} processes: "
+            f"use a multiple of {p.world_size}, e.g. {max(bs - bs % p.world_size, p.world_size)}"
+        )
     elif config.model.batchnorm and bs // p.world_size < 2:
-        problems.append(f"train.batch_size={bs} gives each of {p.world_size} processes {bs // p.world_size} example per "
-                        f"step and BatchNorm needs 2: use at least {2 * p.world_size}")
+        problems.append(
+            f"train.batch_size={bs} gives each of {p.world_size} processes {bs // p.world_size} example per "
+            f"step and BatchNorm needs 2: use at least {2 * p.world_size}"
+        )
     if config.hardware.compile == "auto":
         problems.append("hardware.compile='auto' times one process alone: choose true or false for a data-parallel run")
     if config.train.optimizer == "muon" and p.strategy == "fsdp":
@@ -307,26 +451,51 @@ def _parallel_problems(config: RunConfig, device: torch.device) -> list[str]:
     if device.type == "mps":
         problems.append("data-parallel training runs on CPUs (gloo) or CUDA GPUs (nccl), not mps: use --device cpu")
     elif backend_for(p, device) == "nccl" and device.type != "cuda":
-        problems.append(f"parallel.backend='nccl' moves CUDA tensors, and this run trains on the {device.type}: use gloo or auto")
+        problems.append(
+            f"parallel.backend='nccl' moves CUDA tensors, and this run trains on the {device.type}: use gloo or auto"
+        )
     elif device.type == "cpu" and p.nproc > MAX_RANKS_PER_CORE * available_cores():
-        problems.append(f"parallel.nproc={p.nproc} starts {p.nproc} processes on this machine's {available_cores()} cores: "
-                        f"each rank needs a share of a core, so use --nproc {MAX_RANKS_PER_CORE * available_cores()} or fewer")
+        problems.append(
+            f"parallel.nproc={p.nproc} starts {p.nproc} processes on this machine's {available_cores()} cores: "
+            f"each rank needs a share of a core, so use --nproc {MAX_RANKS_PER_CORE * available_cores()} or fewer"
+        )
     elif device.type == "cuda" and p.nproc > torch.cuda.device_count():
-        problems.append(f"parallel.nproc={p.nproc} needs a GPU per process and this machine has {torch.cuda.device_count()}: "
-                        f"use --nproc {torch.cuda.device_count()}")
+        problems.append(
+            f"parallel.nproc={p.nproc} needs a GPU per process and this machine has {torch.cuda.device_count()}: "
+            f"use --nproc {torch.cuda.device_count()}"
+        )
     return problems
 
 
-def _prepare(config: RunConfig, batch: list[_Prepared], held: contextlib.ExitStack, *, store: ResultStore | None,
-             callbacks: Sequence[Callback], progress: bool, resume: bool, reuse: bool, start_from: str | Result | None,
-             data_root: str | os.PathLike, group: Group = SINGLE) -> _Prepared | None:
+def _prepare(
+    config: RunConfig,
+    batch: list[_Prepared],
+    held: contextlib.ExitStack,
+    *,
+    store: ResultStore | None,
+    callbacks: Sequence[Callback],
+    progress: bool,
+    resume: bool,
+    reuse: bool,
+    start_from: str | Result | None,
+    data_root: str | os.PathLike,
+    group: Group = SINGLE,
+) -> _Prepared | None:
     """The run trained and compressed, ready to time; None on a data-parallel rank other than 0 (it only trains)."""
     device = rank_device(resolve_device(config.hardware.device))
     # Rank 0 decides, so every rank trains (or none does) and resumes from the same file.
     source = group.from_main(_training_to_reuse(config, store, device, reuse, start_from) if group.main else None)
     if source is None and reuse and store is not None:  # trained earlier in this batch, not stored yet
-        source = next((p.as_source() for p in batch if p.trained.checkpoint and p.device.type == device.type
-                       and p.config.training_hash() == config.training_hash()), None)
+        source = next(
+            (
+                p.as_source()
+                for p in batch
+                if p.trained.checkpoint
+                and p.device.type == device.type
+                and p.config.training_hash() == config.training_hash()
+            ),
+            None,
+        )
     dataset = load_dataset(config.data.dataset, root=data_root)
     _check_sizes(config, dataset)
     run_id = group.from_main(new_run_id())
@@ -344,14 +513,20 @@ def _prepare(config: RunConfig, batch: list[_Prepared], held: contextlib.ExitSta
             return None
         model, compress_log, before = _compress(config, trained, dataset, device, progress)
         start = time.perf_counter()
-        evaluated = evaluate(model, eval_loader(dataset, config.data, device=device), device=device,
-                             precision=config.hardware.precision, tta=config.evaluation)
+        evaluated = evaluate(
+            model,
+            eval_loader(dataset, config.data, device=device),
+            device=device,
+            precision=config.hardware.precision,
+            tta=config.evaluation,
+        )
         evaluated["eval_seconds"] = time.perf_counter() - start  # evaluate reads its answers back: the device is done
     return _Prepared(config, run_id, device, dataset, threads, trained, model, compress_log, before, evaluated, slot)
 
 
-def _time_and_store(batch: list[_Prepared], store: ResultStore | None, progress: bool,
-                    tags: dict[str, Any] | None = None) -> list[Result]:
+def _time_and_store(
+    batch: list[_Prepared], store: ResultStore | None, progress: bool, tags: dict[str, Any] | None = None
+) -> list[Result]:
     """Time the batch's models, those with the same timing settings together, then store each row."""
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(batch):
@@ -361,14 +536,24 @@ def _time_and_store(batch: list[_Prepared], store: ResultStore | None, progress:
     for (where, cfg, threads, chw), members in groups.items():
         models = [batch[i].model for i in members]
         if progress and len(models) > 1:
-            tqdm.write(f"timing {len(models)} models together, taking turns so a busy machine slows them alike "
-                       f"({', '.join(cfg.modes)}; batch sizes {', '.join(map(str, cfg.batch_sizes))}; {threads} threads)")
+            tqdm.write(
+                f"timing {len(models)} models together, taking turns so a busy machine slows them alike "
+                f"({', '.join(cfg.modes)}; batch sizes {', '.join(map(str, cfg.batch_sizes))}; {threads} threads)"
+            )
         with thread_count(threads):
             ceilings = {d: matmul_ceiling(d) for d in {where, *(str(batch[i].device) for i in members)}}
             measured = measure_together(models, chw, cfg, where)
             for other, modes in timing_plan(cfg, torch.device(where)):
-                more = measure_modes_together(models, chw, modes=modes, batch_sizes=cfg.batch_sizes, device=other,
-                                              warmup=cfg.warmup, iters=cfg.iters, progress=progress)
+                more = measure_modes_together(
+                    models,
+                    chw,
+                    modes=modes,
+                    batch_sizes=cfg.batch_sizes,
+                    device=other,
+                    warmup=cfg.warmup,
+                    iters=cfg.iters,
+                    progress=progress,
+                )
                 measured = [(metrics, records + extra) for (metrics, records), extra in zip(measured, more)]
         for i, (metrics, _) in zip(members, measured):
             metrics.update(_achieved(metrics, batch[i], ceilings[where], ceilings[str(batch[i].device)]))
@@ -387,9 +572,17 @@ def _time_and_store(batch: list[_Prepared], store: ResultStore | None, progress:
         elif p.trained.metrics.get("train_eval_accuracy") is not None:  # rows stored before it was recorded lack it
             metrics["generalization_gap"] = p.trained.metrics["train_eval_accuracy"] - metrics["accuracy"]
         metrics.update(threads=p.threads)  # training and timing both ran with these
-        result = Result(config=p.config, metrics={**metrics, **p.trained.metrics}, history=p.trained.history,
-                        benchmarks=records, run_id=p.run_id, status=p.trained.status,
-                        trained_checkpoint=p.trained.checkpoint, reused_from=p.trained.reused_from, tags=dict(tags or {}))
+        result = Result(
+            config=p.config,
+            metrics={**metrics, **p.trained.metrics},
+            history=p.trained.history,
+            benchmarks=records,
+            run_id=p.run_id,
+            status=p.trained.status,
+            trained_checkpoint=p.trained.checkpoint,
+            reused_from=p.trained.reused_from,
+            tags=dict(tags or {}),
+        )
         if p.compress_log:
             result.metrics["compress_log"] = p.compress_log
         if store is not None:
@@ -425,11 +618,15 @@ def distill(
     rows = []
     for seed in seeds:
         for with_teacher in (False, True):
-            cfg = student.replace(**{
-                "train.seed": seed,
-                "distill": DistillConfig(teacher=teacher if with_teacher else "", alpha=alpha, temperature=temperature),
-                "name": f"{student.label()} {'distilled' if with_teacher else 'alone'}",
-            })
+            cfg = student.replace(
+                **{
+                    "train.seed": seed,
+                    "distill": DistillConfig(
+                        teacher=teacher if with_teacher else "", alpha=alpha, temperature=temperature
+                    ),
+                    "name": f"{student.label()} {'distilled' if with_teacher else 'alone'}",
+                }
+            )
             rows.append(run(cfg, **kwargs))
     df = results_frame(rows)
     df["with_teacher"] = df["distill.teacher"].astype(bool)
@@ -454,12 +651,19 @@ def load_model(run: str | Result, *, store: ResultStore | str | os.PathLike = "r
     """
     result = run if isinstance(run, Result) else ResultStore.open(store).get(run)
     if not result.checkpoint:
-        raise ValueError(f"Run '{result.run_id}' saved no model ({result.metrics.get('checkpoint_note', 'run it with a store')}).")
+        raise ValueError(
+            f"Run '{result.run_id}' saved no model ({result.metrics.get('checkpoint_note', 'run it with a store')})."
+        )
     return load_checkpoint(result.checkpoint)[0]
 
 
-def inference_sweep(model_or_run: torch.nn.Module | str | Result, *, store: ResultStore | str | os.PathLike = "runs",
-                    input_shape: Sequence[int] | None = None, **grid: Any) -> pd.DataFrame:
+def inference_sweep(
+    model_or_run: torch.nn.Module | str | Result,
+    *,
+    store: ResultStore | str | os.PathLike = "runs",
+    input_shape: Sequence[int] | None = None,
+    **grid: Any,
+) -> pd.DataFrame:
     """Latency and throughput per batch size x precision x mode (``measure.inference_grid``; ``grid``
     takes its keywords: batch_sizes, precisions, modes, device, channels_last, warmup, iters) for a
     module (give ``input_shape``, C, H, W) or a stored run's saved model (its input shape is in the
@@ -487,7 +691,9 @@ def inference_sweep(model_or_run: torch.nn.Module | str | Result, *, store: Resu
 PHASES = ("data", "forward", "backward", "optimizer")
 
 
-def profile(config: RunConfig, *, steps: int = 20, warmup: int = 5, data_root: str | os.PathLike = "data") -> pd.DataFrame:
+def profile(
+    config: RunConfig, *, steps: int = 20, warmup: int = 5, data_root: str | os.PathLike = "data"
+) -> pd.DataFrame:
     """Where a training step's time goes: ``warmup`` then ``steps`` real steps of ``config``'s training
     (the trainer's own loop, with its precision, layout and compile settings) under ``torch.profiler``.
 
@@ -511,8 +717,9 @@ def profile(config: RunConfig, *, steps: int = 20, warmup: int = 5, data_root: s
     device = resolve_device(config.hardware.device)
     dataset = load_dataset(config.data.dataset, root=data_root)
     indices = training_subset(config, dataset, device)
-    batches = train_loader(dataset, config.data, config.train.batch_size, seed=config.train.seed, device=device,
-                           indices=indices)
+    batches = train_loader(
+        dataset, config.data, config.train.batch_size, seed=config.train.seed, device=device, indices=indices
+    )
     model = initial_model(config, dataset, device, indices)
     cuda = device.type == "cuda"
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
@@ -520,25 +727,46 @@ def profile(config: RunConfig, *, steps: int = 20, warmup: int = 5, data_root: s
     epochs = -(-(warmup + steps) // len(batches))
     # Only the steps after the warm-up are recorded (the first ones pay for compiling and allocating).
     schedule = torch.profiler.schedule(wait=max(warmup - 1, 0), warmup=min(warmup, 1), active=steps, repeat=1)
-    with (thread_count(resolve_threads(config.hardware.threads)) as threads,
-          torch.profiler.profile(activities=activities, schedule=schedule) as prof):
+    with (
+        thread_count(resolve_threads(config.hardware.threads)) as threads,
+        torch.profiler.profile(activities=activities, schedule=schedule) as prof,
+    ):
         clock.profiler = prof
-        train(model, batches, dataclasses.replace(config.train, epochs=epochs), hardware=config.hardware, device=device,
-              callbacks=[clock])
+        train(
+            model,
+            batches,
+            dataclasses.replace(config.train, epochs=epochs),
+            hardware=config.hardware,
+            device=device,
+            callbacks=[clock],
+        )
     if clock.timed < steps:
         raise RuntimeError(f"profile: only {clock.timed} of {steps} steps ran")
     events = {e.key: e for e in prof.key_averages() if e.key in PHASES}
     step_ms = 1e3 * clock.seconds / steps
-    ms = {p: (getattr(events[p], "device_time_total" if cuda else "cpu_time_total", 0.0) / 1e3 / steps
-              if p in events else 0.0) for p in PHASES}
+    ms = {
+        p: (
+            getattr(events[p], "device_time_total" if cuda else "cpu_time_total", 0.0) / 1e3 / steps
+            if p in events
+            else 0.0
+        )
+        for p in PHASES
+    }
     if sum(ms.values()) > step_ms:  # the profiler's own cost can push the phases past the clock: keep the proportions
         ms = {p: v * step_ms / sum(ms.values()) for p, v in ms.items()}
     rest = max(0.0, step_ms - sum(ms.values()))
     df = pd.DataFrame({"phase": [*PHASES, "other (overhead, gaps, idle)"], "ms_per_step": [*ms.values(), rest]})
     df["share"] = df["ms_per_step"] / df["ms_per_step"].sum()
-    df.attrs.update(device=str(device), device_name=device_name(device), steps=steps, batch_size=config.train.batch_size,
-                    step_ms=step_ms, threads=threads, torch_version=torch.__version__,
-                    bottleneck=_bottleneck(df.set_index("phase")["share"], cuda))
+    df.attrs.update(
+        device=str(device),
+        device_name=device_name(device),
+        steps=steps,
+        batch_size=config.train.batch_size,
+        step_ms=step_ms,
+        threads=threads,
+        torch_version=torch.__version__,
+        bottleneck=_bottleneck(df.set_index("phase")["share"], cuda),
+    )
     return df
 
 
@@ -571,20 +799,26 @@ def _bottleneck(share: pd.Series, cuda: bool) -> str:
     rest = share["other (overhead, gaps, idle)"]
     compute = share["forward"] + share["backward"]
     if share["data"] >= max(0.3, compute):
-        return (f"data loading: {share['data']:.0%} of the step goes to getting the batch; keep the data on the device "
-                "(the GPU-resident loader) or do less augmentation per step")
+        return (
+            f"data loading: {share['data']:.0%} of the step goes to getting the batch; keep the data on the device "
+            "(the GPU-resident loader) or do less augmentation per step"
+        )
     if rest >= 0.4:
         where = "launch gaps and an idle GPU" if cuda else "Python and framework overhead between the operations"
-        return (f"per-step overhead: {rest:.0%} of the step is {where}; try a larger batch, torch.compile"
-                + (" or CUDA graphs" if cuda else ""))
+        return f"per-step overhead: {rest:.0%} of the step is {where}; try a larger batch, torch.compile" + (
+            " or CUDA graphs" if cuda else ""
+        )
     if share["optimizer"] >= 0.25:
         return f"the optimizer: {share['optimizer']:.0%} of the step is the update; try a fused or foreach optimizer"
-    return (f"compute: {compute:.0%} of the step is forward and backward; try mixed precision (bf16), channels-last, "
-            "torch.compile or a smaller model")
+    return (
+        f"compute: {compute:.0%} of the step is forward and backward; try mixed precision (bf16), channels-last, "
+        "torch.compile or a smaller model"
+    )
 
 
-def evaluator(config: RunConfig, *, data_root: str | os.PathLike = "data",
-              device: str | torch.device | None = None) -> Callable[[torch.nn.Module], float]:
+def evaluator(
+    config: RunConfig, *, data_root: str | os.PathLike = "data", device: str | torch.device | None = None
+) -> Callable[[torch.nn.Module], float]:
     """A function ``model -> test accuracy`` on ``config``'s test split, normalised as it trains (the
     data is loaded once): what ``sensitivity`` and hand-made checks need.
 
@@ -631,23 +865,27 @@ class _Trained:
     indices: torch.Tensor | None = None  # the training examples chosen (None: not chosen here)
 
 
-def _training_to_reuse(config: RunConfig, store: ResultStore | None, device: torch.device, reuse: bool,
-                       start_from: str | Result | None) -> Result | None:
+def _training_to_reuse(
+    config: RunConfig, store: ResultStore | None, device: torch.device, reuse: bool, start_from: str | Result | None
+) -> Result | None:
     if start_from is not None:
         if store is None:
             raise ValueError("start_from needs the result store that holds that run: pass store=...")
         source = start_from if isinstance(start_from, Result) else store.get(start_from)
         if source.config.training_hash() != config.training_hash():
-            raise ConfigError(f"start_from={source.run_id} was trained with other data/model/train/hardware/distill "
-                              "settings: start from its config, store.get(run_id).config.replace(compress=...)")
+            raise ConfigError(
+                f"start_from={source.run_id} was trained with other data/model/train/hardware/distill "
+                "settings: start from its config, store.get(run_id).config.replace(compress=...)"
+            )
         if not source.trained_checkpoint or not Path(source.trained_checkpoint).is_file():
             raise ValueError(f"Run '{source.run_id}' kept no trained weights to start from: run it again with a store")
         return source
     return store.trained_like(config, device) if reuse and store is not None else None
 
 
-def initial_model(config: RunConfig, dataset: Dataset, device: str | torch.device = "cpu",
-                  indices: torch.Tensor | None = None) -> torch.nn.Module:
+def initial_model(
+    config: RunConfig, dataset: Dataset, device: str | torch.device = "cpu", indices: torch.Tensor | None = None
+) -> torch.nn.Module:
     """The untrained model of ``config``: built from ``train.seed``, and with ``model.init=whiten`` its first
     conv set from the patches of the first ``WHITEN_IMAGES`` training images (of ``indices``), normalised as
     training sees them.
@@ -659,22 +897,47 @@ def initial_model(config: RunConfig, dataset: Dataset, device: str | torch.devic
     """
     model = build_model(config.model, dataset.num_classes, _chw(dataset), seed=config.train.seed)
     if config.model.init == "whiten":
-        images = next(iter(eval_loader(dataset, config.data, device=device, split="train", indices=indices,
-                                       batch_size=WHITEN_IMAGES)))[0]
+        images = next(
+            iter(
+                eval_loader(
+                    dataset, config.data, device=device, split="train", indices=indices, batch_size=WHITEN_IMAGES
+                )
+            )
+        )[0]
         whiten_first_conv(model, images)
     return model
 
 
-def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: ResultStore | None, run_id: str,
-           callbacks: Sequence[Callback], progress: bool, slot: _Slot, group: Group = SINGLE) -> _Trained | None:
+def _train(
+    config: RunConfig,
+    dataset: Dataset,
+    device: torch.device,
+    store: ResultStore | None,
+    run_id: str,
+    callbacks: Sequence[Callback],
+    progress: bool,
+    slot: _Slot,
+    group: Group = SINGLE,
+) -> _Trained | None:
     indices = training_subset(config, dataset, device)
-    batches = train_loader(dataset, config.data, config.train.batch_size, seed=config.train.seed, device=device,
-                           indices=indices, shard=(group.rank, group.world_size))
+    batches = train_loader(
+        dataset,
+        config.data,
+        config.train.batch_size,
+        seed=config.train.seed,
+        device=device,
+        indices=indices,
+        shard=(group.rank, group.world_size),
+    )
     criterion = None
     if config.distill.enabled:
         teacher = load_teacher(config.distill.teacher, store=store).to(device)
-        criterion = distillation_loss(teacher, alpha=config.distill.alpha, temperature=config.distill.temperature,
-                                      label_smoothing=config.train.label_smoothing)
+        criterion = distillation_loss(
+            teacher,
+            alpha=config.distill.alpha,
+            temperature=config.distill.temperature,
+            label_smoothing=config.train.label_smoothing,
+        )
     # A rank's output reaches the launching process through a pipe: lines per epoch, not a redrawn bar.
     bar = ProgressBar(desc=config.label()) if group.world_size == 1 else EpochLines(config.label())
     hooks = list(callbacks) + ([bar] if progress and group.main else [])
@@ -689,9 +952,18 @@ def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: Res
     def attempt(resume_from: str | None):
         model = fresh()
         with track_peak_memory(device) as memory:
-            outcome = train(model, batches, config.train, eval_loader=eval_loader(dataset, config.data, device=device),
-                            hardware=config.hardware, device=device, callbacks=hooks, resume_from=resume_from,
-                            criterion=criterion, parallel=group)
+            outcome = train(
+                model,
+                batches,
+                config.train,
+                eval_loader=eval_loader(dataset, config.data, device=device),
+                hardware=config.hardware,
+                device=device,
+                callbacks=hooks,
+                resume_from=resume_from,
+                criterion=criterion,
+                parallel=group,
+            )
         return model, outcome, memory
 
     try:
@@ -701,8 +973,14 @@ def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: Res
             aside = slot.set_aside()
             warnings.warn(f"{e}: set it aside as {aside.name} and trained from the first epoch", stacklevel=_USER)
         model, outcome, memory = attempt(None)
-    ranks = group.gather({"images": outcome.images, "seconds": outcome.seconds, "parameter_bytes": parameter_bytes(model),
-                          "peak_memory_bytes": memory.peak_bytes})
+    ranks = group.gather(
+        {
+            "images": outcome.images,
+            "seconds": outcome.seconds,
+            "parameter_bytes": parameter_bytes(model),
+            "peak_memory_bytes": memory.peak_bytes,
+        }
+    )
     model = group.plain_model(model, fresh)
     group.finish()
     if not group.main:
@@ -712,8 +990,12 @@ def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: Res
     last = outcome.history[-1] if outcome.history else {}
     # The running train accuracy comes from augmented batches with dropout on; the generalisation gap
     # needs the model as it is used: eval mode, on the training examples as they are.
-    seen = evaluate(model, eval_loader(dataset, config.data, device=device, split="train", indices=indices),
-                    device=device, precision=config.hardware.precision)
+    seen = evaluate(
+        model,
+        eval_loader(dataset, config.data, device=device, split="train", indices=indices),
+        device=device,
+        precision=config.hardware.precision,
+    )
     metrics = {
         "train_accuracy": last.get("train_accuracy"),
         "train_eval_accuracy": seen["accuracy"],
@@ -730,34 +1012,50 @@ def _train(config: RunConfig, dataset: Dataset, device: torch.device, store: Res
         "steps_per_epoch": len(batches),
     }
     if group.world_size > 1:
-        metrics.update(world_size=group.world_size, backend=group.backend,
-                       rank_images_per_s=[r["images"] / r["seconds"] if r["seconds"] else None for r in ranks],
-                       rank_parameter_bytes=[r["parameter_bytes"] for r in ranks],
-                       rank_peak_memory_bytes=[r["peak_memory_bytes"] for r in ranks])
+        metrics.update(
+            world_size=group.world_size,
+            backend=group.backend,
+            rank_images_per_s=[r["images"] / r["seconds"] if r["seconds"] else None for r in ranks],
+            rank_parameter_bytes=[r["parameter_bytes"] for r in ranks],
+            rank_peak_memory_bytes=[r["peak_memory_bytes"] for r in ranks],
+        )
     if outcome.compile_decision:
         decision = outcome.compile_decision
-        metrics.update(compiled=decision.compile, compile_reason=decision.reason, compile_probe_seconds=decision.probe_s)
+        metrics.update(
+            compiled=decision.compile, compile_reason=decision.reason, compile_probe_seconds=decision.probe_s
+        )
     checkpoint = None
     if store is not None:
         path = store.checkpoint_path(run_id if not config.compress else f"{run_id}-trained")
         checkpoint = str(save_checkpoint(path, model, config, _model_args(config, dataset))[0])
-    return _Trained(model, outcome.history, metrics, status="ok" if outcome.status == "ok" else outcome.status.split(":")[0],
-                    checkpoint=checkpoint, indices=indices)
+    return _Trained(
+        model,
+        outcome.history,
+        metrics,
+        status="ok" if outcome.status == "ok" else outcome.status.split(":")[0],
+        checkpoint=checkpoint,
+        indices=indices,
+    )
 
 
 def _reuse(config: RunConfig, source: Result, device: torch.device, progress: bool) -> _Trained:
     origin = source.reused_from or source.run_id
     if progress:
         trainer = source.config.label()
-        tqdm.write(f"{config.label()}: reusing the training of run {origin} ({trainer}: same data, "
-                   "model, train, hardware, parallel and distill settings); reuse=False trains again")
+        tqdm.write(
+            f"{config.label()}: reusing the training of run {origin} ({trainer}: same data, "
+            "model, train, hardware, parallel and distill settings); reuse=False trains again"
+        )
     model, _ = load_checkpoint(source.trained_checkpoint)
     metrics = {k: source.metrics[k] for k in TRAINING_METRICS if k in source.metrics}
-    return _Trained(model.to(device), list(source.history), metrics, checkpoint=source.trained_checkpoint, reused_from=origin)
+    return _Trained(
+        model.to(device), list(source.history), metrics, checkpoint=source.trained_checkpoint, reused_from=origin
+    )
 
 
-def _compress(config: RunConfig, trained: _Trained, dataset: Dataset, device: torch.device, progress: bool
-              ) -> tuple[torch.nn.Module, list[dict], dict[str, Any] | None]:
+def _compress(
+    config: RunConfig, trained: _Trained, dataset: Dataset, device: torch.device, progress: bool
+) -> tuple[torch.nn.Module, list[dict], dict[str, Any] | None]:
     """The compressed model, what the steps logged, and the float model's numbers before them."""
     model = trained.model
     if not config.compress:
@@ -766,13 +1064,23 @@ def _compress(config: RunConfig, trained: _Trained, dataset: Dataset, device: to
     test = eval_loader(dataset, config.data, device=device)
     log: list[dict] = []
     ctx = CompressContext(
-        example_input=next(iter(test))[0][:8].clone(), log=log, device=device, train=config.train, hardware=config.hardware,
-        train_loader=train_loader(dataset, config.data, config.train.batch_size, seed=config.train.seed, device=device,
-                                  indices=indices),
-        eval_loader=test, progress=progress,
+        example_input=next(iter(test))[0][:8].clone(),
+        log=log,
+        device=device,
+        train=config.train,
+        hardware=config.hardware,
+        train_loader=train_loader(
+            dataset, config.data, config.train.batch_size, seed=config.train.seed, device=device, indices=indices
+        ),
+        eval_loader=test,
+        progress=progress,
     )
-    before = {**count_parameters(model), "size_bytes": model_size_bytes(model), "flops": count_flops(model, (1, *_chw(dataset))),
-              "accuracy": evaluate(model, test, device=device, precision=config.hardware.precision)["accuracy"]}
+    before = {
+        **count_parameters(model),
+        "size_bytes": model_size_bytes(model),
+        "flops": count_flops(model, (1, *_chw(dataset))),
+        "accuracy": evaluate(model, test, device=device, precision=config.hardware.precision)["accuracy"],
+    }
     torch.manual_seed(config.train.seed)  # fine-tuning draws dropout from here: a reused training compresses alike
     for step in config.compress:
         model = apply_step(model, step, ctx)
@@ -786,8 +1094,13 @@ def _store(result: Result, model: torch.nn.Module, dataset: Dataset, store: Resu
     else:
         example = next(iter(eval_loader(dataset, config.data, device=device)))[0][:8]
         try:
-            path, result.checkpoint_format = save_checkpoint(store.checkpoint_path(result.run_id), model, config,
-                                                             _model_args(config, dataset), example_inputs=example)
+            path, result.checkpoint_format = save_checkpoint(
+                store.checkpoint_path(result.run_id),
+                model,
+                config,
+                _model_args(config, dataset),
+                example_inputs=example,
+            )
             result.checkpoint = str(path)
         except ValueError as e:  # a fake-quant model has no deployable form
             result.metrics["checkpoint_note"] = str(e)
@@ -811,16 +1124,23 @@ def training_subset(config: RunConfig, dataset: Dataset, device: torch.device) -
     if d.selection in ("hardest", "easiest"):
         recipe = TrainConfig(epochs=2, optimizer="adam", lr=1e-3, seed=config.train.seed)
         proxy = build_model(ModelConfig(name="mlp"), dataset.num_classes, _chw(dataset), seed=recipe.seed).to(device)
-        train(proxy, train_loader(dataset, d, recipe.batch_size, seed=recipe.seed, device=device), recipe, device=device)
-        scores = per_example_loss(proxy, dataset.train_x, dataset.train_y, mean=dataset.mean, std=dataset.std, device=device)
+        train(
+            proxy, train_loader(dataset, d, recipe.batch_size, seed=recipe.seed, device=device), recipe, device=device
+        )
+        scores = per_example_loss(
+            proxy, dataset.train_x, dataset.train_y, mean=dataset.mean, std=dataset.std, device=device
+        )
     return select_subset(dataset.train_y, d.fraction, d.selection, seed=config.train.seed, scores=scores)
 
 
 def _achieved(metrics: dict[str, Any], p: _Prepared, inference_ceiling: dict, train_ceiling: dict) -> dict[str, Any]:
     """Achieved TFLOP/s in inference (at the largest batch) and in training (the float model's FLOPs at
     the speed of a steady epoch), each beside the matmul ceiling probed on the device that ran it."""
-    out = {"inference_tflops": achieved(metrics["flops"], metrics["throughput_ips"], training=False),
-           "ceiling_tflops": inference_ceiling["tflops"], "ceiling_dtype": inference_ceiling["dtype"]}
+    out = {
+        "inference_tflops": achieved(metrics["flops"], metrics["throughput_ips"], training=False),
+        "ceiling_tflops": inference_ceiling["tflops"],
+        "ceiling_dtype": inference_ceiling["dtype"],
+    }
     out["inference_ceiling_share"] = out["inference_tflops"] / inference_ceiling["tflops"]
     # Steady epochs: a compiled run's first epoch would count its compiling as slow arithmetic.
     steady = p.trained.metrics.get("steady_epoch_seconds")
@@ -839,14 +1159,18 @@ def _warn_about_lost_accuracy(config: RunConfig, before: float, after: float) ->
         return
     kinds = {type(s).__name__ for s in config.compress}
     if "StructuredPrune" in kinds or "UnstructuredPrune" in kinds:
-        fix = ("prune in steps with fine-tuning between and fine-tune longer after: the measured recipe "
-               "--compress recommended:amount=0.5 (workbench.compress.recommended_pruning; within a point on digits)")
+        fix = (
+            "prune in steps with fine-tuning between and fine-tune longer after: the measured recipe "
+            "--compress recommended:amount=0.5 (workbench.compress.recommended_pruning; within a point on digits)"
+        )
     elif kinds & {"StaticInt8", "DynamicInt8", "WeightOnlyInt4", "WeightOnlyInt8"}:
         fix = "calibrate on more batches (static_int8:calibration_batches=32) or fine-tune with quantization (qat)"
     else:
         fix = "fine-tune after compressing (finetune:epochs=5)"
-    warnings.warn(f"compression cost {lost:.1f} accuracy points ({100 * before:.1f}% -> {100 * after:.1f}%): {fix}",
-                  stacklevel=_USER)
+    warnings.warn(
+        f"compression cost {lost:.1f} accuracy points ({100 * before:.1f}% -> {100 * after:.1f}%): {fix}",
+        stacklevel=_USER,
+    )
 
 
 def _check_sizes(config: RunConfig, dataset: Dataset) -> None:
@@ -854,10 +1178,14 @@ def _check_sizes(config: RunConfig, dataset: Dataset) -> None:
     n = subset_size(len(dataset.train_y), config.data.fraction)
     bs = config.train.batch_size
     if bs > n:
-        raise ConfigError(f"train.batch_size={bs} is more than the {n:,} training examples of {config.data.dataset} "
-                          f"(data.fraction={config.data.fraction}): use at most {n}")
+        raise ConfigError(
+            f"train.batch_size={bs} is more than the {n:,} training examples of {config.data.dataset} "
+            f"(data.fraction={config.data.fraction}): use at most {n}"
+        )
     if n < 2 and config.model.batchnorm:
-        raise ConfigError(f"{n} training example is too few for BatchNorm: raise data.fraction or set model.batchnorm=False")
+        raise ConfigError(
+            f"{n} training example is too few for BatchNorm: raise data.fraction or set model.batchnorm=False"
+        )
 
 
 def _teacher_checkpoint(ref: str, store: ResultStore | None) -> str:
@@ -865,14 +1193,18 @@ def _teacher_checkpoint(ref: str, store: ResultStore | None) -> str:
     if Path(ref).is_file():
         return ref
     if store is None:
-        raise ValueError(f"Teacher '{ref}' is neither a checkpoint file nor a stored run id (no result store given): "
-                         "pass a path or store=ResultStore(...)")
+        raise ValueError(
+            f"Teacher '{ref}' is neither a checkpoint file nor a stored run id (no result store given): "
+            "pass a path or store=ResultStore(...)"
+        )
     try:
         result = store.get(ref)
     except KeyError as e:
         raise ValueError(f"Teacher '{ref}' is neither a checkpoint file nor a stored run: {e.args[0]}") from None
     if not result.checkpoint or not Path(result.checkpoint).is_file():
-        raise ValueError(f"Run '{ref}' has no saved checkpoint to use as a teacher: run it with a store so weights are saved")
+        raise ValueError(
+            f"Run '{ref}' has no saved checkpoint to use as a teacher: run it with a store so weights are saved"
+        )
     return result.checkpoint
 
 
@@ -915,8 +1247,12 @@ def _training_slot(store: ResultStore | None, config: RunConfig, run_id: str, re
             return
         private = shared.with_name(f"{shared.stem}-{run_id}.pt")
         try:
-            yield _Slot(private, None, "another live run is training the same settings in this store: "
-                                       "this one trains on its own instead of sharing its checkpoint")
+            yield _Slot(
+                private,
+                None,
+                "another live run is training the same settings in this store: "
+                "this one trains on its own instead of sharing its checkpoint",
+            )
         finally:
             private.unlink(missing_ok=True)  # nobody could find it to resume from
 

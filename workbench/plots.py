@@ -13,10 +13,12 @@ Example:
     >>> fig.axes[0].get_ylabel()
     'test accuracy (%)'
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -80,16 +82,35 @@ def place_labels(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[
     groups: dict[tuple[float, float], list[str]] = {}
     for x, y, label in zip(xs, ys, labels):
         groups.setdefault((float(x), float(y)), []).append(str(label))
-    offsets = [(5, 3), (5, -3), (-5, 3), (-5, -3), (8, 14), (-8, 14), (8, -14), (-8, -14), (12, 26), (-12, 26), (12, -26),
-               (-12, -26)]
+    offsets = [
+        (5, 3),
+        (5, -3),
+        (-5, 3),
+        (-5, -3),
+        (8, 14),
+        (-8, 14),
+        (8, -14),
+        (-8, -14),
+        (12, 26),
+        (-12, 26),
+        (12, -26),
+        (-12, -26),
+    ]
     placed, texts = [], []
     ax.figure.draw_without_rendering()  # let the layout engine size the axes first: their frame is the bound
     frame = ax.get_window_extent()
     for (x, y), names in groups.items():
         for i, (dx, dy) in enumerate(offsets):
-            text = ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
-                               ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top",
-                               arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "gray", "shrinkA": 0, "shrinkB": 3})
+            text = ax.annotate(
+                ", ".join(names),
+                (x, y),
+                textcoords="offset points",
+                xytext=(dx, dy),
+                fontsize=fontsize,
+                ha="left" if dx > 0 else "right",
+                va="bottom" if dy > 0 else "top",
+                arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "gray", "shrinkA": 0, "shrinkB": 3},
+            )
             box = text.get_window_extent()  # the figure's own renderer, whatever its canvas
             inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
             if (inside and not any(box.overlaps(b) for b in placed)) or i == len(offsets) - 1:
@@ -167,7 +188,9 @@ def train_label(df: pd.DataFrame) -> str:
     if {"measure_device", "measure_device_name"} <= set(df):
         same = df["measure_device"].astype(str) == devices
         devices = devices.where(~same, df["measure_device_name"].astype(str) + " (" + devices + ")")
-    precision = "/".join(sorted(df["hardware.precision"].dropna().astype(str).unique())) if "hardware.precision" in df else ""
+    precision = (
+        "/".join(sorted(df["hardware.precision"].dropna().astype(str).unique())) if "hardware.precision" in df else ""
+    )
     return f"trained on {_one_or_mixed(devices, 'device')}" + (f", {precision}" if precision else "")
 
 
@@ -217,19 +240,36 @@ def accuracy_vs_size(df: pd.DataFrame, size: str = "size_bytes", ax=None) -> Fig
     ax.plot(x[front][order], y[front][order], color="tab:orange", alpha=0.5)
     spread = size == "latency_ms" and np.isfinite(q25).any()
     if spread:  # the timing's interquartile range, so overlapping latencies read as a tie
-        ax.errorbar(x, y, xerr=np.vstack([np.clip(x - q25, 0, None), np.clip(q75 - x, 0, None)]), fmt="none",
-                    ecolor="tab:gray", alpha=0.6, capsize=2, zorder=1)
+        ax.errorbar(
+            x,
+            y,
+            xerr=np.vstack([np.clip(x - q25, 0, None), np.clip(q75 - x, 0, None)]),
+            fmt="none",
+            ecolor="tab:gray",
+            alpha=0.6,
+            capsize=2,
+            zorder=1,
+        )
         if noisy.any():
-            ax.scatter(x[noisy], y[noisy], s=160, facecolors="none", edgecolors="tab:red", zorder=4,
-                       label=f"noisy timing (IQR > {NOISY_SPREAD:.0%} of median)")
+            ax.scatter(
+                x[noisy],
+                y[noisy],
+                s=160,
+                facecolors="none",
+                edgecolors="tab:red",
+                zorder=4,
+                label=f"noisy timing (IQR > {NOISY_SPREAD:.0%} of median)",
+            )
     if len(x) and x.min() > 0 and x.max() / x.min() > 10:
         ax.set_xscale("log")
     ax.set_xlabel(metric_label(size) + (" (log)" if ax.get_xscale() == "log" else ""))
     _format_axis(ax.xaxis, size)
     ax.set_ylabel(metric_label("accuracy"))
     ax.margins(x=0.12, y=0.1)  # room for the run labels at the edges
-    ax.set_title(f"Accuracy vs {_short(size)}{', IQR bars' if spread else ''} — {_dataset(df)}\n"
-                 f"measured on {device_label(df)}", fontsize=10)
+    ax.set_title(
+        f"Accuracy vs {_short(size)}{', IQR bars' if spread else ''} — {_dataset(df)}\nmeasured on {device_label(df)}",
+        fontsize=10,
+    )
     ax.legend(loc="best", fontsize=8)
     place_labels(ax, x, y, labels)
     return fig
@@ -255,13 +295,27 @@ def pareto_chart(trials: pd.DataFrame, objectives: Sequence[str], front: pd.Data
     front = done.iloc[:0] if front is None else front
     for ax, x_metric in zip(axes[0], others):
         ax.grid(alpha=0.3)
-        ax.scatter(_scaled(done[x_metric], x_metric), _scaled(done[y_metric], y_metric), color="tab:gray", alpha=0.35,
-                   label="trials", zorder=2)
+        ax.scatter(
+            _scaled(done[x_metric], x_metric),
+            _scaled(done[y_metric], y_metric),
+            color="tab:gray",
+            alpha=0.35,
+            label="trials",
+            zorder=2,
+        )
         fx, fy = _scaled(front[x_metric], x_metric), _scaled(front[y_metric], y_metric)
         ax.scatter(fx, fy, color="tab:orange", edgecolors="black", linewidths=0.5, s=60, label="Pareto front", zorder=3)
         base = done[done["baseline"].astype(bool)]
-        ax.scatter(_scaled(base[x_metric], x_metric), _scaled(base[y_metric], y_metric), marker="*", s=260,
-                   color="tab:blue", edgecolors="black", label="baseline", zorder=4)
+        ax.scatter(
+            _scaled(base[x_metric], x_metric),
+            _scaled(base[y_metric], y_metric),
+            marker="*",
+            s=260,
+            color="tab:blue",
+            edgecolors="black",
+            label="baseline",
+            zorder=4,
+        )
         if "trial" in front:
             place_labels(ax, fx, fy, [f"#{n}" for n in front["trial"]])
         ax.set_xlabel(metric_label(x_metric))
@@ -271,8 +325,9 @@ def pareto_chart(trials: pd.DataFrame, objectives: Sequence[str], front: pd.Data
     states = trials["trial_state"].value_counts().to_dict() if len(trials) else {}
     counts = ", ".join(f"{n} {state.lower()}" for state, n in states.items())
     strategy = _one_or_mixed(trials["strategy"], "strategy") if "strategy" in trials else "search"
-    fig.suptitle(f"{strategy} search: {counts or 'no trials'} — {_dataset(done)}; measured on {device_label(done)}",
-                 fontsize=10)
+    fig.suptitle(
+        f"{strategy} search: {counts or 'no trials'} — {_dataset(done)}; measured on {device_label(done)}", fontsize=10
+    )
     return fig
 
 
@@ -287,10 +342,15 @@ def strategy_comparison_chart(comparison) -> Figure:
         per_trial = rows.groupby("trial")["hypervolume"]
         line = hv_ax.plot(per_trial.mean().index, per_trial.mean(), marker="o", ms=3, label=name)[0]
         hv_ax.fill_between(per_trial.min().index, per_trial.min(), per_trial.max(), color=line.get_color(), alpha=0.2)
-    ref = ", ".join(f"{_short(k)} {_scaled(pd.Series([v]), k)[0]:.4g} {METRICS[k].unit.split(',')[0] if k in METRICS else ''}"
-                    for k, v in comparison.reference.items())
-    hv_ax.set(xlabel="trials run", ylabel="hypervolume (share of the box, 0-1)",
-              title=f"Dominated hypervolume; reference point: {ref}")
+    ref = ", ".join(
+        f"{_short(k)} {_scaled(pd.Series([v]), k)[0]:.4g} {METRICS[k].unit.split(',')[0] if k in METRICS else ''}"
+        for k, v in comparison.reference.items()
+    )
+    hv_ax.set(
+        xlabel="trials run",
+        ylabel="hypervolume (share of the box, 0-1)",
+        title=f"Dominated hypervolume; reference point: {ref}",
+    )
     hv_ax.title.set_fontsize(9)
     hv_ax.grid(alpha=0.3)
     hv_ax.legend(fontsize=8)
@@ -304,8 +364,9 @@ def strategy_comparison_chart(comparison) -> Figure:
     best_ax.grid(alpha=0.3)
     searches = list(comparison.searches.values())
     trials = pd.concat([s.trials for s in searches], ignore_index=True) if searches else pd.DataFrame()
-    fig.suptitle(f"Search strategies on the same budget — {_dataset(trials)}; measured on {device_label(trials)}",
-                 fontsize=10)
+    fig.suptitle(
+        f"Search strategies on the same budget — {_dataset(trials)}; measured on {device_label(trials)}", fontsize=10
+    )
     return fig
 
 
@@ -348,13 +409,18 @@ def latency_bars(df: pd.DataFrame, metric: str = "latency_ms", ax=None) -> Figur
                 bar.set_alpha(0.5)
     ax.set_xticks(np.arange(len(runs)) + width * (len(series) - 1) / 2, runs, rotation=30, ha="right")
     values = bench[metric][bench[metric] > 0]
-    if len(values) and values.max() / values.min() > 20:  # batch 1 and batch 256 bars on one linear axis: one would vanish
+    if (
+        len(values) and values.max() / values.min() > 20
+    ):  # batch 1 and batch 256 bars on one linear axis: one would vanish
         _log_axis(ax.yaxis)
     ax.set_ylabel(metric_label(metric) + (", IQR bars" if metric == "latency_ms" else ""))
     what = "Inference latency per batch" if metric == "latency_ms" else "Inference throughput"
     dtypes = "/".join(sorted(bench["dtype"].astype(str).unique())) if "dtype" in bench else ""
-    ax.set_title(f"{what} on {_one_or_mixed(bench['device_name'], 'device')}" + (f", {dtypes}" if dtypes else "")
-                 + (" (log scale)" if ax.get_yscale() == "log" else ""))
+    ax.set_title(
+        f"{what} on {_one_or_mixed(bench['device_name'], 'device')}"
+        + (f", {dtypes}" if dtypes else "")
+        + (" (log scale)" if ax.get_yscale() == "log" else "")
+    )
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if "noisy" in bench and bench["noisy"].fillna(False).astype(bool).any():
         ax.set_xlabel(NOISY_NOTE, fontsize=8, color="tab:red")
@@ -386,7 +452,9 @@ def latency_vs_batch(records: pd.DataFrame | Sequence[dict], by: Sequence[str] |
         label = " ".join(map(str, key if isinstance(key, tuple) else (key,))) or None
         (line,) = lat.plot(part["batch_size"], part["latency_ms"], marker="o", ms=3, label=label)
         if {"latency_ms_q25", "latency_ms_q75"} <= set(part):
-            lat.fill_between(part["batch_size"], part["latency_ms_q25"], part["latency_ms_q75"], color=line.get_color(), alpha=0.2)
+            lat.fill_between(
+                part["batch_size"], part["latency_ms_q25"], part["latency_ms_q75"], color=line.get_color(), alpha=0.2
+            )
         thr.plot(part["batch_size"], part["throughput_ips"], marker="o", ms=3, label=label)
     for ax in (lat, thr):
         ax.set_xscale("log", base=2)
@@ -422,8 +490,9 @@ def runtime_chart(df: pd.DataFrame) -> Figure:
     ran = df[pd.to_numeric(df["latency_ms"], errors="coerce").notna()]
     skipped = df[pd.to_numeric(df["latency_ms"], errors="coerce").isna()]
     sizes = sorted(ran["batch_size"].unique())
-    fig, axes = plt.subplots(1, max(1, len(sizes)), figsize=(5.5 * max(1, len(sizes)), 4.6), layout="constrained",
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(1, len(sizes)), figsize=(5.5 * max(1, len(sizes)), 4.6), layout="constrained", squeeze=False
+    )
     plt.close(fig)
     models = list(dict.fromkeys(ran["model"])) if "model" in ran else [""]
     for ax, bs in zip(axes[0], sizes):
@@ -439,7 +508,9 @@ def runtime_chart(df: pd.DataFrame) -> Figure:
             q25 = np.array([getattr(c, "latency_ms_q25", c.latency_ms) for c in cells])
             q75 = np.array([getattr(c, "latency_ms_q75", c.latency_ms) for c in cells])
             ax.bar(xs, ms, width=width, label=model, yerr=[ms - q25, q75 - ms], capsize=3)
-        ax.set_xticks(range(len(runtimes)), [r.replace(" · ", "\n") for r in runtimes], rotation=30, ha="right", fontsize=8)
+        ax.set_xticks(
+            range(len(runtimes)), [r.replace(" · ", "\n") for r in runtimes], rotation=30, ha="right", fontsize=8
+        )
         _log_axis(ax.yaxis)
         ax.set_ylabel("latency per batch (ms), log; whiskers = IQR")
         ax.set_title(f"batch {bs} on {_one_or_mixed(part.get('device_name', []), 'device')}")
@@ -502,8 +573,12 @@ def profile_chart(df: pd.DataFrame, ax=None) -> Figure:
     ax.set_xlim(0, 100 * max(df["share"].max() * 1.25, 0.1))
     ax.set_xlabel("share of the training step (%)")
     a = df.attrs
-    ax.set_title(f"Where a training step goes — {a.get('device_name', 'device?')}, batch {a.get('batch_size', '?')}, "
-                 f"{a.get('step_ms', float('nan')):.1f} ms a step\n{a.get('bottleneck', '')}", fontsize=9, wrap=True)
+    ax.set_title(
+        f"Where a training step goes — {a.get('device_name', 'device?')}, batch {a.get('batch_size', '?')}, "
+        f"{a.get('step_ms', float('nan')):.1f} ms a step\n{a.get('bottleneck', '')}",
+        fontsize=9,
+        wrap=True,
+    )
     return fig
 
 
@@ -518,7 +593,9 @@ def inference_sweep_chart(df: pd.DataFrame) -> Figure:
         >>> [line.get_label() for line in inference_sweep_chart(pd.DataFrame(recs)).axes[0].lines]
         ['fp32 eager', 'fp32 compiled']
     """
-    fig = latency_vs_batch(df.drop(columns=["dtype"], errors="ignore"), by=[c for c in ("run", "precision", "mode") if c in df])
+    fig = latency_vs_batch(
+        df.drop(columns=["dtype"], errors="ignore"), by=[c for c in ("run", "precision", "mode") if c in df]
+    )
     if "skipped" in df and df["skipped"].notna().any():
         missing = sorted({f"{p} {m}" for p, m in df.loc[df["skipped"].notna(), ["precision", "mode"]].values})
         fig.supxlabel(f"not run here: {', '.join(missing)} (see the rows' skipped reasons)", fontsize=8)
@@ -576,8 +653,12 @@ def lr_schedules(df: pd.DataFrame, ax=None) -> Figure:
     fig, ax = _figure(ax)
     for label, (_, row) in zip(run_labels(df), df.iterrows()):
         steps = int(row["steps_per_epoch"])
-        cfg = SimpleNamespace(lr=float(row["train.lr"]), schedule=row["train.schedule"],
-                              warmup_epochs=float(row["train.warmup_epochs"]), epochs=int(row["train.epochs"]))
+        cfg = SimpleNamespace(
+            lr=float(row["train.lr"]),
+            schedule=row["train.schedule"],
+            warmup_epochs=float(row["train.warmup_epochs"]),
+            epochs=int(row["train.epochs"]),
+        )
         lrs = lr_curve(cfg, steps)
         ax.plot(np.arange(1, len(lrs) + 1) / steps, lrs, label=label)
     ax.set_xlabel(f"epoch ({', '.join(sorted({str(int(v)) for v in df['steps_per_epoch']}))} optimizer steps each)")
@@ -617,7 +698,9 @@ def run_curves(history: Sequence[dict], title: str = "") -> Figure:
 
 
 @_themed
-def sweep_lines(df: pd.DataFrame, metric: str = "accuracy", x: str = "sweep_value", by: str | None = None, ax=None) -> Figure:
+def sweep_lines(
+    df: pd.DataFrame, metric: str = "accuracy", x: str = "sweep_value", by: str | None = None, ax=None
+) -> Figure:
     """``metric`` against one knob, from ``workbench.sweep`` output; one line per value of ``by``.
 
     Numeric knobs get a line (log axis when they span more than 10x); named ones (optimizers,
@@ -634,11 +717,17 @@ def sweep_lines(df: pd.DataFrame, metric: str = "accuracy", x: str = "sweep_valu
     values = df[x].tolist()
     numeric = all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values)
     categories = list(dict.fromkeys(map(str, values)))
-    for key, part in (df.groupby(by, sort=False) if by else [(None, df)]):
+    for key, part in df.groupby(by, sort=False) if by else [(None, df)]:
         xs = part[x].astype(float).to_numpy() if numeric else np.array([categories.index(str(v)) for v in part[x]])
         order = np.argsort(xs)
-        ax.plot(xs[order], _scaled(part[metric], metric)[order], marker="o", ms=5 if numeric else 8,
-                linestyle="-" if numeric else "none", label=None if by is None else f"{by}={key}")
+        ax.plot(
+            xs[order],
+            _scaled(part[metric], metric)[order],
+            marker="o",
+            ms=5 if numeric else 8,
+            linestyle="-" if numeric else "none",
+            label=None if by is None else f"{by}={key}",
+        )
     if numeric:
         xs = np.unique(np.asarray(values, float))
         if xs.min() > 0 and xs.max() / xs.min() > 10:
@@ -687,7 +776,7 @@ def metric_bars(df: pd.DataFrame, metrics: Sequence[str] = ("train_accuracy", "a
         ax.set_ylim(max(0.0, low - 2 * pad), high + pad)
     elif len(values) and values.min() < 0:
         ax.axhline(0, color="gray", linewidth=0.8)
-    units = {metric_label(m)[len(_short(m)):] for m in metrics}
+    units = {metric_label(m)[len(_short(m)) :] for m in metrics}
     ax.set_ylabel(" / ".join(_short(m) for m in metrics) + (units.pop() if len(units) == 1 else ""))
     where = device_label(df) if any(_inference(m) for m in metrics) else train_label(df)
     ax.set_title(f"{', '.join(_short(m) for m in metrics)} per run — {_dataset(df)}, {where}", fontsize=10)
@@ -708,8 +797,9 @@ def ablation_chart(table: pd.DataFrame) -> Figure:
     """
     fig, axes = plt.subplots(1, 2, figsize=(9, 0.5 * len(table) + 1.6), sharey=True, layout="constrained")
     plt.close(fig)  # shown once, as the cell's value (see _figure)
-    for ax, column, label in zip(axes, ("accuracy_bought", "seconds_bought"),
-                                 ("test accuracy bought (points)", "training time saved (s)")):
+    for ax, column, label in zip(
+        axes, ("accuracy_bought", "seconds_bought"), ("test accuracy bought (points)", "training time saved (s)")
+    ):
         values = table[column].astype(float).to_numpy()
         bars = ax.barh(table["part"], values, color=np.where(values >= 0, "tab:green", "tab:red"))
         ax.bar_label(bars, fmt="%+.2f", fontsize=8, padding=2)
@@ -718,8 +808,11 @@ def ablation_chart(table: pd.DataFrame) -> Figure:
         ax.margins(x=0.25)
     axes[0].invert_yaxis()
     where = ", ".join(table.attrs.get("train_device", [])) or "unknown device"
-    fig.suptitle(f"What each part of {table.attrs.get('baseline', 'the recipe')} bought — "
-                 f"{', '.join(table.attrs.get('data.dataset', []))}, trained on {where}", fontsize=10)
+    fig.suptitle(
+        f"What each part of {table.attrs.get('baseline', 'the recipe')} bought — "
+        f"{', '.join(table.attrs.get('data.dataset', []))}, trained on {where}",
+        fontsize=10,
+    )
     return fig
 
 
@@ -761,15 +854,19 @@ def path_chart(table: pd.DataFrame) -> Figure:
     width = 0.8 / len(latency)
     for i, column in enumerate(latency):
         device, mode, _ = latency_key(column[:-3])
-        axes[2].bar(steps + (i - (len(latency) - 1) / 2) * width, table[column].astype(float), width, label=f"{device} {mode}")
+        axes[2].bar(
+            steps + (i - (len(latency) - 1) / 2) * width, table[column].astype(float), width, label=f"{device} {mode}"
+        )
     axes[2].set_ylabel("latency per batch (ms, median)")
     axes[2].legend(fontsize=8, title=f"batch {smallest}", title_fontsize=8)
     for ax in axes:
         ax.set_xticks(steps, labels, rotation=35, ha="right", fontsize=8)
         ax.grid(alpha=0.3)
     names = table.attrs.get("device_names") or {}
-    fig.suptitle("The path, step by step — latency on " + (", ".join(f"{d}: {n}" for d, n in names.items()) or "unknown device"),
-                 fontsize=10)
+    fig.suptitle(
+        "The path, step by step — latency on " + (", ".join(f"{d}: {n}" for d, n in names.items()) or "unknown device"),
+        fontsize=10,
+    )
     return fig
 
 
@@ -786,7 +883,9 @@ def plot_ledger_size_accuracy(table: pd.DataFrame) -> Figure:
     fig, ax = _figure()
     kib, acc = _scaled(table["size_bytes"], "size_bytes"), _scaled(table["accuracy"], "accuracy")
     ax.scatter(kib, acc, s=40, zorder=3)
-    ax.set(xlabel=metric_label("size_bytes"), ylabel=metric_label("accuracy"), title="Accuracy against size per variant")
+    ax.set(
+        xlabel=metric_label("size_bytes"), ylabel=metric_label("accuracy"), title="Accuracy against size per variant"
+    )
     ax.margins(x=0.15, y=0.15)
     place_labels(ax, kib, acc, table["variant"], fontsize="small")
     return fig
@@ -806,7 +905,9 @@ def plot_ledger_latency(table: pd.DataFrame) -> Figure:
     """
     columns = [c for c in table.columns if c.endswith("_ms")]
     if not columns:
-        raise ValueError("No latency columns to plot: build the table with ledger(results) from runs with benchmark records")
+        raise ValueError(
+            "No latency columns to plot: build the table with ledger(results) from runs with benchmark records"
+        )
     fig, ax = _figure()
     fig.set_size_inches(max(6.5, 1.2 * len(columns) + 3), 4.2)
     width = 0.8 / len(table)
@@ -853,7 +954,9 @@ def plot_sensitivity(df: pd.DataFrame) -> Figure:
         ax.plot(rows["amount"], _scaled(rows["accuracy"], "accuracy"), marker="o", label=layer)
     if "baseline_accuracy" in df.attrs:
         ax.axhline(100 * df.attrs["baseline_accuracy"], color="gray", linestyle="--", label="unpruned")
-    ax.set(xlabel="fraction of the layer pruned", ylabel=metric_label("accuracy"), title="Pruning sensitivity per layer")
+    ax.set(
+        xlabel="fraction of the layer pruned", ylabel=metric_label("accuracy"), title="Pruning sensitivity per layer"
+    )
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5), ncol=1 + len(ax.lines) // 16)
     return fig
 
@@ -863,7 +966,9 @@ def _log_axis(axis) -> None:
     axis.axes.set_yscale("log") if axis is axis.axes.yaxis else axis.axes.set_xscale("log")
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     axis.set_major_formatter(plain)
-    axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** np.floor(np.log10(v))) in (2, 5) else ""))
+    axis.set_minor_formatter(
+        FuncFormatter(lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** np.floor(np.log10(v))) in (2, 5) else "")
+    )
 
 
 def _figure(ax=None):
@@ -899,15 +1004,35 @@ def pipeline_chart(df: pd.DataFrame) -> Figure:
     fig, (bubble, step) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     plt.close(fig)
     for column, marker in zip(stages, "v^<>sD"):
-        bubble.plot(m, 100 * df[column], marker=marker, linestyle="none", alpha=0.6,
-                    label=f"measured, stage {column.removeprefix('bubble_share_stage')}")
+        bubble.plot(
+            m,
+            100 * df[column],
+            marker=marker,
+            linestyle="none",
+            alpha=0.6,
+            label=f"measured, stage {column.removeprefix('bubble_share_stage')}",
+        )
     bubble.plot(m, 100 * df["bubble_share"], marker="o", label="measured, mean of the stages")
-    bubble.plot(m, 100 * df["bubble_theory"], linestyle="--", color="gray", label=f"GPipe theory (S-1)/(M+S-1), S = {len(stages)}")
+    bubble.plot(
+        m,
+        100 * df["bubble_theory"],
+        linestyle="--",
+        color="gray",
+        label=f"GPipe theory (S-1)/(M+S-1), S = {len(stages)}",
+    )
     bubble.set(ylim=(0, 100), ylabel="bubble: share of the step a stage waits (%)")
-    step.errorbar(m, df["step_ms"], yerr=[df["step_ms"] - df["step_ms_p10"], df["step_ms_p90"] - df["step_ms"]],
-                  marker="o", capsize=3, label="step (median, p10-p90)")
+    step.errorbar(
+        m,
+        df["step_ms"],
+        yerr=[df["step_ms"] - df["step_ms_p10"], df["step_ms_p90"] - df["step_ms"]],
+        marker="o",
+        capsize=3,
+        label="step (median, p10-p90)",
+    )
     for column in sorted(c for c in df if c.startswith("busy_ms_stage")):
-        step.plot(m, df[column], marker=".", linestyle=":", label=f"compute in stage {column.removeprefix('busy_ms_stage')}")
+        step.plot(
+            m, df[column], marker=".", linestyle=":", label=f"compute in stage {column.removeprefix('busy_ms_stage')}"
+        )
     step.set(ylim=(0, None), ylabel="time per training step (ms)")
     for ax in (bubble, step):
         ax.set_xscale("log", base=2)
@@ -917,8 +1042,10 @@ def pipeline_chart(df: pd.DataFrame) -> Figure:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     a = df.attrs
-    fig.suptitle(f"Pipeline bubble of {a.get('model', 'model?')} in two stages, batch {a.get('batch_size', '?')} — "
-                 f"{a.get('device_name', 'device?')} ({a.get('device', '?')}), {a.get('backend', '?')}")
+    fig.suptitle(
+        f"Pipeline bubble of {a.get('model', 'model?')} in two stages, batch {a.get('batch_size', '?')} — "
+        f"{a.get('device_name', 'device?')} ({a.get('device', '?')}), {a.get('backend', '?')}"
+    )
     return fig
 
 
@@ -947,8 +1074,10 @@ def scaling_chart(df: pd.DataFrame) -> Figure:
     for ax in (speed, share):
         ax.grid(alpha=0.3)
     a = df.attrs
-    fig.suptitle(f"{a.get('model', 'model')}, global batch {a.get('batch_size', '?')}: {a.get('device_name', 'unknown device')}, "
-                 f"{a.get('backend', '?')}, {a.get('threads_per_process', '?')} thread(s) per process")
+    fig.suptitle(
+        f"{a.get('model', 'model')}, global batch {a.get('batch_size', '?')}: {a.get('device_name', 'unknown device')}, "
+        f"{a.get('backend', '?')}, {a.get('threads_per_process', '?')} thread(s) per process"
+    )
     return fig
 
 
@@ -963,8 +1092,11 @@ def rank_chart(table: pd.DataFrame, metric: str = "parameter_bytes") -> Figure:
         >>> rank_chart(table).axes[0].get_ylabel()
         'parameters held (MiB)'
     """
-    labels = {"parameter_bytes": ("parameters held (MiB)", 1 / 2**20), "peak_memory_bytes": ("peak memory (MiB)", 1 / 2**20),
-              "images_per_s": ("training speed (images/s)", 1.0)}
+    labels = {
+        "parameter_bytes": ("parameters held (MiB)", 1 / 2**20),
+        "peak_memory_bytes": ("peak memory (MiB)", 1 / 2**20),
+        "images_per_s": ("training speed (images/s)", 1.0),
+    }
     if metric not in labels:
         raise ValueError(f"rank_chart shows one of {', '.join(labels)} (got '{metric}')")
     ylabel, scale = labels[metric]
@@ -975,9 +1107,15 @@ def rank_chart(table: pd.DataFrame, metric: str = "parameter_bytes") -> Figure:
     for k, rank in enumerate(ranks):
         rows = table[table["rank"] == rank].set_index("run")
         xs = [i + (k - (len(ranks) - 1) / 2) * width for i, run in enumerate(runs) if run in rows.index]
-        ax.bar(xs, [scale * rows.loc[run, metric] for run in runs if run in rows.index], width=width, label=f"rank {rank}")
+        ax.bar(
+            xs, [scale * rows.loc[run, metric] for run in runs if run in rows.index], width=width, label=f"rank {rank}"
+        )
     ax.set_xticks(range(len(runs)), runs)
-    ax.set(xlabel="run", ylabel=ylabel, title=f"Per process: {ylabel.split(' (')[0]}"
-           + (f" on {table.attrs['device_name']}" if "device_name" in table.attrs else ""))
+    ax.set(
+        xlabel="run",
+        ylabel=ylabel,
+        title=f"Per process: {ylabel.split(' (')[0]}"
+        + (f" on {table.attrs['device_name']}" if "device_name" in table.attrs else ""),
+    )
     ax.legend(fontsize="small")
     return fig

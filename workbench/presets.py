@@ -19,9 +19,10 @@ Example:
     ...
     ValueError: Unknown preset 'speedrum'. Did you mean 'speedrun'? Choose one of: speedrun.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -52,10 +53,24 @@ def _speedrun(device: torch.device) -> RunConfig:
         name="speedrun",
         data=DataConfig(dataset="cifar10", augment=AugmentConfig(flip="alternate", crop=2)),
         model=ModelConfig(name="speedcnn", init="whiten"),
-        train=TrainConfig(epochs=8, batch_size=1024, optimizer="muon", lr=0.02, momentum=0.9, weight_decay=0.01,
-                          schedule="onecycle", warmup_epochs=0.5, label_smoothing=0.2),
-        hardware=HardwareConfig(device=str(device), precision="bf16" if gpu or native_bf16(device) else "fp32",
-                                channels_last=gpu or native_bf16(device), compile=gpu, tf32=gpu),
+        train=TrainConfig(
+            epochs=8,
+            batch_size=1024,
+            optimizer="muon",
+            lr=0.02,
+            momentum=0.9,
+            weight_decay=0.01,
+            schedule="onecycle",
+            warmup_epochs=0.5,
+            label_smoothing=0.2,
+        ),
+        hardware=HardwareConfig(
+            device=str(device),
+            precision="bf16" if gpu or native_bf16(device) else "fp32",
+            channels_last=gpu or native_bf16(device),
+            compile=gpu,
+            tf32=gpu,
+        ),
         evaluation=EvalConfig(tta="flip_translate"),
     )
 
@@ -77,6 +92,9 @@ def without_each_part(cfg: RunConfig) -> dict[str, RunConfig]:
     use is left out.
     """
     fields = cfg.flat()
-    plain = {part: changes for part, changes in _PARTS.items()  # the first field says whether cfg uses the part
-             if fields[next(iter(changes))] != next(iter(changes.values()))}
+    plain = {
+        part: changes
+        for part, changes in _PARTS.items()  # the first field says whether cfg uses the part
+        if fields[next(iter(changes))] != next(iter(changes.values()))
+    }
     return {part: cfg.replace(name=f"no {part}", **changes) for part, changes in plain.items()}

@@ -16,6 +16,7 @@ Example:
     >>> METRICS["size_bytes"].axis_label, METRICS["size_bytes"].lower_is_better
     ('model size on disk (KiB)', True)
 """
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,10 @@ import os
 import time
 import uuid
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -69,58 +71,76 @@ class Metric:
         return f"{self.label} ({self.unit})" if self.unit else self.label
 
 
-METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("accuracy", "test accuracy", "%", 100, False, "evaluation"),
-    Metric("loss", "test loss", "cross-entropy", 1, True, "evaluation"),
-    # With evaluation.tta, accuracy and loss are of the augmented answers; these say what that changed.
-    Metric("accuracy_plain", "test accuracy without test-time augmentation", "%", 100, False, "evaluation"),
-    Metric("tta_share", "test images given test-time augmentation", "%", 100, None, "evaluation"),
-    Metric("eval_seconds", "test-split evaluation time", "s, test-time augmentation included", 1, True, "evaluation"),
-    Metric("train_accuracy", "train accuracy (running, augmented)", "%", 100, False),
-    Metric("train_eval_accuracy", "train accuracy", "%", 100, False),  # eval mode, unaugmented: for the gap
-    Metric("train_loss", "train loss", "cross-entropy", 1, True),
-    Metric("test_accuracy", "test accuracy", "%", 100, False),  # per epoch, in the history
-    Metric("test_loss", "test loss", "cross-entropy", 1, True),
-    Metric("generalization_gap", "train − test accuracy", "percentage points", 100, True, "evaluation"),
-    Metric("params", "parameters", "", 1, True, "model", count=True),
-    Metric("nonzero_params", "non-zero parameters", "", 1, True, "model", count=True),
-    Metric("size_bytes", "model size on disk", "KiB", 1 / 1024, True, "model"),
-    Metric("flops", "FLOPs per image", "", 1, True, "model", count=True),
-    Metric("latency_ms", "latency per batch", "ms, median", 1, True, "inference"),
-    Metric("latency_ms_spread", "latency spread", "ms, interquartile range", 1, True, "inference"),
-    Metric("relative_spread", "latency spread", "share of the median", 1, True, "inference"),  # per benchmark record
-    Metric("throughput_ips", "throughput", "images/s", 1, False, "inference", count=True),
-    Metric("train_seconds", "training time", "s", 1, True),
-    Metric("train_ips", "training speed", "images/s", 1, False, count=True),
-    Metric("images_per_s", "training speed", "images/s", 1, False, count=True),  # per epoch, in the history
-    Metric("seconds", "epoch time", "s", 1, True),  # per epoch, in the history
-    Metric("elapsed_s", "training time so far", "s", 1, True),  # per epoch, in the history
-    Metric("first_epoch_seconds", "first epoch", "s", 1, True),
-    Metric("steady_epoch_seconds", "epoch time once warm", "s, median of the later epochs", 1, True),
-    Metric("warmup_seconds", "warm-up and compile cost", "s, first epoch beyond a steady one", 1, True),
-    Metric("compile_probe_seconds", "compile=auto probe", "s, counted in the first epoch", 1, True),
-    Metric("peak_memory_bytes", "peak memory", "MiB", 1 / 2**20, True),
-    Metric("epochs_run", "epochs run"),
-    Metric("threads", "CPU threads", source="inference"),
-    Metric("inference_tflops", "achieved inference TFLOP/s", "TFLOP/s, at the largest batch", 1, False, "inference"),
-    Metric("ceiling_tflops", "matmul ceiling", "TFLOP/s, measured by a probe", 1, False, "inference"),
-    Metric("inference_ceiling_share", "inference share of the matmul ceiling", "", 1, False, "inference"),
-    Metric("train_tflops", "achieved training TFLOP/s", "TFLOP/s, 3x the forward FLOPs", 1, False, "inference"),
-    Metric("train_ceiling_tflops", "matmul ceiling of the training device", "TFLOP/s", 1, False, "inference"),
-    Metric("train_ceiling_share", "training share of the matmul ceiling", "", 1, False, "inference"),
-    Metric("load_average", "machine load average (1 min)", source="inference"),
-    Metric("resumed_epochs", "epochs resumed from an interrupted run"),
-    Metric("train_examples", "training examples"),
-    Metric("steps_per_epoch", "optimizer steps per epoch"),
-    Metric("lr", "learning rate"),
-    # A data-parallel run (parallel.nproc x parallel.nnodes processes): recorded by rank 0, per rank in rank order.
-    Metric("world_size", "training processes"),
-    Metric("rank_images_per_s", "training speed per process", "images/s", 1, False, count=True),
-    Metric("rank_parameter_bytes", "parameters held per process", "MiB", 1 / 2**20, True),
-    Metric("rank_peak_memory_bytes", "peak memory per process", "MiB", 1 / 2**20, True),
-)}
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("accuracy", "test accuracy", "%", 100, False, "evaluation"),
+        Metric("loss", "test loss", "cross-entropy", 1, True, "evaluation"),
+        # With evaluation.tta, accuracy and loss are of the augmented answers; these say what that changed.
+        Metric("accuracy_plain", "test accuracy without test-time augmentation", "%", 100, False, "evaluation"),
+        Metric("tta_share", "test images given test-time augmentation", "%", 100, None, "evaluation"),
+        Metric(
+            "eval_seconds", "test-split evaluation time", "s, test-time augmentation included", 1, True, "evaluation"
+        ),
+        Metric("train_accuracy", "train accuracy (running, augmented)", "%", 100, False),
+        Metric("train_eval_accuracy", "train accuracy", "%", 100, False),  # eval mode, unaugmented: for the gap
+        Metric("train_loss", "train loss", "cross-entropy", 1, True),
+        Metric("test_accuracy", "test accuracy", "%", 100, False),  # per epoch, in the history
+        Metric("test_loss", "test loss", "cross-entropy", 1, True),
+        Metric("generalization_gap", "train − test accuracy", "percentage points", 100, True, "evaluation"),
+        Metric("params", "parameters", "", 1, True, "model", count=True),
+        Metric("nonzero_params", "non-zero parameters", "", 1, True, "model", count=True),
+        Metric("size_bytes", "model size on disk", "KiB", 1 / 1024, True, "model"),
+        Metric("flops", "FLOPs per image", "", 1, True, "model", count=True),
+        Metric("latency_ms", "latency per batch", "ms, median", 1, True, "inference"),
+        Metric("latency_ms_spread", "latency spread", "ms, interquartile range", 1, True, "inference"),
+        Metric(
+            "relative_spread", "latency spread", "share of the median", 1, True, "inference"
+        ),  # per benchmark record
+        Metric("throughput_ips", "throughput", "images/s", 1, False, "inference", count=True),
+        Metric("train_seconds", "training time", "s", 1, True),
+        Metric("train_ips", "training speed", "images/s", 1, False, count=True),
+        Metric("images_per_s", "training speed", "images/s", 1, False, count=True),  # per epoch, in the history
+        Metric("seconds", "epoch time", "s", 1, True),  # per epoch, in the history
+        Metric("elapsed_s", "training time so far", "s", 1, True),  # per epoch, in the history
+        Metric("first_epoch_seconds", "first epoch", "s", 1, True),
+        Metric("steady_epoch_seconds", "epoch time once warm", "s, median of the later epochs", 1, True),
+        Metric("warmup_seconds", "warm-up and compile cost", "s, first epoch beyond a steady one", 1, True),
+        Metric("compile_probe_seconds", "compile=auto probe", "s, counted in the first epoch", 1, True),
+        Metric("peak_memory_bytes", "peak memory", "MiB", 1 / 2**20, True),
+        Metric("epochs_run", "epochs run"),
+        Metric("threads", "CPU threads", source="inference"),
+        Metric(
+            "inference_tflops", "achieved inference TFLOP/s", "TFLOP/s, at the largest batch", 1, False, "inference"
+        ),
+        Metric("ceiling_tflops", "matmul ceiling", "TFLOP/s, measured by a probe", 1, False, "inference"),
+        Metric("inference_ceiling_share", "inference share of the matmul ceiling", "", 1, False, "inference"),
+        Metric("train_tflops", "achieved training TFLOP/s", "TFLOP/s, 3x the forward FLOPs", 1, False, "inference"),
+        Metric("train_ceiling_tflops", "matmul ceiling of the training device", "TFLOP/s", 1, False, "inference"),
+        Metric("train_ceiling_share", "training share of the matmul ceiling", "", 1, False, "inference"),
+        Metric("load_average", "machine load average (1 min)", source="inference"),
+        Metric("resumed_epochs", "epochs resumed from an interrupted run"),
+        Metric("train_examples", "training examples"),
+        Metric("steps_per_epoch", "optimizer steps per epoch"),
+        Metric("lr", "learning rate"),
+        # A data-parallel run (parallel.nproc x parallel.nnodes processes): recorded by rank 0, per rank in rank order.
+        Metric("world_size", "training processes"),
+        Metric("rank_images_per_s", "training speed per process", "images/s", 1, False, count=True),
+        Metric("rank_parameter_bytes", "parameters held per process", "MiB", 1 / 2**20, True),
+        Metric("rank_peak_memory_bytes", "peak memory per process", "MiB", 1 / 2**20, True),
+    )
+}
 # What compare() and the tables show when not told otherwise.
-COMPARE_METRICS = ("accuracy", "params", "nonzero_params", "size_bytes", "flops", "latency_ms", "throughput_ips", "train_seconds")
+COMPARE_METRICS = (
+    "accuracy",
+    "params",
+    "nonzero_params",
+    "size_bytes",
+    "flops",
+    "latency_ms",
+    "throughput_ips",
+    "train_seconds",
+)
 
 
 def metric(name: str) -> Metric:
@@ -198,7 +218,7 @@ class Result:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Result":
+    def from_dict(cls, d: dict[str, Any]) -> Result:
         return cls(
             config=RunConfig.from_dict(d["config"]),
             metrics=d.get("metrics", {}),
@@ -246,7 +266,7 @@ class ResultStore:
         self.rows_dir = self.root / "results"
 
     @classmethod
-    def open(cls, store: "ResultStore | str | os.PathLike | None") -> "ResultStore | None":
+    def open(cls, store: ResultStore | str | os.PathLike | None) -> ResultStore | None:
         """The one way a function taking ``store=`` reads it: a ``ResultStore`` as it is, a folder path
         opened (checked: not empty, not another type), ``None`` as no store.
 
@@ -304,8 +324,10 @@ class ResultStore:
         try:
             result = Result.from_dict(json.loads(path.read_text()))
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise DamagedRow(f"Skipped {path}: not a readable result row ({one_line(e)[:120]}). Move it out of "
-                             f"{self.rows_dir} or delete it; the other rows are unaffected.") from None
+            raise DamagedRow(
+                f"Skipped {path}: not a readable result row ({one_line(e)[:120]}). Move it out of "
+                f"{self.rows_dir} or delete it; the other rows are unaffected."
+            ) from None
         for key in PATH_FIELDS:
             setattr(result, key, self._absolute(getattr(result, key)))
         return result
@@ -331,10 +353,14 @@ class ResultStore:
         its trained weights still on disk; None if there is none."""
         key = config.training_hash()
         for r in reversed(self.results()):
-            if (r.status == "ok" and r.trained_checkpoint and r.config.training_hash() == key
-                    and r.metrics.get("epochs_run") == config.train.epochs
-                    and str(r.metrics.get("train_device", "")).split(":")[0] == device.type
-                    and Path(r.trained_checkpoint).is_file()):
+            if (
+                r.status == "ok"
+                and r.trained_checkpoint
+                and r.config.training_hash() == key
+                and r.metrics.get("epochs_run") == config.train.epochs
+                and str(r.metrics.get("train_device", "")).split(":")[0] == device.type
+                and Path(r.trained_checkpoint).is_file()
+            ):
                 return r
         return None
 
@@ -385,13 +411,17 @@ def baseline_index(df: pd.DataFrame, baseline: str | int | None) -> int:
     """
     if baseline is None:
         if "compress" not in df or not (df["compress"] == "none").any():
-            raise ValueError("No baseline: no row has compress == 'none'. Pass baseline=<row position, run id or name>.")
+            raise ValueError(
+                "No baseline: no row has compress == 'none'. Pass baseline=<row position, run id or name>."
+            )
         return int(np.flatnonzero(df["compress"] == "none")[0])
     if isinstance(baseline, (int, np.integer)):
         if not 0 <= baseline < len(df):
             raise ValueError(f"baseline row {baseline} is out of range: there are {len(df)} rows.")
         return int(baseline)
-    hits = np.flatnonzero((df.get("run_id", pd.Series(dtype=str)) == baseline) | (df.get("name", pd.Series(dtype=str)) == baseline))
+    hits = np.flatnonzero(
+        (df.get("run_id", pd.Series(dtype=str)) == baseline) | (df.get("name", pd.Series(dtype=str)) == baseline)
+    )
     if not len(hits):
         raise ValueError(f"No run with id or name '{baseline}'. Names: {', '.join(map(str, df.get('name', [])))}.")
     return int(hits[0])
@@ -401,8 +431,11 @@ TABLE_FIELDS = {"model.name": "model", "data.dataset": "dataset", "compress": "c
 TABLE_METRICS = ("accuracy", "params", "size_bytes", "latency_ms", "throughput_ips", "train_seconds")
 
 
-def readable(results: pd.DataFrame | Sequence[Result], metrics: Sequence[str] = TABLE_METRICS,
-             fields: dict[str, str] | None = None) -> pd.DataFrame:
+def readable(
+    results: pd.DataFrame | Sequence[Result],
+    metrics: Sequence[str] = TABLE_METRICS,
+    fields: dict[str, str] | None = None,
+) -> pd.DataFrame:
     """A results table for people: the run's label, a few config fields, then metrics in the units of
     the schema (accuracy in %, size in KiB) with the unit in each header; the latency header names
     its batch size, and a ``timing`` column says where a latency is too noisy to trust.
@@ -471,8 +504,11 @@ def epoch_costs(history: Sequence[dict]) -> dict[str, float]:
     if not seconds:
         return {}
     steady = float(np.median(seconds[1:])) if len(seconds) > 1 else seconds[0]
-    return {"first_epoch_seconds": seconds[0], "steady_epoch_seconds": steady,
-            "warmup_seconds": round(max(0.0, seconds[0] - steady), 6)}
+    return {
+        "first_epoch_seconds": seconds[0],
+        "steady_epoch_seconds": steady,
+        "warmup_seconds": round(max(0.0, seconds[0] - steady), 6),
+    }
 
 
 def time_to_accuracy(history: Sequence[dict], target: float) -> dict[str, float | int | None]:
@@ -488,8 +524,14 @@ def time_to_accuracy(history: Sequence[dict], target: float) -> dict[str, float 
     return {"epoch": hit["epoch"], "seconds": hit.get("elapsed_s")} if hit else {"epoch": None, "seconds": None}
 
 
-def latency_comparison(run: Result | pd.Series | dict, baseline: Result | pd.Series | dict, *,
-                       batch_size: int | None = None, mode: str = "eager", device: str | None = None) -> dict[str, Any]:
+def latency_comparison(
+    run: Result | pd.Series | dict,
+    baseline: Result | pd.Series | dict,
+    *,
+    batch_size: int | None = None,
+    mode: str = "eager",
+    device: str | None = None,
+) -> dict[str, Any]:
     """``run``'s latency against ``baseline``'s at one batch size (default: the smallest both timed),
     mode and device (default: the first the records name): ``ratio`` (run / baseline),
     ``within_noise`` and ``text``, a phrase for a takeaway that prints a ratio only when the timing
@@ -506,21 +548,30 @@ def latency_comparison(run: Result | pd.Series | dict, baseline: Result | pd.Ser
         >>> latency_comparison(Result(RunConfig(name="c"), benchmarks=rec(2.1, 0.2)), base)["text"]
         'the same batch-1 latency within the timing noise (1.05x, the spreads overlap)'
     """
+
     def records(row):
-        recs = [r for r in row.get("benchmarks") or [] if r.get("mode", "eager") == mode and r.get("latency_ms") is not None]
+        recs = [
+            r for r in row.get("benchmarks") or [] if r.get("mode", "eager") == mode and r.get("latency_ms") is not None
+        ]
         where = device or (str(recs[0].get("device", "cpu")).split(":")[0] if recs else "cpu")
         return {r["batch_size"]: r for r in recs if str(r.get("device", "cpu")).split(":")[0] == where}
+
     mine, theirs = records(_row(run)), records(_row(baseline))
     shared = sorted(set(mine) & set(theirs))
     if batch_size is None and shared:
         batch_size = shared[0]
     if batch_size not in mine or batch_size not in theirs:
-        return {"ratio": float("nan"), "within_noise": True, "batch_size": batch_size,
-                "text": f"no {mode} latency at batch {batch_size} for both runs"}
+        return {
+            "ratio": float("nan"),
+            "within_noise": True,
+            "batch_size": batch_size,
+            "text": f"no {mode} latency at batch {batch_size} for both runs",
+        }
     a, b = mine[batch_size], theirs[batch_size]
     ratio = a["latency_ms"] / b["latency_ms"]
-    overlap = (a.get("latency_ms_q25", a["latency_ms"]) <= b.get("latency_ms_q75", b["latency_ms"])
-               and b.get("latency_ms_q25", b["latency_ms"]) <= a.get("latency_ms_q75", a["latency_ms"]))
+    overlap = a.get("latency_ms_q25", a["latency_ms"]) <= b.get("latency_ms_q75", b["latency_ms"]) and b.get(
+        "latency_ms_q25", b["latency_ms"]
+    ) <= a.get("latency_ms_q75", a["latency_ms"])
     noisy = bool(a.get("noisy") or b.get("noisy"))
     together = a.get("timed_with") is not None and a.get("timed_with") == b.get("timed_with")
     apart = not together and 1 / SEPARATE_TIMING_SPREAD < ratio < SEPARATE_TIMING_SPREAD
@@ -530,12 +581,19 @@ def latency_comparison(run: Result | pd.Series | dict, baseline: Result | pd.Ser
     elif overlap:
         text = f"the same {what} within the timing noise ({ratio:.2f}x, the spreads overlap)"
     elif apart:
-        text = (f"the same {what} within the timing noise ({ratio:.2f}x, timed in separate runs, which differ by up to "
-                f"{SEPARATE_TIMING_SPREAD:.2g}x here: time them together with run_many)")
+        text = (
+            f"the same {what} within the timing noise ({ratio:.2f}x, timed in separate runs, which differ by up to "
+            f"{SEPARATE_TIMING_SPREAD:.2g}x here: time them together with run_many)"
+        )
     else:
         text = f"{ratio:.2f}x the {what}"
-    return {"ratio": ratio, "within_noise": noisy or overlap or apart, "batch_size": batch_size, "timed_together": together,
-            "text": text}
+    return {
+        "ratio": ratio,
+        "within_noise": noisy or overlap or apart,
+        "batch_size": batch_size,
+        "timed_together": together,
+        "text": text,
+    }
 
 
 def compare(
@@ -570,7 +628,9 @@ def compare(
     for m in metrics:
         if m not in df.columns:
             have = [c for c in df.columns if c in METRICS]
-            raise ValueError(f"compare: no column '{m}' in these results. Metrics they have: {', '.join(have) or 'none'}.")
+            raise ValueError(
+                f"compare: no column '{m}' in these results. Metrics they have: {', '.join(have) or 'none'}."
+            )
     out = pd.DataFrame(index=pd.Index(run_labels(df), name="run"))
     for m in metrics:
         values = pd.to_numeric(df[m], errors="coerce").to_numpy()

@@ -11,6 +11,7 @@ Example:
     >>> format_metric("narrow_params_ratio", 0.2522), format_metric("baseline_accuracy", 0.68333)
     ('0.25×', '68.3%')
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,9 +20,10 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from ._errors import optional_import
 from ._files import atomic_write_text
@@ -31,8 +33,10 @@ from .notebooks import timing_records
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 HEADLINE_COUNT = 4  # numbers an index row shows when its notebook names none (metadata.workbench.headline)
-_FIX = ("pass the notebooks `workbench notebooks run` executed (OUT/<name>/<name>.ipynb), "
-        "or run `workbench notebooks run --all --html SITE`")
+_FIX = (
+    "pass the notebooks `workbench notebooks run` executed (OUT/<name>/<name>.ipynb), "
+    "or run `workbench notebooks run --all --html SITE`"
+)
 
 # nbconvert's JupyterLab page less everything it fetches from a CDN, with the site's bar on top.
 _PAGE = """{%- extends 'lab/index.html.j2' -%}
@@ -79,11 +83,18 @@ def build_site(executed: Sequence[str | Path], out: str | Path, title: str = "Wo
     # matplotlib draws has none, so the warning would only repeat itself.
     quiet = logging.getLogger(f"{__name__}.nbconvert")
     quiet.setLevel(logging.ERROR)
-    exporter = HTMLExporter(extra_loaders=[DictLoader({"workbench-page.html.j2": _PAGE})],
-                            template_file="workbench-page.html.j2", log=quiet)
+    exporter = HTMLExporter(
+        extra_loaders=[DictLoader({"workbench-page.html.j2": _PAGE})], template_file="workbench-page.html.j2", log=quiet
+    )
     for i, nb in enumerate(notebooks):
-        page, _ = exporter.from_notebook_node(freeze_widgets(nb.node), resources={
-            "metadata": {"name": f"{nb.title} · {title}"}, "site_css": SITE_CSS, "site_bar": _page_bar(notebooks, i)})
+        page, _ = exporter.from_notebook_node(
+            freeze_widgets(nb.node),
+            resources={
+                "metadata": {"name": f"{nb.title} · {title}"},
+                "site_css": SITE_CSS,
+                "site_bar": _page_bar(notebooks, i),
+            },
+        )
         atomic_write_text(out / f"{nb.stem}.html", page)
     return atomic_write_text(out / "index.html", _index(notebooks, title))
 
@@ -130,12 +141,17 @@ def headline(metrics: dict[str, Any], names: Sequence[str] | None = None) -> lis
         [('accuracy', '90.0%'), ('params', '120')]
     """
     if names is None:
-        names = [k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-                 and math.isfinite(v)][:HEADLINE_COUNT]
+        names = [
+            k
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ][:HEADLINE_COUNT]
     missing = [n for n in names if n not in metrics]
     if missing:
-        raise ValueError(f"metadata.workbench.headline names {', '.join(missing)}, which metrics.json lacks: "
-                       f"name some of {', '.join(metrics) or '(no metrics)'}")
+        raise ValueError(
+            f"metadata.workbench.headline names {', '.join(missing)}, which metrics.json lacks: "
+            f"name some of {', '.join(metrics) or '(no metrics)'}"
+        )
     return [(n, format_metric(n, metrics[n])) for n in names]
 
 
@@ -166,8 +182,10 @@ def _frozen(output: Any, state: dict[str, Any]) -> list[Any]:
     controls = _controls(view["model_id"], state)
     if not controls:
         return shown
-    note = (f'<p class="wb-widget-note">An interactive panel ({controls} control{"s" * (controls != 1)}): they work in a '
-            "live notebook (open it in JupyterLab). Below, what it showed when the notebook ran.</p>")
+    note = (
+        f'<p class="wb-widget-note">An interactive panel ({controls} control{"s" * (controls != 1)}): they work in a '
+        "live notebook (open it in JupyterLab). Below, what it showed when the notebook ran.</p>"
+    )
     return [_output({"text/html": note}), *shown]
 
 
@@ -207,8 +225,9 @@ def _shown(model_id: str, state: dict[str, Any]) -> Iterator[Any]:
             yield _output({"text/html": f"<div>{leaf}</div>"})
         return
     kids = [state[c] for c in _children(model) if c in state]
-    if model["model_name"] == "HBoxModel" and all("children" not in k["state"] and k["model_name"] != "OutputModel"
-                                                  for k in kids):
+    if model["model_name"] == "HBoxModel" and all(
+        "children" not in k["state"] and k["model_name"] != "OutputModel" for k in kids
+    ):
         # A row of leaves, such as tqdm's bar between its two texts: one line, as it looked.
         if line := " ".join(filter(None, map(_leaf_html, kids))):
             yield _output({"text/html": f"<div>{line}</div>"})
@@ -251,9 +270,15 @@ def _read(path: Path) -> _Notebook:
         except ValueError as e:  # a JSONDecodeError is one too
             raise ValueError(f"{metrics_path}: {e}") from None
     record = timing_records(path.parent.parent).get(path.stem, {})
-    return _Notebook(stem=path.stem, title=_title(node) or path.stem, node=node, headline=numbers,
-                     seconds=record.get("seconds", node.metadata.papermill.get("duration")),
-                     mode=record.get("mode"), machine=record.get("machine"))
+    return _Notebook(
+        stem=path.stem,
+        title=_title(node) or path.stem,
+        node=node,
+        headline=numbers,
+        seconds=record.get("seconds", node.metadata.papermill.get("duration")),
+        mode=record.get("mode"),
+        machine=record.get("machine"),
+    )
 
 
 def _title(node: Any) -> str | None:
@@ -282,37 +307,47 @@ def _page_bar(notebooks: list[_Notebook], i: int) -> str:
     nb = notebooks[i]
     before = notebooks[i - 1] if i > 0 else None
     after = notebooks[i + 1] if i + 1 < len(notebooks) else None
-    parts = ['<a href="index.html">index</a>',
-             f'<a href="{html.escape(before.stem)}.html" rel="prev">← {html.escape(before.stem)}</a>' if before else "",
-             f'<span class="wb-here">{html.escape(nb.stem)}</span>',
-             f'<a href="{html.escape(after.stem)}.html" rel="next">{html.escape(after.stem)} →</a>' if after else "",
-             f"<span>{html.escape(_run(nb))}</span>",
-             f'<span class="wb-muted">{html.escape(_machine(nb.machine))}</span>']
+    parts = [
+        '<a href="index.html">index</a>',
+        f'<a href="{html.escape(before.stem)}.html" rel="prev">← {html.escape(before.stem)}</a>' if before else "",
+        f'<span class="wb-here">{html.escape(nb.stem)}</span>',
+        f'<a href="{html.escape(after.stem)}.html" rel="next">{html.escape(after.stem)} →</a>' if after else "",
+        f"<span>{html.escape(_run(nb))}</span>",
+        f'<span class="wb-muted">{html.escape(_machine(nb.machine))}</span>',
+    ]
     return f'<nav class="wb-bar">{"".join(parts)}</nav>'
 
 
 def _row(nb: _Notebook) -> str:
-    numbers = "".join(f'<span class="wb-metric"><span class="wb-muted">{html.escape(k)}</span> '
-                      f"{html.escape(v)}</span>" for k, v in nb.headline or [])
+    numbers = "".join(
+        f'<span class="wb-metric"><span class="wb-muted">{html.escape(k)}</span> {html.escape(v)}</span>'
+        for k, v in nb.headline or []
+    )
     if not numbers:
         numbers = f'<span class="wb-muted">{"no metrics.json" if nb.headline is None else "no numbers in metrics.json"}</span>'
-    return (f'<tr><td class="wb-left"><a href="{html.escape(nb.stem)}.html">{html.escape(nb.title)}</a><br>'
-            f'<span class="wb-muted">{html.escape(nb.stem)}</span></td><td class="wb-left">{html.escape(nb.mode or "not recorded")}</td>'
-            f'<td>{"" if nb.seconds is None else f"{nb.seconds:.1f}"}</td><td class="wb-left">{numbers}</td></tr>')
+    return (
+        f'<tr><td class="wb-left"><a href="{html.escape(nb.stem)}.html">{html.escape(nb.title)}</a><br>'
+        f'<span class="wb-muted">{html.escape(nb.stem)}</span></td><td class="wb-left">{html.escape(nb.mode or "not recorded")}</td>'
+        f'<td>{"" if nb.seconds is None else f"{nb.seconds:.1f}"}</td><td class="wb-left">{numbers}</td></tr>'
+    )
 
 
 def _index(notebooks: list[_Notebook], title: str) -> str:
     machines = "; ".join(sorted({_machine(nb.machine) for nb in notebooks}))
     total = sum(nb.seconds or 0 for nb in notebooks)
-    smoke = ("Smoke mode runs a notebook's small parameters (seconds, not minutes): its numbers show that the "
-             "notebook works, not what a full run finds. " if any(nb.mode == "smoke" for nb in notebooks) else "")
+    smoke = (
+        "Smoke mode runs a notebook's small parameters (seconds, not minutes): its numbers show that the "
+        "notebook works, not what a full run finds. "
+        if any(nb.mode == "smoke" for nb in notebooks)
+        else ""
+    )
     return f"""<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{THEME_CSS}
 {SITE_CSS}</style>
 <nav class="wb-bar"><span class="wb-here">index</span><span>{len(notebooks)} notebook{"s" * (len(notebooks) != 1)}, {total:.0f} s in all</span><span class="wb-muted">{html.escape(machines)}</span></nav>
 <h1>{html.escape(title)}</h1>
 <p>Each notebook executed headless with papermill, top to bottom. Run time: the wall seconds of the whole run,
-the kernel's start included. {smoke}Built {time.strftime('%Y-%m-%d %H:%M')}.</p>
+the kernel's start included. {smoke}Built {time.strftime("%Y-%m-%d %H:%M")}.</p>
 <table><thead><tr><th class="wb-left">notebook</th><th class="wb-left">mode</th><th>run time (s)</th>
 <th class="wb-left">headline numbers</th></tr></thead>
 <tbody>{"".join(map(_row, notebooks))}</tbody></table>

@@ -7,10 +7,22 @@ owns them (``CompressStep`` and its kind and handler tables). Optional libraries
 torchao, ONNX Runtime) are imported only when a step needs them. Distillation trains rather than
 compresses: its loss lives in ``workbench.train``.
 """
-from .core import (CompressContext, CompressStep, FineTune, apply_step, build_step, finetune, implements, parse_step,
-                   read_value, step_type, step_types)
+
+from .core import (
+    CompressContext,
+    CompressStep,
+    FineTune,
+    apply_step,
+    build_step,
+    finetune,
+    implements,
+    parse_step,
+    read_value,
+    step_type,
+    step_types,
+)
+from .onnx_int8 import OrtDynamicInt8, OrtStaticInt8
 from .pruning import StructuredPrune, UnstructuredPrune, prune, sensitivity, sparsity_report
-from .recipes import RECIPES, parse_steps, recommended_pruning
 from .quantization import (
     QAT,
     CastPrecision,
@@ -27,12 +39,42 @@ from .quantization import (
     saved_metadata,
     saved_size_bytes,
 )
-from .onnx_int8 import OrtDynamicInt8, OrtStaticInt8
+from .recipes import RECIPES, parse_steps, recommended_pruning
 
 __all__ = [
-    "CompressContext", "CompressStep", "FineTune", "apply_step", "build_step", "finetune", "implements", "parse_step",
-    "read_value", "step_type", "step_types", "StructuredPrune", "UnstructuredPrune", "prune", "sensitivity", "sparsity_report", "QAT",
-    "CastPrecision", "DynamicInt8", "StaticInt8", "WeightOnlyInt4", "WeightOnlyInt8", "is_fake_quant",
-    "is_pt2e_program", "load_quantized", "quantize", "save_quantized", "saved_format", "saved_metadata",
-    "saved_size_bytes", "OrtDynamicInt8", "OrtStaticInt8", "RECIPES", "parse_steps", "recommended_pruning",
+    "QAT",
+    "RECIPES",
+    "CastPrecision",
+    "CompressContext",
+    "CompressStep",
+    "DynamicInt8",
+    "FineTune",
+    "OrtDynamicInt8",
+    "OrtStaticInt8",
+    "StaticInt8",
+    "StructuredPrune",
+    "UnstructuredPrune",
+    "WeightOnlyInt4",
+    "WeightOnlyInt8",
+    "apply_step",
+    "build_step",
+    "finetune",
+    "implements",
+    "is_fake_quant",
+    "is_pt2e_program",
+    "load_quantized",
+    "parse_step",
+    "parse_steps",
+    "prune",
+    "quantize",
+    "read_value",
+    "recommended_pruning",
+    "save_quantized",
+    "saved_format",
+    "saved_metadata",
+    "saved_size_bytes",
+    "sensitivity",
+    "sparsity_report",
+    "step_type",
+    "step_types",
 ]

@@ -10,14 +10,16 @@ Example:
     >>> step, CompressStep.from_dict(step.to_dict()) == step
     (FineTune(epochs=2, lr=0.01, lr_factor=0.1), True)
 """
+
 from __future__ import annotations
 
 import ast
 import dataclasses
 import json
 import typing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar
 
 import torch
 from tqdm.auto import tqdm
@@ -52,7 +54,7 @@ class CompressStep(Checked):
         return {"kind": self.kind, **to_plain(self)}
 
     @staticmethod
-    def from_dict(d: Mapping[str, Any]) -> "CompressStep":
+    def from_dict(d: Mapping[str, Any]) -> CompressStep:
         if not isinstance(d, Mapping):
             raise ConfigError(f"A compression step is a JSON object with its 'kind' and fields (got {d!r})")
         d = dict(d)
@@ -185,19 +187,39 @@ class FineTune(CompressStep):
             raise ConfigError(f"FineTune.lr_factor must be in (0, 10] (got {self.lr_factor})")
 
 
-def finetune(model: torch.nn.Module, epochs: int, lr: float, ctx: CompressContext, *, lr_factor: float = 0.1,
-             desc: str = "fine-tune") -> dict[str, Any]:
+def finetune(
+    model: torch.nn.Module,
+    epochs: int,
+    lr: float,
+    ctx: CompressContext,
+    *,
+    lr_factor: float = 0.1,
+    desc: str = "fine-tune",
+) -> dict[str, Any]:
     """Train ``model`` in place for ``epochs`` on ``ctx``'s batches with a cosine schedule from ``lr``
     (0 = ``lr_factor`` times the training lr, warm-up off), with a progress bar when ``ctx.progress``;
     returns what happened, for the log."""
     if ctx.train_loader is None:
         raise ValueError("fine-tuning needs training batches: pass ctx=CompressContext(..., train_loader=...)")
-    cfg = dataclasses.replace(ctx.train, epochs=epochs, lr=lr or ctx.train.lr * lr_factor, schedule="cosine", warmup_epochs=0.0)
-    outcome = train(model, ctx.train_loader, cfg, eval_loader=ctx.eval_loader, hardware=ctx.hardware, device=ctx.device,
-                    callbacks=ctx.training_bars(desc))
+    cfg = dataclasses.replace(
+        ctx.train, epochs=epochs, lr=lr or ctx.train.lr * lr_factor, schedule="cosine", warmup_epochs=0.0
+    )
+    outcome = train(
+        model,
+        ctx.train_loader,
+        cfg,
+        eval_loader=ctx.eval_loader,
+        hardware=ctx.hardware,
+        device=ctx.device,
+        callbacks=ctx.training_bars(desc),
+    )
     last = outcome.history[-1] if outcome.history else {}
-    return {"finetune_lr": cfg.lr, "finetune_epochs": epochs, "status": outcome.status,
-            **{k: last[k] for k in ("train_accuracy", "test_accuracy") if k in last}}
+    return {
+        "finetune_lr": cfg.lr,
+        "finetune_epochs": epochs,
+        "status": outcome.status,
+        **{k: last[k] for k in ("train_accuracy", "test_accuracy") if k in last},
+    }
 
 
 @implements(FineTune)

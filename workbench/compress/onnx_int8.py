@@ -28,14 +28,16 @@ Example:
     ...
     workbench.ConfigError: Unknown OrtStaticInt8.calibration 'mean'. Choose one of: entropy, minmax, percentile.
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -70,7 +72,9 @@ class OrtStaticInt8(CompressStep):
 
     def check(self) -> None:
         if not self.calibration_batches >= 1:
-            raise ConfigError(f"OrtStaticInt8.calibration_batches must be an integer >= 1 (got {self.calibration_batches})")
+            raise ConfigError(
+                f"OrtStaticInt8.calibration_batches must be an integer >= 1 (got {self.calibration_batches})"
+            )
         for name, allowed in (("calibration", CALIBRATION), ("activations", ACTIVATIONS), ("graph", GRAPH_FORMATS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(str(unknown_name_error(f"OrtStaticInt8.{name}", getattr(self, name), allowed)))
@@ -96,7 +100,13 @@ QUANT_STEPS.update({c.kind: c for c in (OrtStaticInt8, OrtDynamicInt8)})
 @implements(OrtStaticInt8)
 def _apply_ort_static(model: nn.Module, step: OrtStaticInt8, ctx: CompressContext) -> nn.Module:
     _require(step, ctx.device)
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     batches = _batches(ctx, "OrtStaticInt8 calibrates activation ranges on")
 
@@ -117,16 +127,27 @@ def _apply_ort_static(model: nn.Module, step: OrtStaticInt8, ctx: CompressContex
 
     def quantize(src: Path, dst: Path) -> None:
         readers.append(Reader("input"))
-        quantize_static(str(src), str(dst), readers[-1], per_channel=step.per_channel,
-                        quant_format=QuantFormat.QDQ if step.graph == "qdq" else QuantFormat.QOperator,
-                        activation_type=QuantType.QUInt8 if step.activations == "uint8" else QuantType.QInt8,
-                        weight_type=QuantType.QInt8,
-                        calibrate_method=getattr(CalibrationMethod, {"minmax": "MinMax", "entropy": "Entropy",
-                                                                     "percentile": "Percentile"}[step.calibration]))
+        quantize_static(
+            str(src),
+            str(dst),
+            readers[-1],
+            per_channel=step.per_channel,
+            quant_format=QuantFormat.QDQ if step.graph == "qdq" else QuantFormat.QOperator,
+            activation_type=QuantType.QUInt8 if step.activations == "uint8" else QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=getattr(
+                CalibrationMethod,
+                {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}[step.calibration],
+            ),
+        )
 
     quantized = _ort_quantize(model, ctx, quantize)
-    ctx.record(step=step.kind, calibration_batches=readers[-1].seen, size_bytes_before=model_size_bytes(model),
-               size_bytes_after=model_size_bytes(quantized))
+    ctx.record(
+        step=step.kind,
+        calibration_batches=readers[-1].seen,
+        size_bytes_before=model_size_bytes(model),
+        size_bytes_after=model_size_bytes(quantized),
+    )
     return quantized
 
 
@@ -135,8 +156,13 @@ def _apply_ort_dynamic(model: nn.Module, step: OrtDynamicInt8, ctx: CompressCont
     _require(step, ctx.device)
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantized = _ort_quantize(model, ctx, lambda src, dst: quantize_dynamic(
-        str(src), str(dst), weight_type=QuantType.QInt8, per_channel=step.per_channel))
+    quantized = _ort_quantize(
+        model,
+        ctx,
+        lambda src, dst: quantize_dynamic(
+            str(src), str(dst), weight_type=QuantType.QInt8, per_channel=step.per_channel
+        ),
+    )
     ctx.record(step=step.kind, size_bytes_before=model_size_bytes(model), size_bytes_after=model_size_bytes(quantized))
     return quantized
 

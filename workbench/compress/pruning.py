@@ -21,13 +21,15 @@ Example:
     >>> net[0].out_channels, net(torch.randn(2, 1, 8, 8)).shape
     (4, torch.Size([2, 10]))
 """
+
 from __future__ import annotations
 
 import copy
 import dataclasses
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterable, Sequence
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -95,8 +97,13 @@ class StructuredPrune(CompressStep):
 # Plain functions
 
 
-def prune(model: nn.Module, config: UnstructuredPrune | StructuredPrune, *, example_inputs: torch.Tensor | None = None,
-          ctx: CompressContext | None = None) -> nn.Module:
+def prune(
+    model: nn.Module,
+    config: UnstructuredPrune | StructuredPrune,
+    *,
+    example_inputs: torch.Tensor | None = None,
+    ctx: CompressContext | None = None,
+) -> nn.Module:
     """Prune ``model`` in place as ``config`` says and return it (structured pruning needs ``example_inputs``,
     one input batch, to trace the model; ``ctx`` supplies training data for Taylor scores and fine-tuning).
 
@@ -107,8 +114,10 @@ def prune(model: nn.Module, config: UnstructuredPrune | StructuredPrune, *, exam
         300
     """
     if not isinstance(config, (UnstructuredPrune, StructuredPrune)):
-        raise TypeError(f"prune() takes UnstructuredPrune or StructuredPrune (got {type(config).__name__}); "
-                        "apply other steps with workbench.compress.apply_step")
+        raise TypeError(
+            f"prune() takes UnstructuredPrune or StructuredPrune (got {type(config).__name__}); "
+            "apply other steps with workbench.compress.apply_step"
+        )
     if ctx is None:
         ctx = CompressContext(example_input=example_inputs)
     elif example_inputs is not None:
@@ -130,8 +139,14 @@ def sparsity_report(model: nn.Module) -> pd.DataFrame:
         params = list(module.parameters(recurse=False))
         if params:
             zeros = sum(int((p == 0).sum()) for p in params)
-            rows.append({"layer": name or "(root)", "type": type(module).__name__,
-                         "params": sum(p.numel() for p in params), "zeros": zeros})
+            rows.append(
+                {
+                    "layer": name or "(root)",
+                    "type": type(module).__name__,
+                    "params": sum(p.numel() for p in params),
+                    "zeros": zeros,
+                }
+            )
     df = pd.DataFrame(rows, columns=["layer", "type", "params", "zeros"])
     df.loc[len(df)] = {"layer": "total", "type": "", "params": int(df["params"].sum()), "zeros": int(df["zeros"].sum())}
     df["params"], df["zeros"] = df["params"].astype(int), df["zeros"].astype(int)
@@ -139,9 +154,15 @@ def sparsity_report(model: nn.Module) -> pd.DataFrame:
     return df
 
 
-def sensitivity(model: nn.Module, evaluate_fn: Callable[[nn.Module], float], *,
-                amounts: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9), structured: bool = False,
-                example_inputs: torch.Tensor | None = None, layers: Sequence[str] | int | None = None) -> pd.DataFrame:
+def sensitivity(
+    model: nn.Module,
+    evaluate_fn: Callable[[nn.Module], float],
+    *,
+    amounts: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
+    structured: bool = False,
+    example_inputs: torch.Tensor | None = None,
+    layers: Sequence[str] | int | None = None,
+) -> pd.DataFrame:
     """Prune one layer at a time (on a copy) to each amount and evaluate: which layers can lose the most?
 
     ``layers`` names the layers to try (default: every prunable one); an integer ``n`` takes ``n``
@@ -186,15 +207,27 @@ def sensitivity(model: nn.Module, evaluate_fn: Callable[[nn.Module], float], *,
         for amount in amounts:
             pruned = copy.deepcopy(model)
             if structured:
-                _structured(pruned, example_inputs, StructuredPrune(amount), CompressContext(example_inputs),
-                            only=pruned.get_submodule(name))
+                _structured(
+                    pruned,
+                    example_inputs,
+                    StructuredPrune(amount),
+                    CompressContext(example_inputs),
+                    only=pruned.get_submodule(name),
+                )
             else:
                 layer = pruned.get_submodule(name)
                 torch_prune.l1_unstructured(layer, "weight", amount)
                 torch_prune.remove(layer, "weight")
             accuracy = float(evaluate_fn(pruned))
-            rows.append({"layer": name, "amount": amount, "accuracy": accuracy,
-                         "accuracy_drop": baseline - accuracy, "params": _nonzero(pruned)})
+            rows.append(
+                {
+                    "layer": name,
+                    "amount": amount,
+                    "accuracy": accuracy,
+                    "accuracy_drop": baseline - accuracy,
+                    "params": _nonzero(pruned),
+                }
+            )
     df = pd.DataFrame(rows, columns=["layer", "amount", "accuracy", "accuracy_drop", "params"])
     df.attrs.update(baseline_accuracy=baseline, baseline_params=_nonzero(model))
     return df
@@ -220,10 +253,17 @@ def _apply_unstructured(model: nn.Module, step: UnstructuredPrune, ctx: Compress
         torch_prune.remove(m, "weight")  # bake the mask in: a plain dense weight with zeros
     weights = [m.weight for _, m in layers]
     zeros, total = sum(int((w == 0).sum()) for w in weights), sum(w.numel() for w in weights)
-    ctx.record(step="prune_unstructured", method=step.method, scope=step.scope, amount=step.amount,
-         sparsity=zeros / total, nonzero_params_before=before, nonzero_params_after=_nonzero(model),
-         params=sum(p.numel() for p in model.parameters()),
-         note="weights are zeroed, not removed: dense kernels do the same work, so latency and size do not change")
+    ctx.record(
+        step="prune_unstructured",
+        method=step.method,
+        scope=step.scope,
+        amount=step.amount,
+        sparsity=zeros / total,
+        nonzero_params_before=before,
+        nonzero_params_after=_nonzero(model),
+        params=sum(p.numel() for p in model.parameters()),
+        note="weights are zeroed, not removed: dense kernels do the same work, so latency and size do not change",
+    )
     return model
 
 
@@ -340,20 +380,29 @@ def _importance(method: str):
     return tp.importance.TaylorImportance()
 
 
-def _structured(model: nn.Module, example_input: torch.Tensor, step: StructuredPrune, ctx: CompressContext,
-                only: nn.Module | None = None) -> nn.Module:
+def _structured(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    step: StructuredPrune,
+    ctx: CompressContext,
+    only: nn.Module | None = None,
+) -> nn.Module:
     tp = _torch_pruning()
     names = dict(model.named_modules())
     for name in step.ignore:
         if name not in names:
             raise unknown_name_error("module to ignore", name, [n for n in names if n])
     if step.method == "bn_scale" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        raise ValueError(f"StructuredPrune method 'bn_scale' needs BatchNorm layers and {type(model).__name__} has none: "
-                         "use method='l1'")
+        raise ValueError(
+            f"StructuredPrune method 'bn_scale' needs BatchNorm layers and {type(model).__name__} has none: "
+            "use method='l1'"
+        )
     needs_data = step.method == "taylor" or step.finetune_epochs > 0
     if needs_data and ctx.train_loader is None:
-        raise ValueError("StructuredPrune with method='taylor' or finetune_epochs > 0 needs training batches: "
-                         "pass ctx=CompressContext(..., train_loader=...)")
+        raise ValueError(
+            "StructuredPrune with method='taylor' or finetune_epochs > 0 needs training batches: "
+            "pass ctx=CompressContext(..., train_loader=...)"
+        )
     # One sample is enough to trace, and one input shape everywhere lets oneDNN reuse its kernels.
     x = example_input[:1]
     logging = ctx.log is not None  # FLOPs are counted only for the log: sensitivity sweeps skip them
@@ -365,12 +414,16 @@ def _structured(model: nn.Module, example_input: torch.Tensor, step: StructuredP
         # Free parameters (a ViT's position embedding) are pruned along their last dim, which is right here.
         warnings.filterwarnings("ignore", message="Unwrapped parameters")
         pruner = tp.pruner.MetaPruner(
-            model, x, importance=_importance(step.method),
+            model,
+            x,
+            importance=_importance(step.method),
             pruning_ratio=0.0 if only is not None else step.amount,
             pruning_ratio_dict={only: step.amount} if only is not None else None,
-            iterative_steps=step.steps, ignored_layers=ignored,
+            iterative_steps=step.steps,
+            ignored_layers=ignored,
             # Head dims are pruned alike in every head (q, k and v together); the number of heads stays.
-            num_heads={m.qkv: _head_layout(m) for m in model.modules() if _head_layout(m)}, prune_head_dims=True,
+            num_heads={m.qkv: _head_layout(m) for m in model.modules() if _head_layout(m)},
+            prune_head_dims=True,
         )
     history = []
     for i in range(step.steps):
@@ -382,7 +435,9 @@ def _structured(model: nn.Module, example_input: torch.Tensor, step: StructuredP
         model.zero_grad(set_to_none=True)
         record = {"step": i + 1, "params": _count(model)}
         if step.finetune_epochs:
-            record.update(finetune(model, step.finetune_epochs, 0.0, ctx, desc=f"fine-tune after prune step {i + 1}/{step.steps}"))
+            record.update(
+                finetune(model, step.finetune_epochs, 0.0, ctx, desc=f"fine-tune after prune step {i + 1}/{step.steps}")
+            )
         history.append(record)
     with torch.no_grad(), _eval(model):
         new_shape = model(x).shape
@@ -391,10 +446,20 @@ def _structured(model: nn.Module, example_input: torch.Tensor, step: StructuredP
     params_after, flops_after = _count(model), _flops(model, x) if logging else 0
     if params_after == params_before:
         warnings.warn(f"StructuredPrune removed nothing from {type(model).__name__}: no prunable channels were found")
-    ctx.record(step="prune_structured", method=step.method, amount=step.amount, steps=step.steps,
-         finetune_epochs=step.finetune_epochs, params_before=params_before, params_after=params_after,
-         param_reduction=1 - params_after / params_before, flops_before=flops_before, flops_after=flops_after,
-         flop_reduction=1 - flops_after / max(flops_before, 1), history=history)
+    ctx.record(
+        step="prune_structured",
+        method=step.method,
+        amount=step.amount,
+        steps=step.steps,
+        finetune_epochs=step.finetune_epochs,
+        params_before=params_before,
+        params_after=params_after,
+        param_reduction=1 - params_after / params_before,
+        flops_before=flops_before,
+        flops_after=flops_after,
+        flop_reduction=1 - flops_after / max(flops_before, 1),
+        history=history,
+    )
     return model
 
 

@@ -27,6 +27,7 @@ Example:
     >>> q(torch.randn(2, 16)).shape
     torch.Size([2, 4])
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,9 +39,10 @@ import platform
 import types
 import warnings
 import zipfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -83,7 +85,9 @@ class StaticInt8(CompressStep):
 
     def check(self) -> None:
         if not self.calibration_batches >= 1:
-            raise ConfigError(f"StaticInt8.calibration_batches must be an integer >= 1 (got {self.calibration_batches})")
+            raise ConfigError(
+                f"StaticInt8.calibration_batches must be an integer >= 1 (got {self.calibration_batches})"
+            )
 
     def problem(self, device: torch.device) -> str | None:
         return _x86_cpu_problem("StaticInt8", device)
@@ -124,7 +128,9 @@ class WeightOnlyInt4(CompressStep):
 
     def check(self) -> None:
         if not self.group_size > 0:
-            raise ConfigError(f"WeightOnlyInt4.group_size must be a positive integer such as 32 (got {self.group_size})")
+            raise ConfigError(
+                f"WeightOnlyInt4.group_size must be a positive integer such as 32 (got {self.group_size})"
+            )
 
 
 @dataclass(frozen=True)
@@ -159,8 +165,14 @@ class Casted(nn.Module):
 # Plain functions
 
 
-def quantize(model: nn.Module, config: CompressStep | str, *, example_inputs: torch.Tensor | None = None,
-             calibration: Iterable | None = None, ctx: CompressContext | None = None) -> nn.Module:
+def quantize(
+    model: nn.Module,
+    config: CompressStep | str,
+    *,
+    example_inputs: torch.Tensor | None = None,
+    calibration: Iterable | None = None,
+    ctx: CompressContext | None = None,
+) -> nn.Module:
     """Quantize ``model`` as ``config`` says (a step config or its kind name) and return the quantized model.
 
     ``example_inputs`` is one input batch (pt2e methods trace with it); ``calibration`` yields batches
@@ -184,8 +196,10 @@ def quantize(model: nn.Module, config: CompressStep | str, *, example_inputs: to
             raise unknown_name_error("quantization method", config, QUANT_STEPS)
         config = QUANT_STEPS[config]()
     if type(config) not in QUANT_STEPS.values():
-        raise TypeError(f"quantize() takes one of {', '.join(c.__name__ for c in QUANT_STEPS.values())} "
-                        f"(got {type(config).__name__}); apply other steps with workbench.compress.apply_step")
+        raise TypeError(
+            f"quantize() takes one of {', '.join(c.__name__ for c in QUANT_STEPS.values())} "
+            f"(got {type(config).__name__}); apply other steps with workbench.compress.apply_step"
+        )
     if ctx is None:
         ctx = CompressContext(example_input=example_inputs, train_loader=calibration, device=model_device(model))
     else:
@@ -197,7 +211,8 @@ def quantize(model: nn.Module, config: CompressStep | str, *, example_inputs: to
 def is_pt2e_program(model: Any) -> bool:
     """Whether ``model`` is a converted pt2e int8 program (a GraphModule of quantize/dequantize ops)."""
     return isinstance(model, torch.fx.GraphModule) and any(
-        n.op == "call_function" and "quantized_decomposed" in str(n.target) for n in model.graph.nodes)
+        n.op == "call_function" and "quantized_decomposed" in str(n.target) for n in model.graph.nodes
+    )
 
 
 def is_fake_quant(model: nn.Module) -> bool:
@@ -206,8 +221,13 @@ def is_fake_quant(model: nn.Module) -> bool:
     return bool(fake) and any(isinstance(m, fake) for m in model.modules())
 
 
-def save_quantized(model: nn.Module, path: str | Path, example_inputs: torch.Tensor | None = None, *,
-                   metadata: dict[str, Any] | None = None) -> Path:
+def save_quantized(
+    model: nn.Module,
+    path: str | Path,
+    example_inputs: torch.Tensor | None = None,
+    *,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
     """Save a compressed (or float) model so ``load_quantized`` gives back one with equal outputs.
 
     A pt2e int8 program is saved whole with ``torch.export.save`` (graph and int8 weights; needs
@@ -252,8 +272,10 @@ def load_quantized(path: str | Path, model: nn.Module | None = None) -> nn.Modul
         return _inference_only(load_export_program(path).module())
     ckpt = _read_state(path)
     if model is None:
-        raise ValueError(f"{path} holds a state dict: pass model=<the float architecture>, e.g. "
-                         "load_quantized(path, model=create_model(...))")
+        raise ValueError(
+            f"{path} holds a state dict: pass model=<the float architecture>, e.g. "
+            "load_quantized(path, model=create_model(...))"
+        )
     layout = ckpt["layout"]
     if layout == "onnxruntime":  # the graph is the model: no float architecture to rebuild
         return OnnxRuntimeModule(ckpt["state_dict"]["onnx_graph"]).eval()
@@ -307,8 +329,10 @@ def saved_size_bytes(model: nn.Module, example_inputs: torch.Tensor | None = Non
 def _apply_dynamic(model: nn.Module, step: DynamicInt8, ctx: CompressContext) -> nn.Module:
     _require(step, ctx.device)
     if not any(isinstance(m, (nn.Linear, nn.LSTM)) for m in model.modules()):
-        raise ValueError(f"DynamicInt8 quantizes Linear and LSTM layers and {type(model).__name__} has none: "
-                         "use StaticInt8 for conv nets")
+        raise ValueError(
+            f"DynamicInt8 quantizes Linear and LSTM layers and {type(model).__name__} has none: "
+            "use StaticInt8 for conv nets"
+        )
     before = model_size_bytes(model)
     model = _quantize_dynamic(model)
     ctx.record(step=step.kind, size_bytes_before=before, size_bytes_after=model_size_bytes(model))
@@ -322,7 +346,9 @@ def _apply_static(model: nn.Module, step: StaticInt8, ctx: CompressContext) -> n
     before = model_size_bytes(model)
     batches = _batches(ctx, "StaticInt8 calibrates activation ranges on")
     model.eval()  # BatchNorm folds into the conv with its running statistics
-    prepared = pt2e.prepare_pt2e(_export(model, _example(ctx.example_input, "StaticInt8")).module(), _quantizer(is_qat=False))
+    prepared = pt2e.prepare_pt2e(
+        _export(model, _example(ctx.example_input, "StaticInt8")).module(), _quantizer(is_qat=False)
+    )
     seen = 0
     with torch.no_grad():
         for x in ctx.bar(batches, "calibrating int8 activation ranges", total=step.calibration_batches):
@@ -331,7 +357,9 @@ def _apply_static(model: nn.Module, step: StaticInt8, ctx: CompressContext) -> n
             prepared(x)
             seen += 1
     program = _finish(pt2e.convert_pt2e(prepared, fold_quantize=True))
-    ctx.record(step=step.kind, calibration_batches=seen, size_bytes_before=before, size_bytes_after=model_size_bytes(program))
+    ctx.record(
+        step=step.kind, calibration_batches=seen, size_bytes_before=before, size_bytes_after=model_size_bytes(program)
+    )
     return program
 
 
@@ -340,8 +368,10 @@ def _apply_qat(model: nn.Module, step: QAT, ctx: CompressContext) -> nn.Module:
     _require(step, ctx.device)
     pt2e = _pt2e()
     if ctx.train_loader is None:
-        raise ValueError("QAT fine-tunes with fake quantization and needs training batches: "
-                         "pass calibration=<loader> or ctx=CompressContext(..., train_loader=...)")
+        raise ValueError(
+            "QAT fine-tunes with fake quantization and needs training batches: "
+            "pass calibration=<loader> or ctx=CompressContext(..., train_loader=...)"
+        )
     before = model_size_bytes(model)
     # BatchNorm is folded into the convs first, its statistics frozen at their trained values (the usual
     # last phase of QAT). Fake-quant training with live BatchNorm makes torchao's convert re-trace about a
@@ -350,17 +380,32 @@ def _apply_qat(model: nn.Module, step: QAT, ctx: CompressContext) -> nn.Module:
     pt2e.fold_conv_bn(graph)
     prepared = pt2e.prepare_qat_pt2e(graph, _quantizer(is_qat=True))
     _trainable(prepared)
-    cfg = dataclasses.replace(ctx.train, epochs=step.epochs, lr=step.lr or ctx.train.lr * 0.1, schedule="cosine",
-                              warmup_epochs=0.0)
+    cfg = dataclasses.replace(
+        ctx.train, epochs=step.epochs, lr=step.lr or ctx.train.lr * 0.1, schedule="cosine", warmup_epochs=0.0
+    )
     hardware = dataclasses.replace(ctx.hardware, compile=False, channels_last=False)
-    outcome = train(prepared, ctx.train_loader, cfg, eval_loader=ctx.eval_loader, hardware=hardware, device=ctx.device,
-                    callbacks=ctx.training_bars("QAT fine-tune (fake quantization)"))
+    outcome = train(
+        prepared,
+        ctx.train_loader,
+        cfg,
+        eval_loader=ctx.eval_loader,
+        hardware=hardware,
+        device=ctx.device,
+        callbacks=ctx.training_bars("QAT fine-tune (fake quantization)"),
+    )
     prepared.eval()
     result = _finish(pt2e.convert_pt2e(prepared, fold_quantize=True)) if step.convert else prepared
     last = outcome.history[-1] if outcome.history else {}
-    ctx.record(step=step.kind, qat_lr=cfg.lr, qat_epochs=step.epochs, converted=step.convert, status=outcome.status,
-         size_bytes_before=before, size_bytes_after=model_size_bytes(result),
-         **{k: last[k] for k in ("train_accuracy", "test_accuracy") if k in last})
+    ctx.record(
+        step=step.kind,
+        qat_lr=cfg.lr,
+        qat_epochs=step.epochs,
+        converted=step.convert,
+        status=outcome.status,
+        size_bytes_before=before,
+        size_bytes_after=model_size_bytes(result),
+        **{k: last[k] for k in ("train_accuracy", "test_accuracy") if k in last},
+    )
     return result
 
 
@@ -378,11 +423,17 @@ def _apply_weight_only_int4(model: nn.Module, step: WeightOnlyInt4, ctx: Compres
     from torchao.quantization import IntxWeightOnlyConfig
     from torchao.quantization.granularity import PerGroup
 
-    bad = [(n, m.in_features) for n, m in model.named_modules() if isinstance(m, nn.Linear) and m.in_features % step.group_size]
+    bad = [
+        (n, m.in_features)
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Linear) and m.in_features % step.group_size
+    ]
     if bad:
         name, width = bad[0]
-        raise ConfigError(f"WeightOnlyInt4.group_size={step.group_size} must divide every Linear's inputs, "
-                          f"but '{name}' has {width}: pick a divisor of {width}")
+        raise ConfigError(
+            f"WeightOnlyInt4.group_size={step.group_size} must divide every Linear's inputs, "
+            f"but '{name}' has {width}: pick a divisor of {width}"
+        )
     # Int4WeightOnlyConfig needs CUDA-only packing in torchao 0.18; the intx path runs anywhere.
     config = IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(step.group_size))
     return _torchao_quantize(model, config, step, ctx)
@@ -402,7 +453,9 @@ def _apply_cast(model: nn.Module, step: CastPrecision, ctx: CompressContext) -> 
 
 def _write(model: nn.Module, f: Any, example_inputs: torch.Tensor | None, metadata: dict[str, Any]) -> None:
     if is_fake_quant(model):
-        raise ValueError("This is a fake-quant model (QAT with convert=False): convert it first, e.g. QAT(convert=True)")
+        raise ValueError(
+            "This is a fake-quant model (QAT with convert=False): convert it first, e.g. QAT(convert=True)"
+        )
     if is_pt2e_program(model):
         if example_inputs is None:
             raise ValueError("save_quantized needs example_inputs (one input batch) to save a pt2e int8 program")
@@ -411,8 +464,16 @@ def _write(model: nn.Module, f: Any, example_inputs: torch.Tensor | None, metada
             torch.export.save(program, f, extra_files={METADATA_FILE: json.dumps(metadata)})
         return
     with _quiet_storage():
-        torch.save({"format": SAVE_FORMAT, "layout": _layout(model), "structure": module_structure(model),
-                    "metadata": metadata, "state_dict": model.state_dict()}, f)
+        torch.save(
+            {
+                "format": SAVE_FORMAT,
+                "layout": _layout(model),
+                "structure": module_structure(model),
+                "metadata": metadata,
+                "state_dict": model.state_dict(),
+            },
+            f,
+        )
 
 
 def _read_state(path: Path) -> dict[str, Any]:
@@ -441,9 +502,6 @@ def _import_torchao() -> None:
 
 def _pt2e() -> types.SimpleNamespace:
     _import_torchao()
-    from torchao.quantization.pt2e import FakeQuantizeBase, disable_observer, enable_observer
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
-    from torchao.quantization.pt2e.utils import _fuse_conv_bn_ as fold_conv_bn  # what prepare_pt2e does for PTQ
 
     return types.SimpleNamespace(**locals())
 
@@ -462,16 +520,20 @@ def _quantizer(is_qat: bool):
 def _cpu_problem(name: str, device: torch.device | str, kernels: str) -> str | None:
     device = torch.device(device)
     if device.type != "cpu":
-        return (f"{name} runs on {kernels}, which need the CPU, but the model is on {device}: "
-                "train on hardware.device='cpu', or use WeightOnlyInt8 / CastPrecision on a GPU")
+        return (
+            f"{name} runs on {kernels}, which need the CPU, but the model is on {device}: "
+            "train on hardware.device='cpu', or use WeightOnlyInt8 / CastPrecision on a GPU"
+        )
     return None
 
 
 def _x86_cpu_problem(name: str, device: torch.device | str) -> str | None:
     machine = platform.machine().lower()
     if machine not in ("x86_64", "amd64", "i386", "i686"):
-        return (f"{name} uses x86 int8 kernels (X86InductorQuantizer) and this machine is {machine}: "
-                "use DynamicInt8 or WeightOnlyInt8 here")
+        return (
+            f"{name} uses x86 int8 kernels (X86InductorQuantizer) and this machine is {machine}: "
+            "use DynamicInt8 or WeightOnlyInt8 here"
+        )
     return _cpu_problem(name, device, "x86 int8 kernels (X86InductorQuantizer)")
 
 
@@ -502,8 +564,10 @@ def _torchao_quantize(model: nn.Module, config: Any, step: CompressStep, ctx: Co
     from torchao.quantization import quantize_
 
     if not any(isinstance(m, nn.Linear) for m in model.modules()):
-        raise ValueError(f"{type(step).__name__} quantizes Linear layers and {type(model).__name__} has none: "
-                         "use StaticInt8 for conv nets")
+        raise ValueError(
+            f"{type(step).__name__} quantizes Linear layers and {type(model).__name__} has none: "
+            "use StaticInt8 for conv nets"
+        )
     before = model_size_bytes(model)
     quantize_(model.eval(), config)
     if ctx.example_input is not None:  # torchao kernels differ per device: fail here, not mid-benchmark
@@ -511,8 +575,10 @@ def _torchao_quantize(model: nn.Module, config: Any, step: CompressStep, ctx: Co
             with torch.no_grad():
                 model(ctx.example_input[:2])
         except (RuntimeError, NotImplementedError) as e:
-            raise ValueError(f"{type(step).__name__} does not run on {ctx.device} with this torchao build "
-                             f"({str(e).splitlines()[0][:120]}): try WeightOnlyInt8 or CastPrecision") from None
+            raise ValueError(
+                f"{type(step).__name__} does not run on {ctx.device} with this torchao build "
+                f"({str(e).splitlines()[0][:120]}): try WeightOnlyInt8 or CastPrecision"
+            ) from None
     ctx.record(step=step.kind, size_bytes_before=before, size_bytes_after=model_size_bytes(model))
     return model
 
@@ -536,7 +602,9 @@ def _export(model: nn.Module, x: torch.Tensor, strip: bool = False) -> torch.exp
 
 def _batches(ctx: CompressContext, purpose: str) -> Iterator[torch.Tensor]:
     if ctx.train_loader is None:
-        raise ValueError(f"{purpose} training batches: pass calibration=<loader> or ctx=CompressContext(..., train_loader=...)")
+        raise ValueError(
+            f"{purpose} training batches: pass calibration=<loader> or ctx=CompressContext(..., train_loader=...)"
+        )
     for batch in ctx.train_loader:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         yield x.to(ctx.device)

@@ -1,9 +1,10 @@
 """Named recipes: several compression steps that were measured to work together, under one name the
 CLI (``--compress recommended``), the panel and the notebooks share.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .._errors import ConfigError
 from .core import CompressStep, FineTune, _split_top_level, parse_step, read_value
@@ -21,7 +22,10 @@ def recommended_pruning(amount: float = 0.5) -> tuple[CompressStep, ...]:
         >>> [s.kind for s in recommended_pruning(0.3)], recommended_pruning(0.3)[0].amount
         (['prune_structured', 'finetune'], 0.3)
     """
-    return (StructuredPrune(amount=amount, method="taylor", steps=3, finetune_epochs=2), FineTune(epochs=5, lr_factor=0.4))
+    return (
+        StructuredPrune(amount=amount, method="taylor", steps=3, finetune_epochs=2),
+        FineTune(epochs=5, lr_factor=0.4),
+    )
 
 
 RECIPES: dict[str, Callable[..., tuple[CompressStep, ...]]] = {"recommended": recommended_pruning}
@@ -41,6 +45,8 @@ def parse_steps(spec: str) -> tuple[CompressStep, ...]:
     for pair in _split_top_level(args):
         key, eq, raw = pair.partition("=")
         if not eq or key.strip() != "amount":
-            raise ConfigError(f"Bad argument '{pair}' in '{spec}': the {kind.strip()} recipe takes amount=FRACTION only.")
+            raise ConfigError(
+                f"Bad argument '{pair}' in '{spec}': the {kind.strip()} recipe takes amount=FRACTION only."
+            )
         values["amount"] = read_value(raw.strip(), float, f"{kind.strip()}.amount")
     return RECIPES[kind.strip()](**values)

@@ -9,6 +9,7 @@ Example:
     >>> xb.shape, xb.dtype, yb.dtype
     (torch.Size([64, 1, 8, 8]), torch.float32, torch.int64)
 """
+
 from .augment import augment_batch
 from .config import STRATEGIES, AugmentConfig, DataConfig
 from .dataset import Dataset, DatasetError
@@ -18,7 +19,23 @@ from .registry import check_dataset_name, fetch_dataset, list_datasets, load_dat
 from .select import per_example_loss, select_subset, subset_size
 
 __all__ = [
-    "AugmentConfig", "BatchLoader", "DataConfig", "Dataset", "DatasetError", "EVAL_BATCH", "STRATEGIES", "augment_batch",
-    "check_dataset_name", "cifar10_zip_path", "eval_loader", "fetch_dataset", "list_datasets", "load_dataset",
-    "load_folder", "per_example_loss", "select_subset", "subset_size", "train_loader",
+    "EVAL_BATCH",
+    "STRATEGIES",
+    "AugmentConfig",
+    "BatchLoader",
+    "DataConfig",
+    "Dataset",
+    "DatasetError",
+    "augment_batch",
+    "check_dataset_name",
+    "cifar10_zip_path",
+    "eval_loader",
+    "fetch_dataset",
+    "list_datasets",
+    "load_dataset",
+    "load_folder",
+    "per_example_loss",
+    "select_subset",
+    "subset_size",
+    "train_loader",
 ]

@@ -4,6 +4,7 @@ Each op draws one small set of per-sample parameters (offsets, flip bits, angles
 ``torch.Generator`` (so a seed gives the same augmentations on any device), then transforms the
 batch with tensor indexing, ``torch.where`` and ``grid_sample``: no Python loop over samples.
 """
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """The data section of a run: which dataset, how much of it, how it is normalised and augmented."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,19 +29,28 @@ class AugmentConfig(Checked):
     contrast: float = 0.0
 
     def check(self) -> None:
-        require(self.flip in (True, False, "alternate"),
-                f"data.augment.flip must be true, false or alternate (got {self.flip!r})")
+        require(
+            self.flip in (True, False, "alternate"),
+            f"data.augment.flip must be true, false or alternate (got {self.flip!r})",
+        )
         for name in ("crop", "translate", "cutout"):
             check_positive("data.augment", name, getattr(self, name), allow_zero=True)
         require(0 <= self.rotate <= 180, f"data.augment.rotate must be within [0, 180] degrees (got {self.rotate})")
-        require(self.brightness >= 0, f"data.augment.brightness must be 0 or more standard deviations (got {self.brightness})")
-        require(0 <= self.contrast < 1, f"data.augment.contrast must be within [0, 1): a factor of 1 - contrast must "
-                                        f"stay positive (got {self.contrast})")
+        require(
+            self.brightness >= 0,
+            f"data.augment.brightness must be 0 or more standard deviations (got {self.brightness})",
+        )
+        require(
+            0 <= self.contrast < 1,
+            f"data.augment.contrast must be within [0, 1): a factor of 1 - contrast must "
+            f"stay positive (got {self.contrast})",
+        )
 
     @property
     def enabled(self) -> bool:
-        return bool(self.flip or self.crop or self.translate or self.cutout or self.rotate
-                    or self.brightness or self.contrast)
+        return bool(
+            self.flip or self.crop or self.translate or self.cutout or self.rotate or self.brightness or self.contrast
+        )
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,8 @@ class DataConfig(Checked):
 
     def check(self) -> None:
         require(0 < self.fraction <= 1, f"data.fraction must be in (0, 1] (got {self.fraction})")
-        require(self.selection in STRATEGIES,
-                f"data.selection must be one of {', '.join(STRATEGIES)} (got '{self.selection}')")
+        require(
+            self.selection in STRATEGIES,
+            f"data.selection must be one of {', '.join(STRATEGIES)} (got '{self.selection}')",
+        )
         check_dataset_name(self.dataset)

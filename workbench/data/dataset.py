@@ -1,10 +1,11 @@
 """The in-memory dataset (uint8 image tensors + labels) and its on-disk decoded cache."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -73,16 +74,19 @@ class Dataset:
     def _moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         # From a 256-bin histogram per channel: exact for uint8, and 10x faster than summing floats.
         levels = torch.arange(256, dtype=torch.float64) / 255
-        hist = torch.stack([torch.bincount(self.train_x[:, c].reshape(-1), minlength=256)
-                            for c in range(self.in_channels)]).double()
+        hist = torch.stack(
+            [torch.bincount(self.train_x[:, c].reshape(-1), minlength=256) for c in range(self.in_channels)]
+        ).double()
         n = hist.sum(1)
         mean = hist @ levels / n
         var = hist @ levels.square() / n - mean.square()
         return mean.float(), var.clamp_min(0).sqrt().float().clamp_min(1e-6)
 
     def __repr__(self) -> str:
-        return (f"Dataset('{self.name}', train={len(self.train_x)}, test={len(self.test_x)}, "
-                f"classes={self.num_classes}, shape={tuple(self.train_x.shape[1:])})")
+        return (
+            f"Dataset('{self.name}', train={len(self.train_x)}, test={len(self.test_x)}, "
+            f"classes={self.num_classes}, shape={tuple(self.train_x.shape[1:])})"
+        )
 
 
 def cached(path: Path, build: Callable[[], dict]) -> dict:

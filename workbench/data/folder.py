@@ -5,6 +5,7 @@ decoded tensors are cached under ``ROOT/cache`` keyed by the source's path, size
 time: the second load only reads that file. Class names are the sorted class folder names; a label is
 the index into that list. If any image is in colour, every image is loaded as RGB.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,8 @@ import os
 import re
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 import numpy as np
 import torch
@@ -59,10 +60,15 @@ def load_folder(path: str | Path, root: str | Path = "data") -> Dataset:
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise DatasetError(f"Image folder {path} does not exist. Pass folder:PATH with a folder ({LAYOUT}) or a zip of one.")
+        raise DatasetError(
+            f"Image folder {path} does not exist. Pass folder:PATH with a folder ({LAYOUT}) or a zip of one."
+        )
     if path.is_dir():
-        files = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*"))
-                 if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()}
+        files = {
+            p.relative_to(path).as_posix(): p
+            for p in sorted(path.rglob("*"))
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        }
         stats = [p.stat() for p in files.values()]
         signature = (len(stats), sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0))
 
@@ -108,7 +114,9 @@ def _decode(source: Path, names: list[str], read: Callable[[str], bytes]) -> dic
     classes = sorted({cls for cls, _ in splits["train"]})
     stray = sorted({cls for cls, _ in splits["test"]} - set(classes))
     if stray:
-        raise DatasetError(f"{source}: test class '{stray[0]}' has no train/{stray[0]}/ folder; add training images for it or remove it.")
+        raise DatasetError(
+            f"{source}: test class '{stray[0]}' has no train/{stray[0]}/ folder; add training images for it or remove it."
+        )
 
     # Sorted, so the order (and thus any seeded split or shuffle) does not depend on the zip's order.
     items = [(cls, name) for split in ("train", "test") for cls, name in sorted(splits[split])]
@@ -116,8 +124,9 @@ def _decode(source: Path, names: list[str], read: Callable[[str], bytes]) -> dic
     h, w = first.shape[:2]
     pixels = np.empty((len(items), h, w, 3), np.uint8)
     rgb = np.zeros(len(items), bool)
-    for k, (_, name) in enumerate(tqdm(items, desc=f"Decoding {source.name}", unit="img", leave=False, mininterval=1,
-                                       disable=len(items) < 5000)):
+    for k, (_, name) in enumerate(
+        tqdm(items, desc=f"Decoding {source.name}", unit="img", leave=False, mininterval=1, disable=len(items) < 5000)
+    ):
         a = _pixels(source, name, read)
         if a.shape[:2] != (h, w):
             raise DatasetError(

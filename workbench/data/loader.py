@@ -5,10 +5,11 @@ fused normalisation and a handful of whole-batch augmentation ops.
 
 ``train_loader`` and ``eval_loader`` build the loaders a run uses from its ``DataConfig``.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -83,14 +84,23 @@ class BatchLoader:
         # process: a final batch too small to give every rank two examples joins the one before.
         rest = len(x) % batch_size
         self.merged_single = merge_single and not drop_last and len(x) > 1 and 0 < rest < 2 * self.world_size
-        self.note = (f"the final batch of {rest} is merged into the one before (BatchNorm needs 2"
-                     f"{' in each process' if self.world_size > 1 else ''})") if self.merged_single else ""
+        self.note = (
+            (
+                f"the final batch of {rest} is merged into the one before (BatchNorm needs 2"
+                f"{' in each process' if self.world_size > 1 else ''})"
+            )
+            if self.merged_single
+            else ""
+        )
         self.augment = augment if augment is not None and augment.enabled else None
         self.seed, self.pass_seed, self.epoch = seed, seed, 0
         # Alternating flip: one coin per example for the run; an example is mirrored in epoch e iff coin XOR (e odd),
         # so any two epochs in a row show it both ways (random flips leave a quarter of them one way twice).
-        self.flip_coins = (torch.rand(len(x), generator=torch.Generator().manual_seed(seed)).lt(0.5).to(self.device)
-                           if self.augment is not None and self.augment.flip == "alternate" else None)
+        self.flip_coins = (
+            torch.rand(len(x), generator=torch.Generator().manual_seed(seed)).lt(0.5).to(self.device)
+            if self.augment is not None and self.augment.flip == "alternate"
+            else None
+        )
         self.generator = torch.Generator().manual_seed(seed)
         # uint8 -> normalised float in one multiply-add: x * scale + shift.
         c = x.shape[1]
@@ -116,7 +126,9 @@ class BatchLoader:
         order = order.to(self.device)
         for i in range(len(self)):
             last = i == len(self) - 1 and self.merged_single
-            idx = order[i * self.batch_size : n if last else (i + 1) * self.batch_size].tensor_split(self.world_size)[self.rank]
+            idx = order[i * self.batch_size : n if last else (i + 1) * self.batch_size].tensor_split(self.world_size)[
+                self.rank
+            ]
             # index_select, not x[idx]: indexing 4-D uint8 that way measured 1000x slower on a busy 2-core CPU.
             xb = self.x.index_select(0, idx).float().mul_(self.scale).add_(self.shift)
             # Augment after normalising, so zero padding and cutout fill with the mean colour.
@@ -128,8 +140,16 @@ class BatchLoader:
             yield xb, self.y.index_select(0, idx)
 
 
-def train_loader(dataset: Dataset, cfg: DataConfig, batch_size: int, *, seed: int = 0, device: str | torch.device = "cpu",
-                 indices: torch.Tensor | None = None, shard: tuple[int, int] = (0, 1)) -> BatchLoader:
+def train_loader(
+    dataset: Dataset,
+    cfg: DataConfig,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    indices: torch.Tensor | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> BatchLoader:
     """Shuffled batches of ``dataset``'s training split (or the ``indices`` chosen of it), augmented and
     normalised as ``cfg`` says. A final batch of one is merged into the one before it. ``shard`` is
     (rank, world size) in a data-parallel run: this rank's piece of every batch.
@@ -140,13 +160,32 @@ def train_loader(dataset: Dataset, cfg: DataConfig, batch_size: int, *, seed: in
         >>> len(loader), next(iter(loader))[0].shape
         (23, torch.Size([64, 1, 8, 8]))
     """
-    x, y = (dataset.train_x, dataset.train_y) if indices is None else (dataset.train_x[indices], dataset.train_y[indices])
-    return BatchLoader(x, y, batch_size, shuffle=True, seed=seed, device=device, merge_single=True, shard=shard,
-                       augment=cfg.augment if cfg.augment.enabled else None, **_normalisation(dataset, cfg))
+    x, y = (
+        (dataset.train_x, dataset.train_y) if indices is None else (dataset.train_x[indices], dataset.train_y[indices])
+    )
+    return BatchLoader(
+        x,
+        y,
+        batch_size,
+        shuffle=True,
+        seed=seed,
+        device=device,
+        merge_single=True,
+        shard=shard,
+        augment=cfg.augment if cfg.augment.enabled else None,
+        **_normalisation(dataset, cfg),
+    )
 
 
-def eval_loader(dataset: Dataset, cfg: DataConfig, *, device: str | torch.device = "cpu", split: str = "test",
-                batch_size: int = EVAL_BATCH, indices: torch.Tensor | None = None) -> BatchLoader:
+def eval_loader(
+    dataset: Dataset,
+    cfg: DataConfig,
+    *,
+    device: str | torch.device = "cpu",
+    split: str = "test",
+    batch_size: int = EVAL_BATCH,
+    indices: torch.Tensor | None = None,
+) -> BatchLoader:
     """A whole split (``test`` or ``train``, or the ``indices`` chosen of it) in order, normalised as
     ``cfg`` says and never augmented.
 

@@ -2,12 +2,13 @@
 
 Downloaded sets are decoded once into ``ROOT/cache/NAME.pt``; later loads read only that file.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ def check_dataset_name(name: str) -> None:
         ValueError: Unknown dataset 'mnsit'. Did you mean 'mnist'? Choose one of: cifar10, digits, fashion-mnist, folder:PATH, mnist.
     """
     if isinstance(name, str) and name.startswith(FOLDER_PREFIX):
-        if not name[len(FOLDER_PREFIX):].strip():
+        if not name[len(FOLDER_PREFIX) :].strip():
             raise ValueError("Dataset 'folder:' needs a path, e.g. folder:/data/my-images or folder:/data/images.zip.")
         return
     if name not in _DATASETS:
@@ -61,7 +62,7 @@ def load_dataset(name: str, root: str | Path = "data") -> Dataset:
     """
     check_dataset_name(name)
     if name.startswith(FOLDER_PREFIX):
-        return load_folder(name[len(FOLDER_PREFIX):], root)
+        return load_folder(name[len(FOLDER_PREFIX) :], root)
     return _DATASETS.get(name)(Path(root))
 
 
@@ -77,7 +78,7 @@ def fetch_dataset(name: str, root: str | Path = "data") -> Path:
     """
     check_dataset_name(name)
     if name.startswith(FOLDER_PREFIX):
-        path = Path(name[len(FOLDER_PREFIX):]).expanduser()
+        path = Path(name[len(FOLDER_PREFIX) :]).expanduser()
         if not path.exists():
             raise DatasetError(f"Image folder {path} does not exist; pass folder:PATH of an existing folder or zip.")
         load_folder(path, root=root)
@@ -129,8 +130,10 @@ def _stratified_test(y: torch.Tensor, fraction: float, seed: int) -> torch.Tenso
 def _downloaded(name: str, decode: Callable[[dict[str, Path]], dict]) -> Callable[[Path], Dataset]:
     def load(root: Path) -> Dataset:
         def build() -> dict:
-            files = {e["role"]: sources.fetch_file(e, root / "downloads" / name, name)
-                     for e in sources.manifest()[name]["files"]}
+            files = {
+                e["role"]: sources.fetch_file(e, root / "downloads" / name, name)
+                for e in sources.manifest()[name]["files"]
+            }
             return {**decode(files), "classes": list(sources.manifest()[name]["classes"])}
 
         return Dataset(name, **cached(root / "cache" / f"{name}.pt", build))

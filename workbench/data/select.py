@@ -1,7 +1,8 @@
 """Choosing which share of the training set to train on: random, class-balanced, or by difficulty."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -5,6 +5,7 @@ as package data so an installed (non-editable) Workbench finds it too.
 Downloads land in ``ROOT/downloads/NAME/``; a file is renamed into place only after its checksum
 matches, so a partial or corrupt download never looks finished.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -77,8 +78,9 @@ def _download(url: str, path: Path, size: int) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "workbench"})
     with urllib.request.urlopen(request, timeout=30) as response, open(path, "wb") as f:
         total = int(response.headers.get("Content-Length") or size)
-        with tqdm(total=total, unit="B", unit_scale=True, desc=path.name.rsplit(".", 2)[0],
-                  leave=False, disable=total < 2**20) as bar:
+        with tqdm(
+            total=total, unit="B", unit_scale=True, desc=path.name.rsplit(".", 2)[0], leave=False, disable=total < 2**20
+        ) as bar:
             while chunk := response.read(1 << 20):
                 f.write(chunk)
                 bar.update(len(chunk))

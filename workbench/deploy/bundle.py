@@ -23,15 +23,17 @@ Example:
     >>> bundle.input_shape, bundle.preprocess(torch.full((1, 1, 2, 2), 255, dtype=torch.uint8)).flatten().tolist()
     ((1, 2, 2), [2.0, 2.0, 2.0, 2.0])
 """
+
 from __future__ import annotations
 
 import hashlib
 import io
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -71,16 +73,19 @@ class Bundle:
         std = torch.tensor(spec["std"], dtype=torch.float32).reshape(1, c, 1, 1)
         return (pixels.to(torch.float32) / 255 - mean) / std
 
-    def predictor(self, fmt: str = "auto", *, threads: int | None = None,
-                  verify: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+    def predictor(
+        self, fmt: str = "auto", *, threads: int | None = None, verify: bool = True
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
         """A callable ``normalised batch -> logits`` over one of the bundle's files: ONNX Runtime (CPU,
         ``threads`` intra-op threads) for ``onnx``, the ``torch.export`` program for ``torch-export``;
         ``auto`` takes ONNX where the bundle has it. The file is read once, checked (``verified_bytes``)
         and loaded from those bytes, so what runs is what was checked; nothing in it is unpickled."""
         have = self.formats
         if not have:
-            raise ValueError(f"{self.path} holds no model file ({', '.join(FILES.values())}): export one with "
-                             "workbench export RUN_ID --out DIR")
+            raise ValueError(
+                f"{self.path} holds no model file ({', '.join(FILES.values())}): export one with "
+                "workbench export RUN_ID --out DIR"
+            )
         fmt = have[0] if fmt == "auto" else fmt
         if fmt not in have:
             raise ValueError(f"{self.path} has no {fmt} file; it has: {', '.join(have)}")
@@ -91,8 +96,10 @@ class Bundle:
             try:
                 return onnxruntime_session(data, threads=threads)
             except Exception as e:  # noqa: BLE001  (ONNX Runtime's own error types: one line for any)
-                raise ValueError(f"{self.path / FILES[fmt]} is not an ONNX graph ONNX Runtime can load "
-                                 f"({one_line(e)[:160]}): export the run again") from None
+                raise ValueError(
+                    f"{self.path / FILES[fmt]} is not an ONNX graph ONNX Runtime can load "
+                    f"({one_line(e)[:160]}): export the run again"
+                ) from None
         program = load_export_program(io.BytesIO(data), name=str(self.path / FILES[fmt])).module()
         return torch.no_grad()(program)
 
@@ -102,17 +109,23 @@ class Bundle:
         path = self.path / FILES[fmt]
         inside = path.resolve().is_relative_to(self.path.resolve())
         if not inside:
-            raise UnsafeFileError(f"{path} links outside its bundle (to {path.resolve()}): refused; copy the file "
-                                  "into the bundle or export the run again")
+            raise UnsafeFileError(
+                f"{path} links outside its bundle (to {path.resolve()}): refused; copy the file "
+                "into the bundle or export the run again"
+            )
         entry = self.card.get("files", {}).get(fmt)
         expected = entry.get("sha256") if isinstance(entry, dict) else None
         if not isinstance(expected, str):
-            raise UnsafeFileError(f"{self.path / CARD_FILE} names no sha256 for {path.name}, so the file cannot be "
-                                  "checked: export the run again")
+            raise UnsafeFileError(
+                f"{self.path / CARD_FILE} names no sha256 for {path.name}, so the file cannot be "
+                "checked: export the run again"
+            )
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != expected.lower():
-            raise UnsafeFileError(f"{path} is not the file its card describes (sha256 differs: replaced, truncated "
-                                  "or from another export): export the run again")
+            raise UnsafeFileError(
+                f"{path} is not the file its card describes (sha256 differs: replaced, truncated "
+                "or from another export): export the run again"
+            )
         return data
 
 
@@ -132,8 +145,10 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         raise FileNotFoundError(f"No bundle at {path}: write one with workbench export RUN_ID --out {path}")
     card_path = path / CARD_FILE
     if not card_path.is_file():
-        raise FileNotFoundError(f"{path} has no {CARD_FILE}, so it is not a Workbench bundle: write one with "
-                                f"workbench export RUN_ID --out {path}")
+        raise FileNotFoundError(
+            f"{path} has no {CARD_FILE}, so it is not a Workbench bundle: write one with "
+            f"workbench export RUN_ID --out {path}"
+        )
     try:
         card = json.loads(card_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
@@ -161,14 +176,19 @@ def _check_card(card: Any, card_path: Path) -> None:
     def bad(field: str, wants: str, got: Any) -> ValueError:
         shown = json.dumps(got)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        return ValueError(f"{card_path}: {field} must be {wants} (got {shown}): export the run again with workbench export")
+        return ValueError(
+            f"{card_path}: {field} must be {wants} (got {shown}): export the run again with workbench export"
+        )
 
     if not isinstance(card, dict):
-        raise ValueError(f"{card_path} is not a model card (a JSON {type(card).__name__}, not an object): "
-                         "export the run again with workbench export")
+        raise ValueError(
+            f"{card_path} is not a model card (a JSON {type(card).__name__}, not an object): "
+            "export the run again with workbench export"
+        )
     spec = card.get("input")
     missing = [k for k in ("input", "classes") if k not in card] + [
-        f"input.{k}" for k in ("shape", "mean", "std") if isinstance(spec, dict) and k not in spec]
+        f"input.{k}" for k in ("shape", "mean", "std") if isinstance(spec, dict) and k not in spec
+    ]
     if missing:
         raise ValueError(f"{card_path} lacks {', '.join(missing)}: export the run again with workbench export")
     if not isinstance(spec, dict):
@@ -177,16 +197,26 @@ def _check_card(card: Any, card_path: Path) -> None:
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise bad("classes", "a list of class names (strings)", classes)
     shape = spec["shape"]
-    if (not isinstance(shape, list) or len(shape) != 3
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
-            or shape[0] > max_channels or max(shape[1:]) > max_side):
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 3
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
+        or shape[0] > max_channels
+        or max(shape[1:]) > max_side
+    ):
         raise bad("input.shape", f"[C, H, W], 3 positive integers (C <= {max_channels}, H and W <= {max_side})", shape)
     channels = shape[0]
     for key in ("mean", "std"):
         values = spec[key]
-        numbers = isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        if (not numbers or len(values) != channels or not all(math.isfinite(v) for v in values)
-                or (key == "std" and not all(v > 0 for v in values))):
+        numbers = isinstance(values, list) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+        )
+        if (
+            not numbers
+            or len(values) != channels
+            or not all(math.isfinite(v) for v in values)
+            or (key == "std" and not all(v > 0 for v in values))
+        ):
             wants = f"{channels} finite number{'s' * (channels != 1)}{' > 0' if key == 'std' else ''}, one per channel"
             raise bad(f"input.{key}", f"a list of {wants} of input.shape", values)
     if "files" in card and not isinstance(card["files"], dict):

@@ -31,6 +31,7 @@ Example:
     ...
     ValueError: Unknown export format 'tflite'. Choose one of: both, onnx, torch-export.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,9 +44,10 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -101,12 +103,24 @@ class ParityError(ValueError):
     """An exported model disagrees with eager PyTorch beyond its precision's bar; nothing was written."""
 
 
-def export(source: Result | str | nn.Module, out: str | os.PathLike, *, fmt: str = "both",
-           store: ResultStore | str | os.PathLike = "runs", config: RunConfig | None = None,
-           data_root: str | os.PathLike = "data", opset: int | None = None, check: bool = True,
-           latency: bool | Sequence[str] = True, batch_sizes: Sequence[int] = (1, 64), iters: int = 30,
-           threads: int | None = None,
-           parity_images: int | None = None, overwrite: bool = False, progress: bool = True) -> Bundle:
+def export(
+    source: Result | str | nn.Module,
+    out: str | os.PathLike,
+    *,
+    fmt: str = "both",
+    store: ResultStore | str | os.PathLike = "runs",
+    config: RunConfig | None = None,
+    data_root: str | os.PathLike = "data",
+    opset: int | None = None,
+    check: bool = True,
+    latency: bool | Sequence[str] = True,
+    batch_sizes: Sequence[int] = (1, 64),
+    iters: int = 30,
+    threads: int | None = None,
+    parity_images: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Bundle:
     """Write ``source`` (a stored run's id or ``Result``, or a model with the ``config`` it was trained
     with) to the bundle folder ``out`` and return it.
 
@@ -138,21 +152,60 @@ def export(source: Result | str | nn.Module, out: str | os.PathLike, *, fmt: str
     with _staging(out) as staging, thread_count(threads):
         files = {}
         for f in formats:
-            files[f] = _write_format(model, f, staging, images[:8].clone(), opset)  # a copy: export saves the example's whole storage
-        parity = {f: check_parity(model, bundle_predictor(staging, f, threads), batches, precision,
-                                  images=parity_images, progress=progress, label=FILES[f]) for f in formats}
-        if precision == "int8" and "onnx" in parity and not parity["onnx"]["passed"] and not parity["onnx"]["nonfinite"]:
+            files[f] = _write_format(
+                model, f, staging, images[:8].clone(), opset
+            )  # a copy: export saves the example's whole storage
+        parity = {
+            f: check_parity(
+                model,
+                bundle_predictor(staging, f, threads),
+                batches,
+                precision,
+                images=parity_images,
+                progress=progress,
+                label=FILES[f],
+            )
+            for f in formats
+        }
+        if (
+            precision == "int8"
+            and "onnx" in parity
+            and not parity["onnx"]["passed"]
+            and not parity["onnx"]["nonfinite"]
+        ):
             explain_int8_kernels(parity["onnx"], model, staging / FILES["onnx"], batches, threads, parity_images)
         failed = {f: p for f, p in parity.items() if not p["passed"]}
         if check and failed:
             verdicts = "; ".join(f"{FILES[f]}: {p['verdict']}" for f, p in failed.items())
-            raise ParityError(f"Not written: {verdicts}. {_parity_fix(failed)}, or pass check=False (--no-check) "
-                              "to write it anyway")
+            raise ParityError(
+                f"Not written: {verdicts}. {_parity_fix(failed)}, or pass check=False (--no-check) to write it anyway"
+            )
         modes = MEASURE_MODES if latency is True else tuple(latency or ())
-        timings = runtime_comparison(model, chw, images, names=[config.label()], modes=modes,
-                                     batch_sizes=batch_sizes, iters=iters, progress=progress) if modes else None
-        card = model_card(model, config, dataset, result=result, files=files, parity=parity,
-                          precision=precision, threads=threads, latency=timings)
+        timings = (
+            runtime_comparison(
+                model,
+                chw,
+                images,
+                names=[config.label()],
+                modes=modes,
+                batch_sizes=batch_sizes,
+                iters=iters,
+                progress=progress,
+            )
+            if modes
+            else None
+        )
+        card = model_card(
+            model,
+            config,
+            dataset,
+            result=result,
+            files=files,
+            parity=parity,
+            precision=precision,
+            threads=threads,
+            latency=timings,
+        )
         atomic_write(staging / CARD_FILE, lambda fh: fh.write(json.dumps(card, indent=2, default=str).encode()))
         if out.exists():
             _check_destination(out, overwrite)  # again: something else may have appeared there meanwhile
@@ -178,8 +231,10 @@ def _check_options(opset: int | None, threads: int | None) -> None:
         return
     newest = _newest_opset()
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
-        raise ValueError(f"ONNX opset (--opset) {opset!r} is not supported: choose {MIN_OPSET} to {newest}, or leave it "
-                         "out for the exporter's default")
+        raise ValueError(
+            f"ONNX opset (--opset) {opset!r} is not supported: choose {MIN_OPSET} to {newest}, or leave it "
+            "out for the exporter's default"
+        )
 
 
 def _newest_opset() -> int:
@@ -195,14 +250,16 @@ def _check_destination(out: Path, overwrite: bool) -> None:
     unwritable folder, and, even with ``overwrite``, any folder that is not a bundle Workbench wrote
     (a result store, a folder with other files in it)."""
     if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise FileExistsError(f"--out {out} is {'a link' if out.is_symlink() else 'a file'}, not a bundle folder: "
-                              "choose another --out")
+        raise FileExistsError(
+            f"--out {out} is {'a link' if out.is_symlink() else 'a file'}, not a bundle folder: choose another --out"
+        )
     if out.exists():
         if not overwrite:
             raise FileExistsError(f"{out} exists: choose another --out, or replace it (overwrite=True, --force)")
         if problem := _not_a_bundle(out):
-            raise FileExistsError(f"--force replaces only a bundle Workbench wrote, and {out} {problem}: "
-                                  "choose another --out")
+            raise FileExistsError(
+                f"--force replaces only a bundle Workbench wrote, and {out} {problem}: choose another --out"
+            )
     if problem := writable_problem(out.parent):
         raise OSError(f"{problem} (--out): choose another folder")
 
@@ -257,13 +314,22 @@ def precision_of(model: nn.Module) -> str:
     if is_pt2e_program(model) or isinstance(model, OnnxRuntimeModule):
         return "int8"
     main = weight_dtype(model).split(",")[0].split()[0]
-    return {"int8": "int8", "uint8": "int8", "int4": "int8", "float16": "float16", "bfloat16": "bfloat16"}.get(main, "float32")
+    return {"int8": "int8", "uint8": "int8", "int4": "int8", "float16": "float16", "bfloat16": "bfloat16"}.get(
+        main, "float32"
+    )
 
 
 @torch.no_grad()
-def check_parity(reference: Callable[[torch.Tensor], torch.Tensor], candidate: Callable[[torch.Tensor], torch.Tensor],
-                 batches: Any, precision: str = "float32", *, images: int | None = None, progress: bool = False,
-                 label: str = "exported model") -> dict[str, Any]:
+def check_parity(
+    reference: Callable[[torch.Tensor], torch.Tensor],
+    candidate: Callable[[torch.Tensor], torch.Tensor],
+    batches: Any,
+    precision: str = "float32",
+    *,
+    images: int | None = None,
+    progress: bool = False,
+    label: str = "exported model",
+) -> dict[str, Any]:
     """``candidate`` against ``reference`` over ``(x, y)`` batches (a test split): max absolute and
     relative logit error, top-1 agreement, each one's accuracy, and whether ``TOLERANCES[precision]`` holds.
 
@@ -311,32 +377,59 @@ def check_parity(reference: Callable[[torch.Tensor], torch.Tensor], candidate: C
     passed = not broken and rel <= bar.max_rel_error and top1 >= bar.top1_agreement
     if broken:
         verdict = "non-finite logits (NaN or inf) from " + " and ".join(
-            f"{'eager PyTorch' if side == 'eager' else label} on {n} of {seen} test images" for side, n in broken.items())
+            f"{'eager PyTorch' if side == 'eager' else label} on {n} of {seen} test images"
+            for side, n in broken.items()
+        )
     elif passed:
         verdict = f"within the {precision} bar"
     else:
-        verdict = (f"outside the {precision} bar (max relative error {rel:.2g} vs {bar.max_rel_error:g}, "
-                   f"top-1 agreement {top1:.2%} vs {bar.top1_agreement:.1%})")
-    return {"max_abs_error": worst, "max_rel_error": rel, "top1_agreement": top1, "images": seen,
-            "accuracy_eager": right_ref / max(seen, 1), "accuracy_exported": right_out / max(seen, 1),
-            "nonfinite": sum(broken.values()), "nonfinite_images": nonfinite,
-            "precision": precision, "tolerance": dataclasses.asdict(bar), "passed": passed, "verdict": verdict}
+        verdict = (
+            f"outside the {precision} bar (max relative error {rel:.2g} vs {bar.max_rel_error:g}, "
+            f"top-1 agreement {top1:.2%} vs {bar.top1_agreement:.1%})"
+        )
+    return {
+        "max_abs_error": worst,
+        "max_rel_error": rel,
+        "top1_agreement": top1,
+        "images": seen,
+        "accuracy_eager": right_ref / max(seen, 1),
+        "accuracy_exported": right_out / max(seen, 1),
+        "nonfinite": sum(broken.values()),
+        "nonfinite_images": nonfinite,
+        "precision": precision,
+        "tolerance": dataclasses.asdict(bar),
+        "passed": passed,
+        "verdict": verdict,
+    }
 
 
-def explain_int8_kernels(parity: dict[str, Any], reference: nn.Module, path: Path, batches: Any, threads: int,
-                         images: int | None = None) -> None:
+def explain_int8_kernels(
+    parity: dict[str, Any], reference: nn.Module, path: Path, batches: Any, threads: int, images: int | None = None
+) -> None:
     """An int8 ONNX file's ``parity`` that missed its bar gains ``unfused``: the check again with ONNX
     Runtime's graph optimizations off, so QDQ pairs stay around float ops. Within the bar that way, the
     file is sound and the fused int8 kernels stray; the verdict says so. On x86 CPUs without VNNI or AMX,
     ONNX Runtime's uint8 x int8 kernels add products in 16 bits, which can saturate (its x64 U8S8 note):
     a cnn on digits, on an AVX2-only AMD EPYC, measured max relative error 0.23 fused and 0.004 unfused."""
-    unfused = check_parity(reference, onnxruntime_session(path, threads, fuse=False), batches, "int8", images=images,
-                           label=f"{path.name} unfused")
+    unfused = check_parity(
+        reference,
+        onnxruntime_session(path, threads, fuse=False),
+        batches,
+        "int8",
+        images=images,
+        label=f"{path.name} unfused",
+    )
     parity["unfused"] = {k: unfused[k] for k in ("max_rel_error", "top1_agreement", "accuracy_exported", "passed")}
     if unfused["passed"]:
-        here = "" if int8_dot_products() else "; this CPU has no VNNI or AMX, where those kernels' 16-bit sums can saturate"
-        parity["verdict"] += (f" in ONNX Runtime's fused int8 kernels, and within it unfused (max relative error "
-                              f"{unfused['max_rel_error']:.2g}, top-1 agreement {unfused['top1_agreement']:.2%}){here}")
+        here = (
+            ""
+            if int8_dot_products()
+            else "; this CPU has no VNNI or AMX, where those kernels' 16-bit sums can saturate"
+        )
+        parity["verdict"] += (
+            f" in ONNX Runtime's fused int8 kernels, and within it unfused (max relative error "
+            f"{unfused['max_rel_error']:.2g}, top-1 agreement {unfused['top1_agreement']:.2%}){here}"
+        )
 
 
 def int8_dot_products() -> bool:
@@ -346,12 +439,23 @@ def int8_dot_products() -> bool:
 
 def bundle_predictor(folder: Path, fmt: str, threads: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """The predictor of one file in a bundle folder that may not have its card yet."""
-    return Bundle(folder, {"files": {fmt: FILES[fmt]}, "input": {}, "classes": []}).predictor(fmt, threads=threads, verify=False)
+    return Bundle(folder, {"files": {fmt: FILES[fmt]}, "input": {}, "classes": []}).predictor(
+        fmt, threads=threads, verify=False
+    )
 
 
-def model_card(model: nn.Module, config: RunConfig, dataset: Any, *, result: Result | None,
-               files: dict[str, dict[str, Any]], parity: dict[str, Any], precision: str, threads: int,
-               latency: Any = None) -> dict[str, Any]:
+def model_card(
+    model: nn.Module,
+    config: RunConfig,
+    dataset: Any,
+    *,
+    result: Result | None,
+    files: dict[str, dict[str, Any]],
+    parity: dict[str, Any],
+    precision: str,
+    threads: int,
+    latency: Any = None,
+) -> dict[str, Any]:
     """The card's JSON: what the model is, how to feed it, how well it travelled, and with which versions.
     ``status`` is the run's (``ok``, or why it stopped early: a search's pruned trial trained only part way),
     ``tags`` where it came from (a study and trial)."""
@@ -364,23 +468,36 @@ def model_card(model: nn.Module, config: RunConfig, dataset: Any, *, result: Res
         "tags": result.tags if result else {},
         "name": config.label(),
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": {"name": config.model.name, "args": make_model_args(config.model, dataset.num_classes, tuple(dataset.test_x.shape[1:])),
-                  "compress": [s.label() for s in config.compress], "precision": precision,
-                  "weight_dtype": weight_dtype(model), **count_parameters(model)},
+        "model": {
+            "name": config.model.name,
+            "args": make_model_args(config.model, dataset.num_classes, tuple(dataset.test_x.shape[1:])),
+            "compress": [s.label() for s in config.compress],
+            "precision": precision,
+            "weight_dtype": weight_dtype(model),
+            **count_parameters(model),
+        },
         "dataset": config.data.dataset,
         "classes": list(dataset.classes),
-        "input": {"shape": list(dataset.test_x.shape[1:]), "layout": "NCHW", "dtype": "float32", "pixel_range": [0, 255],
-                  "mean": dataset.mean.tolist() if normalised else [0.0] * c,
-                  "std": dataset.std.tolist() if normalised else [1.0] * c,
-                  "preprocess": "x = (pixels / 255 - mean) / std, per channel"},
+        "input": {
+            "shape": list(dataset.test_x.shape[1:]),
+            "layout": "NCHW",
+            "dtype": "float32",
+            "pixel_range": [0, 255],
+            "mean": dataset.mean.tolist() if normalised else [0.0] * c,
+            "std": dataset.std.tolist() if normalised else [1.0] * c,
+            "preprocess": "x = (pixels / 255 - mean) / std, per channel",
+        },
         "output": {"name": "logits", "shape": ["batch", dataset.num_classes]},
         "metrics": {"accuracy": result.metrics.get("accuracy") if result else None, "test_images": len(dataset.test_x)},
         "files": files,
         "parity": parity,
         "latency": latency.to_dict("records") if latency is not None else None,
         "versions": _versions(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "threads": threads},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "threads": threads,
+        },
         "config": config.to_dict(),
     }
 
@@ -398,24 +515,30 @@ def card_text(bundle: Bundle) -> str:
     """
     card = bundle.card
     accuracy = card.get("metrics", {}).get("accuracy")
-    lines = [f"bundle {bundle.path}: {card.get('name')} (run {card.get('run_id') or 'none'}), {card['model']['precision']}, "
-             f"{card['model'].get('params', '?'):,} parameters"
-             + (f", accuracy {accuracy:.2%}" if accuracy is not None else "")
-             + f", input {'x'.join(map(str, card['input']['shape']))}"]
+    lines = [
+        f"bundle {bundle.path}: {card.get('name')} (run {card.get('run_id') or 'none'}), {card['model']['precision']}, "
+        f"{card['model'].get('params', '?'):,} parameters"
+        + (f", accuracy {accuracy:.2%}" if accuracy is not None else "")
+        + f", input {'x'.join(map(str, card['input']['shape']))}"
+    ]
     if card.get("status", "ok") != "ok":
         lines.append(f"  status: {card['status']} (the run stopped early: this model did not finish its training)")
     for fmt, entry in card["files"].items():
         p = card["parity"][fmt]
         opset = f", opset {entry['opset']}" if entry.get("opset") else ""
-        lines.append(f"  {entry['file']}  {entry['bytes'] / 1024:.1f} KB{opset}: max relative error {p['max_rel_error']:.2g}, "
-                     f"top-1 agreement {p['top1_agreement']:.2%} on {p['images']} test images, {p['verdict']}")
+        lines.append(
+            f"  {entry['file']}  {entry['bytes'] / 1024:.1f} KB{opset}: max relative error {p['max_rel_error']:.2g}, "
+            f"top-1 agreement {p['top1_agreement']:.2%} on {p['images']} test images, {p['verdict']}"
+        )
     for r in card.get("latency") or []:
         where = f"{r['runtime']} on {r['device']}, batch {r['batch_size']}"
         if r.get("latency_ms") is None or r["latency_ms"] != r["latency_ms"]:
             lines.append(f"  {where}: skipped ({r.get('skipped')})")
         else:
-            lines.append(f"  {where}: {r['latency_ms']:.3g} ms (IQR {r['latency_ms_q25']:.3g}-{r['latency_ms_q75']:.3g}), "
-                         f"{r['speedup_vs_eager']:.2f}x eager")
+            lines.append(
+                f"  {where}: {r['latency_ms']:.3g} ms (IQR {r['latency_ms_q25']:.3g}-{r['latency_ms_q75']:.3g}), "
+                f"{r['speedup_vs_eager']:.2f}x eager"
+            )
     return "\n".join(lines)
 
 
@@ -423,12 +546,15 @@ def card_text(bundle: Bundle) -> str:
 # Internals
 
 
-def _resolve(source: Result | str | nn.Module, store: Any, config: RunConfig | None
-             ) -> tuple[nn.Module, RunConfig, Result | None]:
+def _resolve(
+    source: Result | str | nn.Module, store: Any, config: RunConfig | None
+) -> tuple[nn.Module, RunConfig, Result | None]:
     if isinstance(source, nn.Module):
         if config is None:
-            raise ValueError("export(model) needs config=RunConfig(...) naming the dataset it was trained on: the "
-                             "parity check runs on its test images and the card states its normalisation")
+            raise ValueError(
+                "export(model) needs config=RunConfig(...) naming the dataset it was trained on: the "
+                "parity check runs on its test images and the card states its normalisation"
+            )
         return source.eval(), config, None
     result = source if isinstance(source, Result) else ResultStore.open(store).get(source)
     return load_model(result).eval(), result.config, result
@@ -437,8 +563,10 @@ def _resolve(source: Result | str | nn.Module, store: Any, config: RunConfig | N
 def _write_format(model: nn.Module, fmt: str, folder: Path, example: torch.Tensor, opset: int | None) -> dict[str, Any]:
     path = folder / FILES[fmt]
     if fmt == "torch-export" and isinstance(model, OnnxRuntimeModule):
-        raise ValueError("torch-export cannot carry this model: it is an ONNX Runtime int8 graph, not a torch "
-                         "program: export it with --format onnx")
+        raise ValueError(
+            "torch-export cannot carry this model: it is an ONNX Runtime int8 graph, not a torch "
+            "program: export it with --format onnx"
+        )
     try:
         with quiet_export():
             if fmt == "onnx" and isinstance(model, OnnxRuntimeModule):  # already an ONNX graph: ship its bytes
@@ -452,17 +580,27 @@ def _write_format(model: nn.Module, fmt: str, folder: Path, example: torch.Tenso
     except Exception as e:  # noqa: BLE001  (every exporter failure gets the same one-line answer)
         other = "torch-export" if fmt == "onnx" else "onnx"
         reason = skip_reason("onnxruntime" if fmt == "onnx" else "export", e)
-        raise ValueError(f"{fmt} cannot carry this model ({reason}): export it with --format {other}, "
-                         "or export the run before that compression step") from None
+        raise ValueError(
+            f"{fmt} cannot carry this model ({reason}): export it with --format {other}, "
+            "or export the run before that compression step"
+        ) from None
     entry = {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
     if fmt == "onnx" and has_module("onnx"):
         import onnx
 
-        entry["opset"] = next((o.version for o in onnx.load(str(path), load_external_data=False).opset_import
-                               if o.domain in ("", "ai.onnx")), None)
+        entry["opset"] = next(
+            (
+                o.version
+                for o in onnx.load(str(path), load_external_data=False).opset_import
+                if o.domain in ("", "ai.onnx")
+            ),
+            None,
+        )
         if opset is not None and entry["opset"] != opset and not isinstance(model, OnnxRuntimeModule):
-            raise ValueError(f"ONNX's version converter could not take this model to opset {opset} (the file came out "
-                             f"at opset {entry['opset']}): use --opset {entry['opset']}, or leave --opset out")
+            raise ValueError(
+                f"ONNX's version converter could not take this model to opset {opset} (the file came out "
+                f"at opset {entry['opset']}): use --opset {entry['opset']}, or leave --opset out"
+            )
     return entry
 
 
@@ -481,5 +619,9 @@ def _versions() -> dict[str, str | None]:
         except md.PackageNotFoundError:
             return None
 
-    return {"workbench": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
-            **{name: version(name) for name in ("onnx", "onnxscript", "onnxruntime")}}
+    return {
+        "workbench": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        **{name: version(name) for name in ("onnx", "onnxscript", "onnxruntime")},
+    }

@@ -35,6 +35,7 @@ Example:
     ...     load_test(url, concurrency=4, requests=200)["p95_ms"]
     3.1
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,7 +54,8 @@ import sys
 import threading
 import time
 import warnings
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +65,7 @@ from .bundle import Bundle, load_bundle
 
 SERVE_PIP = "pip install starlette uvicorn httpx"
 NPY = "application/x-npy"
-ACCEPTED = f"application/json ({{\"inputs\": pixels}}), image/png or image/jpeg (one image), or {NPY}"
+ACCEPTED = f'application/json ({{"inputs": pixels}}), image/png or image/jpeg (one image), or {NPY}'
 NPY_DTYPES = {"u1": "uint8", "f4": "float32", "f8": "float64"}  # numpy dtype code (no byte order) -> name
 JSON_BYTES_PER_VALUE = 6  # "255, " plus brackets: the default body limit fits max_batch images as JSON
 HEADROOM = 64 * 1024
@@ -98,8 +100,14 @@ def default_max_body_bytes(input_shape: Sequence[int], max_batch: int) -> int:
     return max(2**20, max_batch * math.prod(input_shape) * JSON_BYTES_PER_VALUE + HEADROOM)
 
 
-def make_app(bundle: Bundle | str | os.PathLike, *, fmt: str = "auto", threads: int = 1, max_batch: int = 256,
-             max_body_bytes: int | None = None) -> Any:
+def make_app(
+    bundle: Bundle | str | os.PathLike,
+    *,
+    fmt: str = "auto",
+    threads: int = 1,
+    max_batch: int = 256,
+    max_body_bytes: int | None = None,
+) -> Any:
     """A Starlette app serving ``bundle`` (a ``Bundle`` or its folder): ``GET /health``, ``GET /card``,
     ``POST /predict`` (see the module docstring for bodies, answers and errors).
 
@@ -134,12 +142,21 @@ def make_app(bundle: Bundle | str | os.PathLike, *, fmt: str = "auto", threads: 
     try:
         model(bundle.preprocess(torch.zeros((1, *shape), dtype=torch.uint8)))
     except Exception as e:
-        raise RuntimeError(f"{bundle.path} ({fmt}) fails on a zero batch of shape {(1, *shape)}: {root_cause(e)}; "
-                           "check the card's input.shape matches the model") from e
+        raise RuntimeError(
+            f"{bundle.path} ({fmt}) fails on a zero batch of shape {(1, *shape)}: {root_cause(e)}; "
+            "check the card's input.shape matches the model"
+        ) from e
     classes = bundle.classes
-    info = {"status": "ok", "format": fmt, "input_shape": list(shape), "classes": classes,
-            "threads": threads if fmt == "onnx" else torch.get_num_threads(), "max_batch": max_batch,
-            "max_body_bytes": limit, "accepts": ["application/json", "image/png", "image/jpeg", NPY]}
+    info = {
+        "status": "ok",
+        "format": fmt,
+        "input_shape": list(shape),
+        "classes": classes,
+        "threads": threads if fmt == "onnx" else torch.get_num_threads(),
+        "max_batch": max_batch,
+        "max_body_bytes": limit,
+        "accepts": ["application/json", "image/png", "image/jpeg", NPY],
+    }
 
     def answer(body: bytes, kind: str) -> dict[str, Any]:
         # Decoding runs here, in the worker thread, with the model: a big JSON body takes a while to parse.
@@ -150,8 +167,12 @@ def make_app(bundle: Bundle | str | os.PathLike, *, fmt: str = "auto", threads: 
         probabilities = torch.softmax(logits, dim=1)
         predictions = logits.argmax(dim=1).tolist()
         labels = [classes[i] if i < len(classes) else str(i) for i in predictions]
-        return {"predictions": predictions, "labels": labels, "probabilities": probabilities.tolist(),
-                "logits": logits.tolist()}
+        return {
+            "predictions": predictions,
+            "labels": labels,
+            "probabilities": probabilities.tolist(),
+            "logits": logits.tolist(),
+        }
 
     async def predict(request: Any) -> Any:
         try:
@@ -173,11 +194,18 @@ def make_app(bundle: Bundle | str | os.PathLike, *, fmt: str = "auto", threads: 
         return JSONResponse(bundle.card)
 
     async def http_error(request: Any, exc: Any) -> Any:  # 404, 405: JSON like every other error
-        return _error(JSONResponse, exc.status_code, f"{request.method} {request.url.path}: {exc.detail}; "
-                      "this server has GET /health, GET /card and POST /predict", exc.headers)
+        return _error(
+            JSONResponse,
+            exc.status_code,
+            f"{request.method} {request.url.path}: {exc.detail}; "
+            "this server has GET /health, GET /card and POST /predict",
+            exc.headers,
+        )
 
-    app = Starlette(routes=[Route("/health", health), Route("/card", card), Route("/predict", predict, methods=["POST"])],
-                    exception_handlers={HTTPException: http_error})
+    app = Starlette(
+        routes=[Route("/health", health), Route("/card", card), Route("/predict", predict, methods=["POST"])],
+        exception_handlers={HTTPException: http_error},
+    )
     app.state.workbench = dict(info, bundle=str(bundle.path))
     return app
 
@@ -189,7 +217,7 @@ def _require_int(name: str, value: Any, low: int, high: int | None = None) -> No
         raise ValueError(f"{name} must be an integer {allowed} (got {value!r})")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _http_protocol() -> type:
     """uvicorn's h11 protocol, answering a request HTTP cannot parse (a bad Content-Length, a malformed
     chunk, a garbled request line or header) in this server's JSON shape, ``{"error": "..."}``, instead of
@@ -208,13 +236,23 @@ def _http_protocol() -> type:
             hint = getattr(cause, "error_status_hint", 400)  # 431 for headers over h11's limit; 501 is made a 400
             status = http.HTTPStatus(hint) if hint in CLIENT_ERRORS else http.HTTPStatus.BAD_REQUEST
             detail = " ".join(str(cause or msg).split())[:200]
-            body = json.dumps({"error": f"bad HTTP request ({detail}): send a valid request line and headers, a "
-                                        "numeric Content-Length or a well-formed chunked body"}).encode()
+            body = json.dumps(
+                {
+                    "error": f"bad HTTP request ({detail}): send a valid request line and headers, a "
+                    "numeric Content-Length or a well-formed chunked body"
+                }
+            ).encode()
             if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # no answer under way (else just close)
-                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                           (b"connection", b"close")]
-                for event in (h11.Response(status_code=status.value, headers=headers, reason=status.phrase.encode()),
-                              h11.Data(data=body), h11.EndOfMessage()):
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ]
+                for event in (
+                    h11.Response(status_code=status.value, headers=headers, reason=status.phrase.encode()),
+                    h11.Data(data=body),
+                    h11.EndOfMessage(),
+                ):
                     self.transport.write(self.conn.send(event))
             self.transport.close()
 
@@ -270,8 +308,10 @@ def _decode(body: bytes, kind: str, shape: tuple[int, ...], max_batch: int) -> n
     if pixels.ndim == len(shape) and tuple(pixels.shape) == shape:
         pixels = pixels[None]
     if pixels.ndim != len(shape) + 1 or tuple(pixels.shape[1:]) != shape:
-        raise _Refused(422, f"inputs have shape {tuple(pixels.shape)}; this model takes (N, {', '.join(map(str, shape))}) "
-                            f"or {shape}")
+        raise _Refused(
+            422,
+            f"inputs have shape {tuple(pixels.shape)}; this model takes (N, {', '.join(map(str, shape))}) or {shape}",
+        )
     if pixels.shape[0] == 0:
         raise _Refused(422, f"inputs hold no images: send shape (N, {', '.join(map(str, shape))}) with N >= 1")
     if pixels.shape[0] > max_batch:
@@ -293,8 +333,11 @@ def _from_json(body: bytes, shape: tuple[int, ...]) -> np.ndarray:
     except UnicodeDecodeError:
         raise _Refused(400, "body is not valid JSON (not UTF-8 text)") from None
     except RecursionError:  # a body of "[[[[..." thousands deep: the client's mistake, not the server's
-        raise _Refused(400, f"JSON body is nested too deep to parse: send {{\"inputs\": ...}} with pixels nested "
-                            f"{len(shape) + 1} lists deep, {block}") from None
+        raise _Refused(
+            400,
+            f'JSON body is nested too deep to parse: send {{"inputs": ...}} with pixels nested '
+            f"{len(shape) + 1} lists deep, {block}",
+        ) from None
     if not isinstance(doc, dict) or "inputs" not in doc:
         raise _Refused(400, 'JSON body must be an object {"inputs": [...]} of raw pixels 0-255')
     inputs = doc["inputs"]
@@ -305,16 +348,20 @@ def _from_json(body: bytes, shape: tuple[int, ...]) -> np.ndarray:
     level, dims = [inputs], []
     while level and all(isinstance(x, list) for x in level):
         if len(dims) > len(shape):  # deeper than (N, C, H, W) cannot be right, and numpy stops at 64 dimensions
-            raise _Refused(422, f"inputs are nested more than {len(shape) + 1} lists deep; this model takes {block} "
-                                f"or {shape}")
+            raise _Refused(
+                422, f"inputs are nested more than {len(shape) + 1} lists deep; this model takes {block} or {shape}"
+            )
         n = len(level[0])
         if any(len(x) != n for x in level):
-            raise _Refused(422, f"inputs are ragged: lists at depth {len(dims) + 1} differ in length; "
-                                "send one (N, C, H, W) block")
+            raise _Refused(
+                422, f"inputs are ragged: lists at depth {len(dims) + 1} differ in length; send one (N, C, H, W) block"
+            )
         dims.append(n)
         level = [y for x in level for y in x]
     if any(isinstance(x, list) for x in level):
-        raise _Refused(422, f"inputs are ragged: depth {len(dims) + 1} mixes lists and numbers; send one (N, C, H, W) block")
+        raise _Refused(
+            422, f"inputs are ragged: depth {len(dims) + 1} mixes lists and numbers; send one (N, C, H, W) block"
+        )
     numbers_only = object()  # a sentinel: the first non-number may be JSON null, i.e. None
     bad = next((v for v in level if type(v) not in (int, float)), numbers_only)  # bool is an int subclass
     if bad is not numbers_only:
@@ -322,7 +369,9 @@ def _from_json(body: bytes, shape: tuple[int, ...]) -> np.ndarray:
     try:
         return np.array(level, dtype=np.float64).reshape(dims)
     except OverflowError:
-        raise _Refused(422, "pixel values must be raw pixels in [0, 255] (got a number too large for a float)") from None
+        raise _Refused(
+            422, "pixel values must be raw pixels in [0, 255] (got a number too large for a float)"
+        ) from None
 
 
 def _json_type(value: Any) -> str:
@@ -356,8 +405,11 @@ def _from_npy(body: bytes) -> np.ndarray:
     # server allocate a huge array.
     expected = math.prod(dims) * dtype.itemsize
     if len(body) - stream.tell() != expected:
-        raise _Refused(400, f"body is not a .npy array: its header says {tuple(dims)} {dtype} ({expected} bytes), "
-                            f"the data is {len(body) - stream.tell()} bytes")
+        raise _Refused(
+            400,
+            f"body is not a .npy array: its header says {tuple(dims)} {dtype} ({expected} bytes), "
+            f"the data is {len(body) - stream.tell()} bytes",
+        )
     flat = np.frombuffer(body, dtype=dtype, count=math.prod(dims), offset=stream.tell())
     return flat.reshape(dims, order="F" if fortran else "C")
 
@@ -374,8 +426,11 @@ def _from_image(body: bytes, shape: tuple[int, ...]) -> np.ndarray:
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
         raise _Refused(400, f"body is not an image Pillow can read ({type(e).__name__}): send a PNG or JPEG") from None
     if image.size != (width, height):
-        raise _Refused(422, f"image is {image.size[0]}x{image.size[1]} pixels; this model takes {width}x{height} "
-                            "(width x height): resize it first")
+        raise _Refused(
+            422,
+            f"image is {image.size[0]}x{image.size[1]} pixels; this model takes {width}x{height} "
+            "(width x height): resize it first",
+        )
     try:
         pixels = np.asarray(image.convert(modes[channels]), dtype=np.uint8)
     except (OSError, ValueError, SyntaxError) as e:
@@ -402,9 +457,11 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         address = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)[0][4]
     except (OSError, UnicodeError, ValueError) as e:  # socket.gaierror is an OSError
-        raise ValueError(f"--host {host!r} is not an address or a name this machine can resolve "
-                         f"({getattr(e, 'strerror', None) or e}): use 127.0.0.1 (this machine only) or 0.0.0.0 "
-                         "(all interfaces)") from None
+        raise ValueError(
+            f"--host {host!r} is not an address or a name this machine can resolve "
+            f"({getattr(e, 'strerror', None) or e}): use 127.0.0.1 (this machine only) or 0.0.0.0 "
+            "(all interfaces)"
+        ) from None
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart need not wait out TIME_WAIT
@@ -415,11 +472,15 @@ def _bind(host: str, port: int) -> socket.socket:
         if e.errno == errno.EADDRINUSE:
             raise OSError(f"port {port} on {host} is in use: pick another --port") from None
         if e.errno == errno.EADDRNOTAVAIL:
-            raise OSError(f"--host {host} is not an address of this machine: use 127.0.0.1 (this machine only), "
-                          "0.0.0.0 (all interfaces) or one of this machine's own addresses") from None
+            raise OSError(
+                f"--host {host} is not an address of this machine: use 127.0.0.1 (this machine only), "
+                "0.0.0.0 (all interfaces) or one of this machine's own addresses"
+            ) from None
         if e.errno == errno.EACCES:
             raise OSError(f"port {port} on {host} needs privileges: pick a --port above 1023") from None
-        raise OSError(f"cannot listen on {host} port {port} ({e.strerror or e}): pick another --host or --port") from None
+        raise OSError(
+            f"cannot listen on {host} port {port} ({e.strerror or e}): pick another --host or --port"
+        ) from None
     return sock
 
 
@@ -446,12 +507,23 @@ def _banner(path: Any, info: dict[str, Any], bound: tuple[Any, ...]) -> tuple[st
     banner = f"Serving {path} ({_describe(info)}) on {where} — POST /predict; Ctrl-C stops"
     if ip.is_loopback:
         return banner, None
-    return banner, (f"warning: {address} is reachable from other machines and has no authentication yet: anyone who "
-                    "can reach it can use the model; serve with --host 127.0.0.1 to keep it on this machine")
+    return banner, (
+        f"warning: {address} is reachable from other machines and has no authentication yet: anyone who "
+        "can reach it can use the model; serve with --host 127.0.0.1 to keep it on this machine"
+    )
 
 
-def serve(bundle_or_path: Bundle | str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000, fmt: str = "auto",
-          threads: int = 1, max_batch: int = 256, max_body_bytes: int | None = None, log_level: str = "warning") -> None:
+def serve(
+    bundle_or_path: Bundle | str | os.PathLike,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    fmt: str = "auto",
+    threads: int = 1,
+    max_batch: int = 256,
+    max_body_bytes: int | None = None,
+    log_level: str = "warning",
+) -> None:
     """Serve a bundle until Ctrl-C (uvicorn, one process). ``workbench serve BUNDLE``.
 
     The arguments, the card and the address are checked first, each failure one line (a taken port:
@@ -479,8 +551,14 @@ def serve(bundle_or_path: Bundle | str | os.PathLike, *, host: str = "127.0.0.1"
             torch.set_num_threads(threads)
         app = make_app(bundle, fmt=fmt, threads=threads, max_batch=max_batch, max_body_bytes=max_body_bytes)
         bound = sock.getsockname()
-        config = uvicorn.Config(app, host=bound[0], port=bound[1], http=_http_protocol(), log_level=log_level,
-                                access_log=log_level in ("debug", "trace", "info"))
+        config = uvicorn.Config(
+            app,
+            host=bound[0],
+            port=bound[1],
+            http=_http_protocol(),
+            log_level=log_level,
+            access_log=log_level in ("debug", "trace", "info"),
+        )
         banner, warning = _banner(bundle.path, app.state.workbench, bound)
         print(banner, flush=True)
         if warning:
@@ -492,9 +570,18 @@ def serve(bundle_or_path: Bundle | str | os.PathLike, *, host: str = "127.0.0.1"
 
 
 @contextlib.contextmanager
-def serving(bundle_or_path: Bundle | str | os.PathLike, *, host: str = "127.0.0.1", port: int = 0, fmt: str = "auto",
-            threads: int = 1, max_batch: int = 256, max_body_bytes: int | None = None, startup_timeout_s: float = 30.0,
-            log_level: str = "warning") -> Iterator[str]:
+def serving(
+    bundle_or_path: Bundle | str | os.PathLike,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    fmt: str = "auto",
+    threads: int = 1,
+    max_batch: int = 256,
+    max_body_bytes: int | None = None,
+    startup_timeout_s: float = 30.0,
+    log_level: str = "warning",
+) -> Iterator[str]:
     """Serve a bundle from a background thread while the block runs; yields the base URL
     (``http://127.0.0.1:PORT``; ``port=0`` takes a free one). The server answers ``/health`` before the
     block starts and is shut down when it ends. Arguments as ``make_app``; a taken port or a wrong host
@@ -516,11 +603,20 @@ def serving(bundle_or_path: Bundle | str | os.PathLike, *, host: str = "127.0.0.
         warning = _banner("", app.state.workbench, bound)[1]
         if warning:
             warnings.warn(warning.removeprefix("warning: "), stacklevel=3)
-        config = uvicorn.Config(app, host=bound[0], port=bound[1], http=_http_protocol(), log_level=log_level,
-                                access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+        config = uvicorn.Config(
+            app,
+            host=bound[0],
+            port=bound[1],
+            http=_http_protocol(),
+            log_level=log_level,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+        )
         server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"workbench-serve-{bound[1]}",
-                                  daemon=True)
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name=f"workbench-serve-{bound[1]}", daemon=True
+        )
         thread.start()
         url = _url(bound[0], bound[1])
         try:
@@ -529,8 +625,9 @@ def serving(bundle_or_path: Bundle | str | os.PathLike, *, host: str = "127.0.0.
                 if not thread.is_alive():  # uvicorn logs why and exits the thread
                     raise RuntimeError(f"The server did not start on {url}: see uvicorn's log above")
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"The server on {url} did not start within {startup_timeout_s:g} s: "
-                                       "raise startup_timeout_s")
+                    raise TimeoutError(
+                        f"The server on {url} did not start within {startup_timeout_s:g} s: raise startup_timeout_s"
+                    )
                 time.sleep(0.01)
             while True:
                 try:
@@ -539,7 +636,9 @@ def serving(bundle_or_path: Bundle | str | os.PathLike, *, host: str = "127.0.0.
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{url}/health did not answer within {startup_timeout_s:g} s: raise startup_timeout_s")
+                    raise TimeoutError(
+                        f"{url}/health did not answer within {startup_timeout_s:g} s: raise startup_timeout_s"
+                    )
                 time.sleep(0.05)
             yield url
         finally:
@@ -567,9 +666,18 @@ def latency_percentiles(seconds: Sequence[float]) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in zip(keys, values)}
 
 
-def load_test(url: str, *, concurrency: int = 4, requests: int = 200, batch_size: int = 1, duration_s: float = 30.0,
-              payload: Any = None, content_type: str = "application/json", warmup: int = 2,
-              timeout_s: float = 10.0) -> dict[str, Any]:
+def load_test(
+    url: str,
+    *,
+    concurrency: int = 4,
+    requests: int = 200,
+    batch_size: int = 1,
+    duration_s: float = 30.0,
+    payload: Any = None,
+    content_type: str = "application/json",
+    warmup: int = 2,
+    timeout_s: float = 10.0,
+) -> dict[str, Any]:
     """Load-test a running server (``serve``/``serving``): ``concurrency`` clients, each a thread with its
     own keep-alive ``httpx.Client``, send ``POST /predict`` back to back until ``requests`` have been
     sent or ``duration_s`` has passed, whichever comes first (a request in flight then may take up
@@ -617,9 +725,13 @@ def load_test(url: str, *, concurrency: int = 4, requests: int = 200, batch_size
         reply = httpx.get(base + "/health", timeout=timeout_s, verify=tls)
         health = reply.json() if reply.status_code == 200 else None
     except (httpx.HTTPError, ValueError) as e:
-        raise ConnectionError(f"No server answers at {base} ({type(e).__name__}): start it with workbench serve BUNDLE") from None
+        raise ConnectionError(
+            f"No server answers at {base} ({type(e).__name__}): start it with workbench serve BUNDLE"
+        ) from None
     if not isinstance(health, dict) or "input_shape" not in health:
-        raise ConnectionError(f"{base}/health does not answer as a Workbench server: start one with workbench serve BUNDLE")
+        raise ConnectionError(
+            f"{base}/health does not answer as a Workbench server: start one with workbench serve BUNDLE"
+        )
     body, batch = _payload(payload, batch_size, health["input_shape"])
     headers = {"content-type": content_type if isinstance(payload, (bytes, bytearray)) else "application/json"}
     target = base + "/predict"
@@ -680,11 +792,21 @@ def load_test(url: str, *, concurrency: int = 4, requests: int = 200, batch_size
                 client.close()
     wall = last_done - start if last_done else 0.0
     ok = len(latencies)
-    return {"url": base, "client": "httpx", "concurrency": concurrency, "batch_size": batch, "requests_sent": sent,
-            "ok": ok, "errors": errors, "first_error": first_error,
-            "stopped_by": "requests" if sent >= requests else "duration", "duration_s": round(wall, 4),
-            **latency_percentiles(latencies), "throughput_rps": ok / wall if wall > 0 else 0.0,
-            "throughput_ips": ok * batch / wall if wall > 0 else 0.0}
+    return {
+        "url": base,
+        "client": "httpx",
+        "concurrency": concurrency,
+        "batch_size": batch,
+        "requests_sent": sent,
+        "ok": ok,
+        "errors": errors,
+        "first_error": first_error,
+        "stopped_by": "requests" if sent >= requests else "duration",
+        "duration_s": round(wall, 4),
+        **latency_percentiles(latencies),
+        "throughput_rps": ok / wall if wall > 0 else 0.0,
+        "throughput_ips": ok * batch / wall if wall > 0 else 0.0,
+    }
 
 
 def _each(function: Any, items: Any, name: str) -> None:

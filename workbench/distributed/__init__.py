@@ -14,13 +14,24 @@
 - The other scale-out path: search workers on several machines sharing one study database
   (``workbench search worker --storage postgresql+psycopg://...``).
 """
+
 from typing import Any
 
 from ..train import LaunchError, ParallelConfig, Placement, launch, torchrun_command
 from .scaling import rank_table, scaling, steady_images_per_s
 
-__all__ = ["LaunchError", "ParallelConfig", "Placement", "launch", "torchrun_command", "pipeline_demo", "split_in_two",
-           "rank_table", "scaling", "steady_images_per_s"]
+__all__ = [
+    "LaunchError",
+    "ParallelConfig",
+    "Placement",
+    "launch",
+    "pipeline_demo",
+    "rank_table",
+    "scaling",
+    "split_in_two",
+    "steady_images_per_s",
+    "torchrun_command",
+]
 
 
 def __getattr__(name: str) -> Any:

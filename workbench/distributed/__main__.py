@@ -9,6 +9,7 @@ Every rank ends the same way, whatever happened: a rank that raised leaves its o
 the launcher (``record_failure``) and exits 1; the others meet, leave the group and exit 0 at once,
 so torchrun never sees a gloo rank abort during interpreter shutdown.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,10 +36,20 @@ def _job(path: Path) -> int:
     from ..train.launch import LAUNCH_DIR_ENV
 
     job = json.loads(path.read_text())
-    result = run(RunConfig.from_dict(job["config"]), store=job["store"], progress=job["progress"], resume=job["resume"],
-                 reuse=job["reuse"], start_from=job["start_from"], data_root=job["data_root"], tags=job["tags"])
+    result = run(
+        RunConfig.from_dict(job["config"]),
+        store=job["store"],
+        progress=job["progress"],
+        resume=job["resume"],
+        reuse=job["reuse"],
+        start_from=job["start_from"],
+        data_root=job["data_root"],
+        tags=job["tags"],
+    )
     if result is not None:  # rank 0
-        (Path(os.environ.get(LAUNCH_DIR_ENV, path.parent)) / "result.json").write_text(json.dumps({"run_id": result.run_id}))
+        (Path(os.environ.get(LAUNCH_DIR_ENV, path.parent)) / "result.json").write_text(
+            json.dumps({"run_id": result.run_id})
+        )
     return 0
 
 
@@ -49,8 +60,11 @@ if __name__ == "__main__":
         from ..train.launch import record_failure
 
         record_failure(error)
-        print(f"workbench: error on rank {os.environ.get('RANK', '0')}: {' '.join(str(error).split())[:500]}",
-              file=sys.stderr, flush=True)
+        print(
+            f"workbench: error on rank {os.environ.get('RANK', '0')}: {' '.join(str(error).split())[:500]}",
+            file=sys.stderr,
+            flush=True,
+        )
         code = 1
     sys.stdout.flush()
     sys.stderr.flush()

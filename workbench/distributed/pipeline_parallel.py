@@ -12,6 +12,7 @@ measured bubble and step time stop improving somewhere; ``pipeline_demo`` measur
 two halves' FLOPs are closest. ``pipeline_demo`` launches the two ranks with torchrun; this module's
 ``__main__`` block is what each rank runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,7 @@ import itertools
 import json
 import os
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -88,8 +89,10 @@ def split_in_two(model: nn.Module, example: torch.Tensor) -> tuple[nn.Sequential
     finally:
         model.train(was_training)
     if not chained:
-        raise ValueError(f"{name}'s forward is not a chain of its modules (it adds or reshapes between them), "
-                         "so it cannot be cut into two stages here: choose a model such as mlp, cnn or resnet20")
+        raise ValueError(
+            f"{name}'s forward is not a chain of its modules (it adds or reshapes between them), "
+            "so it cannot be cut into two stages here: choose a model such as mlp, cnn or resnet20"
+        )
     total = sum(flops)
     prefix = np.cumsum(flops)[:-1]  # FLOPs of stage 0 for a cut after module k
     imbalance = np.abs(total - 2 * prefix)
@@ -120,6 +123,7 @@ class _TimedStage:
                 return fn(*args, **kwargs)
             finally:
                 self.busy += time.perf_counter() - start
+
         return run
 
 
@@ -175,14 +179,22 @@ def _run(microbatches: int, build, batches: list, rank: int, warmup: int) -> dic
         if step == 0 and rank == STAGES - 1:  # before any update: the same weights as a fresh build
             reference = build()
             with torch.no_grad():
-                expected = [F.cross_entropy(reference(xm), ym) for xm, ym in zip(x.chunk(microbatches), y.chunk(microbatches))]
+                expected = [
+                    F.cross_entropy(reference(xm), ym) for xm, ym in zip(x.chunk(microbatches), y.chunk(microbatches))
+                ]
             loss_diff = max(abs(a.item() - b.item()) for a, b in zip(losses, expected))
         if step >= warmup:
             walls.append(wall)
             busy.append(timer.busy)
     activation = [len(x0) // microbatches, *split["activation_shape_per_image"]]
-    return {"microbatches": microbatches, "wall_s": walls, "busy_s": busy, "loss_max_diff": loss_diff,
-            "handoff_s": _handoff_seconds(activation, rank), "activation_shape": activation}
+    return {
+        "microbatches": microbatches,
+        "wall_s": walls,
+        "busy_s": busy,
+        "loss_max_diff": loss_diff,
+        "handoff_s": _handoff_seconds(activation, rank),
+        "activation_shape": activation,
+    }
 
 
 def _rank_main(argv: Sequence[str] | None = None) -> None:
@@ -233,24 +245,26 @@ def _frame(ranks: list[list[dict]], batch_size: int) -> pd.DataFrame:
         handoff = np.array(per_rank[0]["handoff_s"])
         shape = per_rank[0]["activation_shape"]
         step_ms = 1e3 * np.median(wall)
-        rows.append({
-            "microbatches": m,
-            "microbatch_size": batch_size // m,
-            "step_ms": step_ms,
-            "step_ms_p10": 1e3 * np.percentile(wall, 10),
-            "step_ms_p90": 1e3 * np.percentile(wall, 90),
-            **{f"busy_ms_stage{s}": 1e3 * np.median(busy[s]) for s in range(STAGES)},
-            **{f"bubble_share_stage{s}": bubble[s] for s in range(STAGES)},
-            "bubble_share": bubble.mean(),
-            "bubble_theory": (STAGES - 1) / (m + STAGES - 1),
-            "handoff_ms": 1e3 * np.median(handoff),
-            "handoff_ms_p10": 1e3 * np.percentile(handoff, 10),
-            "handoff_ms_p90": 1e3 * np.percentile(handoff, 90),
-            "handoff_bytes": int(np.prod(shape)) * 4,  # float32
-            "activation_shape": "x".join(map(str, shape)),
-            "images_per_s": 1e3 * batch_size / step_ms,
-            "loss_max_diff": per_rank[STAGES - 1]["loss_max_diff"],
-        })
+        rows.append(
+            {
+                "microbatches": m,
+                "microbatch_size": batch_size // m,
+                "step_ms": step_ms,
+                "step_ms_p10": 1e3 * np.percentile(wall, 10),
+                "step_ms_p90": 1e3 * np.percentile(wall, 90),
+                **{f"busy_ms_stage{s}": 1e3 * np.median(busy[s]) for s in range(STAGES)},
+                **{f"bubble_share_stage{s}": bubble[s] for s in range(STAGES)},
+                "bubble_share": bubble.mean(),
+                "bubble_theory": (STAGES - 1) / (m + STAGES - 1),
+                "handoff_ms": 1e3 * np.median(handoff),
+                "handoff_ms_p10": 1e3 * np.percentile(handoff, 10),
+                "handoff_ms_p90": 1e3 * np.percentile(handoff, 90),
+                "handoff_bytes": int(np.prod(shape)) * 4,  # float32
+                "activation_shape": "x".join(map(str, shape)),
+                "images_per_s": 1e3 * batch_size / step_ms,
+                "loss_max_diff": per_rank[STAGES - 1]["loss_max_diff"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -263,17 +277,31 @@ def _check_args(microbatches: Sequence[int], batch_size: int, steps: int, warmup
     uneven = [m for m in counts if batch_size % m]
     if uneven:
         every = int(np.lcm.reduce(counts))
-        raise ValueError(f"batch_size {batch_size} does not split into {uneven[0]} equal micro-batches: choose a "
-                         f"batch_size divisible by every micro-batch count, e.g. {-(-batch_size // every) * every}")
+        raise ValueError(
+            f"batch_size {batch_size} does not split into {uneven[0]} equal micro-batches: choose a "
+            f"batch_size divisible by every micro-batch count, e.g. {-(-batch_size // every) * every}"
+        )
     if batch_size // max(counts) < 2:
-        raise ValueError(f"{max(counts)} micro-batches of batch_size {batch_size} leave {batch_size // max(counts)} image each, "
-                         f"and BatchNorm needs 2 or more: use batch_size >= {2 * max(counts)}")
+        raise ValueError(
+            f"{max(counts)} micro-batches of batch_size {batch_size} leave {batch_size // max(counts)} image each, "
+            f"and BatchNorm needs 2 or more: use batch_size >= {2 * max(counts)}"
+        )
     return counts
 
 
-def pipeline_demo(model: str = "cnn", dataset: str = "digits", microbatches: Sequence[int] = (1, 2, 4, 8),
-                  batch_size: int = 64, steps: int = 10, warmup: int = 2, width: float = 1.0, seed: int = 0,
-                  data_root: str = "data", threads_per_rank: int = 1, echo: bool = False) -> pd.DataFrame:
+def pipeline_demo(
+    model: str = "cnn",
+    dataset: str = "digits",
+    microbatches: Sequence[int] = (1, 2, 4, 8),
+    batch_size: int = 64,
+    steps: int = 10,
+    warmup: int = 2,
+    width: float = 1.0,
+    seed: int = 0,
+    data_root: str = "data",
+    threads_per_rank: int = 1,
+    echo: bool = False,
+) -> pd.DataFrame:
     """Train ``model`` split into two pipeline stages, one process each (torchrun, gloo, CPU), with
     GPipe's schedule at each micro-batch count, and measure what the pipeline costs.
 
@@ -304,20 +332,52 @@ def pipeline_demo(model: str = "cnn", dataset: str = "digits", microbatches: Seq
     cfg = ModelConfig(name=model, width=width)  # an unknown name or a bad width fails here, in one line
     data = load_dataset(dataset, data_root)
     if len(data.train_x) < batch_size:
-        raise ValueError(f"{dataset} has {len(data.train_x)} training images, fewer than batch_size {batch_size}: use a smaller batch")
+        raise ValueError(
+            f"{dataset} has {len(data.train_x)} training images, fewer than batch_size {batch_size}: use a smaller batch"
+        )
     shape = tuple(data.train_x.shape[1:])
     # Cut here, before launching, so a model that cannot be split fails in one line at once.
-    _, _, split = split_in_two(build_model(cfg, data.num_classes, shape, seed=seed),
-                               torch.zeros(batch_size, *shape))
-    args = ["--model", model, "--dataset", dataset, "--microbatches", *map(str, counts), "--batch-size", str(batch_size),
-            "--steps", str(steps), "--warmup", str(warmup), "--width", str(width), "--seed", str(seed), "--data-root", str(data_root)]
-    folder = launch(["-m", __name__, *args], Placement(nproc_per_node=STAGES), threads_per_rank=threads_per_rank, echo=echo)
+    _, _, split = split_in_two(build_model(cfg, data.num_classes, shape, seed=seed), torch.zeros(batch_size, *shape))
+    args = [
+        "--model",
+        model,
+        "--dataset",
+        dataset,
+        "--microbatches",
+        *map(str, counts),
+        "--batch-size",
+        str(batch_size),
+        "--steps",
+        str(steps),
+        "--warmup",
+        str(warmup),
+        "--width",
+        str(width),
+        "--seed",
+        str(seed),
+        "--data-root",
+        str(data_root),
+    ]
+    folder = launch(
+        ["-m", __name__, *args], Placement(nproc_per_node=STAGES), threads_per_rank=threads_per_rank, echo=echo
+    )
     raw = json.loads((folder / RESULT_FILE).read_text())
     df = _frame(raw["ranks"], batch_size)
     df.attrs.update(
-        model=model, dataset=dataset, batch_size=batch_size, steps=steps, warmup=warmup, width=width,
-        stages=STAGES, schedule="GPipe", device="cpu", device_name=device_name("cpu"), backend="gloo",
-        torch_version=torch.__version__, threads_per_rank=raw["threads"], loss_max_diff=float(df["loss_max_diff"].max()),
+        model=model,
+        dataset=dataset,
+        batch_size=batch_size,
+        steps=steps,
+        warmup=warmup,
+        width=width,
+        stages=STAGES,
+        schedule="GPipe",
+        device="cpu",
+        device_name=device_name("cpu"),
+        backend="gloo",
+        torch_version=torch.__version__,
+        threads_per_rank=raw["threads"],
+        loss_max_diff=float(df["loss_max_diff"].max()),
         **split,
     )
     return df

@@ -6,11 +6,13 @@ process and scaling efficiency (speed-up / processes: 1.0 is perfect). ``rank_ta
 rows' per-process numbers (speed, parameters held, peak memory) into one row per process: the DDP
 copies against FSDP's shards.
 """
+
 from __future__ import annotations
 
 import os
 import statistics
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -23,9 +25,16 @@ from ..results import Result, ResultStore
 from ..train import available_cores, load_average
 
 
-def scaling(config: RunConfig, nprocs: Sequence[int] = (1, 2), *, store: ResultStore | str | os.PathLike = "runs",
-            repeats: int = 1, strategy: str | None = None, progress: bool = True, data_root: str | os.PathLike = "data",
-            ) -> pd.DataFrame:
+def scaling(
+    config: RunConfig,
+    nprocs: Sequence[int] = (1, 2),
+    *,
+    store: ResultStore | str | os.PathLike = "runs",
+    repeats: int = 1,
+    strategy: str | None = None,
+    progress: bool = True,
+    data_root: str | os.PathLike = "data",
+) -> pd.DataFrame:
     """Train ``config`` with each number of processes in ``nprocs`` (one machine), ``repeats`` times,
     the world sizes taking turns so a busy spell slows them alike; one row per world size (medians).
 
@@ -48,8 +57,9 @@ def scaling(config: RunConfig, nprocs: Sequence[int] = (1, 2), *, store: ResultS
     if repeats < 1:
         raise ConfigError(f"scaling needs repeats >= 1 (got {repeats})")
     threads = 1 if config.hardware.threads == "auto" else config.hardware.threads
-    base = config.replace(**{"hardware.threads": threads, "parallel.nnodes": 1,
-                             **({"parallel.strategy": strategy} if strategy else {})})
+    base = config.replace(
+        **{"hardware.threads": threads, "parallel.nnodes": 1, **({"parallel.strategy": strategy} if strategy else {})}
+    )
     runs: dict[int, list[Result]] = {n: [] for n in nprocs}
     for _ in range(repeats):
         for n in nprocs:
@@ -62,10 +72,20 @@ def scaling(config: RunConfig, nprocs: Sequence[int] = (1, 2), *, store: ResultS
     df["speedup"] = df["images_per_s"] / (first["images_per_s"] / first["nproc"])
     df["efficiency"] = df["speedup"] / df["nproc"]
     device = resolve_device(config.hardware.device)
-    df.attrs.update(device=str(device), device_name=device_name(device), backend=_backend(runs), strategy=base.parallel.strategy,
-                    cores=available_cores(), load_average=load_average(), threads_per_process=threads,
-                    batch_size=config.train.batch_size, dataset=config.data.dataset, model=config.model.name,
-                    repeats=repeats, torch_version=torch.__version__)
+    df.attrs.update(
+        device=str(device),
+        device_name=device_name(device),
+        backend=_backend(runs),
+        strategy=base.parallel.strategy,
+        cores=available_cores(),
+        load_average=load_average(),
+        threads_per_process=threads,
+        batch_size=config.train.batch_size,
+        dataset=config.data.dataset,
+        model=config.model.name,
+        repeats=repeats,
+        torch_version=torch.__version__,
+    )
     return df
 
 
@@ -75,9 +95,14 @@ def _scaling_row(n: int, results: list[Result]) -> dict[str, Any]:
         return statistics.median(values) if values else None
 
     ips = [steady_images_per_s(r) for r in results]
-    return {"nproc": n, "images_per_s": median(ips), "images_per_s_per_process": median(ips) / n,
-            "epoch_seconds": median(r.metrics.get("steady_epoch_seconds") for r in results),
-            "accuracy": median(r.metrics["accuracy"] for r in results), "run_ids": [r.run_id for r in results]}
+    return {
+        "nproc": n,
+        "images_per_s": median(ips),
+        "images_per_s_per_process": median(ips) / n,
+        "epoch_seconds": median(r.metrics.get("steady_epoch_seconds") for r in results),
+        "accuracy": median(r.metrics["accuracy"] for r in results),
+        "run_ids": [r.run_id for r in results],
+    }
 
 
 def steady_images_per_s(result: Result) -> float:
@@ -109,7 +134,16 @@ def rank_table(results: Sequence[Result]) -> pd.DataFrame:
         held = m.get("rank_parameter_bytes") or [4 * m.get("params", 0)]  # a one-process run: float32 parameters
         peaks = m.get("rank_peak_memory_bytes") or [m.get("peak_memory_bytes")]
         for rank in range(world):
-            rows.append({"run": result.config.label(), "run_id": result.run_id, "world_size": world,
-                         "strategy": result.config.parallel.strategy if world > 1 else "one process", "rank": rank,
-                         "images_per_s": speeds[rank], "parameter_bytes": held[rank], "peak_memory_bytes": peaks[rank]})
+            rows.append(
+                {
+                    "run": result.config.label(),
+                    "run_id": result.run_id,
+                    "world_size": world,
+                    "strategy": result.config.parallel.strategy if world > 1 else "one process",
+                    "rank": rank,
+                    "images_per_s": speeds[rank],
+                    "parameter_bytes": held[rank],
+                    "peak_memory_bytes": peaks[rank],
+                }
+            )
     return pd.DataFrame(rows)

@@ -15,17 +15,19 @@ Example:
     >>> check("01.params").status
     'unanswered'
 """
+
 from __future__ import annotations
 
 import html
 import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .._registry import Registry
 
-EXERCISES: Registry["Exercise"] = Registry("exercise")
+EXERCISES: Registry[Exercise] = Registry("exercise")
 
 
 class NotYet(Exception):
@@ -48,7 +50,9 @@ class Answers:
         try:
             return self._env[name]
         except KeyError:
-            raise NotYet(f"There is no `{name}` yet: run the cells above this one first, then your answer's cell.") from None
+            raise NotYet(
+                f"There is no `{name}` yet: run the cells above this one first, then your answer's cell."
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -69,12 +73,15 @@ class Exercise:
             raise ValueError(f"exercise {self.key} needs at least one typical wrong answer to test its check on")
 
 
-def exercise(key: str, *, task: str, names: tuple[str, ...], solution: str, wrong: tuple[str, ...],
-             hint: str = "") -> Callable[[Callable[[Answers], str]], Callable[[Answers], str]]:
+def exercise(
+    key: str, *, task: str, names: tuple[str, ...], solution: str, wrong: tuple[str, ...], hint: str = ""
+) -> Callable[[Callable[[Answers], str]], Callable[[Answers], str]]:
     """Register the decorated check as exercise ``key``."""
 
     def add(check: Callable[[Answers], str]) -> Callable[[Answers], str]:
-        EXERCISES.register(key)(Exercise(key, task, names, check, solution.strip(), tuple(w.strip() for w in wrong), hint))
+        EXERCISES.register(key)(
+            Exercise(key, task, names, check, solution.strip(), tuple(w.strip() for w in wrong), hint)
+        )
         return check
 
     return add
@@ -113,8 +120,10 @@ class Feedback:
     def _repr_html_(self) -> str:
         colour = {"right": "#2e7d32", "not yet": "#c62828", "unanswered": "#9e6a00"}[self.status]
         body = html.escape(repr(self)).replace("\n", "<br>")
-        return (f'<div class="wb-check" style="border-left:4px solid {colour};padding:.4em .8em;'
-                f'font-family:sans-serif;white-space:pre-wrap">{body}</div>')
+        return (
+            f'<div class="wb-check" style="border-left:4px solid {colour};padding:.4em .8em;'
+            f'font-family:sans-serif;white-space:pre-wrap">{body}</div>'
+        )
 
 
 class Checker:
@@ -124,8 +133,10 @@ class Checker:
         self.notebook, self.env, self.instructor = notebook, env, bool(instructor)
         self.exercises = {e.key: e for e in exercises_of(notebook)}
         if not self.exercises:
-            raise ValueError(f"{notebook} has no exercises. Notebooks with exercises: "
-                             f"{', '.join(sorted({k[:2] for k in EXERCISES.names()}))}.")
+            raise ValueError(
+                f"{notebook} has no exercises. Notebooks with exercises: "
+                f"{', '.join(sorted({k[:2] for k in EXERCISES.names()}))}."
+            )
         self.results: dict[str, Feedback] = {}
 
     def __call__(self, key: str) -> Feedback:
@@ -141,7 +152,9 @@ class Checker:
                     warnings.simplefilter("ignore")
                     exec(compile(code, f"<a typical wrong answer to {key}>", "exec"), trial)  # noqa: S102 - the package's own code
                     verdict = _judge(ex, trial)
-                rejected.append(verdict.message) if verdict.status == "not yet" and not verdict.crashed else let_through.append(code)
+                rejected.append(
+                    verdict.message
+                ) if verdict.status == "not yet" and not verdict.crashed else let_through.append(code)
         solution = None
         if self.instructor and _unanswered(ex, self.env):
             exec(compile(ex.solution, f"<solution {key}>", "exec"), self.env)  # noqa: S102 - the package's own code
@@ -153,8 +166,17 @@ class Checker:
 
     def summary(self) -> dict[str, dict[str, Any]]:
         """Per exercise: its status, and in instructor mode what each typical wrong answer was told (for metrics.json)."""
-        return {k: {"status": f.status, "message": f.message, "filled_in": f.solution is not None,
-                    "crashed": f.crashed, "rejected": f.rejected, "let_through": f.let_through} for k, f in self.results.items()}
+        return {
+            k: {
+                "status": f.status,
+                "message": f.message,
+                "filled_in": f.solution is not None,
+                "crashed": f.crashed,
+                "rejected": f.rejected,
+                "let_through": f.let_through,
+            }
+            for k, f in self.results.items()
+        }
 
 
 def exercise_checker(notebook: str, env: dict[str, Any], instructor: bool = False) -> Checker:
@@ -169,16 +191,25 @@ def _unanswered(ex: Exercise, env: dict[str, Any]) -> bool:
 def _judge(ex: Exercise, env: dict[str, Any]) -> Feedback:
     if _unanswered(ex, env):
         missing = ", ".join(f"`{n}`" for n in ex.names)
-        return Feedback(ex.key, "unanswered", f"{ex.task} Define {missing} in the cell above (replace the ...), run it, then run this cell."
-                        + (f" Hint: {ex.hint}" if ex.hint else ""))
+        return Feedback(
+            ex.key,
+            "unanswered",
+            f"{ex.task} Define {missing} in the cell above (replace the ...), run it, then run this cell."
+            + (f" Hint: {ex.hint}" if ex.hint else ""),
+        )
     try:
         return Feedback(ex.key, "right", ex.check(Answers(env)))
     except NotYet as e:
         return Feedback(ex.key, "not yet", str(e))
     except Exception as e:  # the learner's object broke the check: say where, in one line
         where = traceback.extract_tb(e.__traceback__)[-1]
-        return Feedback(ex.key, "not yet", f"Checking your answer raised {type(e).__name__}: {e} (in {where.name}). "
-                        "Is each name the kind of object the task asks for?", crashed=True)
+        return Feedback(
+            ex.key,
+            "not yet",
+            f"Checking your answer raised {type(e).__name__}: {e} (in {where.name}). "
+            "Is each name the kind of object the task asks for?",
+            crashed=True,
+        )
 
 
 from . import catalogue  # noqa: E402,F401 - registers every exercise

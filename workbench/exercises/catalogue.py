@@ -3,6 +3,7 @@
 Every check computes what the right answer gives (with torch, the package or the notebook's own
 measurements) and compares; its messages name the usual mistake before the general fix.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,22 +21,34 @@ def _close(got, want, rel: float = 1e-4) -> bool:
 
 # --- 01 measure ---------------------------------------------------------------------------------
 
+
 @exercise(
     "01.params",
     task="Count `model`'s parameters yourself: every number in every weight and bias tensor.",
     names=("n_params",),
     solution="n_params = sum(p.numel() for p in model.parameters())",
-    wrong=("n_params = len(list(model.parameters()))",
-           "n_params = sum(p.numel() for p in model.parameters() if p.dim() > 1)"),
+    wrong=(
+        "n_params = len(list(model.parameters()))",
+        "n_params = sum(p.numel() for p in model.parameters() if p.dim() > 1)",
+    ),
     hint="a tensor's .numel() is how many numbers it holds.",
 )
 def _params(a: Answers) -> str:
     tensors = list(a.model.parameters())
     truth = sum(p.numel() for p in tensors)
     n = a.n_params
-    expect(n != len(tensors), f"{n} is how many parameter tensors `model` has; count the numbers inside them: p.numel() for each.")
-    expect(not n < truth, f"You counted {n:,}, {truth - n:,} short of {truth:,}: biases and BatchNorm's scale and shift are parameters too.")
-    expect(n == truth, f"You counted {n:,}, but `model` holds {truth:,} numbers in its parameters: count each tensor once, with p.numel().")
+    expect(
+        n != len(tensors),
+        f"{n} is how many parameter tensors `model` has; count the numbers inside them: p.numel() for each.",
+    )
+    expect(
+        not n < truth,
+        f"You counted {n:,}, {truth - n:,} short of {truth:,}: biases and BatchNorm's scale and shift are parameters too.",
+    )
+    expect(
+        n == truth,
+        f"You counted {n:,}, but `model` holds {truth:,} numbers in its parameters: count each tensor once, with p.numel().",
+    )
     return f"{truth:,} parameters, {4 * truth / 1024:.0f} KiB in fp32 (4 bytes each): the size before anything is compressed."
 
 
@@ -57,7 +70,8 @@ def time_ms(fn, iters):
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 """,
-    wrong=("""
+    wrong=(
+        """
 import time
 
 def time_ms(fn, iters):
@@ -65,7 +79,8 @@ def time_ms(fn, iters):
     for _ in range(iters):
         fn()
     return (time.perf_counter() - start) * 1000 / iters
-""", """
+""",
+        """
 import time
 
 def time_ms(fn, iters):
@@ -74,7 +89,8 @@ def time_ms(fn, iters):
     for _ in range(iters):
         fn()
     return (time.perf_counter() - start) * 1000 / iters
-"""),
+""",
+    ),
     hint="the first calls pay for set-up; one slow call should not move the answer.",
 )
 def _time_ms(a: Answers) -> str:
@@ -85,23 +101,34 @@ def _time_ms(a: Answers) -> str:
         time.sleep({1: 0.08, 8: 0.06}.get(calls["n"], 0.002))
 
     got = a.time_ms(fn, 15)
-    expect(isinstance(got, (int, float)) and math.isfinite(got), f"time_ms returned {got!r}; return one number of milliseconds.")
+    expect(
+        isinstance(got, (int, float)) and math.isfinite(got),
+        f"time_ms returned {got!r}; return one number of milliseconds.",
+    )
     expect(got > 0.5, f"{got:.3g} ms for a call that sleeps 2 ms: are you returning seconds? Multiply by 1000.")
-    expect(got < 4.5, f"{got:.1f} ms for a call that usually takes 2 ms: your figure carries the first call's 80 ms of "
-                      "warm-up or the one 60 ms hiccup. Run a few calls untimed first, then take the median of the timed ones.")
-    return (f"{got:.2f} ms for a 2 ms call, although the first call took 80 ms and one other 60 ms: warm-up first, "
-            "then the median, which a single hiccup does not move.")
+    expect(
+        got < 4.5,
+        f"{got:.1f} ms for a call that usually takes 2 ms: your figure carries the first call's 80 ms of "
+        "warm-up or the one 60 ms hiccup. Run a few calls untimed first, then take the median of the timed ones.",
+    )
+    return (
+        f"{got:.2f} ms for a 2 ms call, although the first call took 80 ms and one other 60 ms: warm-up first, "
+        "then the median, which a single hiccup does not move."
+    )
 
 
 # --- 02 model structure -------------------------------------------------------------------------
+
 
 @exercise(
     "02.half",
     task="Make `half`: the config `base` at half its width, every other setting unchanged.",
     names=("half",),
     solution='half = base.replace(**{"model.width": base.model.width / 2})',
-    wrong=('half = base.replace(**{"model.width": 2 * base.model.width})',
-           "half = RunConfig(model=ModelConfig(name=model, width=base.model.width / 2))"),
+    wrong=(
+        'half = base.replace(**{"model.width": 2 * base.model.width})',
+        "half = RunConfig(model=ModelConfig(name=model, width=base.model.width / 2))",
+    ),
     hint='base.replace(**{"model.width": ...}) copies base with one field changed.',
 )
 def _half(a: Answers) -> str:
@@ -111,19 +138,41 @@ def _half(a: Answers) -> str:
     from ..models import create_model
 
     base, half = a.base, a.half
-    expect(isinstance(half, RunConfig), f"`half` is a {type(half).__name__}; make it a RunConfig, with base.replace(...).")
+    expect(
+        isinstance(half, RunConfig), f"`half` is a {type(half).__name__}; make it a RunConfig, with base.replace(...)."
+    )
     want = base.model.width / 2
-    expect(_close(half.model.width, want), f"`half` has width {half.model.width}, base has {base.model.width}: half of it is {want}.")
+    expect(
+        _close(half.model.width, want),
+        f"`half` has width {half.model.width}, base has {base.model.width}: half of it is {want}.",
+    )
     changed = sorted(k for k, v in half.flat().items() if k not in ("model.width", "name") and base.flat().get(k) != v)
-    expect(not changed, f"`half` also changes {', '.join(changed)}: start from base (base.replace) so only the width differs.")
+    expect(
+        not changed,
+        f"`half` also changes {', '.join(changed)}: start from base (base.replace) so only the width differs.",
+    )
     data = load_dataset(base.data.dataset)
-    counts = [count_parameters(create_model(c.model.name, data.num_classes, data.in_channels, data.image_size, width=c.model.width,
-                                            depth=c.model.depth))["params"] for c in (base, half)]
-    return (f"Only the width changed: {counts[1]:,} parameters against base's {counts[0]:,}, {counts[1] / counts[0]:.2f}x. "
-            "About (1/2)² = 0.25, since each convolution loses half its inputs and half its outputs.")
+    counts = [
+        count_parameters(
+            create_model(
+                c.model.name,
+                data.num_classes,
+                data.in_channels,
+                data.image_size,
+                width=c.model.width,
+                depth=c.model.depth,
+            )
+        )["params"]
+        for c in (base, half)
+    ]
+    return (
+        f"Only the width changed: {counts[1]:,} parameters against base's {counts[0]:,}, {counts[1] / counts[0]:.2f}x. "
+        "About (1/2)² = 0.25, since each convolution loses half its inputs and half its outputs."
+    )
 
 
 # --- 03 training algorithms ---------------------------------------------------------------------
+
 
 @exercise(
     "03.cosine",
@@ -135,15 +184,18 @@ import math
 def cosine_lr(step, total, peak):
     return peak * (1 + math.cos(math.pi * step / total)) / 2
 """,
-    wrong=("""
+    wrong=(
+        """
 import math
 
 def cosine_lr(step, total, peak):
     return peak * math.cos(math.pi * step / total)
-""", """
+""",
+        """
 def cosine_lr(step, total, peak):
     return peak * (1 - step / total)
-"""),
+""",
+    ),
     hint="cos goes from 1 to -1 over half a turn; the schedule must go from 1 to 0.",
 )
 def _cosine(a: Answers) -> str:
@@ -156,20 +208,31 @@ def _cosine(a: Answers) -> str:
         opt.step()
         sched.step()
     got = [float(a.cosine_lr(s, total, peak)) for s in range(total + 1)]
-    expect(not _close(got[-1], -peak, 1e-3), f"At the last step yours gives {got[-1]:.3g}, minus the peak: cos alone reaches -1 there. "
-                                             "Shift it up by 1 and halve it, so it ends at 0.")
+    expect(
+        not _close(got[-1], -peak, 1e-3),
+        f"At the last step yours gives {got[-1]:.3g}, minus the peak: cos alone reaches -1 there. "
+        "Shift it up by 1 and halve it, so it ends at 0.",
+    )
     bad = next((s for s, (g, r) in enumerate(zip(got, reference)) if abs(g - r) > 1e-6 * peak), None)
     if bad is not None:
         mid = total // 2
-        shape = (" Yours falls in a straight line; cosine falls slowly at first and last, fastest in the middle."
-                 if all(abs(got[s] - peak * (1 - s / total)) < 1e-9 for s in range(total + 1)) else "")
-        raise NotYet(f"At step {bad} of {total} (peak {peak}) PyTorch's CosineAnnealingLR gives {reference[bad]:.4g}, yours "
-                     f"{got[bad]:.4g}; at the midpoint it should be half the peak ({reference[mid]:.3g}).{shape}")
-    return (f"It matches PyTorch's CosineAnnealingLR at all {total + 1} steps: half the peak at the midpoint, "
-            f"and only {reference[-5] / peak:.1%} of it four steps from the end, so training ends with gentle steps.")
+        shape = (
+            " Yours falls in a straight line; cosine falls slowly at first and last, fastest in the middle."
+            if all(abs(got[s] - peak * (1 - s / total)) < 1e-9 for s in range(total + 1))
+            else ""
+        )
+        raise NotYet(
+            f"At step {bad} of {total} (peak {peak}) PyTorch's CosineAnnealingLR gives {reference[bad]:.4g}, yours "
+            f"{got[bad]:.4g}; at the midpoint it should be half the peak ({reference[mid]:.3g}).{shape}"
+        )
+    return (
+        f"It matches PyTorch's CosineAnnealingLR at all {total + 1} steps: half the peak at the midpoint, "
+        f"and only {reference[-5] / peak:.1%} of it four steps from the end, so training ends with gentle steps."
+    )
 
 
 # --- 04 data --------------------------------------------------------------------------------------
+
 
 @exercise(
     "04.hflip",
@@ -187,49 +250,75 @@ def _hflip(a: Answers) -> str:
     for batch in (x, images):
         before = batch.clone()
         got = a.hflip(batch)
-        expect(isinstance(got, torch.Tensor) and got.shape == batch.shape,
-               f"hflip should return a tensor shaped like its input {tuple(batch.shape)}, got {getattr(got, 'shape', type(got).__name__)}.")
-        expect(torch.equal(batch, before), "hflip changed its input in place; return a new tensor and leave x as it was.")
-        expect(not torch.equal(got, batch.flip(2)) or torch.equal(got, batch.flip(-1)),
-               "That mirrors top to bottom: in (N, C, H, W) the height is dimension 2 and the width the last one, -1.")
-        expect(not torch.equal(got, batch.flip(0)) or torch.equal(got, batch.flip(-1)),
-               "That reverses the order of the images in the batch, not each image: flip the width, the last dimension.")
-        expect(torch.equal(got, batch.flip(-1)), "Column j of each image should become column W-1-j, the rows and channels unchanged.")
-    return (f"Column j became column W-1-j in every image and channel, on a test tensor and on {len(images)} {a.dataset} images. "
-            "A mirrored cat is still a cat; a mirrored digit may not be the same digit, so check an augmentation suits the data.")
+        expect(
+            isinstance(got, torch.Tensor) and got.shape == batch.shape,
+            f"hflip should return a tensor shaped like its input {tuple(batch.shape)}, got {getattr(got, 'shape', type(got).__name__)}.",
+        )
+        expect(
+            torch.equal(batch, before), "hflip changed its input in place; return a new tensor and leave x as it was."
+        )
+        expect(
+            not torch.equal(got, batch.flip(2)) or torch.equal(got, batch.flip(-1)),
+            "That mirrors top to bottom: in (N, C, H, W) the height is dimension 2 and the width the last one, -1.",
+        )
+        expect(
+            not torch.equal(got, batch.flip(0)) or torch.equal(got, batch.flip(-1)),
+            "That reverses the order of the images in the batch, not each image: flip the width, the last dimension.",
+        )
+        expect(
+            torch.equal(got, batch.flip(-1)),
+            "Column j of each image should become column W-1-j, the rows and channels unchanged.",
+        )
+    return (
+        f"Column j became column W-1-j in every image and channel, on a test tensor and on {len(images)} {a.dataset} images. "
+        "A mirrored cat is still a cat; a mirrored digit may not be the same digit, so check an augmentation suits the data."
+    )
 
 
 # --- 05 hardware ----------------------------------------------------------------------------------
 
+
 @exercise(
     "05.per_image",
     task="From the two profiles `small` and `step`, compute `per_image_ratio`: how many times more time per image "
-         "a training step of batch `small_batch` takes than a step of the default batch.",
+    "a training step of batch `small_batch` takes than a step of the default batch.",
     names=("per_image_ratio",),
     solution='per_image_ratio = (small.attrs["step_ms"] / small.attrs["batch_size"]) / (step.attrs["step_ms"] / step.attrs["batch_size"])',
-    wrong=('per_image_ratio = small.attrs["step_ms"] / step.attrs["step_ms"]',
-           'per_image_ratio = (step.attrs["step_ms"] / step.attrs["batch_size"]) / (small.attrs["step_ms"] / small.attrs["batch_size"])'),
+    wrong=(
+        'per_image_ratio = small.attrs["step_ms"] / step.attrs["step_ms"]',
+        'per_image_ratio = (step.attrs["step_ms"] / step.attrs["batch_size"]) / (small.attrs["step_ms"] / small.attrs["batch_size"])',
+    ),
     hint='each profile keeps its step time and batch size in .attrs["step_ms"] and .attrs["batch_size"].',
 )
 def _per_image(a: Answers) -> str:
     small, big = a.small.attrs, a.step.attrs
     truth = (small["step_ms"] / small["batch_size"]) / (big["step_ms"] / big["batch_size"])
     got = float(a.per_image_ratio)
-    expect(not _close(got, small["step_ms"] / big["step_ms"]) or _close(got, truth),
-           f"That compares whole steps; a step of batch {small['batch_size']} carries fewer images than one of "
-           f"{big['batch_size']}: divide each step's time by its batch size first.")
-    expect(not _close(got, 1 / truth) or _close(got, truth), "Upside down: put the small batch's time per image on top.")
-    expect(_close(got, truth, 1e-3), f"The profiles give {truth:.2f}x, you have {got:.3g}: (small step ms / small batch) / (default step ms / default batch).")
-    return (f"{truth:.1f}x the time per image at batch {small['batch_size']}: each step pays a fixed cost (launching every "
-            "layer, the optimizer's pass over every weight) that a small batch shares among fewer images.")
+    expect(
+        not _close(got, small["step_ms"] / big["step_ms"]) or _close(got, truth),
+        f"That compares whole steps; a step of batch {small['batch_size']} carries fewer images than one of "
+        f"{big['batch_size']}: divide each step's time by its batch size first.",
+    )
+    expect(
+        not _close(got, 1 / truth) or _close(got, truth), "Upside down: put the small batch's time per image on top."
+    )
+    expect(
+        _close(got, truth, 1e-3),
+        f"The profiles give {truth:.2f}x, you have {got:.3g}: (small step ms / small batch) / (default step ms / default batch).",
+    )
+    return (
+        f"{truth:.1f}x the time per image at batch {small['batch_size']}: each step pays a fixed cost (launching every "
+        "layer, the optimizer's pass over every weight) that a small batch shares among fewer images."
+    )
 
 
 # --- 06 pruning -----------------------------------------------------------------------------------
 
+
 @exercise(
     "06.magnitude_mask",
     task="Write `magnitude_mask(w, amount)`: a boolean tensor shaped like `w`, False for the `amount` share of "
-         "entries smallest in magnitude (those are pruned), True for the rest.",
+    "entries smallest in magnitude (those are pruned), True for the rest.",
     names=("magnitude_mask",),
     solution="""
 import torch
@@ -241,15 +330,18 @@ def magnitude_mask(w, amount):
     threshold = w.abs().flatten().kthvalue(k).values
     return w.abs() > threshold
 """,
-    wrong=("""
+    wrong=(
+        """
 def magnitude_mask(w, amount):
     return w > w.flatten().quantile(amount)
-""", """
+""",
+        """
 import torch
 
 def magnitude_mask(w, amount):
     return torch.rand_like(w) > amount
-"""),
+""",
+    ),
     hint="sort by w.abs(); tensor.kthvalue(k) finds the k-th smallest.",
 )
 def _magnitude_mask(a: Answers) -> str:
@@ -259,27 +351,40 @@ def _magnitude_mask(a: Answers) -> str:
     w = max((m.weight.detach() for m in trained.modules() if isinstance(m, torch.nn.Conv2d)), key=lambda t: t.numel())
     for amount in (0.5, 0.3):
         mask = a.magnitude_mask(w, amount)
-        expect(isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.shape == w.shape,
-               f"The mask should be a bool tensor shaped {tuple(w.shape)}; got {getattr(mask, 'dtype', type(mask).__name__)} "
-               f"{tuple(getattr(mask, 'shape', ()))}. A comparison such as w.abs() > t gives one.")
+        expect(
+            isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.shape == w.shape,
+            f"The mask should be a bool tensor shaped {tuple(w.shape)}; got {getattr(mask, 'dtype', type(mask).__name__)} "
+            f"{tuple(getattr(mask, 'shape', ()))}. A comparison such as w.abs() > t gives one.",
+        )
         pruned = 1 - mask.float().mean().item()
-        expect(abs(pruned - amount) <= 1 / w.numel() + 0.005, f"At amount={amount} your mask prunes {pruned:.1%} of the weights; it should prune {amount:.0%}.")
+        expect(
+            abs(pruned - amount) <= 1 / w.numel() + 0.005,
+            f"At amount={amount} your mask prunes {pruned:.1%} of the weights; it should prune {amount:.0%}.",
+        )
         kept, dropped = w[mask].abs(), w[~mask].abs()
         if dropped.numel() and kept.numel() and dropped.max() > kept.min():
             negative = w[~mask].min().item()
-            expect(-negative < kept.min(), f"Your mask pruned a weight of {negative:.3f}, larger in magnitude than some it kept: "
-                                           "rank by |w|, so big negative weights stay.")
-            raise NotYet(f"It pruned a weight of magnitude {dropped.max():.4f} but kept one of {kept.min():.4f}: prune the smallest |w| first.")
-    return (f"On the trained model's largest convolution ({w.numel():,} weights) your mask zeroes exactly the smallest "
-            "magnitudes. The tensor keeps its shape, so the zeros still cost time unless a sparse kernel skips them.")
+            expect(
+                -negative < kept.min(),
+                f"Your mask pruned a weight of {negative:.3f}, larger in magnitude than some it kept: "
+                "rank by |w|, so big negative weights stay.",
+            )
+            raise NotYet(
+                f"It pruned a weight of magnitude {dropped.max():.4f} but kept one of {kept.min():.4f}: prune the smallest |w| first."
+            )
+    return (
+        f"On the trained model's largest convolution ({w.numel():,} weights) your mask zeroes exactly the smallest "
+        "magnitudes. The tensor keeps its shape, so the zeros still cost time unless a sparse kernel skips them."
+    )
 
 
 # --- 07 quantization ------------------------------------------------------------------------------
 
+
 @exercise(
     "07.int8",
     task="Write `quantize_int8(w)` returning `(q, scale)`: symmetric per-tensor int8, `q` a torch.int8 tensor in "
-         "[-127, 127] with q * scale as close to w as int8 allows.",
+    "[-127, 127] with q * scale as close to w as int8 allows.",
     names=("quantize_int8",),
     solution="""
 import torch
@@ -289,20 +394,23 @@ def quantize_int8(w):
     q = torch.clamp(torch.round(w / scale), -127, 127).to(torch.int8)
     return q, scale
 """,
-    wrong=("""
+    wrong=(
+        """
 import torch
 
 def quantize_int8(w):
     scale = w.max() / 127
     q = torch.clamp(torch.round(w / scale), -127, 127).to(torch.int8)
     return q, scale
-""", """
+""",
+        """
 import torch
 
 def quantize_int8(w):
     scale = w.abs().max() / 127
     return (w / scale).to(torch.int8), scale
-"""),
+""",
+    ),
     hint="the scale must cover the largest magnitude; round to the nearest step.",
 )
 def _int8(a: Answers) -> str:
@@ -315,26 +423,38 @@ def _int8(a: Answers) -> str:
         out = a.quantize_int8(w)
         expect(isinstance(out, tuple) and len(out) == 2, "Return two things: (q, scale).")
         q, scale = out
-        expect(isinstance(q, torch.Tensor) and q.dtype == torch.int8, f"q should be a torch.int8 tensor (got {getattr(q, 'dtype', type(q).__name__)}): .to(torch.int8).")
+        expect(
+            isinstance(q, torch.Tensor) and q.dtype == torch.int8,
+            f"q should be a torch.int8 tensor (got {getattr(q, 'dtype', type(q).__name__)}): .to(torch.int8).",
+        )
         scale = float(scale)
         step = w.abs().max().item() / 127
         back = (q.float() * scale).flatten()
         worst = (back - w.flatten()).abs().argmax()
         error = (back[worst] - w.flatten()[worst]).abs().item()
-        expect(error <= step, f"A weight of {w.flatten()[worst].item():.3f} comes back as {back[worst].item():.3f}: it was clipped. "
-                              "The scale must cover the largest magnitude, w.abs().max() / 127, negatives included.")
-        expect(error <= step / 2 * 1.01, f"The largest error is {error:.3g}, more than half a step ({step / 2:.3g}): round to the nearest "
-                                         "step (torch.round) before casting, since .to(torch.int8) cuts towards zero.")
-    return (f"The largest error on the model's first Linear weight is within half a step (scale {step:.2g} on the test tensor), "
-            f"and {weight.numel():,} weights take {weight.numel():,} bytes instead of {4 * weight.numel():,}.")
+        expect(
+            error <= step,
+            f"A weight of {w.flatten()[worst].item():.3f} comes back as {back[worst].item():.3f}: it was clipped. "
+            "The scale must cover the largest magnitude, w.abs().max() / 127, negatives included.",
+        )
+        expect(
+            error <= step / 2 * 1.01,
+            f"The largest error is {error:.3g}, more than half a step ({step / 2:.3g}): round to the nearest "
+            "step (torch.round) before casting, since .to(torch.int8) cuts towards zero.",
+        )
+    return (
+        f"The largest error on the model's first Linear weight is within half a step (scale {step:.2g} on the test tensor), "
+        f"and {weight.numel():,} weights take {weight.numel():,} bytes instead of {4 * weight.numel():,}."
+    )
 
 
 # --- 08 distillation ------------------------------------------------------------------------------
 
+
 @exercise(
     "08.soft_loss",
     task="Write `soft_loss(student_logits, teacher_logits, T)`: distillation's soft term, T² times the KL divergence "
-         "from softmax(teacher/T) to softmax(student/T), averaged over the batch.",
+    "from softmax(teacher/T) to softmax(student/T), averaged over the batch.",
     names=("soft_loss",),
     solution="""
 import torch.nn.functional as F
@@ -342,17 +462,20 @@ import torch.nn.functional as F
 def soft_loss(student_logits, teacher_logits, T):
     return T**2 * F.kl_div(F.log_softmax(student_logits / T, dim=1), F.softmax(teacher_logits / T, dim=1), reduction="batchmean")
 """,
-    wrong=("""
+    wrong=(
+        """
 import torch.nn.functional as F
 
 def soft_loss(student_logits, teacher_logits, T):
     return F.kl_div(F.log_softmax(student_logits / T, dim=1), F.softmax(teacher_logits / T, dim=1), reduction="batchmean")
-""", """
+""",
+        """
 import torch.nn.functional as F
 
 def soft_loss(student_logits, teacher_logits, T):
     return T**2 * F.kl_div(F.log_softmax(student_logits / T, dim=1), F.softmax(teacher_logits / T, dim=1), reduction="mean")
-"""),
+""",
+    ),
     hint="F.kl_div takes the student's log-probabilities first and the teacher's probabilities second.",
 )
 def _soft_loss(a: Answers) -> str:
@@ -362,25 +485,36 @@ def _soft_loss(a: Answers) -> str:
     student, teacher = torch.randn(16, 10, generator=g) * 3, torch.randn(16, 10, generator=g) * 3
     for T in (1.0, 2.0, 4.0):
         # The package's loss with alpha=1 is the soft term alone; an identity "teacher" passes the teacher's logits through.
-        want = distillation_loss(torch.nn.Identity(), alpha=1.0, temperature=T)(student, teacher, torch.zeros(16, dtype=torch.long)).item()
+        want = distillation_loss(torch.nn.Identity(), alpha=1.0, temperature=T)(
+            student, teacher, torch.zeros(16, dtype=torch.long)
+        ).item()
         got = float(a.soft_loss(student, teacher, T))
         if _close(got, want, 1e-4):
             continue
-        expect(not _close(got * T**2, want, 1e-4), f"At T={T:g} yours is {got:.4g}, the package's {want:.4g}: 1/T² of it. Multiply by T², "
-                                                   "which keeps the soft term's gradients the same size whatever the temperature.")
-        expect(not _close(got * student.shape[1], want, 1e-4), f"Yours is 1/{student.shape[1]} of the package's {want:.4g}: reduction='mean' "
-                                                               "averages over the classes too; use reduction='batchmean'.")
-        raise NotYet(f"At T={T:g} yours gives {got:.4g} where the package's distillation loss gives {want:.4g}: the student's "
-                     "log_softmax(s / T) first, the teacher's softmax(t / T) second, reduction='batchmean', times T².")
+        expect(
+            not _close(got * T**2, want, 1e-4),
+            f"At T={T:g} yours is {got:.4g}, the package's {want:.4g}: 1/T² of it. Multiply by T², "
+            "which keeps the soft term's gradients the same size whatever the temperature.",
+        )
+        expect(
+            not _close(got * student.shape[1], want, 1e-4),
+            f"Yours is 1/{student.shape[1]} of the package's {want:.4g}: reduction='mean' "
+            "averages over the classes too; use reduction='batchmean'.",
+        )
+        raise NotYet(
+            f"At T={T:g} yours gives {got:.4g} where the package's distillation loss gives {want:.4g}: the student's "
+            "log_softmax(s / T) first, the teacher's softmax(t / T) second, reduction='batchmean', times T²."
+        )
     return "It matches the package's distillation loss at T = 1, 2 and 4, on logits where the two disagree."
 
 
 # --- 09 model search ------------------------------------------------------------------------------
 
+
 @exercise(
     "09.dominates",
     task="Write `dominates(a, b)` for two trials given as dicts of accuracy (higher is better), size_bytes and "
-         "latency_ms (lower is better): True when a is no worse on all three and better on at least one.",
+    "latency_ms (lower is better): True when a is no worse on all three and better on at least one.",
     names=("dominates",),
     solution="""
 def dominates(a, b):
@@ -388,13 +522,16 @@ def dominates(a, b):
     better = a["accuracy"] > b["accuracy"] or a["size_bytes"] < b["size_bytes"] or a["latency_ms"] < b["latency_ms"]
     return no_worse and better
 """,
-    wrong=("""
+    wrong=(
+        """
 def dominates(a, b):
     return all(a[k] >= b[k] for k in ("accuracy", "size_bytes", "latency_ms"))
-""", """
+""",
+        """
 def dominates(a, b):
     return a["accuracy"] >= b["accuracy"] and a["size_bytes"] <= b["size_bytes"] and a["latency_ms"] <= b["latency_ms"]
-"""),
+""",
+    ),
     hint="write 'no worse on every objective' and 'better on one' as two conditions.",
 )
 def _dominates(a: Answers) -> str:
@@ -402,22 +539,37 @@ def _dominates(a: Answers) -> str:
 
     p = {"accuracy": 0.9, "size_bytes": 1000, "latency_ms": 1.0}
     smaller = {**p, "size_bytes": 500}
-    expect(bool(a.dominates(smaller, p)), "A trial as accurate and fast but half the size should dominate: size and latency are better lower.")
-    expect(not a.dominates(p, smaller), "A bigger model with the same accuracy and latency does not dominate the smaller one: lower size is better.")
-    expect(not a.dominates(p, dict(p)), "Two trials equal on every objective do not dominate each other: a must be better on at least one.")
-    expect(not a.dominates({**p, "accuracy": 0.95, "latency_ms": 2.0}, p), "A trade (more accurate but slower) is not domination: "
-                                                                          "a must be no worse on every objective.")
+    expect(
+        bool(a.dominates(smaller, p)),
+        "A trial as accurate and fast but half the size should dominate: size and latency are better lower.",
+    )
+    expect(
+        not a.dominates(p, smaller),
+        "A bigger model with the same accuracy and latency does not dominate the smaller one: lower size is better.",
+    )
+    expect(
+        not a.dominates(p, dict(p)),
+        "Two trials equal on every objective do not dominate each other: a must be better on at least one.",
+    )
+    expect(
+        not a.dominates({**p, "accuracy": 0.95, "latency_ms": 2.0}, p),
+        "A trade (more accurate but slower) is not domination: a must be no worse on every objective.",
+    )
     objectives = ["accuracy", "size_bytes", "latency_ms"]
     trials = a.found.trials
     done = trials[trials["trial_state"] == "COMPLETE"].dropna(subset=objectives)
     rows = [{k: float(r[k]) for k in objectives} for _, r in done.iterrows()]
     yours = {i for i, r in zip(done.index, rows) if not any(a.dominates(o, r) for o in rows)}
     package = set(pareto_front(done, objectives).index)
-    expect(yours == package, f"On this search's {len(rows)} trials your rule keeps {len(yours)} on the front where the package keeps {len(package)}.")
+    expect(
+        yours == package,
+        f"On this search's {len(rows)} trials your rule keeps {len(yours)} on the front where the package keeps {len(package)}.",
+    )
     return f"Your rule finds the same {len(package)}-trial front as the package on this search's {len(rows)} trials."
 
 
 # --- 10 distributed -------------------------------------------------------------------------------
+
 
 @exercise(
     "10.bubble",
@@ -429,28 +581,40 @@ def _dominates(a: Answers) -> str:
 )
 def _bubble(a: Answers) -> str:
     measured = {int(m): float(t) for m, t in zip(a.pipe.microbatches, a.pipe.bubble_theory)}
-    cases = [(m, 2, t) for m, t in measured.items()] + [(m, s, (s - 1) / (m + s - 1)) for m in (1, 3, 8) for s in (3, 4)]
+    cases = [(m, 2, t) for m, t in measured.items()] + [
+        (m, s, (s - 1) / (m + s - 1)) for m in (1, 3, 8) for s in (3, 4)
+    ]
     for m, s, want in cases:
         got = float(a.bubble(m, s))
         if _close(got, want, 1e-6):
             continue
-        expect(not (m == 1 and got >= 0.999), f"At m=1 yours says the stages are always idle, but each of the {s} stages works one "
-                                               f"slot of the {s}: the step lasts m+s-1 slots and a stage works m of them.")
-        raise NotYet(f"With m={m} micro-batches and s={s} stages a step lasts {m + s - 1} slots and each stage works {m} of them, "
-                     f"so it idles {want:.3f} of the step; yours gives {got:.3g}.")
-    return (f"It matches the demo's GPipe theory at m = {', '.join(map(str, measured))} (2 stages) and the other cases: "
-            "more micro-batches shrink the bubble, and the measured one sits above it by the hand-off cost.")
+        expect(
+            not (m == 1 and got >= 0.999),
+            f"At m=1 yours says the stages are always idle, but each of the {s} stages works one "
+            f"slot of the {s}: the step lasts m+s-1 slots and a stage works m of them.",
+        )
+        raise NotYet(
+            f"With m={m} micro-batches and s={s} stages a step lasts {m + s - 1} slots and each stage works {m} of them, "
+            f"so it idles {want:.3f} of the step; yours gives {got:.3g}."
+        )
+    return (
+        f"It matches the demo's GPipe theory at m = {', '.join(map(str, measured))} (2 stages) and the other cases: "
+        "more micro-batches shrink the bubble, and the measured one sits above it by the hand-off cost."
+    )
 
 
 # --- 11 deployment --------------------------------------------------------------------------------
+
 
 @exercise(
     "11.p95",
     task="Write `p95(latencies_ms)`: the 95th percentile of a list of latencies, the time 19 requests in 20 finish within.",
     names=("p95",),
     solution="import numpy as np\n\ndef p95(latencies_ms):\n    return float(np.percentile(latencies_ms, 95))",
-    wrong=("def p95(latencies_ms):\n    return 0.95 * sum(latencies_ms) / len(latencies_ms)",
-           "def p95(latencies_ms):\n    return max(latencies_ms)"),
+    wrong=(
+        "def p95(latencies_ms):\n    return 0.95 * sum(latencies_ms) / len(latencies_ms)",
+        "def p95(latencies_ms):\n    return max(latencies_ms)",
+    ),
     hint="sort them and read the value 95% of the way along (numpy.percentile does it).",
 )
 def _p95(a: Answers) -> str:
@@ -463,19 +627,28 @@ def _p95(a: Answers) -> str:
         at = 0.95 * (len(ordered) - 1)
         low, high = ordered[math.floor(at)], ordered[math.ceil(at)]
         got = float(a.p95(list(sample)))
-        expect(not _close(got, max(sample)) or _close(high, max(sample)), "That is the slowest request (p100): one outlier decides it.")
-        expect(low - 1e-9 <= got <= high + 1e-9, f"On {len(sample)} latencies whose 95th percentile lies between {low:.3g} and {high:.3g} ms "
-                                                 f"yours gives {got:.3g}: sort them and read the value 95% of the way along, not an average.")
-    return (f"p95 = {float(np.percentile(timed, 95)):.3f} ms on 200 timed calls of a small layer (median "
-            f"{float(np.median(timed)):.3f} ms): the tail, not the middle, decides whether a service meets its latency target.")
+        expect(
+            not _close(got, max(sample)) or _close(high, max(sample)),
+            "That is the slowest request (p100): one outlier decides it.",
+        )
+        expect(
+            low - 1e-9 <= got <= high + 1e-9,
+            f"On {len(sample)} latencies whose 95th percentile lies between {low:.3g} and {high:.3g} ms "
+            f"yours gives {got:.3g}: sort them and read the value 95% of the way along, not an average.",
+        )
+    return (
+        f"p95 = {float(np.percentile(timed, 95)):.3f} ms on 200 timed calls of a small layer (median "
+        f"{float(np.median(timed)):.3f} ms): the tail, not the middle, decides whether a service meets its latency target."
+    )
 
 
 # --- 12 speedrun ----------------------------------------------------------------------------------
 
+
 @exercise(
     "12.label_smoothing",
     task="Write `smoothed_ce(logits, target, eps)`: cross-entropy against smoothed labels, where every one of the K "
-         "classes gets eps/K and the true class 1 - eps on top, averaged over the batch.",
+    "classes gets eps/K and the true class 1 - eps on top, averaged over the batch.",
     names=("smoothed_ce",),
     solution="""
 import torch
@@ -486,7 +659,8 @@ def smoothed_ce(logits, target, eps):
     soft = torch.full_like(logits, eps / k).scatter(1, target[:, None], 1 - eps + eps / k)
     return -(soft * F.log_softmax(logits, dim=1)).sum(1).mean()
 """,
-    wrong=("""
+    wrong=(
+        """
 import torch
 import torch.nn.functional as F
 
@@ -494,12 +668,14 @@ def smoothed_ce(logits, target, eps):
     k = logits.shape[1]
     soft = torch.full_like(logits, eps / (k - 1)).scatter(1, target[:, None], 1 - eps)
     return -(soft * F.log_softmax(logits, dim=1)).sum(1).mean()
-""", """
+""",
+        """
 import torch.nn.functional as F
 
 def smoothed_ce(logits, target, eps):
     return F.cross_entropy(logits, target)
-"""),
+""",
+    ),
     hint="build the soft targets with torch.full_like and .scatter, then -(targets * log_softmax).sum(1).mean().",
 )
 def _label_smoothing(a: Answers) -> str:
@@ -512,32 +688,56 @@ def _label_smoothing(a: Answers) -> str:
         got = float(a.smoothed_ce(logits, target, eps))
         if _close(got, want, 1e-4):
             continue
-        expect(not _close(got, F.cross_entropy(logits, target).item(), 1e-4), f"At eps={eps} that is plain cross-entropy: the labels are not smoothed.")
-        raise NotYet(f"At eps={eps} yours gives {got:.4f}, PyTorch's label_smoothing={eps} gives {want:.4f}. PyTorch (and the preset) "
-                     "spreads eps over all K classes, the true one included: it gets 1 - eps + eps/K, every other class eps/K.")
-    return ("It matches F.cross_entropy(label_smoothing=...) at eps 0.2 and 0: the preset's 0.2 stops the net from "
-            "pushing its logits ever further apart for examples it already gets right.")
+        expect(
+            not _close(got, F.cross_entropy(logits, target).item(), 1e-4),
+            f"At eps={eps} that is plain cross-entropy: the labels are not smoothed.",
+        )
+        raise NotYet(
+            f"At eps={eps} yours gives {got:.4f}, PyTorch's label_smoothing={eps} gives {want:.4f}. PyTorch (and the preset) "
+            "spreads eps over all K classes, the true one included: it gets 1 - eps + eps/K, every other class eps/K."
+        )
+    return (
+        "It matches F.cross_entropy(label_smoothing=...) at eps 0.2 and 0: the preset's 0.2 stops the net from "
+        "pushing its logits ever further apart for examples it already gets right."
+    )
 
 
 # --- 13 capstone ----------------------------------------------------------------------------------
 
+
 @exercise(
     "13.speedup",
     task="From the ledger `table` (one row per step, the baseline first), compute `speedup`: how many times faster the "
-         "final model answers one image on the CPU than the baseline did, from the column `cpu/eager/bs1_ms`.",
+    "final model answers one image on the CPU than the baseline did, from the column `cpu/eager/bs1_ms`.",
     names=("speedup",),
     solution='speedup = table["cpu/eager/bs1_ms"].iloc[0] / table["cpu/eager/bs1_ms"].iloc[-1]',
-    wrong=('speedup = table["cpu/eager/bs1_ms"].iloc[-1] / table["cpu/eager/bs1_ms"].iloc[0]',
-           'speedup = table["cpu/eager/bs1_ms"].iloc[0] - table["cpu/eager/bs1_ms"].iloc[-1]'),
+    wrong=(
+        'speedup = table["cpu/eager/bs1_ms"].iloc[-1] / table["cpu/eager/bs1_ms"].iloc[0]',
+        'speedup = table["cpu/eager/bs1_ms"].iloc[0] - table["cpu/eager/bs1_ms"].iloc[-1]',
+    ),
     hint="a speed-up above 1 means faster: the old time over the new one.",
 )
 def _speedup(a: Answers) -> str:
     column = "cpu/eager/bs1_ms"
-    expect(column in a.table, f"The ledger has no {column} column: keep 1 in batch_sizes so batch-1 latency on the CPU is measured.")
+    expect(
+        column in a.table,
+        f"The ledger has no {column} column: keep 1 in batch_sizes so batch-1 latency on the CPU is measured.",
+    )
     before, after = float(a.table[column].iloc[0]), float(a.table[column].iloc[-1])
     truth, got = before / after, float(a.speedup)
-    expect(not _close(got, after / before) or _close(got, truth), "Upside down: the baseline's latency over the final one, so faster gives more than 1.")
-    expect(not _close(got, before - after) or _close(got, truth), "That is the milliseconds saved; a speed-up is a ratio, old time over new.")
-    expect(_close(got, truth, 1e-3), f"The ledger gives {before:.3f} ms before and {after:.3f} ms after, a speed-up of {truth:.2f}x; you have {got:.3g}.")
-    return (f"{truth:.2f}x: {before:.3f} ms at the start, {after:.3f} ms at the end of the path. Check the spreads "
-            "before quoting it: a ratio inside the timing noise is no speed-up.")
+    expect(
+        not _close(got, after / before) or _close(got, truth),
+        "Upside down: the baseline's latency over the final one, so faster gives more than 1.",
+    )
+    expect(
+        not _close(got, before - after) or _close(got, truth),
+        "That is the milliseconds saved; a speed-up is a ratio, old time over new.",
+    )
+    expect(
+        _close(got, truth, 1e-3),
+        f"The ledger gives {before:.3f} ms before and {after:.3f} ms after, a speed-up of {truth:.2f}x; you have {got:.3g}.",
+    )
+    return (
+        f"{truth:.2f}x: {before:.3f} ms at the start, {after:.3f} ms at the end of the path. Check the spreads "
+        "before quoting it: a ratio inside the timing noise is no speed-up."
+    )

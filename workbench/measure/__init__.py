@@ -9,19 +9,57 @@ Example:
     >>> count_parameters(net)["params"], count_flops(net, (1, 8))
     (178, 320)
 """
+
 from .bench import benchmark, benchmark_together, cost_metrics, measure, measure_together, time_calls, timing_metrics
 from .ceiling import achieved, matmul_ceiling
 from .config import MEASURE_MODES, MeasureConfig
 from .counts import count_flops, count_parameters, model_size_bytes, weight_dtype
-from .device import (available_devices, cpu_features, device_choices, device_name, model_device, native_bf16,
-                     resolve_device, timing_device)
+from .device import (
+    available_devices,
+    cpu_features,
+    device_choices,
+    device_name,
+    model_device,
+    native_bf16,
+    resolve_device,
+    timing_device,
+)
 from .memory import PeakMemory, track_peak_memory
 from .modes import measure_modes, measure_modes_together, timing_plan
 from .profile import profile_summary
 from .sweep import SWEEP_MODES, SWEEP_PRECISIONS, inference_grid
 
 __all__ = [
-    "MEASURE_MODES", "achieved", "matmul_ceiling", "SWEEP_MODES", "SWEEP_PRECISIONS", "inference_grid", "MeasureConfig", "PeakMemory", "available_devices", "benchmark", "benchmark_together", "cost_metrics", "cpu_features", "count_flops", "count_parameters",
-    "device_choices", "device_name", "measure", "measure_modes", "measure_modes_together", "measure_together", "model_device", "model_size_bytes", "native_bf16",
-    "profile_summary", "resolve_device", "time_calls", "timing_device", "timing_metrics", "timing_plan", "track_peak_memory", "weight_dtype",
+    "MEASURE_MODES",
+    "SWEEP_MODES",
+    "SWEEP_PRECISIONS",
+    "MeasureConfig",
+    "PeakMemory",
+    "achieved",
+    "available_devices",
+    "benchmark",
+    "benchmark_together",
+    "cost_metrics",
+    "count_flops",
+    "count_parameters",
+    "cpu_features",
+    "device_choices",
+    "device_name",
+    "inference_grid",
+    "matmul_ceiling",
+    "measure",
+    "measure_modes",
+    "measure_modes_together",
+    "measure_together",
+    "model_device",
+    "model_size_bytes",
+    "native_bf16",
+    "profile_summary",
+    "resolve_device",
+    "time_calls",
+    "timing_device",
+    "timing_metrics",
+    "timing_plan",
+    "track_peak_memory",
+    "weight_dtype",
 ]

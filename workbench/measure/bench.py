@@ -1,10 +1,12 @@
 """Honest latency and throughput: warm-up, synchronised clocks, many iterations, median and spread."""
+
 from __future__ import annotations
 
 import contextlib
 import time
 import uuid
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,9 +19,12 @@ from .counts import count_flops, count_parameters, model_size_bytes, weight_dtyp
 from .device import cpu_features, device_name, model_device, resolve_device, timing_device
 
 DTYPES = {
-    "fp32": torch.float32, "float32": torch.float32,
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-    "fp16": torch.float16, "float16": torch.float16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
 }
 N_INPUTS = 4  # distinct random batches in rotation, so a warm cache of one input does not flatter
 # A latency whose interquartile range exceeds this share of its median is flagged noisy. Measured on a
@@ -65,8 +70,16 @@ def benchmark(
         >>> rec[0]["latency_ms_q25"] <= rec[0]["latency_ms"] <= rec[0]["latency_ms_q75"]
         True
     """
-    return benchmark_together([model], input_shape_chw, batch_sizes=batch_sizes, device=device, dtype=dtype,
-                              warmup=warmup, iters=iters, mode=mode)[0]
+    return benchmark_together(
+        [model],
+        input_shape_chw,
+        batch_sizes=batch_sizes,
+        device=device,
+        dtype=dtype,
+        warmup=warmup,
+        iters=iters,
+        mode=mode,
+    )[0]
 
 
 def benchmark_together(
@@ -114,8 +127,10 @@ def benchmark_together(
         callers = [_caller(m, dtype, device) for m in models]
         per_round = max(1, -(-iters // ROUNDS))
         for bs in batch_sizes:
-            inputs = [[_batch(images, bs, i, input_shape_chw, device, input_dtype) for i in range(N_INPUTS)]
-                      for _, input_dtype in callers]
+            inputs = [
+                [_batch(images, bs, i, input_shape_chw, device, input_dtype) for i in range(N_INPUTS)]
+                for _, input_dtype in callers
+            ]
             for (call, _), xs in zip(callers, inputs):
                 for i in range(warmup):
                     call(xs[i % len(xs)])
@@ -127,24 +142,27 @@ def benchmark_together(
             for j, times in enumerate(seconds):
                 q25, median, q75 = (float(q) for q in np.percentile(times, [25, 50, 75]))
                 spread = (q75 - q25) / median if median > 0 else float("inf")
-                out[j].append({
-                    "batch_size": int(bs),
-                    "latency_ms": 1e3 * median,
-                    "latency_ms_q25": 1e3 * q25,
-                    "latency_ms_q75": 1e3 * q75,
-                    "throughput_ips": bs / median,
-                    "relative_spread": spread,
-                    "noisy": spread > NOISY_SPREAD,
-                    "load_average": load_average(),
-                    **base,
-                    # A graph only one runtime runs (ONNX Runtime int8) is timed in it, and says so.
-                    "mode": getattr(models[j], "runtime", None) or base["mode"],
-                })
+                out[j].append(
+                    {
+                        "batch_size": int(bs),
+                        "latency_ms": 1e3 * median,
+                        "latency_ms_q25": 1e3 * q25,
+                        "latency_ms_q75": 1e3 * q75,
+                        "throughput_ips": bs / median,
+                        "relative_spread": spread,
+                        "noisy": spread > NOISY_SPREAD,
+                        "load_average": load_average(),
+                        **base,
+                        # A graph only one runtime runs (ONNX Runtime int8) is timed in it, and says so.
+                        "mode": getattr(models[j], "runtime", None) or base["mode"],
+                    }
+                )
     return out
 
 
-def _batch(images: torch.Tensor | None, bs: int, i: int, chw: Sequence[int], device: torch.device,
-           dtype: torch.dtype) -> torch.Tensor:
+def _batch(
+    images: torch.Tensor | None, bs: int, i: int, chw: Sequence[int], device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     """The ``i``-th of the rotating input batches: cut from ``images`` (wrapping round), else random."""
     if images is None:
         return torch.randn(bs, *chw, device=device, dtype=dtype)
@@ -199,9 +217,19 @@ def measure_together(
 ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """``measure`` for models that will be compared, timed interleaved (``benchmark_together``)."""
     device = timing_device(cfg.device, resolve_device(device))
-    timed = benchmark_together(models, input_shape_chw, batch_sizes=cfg.batch_sizes, device=device, dtype=dtype,
-                               warmup=cfg.warmup, iters=cfg.iters, mode=mode)
-    return [({**cost_metrics(m, input_shape_chw), **timing_metrics(records)}, records) for m, records in zip(models, timed)]
+    timed = benchmark_together(
+        models,
+        input_shape_chw,
+        batch_sizes=cfg.batch_sizes,
+        device=device,
+        dtype=dtype,
+        warmup=cfg.warmup,
+        iters=cfg.iters,
+        mode=mode,
+    )
+    return [
+        ({**cost_metrics(m, input_shape_chw), **timing_metrics(records)}, records) for m, records in zip(models, timed)
+    ]
 
 
 def cost_metrics(model: nn.Module, input_shape_chw: Sequence[int]) -> dict[str, Any]:
@@ -233,7 +261,11 @@ def timing_metrics(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def time_calls(
-    model: Callable[[torch.Tensor], Any], x: torch.Tensor, *, iters: int = 10, device: str | torch.device = "cpu",
+    model: Callable[[torch.Tensor], Any],
+    x: torch.Tensor,
+    *,
+    iters: int = 10,
+    device: str | torch.device = "cpu",
     synchronize: bool = True,
 ) -> list[float]:
     """Milliseconds of each of ``iters`` consecutive calls, with no warm-up: the raw material for
@@ -263,8 +295,11 @@ def time_calls(
 
 def _check_counts(*, batch_sizes: Sequence[int] = (1,), warmup: int = 0, iters: int = 1) -> None:
     """The same rules as ``MeasureConfig``, for callers that pass the numbers directly."""
-    MeasureConfig(batch_sizes=tuple(batch_sizes) if isinstance(batch_sizes, (list, tuple)) else batch_sizes,
-                  warmup=warmup, iters=iters)
+    MeasureConfig(
+        batch_sizes=tuple(batch_sizes) if isinstance(batch_sizes, (list, tuple)) else batch_sizes,
+        warmup=warmup,
+        iters=iters,
+    )
 
 
 def _sync_any(device: torch.device) -> None:

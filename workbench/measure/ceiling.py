@@ -1,4 +1,5 @@
 """What the device can do at best: a short matmul probe, so achieved TFLOP/s can be read as a share."""
+
 from __future__ import annotations
 
 import functools
@@ -29,7 +30,7 @@ def matmul_ceiling(device: str | torch.device = "cpu", *, repeats: int = 10) -> 
     return dict(_probe(str(device), torch.get_num_threads(), repeats))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe(device_str: str, threads: int, repeats: int) -> tuple[tuple[str, Any], ...]:
     device = torch.device(device_str)
     n, dtype = PROBE_SIZE.get(device.type, 1024), PROBE_DTYPE.get(device.type, torch.float32)
@@ -43,8 +44,13 @@ def _probe(device_str: str, threads: int, repeats: int) -> tuple[tuple[str, Any]
         if i >= 2:  # the first products allocate and pick kernels
             seconds.append(time.perf_counter() - start)
     median = sorted(seconds)[len(seconds) // 2]
-    return (("tflops", 2 * n**3 / median / 1e12), ("dtype", str(dtype).removeprefix("torch.")), ("size", n),
-            ("threads", threads), ("device_name", device_name(device)))
+    return (
+        ("tflops", 2 * n**3 / median / 1e12),
+        ("dtype", str(dtype).removeprefix("torch.")),
+        ("size", n),
+        ("threads", threads),
+        ("device_name", device_name(device)),
+    )
 
 
 def _sync(device: torch.device) -> None:

@@ -1,4 +1,5 @@
 """The measure section of a run: where, how and in which execution modes inference is timed."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,7 +18,9 @@ class MeasureConfig(Checked):
     batch_sizes: tuple[int, ...] = (1, 64)  # latency is measured at each; the largest gives throughput
     warmup: int = 5  # untimed iterations first (caches, allocator, cudnn autotune)
     iters: int = 30  # timed iterations; the median and spread are reported
-    device: str = "same"  # where to time inference: same (as training), all (also every other device here), cpu, cuda...
+    device: str = (
+        "same"  # where to time inference: same (as training), all (also every other device here), cpu, cuda...
+    )
     modes: tuple[str, ...] = ("eager",)  # execution modes to time: eager, compiled, export, onnxruntime, tensorrt
 
     def check(self) -> None:

@@ -1,8 +1,9 @@
 """Static measures of a model: parameter counts, bytes on disk, FLOPs per forward pass."""
+
 from __future__ import annotations
 
 import io
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch

@@ -1,4 +1,5 @@
 """Which device to run on, and what that device is called (every number carries the name)."""
+
 from __future__ import annotations
 
 import functools
@@ -7,7 +8,6 @@ import subprocess
 import sys
 
 import torch
-
 from torch import nn
 
 from .._errors import ConfigError
@@ -47,7 +47,9 @@ def resolve_device(name: str | torch.device = "auto", *, field: str = "hardware.
         count = torch.cuda.device_count()
         index = torch.cuda.current_device() if device.index is None else device.index
         if index >= count:
-            raise ConfigError(f"{field}='{name}' but only {count} CUDA device(s) are visible: use cuda:0 to cuda:{count - 1}, or 'auto'.")
+            raise ConfigError(
+                f"{field}='{name}' but only {count} CUDA device(s) are visible: use cuda:0 to cuda:{count - 1}, or 'auto'."
+            )
         return torch.device("cuda", index)  # with its index, so records say which GPU
     if kind == "mps" and not _mps_available():
         raise ConfigError(
@@ -98,9 +100,14 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 # What torch itself detects (the same probes its kernels dispatch on), by the name a CPU's flags use.
-_CPU_PROBES = {"avx2": "_is_avx2_supported", "avx512": "_is_avx512_supported", "vnni": "_is_vnni_supported",
-               "avx512_bf16": "_is_avx512_bf16_supported", "amx": "_is_amx_tile_supported",
-               "amx_fp16": "_is_amx_fp16_supported"}
+_CPU_PROBES = {
+    "avx2": "_is_avx2_supported",
+    "avx512": "_is_avx512_supported",
+    "vnni": "_is_vnni_supported",
+    "avx512_bf16": "_is_avx512_bf16_supported",
+    "amx": "_is_amx_tile_supported",
+    "amx_fp16": "_is_amx_fp16_supported",
+}
 
 
 @functools.cache
@@ -173,7 +180,9 @@ def _cpu_name() -> str:
         pass
     if sys.platform == "darwin":  # platform.processor() only says "arm" or "i386" there
         try:
-            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5)
+            out = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
+            )
             if out.stdout.strip():
                 return out.stdout.strip()
         except (OSError, subprocess.SubprocessError):

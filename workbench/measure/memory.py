@@ -1,10 +1,11 @@
 """Peak memory of a block of code, on the device where it ran."""
+
 from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 

@@ -8,14 +8,16 @@ Example:
     >>> recs[0]["mode"], recs[0]["batch_size"], recs[0]["latency_ms"] > 0
     ('eager', 1, True)
 """
+
 from __future__ import annotations
 
 import copy
 import re
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,10 +25,10 @@ from tqdm.auto import tqdm
 
 from .._errors import Unavailable, root_cause
 from .._registry import unknown_name_error
-from .onnx import export_onnx, export_program, onnxruntime_session
 from .bench import benchmark_together
 from .config import MEASURE_MODES, MeasureConfig
 from .device import available_devices, device_name, model_device, resolve_device
+from .onnx import export_onnx, export_program, onnxruntime_session
 
 DEFAULT_MODES = ("eager", "compiled", "onnxruntime")
 
@@ -65,8 +67,9 @@ def measure_modes(
         ...
         ValueError: Unknown execution mode 'jit'. Choose one of: compiled, eager, export, onnxruntime, tensorrt.
     """
-    return measure_modes_together([model], example_input_chw, modes=modes, batch_sizes=batch_sizes, device=device,
-                                  warmup=warmup, iters=iters)[0]
+    return measure_modes_together(
+        [model], example_input_chw, modes=modes, batch_sizes=batch_sizes, device=device, warmup=warmup, iters=iters
+    )[0]
 
 
 def measure_modes_together(
@@ -95,10 +98,15 @@ def measure_modes_together(
     with tempfile.TemporaryDirectory() as tmp, compile_room(8 + 2 * len(models) * len(batch_sizes)):
         for mode in modes:
             runners = {}
-            preparing = {"compiled": "compiling", "export": "exporting", "onnxruntime": "exporting to ONNX",
-                 "tensorrt": "building TensorRT engines"}.get(mode)
-            for j, model in enumerate(tqdm(models, desc=f"{preparing} for timing", unit="model")
-                                      if progress and preparing else models):
+            preparing = {
+                "compiled": "compiling",
+                "export": "exporting",
+                "onnxruntime": "exporting to ONNX",
+                "tensorrt": "building TensorRT engines",
+            }.get(mode)
+            for j, model in enumerate(
+                tqdm(models, desc=f"{preparing} for timing", unit="model") if progress and preparing else models
+            ):
                 if getattr(model, "runtime", None) == mode:  # timed in this runtime already, by the main pass
                     continue
                 try:
@@ -124,13 +132,21 @@ def measure_modes_together(
 
 # Failures whose raw text names internals: (what the innermost message contains, what it means).
 KNOWN_SKIPS = (
-    ("LinearPackedParamsBase", "ONNX export cannot express dynamic int8's packed Linear weights (a PyTorch-only format)"),
+    (
+        "LinearPackedParamsBase",
+        "ONNX export cannot express dynamic int8's packed Linear weights (a PyTorch-only format)",
+    ),
     ("__obj_flatten__", "the exporter cannot trace this model's packed (TorchScript-class) weights"),
     ("tensor(bfloat16)", "ONNX Runtime has no bfloat16 kernels for this graph: time the float32 model in it"),
     ("Type 'tensor(bfloat", "ONNX Runtime has no bfloat16 kernels for this graph: time the float32 model in it"),
 )
-STAGES = {"compiled": "torch.compile", "export": "torch.export", "onnxruntime": "ONNX export or ONNX Runtime",
-          "tensorrt": "TensorRT", "eager": "the model"}
+STAGES = {
+    "compiled": "torch.compile",
+    "export": "torch.export",
+    "onnxruntime": "ONNX export or ONNX Runtime",
+    "tensorrt": "TensorRT",
+    "eager": "the model",
+}
 
 
 def skip_reason(mode: str, error: BaseException) -> str:
@@ -166,12 +182,24 @@ def compile_room(graphs: int):
     import torch._dynamo.config as dynamo
 
     limit = max(dynamo.recompile_limit, graphs)
-    return dynamo.patch(recompile_limit=limit, accumulated_recompile_limit=max(dynamo.accumulated_recompile_limit, 2 * limit))
+    return dynamo.patch(
+        recompile_limit=limit, accumulated_recompile_limit=max(dynamo.accumulated_recompile_limit, 2 * limit)
+    )
 
 
 def _skipped(mode: str, where: torch.device, batch_sizes: Sequence[int], reason: str) -> list[dict[str, Any]]:
-    return [{"batch_size": int(bs), "latency_ms": None, "device": str(where), "device_name": device_name(where),
-             "mode": mode, "torch_version": torch.__version__, "skipped": reason} for bs in batch_sizes]
+    return [
+        {
+            "batch_size": int(bs),
+            "latency_ms": None,
+            "device": str(where),
+            "device_name": device_name(where),
+            "mode": mode,
+            "torch_version": torch.__version__,
+            "skipped": reason,
+        }
+        for bs in batch_sizes
+    ]
 
 
 def timing_plan(cfg: MeasureConfig, main: torch.device) -> list[tuple[torch.device, list[str]]]:
@@ -195,12 +223,15 @@ def timing_plan(cfg: MeasureConfig, main: torch.device) -> list[tuple[torch.devi
     return [(d, modes) for d, modes in plan if modes]
 
 
-
-def _eager(model: nn.Module, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device, tmp: Path) -> Callable:
+def _eager(
+    model: nn.Module, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device, tmp: Path
+) -> Callable:
     return model
 
 
-def _compiled(model: nn.Module, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device, tmp: Path) -> Callable:
+def _compiled(
+    model: nn.Module, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device, tmp: Path
+) -> Callable:
     import torch._inductor.config as inductor_config
 
     # Static shapes: one graph per batch size (the int8 conv lowering rejects a dynamic batch here).
@@ -214,36 +245,53 @@ def _compiled(model: nn.Module, chw: tuple[int, ...], batch_sizes: Sequence[int]
     return compiled
 
 
-def _exported(model: nn.Module, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device, tmp: Path) -> Callable:
+def _exported(
+    model: nn.Module, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device, tmp: Path
+) -> Callable:
     # What a bundle's model.pt2 runs: the torch.export graph (dynamic batch), executed op by op.
     program = export_program(model, torch.randn(2, *chw, device=device)).module()
     return lambda x: program(x)  # a plain callable: an exported module refuses .eval(), which timing calls on modules
 
 
-def _onnxruntime(model: nn.Module, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device, tmp: Path,
-                 provider: str | None = None) -> Callable:
+def _onnxruntime(
+    model: nn.Module,
+    chw: tuple[int, ...],
+    batch_sizes: Sequence[int],
+    device: torch.device,
+    tmp: Path,
+    provider: str | None = None,
+) -> Callable:
     provider = provider or ("cuda" if device.type == "cuda" else "cpu")
     if provider != "cpu" and device.type != "cuda":
-        raise Unavailable(f"{'TensorRT' if provider == 'tensorrt' else 'the CUDA execution provider'} needs a CUDA GPU; "
-                          "this run times on the CPU")
+        raise Unavailable(
+            f"{'TensorRT' if provider == 'tensorrt' else 'the CUDA execution provider'} needs a CUDA GPU; "
+            "this run times on the CPU"
+        )
     cpu_model = model if model_device(model).type == "cpu" else copy.deepcopy(model).cpu()
     path = export_onnx(cpu_model, torch.randn(2, *chw), tmp / f"{id(model)}.onnx")
     return onnxruntime_session(path, provider=provider)
 
 
-def _tensorrt(model: nn.Module, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device, tmp: Path) -> Callable:
+def _tensorrt(
+    model: nn.Module, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device, tmp: Path
+) -> Callable:
     return _onnxruntime(model, chw, batch_sizes, device, tmp, provider="tensorrt")
 
 
 # Execution mode -> how to make a callable of it (each raises Unavailable, in one line, where it cannot run).
 RUNTIMES: dict[str, Callable[..., Callable]] = {
-    "eager": _eager, "compiled": _compiled, "export": _exported, "onnxruntime": _onnxruntime, "tensorrt": _tensorrt,
+    "eager": _eager,
+    "compiled": _compiled,
+    "export": _exported,
+    "onnxruntime": _onnxruntime,
+    "tensorrt": _tensorrt,
 }
 assert tuple(RUNTIMES) == MEASURE_MODES
 
 
-def _prepare(model: nn.Module, mode: str, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device,
-             tmp: Path) -> Callable:
+def _prepare(
+    model: nn.Module, mode: str, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device, tmp: Path
+) -> Callable:
     if getattr(model, "runtime", "eager") != "eager":  # a graph only its own runtime runs (ONNX Runtime int8)
         raise Unavailable(f"this model is a {model.runtime} graph: it runs in {model.runtime} only")
     if mode != "eager":

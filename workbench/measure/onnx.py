@@ -10,14 +10,16 @@ Example:
     >>> parity(net, run, torch.randn(16, 8))["max_abs_error"] < 1e-4
     True
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -86,15 +88,26 @@ class OnnxRuntimeModule(nn.Module):
         from onnx import numpy_helper
 
         graph = onnx.load_from_string(self.graph_bytes()).graph
-        return [numpy_helper.to_array(t) for t in graph.initializer
-                if not t.name.endswith(("_scale", "_zero_point")) and len(t.dims) > 0 and t.data_type != onnx.TensorProto.INT64]
+        return [
+            numpy_helper.to_array(t)
+            for t in graph.initializer
+            if not t.name.endswith(("_scale", "_zero_point"))
+            and len(t.dims) > 0
+            and t.data_type != onnx.TensorProto.INT64
+        ]
 
     def __getstate__(self) -> dict[str, Any]:  # a session does not copy: the copy opens its own
         return {**self.__dict__, "_session": None}
 
 
-def export_onnx(model: nn.Module, example_inputs: torch.Tensor, path: str | os.PathLike, *, dynamo: bool = True,
-                opset: int | None = None) -> Path:
+def export_onnx(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    path: str | os.PathLike,
+    *,
+    dynamo: bool = True,
+    opset: int | None = None,
+) -> Path:
     """Export ``model`` (eval mode) to one ONNX file whose batch dimension is dynamic; returns the path.
 
     ``dynamo=True`` (the default) traces with ``torch.export``; ``dynamo=False`` uses the older
@@ -116,12 +129,25 @@ def export_onnx(model: nn.Module, example_inputs: torch.Tensor, path: str | os.P
     was_training = model.training
     model.eval()
     big = sum(t.numel() * t.element_size() for t in model.state_dict().values() if isinstance(t, torch.Tensor)) > TWO_GB
-    kwargs: dict[str, Any] = {"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamo else {
-        "dynamic_axes": {"input": {0: "batch"}, "logits": {0: "batch"}}}
+    kwargs: dict[str, Any] = (
+        {"dynamic_shapes": ({0: torch.export.Dim("batch")},)}
+        if dynamo
+        else {"dynamic_axes": {"input": {0: "batch"}, "logits": {0: "batch"}}}
+    )
     try:
         with quiet_export():
-            torch.onnx.export(model, (x,), str(path), dynamo=dynamo, input_names=["input"], output_names=["logits"],
-                              external_data=big, verbose=False, opset_version=opset, **kwargs)
+            torch.onnx.export(
+                model,
+                (x,),
+                str(path),
+                dynamo=dynamo,
+                input_names=["input"],
+                output_names=["logits"],
+                external_data=big,
+                verbose=False,
+                opset_version=opset,
+                **kwargs,
+            )
     except Exception as e:
         raise RuntimeError(f"ONNX export of {type(model).__name__} failed: {root_cause(e)}") from e
     finally:
@@ -132,12 +158,16 @@ def export_onnx(model: nn.Module, example_inputs: torch.Tensor, path: str | os.P
 PROVIDERS = {  # where ONNX Runtime runs -> its execution providers, best first; pip names what installs them
     "cpu": (["CPUExecutionProvider"], "pip install onnxruntime"),
     "cuda": (["CUDAExecutionProvider"], "pip install onnxruntime-gpu (and a CUDA GPU)"),
-    "tensorrt": (["TensorrtExecutionProvider", "CUDAExecutionProvider"], "pip install onnxruntime-gpu tensorrt (and a CUDA GPU)"),
+    "tensorrt": (
+        ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+        "pip install onnxruntime-gpu tensorrt (and a CUDA GPU)",
+    ),
 }
 
 
-def onnxruntime_session(model: str | os.PathLike | bytes, threads: int | None = None, *,
-                        provider: str = "cpu", fuse: bool = True) -> OnnxRuntimeModel:
+def onnxruntime_session(
+    model: str | os.PathLike | bytes, threads: int | None = None, *, provider: str = "cpu", fuse: bool = True
+) -> OnnxRuntimeModel:
     """Load an ONNX file (or its bytes) into ONNX Runtime; returns a callable ``tensor batch -> tensor logits``.
 
     ``threads`` sets intra-op threads; ``None`` uses ``torch.get_num_threads()`` so ONNX Runtime and
@@ -189,8 +219,9 @@ def export_program(model: nn.Module, example_inputs: torch.Tensor) -> torch.expo
 
 
 @torch.no_grad()
-def parity(model: Callable[[torch.Tensor], torch.Tensor], session: Callable[[torch.Tensor], torch.Tensor],
-           x: torch.Tensor) -> dict[str, float]:
+def parity(
+    model: Callable[[torch.Tensor], torch.Tensor], session: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+) -> dict[str, float]:
     """How closely ``session`` (e.g. ONNX Runtime) reproduces ``model`` on batch ``x``.
 
     Returns ``max_abs_error`` (largest absolute logit difference), ``max_rel_error`` (that error over
@@ -215,8 +246,11 @@ def parity(model: Callable[[torch.Tensor], torch.Tensor], session: Callable[[tor
     if out.shape != ref.shape:
         raise ValueError(f"parity: output shapes differ ({tuple(out.shape)} vs the model's {tuple(ref.shape)})")
     error = float((out - ref).abs().max())
-    return {"max_abs_error": error, "max_rel_error": error / max(float(ref.abs().max()), 1e-12),
-            "argmax_agreement": float((out.argmax(1) == ref.argmax(1)).float().mean())}
+    return {
+        "max_abs_error": error,
+        "max_rel_error": error / max(float(ref.abs().max()), 1e-12),
+        "argmax_agreement": float((out.argmax(1) == ref.argmax(1)).float().mean()),
+    }
 
 
 @contextlib.contextmanager
@@ -224,8 +258,12 @@ def quiet_export() -> Iterator[None]:
     """Silence the exporters' chatter: ONNX progress lines, notes about optional torchvision ops, and
     the tracebacks torch.export logs (at ERROR) for meta kernels it retries and then handles."""
     # torch.export's handled-and-retried failures are logged at ERROR: only CRITICAL gets through here.
-    levels = {"torch.onnx": logging.ERROR, "torch.export": logging.CRITICAL, "torch._export": logging.CRITICAL,
-              "torch._subclasses.fake_tensor": logging.CRITICAL}
+    levels = {
+        "torch.onnx": logging.ERROR,
+        "torch.export": logging.CRITICAL,
+        "torch._export": logging.CRITICAL,
+        "torch._subclasses.fake_tensor": logging.CRITICAL,
+    }
     loggers = {name: logging.getLogger(name) for name in levels}
     before = {name: logger.level for name, logger in loggers.items()}
     for name, logger in loggers.items():

@@ -1,7 +1,8 @@
 """Where the time goes: the top operators of a few forward passes, as a DataFrame."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 import torch
@@ -57,7 +58,10 @@ def profile_summary(
     key = "self_cuda_ms" if cuda else "self_cpu_ms"
     df = pd.DataFrame(rows).sort_values(key, ascending=False).head(top).reset_index(drop=True)
     df.attrs.update(
-        device=str(device), device_name=device_name(device), batch_size=batch_size,
-        steps=steps, torch_version=torch.__version__,
+        device=str(device),
+        device_name=device_name(device),
+        batch_size=batch_size,
+        steps=steps,
+        torch_version=torch.__version__,
     )
     return df

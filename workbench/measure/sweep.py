@@ -1,10 +1,12 @@
 """Inference speed over the grid that decides deployment: batch size x precision x execution mode."""
+
 from __future__ import annotations
 
 import contextlib
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -67,16 +69,38 @@ def inference_grid(
                         runners[mode] = _runner(model, mode, chw, batch_sizes, device, Path(tmp))
                 except Exception as e:  # one combination failing must not hide the others
                     skipped[mode] = skip_reason("compiled" if mode != "eager" else mode, e)
-            by_mode = {mode: [{"precision": precision, "mode": mode, "batch_size": int(bs), "latency_ms": None,
-                               "device": str(device), "device_name": device_name(device), "skipped": reason}
-                              for bs in batch_sizes] for mode, reason in skipped.items()}
+            by_mode = {
+                mode: [
+                    {
+                        "precision": precision,
+                        "mode": mode,
+                        "batch_size": int(bs),
+                        "latency_ms": None,
+                        "device": str(device),
+                        "device_name": device_name(device),
+                        "skipped": reason,
+                    }
+                    for bs in batch_sizes
+                ]
+                for mode, reason in skipped.items()
+            }
             if runners:
                 with _precision(precision, device):
-                    timed = benchmark_together(list(runners.values()), chw, batch_sizes=batch_sizes, device=device,
-                                               dtype="fp32" if precision in ("fp32", "tf32") else precision,
-                                               warmup=warmup, iters=iters)
-                by_mode.update({mode: [{"precision": precision, **r, "mode": mode} for r in records]
-                                for mode, records in zip(runners, timed)})
+                    timed = benchmark_together(
+                        list(runners.values()),
+                        chw,
+                        batch_sizes=batch_sizes,
+                        device=device,
+                        dtype="fp32" if precision in ("fp32", "tf32") else precision,
+                        warmup=warmup,
+                        iters=iters,
+                    )
+                by_mode.update(
+                    {
+                        mode: [{"precision": precision, **r, "mode": mode} for r in records]
+                        for mode, records in zip(runners, timed)
+                    }
+                )
             rows += [row for mode in modes for row in by_mode[mode]]
     df = pd.DataFrame(rows)
     df["channels_last"] = memory_format == torch.channels_last
@@ -95,8 +119,9 @@ def _unavailable(precision: str, mode: str | None, device: torch.device) -> str:
     return ""
 
 
-def _runner(model: nn.Module, mode: str, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device,
-            tmp: Path):
+def _runner(
+    model: nn.Module, mode: str, chw: tuple[int, ...], batch_sizes: Sequence[int], device: torch.device, tmp: Path
+):
     if mode != "max-autotune":
         return _prepare(model, mode, chw, batch_sizes, device, tmp)
     compiled = torch.compile(model, mode="max-autotune", dynamic=False)

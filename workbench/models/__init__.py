@@ -17,6 +17,7 @@ Example:
     >>> sum(p.numel() for p in cifar_net.parameters())  # He et al.: 0.27M
     272474
 """
+
 from __future__ import annotations
 
 from ._common import check_model_name, create_model, list_models, register_model
@@ -30,6 +31,23 @@ from .structure import module_structure, restore_structure
 from .vit import ViT
 from .whiten import WHITEN_IMAGES, whiten_first_conv, whitening_filters
 
-__all__ = ["list_models", "check_model_name", "register_model", "create_model", "ModelConfig", "build_model",
-           "model_args", "module_structure", "restore_structure", "MLP", "CNN", "CifarResNet", "MobileNetV2", "ViT", "SpeedCNN",
-           "WHITEN_IMAGES", "whiten_first_conv", "whitening_filters"]
+__all__ = [
+    "CNN",
+    "MLP",
+    "WHITEN_IMAGES",
+    "CifarResNet",
+    "MobileNetV2",
+    "ModelConfig",
+    "SpeedCNN",
+    "ViT",
+    "build_model",
+    "check_model_name",
+    "create_model",
+    "list_models",
+    "model_args",
+    "module_structure",
+    "register_model",
+    "restore_structure",
+    "whiten_first_conv",
+    "whitening_filters",
+]

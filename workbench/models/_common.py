@@ -4,9 +4,10 @@ Every model is built from plain ``nn.Conv2d`` / ``nn.Linear`` / ``nn.BatchNorm2d
 an ``nn.Linear`` named ``classifier``, so structured pruning tools can trace it and know which layer
 to leave alone.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
@@ -114,8 +115,16 @@ def check_model_name(name: str) -> None:
     MODELS.check(name)
 
 
-def create_model(name: str, num_classes: int, in_channels: int, image_size: int, width: float = 1.0,
-                 depth: int | None = None, batchnorm: bool = True, dropout: float = 0.0) -> nn.Module:
+def create_model(
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    width: float = 1.0,
+    depth: int | None = None,
+    batchnorm: bool = True,
+    dropout: float = 0.0,
+) -> nn.Module:
     """Build a registered model for ``(N, in_channels, image_size, image_size)`` inputs.
 
     ``depth=None`` is the family's default (e.g. 3 blocks per stage for ``resnet20``). Initialisation
@@ -134,5 +143,12 @@ def create_model(name: str, num_classes: int, in_channels: int, image_size: int,
         raise ValueError(f"depth must be >= 1 or None for the default (got {depth})")
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1) (got {dropout})")
-    return builder(num_classes=num_classes, in_channels=in_channels, image_size=image_size,
-                   width=width, depth=depth, batchnorm=batchnorm, dropout=dropout)
+    return builder(
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_size=image_size,
+        width=width,
+        depth=depth,
+        batchnorm=batchnorm,
+        dropout=dropout,
+    )

@@ -1,4 +1,5 @@
 """A small VGG-style CNN: blocks of two 3x3 convs, each block but the first halving the image."""
+
 from __future__ import annotations
 
 import torch
@@ -11,8 +12,15 @@ class CNN(nn.Module):
     """``len(widths)`` blocks of (conv3x3 -> BN -> ReLU) x 2, max-pooling between blocks, then
     global average pooling -> Dropout -> Linear classifier."""
 
-    def __init__(self, num_classes: int, in_channels: int, image_size: int, widths: list[int],
-                 batchnorm: bool = True, dropout: float = 0.0):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        image_size: int,
+        widths: list[int],
+        batchnorm: bool = True,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         # The first block works at full resolution; the others pool first, as far as the image allows.
         pools = fit_strides([1] + [2] * (len(widths) - 1), image_size)

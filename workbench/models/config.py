@@ -1,8 +1,10 @@
 """The model section of a run, and the model it describes for a given input shape."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,10 +33,15 @@ class ModelConfig(Checked):
 
     def check(self) -> None:
         check_positive("model", "width", self.width)
-        require(self.width <= MAX_WIDTH, f"model.width must be at most {MAX_WIDTH:g} (got {self.width:g}): it multiplies "
-                                         "every layer's channel count")
-        require(self.depth is None or 1 <= self.depth <= MAX_DEPTH,
-                f"model.depth must be 1 to {MAX_DEPTH} or None (got {self.depth})")
+        require(
+            self.width <= MAX_WIDTH,
+            f"model.width must be at most {MAX_WIDTH:g} (got {self.width:g}): it multiplies "
+            "every layer's channel count",
+        )
+        require(
+            self.depth is None or 1 <= self.depth <= MAX_DEPTH,
+            f"model.depth must be 1 to {MAX_DEPTH} or None (got {self.depth})",
+        )
         require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1) (got {self.dropout})")
         check_model_name(self.name)
         require(self.init in INITS, f"model.init must be one of {', '.join(INITS)} (got '{self.init}')")
@@ -51,11 +58,21 @@ def model_args(cfg: ModelConfig, num_classes: int, input_shape: Sequence[int]) -
     channels, height, width = (int(s) for s in input_shape)
     if height != width:
         raise ValueError(f"the models here take square images; got {height}x{width}")
-    return {"name": cfg.name, "num_classes": int(num_classes), "in_channels": channels, "image_size": height,
-            "width": cfg.width, "depth": cfg.depth, "batchnorm": cfg.batchnorm, "dropout": cfg.dropout}
+    return {
+        "name": cfg.name,
+        "num_classes": int(num_classes),
+        "in_channels": channels,
+        "image_size": height,
+        "width": cfg.width,
+        "depth": cfg.depth,
+        "batchnorm": cfg.batchnorm,
+        "dropout": cfg.dropout,
+    }
 
 
-def build_model(cfg: ModelConfig, num_classes: int, input_shape: Sequence[int], *, seed: int | None = None) -> nn.Module:
+def build_model(
+    cfg: ModelConfig, num_classes: int, input_shape: Sequence[int], *, seed: int | None = None
+) -> nn.Module:
     """The model ``cfg`` describes for ``(C, H, W)`` inputs; ``seed`` makes its initial weights reproducible.
 
     Example:

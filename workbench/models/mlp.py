@@ -1,4 +1,5 @@
 """A multilayer perceptron: the baseline every other model has to beat, and the tiny smoke-test model."""
+
 from __future__ import annotations
 
 import torch
@@ -10,8 +11,15 @@ from ._common import channels, register_model
 class MLP(nn.Module):
     """Flatten -> ``depth`` x (Linear -> BatchNorm1d -> ReLU -> Dropout) -> Linear classifier."""
 
-    def __init__(self, num_classes: int, in_features: int, hidden: int = 256, depth: int = 2,
-                 batchnorm: bool = True, dropout: float = 0.0):
+    def __init__(
+        self,
+        num_classes: int,
+        in_features: int,
+        hidden: int = 256,
+        depth: int = 2,
+        batchnorm: bool = True,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         for i in range(depth):

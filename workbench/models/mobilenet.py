@@ -1,5 +1,6 @@
 """MobileNetV2 (Sandler et al. 2018) adapted to small images: stride-1 stem and second stage, as in
 the usual CIFAR ports, so 32x32 inputs end at 4x4 rather than 1x1."""
+
 from __future__ import annotations
 
 import torch
@@ -34,8 +35,17 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(nn.Module):
     """Stem conv -> inverted-residual stages -> 1x1 conv to ``last`` channels -> pool -> Dropout -> Linear."""
 
-    def __init__(self, num_classes: int, in_channels: int, image_size: int, stages=STAGES, width: float = 1.0,
-                 last: int = 1280, batchnorm: bool = True, dropout: float = 0.0):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        image_size: int,
+        stages=STAGES,
+        width: float = 1.0,
+        last: int = 1280,
+        batchnorm: bool = True,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         cin = make_divisible(32 * width)
         layers: list[nn.Module] = [ConvNormAct(in_channels, cin, 3, 1, batchnorm=batchnorm, act=nn.ReLU6)]

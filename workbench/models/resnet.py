@@ -1,5 +1,6 @@
 """ResNets for small images: He et al. 2016's CIFAR ResNets (resnet20, resnet56) and the CIFAR-style
 ResNet-18 (3x3 stem, no max-pool)."""
+
 from __future__ import annotations
 
 import torch
@@ -32,14 +33,23 @@ class CifarResNet(nn.Module):
     """3x3 stem -> one stage of ``per_stage`` BasicBlocks per entry of ``widths``, each stage but the
     first opening with stride 2 as far as the image allows -> global average pool -> Dropout -> Linear."""
 
-    def __init__(self, num_classes: int, in_channels: int, image_size: int, widths: list[int], per_stage: int,
-                 batchnorm: bool = True, dropout: float = 0.0):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        image_size: int,
+        widths: list[int],
+        per_stage: int,
+        batchnorm: bool = True,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.stem = ConvNormAct(in_channels, widths[0], 3, batchnorm=batchnorm)
         blocks, cin = [], widths[0]
         for stride, cout in zip(fit_strides([1] + [2] * (len(widths) - 1), image_size), widths):
-            blocks += [BasicBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1, batchnorm)
-                       for i in range(per_stage)]
+            blocks += [
+                BasicBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1, batchnorm) for i in range(per_stage)
+            ]
             cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout))

@@ -5,6 +5,7 @@ a 2x2 stem conv (the layer ``model.init=whiten`` sets from the data), then stage
 conv3x3 -> max-pool -> BN -> GELU -> conv3x3 -> BN -> GELU, a global max pool and a linear classifier.
 Pooling inside each stage, before the BatchNorm, makes the second half of the stage four times cheaper.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,9 +19,11 @@ class SpeedStage(nn.Sequential):
         super().__init__(
             nn.Conv2d(cin, cout, 3, padding=1, bias=not batchnorm),
             nn.MaxPool2d(2, ceil_mode=True) if pool else nn.Identity(),
-            norm2d(cout, batchnorm), nn.GELU(),
+            norm2d(cout, batchnorm),
+            nn.GELU(),
             nn.Conv2d(cout, cout, 3, padding=1, bias=not batchnorm),
-            norm2d(cout, batchnorm), nn.GELU(),
+            norm2d(cout, batchnorm),
+            nn.GELU(),
         )
 
 
@@ -28,14 +31,23 @@ class SpeedCNN(nn.Module):
     """Stem (2x2 conv to ``2 * in_channels * 4`` channels, GELU), ``len(widths)`` pooling stages, global
     max pool, Dropout, Linear."""
 
-    def __init__(self, num_classes: int, in_channels: int, image_size: int, widths: list[int],
-                 batchnorm: bool = True, dropout: float = 0.0):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        image_size: int,
+        widths: list[int],
+        batchnorm: bool = True,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         stem = 2 * in_channels * 4  # every whitening direction of a 2x2 patch, with its sign flipped too
         self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 2), nn.GELU())
         pools = fit_strides([2] * len(widths), image_size - 1, min_size=2)
         cins = [stem] + widths[:-1]
-        self.features = nn.Sequential(*(SpeedStage(cin, cout, pool > 1, batchnorm) for cin, cout, pool in zip(cins, widths, pools)))
+        self.features = nn.Sequential(
+            *(SpeedStage(cin, cout, pool > 1, batchnorm) for cin, cout, pool in zip(cins, widths, pools))
+        )
         self.pool = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout))
         self.classifier = nn.Linear(widths[-1], num_classes)
         init_conv_weights(self)

@@ -16,9 +16,11 @@ Example:
     >>> back[0].out_channels, torch.equal(back(torch.ones(1, 1, 8, 8)), small(torch.ones(1, 1, 8, 8)))
     (4, True)
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,8 +38,9 @@ def module_structure(model: nn.Module) -> dict[str, dict[str, Any]]:
     return out
 
 
-def restore_structure(model: nn.Module, structure: Mapping[str, Mapping[str, Any]],
-                      state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+def restore_structure(
+    model: nn.Module, structure: Mapping[str, Mapping[str, Any]], state_dict: Mapping[str, torch.Tensor]
+) -> nn.Module:
     """Make ``model`` (built at its registry size) take the saved settings and tensor shapes, then
     load ``state_dict`` into it; returns the model."""
     modules = dict(model.named_modules())
@@ -51,7 +54,11 @@ def restore_structure(model: nn.Module, structure: Mapping[str, Mapping[str, Any
         if owner is None or not isinstance(saved, torch.Tensor):
             continue
         blank = torch.empty(saved.shape, dtype=torch.float32 if saved.is_quantized else saved.dtype)
-        if attr in owner._parameters and owner._parameters[attr] is not None and owner._parameters[attr].shape != saved.shape:
+        if (
+            attr in owner._parameters
+            and owner._parameters[attr] is not None
+            and owner._parameters[attr].shape != saved.shape
+        ):
             owner._parameters[attr] = nn.Parameter(blank, requires_grad=owner._parameters[attr].requires_grad)
         elif attr in owner._buffers and owner._buffers[attr] is not None and owner._buffers[attr].shape != saved.shape:
             owner._buffers[attr] = blank

@@ -1,5 +1,6 @@
 """A small vision transformer (Dosovitskiy et al. 2021) for small images: conv patch embedding,
 learned position embedding, pre-norm blocks, mean-pooled tokens instead of a class token."""
+
 from __future__ import annotations
 
 import torch
@@ -47,8 +48,18 @@ class ViT(nn.Module):
     """Conv patch embedding -> + position embedding -> ``depth`` blocks -> LayerNorm -> token mean ->
     Dropout -> Linear classifier. Pixels past the last whole patch are dropped."""
 
-    def __init__(self, num_classes: int, in_channels: int, image_size: int, patch: int, dim: int, depth: int,
-                 num_heads: int, mlp_ratio: float = 2.0, dropout: float = 0.0):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        image_size: int,
+        patch: int,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float = 2.0,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.patch_embed = nn.Conv2d(in_channels, dim, patch, patch)
         self.pos_embed = nn.Parameter(torch.randn(1, (image_size // patch) ** 2, dim) * 0.02)
@@ -82,5 +93,6 @@ def vit(num_classes, in_channels, image_size, width=1.0, depth=None, batchnorm=T
     """
     heads = 4
     patch = max(2, round(image_size / 8))
-    return ViT(num_classes, in_channels, image_size, patch, heads * channels(32, width), depth or 6, heads,
-               dropout=dropout)
+    return ViT(
+        num_classes, in_channels, image_size, patch, heads * channels(32, width), depth or 6, heads, dropout=dropout
+    )

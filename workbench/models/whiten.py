@@ -6,6 +6,7 @@ standard deviation, hands the next layer decorrelated inputs of equal scale from
 trick (Coates & Ng's ZCA features, in the record CIFAR-10 scripts as a frozen 2x2 layer) that saves
 the epochs a net spends learning it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -50,8 +51,10 @@ def whiten_first_conv(model: nn.Module, images: torch.Tensor, eps: float = 5e-4)
     """
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if conv is None or conv.groups != 1:
-        raise ValueError(f"model.init=whiten sets the first convolution, and {type(model).__name__} has "
-                         f"{'no convolution' if conv is None else 'a grouped one first'}: use model.init=default")
+        raise ValueError(
+            f"model.init=whiten sets the first convolution, and {type(model).__name__} has "
+            f"{'no convolution' if conv is None else 'a grouped one first'}: use model.init=default"
+        )
     filters = whitening_filters(images, conv.kernel_size, eps).to(conv.weight)
     n = min(len(filters), conv.out_channels)
     with torch.no_grad():

@@ -1,7 +1,8 @@
 """Objectives with directions, the Pareto front of several, and the hypervolume they dominate."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,9 +20,13 @@ def direction(metric: str) -> str:
     """
     if metric not in METRICS or METRICS[metric].lower_is_better is None:
         from .._registry import unknown_name_error
+
         known = objective_metrics()
-        raise ConfigError(str(unknown_name_error("objective", metric, known)) if metric not in METRICS else
-                          f"Objective '{metric}' has no better direction: choose one of {', '.join(known)}")
+        raise ConfigError(
+            str(unknown_name_error("objective", metric, known))
+            if metric not in METRICS
+            else f"Objective '{metric}' has no better direction: choose one of {', '.join(known)}"
+        )
     return "minimize" if METRICS[metric].lower_is_better else "maximize"
 
 

@@ -13,11 +13,13 @@ Example:
     >>> cfg.train.lr, [s.label() for s in cfg.compress]
     (0.1, ['prune_unstructured(amount=0.5,scope=global,method=l1)'])
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .._errors import ConfigError, one_line
 from ..compress import build_step, step_type
@@ -26,8 +28,10 @@ from ..models import list_models
 
 NONE = "none"  # a compression slot that holds no step
 # What one search space may name, as JSON: the shape every error about a space's JSON points back to.
-SHAPE = ('{"KEY": {"float": [low, high]} or {"int": [low, high]} (optional "log": true/false, "step": N) or '
-         '{"choice": [values]}, each with an optional "when": {"EARLIER_KEY": [values]}}')
+SHAPE = (
+    '{"KEY": {"float": [low, high]} or {"int": [low, high]} (optional "log": true/false, "step": N) or '
+    '{"choice": [values]}, each with an optional "when": {"EARLIER_KEY": [values]}}'
+)
 _EXTRAS = {"choice": {"when"}, "int": {"step", "log", "when"}, "float": {"step", "log", "when"}}
 # Upper bounds, by field name, that a search range must keep and the config sections leave open: one
 # trial at the top of a range must finish before the study goes on, so train.epochs = 10**9 (which
@@ -36,10 +40,18 @@ _EXTRAS = {"choice": {"when"}, "int": {"step", "log", "when"}, "float": {"step",
 # small models and datasets (the tour trains 6 epochs on 8x8 and 32x32 images). Fields whose section
 # bounds them itself (model.width, model.depth) are not here: the check builds the config at both ends.
 LIMITS = {
-    "epochs": 1000, "finetune_epochs": 1000, "warmup_epochs": 1000,  # passes over the training data
-    "batch_size": 65_536, "calibration_batches": 10_000, "steps": 100,
-    "iters": 100_000, "warmup": 100_000,  # timing iterations
-    "crop": 256, "translate": 256, "cutout": 256, "tta_shift": 256,  # pixels: past the side of any image here
+    "epochs": 1000,
+    "finetune_epochs": 1000,
+    "warmup_epochs": 1000,  # passes over the training data
+    "batch_size": 65_536,
+    "calibration_batches": 10_000,
+    "steps": 100,
+    "iters": 100_000,
+    "warmup": 100_000,  # timing iterations
+    "crop": 256,
+    "translate": 256,
+    "cutout": 256,
+    "tta_shift": 256,  # pixels: past the side of any image here
 }
 
 
@@ -125,7 +137,12 @@ class Int:
         return sorted({min(self.high, max(self.low, v)) for v in moves} - {value})
 
     def to_dict(self) -> dict:
-        return {"int": [self.low, self.high], "step": self.step, "log": self.log, **({"when": self.when} if self.when else {})}
+        return {
+            "int": [self.low, self.high],
+            "step": self.step,
+            "log": self.log,
+            **({"when": self.when} if self.when else {}),
+        }
 
 
 @dataclass(frozen=True)
@@ -165,8 +182,12 @@ class Float:
         return sorted({round(min(self.high, max(self.low, v)), 10) for v in moves} - {value})
 
     def to_dict(self) -> dict:
-        return {"float": [self.low, self.high], "log": self.log, **({"step": self.step} if self.step else {}),
-                **({"when": self.when} if self.when else {})}
+        return {
+            "float": [self.low, self.high],
+            "log": self.log,
+            **({"step": self.step} if self.step else {}),
+            **({"when": self.when} if self.when else {}),
+        }
 
 
 Param = Choice | Int | Float
@@ -178,8 +199,10 @@ class Space:
 
     def __init__(self, params: Mapping[str, Param]):
         if not isinstance(params, Mapping):
-            raise ConfigError(f"A search space is a dict of dotted keys to Choice, Int or Float, e.g. "
-                              f"{{'train.lr': Float(0.01, 0.3, log=True)}} (got {_shown(params)})")
+            raise ConfigError(
+                f"A search space is a dict of dotted keys to Choice, Int or Float, e.g. "
+                f"{{'train.lr': Float(0.01, 0.3, log=True)}} (got {_shown(params)})"
+            )
         self.params = dict(params)
 
     def __repr__(self) -> str:
@@ -217,7 +240,7 @@ class Space:
             kind = values.get(slot, NONE)
             if kind != NONE:
                 prefix = slot + "."
-                steps.append(build_step(kind, {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}))
+                steps.append(build_step(kind, {k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)}))
         return base.replace(**fields, compress=steps)
 
     def slots(self) -> list[str]:
@@ -227,7 +250,9 @@ class Space:
         """Every problem a trial would hit, before any trains: one ``ConfigError`` line naming the key."""
         known = set(field_paths()) - {"compress", "name"}
         if not self.params:
-            raise ConfigError("The search space is empty: give at least one parameter, e.g. {'train.lr': Float(0.01, 0.3, log=True)}")
+            raise ConfigError(
+                "The search space is empty: give at least one parameter, e.g. {'train.lr': Float(0.01, 0.3, log=True)}"
+            )
         order = list(self.params)
         for name, param in self.params.items():
             if not isinstance(name, str):
@@ -241,11 +266,15 @@ class Space:
             if parts[0] == "compress":
                 slot = f"compress.{parts[1]}" if len(parts) == 3 else name
                 if len(parts) not in (2, 3) or slot not in self.params or order.index(slot) > order.index(name):
-                    raise ConfigError(f"Search space '{name}': a compression key is compress.SLOT (a step kind or 'none') "
-                                      f"or compress.SLOT.FIELD after its slot")
+                    raise ConfigError(
+                        f"Search space '{name}': a compression key is compress.SLOT (a step kind or 'none') "
+                        f"or compress.SLOT.FIELD after its slot"
+                    )
                 if len(parts) == 2:
                     if not isinstance(param, Choice):
-                        raise ConfigError(f"Search space '{name}' is a compression slot: make it a Choice of step kinds and 'none'")
+                        raise ConfigError(
+                            f"Search space '{name}' is a compression slot: make it a Choice of step kinds and 'none'"
+                        )
                     for kind in param.choices:
                         if kind != NONE:
                             try:
@@ -254,6 +283,7 @@ class Space:
                                 raise ConfigError(f"Search space '{name}': {e}") from None
             elif name not in known:
                 from .._registry import unknown_name_error
+
                 raise ConfigError(f"Search space: {unknown_name_error('config field', name, sorted(known))}")
             self._check_when(name, order)
         for name, param in self.params.items():  # each value alone on the base config, as the config checks it
@@ -262,12 +292,16 @@ class Space:
                 try:
                     self.config(base, values)
                 except (ConfigError, ValueError, TypeError) as e:
-                    raise ConfigError(f"Search space '{name}' = {value!r} is refused by the config: {one_line(e)}") from None
+                    raise ConfigError(
+                        f"Search space '{name}' = {value!r} is refused by the config: {one_line(e)}"
+                    ) from None
             leaf = name.rsplit(".", 1)[-1]
             top = max((v for v in param.extremes() if _number(v)), default=None)
             if leaf in LIMITS and top is not None and top > LIMITS[leaf]:
-                raise ConfigError(f"Search space '{name}' reaches {top!r}: a search keeps {name} at most {LIMITS[leaf]}, "
-                                  f"since each trial must finish before the study goes on")
+                raise ConfigError(
+                    f"Search space '{name}' reaches {top!r}: a search keeps {name} at most {LIMITS[leaf]}, "
+                    f"since each trial must finish before the study goes on"
+                )
 
     def _check_when(self, name: str, order: list[str]) -> None:
         """``name``'s condition names earlier keys, and values they can take: else it is never sampled."""
@@ -276,16 +310,24 @@ class Space:
             raise ConfigError(f"Search space '{name}': when takes {{'EARLIER_KEY': [values]}} (got {_shown(when)})")
         for key, allowed in when.items():
             if key == name:
-                raise ConfigError(f"Search space '{name}': its condition names '{name}' itself: name a key written before it")
+                raise ConfigError(
+                    f"Search space '{name}': its condition names '{name}' itself: name a key written before it"
+                )
             if key not in self.params or order.index(key) > order.index(name):
-                raise ConfigError(f"Search space '{name}': its condition names '{key}', which must be a key written before it")
+                raise ConfigError(
+                    f"Search space '{name}': its condition names '{key}', which must be a key written before it"
+                )
             if not isinstance(allowed, (list, tuple)) or not allowed:
-                raise ConfigError(f"Search space '{name}': its condition on '{key}' takes a non-empty list of values "
-                                  f"(got {_shown(allowed)})")
+                raise ConfigError(
+                    f"Search space '{name}': its condition on '{key}' takes a non-empty list of values "
+                    f"(got {_shown(allowed)})"
+                )
             never = [v for v in allowed if not _can_take(self.params[key], v)]
             if never:
-                raise ConfigError(f"Search space '{name}': its condition wants '{key}' = {never[0]!r}, which '{key}' never "
-                                  f"takes ({_range_text(self.params[key])}), so '{name}' would never be sampled")
+                raise ConfigError(
+                    f"Search space '{name}': its condition wants '{key}' = {never[0]!r}, which '{key}' never "
+                    f"takes ({_range_text(self.params[key])}), so '{name}' would never be sampled"
+                )
 
     def _completed(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """``values`` plus the first extreme of every other key needed to make them active."""
@@ -311,7 +353,7 @@ class Space:
         return {k: p.to_dict() for k, p in self.params.items()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Mapping]) -> "Space":
+    def from_dict(cls, d: Mapping[str, Mapping]) -> Space:
         """The inverse of ``to_dict`` (how a study stores its space for its workers, and how the CLI reads
         one from JSON): anything of another shape is one ``ConfigError`` line naming ``SHAPE``.
 
@@ -332,28 +374,40 @@ class Space:
 def _param(name: str, spec: Any) -> Param:
     """One key's JSON as a parameter; its values are checked later by ``Space.check``."""
     if not isinstance(spec, Mapping):
-        raise ConfigError(f'Search space \'{name}\': write {{"float": [low, high]}}, {{"int": [low, high]}} or '
-                          f'{{"choice": [values]}} (got {_shown(spec)})')
+        raise ConfigError(
+            f'Search space \'{name}\': write {{"float": [low, high]}}, {{"int": [low, high]}} or '
+            f'{{"choice": [values]}} (got {_shown(spec)})'
+        )
     kinds = [k for k in _EXTRAS if k in spec]
     if len(kinds) != 1:
-        raise ConfigError(f'Search space \'{name}\': give exactly one of "float", "int" or "choice" '
-                          f'(got {", ".join(map(repr, kinds)) or "none"}), e.g. {{"float": [0.01, 0.3], "log": true}}')
+        raise ConfigError(
+            f'Search space \'{name}\': give exactly one of "float", "int" or "choice" '
+            f'(got {", ".join(map(repr, kinds)) or "none"}), e.g. {{"float": [0.01, 0.3], "log": true}}'
+        )
     kind = kinds[0]
     unknown = sorted(map(str, set(spec) - {kind} - _EXTRAS[kind]))
     if unknown:
-        raise ConfigError(f'Search space \'{name}\': "{kind}" takes {", ".join(sorted(_EXTRAS[kind]))} besides, '
-                          f'not {", ".join(unknown)}')
-    if "log" in spec and not isinstance(spec["log"], bool):  # "yes" and "false" are both truthy: JSON true or false only
-        raise ConfigError(f'Search space \'{name}\': "log" takes true or false (got {_shown(spec["log"])})')
+        raise ConfigError(
+            f"Search space '{name}': \"{kind}\" takes {', '.join(sorted(_EXTRAS[kind]))} besides, "
+            f"not {', '.join(unknown)}"
+        )
+    if "log" in spec and not isinstance(
+        spec["log"], bool
+    ):  # "yes" and "false" are both truthy: JSON true or false only
+        raise ConfigError(f"Search space '{name}': \"log\" takes true or false (got {_shown(spec['log'])})")
     when = spec.get("when") or {}
     if kind == "choice":
         if not isinstance(spec["choice"], list):
-            raise ConfigError(f'Search space \'{name}\': "choice" takes a list of values (got {_shown(spec["choice"])})')
+            raise ConfigError(
+                f"Search space '{name}': \"choice\" takes a list of values (got {_shown(spec['choice'])})"
+            )
         return Choice(spec["choice"], when=when)
     span = spec[kind]
     if not (isinstance(span, list) and len(span) == 2):
-        raise ConfigError(f'Search space \'{name}\': "{kind}" takes [low, high], two numbers (got {_shown(span)}), '
-                          f'e.g. {{"{kind}": {[1, 4] if kind == "int" else [0.01, 0.3]}}}')
+        raise ConfigError(
+            f"Search space '{name}': \"{kind}\" takes [low, high], two numbers (got {_shown(span)}), "
+            f'e.g. {{"{kind}": {[1, 4] if kind == "int" else [0.01, 0.3]}}}'
+        )
     if kind == "int":
         return Int(*span, step=spec.get("step", 1), log=spec.get("log", False), when=when)
     return Float(*span, log=spec.get("log", False), step=spec.get("step"), when=when)
@@ -368,7 +422,9 @@ def _can_take(param: Param, value: Any) -> bool:
     if isinstance(param, Int):
         return value == int(value) and (param.log or (int(value) - param.low) % param.step == 0)
     # A continuous float equals a given value with probability zero: only a grid (step) can hit it.
-    return param.step is not None and abs(round((value - param.low) / param.step) * param.step + param.low - value) < 1e-9
+    return (
+        param.step is not None and abs(round((value - param.low) / param.step) * param.step + param.low - value) < 1e-9
+    )
 
 
 def _range_text(param: Param) -> str:
@@ -410,19 +466,22 @@ def default_space(models: Sequence[str] = ("mlp", "cnn", "resnet20")) -> Space:
     unknown = [m for m in models if m not in list_models()]
     if unknown:
         from .._registry import unknown_name_error
+
         raise unknown_name_error("model", unknown[0], list_models())
-    return Space({
-        "model.name": Choice(models),
-        "model.width": Float(0.25, 1.0, step=0.125),
-        "model.batchnorm": Choice([True, False]),
-        "model.dropout": Float(0.0, 0.3, step=0.05),
-        "train.optimizer": Choice(["sgd", "sgd_nesterov", "adamw"]),
-        "train.lr": Float(0.003, 0.3, log=True),
-        "train.batch_size": Choice([32, 64, 128]),
-        "data.augment.crop": Choice([0, 2]),
-        "compress.prune": Choice([NONE, "prune_unstructured", "prune_structured"]),
-        "compress.prune.amount": Float(0.2, 0.7, step=0.05),
-        "compress.finetune": Choice([NONE, "finetune"]),  # after pruning, before quantizing: slots keep this order
-        "compress.finetune.epochs": Int(1, 2),
-        "compress.quantize": Choice([NONE, "dynamic_int8", "weight_only_int8"]),
-    })
+    return Space(
+        {
+            "model.name": Choice(models),
+            "model.width": Float(0.25, 1.0, step=0.125),
+            "model.batchnorm": Choice([True, False]),
+            "model.dropout": Float(0.0, 0.3, step=0.05),
+            "train.optimizer": Choice(["sgd", "sgd_nesterov", "adamw"]),
+            "train.lr": Float(0.003, 0.3, log=True),
+            "train.batch_size": Choice([32, 64, 128]),
+            "data.augment.crop": Choice([0, 2]),
+            "compress.prune": Choice([NONE, "prune_unstructured", "prune_structured"]),
+            "compress.prune.amount": Float(0.2, 0.7, step=0.05),
+            "compress.finetune": Choice([NONE, "finetune"]),  # after pruning, before quantizing: slots keep this order
+            "compress.finetune.epochs": Int(1, 2),
+            "compress.quantize": Choice([NONE, "dynamic_int8", "weight_only_int8"]),
+        }
+    )

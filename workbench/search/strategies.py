@@ -1,10 +1,12 @@
 """Search strategies by name: Optuna's samplers for random, TPE and NSGA-II (genetic), and a greedy
 coordinate search written on Optuna's ask-and-tell interface (``enqueue_trial`` / ``ask`` / ``tell``).
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .._registry import Registry
 
@@ -32,16 +34,22 @@ def _tpe(seed: int, objectives: int, constraints: Callable | None, budget: int):
     optuna = _optuna()
     with warnings.catch_warnings():  # multivariate and group are marked experimental; they handle conditional spaces
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints, n_startup_trials=min(10, max(2, budget // 4)),
-                                          multivariate=True, group=True)
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            constraints_func=constraints,
+            n_startup_trials=min(10, max(2, budget // 4)),
+            multivariate=True,
+            group=True,
+        )
 
 
 @STRATEGIES.register("nsga2")
 def _nsga2(seed: int, objectives: int, constraints: Callable | None, budget: int):
     # Optuna's default population of 50 would leave a 20-trial budget in the random first generation:
     # a third of the budget a generation gives selection, crossover and mutation a few rounds.
-    return _optuna().samplers.NSGAIISampler(seed=seed, constraints_func=constraints,
-                                            population_size=max(4, min(50, budget // 3)))
+    return _optuna().samplers.NSGAIISampler(
+        seed=seed, constraints_func=constraints, population_size=max(4, min(50, budget // 3))
+    )
 
 
 @STRATEGIES.register("greedy")

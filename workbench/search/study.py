@@ -7,6 +7,7 @@ trial number (``search_study``, ``search_trial``). A trial a killed process left
 next start, told the values its stored row already holds, or failed and enqueued again when it never
 finished: no finished trial is lost or run twice.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,9 +18,9 @@ import socket
 import stat
 import time
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,8 +36,20 @@ from .strategies import STRATEGIES, _optuna, strategy_name
 SETTINGS = "workbench"  # the study's user attribute that holds its settings
 DEFAULT_OBJECTIVES = ("accuracy", "size_bytes", "latency_ms")
 # Copied into each trial, so every worker sees the numbers even when the row sits in another machine's store.
-HEADLINE = ("accuracy", "size_bytes", "latency_ms", "latency_ms_spread", "latency_noisy", "params", "nonzero_params",
-            "flops", "throughput_ips", "train_seconds", "measure_device_name", "train_device")
+HEADLINE = (
+    "accuracy",
+    "size_bytes",
+    "latency_ms",
+    "latency_ms_spread",
+    "latency_noisy",
+    "params",
+    "nonzero_params",
+    "flops",
+    "throughput_ips",
+    "train_seconds",
+    "measure_device_name",
+    "train_device",
+)
 MAX_FAILURES_IN_A_ROW = 3
 # Seconds a database server gets to answer a connection (WORKBENCH_STORAGE_TIMEOUT overrides): a port that
 # accepts but never speaks (a firewall, a wrong service) would otherwise hang the search for minutes.
@@ -59,14 +72,31 @@ class Settings:
     shaped_for: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"space": self.space.to_dict(), "base": self.base.to_dict(), "objectives": list(self.objectives),
-                "constraints": self.constraints, "strategy": self.strategy, "n_trials": self.n_trials, "seed": self.seed,
-                "prune": self.prune, "shaped_for": self.shaped_for}
+        return {
+            "space": self.space.to_dict(),
+            "base": self.base.to_dict(),
+            "objectives": list(self.objectives),
+            "constraints": self.constraints,
+            "strategy": self.strategy,
+            "n_trials": self.n_trials,
+            "seed": self.seed,
+            "prune": self.prune,
+            "shaped_for": self.shaped_for,
+        }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Settings":
-        return cls(Space.from_dict(d["space"]), RunConfig.from_dict(d["base"]), tuple(d["objectives"]),
-                   dict(d["constraints"]), d["strategy"], d["n_trials"], d["seed"], d["prune"], d.get("shaped_for", d["n_trials"]))
+    def from_dict(cls, d: Mapping[str, Any]) -> Settings:
+        return cls(
+            Space.from_dict(d["space"]),
+            RunConfig.from_dict(d["base"]),
+            tuple(d["objectives"]),
+            dict(d["constraints"]),
+            d["strategy"],
+            d["n_trials"],
+            d["seed"],
+            d["prune"],
+            d.get("shaped_for", d["n_trials"]),
+        )
 
     @property
     def prunes(self) -> bool:
@@ -74,8 +104,10 @@ class Settings:
 
     def violations(self, metrics: Mapping[str, Any]) -> list[float]:
         """Optuna's constraint values: <= 0 where a bound holds."""
-        return [(metrics[m] - bound) if direction(m) == "minimize" else (bound - metrics[m])
-                for m, bound in self.constraints.items()]
+        return [
+            (metrics[m] - bound) if direction(m) == "minimize" else (bound - metrics[m])
+            for m, bound in self.constraints.items()
+        ]
 
 
 @dataclass
@@ -99,7 +131,10 @@ class SearchResult:
         done = _complete(self.trials)
         if base is None or not len(done):
             return done.iloc[:0]
-        costs, reference = as_costs(done, self.settings.objectives), as_costs(base.to_frame().T, self.settings.objectives)[0]
+        costs, reference = (
+            as_costs(done, self.settings.objectives),
+            as_costs(base.to_frame().T, self.settings.objectives)[0],
+        )
         return done[[dominates(c, reference) for c in costs]]
 
     def chart(self, objectives: Sequence[str] | None = None):
@@ -112,7 +147,9 @@ def storage_url(storage: str | None, store: ResultStore) -> str:
     """Where a study lives: ``None`` is an SQLite file in the result store (``runs/studies.db``)."""
     if storage is None:
         if store is None:
-            raise ConfigError("A study needs a storage URL when there is no result store: pass storage=... or store='runs'")
+            raise ConfigError(
+                "A study needs a storage URL when there is no result store: pass storage=... or store='runs'"
+            )
         store.root.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{(store.root / 'studies.db').resolve()}"
     return str(storage)
@@ -142,7 +179,7 @@ def open_storage(storage: str | None, store: ResultStore):
         if url.startswith("journal:"):
             from optuna.storages.journal import JournalFileBackend
 
-            return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
+            return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:") :]))
         # SQLite locks the whole file per write: several processes wait their turn instead of failing.
         engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
         if url.startswith(("postgresql", "mysql")):  # libpq, psycopg and the MySQL drivers all take connect_timeout
@@ -151,8 +188,10 @@ def open_storage(storage: str | None, store: ResultStore):
     except Exception as e:  # sqlalchemy's errors span pages; the first line names the cause
         waited = time.monotonic() - started
         if url.startswith(("postgresql", "mysql")) and waited >= 0.9 * timeout:
-            raise ConfigError(f"The study storage '{_shown_url(url)}' did not answer within {timeout:g} s: check that a "
-                              f"database server listens at that host and port ({one_line(e)})") from None
+            raise ConfigError(
+                f"The study storage '{_shown_url(url)}' did not answer within {timeout:g} s: check that a "
+                f"database server listens at that host and port ({one_line(e)})"
+            ) from None
         raise ConfigError(f"Cannot open the study storage '{_shown_url(url)}': {one_line(e)}") from None
 
 
@@ -184,7 +223,7 @@ def _shown_url(url: str) -> str:
 def _check_journal(url: str) -> None:
     """Refuse a ``journal:FILE`` that is not a file, or holds something other than an Optuna journal:
     Optuna would append a record to it first and only then fail to read it."""
-    path = url[len("journal:"):]
+    path = url[len("journal:") :]
     if not path:
         raise ConfigError("journal: needs a file, e.g. journal:runs/studies.log")
     try:
@@ -206,8 +245,10 @@ def _check_journal(url: str) -> None:
     except (ValueError, RecursionError):  # not JSON, not UTF-8, no line end within the probe, or nested past reading
         record = None
     if not (isinstance(record, dict) and "op_code" in record):
-        raise ConfigError(f"The study storage '{url}' holds something other than an Optuna journal (its first line is "
-                          f"not a journal record): give a new file or a study's journal; nothing was written to it")
+        raise ConfigError(
+            f"The study storage '{url}' holds something other than an Optuna journal (its first line is "
+            f"not a journal record): give a new file or a study's journal; nothing was written to it"
+        )
 
 
 def _unused_name(stem: str, storage: Any) -> str:
@@ -222,18 +263,32 @@ def _check_timeout(timeout: float | None, *, zero_runs_nothing: bool) -> None:
         return
     ok = isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and math.isfinite(timeout)
     if zero_runs_nothing and not (ok and timeout >= 0):
-        raise ConfigError(f"timeout must be a number of seconds >= 0 (0 makes the study and runs no trial; leave it "
-                          f"out for no limit), got {timeout!r}")
+        raise ConfigError(
+            f"timeout must be a number of seconds >= 0 (0 makes the study and runs no trial; leave it "
+            f"out for no limit), got {timeout!r}"
+        )
     if not zero_runs_nothing and not (ok and timeout > 0):
         raise ConfigError(f"timeout must be a number of seconds > 0 (leave it out for no limit), got {timeout!r}")
 
 
-def search(space: Space | None = None, *, base: RunConfig | None = None, strategy: str = "auto",
-           objectives: Sequence[str] = DEFAULT_OBJECTIVES, constraints: Mapping[str, float] | None = None,
-           n_trials: int = 20, timeout: float | None = None, storage: str | None = None, study_name: str | None = None,
-           seed: int = 0, prune: bool = True, store: ResultStore | str | os.PathLike = "runs",
-           data_root: str | os.PathLike = "data", on_trial: Callable[[SearchResult], None] | None = None,
-           progress: bool = True) -> SearchResult:
+def search(
+    space: Space | None = None,
+    *,
+    base: RunConfig | None = None,
+    strategy: str = "auto",
+    objectives: Sequence[str] = DEFAULT_OBJECTIVES,
+    constraints: Mapping[str, float] | None = None,
+    n_trials: int = 20,
+    timeout: float | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    seed: int = 0,
+    prune: bool = True,
+    store: ResultStore | str | os.PathLike = "runs",
+    data_root: str | os.PathLike = "data",
+    on_trial: Callable[[SearchResult], None] | None = None,
+    progress: bool = True,
+) -> SearchResult:
     """Search ``space`` (default: ``default_space()``) around ``base`` (default: ``RunConfig()``) with
     ``strategy`` (random, greedy, tpe, nsga2 / genetic; auto: TPE for one objective, NSGA-II for several)
     for the best ``objectives`` (result metrics;
@@ -265,7 +320,9 @@ def search(space: Space | None = None, *, base: RunConfig | None = None, strateg
     if twice is not None:
         raise ConfigError(f"The objectives name '{twice}' twice: give each metric once, e.g. accuracy,size_bytes")
     if constraints is not None and not isinstance(constraints, Mapping):
-        raise ConfigError(f"constraints is a dict of metric -> bound, e.g. {{'size_bytes': 40000}} (got {constraints!r})")
+        raise ConfigError(
+            f"constraints is a dict of metric -> bound, e.g. {{'size_bytes': 40000}} (got {constraints!r})"
+        )
     for m, bound in (constraints or {}).items():
         direction(m)
         if not (isinstance(bound, (int, float)) and not isinstance(bound, bool) and math.isfinite(bound)):
@@ -275,29 +332,49 @@ def search(space: Space | None = None, *, base: RunConfig | None = None, strateg
     _check_timeout(timeout, zero_runs_nothing=True)
     if strategy == "auto":
         strategy = "tpe" if len(objectives) == 1 else "nsga2"
-    settings = Settings(space, base, objectives, dict(constraints or {}), strategy_name(strategy), n_trials, seed, prune,
-                        shaped_for=n_trials)
+    settings = Settings(
+        space,
+        base,
+        objectives,
+        dict(constraints or {}),
+        strategy_name(strategy),
+        n_trials,
+        seed,
+        prune,
+        shaped_for=n_trials,
+    )
     space.check(base)
     store = ResultStore.open(store)
     opened = open_storage(storage, store)
-    name = study_name or _unused_name(f"{settings.strategy}-{base.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}", opened)
+    name = study_name or _unused_name(
+        f"{settings.strategy}-{base.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}", opened
+    )
     study = optuna.create_study(study_name=name, storage=opened, directions=directions, load_if_exists=True)
     stored = study.user_attrs.get(SETTINGS)
     if stored is not None:
         settings = dataclasses.replace(settings, shaped_for=stored.get("shaped_for", stored["n_trials"]))
     wanted = json.loads(json.dumps(settings.to_dict()))
     if stored is not None and {**stored, "n_trials": n_trials, "shaped_for": settings.shaped_for} != wanted:
-        raise ConfigError(f"Study '{name}' exists with other settings (space, base, objectives, constraints, strategy or "
-                          "seed): continue it with the same ones (n_trials may change), or pick another study_name")
+        raise ConfigError(
+            f"Study '{name}' exists with other settings (space, base, objectives, constraints, strategy or "
+            "seed): continue it with the same ones (n_trials may change), or pick another study_name"
+        )
     if stored != wanted:  # new, or a budget raised or lowered: workers read it from here
         study.set_user_attr(SETTINGS, wanted)
     study.sampler, study.pruner = _sampler(settings, seed + len(study.trials)), _pruner(settings)
     return _drive(_Driver(study, settings, store, data_root, on_trial), timeout, progress)
 
 
-def worker(study_name: str, storage: str, *, store: ResultStore | str | os.PathLike = "runs", timeout: float | None = None,
-           data_root: str | os.PathLike = "data", on_trial: Callable[[SearchResult], None] | None = None,
-           progress: bool = True) -> SearchResult:
+def worker(
+    study_name: str,
+    storage: str,
+    *,
+    store: ResultStore | str | os.PathLike = "runs",
+    timeout: float | None = None,
+    data_root: str | os.PathLike = "data",
+    on_trial: Callable[[SearchResult], None] | None = None,
+    progress: bool = True,
+) -> SearchResult:
     """Join study ``study_name`` in ``storage`` and run its trials until its budget is spent. The
     settings come from the study; this worker's sampler seed is the study's plus its process id (and
     the trials so far), so workers do not propose the same trials."""
@@ -312,18 +389,26 @@ def load_study(study_name: str, storage: str | None, *, store: ResultStore | Non
     opened = open_storage(storage, store)
     names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
     if study_name not in names:
-        raise ConfigError(f"No study '{study_name}' in {_shown_url(storage_url(storage, store))}: studies there: "
-                          f"{', '.join(names) or 'none'}")
+        raise ConfigError(
+            f"No study '{study_name}' in {_shown_url(storage_url(storage, store))}: studies there: "
+            f"{', '.join(names) or 'none'}"
+        )
     probe = optuna.load_study(study_name=study_name, storage=opened)
     if SETTINGS not in probe.user_attrs:
         raise ConfigError(f"Study '{study_name}' was not made by workbench.search (no '{SETTINGS}' settings)")
     settings = Settings.from_dict(probe.user_attrs[SETTINGS])
-    study = optuna.load_study(study_name=study_name, storage=opened, pruner=_pruner(settings),
-                              sampler=_sampler(settings, settings.seed + seed_offset + len(probe.trials)))
+    study = optuna.load_study(
+        study_name=study_name,
+        storage=opened,
+        pruner=_pruner(settings),
+        sampler=_sampler(settings, settings.seed + seed_offset + len(probe.trials)),
+    )
     return study, settings
 
 
-def show(study_name: str, storage: str | None = None, *, store: ResultStore | str | os.PathLike = "runs") -> SearchResult:
+def show(
+    study_name: str, storage: str | None = None, *, store: ResultStore | str | os.PathLike = "runs"
+) -> SearchResult:
     """A stored study as a ``SearchResult``, without running anything."""
     study, settings = load_study(study_name, storage, store=ResultStore.open(store))
     return _result(study, settings, ResultStore.open(store), note="")
@@ -334,8 +419,9 @@ def show(study_name: str, storage: str | None = None, *, store: ResultStore | st
 
 
 def _sampler(settings: Settings, seed: int):
-    return STRATEGIES.get(settings.strategy)(seed % 2**32, len(settings.objectives),
-                                             _constraints if settings.constraints else None, settings.shaped_for)
+    return STRATEGIES.get(settings.strategy)(
+        seed % 2**32, len(settings.objectives), _constraints if settings.constraints else None, settings.shaped_for
+    )
 
 
 def _constraints(trial) -> list[float]:
@@ -345,7 +431,11 @@ def _constraints(trial) -> list[float]:
 def _pruner(settings: Settings):
     optuna = _optuna()
     # Prune from the second epoch on, once three trials finished: an epoch-1 test accuracy says little.
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if settings.prunes else optuna.pruners.NopPruner()
+    return (
+        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        if settings.prunes
+        else optuna.pruners.NopPruner()
+    )
 
 
 @dataclass
@@ -375,8 +465,13 @@ def _drive(d: _Driver, timeout: float | None, progress: bool) -> SearchResult:
     if not study.trials:
         study.enqueue_trial(settings.space.baseline(settings.base), user_attrs={"baseline": True})
     d.deadline = time.monotonic() + timeout if timeout is not None else None
-    d.bar = tqdm(total=settings.n_trials, initial=_used(study), desc=f"search {study.study_name}", unit="trial",
-                 disable=not progress)
+    d.bar = tqdm(
+        total=settings.n_trials,
+        initial=_used(study),
+        desc=f"search {study.study_name}",
+        unit="trial",
+        disable=not progress,
+    )
     note = ""
     try:
         if settings.strategy == "greedy":
@@ -386,10 +481,14 @@ def _drive(d: _Driver, timeout: float | None, progress: bool) -> SearchResult:
             while d.budget_left():
                 failures = failures + 1 if _run_one(d) == "FAIL" else 0
                 if failures >= MAX_FAILURES_IN_A_ROW:
-                    raise RuntimeError(f"{failures} trials in a row failed; the last: "
-                                       f"{study.trials[-1].user_attrs.get('error', '?')}")
-        note = note or ("stopped at the time limit" if d.past_deadline() and _used(study) < settings.n_trials
-                        else f"budget of {settings.n_trials} trials spent")
+                    raise RuntimeError(
+                        f"{failures} trials in a row failed; the last: {study.trials[-1].user_attrs.get('error', '?')}"
+                    )
+        note = note or (
+            "stopped at the time limit"
+            if d.past_deadline() and _used(study) < settings.n_trials
+            else f"budget of {settings.n_trials} trials spent"
+        )
     finally:
         d.bar.close()
     return _result(study, settings, d.store, note)
@@ -400,8 +499,11 @@ def _used(study) -> int:
     does not count, its retry does."""
     optuna = _optuna()
     S = optuna.trial.TrialState
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.state in (S.COMPLETE, S.PRUNED, S.RUNNING) or (t.state == S.FAIL and not t.user_attrs.get("interrupted")))
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (S.COMPLETE, S.PRUNED, S.RUNNING) or (t.state == S.FAIL and not t.user_attrs.get("interrupted"))
+    )
 
 
 class _ReportAccuracy(Callback):
@@ -416,8 +518,10 @@ class _ReportAccuracy(Callback):
         self.trial.report(record["test_accuracy"], step=record["epoch"])
         self.reported = True
         if self.trial.should_prune():
-            state.stop = (f"pruned: test accuracy {record['test_accuracy']:.1%} after epoch {record['epoch']} is below "
-                          "the median of the earlier trials there")
+            state.stop = (
+                f"pruned: test accuracy {record['test_accuracy']:.1%} after epoch {record['epoch']} is below "
+                "the median of the earlier trials there"
+            )
 
 
 def _run_one(d: _Driver, fixed: Mapping[str, Any] | None = None) -> str:
@@ -436,8 +540,14 @@ def _run_one(d: _Driver, fixed: Mapping[str, Any] | None = None) -> str:
         reporter = _ReportAccuracy(trial)
         with warnings.catch_warnings(record=True) as caught:  # kept with the trial, not printed once per trial
             warnings.simplefilter("always")
-            result = run(config, store=store, progress=False, callbacks=[reporter] if settings.prunes else [],
-                         data_root=d.data_root, tags={"search_study": study.study_name, "search_trial": trial.number})
+            result = run(
+                config,
+                store=store,
+                progress=False,
+                callbacks=[reporter] if settings.prunes else [],
+                data_root=d.data_root,
+                tags={"search_study": study.study_name, "search_trial": trial.number},
+            )
         if caught:
             trial.set_user_attr("warnings", list(dict.fromkeys(str(w.message).splitlines()[0] for w in caught)))
         if settings.prunes and not reporter.reported:
@@ -489,6 +599,7 @@ def _best_text(study, settings: Settings) -> str:
     m = settings.objectives[0]
     pick = (max if direction(m) == "maximize" else min)(done, key=lambda t: t.values[0])
     from ..results import METRICS, format_number
+
     return f"best {METRICS[m].label} {format_number(pick.values[0] * METRICS[m].scale)} {METRICS[m].unit.split(',')[0]}"
 
 
@@ -504,7 +615,9 @@ def _recover(study, settings: Settings, store: ResultStore | None) -> None:
     host = socket.gethostname()
     rows = {}
     if store is not None:
-        rows = {r.tags.get("search_trial"): r for r in store.results() if r.tags.get("search_study") == study.study_name}
+        rows = {
+            r.tags.get("search_trial"): r for r in store.results() if r.tags.get("search_study") == study.study_name
+        }
     for t in study.get_trials(deepcopy=False, states=(S.RUNNING,)):
         where, _, pid = t.user_attrs.get("worker", "").rpartition(":")
         if where != host or not pid.isdigit() or (_alive(int(pid)) and int(pid) != os.getpid()):
@@ -519,7 +632,10 @@ def _recover(study, settings: Settings, store: ResultStore | None) -> None:
     retried = {t.user_attrs.get("retry_of") for t in trials}
     for t in trials:
         if t.state == S.FAIL and t.user_attrs.get("interrupted") and t.number not in retried:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, **({"baseline": True} if t.user_attrs.get("baseline") else {})})
+            study.enqueue_trial(
+                t.params,
+                user_attrs={"retry_of": t.number, **({"baseline": True} if t.user_attrs.get("baseline") else {})},
+            )
 
 
 def _alive(pid: int) -> bool:
@@ -553,8 +669,10 @@ def _greedy(d: _Driver) -> str:
         for candidate in _neighbours(space, current):
             if _key(candidate) not in scored:
                 if not d.budget_left():
-                    return (f"greedy stopped {'at the time limit' if d.past_deadline() else f'with the budget of {settings.n_trials} trials spent'}"
-                            ", before its neighbours were all tried")
+                    return (
+                        f"greedy stopped {'at the time limit' if d.past_deadline() else f'with the budget of {settings.n_trials} trials spent'}"
+                        ", before its neighbours were all tried"
+                    )
                 _run_one(d, fixed=candidate)
                 scored = _scores(study, settings)
             score = scored.get(_key(candidate))
@@ -599,7 +717,9 @@ def _scores(study, settings: Settings) -> dict[tuple, tuple]:
             costs = tuple(v * (-1 if direction(m) == "maximize" else 1) for m, v in zip(settings.objectives, t.values))
             violation = sum(max(0.0, v) for v in t.user_attrs.get("constraints", []))
             out[_key(t.params)] = (violation == 0, violation, costs)
-        elif t.state in (optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL) and not t.user_attrs.get("interrupted"):
+        elif t.state in (optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL) and not t.user_attrs.get(
+            "interrupted"
+        ):
             out.setdefault(_key(t.params), (False, float("inf"), ()))
     return out
 
@@ -622,7 +742,9 @@ def _result(study, settings: Settings, store: ResultStore | None, note: str) -> 
     trials = trials_frame(study, store)
     done = _complete(trials)
     feasible = done[done["feasible"]] if len(done) else done
-    return SearchResult(study, settings, trials, pareto_front(feasible, settings.objectives) if len(feasible) else feasible, note)
+    return SearchResult(
+        study, settings, trials, pareto_front(feasible, settings.objectives) if len(feasible) else feasible, note
+    )
 
 
 def _complete(trials: pd.DataFrame) -> pd.DataFrame:
@@ -650,18 +772,29 @@ def trials_frame(study, store: ResultStore | None = None) -> pd.DataFrame:
         record.update({k: v for k, v in t.user_attrs.get("metrics", {}).items() if k not in record})
         for m, v in zip(settings.get("objectives", []), t.values or []):  # the objectives, whoever holds the row
             record.setdefault(m, v)
-        record.update({
-            "trial": t.number, "trial_state": t.state.name, "strategy": settings.get("strategy"),
-            "baseline": bool(t.user_attrs.get("baseline")), "feasible": _feasible(t),
-            "trial_seconds": (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None,
-            "error": t.user_attrs.get("error"), "run_id": run_id,
-            **{f"param.{k}": round(v, 12) if isinstance(v, float) else v for k, v in t.params.items()},
-        })
+        record.update(
+            {
+                "trial": t.number,
+                "trial_state": t.state.name,
+                "strategy": settings.get("strategy"),
+                "baseline": bool(t.user_attrs.get("baseline")),
+                "feasible": _feasible(t),
+                "trial_seconds": (t.datetime_complete - t.datetime_start).total_seconds()
+                if t.datetime_complete
+                else None,
+                "error": t.user_attrs.get("error"),
+                "run_id": run_id,
+                **{f"param.{k}": round(v, 12) if isinstance(v, float) else v for k, v in t.params.items()},
+            }
+        )
         record.setdefault("name", f"{study.study_name} #{t.number}")
         out.append(record)
     df = pd.DataFrame(out)
-    return df.sort_values("trial").reset_index(drop=True) if len(df) else pd.DataFrame(
-        columns=["trial", "trial_state", "strategy", "baseline", "feasible"])
+    return (
+        df.sort_values("trial").reset_index(drop=True)
+        if len(df)
+        else pd.DataFrame(columns=["trial", "trial_state", "strategy", "baseline", "feasible"])
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -685,13 +818,17 @@ class Comparison:
         """Per strategy: the best found (median over seeds, and its range) and the hypervolume (mean, std)."""
         m = self.objectives[0]
         g = self.runs.groupby("strategy", sort=False)
-        table = pd.DataFrame({
-            "seeds": g.size(),
-            f"best {m} (median)": g[f"best_{m}"].median(), f"best {m} (min)": g[f"best_{m}"].min(),
-            f"best {m} (max)": g[f"best_{m}"].max(),
-            "hypervolume (mean)": g["hypervolume"].mean(), "hypervolume (std)": g["hypervolume"].std(ddof=1),
-            "trials (mean)": g["trials"].mean(),
-        })
+        table = pd.DataFrame(
+            {
+                "seeds": g.size(),
+                f"best {m} (median)": g[f"best_{m}"].median(),
+                f"best {m} (min)": g[f"best_{m}"].min(),
+                f"best {m} (max)": g[f"best_{m}"].max(),
+                "hypervolume (mean)": g["hypervolume"].mean(),
+                "hypervolume (std)": g["hypervolume"].std(ddof=1),
+                "trials (mean)": g["trials"].mean(),
+            }
+        )
         table.attrs["reference"] = self.reference
         return table
 
@@ -701,12 +838,21 @@ class Comparison:
         return strategy_comparison_chart(self)
 
 
-def compare_strategies(strategies: Sequence[str] = ("random", "greedy", "nsga2"), *, n_trials: int = 12,
-                       seeds: Sequence[int] = (0, 1, 2), space: Space | None = None, base: RunConfig | None = None,
-                       objectives: Sequence[str] = DEFAULT_OBJECTIVES, constraints: Mapping[str, float] | None = None,
-                       storage: str | None = None, study_prefix: str | None = None,
-                       store: ResultStore | str | os.PathLike = "runs", data_root: str | os.PathLike = "data",
-                       progress: bool = True) -> Comparison:
+def compare_strategies(
+    strategies: Sequence[str] = ("random", "greedy", "nsga2"),
+    *,
+    n_trials: int = 12,
+    seeds: Sequence[int] = (0, 1, 2),
+    space: Space | None = None,
+    base: RunConfig | None = None,
+    objectives: Sequence[str] = DEFAULT_OBJECTIVES,
+    constraints: Mapping[str, float] | None = None,
+    storage: str | None = None,
+    study_prefix: str | None = None,
+    store: ResultStore | str | os.PathLike = "runs",
+    data_root: str | os.PathLike = "data",
+    progress: bool = True,
+) -> Comparison:
     """Run every strategy with the same budget, space, base and objectives once per seed (each its own
     study) and compare: the best found on the first objective, and the hypervolume the feasible
     trials dominate, as a share of the box between the worst value seen on each objective (the
@@ -721,9 +867,19 @@ def compare_strategies(strategies: Sequence[str] = ("random", "greedy", "nsga2")
     for seed in seeds:
         for name in strategies:
             searches[(strategy_name(name), seed)] = search(
-                space, base=base, strategy=name, objectives=objectives, constraints=constraints, n_trials=n_trials,
-                storage=storage, study_name=f"{prefix}-{strategy_name(name)}-s{seed}", seed=seed, store=store,
-                data_root=data_root, progress=progress)
+                space,
+                base=base,
+                strategy=name,
+                objectives=objectives,
+                constraints=constraints,
+                n_trials=n_trials,
+                storage=storage,
+                study_name=f"{prefix}-{strategy_name(name)}-s{seed}",
+                seed=seed,
+                store=store,
+                data_root=data_root,
+                progress=progress,
+            )
     every = pd.concat([_complete(s.trials) for s in searches.values()], ignore_index=True)
     every = every[every["feasible"]] if len(every) else every
     if not len(every):
@@ -740,13 +896,33 @@ def compare_strategies(strategies: Sequence[str] = ("random", "greedy", "nsga2")
         for k, (_, trial) in enumerate(s.trials.iterrows(), start=1):
             if trial["trial_state"] == "COMPLETE" and trial["feasible"]:
                 so_far.append(as_costs(trial.to_frame().T, objectives)[0])
-            history.append({"strategy": name, "seed": seed, "trial": k,
-                            "hypervolume": hypervolume(np.array(so_far), reference, ideal) if so_far else 0.0})
+            history.append(
+                {
+                    "strategy": name,
+                    "seed": seed,
+                    "trial": k,
+                    "hypervolume": hypervolume(np.array(so_far), reference, ideal) if so_far else 0.0,
+                }
+            )
         m = objectives[0]
         best = (done[m].max() if direction(m) == "maximize" else done[m].min()) if len(done) else np.nan
-        runs.append({"strategy": name, "seed": seed, f"best_{m}": best, "trials": len(s.trials),
-                     "hypervolume": history[-1]["hypervolume"], "study": s.study.study_name, "note": s.note})
+        runs.append(
+            {
+                "strategy": name,
+                "seed": seed,
+                f"best_{m}": best,
+                "trials": len(s.trials),
+                "hypervolume": history[-1]["hypervolume"],
+                "study": s.study.study_name,
+                "note": s.note,
+            }
+        )
     sign = np.array([-1 if direction(m) == "maximize" else 1 for m in objectives])
-    return Comparison(pd.DataFrame(runs), pd.DataFrame(history), objectives,
-                      dict(zip(objectives, (reference * sign).tolist())), dict(zip(objectives, (ideal * sign).tolist())),
-                      searches)
+    return Comparison(
+        pd.DataFrame(runs),
+        pd.DataFrame(history),
+        objectives,
+        dict(zip(objectives, (reference * sign).tolist())),
+        dict(zip(objectives, (ideal * sign).tolist())),
+        searches,
+    )

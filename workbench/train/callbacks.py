@@ -3,12 +3,14 @@
 Every hook is a no-op by default (Lightning's pattern), so the loop never branches on them.
 A hook may set ``state.stop = "reason"`` to end training after the current epoch.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -97,8 +99,11 @@ class EpochLines(Callback):
 
     def on_epoch_end(self, state, record):
         acc = record.get("test_accuracy")
-        print(f"{self.desc}: epoch {record['epoch']}/{state.epochs}  train loss {record['train_loss']:.3f}  test accuracy "
-              f"{'-' if acc is None else f'{100 * acc:.1f}%'}  {record['images_per_s']:,.0f} images/s", flush=True)
+        print(
+            f"{self.desc}: epoch {record['epoch']}/{state.epochs}  train loss {record['train_loss']:.3f}  test accuracy "
+            f"{'-' if acc is None else f'{100 * acc:.1f}%'}  {record['images_per_s']:,.0f} images/s",
+            flush=True,
+        )
 
 
 class EarlyStopping(Callback):
@@ -107,7 +112,12 @@ class EarlyStopping(Callback):
     def __init__(self, monitor: str = "test_accuracy", patience: int = 3, min_delta: float = 0.0, mode: str = "max"):
         if mode not in ("max", "min"):
             raise ValueError(f"EarlyStopping mode must be 'max' or 'min' (got '{mode}')")
-        self.monitor, self.patience, self.min_delta, self.sign = monitor, patience, min_delta, 1 if mode == "max" else -1
+        self.monitor, self.patience, self.min_delta, self.sign = (
+            monitor,
+            patience,
+            min_delta,
+            1 if mode == "max" else -1,
+        )
         self.best, self.bad_epochs = -math.inf, 0
 
     def on_epoch_end(self, state, record):
@@ -140,17 +150,20 @@ class Checkpoint(Callback):
         model_state, optimizer_state = state.parallel.state_dicts(state.model, state.optimizer)  # every rank takes part
         if not state.parallel.main:
             return
-        atomic_torch_save({
-            "model": model_state,
-            "optimizer": optimizer_state,
-            "scheduler": state.scheduler.state_dict(),
-            "scaler": state.scaler.state_dict(),
-            "epoch": state.epoch,
-            "step": state.step,
-            "history": state.history,
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }, self.path)
+        atomic_torch_save(
+            {
+                "model": model_state,
+                "optimizer": optimizer_state,
+                "scheduler": state.scheduler.state_dict(),
+                "scaler": state.scaler.state_dict(),
+                "epoch": state.epoch,
+                "step": state.step,
+                "history": state.history,
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            self.path,
+        )
 
     def restore(self, state: TrainState, device: torch.device) -> None:
         """Load the saved states into ``state``'s model, optimizer, schedule and scaler; training then
@@ -167,7 +180,9 @@ class Checkpoint(Callback):
             if ckpt["cuda_rng"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["cuda_rng"]])
         except Exception as e:  # noqa: BLE001  (whatever is wrong with the file, the answer is the same)
-            raise CheckpointError(f"{self.path} is not a training checkpoint of this run ({one_line(e)[:100]})") from None
+            raise CheckpointError(
+                f"{self.path} is not a training checkpoint of this run ({one_line(e)[:100]})"
+            ) from None
 
 
 class CheckpointError(ValueError):

@@ -5,12 +5,13 @@ A compile costs seconds to minutes up front (about 15 s for a small CNN on a CPU
 on an H100) and saves a share of every later step; a short run can end slower overall. The probe
 measures both on the run's own model, batch, precision and layout instead of guessing.
 """
+
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +29,16 @@ class CompileDecision:
     probe_s: float  # all the probe took, compile included: spent whichever way it decides
 
 
-def probe_compile(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor], forward, *, steps_left: int,
-                  precision_context, memory_format=torch.contiguous_format, steps: int = PROBE_STEPS) -> CompileDecision:
+def probe_compile(
+    model: torch.nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    forward,
+    *,
+    steps_left: int,
+    precision_context,
+    memory_format=torch.contiguous_format,
+    steps: int = PROBE_STEPS,
+) -> CompileDecision:
     """Time ``steps`` forward+backward passes of ``model`` eager and through ``forward`` (its compiled
     wrapper) on ``batch``; decide whether compiling pays over ``steps_left`` optimizer steps.
 
@@ -71,13 +80,18 @@ def probe_compile(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tenso
 
     compile_s = max(0.0, first - compiled)
     saved_s = (eager - compiled) * steps_left
-    numbers = (f"a compiled step took {compiled * 1e3:.1f} ms vs {eager * 1e3:.1f} ms eager, so {steps_left:,} steps "
-               f"save {saved_s:.1f} s against a {compile_s:.1f} s compile")
+    numbers = (
+        f"a compiled step took {compiled * 1e3:.1f} ms vs {eager * 1e3:.1f} ms eager, so {steps_left:,} steps "
+        f"save {saved_s:.1f} s against a {compile_s:.1f} s compile"
+    )
     if saved_s > compile_s:
         reason = f"compile on: {numbers}"
     else:
-        reason = f"compile off: {numbers} (the probe's compile is spent; a longer run would pay it back)" \
-            if compiled < eager else f"compile off: {numbers}; compiling does not speed this step up"
+        reason = (
+            f"compile off: {numbers} (the probe's compile is spent; a longer run would pay it back)"
+            if compiled < eager
+            else f"compile off: {numbers}; compiling does not speed this step up"
+        )
     return CompileDecision(saved_s > compile_s, reason, eager, compiled, compile_s, time.perf_counter() - t_start)
 
 

@@ -1,4 +1,5 @@
 """The training sections of a run: the recipe, the hardware it trains on, and distillation."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,18 +67,30 @@ class HardwareConfig(Checked):
     threads: int | str = "auto"
 
     def check(self) -> None:
-        require(self.precision in PRECISIONS,
-                f"hardware.precision must be one of {', '.join(PRECISIONS)} (got '{self.precision}')")
-        require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
-                f"hardware.device must be auto, cpu, cuda, cuda:N or mps (got '{self.device}')")
-        require(self.threads == "auto" or (isinstance(self.threads, int) and self.threads >= 1),
-                f"hardware.threads must be auto or a whole number >= 1 (got {self.threads!r})")
-        require(self.compile in (True, False, "auto"),
-                f"hardware.compile must be true, false or auto (got {self.compile!r})")
-        require(self.compile_mode in COMPILE_MODES,
-                f"hardware.compile_mode must be one of {', '.join(COMPILE_MODES)} (got '{self.compile_mode}')")
-        require(self.optimizer_impl in OPTIMIZER_IMPLS,
-                f"hardware.optimizer_impl must be one of {', '.join(OPTIMIZER_IMPLS)} (got '{self.optimizer_impl}')")
+        require(
+            self.precision in PRECISIONS,
+            f"hardware.precision must be one of {', '.join(PRECISIONS)} (got '{self.precision}')",
+        )
+        require(
+            self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
+            f"hardware.device must be auto, cpu, cuda, cuda:N or mps (got '{self.device}')",
+        )
+        require(
+            self.threads == "auto" or (isinstance(self.threads, int) and self.threads >= 1),
+            f"hardware.threads must be auto or a whole number >= 1 (got {self.threads!r})",
+        )
+        require(
+            self.compile in (True, False, "auto"),
+            f"hardware.compile must be true, false or auto (got {self.compile!r})",
+        )
+        require(
+            self.compile_mode in COMPILE_MODES,
+            f"hardware.compile_mode must be one of {', '.join(COMPILE_MODES)} (got '{self.compile_mode}')",
+        )
+        require(
+            self.optimizer_impl in OPTIMIZER_IMPLS,
+            f"hardware.optimizer_impl must be one of {', '.join(OPTIMIZER_IMPLS)} (got '{self.optimizer_impl}')",
+        )
 
 
 @dataclass(frozen=True)

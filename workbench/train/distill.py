@@ -16,9 +16,10 @@ Example:
     >>> loss_fn(student(x), x, y).shape
     torch.Size([])
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +28,9 @@ from torch import nn
 from .._errors import ConfigError
 
 
-def distillation_loss(teacher: nn.Module, *, alpha: float, temperature: float,
-                      label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+def distillation_loss(
+    teacher: nn.Module, *, alpha: float, temperature: float, label_smoothing: float = 0.0
+) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     """A ``criterion(logits, x, y)`` for ``workbench.train.train`` that blends the teacher's soft targets with the labels.
 
     The teacher is put in eval mode, frozen, and run under ``torch.no_grad`` on the same batch ``x``.
@@ -56,10 +58,15 @@ def distillation_loss(teacher: nn.Module, *, alpha: float, temperature: float,
             return hard
         with torch.no_grad():
             teacher_logits = teacher(x)
-        dtype = torch.promote_types(logits.dtype, torch.float32)  # softmax of fp16/bf16 logits loses the small probabilities
-        soft = F.kl_div(F.log_softmax(logits.to(dtype) / temperature, dim=1),
-                        F.log_softmax(teacher_logits.to(dtype) / temperature, dim=1),
-                        reduction="batchmean", log_target=True)
+        dtype = torch.promote_types(
+            logits.dtype, torch.float32
+        )  # softmax of fp16/bf16 logits loses the small probabilities
+        soft = F.kl_div(
+            F.log_softmax(logits.to(dtype) / temperature, dim=1),
+            F.log_softmax(teacher_logits.to(dtype) / temperature, dim=1),
+            reduction="batchmean",
+            log_target=True,
+        )
         return alpha * temperature**2 * soft + (1 - alpha) * hard
 
     return criterion

@@ -14,6 +14,7 @@ Example:
     >>> " ".join(torchrun_command(["train.py"], multi)[3:])
     '--nnodes 2 --nproc-per-node 4 --node-rank 1 --rdzv-backend c10d --rdzv-endpoint 10.0.0.1:29400 --rdzv-id workbench --max-restarts 0 train.py'
 """
+
 from __future__ import annotations
 
 import collections
@@ -23,9 +24,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from .._errors import require
 
@@ -56,11 +57,15 @@ class Placement:
     def __post_init__(self):
         require(self.nproc_per_node >= 1, f"nproc per node must be >= 1 (got {self.nproc_per_node})")
         require(self.nnodes >= 1, f"nnodes must be >= 1 (got {self.nnodes})")
-        require(0 <= self.node_rank < self.nnodes,
-                f"node rank must be in [0, {self.nnodes}) for {self.nnodes} machines (got {self.node_rank})")
-        require(self.nnodes == 1 or re.fullmatch(r"[\w.\-\[\]:]+:\d+", self.rdzv_endpoint or ""),
-                f"{self.nnodes} machines need rdzv_endpoint=HOST:PORT of node 0 (got '{self.rdzv_endpoint}'), "
-                "e.g. --rdzv-endpoint 10.0.0.1:29400")
+        require(
+            0 <= self.node_rank < self.nnodes,
+            f"node rank must be in [0, {self.nnodes}) for {self.nnodes} machines (got {self.node_rank})",
+        )
+        require(
+            self.nnodes == 1 or re.fullmatch(r"[\w.\-\[\]:]+:\d+", self.rdzv_endpoint or ""),
+            f"{self.nnodes} machines need rdzv_endpoint=HOST:PORT of node 0 (got '{self.rdzv_endpoint}'), "
+            "e.g. --rdzv-endpoint 10.0.0.1:29400",
+        )
 
     @property
     def world_size(self) -> int:
@@ -72,18 +77,47 @@ def torchrun_command(target: Sequence[str], placement: Placement, *, python: str
     torch) that starts ``target`` (a script and its arguments, or ``["-m", module, ...]``) on every rank.
     On one machine it is ``workbench.train.torchrun_loopback``: torchrun with its stores on 127.0.0.1."""
     if placement.nnodes == 1:
-        cmd = [python, "-m", "workbench.train.torchrun_loopback",
-               "--standalone", "--nnodes", "1", "--nproc-per-node", str(placement.nproc_per_node)]
+        cmd = [
+            python,
+            "-m",
+            "workbench.train.torchrun_loopback",
+            "--standalone",
+            "--nnodes",
+            "1",
+            "--nproc-per-node",
+            str(placement.nproc_per_node),
+        ]
     else:
-        cmd = [python, "-m", "torch.distributed.run", "--nnodes", str(placement.nnodes),
-               "--nproc-per-node", str(placement.nproc_per_node), "--node-rank", str(placement.node_rank),
-               "--rdzv-backend", "c10d", "--rdzv-endpoint", placement.rdzv_endpoint, "--rdzv-id", placement.rdzv_id]
+        cmd = [
+            python,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            str(placement.nnodes),
+            "--nproc-per-node",
+            str(placement.nproc_per_node),
+            "--node-rank",
+            str(placement.node_rank),
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            placement.rdzv_endpoint,
+            "--rdzv-id",
+            placement.rdzv_id,
+        ]
     # A failed rank ends the launch: restarting it would train the epoch again on the other ranks' time.
     return cmd + ["--max-restarts", "0", *target]
 
 
-def launch(target: Sequence[str], placement: Placement, *, threads_per_rank: int = 1, echo: bool = True,
-           timeout: float | None = None, launch_dir: str | os.PathLike | None = None) -> Path:
+def launch(
+    target: Sequence[str],
+    placement: Placement,
+    *,
+    threads_per_rank: int = 1,
+    echo: bool = True,
+    timeout: float | None = None,
+    launch_dir: str | os.PathLike | None = None,
+) -> Path:
     """Run ``target`` on every rank through ``torchrun`` and wait; returns the launch folder, where the
     ranks may have left files (rank 0's result, say). Raises ``LaunchError`` (one line: which rank, and
     why) when a rank fails or the launch runs past ``timeout`` seconds.
@@ -96,12 +130,17 @@ def launch(target: Sequence[str], placement: Placement, *, threads_per_rank: int
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("rank*.error"):
         stale.unlink()
-    env = {**os.environ, LAUNCH_DIR_ENV: str(folder), "OMP_NUM_THREADS": str(threads_per_rank),
-           "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, LAUNCH_DIR_ENV: str(folder), "OMP_NUM_THREADS": str(threads_per_rank), "PYTHONUNBUFFERED": "1"}
     tail: collections.deque[str] = collections.deque(maxlen=60)
     echoing = echo
-    process = subprocess.Popen(torchrun_command(target, placement), env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, bufsize=1)
+    process = subprocess.Popen(
+        torchrun_command(target, placement),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
     try:
         for line in process.stdout:
             if _NOISE.match(line):
@@ -149,11 +188,15 @@ def failure_message(folder: Path, code: int, tail: Sequence[str], world_size: in
         ...                 "  exitcode  : -9 (pid: 5755)  (SIGKILL)"], 2)
         'rank 1 of 2 was killed by SIGKILL'
     """
-    errors = {p.stem.removeprefix("rank"): p for p in sorted(folder.glob("rank*.error"), key=lambda p: p.stat().st_mtime)}
+    errors = {
+        p.stem.removeprefix("rank"): p for p in sorted(folder.glob("rank*.error"), key=lambda p: p.stat().st_mtime)
+    }
     text = "\n".join(tail)
     exits = re.findall(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", text, re.S)
     signals = {s.value: s.name for s in signal.Signals}
-    killed = next(((r, -int(c)) for r, c in exits if int(c) < 0 and -int(c) in signals and -int(c) != signal.SIGTERM), None)
+    killed = next(
+        ((r, -int(c)) for r, c in exits if int(c) < 0 and -int(c) in signals and -int(c) != signal.SIGTERM), None
+    )
     if killed:
         return f"rank {killed[0]} of {world_size} was killed by {signals[killed[1]]}"
     root = re.search(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", text, re.S)

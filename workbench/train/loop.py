@@ -1,11 +1,13 @@
 """The training loop: one screen, everything else plugs in through callbacks."""
+
 from __future__ import annotations
 
 import contextlib
 import math
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -99,8 +101,13 @@ def train(
     forward = torch.compile(wrapped, mode=hardware.compile_mode) if hardware.compile else wrapped
     if hardware.compile == "auto":
         outcome.compile_decision = probe_compile(
-            model, first_batch(train_loader), forward, steps_left=(cfg.epochs - state.epoch) * len(train_loader),
-            precision_context=lambda: autocast_for(hardware.precision, device), memory_format=memory_format)
+            model,
+            first_batch(train_loader),
+            forward,
+            steps_left=(cfg.epochs - state.epoch) * len(train_loader),
+            precision_context=lambda: autocast_for(hardware.precision, device),
+            memory_format=memory_format,
+        )
         forward = forward if outcome.compile_decision.compile else wrapped
     probe_s = outcome.compile_decision.probe_s if outcome.compile_decision else 0.0  # counted in the first epoch
     hooks.on_train_start(state)
@@ -190,8 +197,14 @@ def _next_batch(batches):
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: Iterable, *, device: str | torch.device = "cpu", precision: str = "fp32",
-             tta: EvalConfig | None = None) -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module,
+    loader: Iterable,
+    *,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    tta: EvalConfig | None = None,
+) -> dict[str, float]:
     """Mean cross-entropy and top-1 accuracy of ``model`` over ``loader``. With ``tta`` (an ``EvalConfig``
     asking for views) they are of the averaged logits, where the plain answer is unsure enough; the
     plain accuracy and the share of images augmented come as ``accuracy_plain`` and ``tta_share``.

@@ -17,6 +17,7 @@ Example:
     [('muon', 2), ('adamw', 4)]
     >>> net(torch.randn(2, 1, 8, 8)).sum().backward(); opt.step(); opt.zero_grad()
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -37,8 +38,11 @@ def hidden_matrices(model: nn.Module) -> list[nn.Parameter]:
     """
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     head = linears[-1] if linears else None
-    return [m.weight for m in model.modules()
-            if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and m is not head and m.weight.requires_grad]
+    return [
+        m.weight
+        for m in model.modules()
+        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and m is not head and m.weight.requires_grad
+    ]
 
 
 def _matrix_view(weight: torch.Tensor) -> torch.Tensor:
@@ -60,18 +64,25 @@ class MuonAdamW(torch.optim.Optimizer):
     def __init__(self, model: nn.Module, lr: float, weight_decay: float, momentum: float, **impl: Any):
         matrices = hidden_matrices(model)
         if not matrices:
-            raise ValueError(f"train.optimizer=muon needs weight matrices besides the classifier, and "
-                             f"{type(model).__name__} has none: use adamw")
+            raise ValueError(
+                f"train.optimizer=muon needs weight matrices besides the classifier, and "
+                f"{type(model).__name__} has none: use adamw"
+            )
         if any(type(p).__name__ == "DTensor" for p in matrices):
-            raise ValueError("train.optimizer=muon cannot update FSDP's sharded weights (Muon needs whole matrices): "
-                             "use parallel.strategy=ddp")
+            raise ValueError(
+                "train.optimizer=muon cannot update FSDP's sharded weights (Muon needs whole matrices): "
+                "use parallel.strategy=ddp"
+            )
         taken = {id(p) for p in matrices}
         rest = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
-        super().__init__([{"params": matrices, "kind": "muon"}, {"params": rest, "kind": "adamw"}],
-                         {"lr": lr, "weight_decay": weight_decay})
+        super().__init__(
+            [{"params": matrices, "kind": "muon"}, {"params": rest, "kind": "adamw"}],
+            {"lr": lr, "weight_decay": weight_decay},
+        )
         self.views = [_matrix_view(p) for p in matrices]
-        self.muon = torch.optim.Muon(self.views, lr=lr, weight_decay=weight_decay, momentum=momentum,
-                                     adjust_lr_fn="match_rms_adamw")
+        self.muon = torch.optim.Muon(
+            self.views, lr=lr, weight_decay=weight_decay, momentum=momentum, adjust_lr_fn="match_rms_adamw"
+        )
         self.adamw = torch.optim.AdamW(rest, lr=lr, weight_decay=weight_decay, **impl) if rest else None
 
     def _inner(self) -> list[tuple[dict, torch.optim.Optimizer | None]]:

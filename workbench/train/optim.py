@@ -14,10 +14,11 @@ Example:
     >>> round(schedule_factor("cosine", 10, 20, 0), 3)
     0.5
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -36,7 +37,9 @@ def _sgd(params, cfg, **impl):
 @OPTIMIZERS.register("sgd_nesterov")
 def _sgd_nesterov(params, cfg, **impl):
     # Nesterov needs momentum > 0; fall back to the conventional 0.9 rather than failing.
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum or 0.9, weight_decay=cfg.weight_decay, nesterov=True, **impl)
+    return torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum or 0.9, weight_decay=cfg.weight_decay, nesterov=True, **impl
+    )
 
 
 @OPTIMIZERS.register("adam")
@@ -59,7 +62,9 @@ def _rmsprop(params, cfg, **impl):
 def _muon(model, cfg, **impl):
     # Muon's groups come from the model's layers (which weight is a conv's, which the classifier), not from a parameter list.
     if not isinstance(model, torch.nn.Module):
-        raise TypeError("train.optimizer=muon picks its matrices from the model's layers: pass the model, make_optimizer(model, cfg)")
+        raise TypeError(
+            "train.optimizer=muon picks its matrices from the model's layers: pass the model, make_optimizer(model, cfg)"
+        )
     return MuonAdamW(model, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, **impl)
 
 
@@ -99,7 +104,9 @@ OPTIMIZER_IMPLS = {"auto": {}, "for-loop": {"foreach": False}, "foreach": {"fore
 FUSED_OPTIMIZERS = ("sgd", "sgd_nesterov", "adam", "adamw")  # the ones torch has a fused kernel for
 
 
-def make_optimizer(model: torch.nn.Module | Iterable[torch.nn.Parameter], cfg, impl: str = "auto") -> torch.optim.Optimizer:
+def make_optimizer(
+    model: torch.nn.Module | Iterable[torch.nn.Parameter], cfg, impl: str = "auto"
+) -> torch.optim.Optimizer:
     """The optimizer named by ``cfg.optimizer`` (a ``TrainConfig``) over ``model``'s parameters (or the
     parameters given; ``muon`` needs the model), its update run as ``impl`` says (``OPTIMIZER_IMPLS``;
     auto lets torch choose: foreach on a GPU, the loop on a CPU).
@@ -111,8 +118,10 @@ def make_optimizer(model: torch.nn.Module | Iterable[torch.nn.Parameter], cfg, i
         ('AdamW', True)
     """
     if impl == "fused" and cfg.optimizer not in FUSED_OPTIMIZERS:
-        raise ValueError(f"hardware.optimizer_impl='fused' has no kernel for {cfg.optimizer}: use foreach, or one of "
-                         f"{', '.join(FUSED_OPTIMIZERS)}")
+        raise ValueError(
+            f"hardware.optimizer_impl='fused' has no kernel for {cfg.optimizer}: use foreach, or one of "
+            f"{', '.join(FUSED_OPTIMIZERS)}"
+        )
     build = OPTIMIZERS.get(cfg.optimizer)
     if build is _muon:
         return build(model, cfg, **OPTIMIZER_IMPLS[impl])

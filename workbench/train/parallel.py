@@ -16,12 +16,14 @@ Example:
     ...
     workbench.ConfigError: parallel.strategy must be one of ddp, fsdp (got 'zero')
 """
+
 from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -47,10 +49,21 @@ class ParallelConfig(Checked):
     backend: str = "auto"  # collective backend: auto (nccl on CUDA GPUs, gloo on CPUs), gloo or nccl
 
     def check(self) -> None:
-        require(isinstance(self.nproc, int) and self.nproc >= 1, f"parallel.nproc must be a whole number >= 1 (got {self.nproc!r})")
-        require(isinstance(self.nnodes, int) and self.nnodes >= 1, f"parallel.nnodes must be a whole number >= 1 (got {self.nnodes!r})")
-        require(self.strategy in STRATEGIES, f"parallel.strategy must be one of {', '.join(STRATEGIES)} (got '{self.strategy}')")
-        require(self.backend in BACKENDS, f"parallel.backend must be one of {', '.join(BACKENDS)} (got '{self.backend}')")
+        require(
+            isinstance(self.nproc, int) and self.nproc >= 1,
+            f"parallel.nproc must be a whole number >= 1 (got {self.nproc!r})",
+        )
+        require(
+            isinstance(self.nnodes, int) and self.nnodes >= 1,
+            f"parallel.nnodes must be a whole number >= 1 (got {self.nnodes!r})",
+        )
+        require(
+            self.strategy in STRATEGIES,
+            f"parallel.strategy must be one of {', '.join(STRATEGIES)} (got '{self.strategy}')",
+        )
+        require(
+            self.backend in BACKENDS, f"parallel.backend must be one of {', '.join(BACKENDS)} (got '{self.backend}')"
+        )
 
     @property
     def world_size(self) -> int:
@@ -99,8 +112,9 @@ class Group:
         """Whole (unsharded) model and optimizer states, for a checkpoint that any world size can resume."""
         return model.state_dict(), optimizer.state_dict()
 
-    def load_state_dicts(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_state: dict,
-                         optimizer_state: dict) -> None:
+    def load_state_dicts(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_state: dict, optimizer_state: dict
+    ) -> None:
         model.load_state_dict(model_state)
         optimizer.load_state_dict(optimizer_state)
 
@@ -125,9 +139,11 @@ class DataParallel(Group):
         self.dist = dist
         self.rank, self.world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         self.local_rank, self.local_world_size = int(os.environ["LOCAL_RANK"]), int(os.environ["LOCAL_WORLD_SIZE"])
-        require(self.world_size == config.world_size,
-                f"torchrun started {self.world_size} processes but the config asks for parallel.nproc x parallel.nnodes = "
-                f"{config.world_size}: make them agree (--nproc {self.local_world_size} --nnodes {self.world_size // self.local_world_size})")
+        require(
+            self.world_size == config.world_size,
+            f"torchrun started {self.world_size} processes but the config asks for parallel.nproc x parallel.nnodes = "
+            f"{config.world_size}: make them agree (--nproc {self.local_world_size} --nnodes {self.world_size // self.local_world_size})",
+        )
         self.device = device
         self.backend = backend_for(config, device)
         if device.type == "cuda":
@@ -178,13 +194,21 @@ class ShardedDataParallel(DataParallel):
         return model
 
     def state_dicts(self, model, optimizer):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)
 
     def load_state_dicts(self, model, optimizer, model_state, optimizer_state):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
 
         options = StateDictOptions(full_state_dict=True)
         set_model_state_dict(model, model_state, options=options)
@@ -211,8 +235,11 @@ def start_group(config: ParallelConfig, device: torch.device) -> Group:
     """
     if config.world_size == 1:
         return SINGLE
-    require(in_torchrun(), f"parallel.nproc x parallel.nnodes = {config.world_size} processes: start them with "
-                           f"workbench run --nproc {config.nproc}, or torchrun --nproc-per-node {config.nproc} -m workbench.distributed")
+    require(
+        in_torchrun(),
+        f"parallel.nproc x parallel.nnodes = {config.world_size} processes: start them with "
+        f"workbench run --nproc {config.nproc}, or torchrun --nproc-per-node {config.nproc} -m workbench.distributed",
+    )
     return (ShardedDataParallel if config.strategy == "fsdp" else DataParallel)(config, device)
 
 

@@ -9,12 +9,13 @@ Example:
     >>> resolve_threads(3), resolve_threads("auto") >= 1
     (3, True)
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

@@ -9,6 +9,7 @@ reaches them could join or disturb the rendezvous. ``TCPStore`` does take a list
 the caller (``master_listen_fd``); here that socket is bound to 127.0.0.1 first. Launches that span
 machines keep torchrun's own behaviour: their nodes must reach node 0's store.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -21,17 +22,27 @@ import torch.distributed as dist
 class LoopbackTCPStore(dist.TCPStore):
     """A ``TCPStore`` whose server side listens on 127.0.0.1 (clients are unchanged)."""
 
-    def __init__(self, host_name: str, port: int, world_size: int | None = None, is_master: bool = False,
-                 timeout: datetime.timedelta = datetime.timedelta(seconds=300), wait_for_workers: bool = True,
-                 multi_tenant: bool = False, master_listen_fd: int | None = None, use_libuv: bool = True):
+    def __init__(
+        self,
+        host_name: str,
+        port: int,
+        world_size: int | None = None,
+        is_master: bool = False,
+        timeout: datetime.timedelta = datetime.timedelta(seconds=300),
+        wait_for_workers: bool = True,
+        multi_tenant: bool = False,
+        master_listen_fd: int | None = None,
+        use_libuv: bool = True,
+    ):
         if is_master and master_listen_fd is None:
             listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind(("127.0.0.1", port))
             listener.listen(socket.SOMAXCONN)
             master_listen_fd = listener.detach()  # the store owns and closes it
-        super().__init__(host_name, port, world_size, is_master, timeout, wait_for_workers, multi_tenant,
-                         master_listen_fd, use_libuv)
+        super().__init__(
+            host_name, port, world_size, is_master, timeout, wait_for_workers, multi_tenant, master_listen_fd, use_libuv
+        )
 
 
 def main(argv: list[str]) -> None:

@@ -13,6 +13,7 @@ Example:
     >>> tta_views(x, "translate", shift=1)[1][0, 0, 1:, 1:].equal(x[0, 0, :-1, :-1])  # moved down-right by one
     True
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,7 +32,7 @@ def tta_views(x: torch.Tensor, views: str, shift: int = 1) -> list[torch.Tensor]
     if "translate" in views:
         h, w = x.shape[2:]
         padded = [F.pad(v, (shift, shift, shift, shift), mode="reflect") for v in out]
-        out += [p[..., :h, :w] for p in padded] + [p[..., 2 * shift:, 2 * shift:] for p in padded]
+        out += [p[..., :h, :w] for p in padded] + [p[..., 2 * shift :, 2 * shift :] for p in padded]
     return out
 
 

@@ -2,6 +2,7 @@
 
 Needs the notebook extras; importing ``workbench`` alone does not.
 """
+
 from .._errors import require_modules
 
 require_modules(["ipywidgets"], "The Workbench panel", "pip install 'workbench[notebooks]'")
@@ -11,4 +12,4 @@ from .live import LiveCurve, ProgressWidget  # noqa: E402
 from .panel import Workbench  # noqa: E402
 from .search_tab import SearchTab  # noqa: E402
 
-__all__ = ["Workbench", "SearchTab", "LiveCurve", "ProgressWidget", "config_code", "run_code", "search_code"]
+__all__ = ["LiveCurve", "ProgressWidget", "SearchTab", "Workbench", "config_code", "run_code", "search_code"]

@@ -3,6 +3,7 @@
 Only fields that differ from their defaults are written, so the code reads like a recipe:
 ``RunConfig(model=ModelConfig(name="resnet20", width=0.5), train=TrainConfig(epochs=3))``.
 """
+
 from __future__ import annotations
 
 import json
@@ -114,10 +115,20 @@ def _space_code(space, classes: dict[str, type]) -> str:
     return "Space({\n" + lines + "})"
 
 
-def search_code(config: RunConfig, *, space=None, strategy: str = "nsga2",
-                objectives: tuple[str, ...] = ("accuracy", "size_bytes", "latency_ms"),
-                constraints: dict[str, float] | None = None, n_trials: int = 20, timeout: float | None = None,
-                storage: str | None = None, study_name: str | None = None, seed: int = 0, store: str = "runs") -> str:
+def search_code(
+    config: RunConfig,
+    *,
+    space=None,
+    strategy: str = "nsga2",
+    objectives: tuple[str, ...] = ("accuracy", "size_bytes", "latency_ms"),
+    constraints: dict[str, float] | None = None,
+    n_trials: int = 20,
+    timeout: float | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    seed: int = 0,
+    store: str = "runs",
+) -> str:
     """Python that runs the search the panel's Search tab describes: ``config`` as the base, ``space``
     (``None``: ``default_space()``) and one ``search(...)`` call with the tab's settings.
 

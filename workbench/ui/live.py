@@ -3,6 +3,7 @@
 Both redraw from the training loop's own thread (training runs synchronously in the cell), so the
 output lands in the right place under ipykernel 7, papermill and static renderings alike.
 """
+
 from __future__ import annotations
 
 import ipywidgets as widgets
@@ -80,9 +81,8 @@ class ProgressWidget(Callback):
     def on_epoch_end(self, state, record):
         self.bar.value = state.step
         acc = record.get("test_accuracy")
-        self.label.value = (
-            f"epoch {record['epoch']}/{state.epochs}: train loss {record['train_loss']:.3f}"
-            + ("" if acc is None else f", test accuracy {acc:.1%}")
+        self.label.value = f"epoch {record['epoch']}/{state.epochs}: train loss {record['train_loss']:.3f}" + (
+            "" if acc is None else f", test accuracy {acc:.1%}"
         )
 
     def on_train_end(self, state):

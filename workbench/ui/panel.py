@@ -8,14 +8,16 @@ calls ``panel.run_current()`` and the Run-search button ``panel.run_search()``: 
 notebook's last cell can call headlessly. No
 computation lives here: checks, training, measuring and charts are the package's own functions.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import html
 import math
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import ipywidgets as w
 import pandas as pd
@@ -67,7 +69,10 @@ def _fit(widget: w.Widget, value: Any) -> None:
         if value not in [v for _, v in options]:
             widget.options = options + [(str(value), value)]
     elif isinstance(widget, w.FloatLogSlider):
-        widget.min, widget.max = min(widget.min, math.floor(math.log10(value))), max(widget.max, math.ceil(math.log10(value)))
+        widget.min, widget.max = (
+            min(widget.min, math.floor(math.log10(value))),
+            max(widget.max, math.ceil(math.log10(value))),
+        )
     elif isinstance(widget, (w.IntSlider, w.FloatSlider)):
         widget.min, widget.max = min(widget.min, value), max(widget.max, value)
 
@@ -88,8 +93,15 @@ class Workbench:
         "precision 'fp16' needs a CUDA GPU (device is cpu): use 'bf16' or 'fp32' here."
     """
 
-    def __init__(self, store: str | Path | ResultStore = "runs", config: RunConfig | None = None,
-                 *, data_root: str | Path = "data", theme: str | None = None, search_space: Space | None = None):
+    def __init__(
+        self,
+        store: str | Path | ResultStore = "runs",
+        config: RunConfig | None = None,
+        *,
+        data_root: str | Path = "data",
+        theme: str | None = None,
+        search_space: Space | None = None,
+    ):
         self.store = ResultStore.open(store)
         self.data_root, self.theme = data_root, theme
         self._search_space = search_space  # the Search tab's space; None: default_space()
@@ -153,7 +165,10 @@ class Workbench:
         return problems[0] if problems else None
 
     def _check(self) -> None:
-        if self.code_run.value in ("", SEARCH):  # the code view follows the controls while it shows the current settings
+        if self.code_run.value in (
+            "",
+            SEARCH,
+        ):  # the code view follows the controls while it shows the current settings
             self._show_code()
         check = preflight(self._config, store=self.store)
         self.run_button.disabled = not check.ok
@@ -186,8 +201,13 @@ class Workbench:
         self._say(f"running {label}…", "busy")
         live = LiveCurve(self.live_out, title=f"{label} on {config.data.dataset}", theme=self.theme)
         try:
-            result = run(config, store=self.store, callbacks=[live, ProgressWidget(self.progress, self.progress_label)],
-                         progress=False, data_root=self.data_root)
+            result = run(
+                config,
+                store=self.store,
+                callbacks=[live, ProgressWidget(self.progress, self.progress_label)],
+                progress=False,
+                data_root=self.data_root,
+            )
         except Exception as e:  # the panel must survive any failed run; the message says what went wrong
             with self.log:
                 traceback.print_exc()
@@ -198,8 +218,10 @@ class Workbench:
         self.live = live
         self.results.append(result)
         self.progress_label.value = (
-            f"reused the training of run {result.reused_from}" if result.reused_from
-            else f"trained {result.metrics['epochs_run']} epochs in {result.metrics['train_seconds']:.1f} s")
+            f"reused the training of run {result.reused_from}"
+            if result.reused_from
+            else f"trained {result.metrics['epochs_run']} epochs in {result.metrics['train_seconds']:.1f} s"
+        )
         self._refresh_results(select=result.run_id)
         m = result.metrics
         stopped = "" if result.status == "ok" else f" (stopped early: {result.status})"
@@ -269,7 +291,8 @@ class Workbench:
         table = self.table_frame()
         self.table.value = (
             table.to_html(index=False, classes="wb-results", float_format=format_number, na_rep="–")
-            if len(table) else "<i>No runs yet: press Run.</i>"
+            if len(table)
+            else "<i>No runs yet: press Run.</i>"
         )
         self._draw_charts(df)
         self._show_code()
@@ -329,12 +352,20 @@ class Workbench:
         if cifar10_zip_path() is not None:
             datasets.append(("cifar10 (local zip)", f"folder:{cifar10_zip_path()}"))
         c = self.controls = {
-            "name": w.Text(description="run name", placeholder="label in tables and charts", continuous_update=False, style=STYLE, layout=WIDE),
+            "name": w.Text(
+                description="run name",
+                placeholder="label in tables and charts",
+                continuous_update=False,
+                style=STYLE,
+                layout=WIDE,
+            ),
             "data.dataset": _dropdown("dataset", datasets),
             "data.fraction": _slider(w.FloatSlider, "data fraction", min=0.05, max=1.0, step=0.05),
             "data.selection": _dropdown("selection", STRATEGIES),
             "data.normalize": _check("normalize (mean/std)"),
-            "data.augment.flip": _dropdown("horizontal flip", [("off", False), ("random", True), ("alternate epochs", "alternate")]),
+            "data.augment.flip": _dropdown(
+                "horizontal flip", [("off", False), ("random", True), ("alternate epochs", "alternate")]
+            ),
             "data.augment.crop": _slider(w.IntSlider, "pad + crop (px)", min=0, max=8),
             "data.augment.translate": _slider(w.IntSlider, "translate (px)", min=0, max=8),
             "data.augment.cutout": _slider(w.IntSlider, "cutout square (px)", min=0, max=16),
@@ -349,19 +380,27 @@ class Workbench:
             "train.epochs": _slider(w.IntSlider, "epochs", min=1, max=100),
             "train.batch_size": _dropdown("batch size", [16, 32, 64, 128, 256, 512, 1024]),
             "train.optimizer": _dropdown("optimizer", list_optimizers()),
-            "train.lr": _slider(w.FloatLogSlider, "learning rate", base=10, min=-5, max=0, step=0.1, readout_format=".2g"),
+            "train.lr": _slider(
+                w.FloatLogSlider, "learning rate", base=10, min=-5, max=0, step=0.1, readout_format=".2g"
+            ),
             "train.schedule": _dropdown("schedule", list_schedules()),
             "train.warmup_epochs": _slider(w.FloatSlider, "warm-up (epochs)", min=0, max=10, step=0.5),
             "train.seed": w.IntText(description="seed", style=STYLE, layout=WIDE),
             "hardware.device": _dropdown("device", device_choices()),
-            "hardware.precision": w.ToggleButtons(description="precision", options=PRECISIONS, style={**STYLE, "button_width": "60px"}),
+            "hardware.precision": w.ToggleButtons(
+                description="precision", options=PRECISIONS, style={**STYLE, "button_width": "60px"}
+            ),
             "hardware.channels_last": _check("channels-last memory"),
-            "hardware.compile": _dropdown("torch.compile", [("off", False), ("on", True), ("auto (probe first)", "auto")]),
+            "hardware.compile": _dropdown(
+                "torch.compile", [("off", False), ("on", True), ("auto (probe first)", "auto")]
+            ),
             "hardware.compile_mode": _dropdown("compile mode", list(COMPILE_MODES)),
             "hardware.tf32": _check("TF32 matmuls (CUDA)"),
             "hardware.optimizer_impl": _dropdown("optimizer update", list(OPTIMIZER_IMPLS)),
             "hardware.cudnn_benchmark": _check("cuDNN autotuning (CUDA)"),
-            "hardware.threads": _dropdown("CPU threads", [("auto (free cores)", "auto")] + [(str(n), n) for n in range(1, available_cores() + 1)]),
+            "hardware.threads": _dropdown(
+                "CPU threads", [("auto (free cores)", "auto")] + [(str(n), n) for n in range(1, available_cores() + 1)]
+            ),
             "distill.teacher": _dropdown("distill from", [("none", "")]),
             "distill.alpha": _slider(w.FloatSlider, "teacher weight α", min=0, max=1, step=0.05),
             "distill.temperature": _slider(w.FloatSlider, "temperature", min=1, max=10, step=0.5),
@@ -370,29 +409,47 @@ class Workbench:
             widget.observe(lambda change, path=path: self._on_control(path, change), names="value")
 
         self.message = w.HTML()
-        self.run_button = w.Button(description="Run", button_style="primary", icon="play", tooltip="train, measure and store")
+        self.run_button = w.Button(
+            description="Run", button_style="primary", icon="play", tooltip="train, measure and store"
+        )
         self.run_button.add_class("wb-run")
         self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(width="300px"))
         self.progress_label = w.Label()
         self.live_out = w.Output()
         self.live_out.add_class("wb-live")
         self.log = w.Output()
-        self.scope = w.ToggleButtons(options=[SESSION, STORE], description="show runs of", style={"description_width": "initial"})
+        self.scope = w.ToggleButtons(
+            options=[SESSION, STORE], description="show runs of", style={"description_width": "initial"}
+        )
         self.baseline = _dropdown("baseline", [])
         self.table = w.HTML()
-        self.chart_outs = {title: w.Output() for title in ("accuracy vs size", "latency", "throughput", "training curves")}
+        self.chart_outs = {
+            title: w.Output() for title in ("accuracy vs size", "latency", "throughput", "training curves")
+        }
         for out in self.chart_outs.values():
             out.add_class("wb-chart")
         self.comparison = w.HTML()
         self.code_run = _dropdown("code for", CODE_CHOICES)
         self.code_view = w.HTML()
-        self.config_path = w.Text(value=str(self.store.root / "panel-config.json"), description="config file",
-                                  continuous_update=False, style=STYLE, layout=w.Layout(width="500px"))
+        self.config_path = w.Text(
+            value=str(self.store.root / "panel-config.json"),
+            description="config file",
+            continuous_update=False,
+            style=STYLE,
+            layout=w.Layout(width="500px"),
+        )
         buttons = self.buttons = {name: w.Button(description=name) for name in ("Use these settings", "Save", "Load")}
 
         self.run_button.on_click(self._handler(self.run_current))
-        buttons["Use these settings"].on_click(self._handler(
-            lambda: self.set_config(self._result(self.code_run.value).config) if self.code_run.value not in ("", SEARCH) else None))
+        buttons["Use these settings"].on_click(
+            self._handler(
+                lambda: (
+                    self.set_config(self._result(self.code_run.value).config)
+                    if self.code_run.value not in ("", SEARCH)
+                    else None
+                )
+            )
+        )
         buttons["Save"].on_click(self._handler(self.save))
         buttons["Load"].on_click(self._handler(self.load))
         self.scope.observe(lambda _: self._refresh_results(), names="value")
@@ -409,19 +466,21 @@ class Workbench:
         self.search_tab = SearchTab(self, self._search_space)
         sections["Search"] = self.search_tab.view
         charts = w.Tab(children=[*self.chart_outs.values(), self.comparison], titles=[*self.chart_outs, "comparison"])
-        self.view = w.VBox([
-            w.Tab(children=list(sections.values()), titles=list(sections)),
-            w.HBox([self.run_button, self.progress, self.progress_label]),
-            self.message,
-            self.live_out,
-            w.HBox([self.scope, self.baseline]),
-            self.table,
-            charts,
-            w.HBox([self.code_run, buttons["Use these settings"]]),
-            self.code_view,
-            w.HBox([self.config_path, buttons["Save"], buttons["Load"]]),
-            w.Accordion(children=[self.log], titles=["log (tracebacks of failed runs)"]),
-        ])
+        self.view = w.VBox(
+            [
+                w.Tab(children=list(sections.values()), titles=list(sections)),
+                w.HBox([self.run_button, self.progress, self.progress_label]),
+                self.message,
+                self.live_out,
+                w.HBox([self.scope, self.baseline]),
+                self.table,
+                charts,
+                w.HBox([self.code_run, buttons["Use these settings"]]),
+                self.code_view,
+                w.HBox([self.config_path, buttons["Save"], buttons["Load"]]),
+                w.Accordion(children=[self.log], titles=["log (tracebacks of failed runs)"]),
+            ]
+        )
         self.view.add_class("wb-panel")
 
     def _handler(self, action: Callable[[], Any]) -> Callable[[w.Button], None]:
@@ -444,9 +503,12 @@ class Workbench:
         self.step_form = w.VBox()
         self.steps_view = w.HTML()
         add, clear = w.Button(description="Add step", icon="plus"), w.Button(description="Clear steps")
-        recipe = w.Button(description="Add recommended pruning", layout=WIDE,
-                          tooltip="the measured recipe: Taylor pruning of half the channels in 3 steps with fine-tuning "
-                                  "between, then 5 fine-tune epochs (within a point of accuracy on digits)")
+        recipe = w.Button(
+            description="Add recommended pruning",
+            layout=WIDE,
+            tooltip="the measured recipe: Taylor pruning of half the channels in 3 steps with fine-tuning "
+            "between, then 5 fine-tune epochs (within a point of accuracy on digits)",
+        )
         self.buttons.update({"Add step": add, "Clear steps": clear, "Add recommended pruning": recipe})
         add.on_click(self._handler(self.add_step))
         clear.on_click(self._handler(lambda: self._set_steps(())))
@@ -462,9 +524,17 @@ class Workbench:
             if isinstance(default, bool):
                 widget = w.Checkbox(value=default, description=f.name, style=STYLE, layout=WIDE)
             elif isinstance(default, (int, float)):
-                widget = (w.IntText if isinstance(default, int) else w.FloatText)(value=default, description=f.name, style=STYLE, layout=WIDE)
+                widget = (w.IntText if isinstance(default, int) else w.FloatText)(
+                    value=default, description=f.name, style=STYLE, layout=WIDE
+                )
             else:  # str as typed; anything else as a Python literal, e.g. ("conv1",)
-                text = default if isinstance(default, str) else "" if default in (None, dataclasses.MISSING) else repr(default)
+                text = (
+                    default
+                    if isinstance(default, str)
+                    else ""
+                    if default in (None, dataclasses.MISSING)
+                    else repr(default)
+                )
                 widget = w.Text(value=text, description=f.name, style=STYLE, layout=WIDE)
             self.step_fields[f.name] = (widget, default)
         self.step_form.children = [widget for widget, _ in self.step_fields.values()]

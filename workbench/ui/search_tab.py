@@ -8,6 +8,7 @@ button calls ``panel.run_search()``, which a notebook's last cell can call headl
 Updates per trial: ``search(on_trial=...)`` hands the tab the study's trials and front after each
 trial, and the tab redraws from them.
 """
+
 from __future__ import annotations
 
 import html
@@ -25,7 +26,13 @@ from ..search.pareto import direction
 from .code import search_code
 from .live import show
 
-OBJECTIVES = ("accuracy", "size_bytes", "latency_ms", "params", "flops")  # the choices; the first chosen is the chart's y axis
+OBJECTIVES = (
+    "accuracy",
+    "size_bytes",
+    "latency_ms",
+    "params",
+    "flops",
+)  # the choices; the first chosen is the chart's y axis
 STYLE = {"description_width": "150px"}
 WIDE = w.Layout(width="390px")
 SEARCH = "search"  # the panel's "code for" choice that shows this tab's search(...) call (run ids are timestamps)
@@ -37,13 +44,18 @@ def _strategy_options() -> list[tuple[str, str]]:
     names = list(dict.fromkeys(strategy_name(n) for n in list_strategies()))
     aliases = {n: [a for a in list_strategies() if a != n and strategy_name(a) == n] for n in names}
     return [(f"{n} ({', '.join(aliases[n])})" if aliases[n] else n, n) for n in names] + [
-        ("auto (tpe for one objective, nsga2 for several)", "auto")]
+        ("auto (tpe for one objective, nsga2 for several)", "auto")
+    ]
 
 
 def best_text(trials: pd.DataFrame, objectives: tuple[str, ...]) -> str:
     """``best test accuracy 96.1% (trial #3)``: the best first objective among the feasible complete trials."""
     m = objectives[0] if objectives else None
-    done = trials[(trials["trial_state"] == "COMPLETE") & trials["feasible"].astype(bool)] if len(trials) and m else trials.iloc[:0]
+    done = (
+        trials[(trials["trial_state"] == "COMPLETE") & trials["feasible"].astype(bool)]
+        if len(trials) and m
+        else trials.iloc[:0]
+    )
     if not len(done) or m not in done:
         return ""
     values = pd.to_numeric(done[m], errors="coerce")
@@ -63,8 +75,10 @@ def trial_table(trials: pd.DataFrame, front: pd.DataFrame, objectives: tuple[str
     metrics = list(dict.fromkeys([*objectives, "accuracy", "size_bytes", "latency_ms"]))
     table = readable(trials, metrics=metrics, fields=fields).drop(columns=["run"])
     on_front = set(front["trial"]) if len(front) else set()
-    roles = [", ".join(r for r, holds in (("baseline", bool(b)), ("front", t in on_front)) if holds)
-             for b, t in zip(trials["baseline"], trials["trial"])]
+    roles = [
+        ", ".join(r for r, holds in (("baseline", bool(b)), ("front", t in on_front)) if holds)
+        for b, t in zip(trials["baseline"], trials["trial"])
+    ]
     table.insert(2, "role", roles)
     if "error" in trials and trials["error"].notna().any():
         table["error"] = trials["error"].fillna("").to_numpy()
@@ -95,10 +109,14 @@ class SearchTab:
         self._space = space
         self.constraints = dict(constraints or {})
         self.result = None  # the last search's SearchResult
-        self.trials = pd.DataFrame(columns=["trial", "trial_state", "strategy", "baseline", "feasible"])  # what the table shows
+        self.trials = pd.DataFrame(
+            columns=["trial", "trial_state", "strategy", "baseline", "feasible"]
+        )  # what the table shows
         self.front = self.trials
         self.figure = None  # the Pareto chart last drawn
-        self.redraws: list[int] = []  # the trials shown at each redraw of the last search: one per finished trial, then the final
+        self.redraws: list[
+            int
+        ] = []  # the trials shown at each redraw of the last search: one per finished trial, then the final
         self._build()
 
     # --- state -------------------------------------------------------------------------------
@@ -115,12 +133,17 @@ class SearchTab:
         """The ``search()`` arguments the tab describes (the store apart): the panel's config as the base."""
         c = self.controls
         return {
-            "space": self._space, "base": self.panel.config, "strategy": c["strategy"].value,
+            "space": self._space,
+            "base": self.panel.config,
+            "strategy": c["strategy"].value,
             # In the options' order, whatever order they were picked in: the first is the chart's y axis.
             "objectives": tuple(o for o in OBJECTIVES if o in c["objectives"].value),
-            "constraints": dict(self.constraints), "n_trials": int(c["n_trials"].value),
-            "timeout": float(c["timeout"].value) or None, "storage": c["storage"].value.strip() or None,
-            "study_name": c["study_name"].value.strip() or None, "seed": int(c["seed"].value),
+            "constraints": dict(self.constraints),
+            "n_trials": int(c["n_trials"].value),
+            "timeout": float(c["timeout"].value) or None,
+            "storage": c["storage"].value.strip() or None,
+            "study_name": c["study_name"].value.strip() or None,
+            "seed": int(c["seed"].value),
         }
 
     def code(self) -> str:
@@ -180,9 +203,12 @@ class SearchTab:
         self.progress.bar_style = "success"
         p._refresh_results()  # the whole-store view and the teacher list hold the trials' rows
         better = len(result.dominating_baseline())
-        p._say(f"search {result.study.study_name}: {len(result.trials)} trials, {len(result.front)} on the Pareto front"
-               + (f", {better} dominating the baseline (no worse on any objective, better on one)" if better else "")
-               + f"; {result.note}", "ok")
+        p._say(
+            f"search {result.study.study_name}: {len(result.trials)} trials, {len(result.front)} on the Pareto front"
+            + (f", {better} dominating the baseline (no worse on any objective, better on one)" if better else "")
+            + f"; {result.note}",
+            "ok",
+        )
         return result
 
     def _draw(self, trials: pd.DataFrame, front: pd.DataFrame, kw: dict[str, Any], note: str) -> None:
@@ -190,7 +216,9 @@ class SearchTab:
         self.redraws.append(len(trials))
         budget, objectives = kw["n_trials"], kw["objectives"]
         self.progress.max, self.progress.value = max(budget, len(trials)), len(trials)
-        self.label.value = "; ".join(t for t in (f"{len(trials)}/{budget} trials", best_text(trials, objectives), note) if t)
+        self.label.value = "; ".join(
+            t for t in (f"{len(trials)}/{budget} trials", best_text(trials, objectives), note) if t
+        )
         table = trial_table(trials, front, objectives, self.space)
         self.table.value = table.to_html(index=False, classes="wb-trials", float_format=format_number, na_rep="–")
         if (trials["trial_state"] == "COMPLETE").any():
@@ -201,22 +229,47 @@ class SearchTab:
     def _build(self) -> None:
         labels = {m: METRICS[m].label for m in OBJECTIVES}
         c = self.controls = {
-            "strategy": w.Dropdown(description="strategy", options=_strategy_options(), value="nsga2", style=STYLE, layout=WIDE),
-            "n_trials": w.BoundedIntText(description="budget (trials)", value=20, min=1, max=100_000, style=STYLE, layout=WIDE),
-            "timeout": w.BoundedFloatText(description="time limit (s, 0: none)", value=0, min=0, max=7 * 24 * 3600,
-                                          style=STYLE, layout=WIDE),
+            "strategy": w.Dropdown(
+                description="strategy", options=_strategy_options(), value="nsga2", style=STYLE, layout=WIDE
+            ),
+            "n_trials": w.BoundedIntText(
+                description="budget (trials)", value=20, min=1, max=100_000, style=STYLE, layout=WIDE
+            ),
+            "timeout": w.BoundedFloatText(
+                description="time limit (s, 0: none)", value=0, min=0, max=7 * 24 * 3600, style=STYLE, layout=WIDE
+            ),
             "seed": w.IntText(description="sampler seed", value=0, style=STYLE, layout=WIDE),
-            "objectives": w.SelectMultiple(description="objectives", options=[(labels[m], m) for m in OBJECTIVES],
-                                           value=DEFAULT_OBJECTIVES, rows=len(OBJECTIVES), style=STYLE, layout=WIDE),
-            "study_name": w.Text(description="study", placeholder="blank: a new study per search", continuous_update=False,
-                                 style=STYLE, layout=WIDE),
-            "storage": w.Text(description="storage", placeholder="blank: studies.db in the store", continuous_update=False,
-                              style=STYLE, layout=WIDE),
+            "objectives": w.SelectMultiple(
+                description="objectives",
+                options=[(labels[m], m) for m in OBJECTIVES],
+                value=DEFAULT_OBJECTIVES,
+                rows=len(OBJECTIVES),
+                style=STYLE,
+                layout=WIDE,
+            ),
+            "study_name": w.Text(
+                description="study",
+                placeholder="blank: a new study per search",
+                continuous_update=False,
+                style=STYLE,
+                layout=WIDE,
+            ),
+            "storage": w.Text(
+                description="storage",
+                placeholder="blank: studies.db in the store",
+                continuous_update=False,
+                style=STYLE,
+                layout=WIDE,
+            ),
         }
         for widget in c.values():
             widget.observe(lambda _: self._on_setting(), names="value")
-        self.button = w.Button(description="Run search", button_style="primary", icon="search",
-                               tooltip="run the search: every trial is a run in the store")
+        self.button = w.Button(
+            description="Run search",
+            button_style="primary",
+            icon="search",
+            tooltip="run the search: every trial is a run in the store",
+        )
         self.button.add_class("wb-run-search")
         self.button.on_click(self.panel._handler(self.run))
         self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(width="300px"))
@@ -225,16 +278,30 @@ class SearchTab:
         self.chart_out.add_class("wb-search-chart")
         self.table = w.HTML("<i>No trials yet: press Run search.</i>")
         self.code_view = w.HTML()
-        note = w.HTML("<p>The base config is the other tabs' settings; every trial changes some of them "
-                      "(the knobs of the search space) and is an ordinary run in the store. A study of the same name "
-                      "in the same storage continues: its finished trials count toward the budget.</p>")
-        self.view = w.VBox([
-            note,
-            w.GridBox([c["strategy"], c["objectives"], c["n_trials"], c["timeout"], c["seed"], c["study_name"], c["storage"]],
-                      layout=w.Layout(grid_template_columns="repeat(2, 400px)")),
-            w.HBox([self.button, self.progress, self.label]),
-            self.chart_out,
-            self.table,
-            w.HTML("<b>code for this search</b> (the base is the panel's current settings):"),
-            self.code_view,
-        ])
+        note = w.HTML(
+            "<p>The base config is the other tabs' settings; every trial changes some of them "
+            "(the knobs of the search space) and is an ordinary run in the store. A study of the same name "
+            "in the same storage continues: its finished trials count toward the budget.</p>"
+        )
+        self.view = w.VBox(
+            [
+                note,
+                w.GridBox(
+                    [
+                        c["strategy"],
+                        c["objectives"],
+                        c["n_trials"],
+                        c["timeout"],
+                        c["seed"],
+                        c["study_name"],
+                        c["storage"],
+                    ],
+                    layout=w.Layout(grid_template_columns="repeat(2, 400px)"),
+                ),
+                w.HBox([self.button, self.progress, self.label]),
+                self.chart_out,
+                self.table,
+                w.HTML("<b>code for this search</b> (the base is the panel's current settings):"),
+                self.code_view,
+            ]
+        )
