@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+# pytest-xdist workers: one per core of a 2-core CI machine (make test TEST_WORKERS=0 runs in one process)
+TEST_WORKERS ?= 2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.workbench-installed
 
@@ -43,7 +45,7 @@ postgres-deps:
 	  echo "postgresql not installed: the PostgreSQL search test will be skipped"
 
 test: setup browser-deps postgres-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # Everything a workshop laptop installs, as files to copy (USB stick, shared drive) with a checkout, for an
 # offline install from inside that checkout (setuptools is there to build the editable install):

@@ -81,7 +81,13 @@ def load_script(anchors: str | Path, name: str) -> types.ModuleType:
         raise FileNotFoundError(f"no reference script {path}: point --race at the folder holding {', '.join(SCRIPTS)}")
     spec = importlib.util.spec_from_file_location(f"reference_{name}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    # The scripts log their own source from sys.argv[0], as when run as `python script.py`; under a
+    # pytest-xdist worker that is "-c".
+    argv0, sys.argv[0] = sys.argv[0], str(path)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.argv[0] = argv0
     return module
 
 

@@ -52,9 +52,9 @@ from benchmarks._anchors import (
 )
 from benchmarks._common import environment, save  # noqa: E402
 from workbench import ResultStore, load_dataset, preset, run  # noqa: E402
-from workbench.ledger import ablation  # noqa: E402
 from workbench.measure import cpu_features, resolve_device  # noqa: E402
 from workbench.presets import without_each_part  # noqa: E402
+from workbench.report.ledger import ablation  # noqa: E402
 from workbench.train import load_average  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

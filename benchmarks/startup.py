@@ -27,7 +27,7 @@ COMMANDS = {
     "eager import (torch, pandas, matplotlib, the package)": [
         sys.executable,
         "-c",
-        "import torch, pandas, matplotlib.pyplot; import workbench.pipeline, workbench.plots, workbench.ledger",
+        "import torch, pandas, matplotlib.pyplot; import workbench.pipeline, workbench.report.charts, workbench.report.ledger",
     ],
 }
 

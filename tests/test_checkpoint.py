@@ -21,7 +21,7 @@ from workbench import (
     load_teacher,
     run,
 )
-from workbench.checkpoint import load_checkpoint
+from workbench.report.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 QUICK = MeasureConfig(batch_sizes=(1,), warmup=0, iters=1)

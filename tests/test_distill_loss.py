@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench import ModelConfig, Result, RunConfig, TrainConfig, create_model, load_dataset, train
-from workbench.checkpoint import load_checkpoint, save_checkpoint
 from workbench.pipeline import load_teacher
+from workbench.report.checkpoint import load_checkpoint, save_checkpoint
 from workbench.train import distillation_loss
 
 

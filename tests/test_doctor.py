@@ -1,7 +1,7 @@
 """`workbench doctor`: every problem comes with exactly one fix line."""
 
-from workbench import doctor as doc
-from workbench.doctor import Check, doctor, format_report, widgets_pairing
+from workbench.course import doctor as doc
+from workbench.course.doctor import Check, doctor, format_report, widgets_pairing
 
 
 def test_doctor_covers_the_environment_and_fixes_every_problem():

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from workbench import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainConfig, create_model
-from workbench.exercises import EXERCISES, Feedback, exercises_of
-from workbench.exercises import exercise_checker as checker
-from workbench.notebooks import list_notebooks
+from workbench.course.exercises import CHECK_SOLUTIONS, EXERCISES, Feedback, exercises_of
+from workbench.course.exercises import exercise_checker as checker
+from workbench.course.notebooks import list_notebooks
 
 
 def _profile(step_ms: float, batch_size: int) -> pd.DataFrame:
@@ -70,6 +70,23 @@ def test_learner_mode_leaves_an_unanswered_exercise_alone_and_says_what_to_do():
     feedback = checker("01_measure", env, instructor=False)("01.params")
     assert feedback.status == "unanswered" and env["n_params"] is ...
     assert "`n_params`" in feedback.message and "..." in feedback.message
+
+
+@pytest.mark.parametrize("key", sorted(ENVS))
+def test_checking_solutions_keeps_the_learners_view_and_judges_the_reference_and_mistakes(key, monkeypatch):
+    """What CI runs every notebook with (``notebooks run --check-solutions``): one run checks both modes."""
+    monkeypatch.setenv(CHECK_SOLUTIONS, "1")
+    env = ENVS[key]()
+    before = dict(env)
+    check = checker(key[:2], env, instructor=False)
+    feedback = check(key)
+    assert feedback.status == "unanswered" and feedback.solution is None, repr(feedback)
+    assert env.keys() == before.keys() and all(env[k] is v for k, v in before.items())  # the notebook's names
+    said = check.summary()[key]
+    assert said["solution_status"] == "right" and not said["filled_in"]
+    assert said["let_through"] == [] and len(said["rejected"]) == len(EXERCISES.get(key).wrong)
+    monkeypatch.delenv(CHECK_SOLUTIONS)
+    assert checker(key[:2], ENVS[key](), instructor=False)(key).rejected == []  # plain learner mode
 
 
 def test_a_wrong_answer_and_a_broken_one_are_not_yet_with_a_reason():

@@ -4,7 +4,8 @@ time to accuracy) and the inference grid of batch size x precision x mode."""
 import pytest
 import torch
 
-from workbench import ModelConfig, RunConfig, TrainConfig, inference_sweep, plots, run, time_to_accuracy
+from workbench import ModelConfig, RunConfig, TrainConfig, inference_sweep, run, time_to_accuracy
+from workbench.report import charts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,7 +59,7 @@ def test_the_inference_sweep_times_every_combination_that_runs_here_and_says_why
         (skipped["mode"] == "max-autotune") & (skipped["precision"] != "tf32")
     ]  # tf32 rows say tf32's reason
     assert len(autotune) == 4 and autotune["skipped"].str.contains("GPU").all()
-    fig = plots.inference_sweep_chart(df)
+    fig = charts.inference_sweep_chart(df)
     assert len(fig.axes[0].lines) == 4 and ran["device_name"].iloc[0] in fig.get_suptitle()
     assert "not run here" in fig._supxlabel.get_text()
     with pytest.raises(ValueError, match="Unknown inference_grid precision 'int3'"):
@@ -82,7 +83,7 @@ def test_profile_splits_real_training_steps_into_phases_and_names_the_bottleneck
     )
     share = lambda d, phase: float(d.set_index("phase").loc[phase, "share"])
     assert share(augmented, "data") > 2 * share(df, "data")
-    fig = plots.profile_chart(augmented)
+    fig = charts.profile_chart(augmented)
     assert fig.axes[0].get_xlabel() == "share of the training step (%)" and "batch 64" in fig.axes[0].get_title()
 
 
@@ -203,19 +204,19 @@ def test_many_compiled_shapes_of_one_model_each_get_a_graph_instead_of_silently_
 
 def test_training_curves_can_be_read_against_training_time():
     r = run(RunConfig(model=ModelConfig(name="mlp"), train=TrainConfig(epochs=2)), store=None, progress=False)
-    from workbench.results import results_frame
+    from workbench.report import results_frame
 
-    ax = plots.history_curves(results_frame([r]), "test_accuracy", x="elapsed_s").axes[0]
+    ax = charts.history_chart(results_frame([r]), "test_accuracy", x="elapsed_s").axes[0]
     assert ax.get_xlabel() == "training time so far (s)" and "against training time" in ax.get_title()
     assert list(ax.lines[0].get_xdata()) == [h["elapsed_s"] for h in r.history]
     with pytest.raises(ValueError, match="x must be 'epoch' or 'elapsed_s'"):
-        plots.history_curves(results_frame([r]), x="step")
+        charts.history_chart(results_frame([r]), x="step")
 
 
 def test_compile_auto_probes_real_steps_decides_from_them_and_leaves_the_training_unchanged(store):
     """A 2-epoch digits run cannot pay back a CPU compile: auto says so with its numbers, and the model it
     trains is bit-identical to compile off (the probe restores weights, BatchNorm statistics and RNG)."""
-    from workbench.checkpoint import load_checkpoint
+    from workbench.report.checkpoint import load_checkpoint
 
     base = RunConfig(model=ModelConfig(name="cnn", width=0.5), train=TrainConfig(epochs=2)).replace(
         **{"hardware.threads": 1}

@@ -12,26 +12,18 @@ PACKAGE = Path(__file__).resolve().parent.parent / "workbench"
 
 # Lowest first. A module may import its own component and the layers below it, never above.
 LAYERS = [
-    {"_registry", "_errors", "_files", "_nbclient", "_theme", "_untrusted"},  # helpers every layer shares
+    {"_registry", "_errors", "_files", "_untrusted"},  # helpers every layer shares
     {"_plain"},  # config dataclasses <-> plain dicts (its errors are ConfigErrors)
     {"data", "models", "train"},  # the parts
     {"measure"},  # times models in each runtime (eager, compiled, torch.export, ONNX Runtime...)
     {"compress"},  # pruning and quantization steps (they fine-tune and count)
     {"config"},  # RunConfig composes the parts' configs and the compression steps
     {"presets"},  # named RunConfigs (the speedrun recipe)
-    {"checkpoint", "results"},  # what a run leaves behind
+    {"report"},  # what a run leaves behind (rows, checkpoints) and its views (compare, ledger, charts)
     {"pipeline"},  # the one place that composes
     {"deploy"},  # a stored run exported as a bundle, checked, compared across runtimes, served
-    {"ledger", "plots"},  # views of stored results
     {"search", "distributed"},  # searches (studies whose trials are runs); torchrun launches, scaling, pipeline demo
-    {
-        "ui",
-        "tour",
-        "doctor",
-        "notebooks",
-        "exercises",
-    },  # the panel, the main job, the tools around the package, the notebooks' checks
-    {"site"},  # the executed notebooks as a static site (reads the run-time records notebooks writes)
+    {"ui", "course"},  # the panel; the notebooks, their exercises and site, the tour, the set-up check
     {"cli", "__init__"},  # entry points: the command line and the public API
     {"__main__"},  # what `python -m` runs (a torchrun rank's entry takes the command line's flags)
 ]

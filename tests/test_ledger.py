@@ -12,7 +12,6 @@ from torch import nn
 from workbench import MeasureConfig, ModelConfig, Result, RunConfig, TrainConfig, run
 from workbench.compress.pruning import UnstructuredPrune, prune
 from workbench.compress.quantization import QAT, DynamicInt8, StaticInt8, quantize
-from workbench.ledger import REASONS, ledger, reason_at, why_not_faster
 from workbench.measure import (
     available_devices,
     count_flops,
@@ -21,7 +20,8 @@ from workbench.measure import (
     model_size_bytes,
     timing_plan,
 )
-from workbench.plots import plot_ledger_latency, plot_ledger_size_accuracy
+from workbench.report.charts import ledger_latency_chart, ledger_size_chart
+from workbench.report.ledger import REASONS, ledger, reason_at, why_not_faster
 
 CHW = (1, 8, 8)
 
@@ -86,7 +86,7 @@ def test_unstructured_pruning_is_explained_from_real_measurements():
     assert codes and codes <= {"dense", "noisy", "implausible", "slower", "within_spread"}, codes
     assert df.attrs["device_names"]["cpu"] == base.benchmarks[0]["device_name"]
     # The same table comes out of a store's DataFrame.
-    from workbench.results import results_frame
+    from workbench.report import results_frame
 
     assert ledger(results_frame([base, sparse])).equals(df)
 
@@ -193,10 +193,10 @@ def test_charts_have_labelled_axes_and_name_the_device():
     df = ledger(
         [_row("fp32", (), {}, timing), _row("int8", (StaticInt8(),), {"size_bytes": 1000, "accuracy": 0.89}, timing)]
     )
-    fig = plot_ledger_size_accuracy(df)
+    fig = ledger_size_chart(df)
     assert isinstance(fig, Figure) and fig.axes[0].get_xlabel() == "model size on disk (KiB)"
     assert [t.get_text() for t in fig.axes[0].texts] == ["fp32", "int8"]
-    fig = plot_ledger_latency(df)
+    fig = ledger_latency_chart(df)
     ax = fig.axes[0]
     assert ax.get_ylabel() == "latency per batch (ms, median), IQR bars" and "cpu: test device" in ax.get_title()
     assert len(ax.patches) == 2 * 3 and ax.get_yscale() == "linear"
@@ -229,7 +229,7 @@ def test_run_with_measure_device_all_fills_the_ledger_for_this_machine(tmp_path)
 
 
 def test_reasons_come_as_a_tidy_frame_decided_from_the_step_types():
-    from workbench.ledger import REASON_COLUMNS, REASONS, reason_at, why_not_faster
+    from workbench.report.ledger import REASON_COLUMNS, REASONS, reason_at, why_not_faster
 
     timing = {"eager/1": 1.0, "eager/64": 10.0}
     rows = [

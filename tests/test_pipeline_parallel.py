@@ -8,7 +8,7 @@ from workbench.data import load_dataset
 from workbench.distributed import pipeline_parallel
 from workbench.distributed.pipeline_parallel import pipeline_demo, split_in_two
 from workbench.models import ModelConfig, build_model, list_models
-from workbench.plots import pipeline_chart
+from workbench.report.charts import pipeline_chart
 
 # cnn, not mlp: the mlp's micro-batch computes in ~0.3 ms, less than this 2-core machine takes to wake a
 # rank for its hand-off, so its measured bubble stays near 65% at every count and shows only overhead.

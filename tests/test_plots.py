@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from workbench import ModelConfig, RunConfig, plots
-from workbench.results import Result, results_frame
+from workbench import ModelConfig, RunConfig
+from workbench.report import Result, charts, results_frame
 
 
 def _records(device, latency):
@@ -71,14 +71,14 @@ def _frame(devices=("Xeon", "Xeon", "Xeon")):
 def _charts(df):
     sweep = df.assign(sweep_field="model.width", sweep_value=[0.25, 0.5, 1.0])
     return {
-        "accuracy_vs_size": plots.accuracy_vs_size(df),
-        "accuracy_vs_params": plots.accuracy_vs_size(df, size="params"),
-        "latency_bars": plots.latency_bars(df),
-        "throughput_bars": plots.latency_bars(df, metric="throughput_ips"),
-        "latency_vs_batch": plots.latency_vs_batch(pd.DataFrame([r for recs in df["benchmarks"] for r in recs])),
-        "history_curves": plots.history_curves(df),
-        "sweep_lines": plots.sweep_lines(sweep, "latency_ms"),
-        "metric_bars": plots.metric_bars(df),
+        "size_accuracy_chart": charts.size_accuracy_chart(df),
+        "accuracy_vs_params": charts.size_accuracy_chart(df, size="params"),
+        "latency_chart": charts.latency_chart(df),
+        "throughput_bars": charts.latency_chart(df, metric="throughput_ips"),
+        "batch_latency_chart": charts.batch_latency_chart(pd.DataFrame([r for recs in df["benchmarks"] for r in recs])),
+        "history_chart": charts.history_chart(df),
+        "sweep_chart": charts.sweep_chart(sweep, "latency_ms"),
+        "metric_chart": charts.metric_chart(df),
     }
 
 
@@ -87,25 +87,25 @@ def _title(fig):
 
 
 @pytest.fixture(scope="module")
-def charts():
+def figures():
     return _charts(_frame())
 
 
 CHARTS = [
-    "accuracy_vs_size",
+    "size_accuracy_chart",
     "accuracy_vs_params",
-    "latency_bars",
+    "latency_chart",
     "throughput_bars",
-    "latency_vs_batch",
-    "history_curves",
-    "sweep_lines",
-    "metric_bars",
+    "batch_latency_chart",
+    "history_chart",
+    "sweep_chart",
+    "metric_chart",
 ]
 
 
 @pytest.mark.parametrize("name", CHARTS)
-def test_chart_is_a_labelled_figure_naming_the_device(charts, name):
-    fig = charts[name]
+def test_chart_is_a_labelled_figure_naming_the_device(figures, name):
+    fig = figures[name]
     assert isinstance(fig, Figure)
     for ax in fig.axes:
         assert ax.get_xlabel() or ax.get_xticklabels(), name
@@ -116,14 +116,14 @@ def test_chart_is_a_labelled_figure_naming_the_device(charts, name):
 
 def test_units_on_the_axes():
     df = _frame()
-    assert plots.accuracy_vs_size(df).axes[0].get_xlabel().startswith("model size on disk (KiB")
-    assert "(ms" in plots.latency_bars(df).axes[0].get_ylabel()
-    assert "images/s" in plots.latency_bars(df, metric="throughput_ips").axes[0].get_ylabel()
-    assert "float32" in _title(plots.latency_bars(df))
+    assert charts.size_accuracy_chart(df).axes[0].get_xlabel().startswith("model size on disk (KiB")
+    assert "(ms" in charts.latency_chart(df).axes[0].get_ylabel()
+    assert "images/s" in charts.latency_chart(df, metric="throughput_ips").axes[0].get_ylabel()
+    assert "float32" in _title(charts.latency_chart(df))
 
 
 def test_pareto_front_is_highlighted():
-    fig = plots.accuracy_vs_size(_frame())
+    fig = charts.size_accuracy_chart(_frame())
     by_label = {c.get_label(): c.get_offsets() for c in fig.axes[0].collections}
     front_sizes = sorted(np.asarray(by_label["Pareto front"])[:, 0] * 1024)
     dominated_sizes = list(np.asarray(by_label["dominated"])[:, 0] * 1024)
@@ -131,10 +131,12 @@ def test_pareto_front_is_highlighted():
 
 
 def test_pareto_mask_ties_and_duplicates():
-    assert plots.pareto_mask([1, 1, 2], [0.5, 0.5, 0.4]).tolist() == [True, True, False]
+    assert charts.pareto_mask([1, 1, 2], [0.5, 0.5, 0.4]).tolist() == [True, True, False]
 
 
-@pytest.mark.parametrize("chart", ["accuracy_vs_size", "latency_bars", "sweep_lines", "history_curves", "metric_bars"])
+@pytest.mark.parametrize(
+    "chart", ["size_accuracy_chart", "latency_chart", "sweep_chart", "history_chart", "metric_chart"]
+)
 def test_mixed_devices_are_flagged(chart):
     fig = _charts(_frame(devices=("Xeon", "H100", "Xeon")))[chart]
     assert "MIXED devices" in _title(fig) and "H100" in _title(fig)
@@ -142,7 +144,7 @@ def test_mixed_devices_are_flagged(chart):
 
 def test_latency_vs_batch_is_log_log_with_a_line_per_mode():
     records = pd.DataFrame(_records("Xeon", 1.0) + [dict(r, mode="compiled") for r in _records("Xeon", 0.5)])
-    fig = plots.latency_vs_batch(records)
+    fig = charts.batch_latency_chart(records)
     latency_ax = fig.axes[0]
     assert latency_ax.get_xscale() == "log" and latency_ax.get_yscale() == "log"
     assert [line.get_label() for line in latency_ax.get_lines()] == ["eager float32", "compiled float32"]
@@ -150,20 +152,20 @@ def test_latency_vs_batch_is_log_log_with_a_line_per_mode():
 
 def test_sweep_lines_on_named_values_uses_categories():
     df = _frame().assign(sweep_field="train.optimizer", sweep_value=["sgd", "adam", "adamw"])
-    ax = plots.sweep_lines(df, "accuracy").axes[0]
+    ax = charts.sweep_chart(df, "accuracy").axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["sgd", "adam", "adamw"]
     assert ax.get_xlabel() == "train.optimizer"
     assert list(ax.get_lines()[0].get_ydata()) == pytest.approx([90, 85, 95])
 
 
 def test_history_curves_one_line_per_run_in_percent():
-    ax = plots.history_curves(_frame()).axes[0]
+    ax = charts.history_chart(_frame()).axes[0]
     assert len(ax.get_lines()) == 3
     assert max(ax.get_lines()[2].get_ydata()) == pytest.approx(95 - 20 / 3)
 
 
 def test_dark_theme_paints_a_dark_background():
-    light, dark = plots.history_curves(_frame()), plots.history_curves(_frame(), theme="dark")
+    light, dark = charts.history_chart(_frame()), charts.history_chart(_frame(), theme="dark")
     assert sum(light.get_facecolor()[:3]) > 2.5 and sum(dark.get_facecolor()[:3]) < 0.5
 
 
@@ -178,7 +180,7 @@ def test_charts_do_not_pile_up_in_pyplot():
 def test_the_pareto_front_follows_the_schemas_direction():
     import pandas as pd
 
-    from workbench.plots import accuracy_vs_size
+    from workbench.report.charts import size_accuracy_chart
 
     df = pd.DataFrame(
         {
@@ -189,7 +191,7 @@ def test_the_pareto_front_follows_the_schemas_direction():
             "measure_device_name": ["x"] * 3,
         }
     )
-    ax = accuracy_vs_size(df, size="throughput_ips").axes[0]
+    ax = size_accuracy_chart(df, size="throughput_ips").axes[0]
     front = (
         ax.collections[1].get_offsets()[:, 0].tolist()
     )  # higher throughput is better: b and c are the front (lower-is-better would keep c alone)
@@ -205,14 +207,14 @@ def _noisy_frame():
 
 
 def test_noisy_latencies_are_hatched_and_explained_on_the_charts():
-    fig = plots.latency_bars(_noisy_frame())
+    fig = charts.latency_chart(_noisy_frame())
     ax = fig.axes[0]
     hatched = [p for p in ax.patches if p.get_hatch()]
     assert len(hatched) == 2  # run a's two batch sizes, not the others
     assert "noisy" in ax.get_xlabel()
-    clean = plots.latency_bars(_frame()).axes[0]
+    clean = charts.latency_chart(_frame()).axes[0]
     assert not any(p.get_hatch() for p in clean.patches) and "noisy" not in clean.get_xlabel()
-    scatter = plots.accuracy_vs_size(_noisy_frame(), size="latency_ms").axes[0]
+    scatter = charts.size_accuracy_chart(_noisy_frame(), size="latency_ms").axes[0]
     assert any("noisy" in c.get_label() for c in scatter.collections)
     assert "IQR" in scatter.get_title()
 
@@ -221,7 +223,7 @@ def test_labels_of_points_at_one_place_are_merged_and_none_overlap():
     df = _frame()
     df["size_bytes"] = [4000, 4000, 4100]
     df["accuracy"] = [0.9, 0.9, 0.9]
-    ax = plots.accuracy_vs_size(df).axes[0]
+    ax = charts.size_accuracy_chart(df).axes[0]
     texts = [t for t in ax.texts]
     assert sorted(t.get_text() for t in texts) == ["a, b", "c"]
     boxes = [t.get_window_extent() for t in texts]
@@ -230,10 +232,10 @@ def test_labels_of_points_at_one_place_are_merged_and_none_overlap():
 
 def test_accuracy_bars_zoom_to_their_range_and_speeds_start_at_zero():
     df = _frame()
-    low, high = plots.metric_bars(df, ["accuracy"]).axes[0].get_ylim()
+    low, high = charts.metric_chart(df, ["accuracy"]).axes[0].get_ylim()
     assert 50 < low < 85 and high > 95  # accuracies 85-95%: a one-point gap is visible
     speed = df.assign(sweep_field="train.batch_size", sweep_value=[32, 64, 128], train_ips=[201.0, 202.0, 203.0])
-    assert plots.sweep_lines(speed, "train_ips").axes[0].get_ylim()[0] == 0
+    assert charts.sweep_chart(speed, "train_ips").axes[0].get_ylim()[0] == 0
 
 
 def test_the_learning_rate_chart_has_one_point_per_optimizer_step():
@@ -249,5 +251,5 @@ def test_the_learning_rate_chart_has_one_point_per_optimizer_step():
             "train_device": ["cpu"],
         }
     )
-    line = plots.lr_schedules(df).axes[0].lines[0]
+    line = charts.lr_schedule_chart(df).axes[0].lines[0]
     assert list(np.round(line.get_ydata(), 3)) == [0.02, 0.04, 0.06, 0.08, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]

@@ -7,8 +7,8 @@ import pytest
 
 from workbench import ResultStore, preset, run
 from workbench.cli import main
-from workbench.ledger import ablation
 from workbench.presets import without_each_part
+from workbench.report.ledger import ablation
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

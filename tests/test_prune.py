@@ -20,7 +20,7 @@ from workbench.compress import (
 )
 from workbench.measure import count_flops
 from workbench.models import create_model, list_models
-from workbench.plots import plot_sensitivity
+from workbench.report.charts import sensitivity_chart
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -309,7 +309,7 @@ def test_sensitivity_structured_and_plot(digits):
     for _, rows in df.groupby("layer"):
         assert rows.params.iloc[1] < rows.params.iloc[0]
     assert df[df.amount == 0.9].accuracy_drop.mean() > df[df.amount == 0.2].accuracy_drop.mean()
-    fig = plot_sensitivity(df)
+    fig = sensitivity_chart(df)
     ax = fig.axes[0]
     assert (
         ax.get_xlabel() and ax.get_ylabel() == "test accuracy (%)" and max(ax.lines[0].get_ydata()) > 1

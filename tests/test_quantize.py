@@ -10,7 +10,6 @@ from workbench import ConfigError, RunConfig, TrainConfig
 from workbench.compress.core import CompressContext
 from workbench.compress.quantization import (
     QAT,
-    QUANT_STEPS,
     CastPrecision,
     DynamicInt8,
     StaticInt8,
@@ -19,6 +18,7 @@ from workbench.compress.quantization import (
     is_fake_quant,
     is_pt2e_program,
     load_quantized,
+    quantization_steps,
     quantize,
     save_quantized,
     saved_size_bytes,
@@ -67,7 +67,7 @@ def _batches(n=2, bs=16):
     return [(torch.randn(bs, 1, 8, 8, generator=g), torch.randint(0, 10, (bs,), generator=g)) for _ in range(n)]
 
 
-@pytest.mark.parametrize("kind", sorted(QUANT_STEPS))
+@pytest.mark.parametrize("kind", sorted(quantization_steps()))
 def test_every_method_keeps_output_shapes(kind):
     batches = _batches()
     ctx = CompressContext(example_input=batches[0][0], train_loader=batches, train=TrainConfig(epochs=1, lr=0.01))

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from workbench import MeasureConfig, ModelConfig, Result, ResultStore, RunConfig, TrainConfig, run
-from workbench.results import DamagedRowWarning
+from workbench.report import DamagedRowWarning
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = MeasureConfig(batch_sizes=(1,), warmup=0, iters=1)

@@ -87,7 +87,7 @@ def test_compare_names_a_metric_it_cannot_compare_instead_of_dropping_it():
 
 
 def test_the_schema_labels_every_metric_with_its_unit_and_direction():
-    from workbench.results import COMPARE_METRICS, METRICS, metric
+    from workbench.report import COMPARE_METRICS, METRICS, metric
 
     assert set(COMPARE_METRICS) <= set(METRICS)
     assert (
@@ -108,7 +108,7 @@ def test_duplicate_names_get_the_end_of_their_run_id_everywhere():
 
 
 def test_latency_comparison_trusts_a_ratio_only_as_far_as_the_timing_does():
-    from workbench.results import SEPARATE_TIMING_SPREAD, latency_comparison
+    from workbench.report import SEPARATE_TIMING_SPREAD, latency_comparison
 
     def rec(ms, together="x", device="cpu", noisy=False):
         return [

@@ -15,7 +15,7 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 from workbench import ConfigError, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from workbench.results import ResultStore  # noqa: E402
+from workbench.report import ResultStore  # noqa: E402
 from workbench.search import (
     Choice,
     Float,

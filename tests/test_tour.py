@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from workbench.cli import main
-from workbench.results import ResultStore
-from workbench.tour import noise_note, report_table, variant_notes, write_report
+from workbench.course.tour import noise_note, report_table, variant_notes, write_report
+from workbench.report import ResultStore
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -96,7 +96,7 @@ def test_the_report_in_a_real_browser(toured):
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.goto(url)
             images = page.eval_on_selector_all("img", "els => els.map(e => [e.alt, e.complete && e.naturalWidth > 0])")
-            assert [alt for alt, _ in images] == ["accuracy_vs_size.png", "latency.png", "training_curves.png"]
+            assert [alt for alt, _ in images] == ["size_accuracy_chart.png", "latency.png", "training_curves.png"]
             assert all(ok for _, ok in images), images
             headers = page.eval_on_selector_all(
                 "table thead tr", "rows => rows.map(r => [...r.cells].map(c => c.innerText))"

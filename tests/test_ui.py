@@ -18,7 +18,7 @@ from workbench import (
     TrainConfig,
 )
 from workbench.compress import parse_step, step_types
-from workbench.results import ResultStore
+from workbench.report import ResultStore
 from workbench.ui import Workbench, config_code
 from workbench.ui.panel import STORE
 

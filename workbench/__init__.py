@@ -12,14 +12,15 @@ from __future__ import annotations
 import importlib
 import sys
 import types
+import warnings
 from typing import Any
 
 __version__ = "0.1.0"
 
-# Where each public name lives, by module (relative to this package).
+# The public API, in one list: each name by the module it lives in (relative to this package).
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "._errors": ("ConfigError",),
-    ".checkpoint": ("load_checkpoint", "save_checkpoint"),
+    ".report.checkpoint": ("load_checkpoint", "save_checkpoint"),
     ".compress": (
         "QAT",
         "CastPrecision",
@@ -53,7 +54,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "train_loader",
     ),
     ".deploy": ("Bundle", "export", "load_bundle", "load_test", "runtime_comparison", "serving"),
-    ".ledger": ("ablation", "ledger", "reason_at", "why_not_faster"),
+    ".report.ledger": ("ablation", "ledger", "reason_at", "why_not_faster"),
     ".measure": (
         "MeasureConfig",
         "benchmark",
@@ -69,9 +70,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "time_calls",
     ),
     ".models": ("ModelConfig", "build_model", "create_model", "list_models"),
-    ".exercises": ("exercise_checker",),
-    ".notebooks": ("notebook_timings", "write_metrics"),
-    ".site": ("build_site",),
+    ".course.exercises": ("exercise_checker",),
+    ".course.notebooks": ("notebook_timings", "write_metrics"),
+    ".course.site": ("build_site",),
     ".pipeline": (
         "distill",
         "distill_summary",
@@ -85,28 +86,28 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "run_many",
         "sweep",
     ),
-    ".plots": (
-        "accuracy_vs_size",
+    ".report.charts": (
+        "size_accuracy_chart",
         "runtime_chart",
         "serving_chart",
-        "history_curves",
+        "history_chart",
         "inference_sweep_chart",
-        "latency_bars",
-        "latency_vs_batch",
+        "latency_chart",
+        "batch_latency_chart",
         "profile_chart",
-        "lr_schedules",
-        "metric_bars",
-        "plot_ledger_latency",
-        "plot_ledger_size_accuracy",
-        "plot_sensitivity",
-        "sweep_lines",
+        "lr_schedule_chart",
+        "metric_chart",
+        "ledger_latency_chart",
+        "ledger_size_chart",
+        "sensitivity_chart",
+        "sweep_chart",
         "scaling_chart",
         "rank_chart",
         "pipeline_chart",
         "ablation_chart",
         "path_chart",
     ),
-    ".results": (
+    ".report": (
         "METRICS",
         "Result",
         "ResultStore",
@@ -145,14 +146,33 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+_MODULES = {"charts": ".report.charts"}  # public modules: ``wb.charts.latency_chart``
+# Old names, still answered with a DeprecationWarning: the charts took one scheme, <what it shows>_chart.
+_RENAMED = {
+    "plots": "charts",
+    "accuracy_vs_size": "size_accuracy_chart",
+    "latency_bars": "latency_chart",
+    "latency_vs_batch": "batch_latency_chart",
+    "history_curves": "history_chart",
+    "lr_schedules": "lr_schedule_chart",
+    "sweep_lines": "sweep_chart",
+    "metric_bars": "metric_chart",
+    "plot_ledger_size_accuracy": "ledger_size_chart",
+    "plot_ledger_latency": "ledger_latency_chart",
+    "plot_sensitivity": "sensitivity_chart",
+}
 # Functions named like their subpackage: importing the subpackage binds its name here, and the function
 # must still win, as it did when this file imported everything eagerly.
 _SHADOWED = frozenset({"measure", "train", "ledger", "search"})
+__all__ = [*_HOME, *_MODULES]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "plots":
-        return importlib.import_module(".plots", __name__)
+    if name in _RENAMED:
+        warnings.warn(f"workbench.{name} is now workbench.{_RENAMED[name]}", DeprecationWarning, stacklevel=2)
+        return __getattr__(_RENAMED[name])
+    if name in _MODULES:
+        return importlib.import_module(_MODULES[name], __name__)
     if name not in _HOME:
         raise AttributeError(f"module 'workbench' has no attribute '{name}'")
     value = getattr(importlib.import_module(_HOME[name], __name__), name)
@@ -173,148 +193,3 @@ class _Package(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _Package
-
-
-__all__ = [
-    # configs
-    "RunConfig",
-    "DataConfig",
-    "AugmentConfig",
-    "ModelConfig",
-    "TrainConfig",
-    "HardwareConfig",
-    "DistillConfig",
-    "MeasureConfig",
-    "EvalConfig",
-    "CompressStep",
-    "ConfigError",
-    "preset",
-    "list_presets",
-    "without_each_part",
-    # compression steps and verbs
-    "UnstructuredPrune",
-    "StructuredPrune",
-    "FineTune",
-    "DynamicInt8",
-    "StaticInt8",
-    "QAT",
-    "WeightOnlyInt8",
-    "WeightOnlyInt4",
-    "CastPrecision",
-    "OrtStaticInt8",
-    "OrtDynamicInt8",
-    "CompressContext",
-    "parse_step",
-    "prune",
-    "quantize",
-    "sensitivity",
-    "sparsity_report",
-    "save_quantized",
-    "load_quantized",
-    # the pipeline
-    "run",
-    "run_many",
-    "sweep",
-    "inference_sweep",
-    "profile",
-    "distill",
-    "distill_summary",
-    "preflight",
-    "load_model",
-    "load_teacher",
-    "evaluator",
-    # parts usable alone
-    "list_datasets",
-    "load_dataset",
-    "train_loader",
-    "eval_loader",
-    "BatchLoader",
-    "list_models",
-    "create_model",
-    "build_model",
-    "list_optimizers",
-    "list_schedules",
-    "lr_curve",
-    "train",
-    "evaluate",
-    "benchmark",
-    "measure",
-    "measure_modes",
-    "count_flops",
-    "count_parameters",
-    "model_size_bytes",
-    "resolve_device",
-    "device_name",
-    "time_calls",
-    "native_bf16",
-    "matmul_ceiling",
-    "resolve_threads",
-    "save_checkpoint",
-    "load_checkpoint",
-    # results and their views
-    "Result",
-    "ResultStore",
-    "METRICS",
-    "compare",
-    "latency_comparison",
-    "same_architecture",
-    "readable",
-    "time_to_accuracy",
-    "epoch_costs",
-    "results_frame",
-    "ledger",
-    "ablation",
-    "why_not_faster",
-    "reason_at",
-    "plots",
-    "accuracy_vs_size",
-    "latency_bars",
-    "latency_vs_batch",
-    "inference_sweep_chart",
-    "profile_chart",
-    "lr_schedules",
-    "history_curves",
-    "sweep_lines",
-    "metric_bars",
-    "plot_ledger_size_accuracy",
-    "plot_ledger_latency",
-    "plot_sensitivity",
-    "write_metrics",
-    "exercise_checker",
-    "Workbench",
-    # the notebook series: run-time records and a static site of the executed notebooks
-    "notebook_timings",
-    "build_site",
-    # deployment
-    "export",
-    "load_bundle",
-    "Bundle",
-    "runtime_comparison",
-    "serving",
-    "load_test",
-    "runtime_chart",
-    "serving_chart",
-    # model search
-    "search",
-    "compare_strategies",
-    "Space",
-    "Choice",
-    "Int",
-    "Float",
-    "default_space",
-    "list_strategies",
-    # scale-out
-    "ParallelConfig",
-    "Placement",
-    "LaunchError",
-    "scaling",
-    "rank_table",
-    "pipeline_demo",
-    "torchrun_command",
-    "steady_images_per_s",
-    "scaling_chart",
-    "rank_chart",
-    "pipeline_chart",
-    "ablation_chart",
-    "path_chart",
-]

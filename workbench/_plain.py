@@ -6,6 +6,11 @@ field is checked against its type hint, so ``ModelConfig(width="wide")`` or ``Tr
 is one ``ConfigError`` naming the field, the value and what is allowed, never a bare ``TypeError``
 later. Numbers for float fields become floats and lists become tuples, so equal settings hash alike.
 
+Each setting carries its own description: ``setting(default, help=..., label=..., unit=..., range=...,
+choices=...)`` is a ``dataclasses.field`` whose metadata the command line's flags (their help and
+choices), the panel's controls (slider, dropdown, checkbox or text box) and the class's docstring are
+generated from, so a new setting is one edit (``leaf_settings`` walks a config's settings).
+
 Example:
     >>> from dataclasses import dataclass, field
     >>> @dataclass(frozen=True)
@@ -32,9 +37,10 @@ import dataclasses
 import functools
 import math
 import sys
+import textwrap
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from ._errors import ConfigError, require
@@ -45,12 +51,127 @@ class Checked:
 
     field_prefix: ClassVar[str] = ""  # how messages name the fields: "train" gives "train.lr"; "" gives "lr"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """The class's settings (``setting()`` fields) are listed at the end of its docstring: ``help(cls)``."""
+        super().__init_subclass__(**kwargs)
+        table = describe_settings(cls)
+        if table:
+            first = cls.__doc__ or f"The {cls.field_prefix or cls.__name__} settings of a run."
+            cls.__doc__ = f"{first.rstrip()}\n\n{table}"
+
     def __post_init__(self) -> None:
         check_types(self, self.field_prefix)
         self.check()
 
     def check(self) -> None:
         """Range and name checks beyond the types (a subclass's own rules)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """What one config field says about itself to the command line, the panel and the docs (``setting()``
+    makes one; it sits in the field's ``metadata["setting"]``)."""
+
+    help: str  # one line: the flag's help, the control's tooltip, the docstring's entry
+    label: str = ""  # the panel control's name; "" = the field's name
+    unit: str = ""  # shown after the label and after the default in --help: "px", "epochs"
+    range: tuple[float, float] | None = None  # the span of the panel's slider (check() decides what is valid)
+    step: float | None = None  # the slider's step
+    log: bool = False  # a log-scale slider (a learning rate)
+    # the names it takes, listed in --help and offered by the panel's dropdown; a callable (a registry's
+    # names) is called only when they are needed, so importing a config stays light
+    choices: Sequence[str] | Callable[[], Sequence[str]] = ()
+    # the panel's preset values where they differ from the choices: values or (label, value) pairs
+    options: Sequence[Any] | Callable[[], Sequence[Any]] = ()
+    widget: str = ""  # "toggle": toggle buttons instead of a dropdown
+    not_in_panel: str = ""  # why the panel has no control for it; "" = it has one
+
+    def names(self) -> list[str]:
+        """The choices, asked of the registry now if they come from one."""
+        return list(self.choices() if callable(self.choices) else self.choices)
+
+    def panel_options(self) -> list[Any]:
+        """The panel dropdown's options: the presets, else the choices; [] for a slider, checkbox or text."""
+        return list(self.options() if callable(self.options) else self.options) or self.names()
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    default_factory: Any = dataclasses.MISSING,
+    **described: Any,
+) -> Any:
+    """A dataclass field that describes itself: ``help``, and any of ``Setting``'s other fields (``label``,
+    ``unit``, ``range``, ``step``, ``log``, ``choices``, ``options``, ``widget``, ``not_in_panel``).
+
+    Example:
+        >>> from dataclasses import dataclass, fields
+        >>> @dataclass(frozen=True)
+        ... class Knobs(Checked):
+        ...     field_prefix = "knobs"
+        ...     lr: float = setting(0.1, help="step size", range=(1e-4, 1.0), log=True)
+        >>> Knobs().lr, fields(Knobs)[0].metadata["setting"].help
+        (0.1, 'step size')
+        >>> print(Knobs.__doc__)
+        The knobs settings of a run.
+        <BLANKLINE>
+            Settings (each is a ``workbench run`` flag and, unless noted, a panel control):
+                lr: float = 0.1 -- step size
+    """
+    return dataclasses.field(
+        default=default, default_factory=default_factory, metadata={"setting": Setting(help=help, **described)}
+    )
+
+
+def setting_of(f: dataclasses.Field) -> Setting | None:
+    """The ``Setting`` of a field made with ``setting()``; None for any other field."""
+    return f.metadata.get("setting")
+
+
+def leaf_settings(cls: type, prefix: str = "") -> dict[str, tuple[Any, Setting | None]]:
+    """Dotted path -> (type hint, ``Setting`` or None) for every leaf field of the config class ``cls``,
+    its sections recursed into: ``{"train.lr": (float, Setting(help=...)), ...}``."""
+    out: dict[str, tuple[Any, Setting | None]] = {}
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        section = _section_type(f)
+        if section is not None:
+            out.update(leaf_settings(section, f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = (hints[f.name], setting_of(f))
+    return out
+
+
+def describe_settings(cls: type) -> str:
+    """The settings of a config class as text (its docstring ends with it): each one's type, default and
+    unit, help, fixed choices, and why the panel leaves it out where it does; "" if it has none."""
+    if "__dataclass_fields__" in vars(cls):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+    else:  # while the class is being made (Checked.__init_subclass__ runs before @dataclass)
+        fields = {name: f for name, f in vars(cls).items() if isinstance(f, dataclasses.Field)}
+    annotations = vars(cls).get("__annotations__", {})
+    lines = []
+    for name, f in fields.items():
+        s = setting_of(f)
+        if s is None:
+            continue
+        hint = annotations.get(name, f.type)
+        default = (
+            " ".join(map(str, filter(None, (repr(f.default), s.unit))))
+            if f.default is not dataclasses.MISSING
+            else "..."
+        )
+        text = s.help
+        if s.choices and not callable(s.choices) and not all(c in text for c in s.choices):
+            text += f"; one of: {', '.join(s.choices)}"
+        if s.not_in_panel:
+            text += f" [not in the panel: {s.not_in_panel}]"
+        head = f"{name}: {hint if isinstance(hint, str) else getattr(hint, '__name__', hint)} = {default}"
+        lines.append(textwrap.fill(f"{head} -- {text}", 108, initial_indent=" " * 8, subsequent_indent=" " * 12))
+    if not lines:
+        return ""
+    return "    Settings (each is a ``workbench run`` flag and, unless noted, a panel control):\n" + "\n".join(lines)
 
 
 def check_types(obj: Any, prefix: str = "") -> None:

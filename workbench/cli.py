@@ -1,22 +1,19 @@
 """The workbench command: run, tour, search, doctor, datasets, models, notebooks, results.
 
-``workbench run`` has a flag for every ``RunConfig`` field, generated from the dataclasses (help text
-from each field's comment, choices from the registries), so a new config field is a new flag with no
+``workbench run`` has a flag for every ``RunConfig`` field, generated from the dataclasses (help text,
+unit and choices from each field's ``setting()``), so a new config field is a new flag with no
 change here. Only ``run`` builds those flags: ``workbench --help`` imports neither torch nor pandas.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import inspect
 import json
 import os
-import re
 import sys
 import typing
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +143,12 @@ def _parser(with_run_flags: bool) -> tuple[argparse.ArgumentParser, dict[str, ar
     )
     nb_run.add_argument("--out", default="runs/notebooks", help="where executed notebooks go (default: runs/notebooks)")
     nb_run.add_argument("--smoke", action="store_true", help="use each notebook's small smoke parameters")
+    nb_run.add_argument("--timeout", type=float, default=900, help="seconds a cell may run, > 0 (default: 900)")
+    nb_run.add_argument(
+        "--check-solutions",
+        action="store_true",
+        help="keep the learner's view and also judge every exercise's reference solution and typical wrong answers",
+    )
     nb_run.add_argument(
         "--html",
         default=None,
@@ -179,13 +182,13 @@ def _dispatch(args: argparse.Namespace, parsers: dict[str, argparse.ArgumentPars
     if args.command == "run":
         return _run(args)
     if args.command == "tour":
-        from .tour import tour
+        from .course.tour import tour
 
         report = tour(out=args.out, dataset=args.dataset, epochs=args.epochs)
         print(f"The report: {report.resolve()}\n            {report.resolve().as_uri()}")
         return 0
     if args.command == "doctor":
-        from .doctor import doctor, format_report
+        from .course.doctor import doctor, format_report
 
         checks = doctor()
         print(format_report(checks))
@@ -205,13 +208,21 @@ def _dispatch(args: argparse.Namespace, parsers: dict[str, argparse.ArgumentPars
             raise ValueError(f"--all runs every notebook: give it or the names ({' '.join(args.names)}), not both")
         if args.html is not None and (problem := writable_problem(args.html)):
             raise OSError(f"{problem} (--html): choose another folder")  # before the runs, not minutes after
-        from .notebooks import run_notebooks
+        from .course.notebooks import run_notebooks
 
-        executed = run_notebooks(args.names, dict(args.parameter), out=args.out, smoke=args.smoke, progress=True)
+        executed = run_notebooks(
+            args.names,
+            dict(args.parameter),
+            out=args.out,
+            smoke=args.smoke,
+            progress=True,
+            timeout=args.timeout,
+            check_solutions=args.check_solutions,
+        )
         for path in executed:
             print(path)
         if args.html is not None:
-            from .site import build_site
+            from .course.site import build_site
 
             index = build_site(executed, args.html).resolve()
             print(f"The site: {index}\n          {index.as_uri()}")
@@ -454,7 +465,7 @@ def _search(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _search_table(result, every: bool, fmt: str) -> str:
-    from .results import readable
+    from .report import readable
 
     rows = result.trials if every else result.front
     study = result.study.study_name
@@ -596,7 +607,7 @@ def _run_flags(argv: Sequence[str]) -> list[str]:
 def result_text(result) -> str:
     """A run's result as a person reads it: what was run, accuracy and cost (before -> after where it
     was compressed), every measured latency with its spread, and where it was measured."""
-    from .results import METRICS, format_number
+    from .report import METRICS, format_number
 
     m = result.metrics
     before = m.get("before_compression") or {}
@@ -645,22 +656,23 @@ def result_text(result) -> str:
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    from ._plain import leaf_settings
     from .compress import step_types
     from .config import RunConfig, field_paths
 
-    types = _leaf_types(RunConfig)
-    docs = _leaf_docs(RunConfig)
+    settings = leaf_settings(RunConfig)
     defaults = RunConfig().flat()
-    choices = _choices()
     for path in field_paths():
         if path in _SKIP:
             continue
-        hint, default = types[path], defaults[path]
-        text = docs.get(path, path)
-        names = choices[path]() if path in choices else []
-        if names and not all(n in text for n in names):  # unless the comment lists them already
+        (hint, described), default = settings[path], defaults[path]
+        text = described.help if described else path
+        names = described.names() if described else []
+        if names and not all(n in text for n in names):  # unless the help lists them already
             text += f"; one of: {', '.join(names)}"
-        default_text = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        default_text = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+        if described and described.unit:
+            default_text += f" {described.unit}"
         kw: dict[str, Any] = {
             "dest": path,
             "default": argparse.SUPPRESS,
@@ -715,67 +727,6 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         help="start from a stored run: its config, flags override it; its training is reused "
         "when the training flags are left alone (e.g. --from RUN_ID --compress static_int8)",
     )
-
-
-def _choices() -> dict[str, Callable[[], list[str]]]:
-    from .data import STRATEGIES, list_datasets
-    from .measure import MEASURE_MODES
-    from .models import list_models
-    from .train import COMPILE_MODES, OPTIMIZER_IMPLS, PRECISIONS, TTA_VIEWS, list_optimizers, list_schedules
-    from .train.parallel import BACKENDS
-    from .train.parallel import STRATEGIES as PARALLEL_STRATEGIES
-
-    return {
-        "data.dataset": lambda: [*list_datasets(), "folder:PATH"],
-        "data.selection": lambda: list(STRATEGIES),
-        "model.name": list_models,
-        "train.optimizer": list_optimizers,
-        "train.schedule": list_schedules,
-        "hardware.device": lambda: ["auto", "cpu", "cuda", "cuda:N", "mps"],
-        "hardware.precision": lambda: list(PRECISIONS),
-        "hardware.compile_mode": lambda: list(COMPILE_MODES),
-        "hardware.optimizer_impl": lambda: list(OPTIMIZER_IMPLS),
-        "parallel.strategy": lambda: list(PARALLEL_STRATEGIES),
-        "parallel.backend": lambda: list(BACKENDS),
-        "measure.device": lambda: ["same", "all", "cpu", "cuda", "mps"],
-        "measure.modes": lambda: list(MEASURE_MODES),
-        "evaluation.tta": lambda: list(TTA_VIEWS),
-    }
-
-
-def _leaf_types(cls: type, prefix: str = "") -> dict[str, Any]:
-    """Dotted path -> type hint for every leaf field of ``cls``."""
-    out = {}
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            out.update(_leaf_types(hints[f.name], f"{prefix}{f.name}."))
-        else:
-            out[f"{prefix}{f.name}"] = hints[f.name]
-    return out
-
-
-def _leaf_docs(cls: type, prefix: str = "") -> dict[str, str]:
-    """Dotted path -> the comment beside (or just above) each field in the config's source: the
-    hyperparameters' why-comments are the flags' help."""
-    out: dict[str, str] = {}
-    hints = typing.get_type_hints(cls)
-    pending: list[str] = []
-    for line in inspect.getsource(cls).splitlines():
-        comment = re.match(r"\s+#\s?(.*)", line)
-        field = re.match(r"\s+(\w+): [^=]+?(?:= .*?)?(?:\s+#\s?(.*))?$", line)
-        if comment:
-            pending.append(comment.group(1))
-        elif field and field.group(1) in hints and not str(hints[field.group(1)]).startswith("typing.ClassVar"):
-            name = field.group(1)
-            if dataclasses.is_dataclass(hints[name]):
-                out.update(_leaf_docs(hints[name], f"{prefix}{name}."))
-            elif field.group(2) or pending:
-                out[f"{prefix}{name}"] = field.group(2) or " ".join(pending)
-            pending = []
-        else:
-            pending = []
-    return out
 
 
 def _flag(path: str) -> str:
@@ -840,7 +791,7 @@ def config_from_args(args: argparse.Namespace):
     from .config import RunConfig
 
     if getattr(args, "from_run", None):
-        from .results import ResultStore
+        from .report import ResultStore
 
         cfg = ResultStore(args.store).get(args.from_run).config.replace(name="")
     elif getattr(args, "config", None):
@@ -904,7 +855,7 @@ def _datasets(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _results(args: argparse.Namespace) -> int:
 
-    from .results import COMPARE_METRICS, METRICS, TABLE_METRICS, ResultStore, compare, readable
+    from .report import COMPARE_METRICS, METRICS, TABLE_METRICS, ResultStore, compare, readable
 
     df = ResultStore(args.store).frame()
     if df.empty:
@@ -935,7 +886,7 @@ def _results(args: argparse.Namespace) -> int:
 
 
 def _format_table(table, fmt: str) -> str:
-    from .results import format_number
+    from .report import format_number
 
     if fmt == "csv":
         return table.to_csv(index=False).rstrip()

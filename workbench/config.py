@@ -2,8 +2,10 @@
 
 Each part owns and validates its section (data: ``DataConfig``; models: ``ModelConfig``; train:
 ``TrainConfig``, ``HardwareConfig``, ``ParallelConfig``, ``DistillConfig``, ``EvalConfig``; measure:
-``MeasureConfig``; compress: the ``CompressStep`` configs). This module only composes them: JSON round trips, hashes, dotted fields.
-Widgets edit a ``RunConfig``, a search samples them, the CLI parses one, a notebook writes one.
+``MeasureConfig``; compress: the ``CompressStep`` configs). This module only composes them: JSON round
+trips, hashes, dotted fields. Widgets edit a ``RunConfig``, a search samples them, the CLI parses one, a
+notebook writes one. Every leaf field is a ``setting()`` that describes itself (``_plain.leaf_settings``):
+the CLI's flags and the panel's controls are generated from those descriptions.
 
 Example:
     >>> from workbench import ModelConfig, TrainConfig
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import ConfigError, require
-from ._plain import Checked, from_plain, to_plain
+from ._plain import Checked, from_plain, setting, to_plain
 from .compress import CompressStep
 from .data import DataConfig
 from .measure import MeasureConfig
@@ -41,6 +43,9 @@ TRAINING_SECTIONS = ("data", "model", "train", "hardware", "parallel", "distill"
 
 @dataclass(frozen=True)
 class RunConfig(Checked):
+    """One experiment: the parts' sections (``help(TrainConfig)`` and the others list their settings),
+    the compression steps and a name."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -49,8 +54,12 @@ class RunConfig(Checked):
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
-    compress: tuple[CompressStep, ...] = ()  # applied in order after training
-    name: str = ""  # a label for charts and tables; not part of the hash
+    compress: tuple[CompressStep, ...] = setting(
+        (),
+        help="compression steps, applied in order after training",
+        not_in_panel="the Compression tab's step list edits it (Add step, Add recommended pruning)",
+    )
+    name: str = setting("", help="a label for tables and charts; not part of the hash", label="run name")
 
     def to_dict(self) -> dict[str, Any]:
         d = to_plain(self)

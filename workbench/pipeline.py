@@ -31,8 +31,7 @@ from tqdm.auto import tqdm
 
 from ._errors import ConfigError
 from ._files import try_lock
-from .checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
-from .compress import QAT, CompressContext, apply_step
+from .compress import CompressContext, apply_step
 from .config import RunConfig
 from .data import Dataset, eval_loader, load_dataset, per_example_loss, select_subset, subset_size, train_loader
 from .measure import (
@@ -52,7 +51,8 @@ from .measure import (
     track_peak_memory,
 )
 from .models import WHITEN_IMAGES, ModelConfig, build_model, model_args, whiten_first_conv
-from .results import METRICS, Result, ResultStore, epoch_costs, new_run_id, results_frame
+from .report import METRICS, Result, ResultStore, epoch_costs, new_run_id, results_frame
+from .report.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 from .train import (
     FUSED_OPTIMIZERS,
     SINGLE,
@@ -163,10 +163,17 @@ def preflight(config: RunConfig, *, store: ResultStore | str | os.PathLike | Non
         per_rank = _rank_threads(config)
         check.notes.append(
             f"{config.parallel.nproc} processes share this machine's {available_cores()} cores "
-            f"({per_rank} thread{'s' * (per_rank > 1)} each): expect the all-reduce, not the arithmetic, to set the pace"
+            f"({per_rank} thread{'s' * (per_rank > 1)} each): "
+            "expect the all-reduce, not the arithmetic, to set the pace"
         )
-    if any(isinstance(s, QAT) and not s.convert for s in config.compress):
-        check.notes.append("QAT(convert=False) keeps the fake-quant model: float math, to study QAT, not to ship")
+    for step in config.compress:
+        if step.keeps_fake_quant():
+            check.notes.append(f"{step.label()} keeps the fake-quant model: float math, to study it, not to ship")
+        if step.modes and not set(step.modes) & set(config.measure.modes):
+            check.notes.append(
+                f"{step.kind}'s model runs in {' or '.join(step.modes)} only, which measure.modes lacks: the baseline "
+                f"is not timed there, so the ledger has no speed-up to show; add {step.modes[0]} to measure.modes"
+            )
     return check
 
 
@@ -289,7 +296,8 @@ def _run_together(
     for config in configs:
         if not isinstance(config, RunConfig):
             raise TypeError(
-                f"run() takes a RunConfig (got {type(config).__name__}): build one, e.g. RunConfig(model=ModelConfig(...))"
+                f"run() takes a RunConfig (got {type(config).__name__}): "
+                "build one, e.g. RunConfig(model=ModelConfig(...))"
             )
     store = ResultStore.open(store)
     for config in configs:  # every config's problems before any work
@@ -667,7 +675,7 @@ def inference_sweep(
     """Latency and throughput per batch size x precision x mode (``measure.inference_grid``; ``grid``
     takes its keywords: batch_sizes, precisions, modes, device, channels_last, warmup, iters) for a
     module (give ``input_shape``, C, H, W) or a stored run's saved model (its input shape is in the
-    checkpoint). Chart it with ``plots.inference_sweep_chart``.
+    checkpoint). Chart it with ``charts.inference_sweep_chart``.
 
     Example:
         >>> df = inference_sweep(torch.nn.Linear(8, 2), input_shape=(8,), batch_sizes=(1,), precisions=("fp32",),
@@ -701,7 +709,7 @@ def profile(
     launch gaps, idle device) with milliseconds per step and its share of the step's wall time. On a
     GPU a phase's time is the device time of the kernels it launched, so the rest is the GPU idle.
     ``df.attrs["bottleneck"]`` is one sentence naming the largest cost and the switch most likely to
-    help; ``plots.profile_chart`` draws it.
+    help; ``charts.profile_chart`` draws it.
 
     Example:
         >>> from workbench import ModelConfig
@@ -841,10 +849,11 @@ def load_teacher(ref: str | os.PathLike, store: ResultStore | str | os.PathLike 
     weights loaded, and the model returned in eval mode on the CPU.
 
     Example:
-        >>> load_teacher("no-such-run")
+        >>> load_teacher("no-such-run")  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        ValueError: Teacher 'no-such-run' is neither a checkpoint file nor a stored run id (no result store given): pass a path or store=ResultStore(...)
+        ValueError: Teacher 'no-such-run' is neither a checkpoint file nor a stored run id
+        (no result store given): pass a path or store=ResultStore(...)
     """
     model, _ = load_checkpoint(_teacher_checkpoint(str(ref), ResultStore.open(store)))
     return model.eval()
@@ -891,7 +900,8 @@ def initial_model(
     training sees them.
 
     Example:
-        >>> net = initial_model(RunConfig(model=ModelConfig(name="speedcnn", width=0.25, init="whiten")), load_dataset("digits"))
+        >>> config = RunConfig(model=ModelConfig(name="speedcnn", width=0.25, init="whiten"))
+        >>> net = initial_model(config, load_dataset("digits"))
         >>> torch.equal(net.stem[0].weight[0], -net.stem[0].weight[1])
         True
     """
@@ -1153,20 +1163,13 @@ def _achieved(metrics: dict[str, Any], p: _Prepared, inference_ceiling: dict, tr
 
 
 def _warn_about_lost_accuracy(config: RunConfig, before: float, after: float) -> None:
-    """Say so when compression cost more accuracy than ``COMPRESSION_LOSS_POINTS``, with the likely fix."""
+    """Say so when compression cost more accuracy than ``COMPRESSION_LOSS_POINTS``, with the likely fix
+    (the ``advice`` of the first step that gives one)."""
     lost = 100 * (before - after)
     if lost <= COMPRESSION_LOSS_POINTS:
         return
-    kinds = {type(s).__name__ for s in config.compress}
-    if "StructuredPrune" in kinds or "UnstructuredPrune" in kinds:
-        fix = (
-            "prune in steps with fine-tuning between and fine-tune longer after: the measured recipe "
-            "--compress recommended:amount=0.5 (workbench.compress.recommended_pruning; within a point on digits)"
-        )
-    elif kinds & {"StaticInt8", "DynamicInt8", "WeightOnlyInt4", "WeightOnlyInt8"}:
-        fix = "calibrate on more batches (static_int8:calibration_batches=32) or fine-tune with quantization (qat)"
-    else:
-        fix = "fine-tune after compressing (finetune:epochs=5)"
+    # The first step with advice speaks: the earliest lossy step is the likeliest cause.
+    fix = next((s.advice for s in config.compress if s.advice), "fine-tune after compressing (finetune:epochs=5)")
     warnings.warn(
         f"compression cost {lost:.1f} accuracy points ({100 * before:.1f}% -> {100 * after:.1f}%): {fix}",
         stacklevel=_USER,

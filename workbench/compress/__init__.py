@@ -3,12 +3,18 @@
 One verb per capability and one small config per option (torchao's style):
 ``prune(model, StructuredPrune(amount=0.5), example_inputs=x)``, ``quantize(model, StaticInt8(), ...)``.
 The same configs listed in ``RunConfig.compress`` are applied in order by ``workbench.run``; this part
-owns them (``CompressStep`` and its kind and handler tables). Optional libraries (torch-pruning,
+owns them (``CompressStep``, which each step describes itself with, and the one step table that
+``implements`` fills). A new step is one module with its config and function, imported below.
+Optional libraries (torch-pruning,
 torchao, ONNX Runtime) are imported only when a step needs them. Distillation trains rather than
 compresses: its loss lives in ``workbench.train``.
 """
 
 from .core import (
+    FAMILIES,
+    NEEDS,
+    PRUNING,
+    QUANTIZATION,
     CompressContext,
     CompressStep,
     FineTune,
@@ -33,6 +39,7 @@ from .quantization import (
     is_fake_quant,
     is_pt2e_program,
     load_quantized,
+    quantization_steps,
     quantize,
     save_quantized,
     saved_format,
@@ -42,7 +49,11 @@ from .quantization import (
 from .recipes import RECIPES, parse_steps, recommended_pruning
 
 __all__ = [
+    "FAMILIES",
+    "NEEDS",
+    "PRUNING",
     "QAT",
+    "QUANTIZATION",
     "RECIPES",
     "CastPrecision",
     "CompressContext",
@@ -66,6 +77,7 @@ __all__ = [
     "parse_step",
     "parse_steps",
     "prune",
+    "quantization_steps",
     "quantize",
     "read_value",
     "recommended_pruning",

@@ -1,14 +1,21 @@
-"""What every compression step shares: the ``CompressStep`` config base with its kind table, the
-step-type -> function table, the context a step runs in, fine-tuning, and the one parser that turns
-``kind:key=value,...`` text into a step (the CLI's ``--compress`` and the panel's step form).
+"""What every compression step shares: the ``CompressStep`` config base, the one table of steps
+(step type -> the function that applies it), the context a step runs in, fine-tuning, and the one
+parser that turns ``kind:key=value,...`` text into a step (the CLI's ``--compress`` and the panel's
+step form).
 
 One verb per capability (torchao's ``quantize_(model, Config())``): each step config is a frozen
-``CompressStep`` dataclass that checks itself, and ``apply_step`` looks its function up here.
+``CompressStep`` dataclass that checks itself and describes itself (its ``family``, what it
+``needs``, the execution ``modes`` that run its model, its ``advice`` when it costs accuracy), and
+``apply_step`` looks its function up in the table ``implements`` fills, as torchao's
+``_QUANTIZE_CONFIG_HANDLER``. Everything else (the CLI, the panel, preflight, ``quantize``, the
+ledger) reads the table and those attributes, so a new step is one module and one import line.
 
 Example:
     >>> step = parse_step("finetune:epochs=2,lr=0.01")
     >>> step, CompressStep.from_dict(step.to_dict()) == step
     (FineTune(epochs=2, lr=0.01, lr_factor=0.1), True)
+    >>> sorted({t.family for t in step_types().values()})
+    ['cast', 'fine-tuning', 'int8', 'pruning', 'sparsity', 'weight-only']
 """
 
 from __future__ import annotations
@@ -16,9 +23,10 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import platform
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -27,28 +35,55 @@ from tqdm.auto import tqdm
 from .._errors import ConfigError
 from .._plain import Checked, from_plain, to_plain
 from .._registry import unknown_name_error
+from ..measure import MEASURE_MODES
 from ..train import HardwareConfig, ProgressBar, TrainConfig, train
 
-_APPLY: dict[type, Callable[..., torch.nn.Module]] = {}
+# What a step does to the model. The workbench reasons about these: ``prune`` and ``quantize`` apply
+# the PRUNING and QUANTIZATION families, the ledger explains each one's latency, the panel shows the text.
+FAMILIES = {
+    "fine-tuning": "trains the compressed model a little more to win back accuracy",
+    "pruning": "removes whole channels: fewer FLOPs and parameters, smaller dense layers",
+    "sparsity": "zeroes single weights: the tensors stay dense, so dense kernels do the same work",
+    "int8": "int8 weights and activations, run by int8 kernels (once converted)",
+    "weight-only": "low-bit weights dequantized as they are used; activations stay float",
+    "cast": "every weight in a 16-bit float type",
+}
+PRUNING = ("pruning", "sparsity")
+QUANTIZATION = ("int8", "weight-only", "cast")
+# What a step may need, in the words messages use. Devices and machines are checked by
+# ``CompressStep.problem`` before training; training batches by ``apply_step``.
+NEEDS = {
+    "data": "training batches (to calibrate or fine-tune on)",
+    "cpu": "the model on the CPU",
+    "x86": "an x86 CPU",
+    "gpu": "the model on a CUDA GPU",
+}
+X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
+
+_APPLY: dict[type, Callable[..., torch.nn.Module]] = {}  # the one table of steps: step type -> its function
 
 
 class CompressStep(Checked):
     """Base of the compression steps listed in ``RunConfig.compress`` (prune, fine-tune, quantize...).
 
-    A step is a frozen dataclass with a unique ``kind``; subclasses register themselves by kind so
-    configs round-trip through JSON, and their fields are type-checked like every config's (messages
-    name them ``StepClass.field``). ``problem(device)`` says why the step cannot run on a device, so a
-    run fails before training rather than after it.
+    A step is a frozen dataclass with a unique ``kind`` whose function ``implements`` registers, so
+    configs round-trip through JSON, and its fields are type-checked like every config's (messages
+    name them ``StepClass.field``). The class attributes below describe the step to the rest of the
+    workbench; ``problem(device)`` turns ``needs`` into the one line that stops a run before training
+    rather than after it.
     """
 
-    kind: ClassVar[str] = ""
-    _types: ClassVar[dict[str, type]] = {}
+    kind: ClassVar[str] = ""  # its name in configs, --compress and the panel
+    family: ClassVar[str] = ""  # a key of FAMILIES: what it does to the model
+    needs: ClassVar[frozenset[str]] = frozenset()  # keys of NEEDS
+    kernels: ClassVar[str] = ""  # what runs its model, named when a device cannot
+    modes: ClassVar[tuple[str, ...]] = ()  # the execution modes (MEASURE_MODES) that run its model; () = all
+    advice: ClassVar[str] = ""  # what to try when it costs accuracy (the run's warning)
+    not_faster: ClassVar[str] = ""  # why its model may not be faster, where the step knows better than its family
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.field_prefix = cls.__name__
-        if cls.kind:
-            CompressStep._types[cls.kind] = cls
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **to_plain(self)}
@@ -64,21 +99,68 @@ class CompressStep(Checked):
         """``kind(field=value,...)``: how tables and charts name the step."""
         return f"{self.kind}({','.join(f'{k}={v}' for k, v in to_plain(self).items())})"
 
-    def problem(self, device: torch.device) -> str | None:
-        """Why this step cannot run on ``device`` (one line), or None."""
+    def keeps_fake_quant(self) -> bool:
+        """Whether its model imitates quantized numbers in float math (QAT before converting): slower
+        than the float model by design, to study, not to ship."""
+        return False
+
+    @classmethod
+    def summary(cls) -> str:
+        """One line on what the step does and needs, from its class attributes (the panel shows it).
+
+        Example:
+            >>> FineTune.summary().split("; ")  # doctest: +NORMALIZE_WHITESPACE
+            ['fine-tuning: trains the compressed model a little more to win back accuracy',
+             'needs training batches (to calibrate or fine-tune on)']
+        """
+        parts = [f"{cls.family}: {FAMILIES[cls.family]}"]
+        if cls.needs:
+            parts.append("needs " + ", ".join(NEEDS[n] for n in sorted(cls.needs)))
+        if cls.modes:
+            parts.append("its model runs in " + ", ".join(cls.modes) + " only")
+        return "; ".join(parts)
+
+    def problem(self, device: torch.device | str) -> str | None:
+        """Why this step cannot run on ``device`` (one line), or None: its ``needs`` of the machine and
+        device, each with registered steps of its family (or of any quantization family) that do without."""
+        device = torch.device(device)
+        name, kernels = type(self).__name__, self.kernels or "its kernels"
+        machine = platform.machine().lower()
+        if "x86" in self.needs and machine not in X86_MACHINES:
+            others = _instead(self, "x86")
+            return f"{name} uses {kernels}, which need {NEEDS['x86']}, and this machine is {machine}" + (
+                f": use {others} here" if others else ""
+            )
+        for need, wanted, elsewhere in (("cpu", "cpu", "a GPU"), ("gpu", "cuda", "the CPU")):
+            if need in self.needs and device.type != wanted:
+                others = _instead(self, need)
+                return (
+                    f"{name} runs on {kernels}, which need {NEEDS[need]}, but the model is on {device}: "
+                    f"train on hardware.device='{wanted}'" + (f", or use {others} on {elsewhere}" if others else "")
+                )
         return None
 
 
+def _instead(step: CompressStep, need: str) -> str:
+    """``"A / B"``: the registered steps of ``step``'s family that do without ``need`` (for a quantizer
+    with none, those of any quantization family); "" where there are none."""
+    others = [t for t in step_types().values() if need not in t.needs]
+    same = [t for t in others if t.family == step.family]
+    quantizers = [t for t in others if t.family in QUANTIZATION] if step.family in QUANTIZATION else []
+    return " / ".join(t.__name__ for t in same or quantizers)
+
+
 def step_types() -> dict[str, type]:
-    """Every registered step type by kind."""
-    return dict(sorted(CompressStep._types.items()))
+    """Every registered step type by kind (the table ``implements`` fills)."""
+    return {t.kind: t for t in sorted(_APPLY, key=lambda t: t.kind)}
 
 
 def step_type(kind: str | None) -> type:
     """The step type registered as ``kind``; an unknown kind lists the valid ones."""
-    if kind not in CompressStep._types:
-        raise ConfigError(str(unknown_name_error("compression step", kind, CompressStep._types)))
-    return CompressStep._types[kind]
+    types = step_types()
+    if kind not in types:
+        raise ConfigError(str(unknown_name_error("compression step", kind, types)))
+    return types[kind]
 
 
 def build_step(kind: str, values: Mapping[str, Any]) -> CompressStep:
@@ -132,9 +214,9 @@ class CompressContext:
     example_input: torch.Tensor  # one normalised batch (N, C, H, W) on ``device``
     train_loader: Iterable | None = None
     eval_loader: Iterable | None = None
-    device: torch.device = torch.device("cpu")
-    train: TrainConfig = TrainConfig()
-    hardware: HardwareConfig = HardwareConfig()
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
     log: list[dict[str, Any]] | None = None  # steps append what they did (sparsity, sizes...) here
     progress: bool = False  # progress bars for fine-tuning, calibration and compiling
 
@@ -153,9 +235,20 @@ class CompressContext:
 
 
 def implements(step_type: type) -> Callable:
-    """Register the function that applies ``step_type``: ``fn(model, step, ctx) -> model``."""
+    """Register ``step_type`` and the function that applies it, ``fn(model, step, ctx) -> model``: the
+    one place a step is registered. Its description is checked here, so a typo fails at import."""
 
     def add(fn: Callable) -> Callable:
+        name = step_type.__name__
+        taken = step_types().get(step_type.kind)
+        if not step_type.kind or taken not in (None, step_type):
+            raise TypeError(f"{name}.kind must be a name no other step has (got {step_type.kind!r})")
+        if step_type.family not in FAMILIES:
+            raise TypeError(str(unknown_name_error(f"{name}.family", step_type.family, FAMILIES)))
+        for attr, valid in (("needs", NEEDS), ("modes", MEASURE_MODES)):
+            wrong = set(getattr(step_type, attr)) - set(valid)
+            if wrong:
+                raise TypeError(f"{name}.{attr} may hold {', '.join(valid)} (got {', '.join(sorted(wrong))})")
         _APPLY[step_type] = fn
         return fn
 
@@ -163,9 +256,18 @@ def implements(step_type: type) -> Callable:
 
 
 def apply_step(model: torch.nn.Module, step: CompressStep, ctx: CompressContext) -> torch.nn.Module:
-    """Apply one compression step; returns the (possibly new) model."""
+    """Apply one compression step; returns the (possibly new) model. What the step ``needs`` is checked
+    first, so every step fails the same way before any work."""
     if type(step) not in _APPLY:
         raise TypeError(f"No implementation registered for compression step {type(step).__name__}.")
+    problem = step.problem(ctx.device)
+    if problem:
+        raise ValueError(problem)
+    if "data" in step.needs and ctx.train_loader is None:
+        raise ValueError(
+            f"{type(step).__name__} needs {NEEDS['data']}: pass ctx=CompressContext(..., train_loader=...), "
+            "or calibration=<loader> to quantize()"
+        )
     return _APPLY[type(step)](model, step, ctx)
 
 
@@ -174,6 +276,8 @@ class FineTune(CompressStep):
     """Train a little more after compression (cosine schedule) to recover accuracy."""
 
     kind: ClassVar[str] = "finetune"
+    family: ClassVar[str] = "fine-tuning"
+    needs: ClassVar[frozenset[str]] = frozenset({"data"})
     epochs: int = 1
     lr: float = 0.0  # peak lr; 0 = lr_factor times the training lr
     lr_factor: float = 0.1  # with lr 0: the peak lr as a fraction of the training lr

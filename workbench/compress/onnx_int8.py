@@ -47,11 +47,12 @@ from .._registry import unknown_name_error
 from ..measure import model_size_bytes
 from ..measure.onnx import DEPLOY_PIP, OnnxRuntimeModule, export_onnx
 from .core import CompressContext, CompressStep, implements
-from .quantization import QUANT_STEPS, _batches, _cpu_problem, _example, _require
+from .quantization import _batches, _example
 
 CALIBRATION = ("entropy", "minmax", "percentile")  # onnxruntime.quantization.CalibrationMethod names
 ACTIVATIONS = ("int8", "uint8")
 GRAPH_FORMATS = ("qdq", "qoperator")
+ORT_INT8 = "ONNX Runtime's CPU int8 kernels"
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,14 @@ class OrtStaticInt8(CompressStep):
     """ONNX Runtime static int8 (QDQ): every Conv/MatMul int8, activation ranges calibrated on training batches."""
 
     kind: ClassVar[str] = "ort_static_int8"
+    family: ClassVar[str] = "int8"
+    needs: ClassVar[frozenset[str]] = frozenset({"cpu", "data"})
+    kernels: ClassVar[str] = ORT_INT8
+    modes: ClassVar[tuple[str, ...]] = ("onnxruntime",)
+    advice: ClassVar[str] = (
+        "calibrate on more batches (ort_static_int8:calibration_batches=32) "
+        "or choose the ranges another way (ort_static_int8:calibration=percentile)"
+    )
     calibration_batches: int = 8  # training batches run to record activation ranges
     calibration: str = "minmax"  # how ranges are chosen: minmax, entropy, percentile (ONNX Runtime's methods)
     per_channel: bool = True  # one weight scale per output channel (conv nets lose much less accuracy)
@@ -79,27 +88,29 @@ class OrtStaticInt8(CompressStep):
             if getattr(self, name) not in allowed:
                 raise ConfigError(str(unknown_name_error(f"OrtStaticInt8.{name}", getattr(self, name), allowed)))
 
-    def problem(self, device: torch.device) -> str | None:
-        return _cpu_problem("OrtStaticInt8", device, "ONNX Runtime's CPU int8 kernels")
-
 
 @dataclass(frozen=True)
 class OrtDynamicInt8(CompressStep):
     """ONNX Runtime dynamic int8: int8 weights, activations quantized per batch as they arrive."""
 
     kind: ClassVar[str] = "ort_dynamic_int8"
+    family: ClassVar[str] = "int8"
+    needs: ClassVar[frozenset[str]] = frozenset({"cpu"})
+    kernels: ClassVar[str] = ORT_INT8
+    modes: ClassVar[tuple[str, ...]] = ("onnxruntime",)
+    advice: ClassVar[str] = (
+        "one weight scale per channel (ort_dynamic_int8:per_channel=true) "
+        "or calibrated activation ranges (ort_static_int8)"
+    )
+    not_faster: ClassVar[str] = (
+        "ONNX Runtime's dynamic int8 measures activation ranges on every call and runs convolutions as "
+        "ConvInteger, which is slow on CPUs: use OrtStaticInt8 for conv nets"
+    )
     per_channel: bool = False  # ONNX Runtime's default for dynamic quantization
-
-    def problem(self, device: torch.device) -> str | None:
-        return _cpu_problem("OrtDynamicInt8", device, "ONNX Runtime's CPU int8 kernels")
-
-
-QUANT_STEPS.update({c.kind: c for c in (OrtStaticInt8, OrtDynamicInt8)})
 
 
 @implements(OrtStaticInt8)
 def _apply_ort_static(model: nn.Module, step: OrtStaticInt8, ctx: CompressContext) -> nn.Module:
-    _require(step, ctx.device)
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -108,7 +119,7 @@ def _apply_ort_static(model: nn.Module, step: OrtStaticInt8, ctx: CompressContex
         quantize_static,
     )
 
-    batches = _batches(ctx, "OrtStaticInt8 calibrates activation ranges on")
+    batches = _batches(ctx)
 
     class Reader(CalibrationDataReader):
         def __init__(self, input_name: str):
@@ -153,7 +164,6 @@ def _apply_ort_static(model: nn.Module, step: OrtStaticInt8, ctx: CompressContex
 
 @implements(OrtDynamicInt8)
 def _apply_ort_dynamic(model: nn.Module, step: OrtDynamicInt8, ctx: CompressContext) -> nn.Module:
-    _require(step, ctx.device)
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantized = _ort_quantize(

@@ -16,7 +16,8 @@ Two different promises, and the difference matters when you measure:
 
 Example:
     >>> import torch
-    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(288, 10))
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+    ...                           torch.nn.Linear(288, 10))
     >>> net = prune(net, StructuredPrune(amount=0.5), example_inputs=torch.randn(2, 1, 8, 8))
     >>> net[0].out_channels, net(torch.randn(2, 1, 8, 8)).shape
     (4, torch.Size([2, 10]))
@@ -40,12 +41,16 @@ from torch.nn.utils import prune as torch_prune
 from .._errors import ConfigError, optional_import
 from .._registry import unknown_name_error
 from ..measure import count_flops
-from .core import CompressContext, CompressStep, apply_step, finetune, implements
+from .core import PRUNING, CompressContext, CompressStep, apply_step, finetune, implements, step_types
 
 SCOPES = ("global", "layer")
 UNSTRUCTURED_METHODS = {"l1": torch_prune.L1Unstructured, "random": torch_prune.RandomUnstructured}
 STRUCTURED_METHODS = ("l1", "l2", "bn_scale", "taylor")
 TAYLOR_BATCHES = 4  # gradients averaged over a few batches: one batch gives noisy first-order scores
+PRUNING_ADVICE = (
+    "prune in steps with fine-tuning between and fine-tune longer after: the measured recipe "
+    "--compress recommended:amount=0.5 (workbench.compress.recommended_pruning; within a point on digits)"
+)
 
 
 def _check_amount(step: str, amount: float) -> None:
@@ -63,6 +68,8 @@ class UnstructuredPrune(CompressStep):
     """Zero the smallest-magnitude weights; tensors stay dense (fewer non-zeros, same latency)."""
 
     kind: ClassVar[str] = "prune_unstructured"
+    family: ClassVar[str] = "sparsity"
+    advice: ClassVar[str] = PRUNING_ADVICE
     amount: float = 0.5  # fraction of Conv/Linear weights set to zero
     scope: str = "global"  # global: one threshold over all layers; layer: each layer loses `amount`
     method: str = "l1"  # l1: smallest |w| first; random: a baseline that shows why magnitude matters
@@ -78,6 +85,8 @@ class StructuredPrune(CompressStep):
     """Remove whole channels (filters, hidden units) so the model is really smaller and faster."""
 
     kind: ClassVar[str] = "prune_structured"
+    family: ClassVar[str] = "pruning"
+    advice: ClassVar[str] = PRUNING_ADVICE
     amount: float = 0.5  # fraction of channels removed from each prunable layer
     method: str = "l1"  # channel importance: l1/l2 weight norm, bn_scale (|gamma|), taylor (|w * grad|)
     steps: int = 1  # reach `amount` in this many equal pruning steps
@@ -113,9 +122,10 @@ def prune(
         >>> int((net.weight == 0).sum())
         300
     """
-    if not isinstance(config, (UnstructuredPrune, StructuredPrune)):
+    steps = [t for t in step_types().values() if t.family in PRUNING]
+    if type(config) not in steps:
         raise TypeError(
-            f"prune() takes UnstructuredPrune or StructuredPrune (got {type(config).__name__}); "
+            f"prune() takes one of {', '.join(t.__name__ for t in steps)} (got {type(config).__name__}); "
             "apply other steps with workbench.compress.apply_step"
         )
     if ctx is None:
@@ -130,7 +140,8 @@ def sparsity_report(model: nn.Module) -> pd.DataFrame:
 
     Example:
         >>> import torch
-        >>> net = prune(torch.nn.Sequential(torch.nn.Linear(10, 10), torch.nn.Linear(10, 2)), UnstructuredPrune(0.5, scope="layer"))
+        >>> net = torch.nn.Sequential(torch.nn.Linear(10, 10), torch.nn.Linear(10, 2))
+        >>> net = prune(net, UnstructuredPrune(0.5, scope="layer"))
         >>> sparsity_report(net)[["layer", "params", "zeros"]].values.tolist()
         [['0', 110, 50], ['1', 22, 10], ['total', 132, 60]]
     """
@@ -254,7 +265,7 @@ def _apply_unstructured(model: nn.Module, step: UnstructuredPrune, ctx: Compress
     weights = [m.weight for _, m in layers]
     zeros, total = sum(int((w == 0).sum()) for w in weights), sum(w.numel() for w in weights)
     ctx.record(
-        step="prune_unstructured",
+        step=step.kind,
         method=step.method,
         scope=step.scope,
         amount=step.amount,
@@ -445,9 +456,12 @@ def _structured(
         raise RuntimeError(f"structured pruning changed the output shape from {tuple(out_shape)} to {tuple(new_shape)}")
     params_after, flops_after = _count(model), _flops(model, x) if logging else 0
     if params_after == params_before:
-        warnings.warn(f"StructuredPrune removed nothing from {type(model).__name__}: no prunable channels were found")
+        warnings.warn(
+            f"StructuredPrune removed nothing from {type(model).__name__}: no prunable channels were found",
+            stacklevel=2,
+        )
     ctx.record(
-        step="prune_structured",
+        step=step.kind,
         method=step.method,
         amount=step.amount,
         steps=step.steps,

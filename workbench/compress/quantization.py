@@ -35,7 +35,6 @@ import dataclasses
 import io
 import json
 import logging
-import platform
 import types
 import warnings
 import zipfile
@@ -55,7 +54,7 @@ from ..measure import model_device, model_size_bytes
 from ..measure.onnx import OnnxRuntimeModule, quiet_export
 from ..models import module_structure, restore_structure
 from ..train import train
-from .core import CompressContext, CompressStep, apply_step, implements
+from .core import QUANTIZATION, CompressContext, CompressStep, apply_step, implements, step_types
 
 TORCHAO_PIP = "pip install torchao==0.18.0"
 CAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -64,6 +63,8 @@ METADATA_FILE = "workbench.json"  # inside a torch.export archive, beside the gr
 # Debug metadata torch.export keeps per node (source lines, module paths); running needs none of it,
 # and for a small int8 net it is a third of the saved program.
 _DEBUG_META = ("stack_trace", "nn_module_stack", "source_fn_stack", "from_node", "torch_fn", "seq_nr", "custom")
+X86_INT8 = "x86 int8 kernels (X86InductorQuantizer)"
+INT8_ADVICE = "calibrate on more batches (static_int8:calibration_batches=32) or fine-tune with quantization (qat)"
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,10 @@ class DynamicInt8(CompressStep):
     """int8 Linear/LSTM weights; activations are quantized per batch as they arrive (CPU only)."""
 
     kind: ClassVar[str] = "dynamic_int8"
-
-    def problem(self, device: torch.device) -> str | None:
-        return _cpu_problem("DynamicInt8", device, "torch's int8 dynamic kernels (fbgemm/x86/qnnpack)")
+    family: ClassVar[str] = "int8"
+    needs: ClassVar[frozenset[str]] = frozenset({"cpu"})
+    kernels: ClassVar[str] = "torch's int8 dynamic kernels (fbgemm/x86/qnnpack)"
+    advice: ClassVar[str] = INT8_ADVICE
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,10 @@ class StaticInt8(CompressStep):
     """Post-training int8 for every Conv/Linear with activation ranges calibrated on training batches (x86 CPU)."""
 
     kind: ClassVar[str] = "static_int8"
+    family: ClassVar[str] = "int8"
+    needs: ClassVar[frozenset[str]] = frozenset({"cpu", "x86", "data"})
+    kernels: ClassVar[str] = X86_INT8
+    advice: ClassVar[str] = INT8_ADVICE
     calibration_batches: int = 8  # training batches run to record activation ranges
 
     def check(self) -> None:
@@ -89,15 +95,16 @@ class StaticInt8(CompressStep):
                 f"StaticInt8.calibration_batches must be an integer >= 1 (got {self.calibration_batches})"
             )
 
-    def problem(self, device: torch.device) -> str | None:
-        return _x86_cpu_problem("StaticInt8", device)
-
 
 @dataclass(frozen=True)
 class QAT(CompressStep):
     """Quantization-aware training: fine-tune with fake int8 in the forward pass, then convert to int8 (x86 CPU)."""
 
     kind: ClassVar[str] = "qat"
+    family: ClassVar[str] = "int8"
+    needs: ClassVar[frozenset[str]] = frozenset({"cpu", "x86", "data"})
+    kernels: ClassVar[str] = X86_INT8
+    advice: ClassVar[str] = "fine-tune with quantization longer (qat:epochs=3)"
     epochs: int = 1  # fine-tuning epochs with fake quantization
     lr: float = 0.0  # peak lr; 0 = a tenth of the training lr
     convert: bool = True  # False keeps the fake-quant model (float math: to study QAT, not to ship)
@@ -108,8 +115,8 @@ class QAT(CompressStep):
         if not self.lr >= 0:
             raise ConfigError(f"QAT.lr must be >= 0; 0 means a tenth of the training lr (got {self.lr})")
 
-    def problem(self, device: torch.device) -> str | None:
-        return _x86_cpu_problem("QAT", device)
+    def keeps_fake_quant(self) -> bool:
+        return not self.convert
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,8 @@ class WeightOnlyInt8(CompressStep):
     """int8 Linear weights with one scale per output channel (torchao); activations stay float."""
 
     kind: ClassVar[str] = "weight_only_int8"
+    family: ClassVar[str] = "weight-only"
+    advice: ClassVar[str] = INT8_ADVICE
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,8 @@ class WeightOnlyInt4(CompressStep):
     """4-bit Linear weights with one scale per ``group_size`` inputs (torchao); activations stay float."""
 
     kind: ClassVar[str] = "weight_only_int4"
+    family: ClassVar[str] = "weight-only"
+    advice: ClassVar[str] = "use smaller groups (weight_only_int4:group_size=16) or 8-bit weights (weight_only_int8)"
     group_size: int = 32  # inputs sharing one scale: smaller = more accurate, more scales to store
 
     def check(self) -> None:
@@ -138,16 +149,12 @@ class CastPrecision(CompressStep):
     """All weights in fp16 or bf16; inputs are cast in and logits back to float32."""
 
     kind: ClassVar[str] = "cast_precision"
+    family: ClassVar[str] = "cast"
     dtype: str = "bf16"  # fp16 (GPUs; CPU fp16 matmuls may be slow) or bf16 (wider range, CPU-friendly)
 
     def check(self) -> None:
         if self.dtype not in CAST_DTYPES:
             raise ConfigError(str(unknown_name_error("CastPrecision.dtype", self.dtype, CAST_DTYPES)))
-
-
-QUANT_STEPS: dict[str, type[CompressStep]] = {
-    c.kind: c for c in (DynamicInt8, StaticInt8, QAT, WeightOnlyInt8, WeightOnlyInt4, CastPrecision)
-}
 
 
 class Casted(nn.Module):
@@ -165,6 +172,16 @@ class Casted(nn.Module):
 # Plain functions
 
 
+def quantization_steps() -> dict[str, type[CompressStep]]:
+    """The registered steps of the quantization families (``core.QUANTIZATION``) by kind: what ``quantize`` takes.
+
+    Example:
+        >>> [kind for kind in quantization_steps() if "int8" in kind]
+        ['dynamic_int8', 'ort_dynamic_int8', 'ort_static_int8', 'static_int8', 'weight_only_int8']
+    """
+    return {kind: t for kind, t in step_types().items() if t.family in QUANTIZATION}
+
+
 def quantize(
     model: nn.Module,
     config: CompressStep | str,
@@ -173,7 +190,7 @@ def quantize(
     calibration: Iterable | None = None,
     ctx: CompressContext | None = None,
 ) -> nn.Module:
-    """Quantize ``model`` as ``config`` says (a step config or its kind name) and return the quantized model.
+    """Quantize ``model`` as ``config`` says (a step of ``quantization_steps()`` or its kind) and return the result.
 
     ``example_inputs`` is one input batch (pt2e methods trace with it); ``calibration`` yields batches
     (``x`` or ``(x, y)``) for StaticInt8's activation ranges and QAT's fine-tuning; ``ctx`` supplies
@@ -186,18 +203,20 @@ def quantize(
         >>> q = quantize(net, "weight_only_int8")
         >>> q(torch.randn(3, 64)).shape
         torch.Size([3, 4])
-        >>> quantize(net, "int9")
+        >>> quantize(net, "int9")  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        ValueError: Unknown quantization method 'int9'. Choose one of: cast_precision, dynamic_int8, ort_dynamic_int8, ort_static_int8, qat, static_int8, weight_only_int4, weight_only_int8.
+        ValueError: Unknown quantization method 'int9'. Choose one of: cast_precision, dynamic_int8,
+        ort_dynamic_int8, ort_static_int8, qat, static_int8, weight_only_int4, weight_only_int8.
     """
+    steps = quantization_steps()
     if isinstance(config, str):
-        if config not in QUANT_STEPS:
-            raise unknown_name_error("quantization method", config, QUANT_STEPS)
-        config = QUANT_STEPS[config]()
-    if type(config) not in QUANT_STEPS.values():
+        if config not in steps:
+            raise unknown_name_error("quantization method", config, steps)
+        config = steps[config]()
+    if type(config) not in steps.values():
         raise TypeError(
-            f"quantize() takes one of {', '.join(c.__name__ for c in QUANT_STEPS.values())} "
+            f"quantize() takes one of {', '.join(c.__name__ for c in steps.values())} "
             f"(got {type(config).__name__}); apply other steps with workbench.compress.apply_step"
         )
     if ctx is None:
@@ -253,8 +272,9 @@ def load_quantized(path: str | Path, model: nn.Module | None = None) -> nn.Modul
     """Load what ``save_quantized`` wrote. A state-dict file needs ``model``: the float architecture it came from.
 
     Files are read without running code they may carry: a program's pickled members are checked with
-    ``weights_only=True`` before ``torch.export.load`` sees them (``_untrusted``), ``torch.load(weights_only=True)`` otherwise
-    (torchao's quantized tensor types are allow-listed by torchao itself).
+    ``weights_only=True`` before ``torch.export.load`` sees them (``_untrusted``),
+    ``torch.load(weights_only=True)`` otherwise (torchao's quantized tensor types are allow-listed by
+    torchao itself).
 
     Example:
         >>> import tempfile, torch
@@ -327,7 +347,6 @@ def saved_size_bytes(model: nn.Module, example_inputs: torch.Tensor | None = Non
 
 @implements(DynamicInt8)
 def _apply_dynamic(model: nn.Module, step: DynamicInt8, ctx: CompressContext) -> nn.Module:
-    _require(step, ctx.device)
     if not any(isinstance(m, (nn.Linear, nn.LSTM)) for m in model.modules()):
         raise ValueError(
             f"DynamicInt8 quantizes Linear and LSTM layers and {type(model).__name__} has none: "
@@ -341,10 +360,9 @@ def _apply_dynamic(model: nn.Module, step: DynamicInt8, ctx: CompressContext) ->
 
 @implements(StaticInt8)
 def _apply_static(model: nn.Module, step: StaticInt8, ctx: CompressContext) -> nn.Module:
-    _require(step, ctx.device)
     pt2e = _pt2e()
     before = model_size_bytes(model)
-    batches = _batches(ctx, "StaticInt8 calibrates activation ranges on")
+    batches = _batches(ctx)
     model.eval()  # BatchNorm folds into the conv with its running statistics
     prepared = pt2e.prepare_pt2e(
         _export(model, _example(ctx.example_input, "StaticInt8")).module(), _quantizer(is_qat=False)
@@ -365,13 +383,7 @@ def _apply_static(model: nn.Module, step: StaticInt8, ctx: CompressContext) -> n
 
 @implements(QAT)
 def _apply_qat(model: nn.Module, step: QAT, ctx: CompressContext) -> nn.Module:
-    _require(step, ctx.device)
     pt2e = _pt2e()
-    if ctx.train_loader is None:
-        raise ValueError(
-            "QAT fine-tunes with fake quantization and needs training batches: "
-            "pass calibration=<loader> or ctx=CompressContext(..., train_loader=...)"
-        )
     before = model_size_bytes(model)
     # BatchNorm is folded into the convs first, its statistics frozen at their trained values (the usual
     # last phase of QAT). Fake-quant training with live BatchNorm makes torchao's convert re-trace about a
@@ -501,9 +513,21 @@ def _import_torchao() -> None:
 
 
 def _pt2e() -> types.SimpleNamespace:
+    """torchao's pt2e functions, imported on first use (torchao is an optional extra)."""
     _import_torchao()
+    from torchao.quantization.pt2e import FakeQuantizeBase, disable_observer, enable_observer
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
+    from torchao.quantization.pt2e.utils import _fuse_conv_bn_ as fold_conv_bn  # what prepare_pt2e does for PTQ
 
-    return types.SimpleNamespace(**locals())
+    return types.SimpleNamespace(
+        FakeQuantizeBase=FakeQuantizeBase,
+        disable_observer=disable_observer,
+        enable_observer=enable_observer,
+        convert_pt2e=convert_pt2e,
+        prepare_pt2e=prepare_pt2e,
+        prepare_qat_pt2e=prepare_qat_pt2e,
+        fold_conv_bn=fold_conv_bn,
+    )
 
 
 def _quantizer(is_qat: bool):
@@ -515,32 +539,6 @@ def _quantizer(is_qat: bool):
     quantizer = X86InductorQuantizer()
     quantizer.set_global(get_default_x86_inductor_quantization_config(is_qat=is_qat))
     return quantizer
-
-
-def _cpu_problem(name: str, device: torch.device | str, kernels: str) -> str | None:
-    device = torch.device(device)
-    if device.type != "cpu":
-        return (
-            f"{name} runs on {kernels}, which need the CPU, but the model is on {device}: "
-            "train on hardware.device='cpu', or use WeightOnlyInt8 / CastPrecision on a GPU"
-        )
-    return None
-
-
-def _x86_cpu_problem(name: str, device: torch.device | str) -> str | None:
-    machine = platform.machine().lower()
-    if machine not in ("x86_64", "amd64", "i386", "i686"):
-        return (
-            f"{name} uses x86 int8 kernels (X86InductorQuantizer) and this machine is {machine}: "
-            "use DynamicInt8 or WeightOnlyInt8 here"
-        )
-    return _cpu_problem(name, device, "x86 int8 kernels (X86InductorQuantizer)")
-
-
-def _require(step: CompressStep, device: torch.device) -> None:
-    problem = step.problem(device)
-    if problem:
-        raise ValueError(problem)
 
 
 @contextlib.contextmanager
@@ -600,11 +598,8 @@ def _export(model: nn.Module, x: torch.Tensor, strip: bool = False) -> torch.exp
     return program
 
 
-def _batches(ctx: CompressContext, purpose: str) -> Iterator[torch.Tensor]:
-    if ctx.train_loader is None:
-        raise ValueError(
-            f"{purpose} training batches: pass calibration=<loader> or ctx=CompressContext(..., train_loader=...)"
-        )
+def _batches(ctx: CompressContext) -> Iterator[torch.Tensor]:
+    """The inputs of ``ctx``'s training batches (``apply_step`` has checked there are some), on its device."""
     for batch in ctx.train_loader:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         yield x.to(ctx.device)
@@ -632,7 +627,8 @@ def _finish(program: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
 
 def _inference_only(program: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """An exported program refuses ``.train()``/``.eval()``; an int8 program has one behaviour, so both just set the flag."""
+    """An exported program refuses ``.train()``/``.eval()``; an int8 program has one behaviour, so both
+    just set the flag."""
 
     def train(self, mode: bool = True):
         for m in self.modules():

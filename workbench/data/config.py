@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .._errors import check_positive, require
-from .._plain import Checked
-from .registry import check_dataset_name
+from .._plain import Checked, setting
+from .registry import check_dataset_name, list_datasets
 
 STRATEGIES = ("random", "balanced", "hardest", "easiest")  # training-subset selection (data/select.py)
 
@@ -17,16 +17,40 @@ class AugmentConfig(Checked):
 
     field_prefix = "data.augment"
 
-    # horizontal flip, true (random) or alternate (each image mirrored every other epoch); wrong for digits
-    flip: bool | str = False
-    crop: int = 0  # pad by this many pixels, then random-crop back to size
-    translate: int = 0  # random shift of up to this many pixels, zero-filled
-    cutout: int = 0  # side of a zeroed square at a random place
-    rotate: float = 0.0  # maximum rotation in degrees, either way
-    # Photometric jitter on the normalised batch: each image's intensity shifted by up to this many
-    # standard deviations either way, and its contrast about its own mean scaled by 1 +/- up to this.
-    brightness: float = 0.0
-    contrast: float = 0.0
+    flip: bool | str = setting(
+        False,
+        help="horizontal flip, true (random) or alternate (each image mirrored every other epoch); wrong for digits",
+        label="horizontal flip",
+        options=(("off", False), ("random", True), ("alternate epochs", "alternate")),
+    )
+    crop: int = setting(
+        0, help="pad by this many pixels, then random-crop back to size", label="pad + crop", unit="px", range=(0, 8)
+    )
+    translate: int = setting(
+        0, help="random shift of up to this many pixels, zero-filled", label="translate", unit="px", range=(0, 8)
+    )
+    cutout: int = setting(
+        0, help="side of a zeroed square at a random place", label="cutout square", unit="px", range=(0, 16)
+    )
+    rotate: float = setting(
+        0.0, help="maximum rotation, either way", label="rotation", unit="degrees", range=(0, 45), step=1
+    )
+    brightness: float = setting(
+        0.0,
+        help="each image's intensity shifted by up to this many standard deviations either way "
+        "(photometric jitter on the normalised batch)",
+        label="brightness ±",
+        unit="std",
+        range=(0, 1),
+        step=0.05,
+    )
+    contrast: float = setting(
+        0.0,
+        help="each image's contrast about its own mean scaled by 1 +/- up to this (photometric jitter)",
+        label="contrast ± (×)",
+        range=(0, 0.9),
+        step=0.05,
+    )
 
     def check(self) -> None:
         require(
@@ -57,10 +81,24 @@ class AugmentConfig(Checked):
 class DataConfig(Checked):
     field_prefix = "data"
 
-    dataset: str = "digits"  # a registry name, or folder:PATH for an image folder or a zip of one
-    fraction: float = 1.0  # share of the training split to train on
-    selection: str = "random"  # how that share is chosen: random, balanced, hardest, easiest
-    normalize: bool = True  # subtract the per-channel mean and divide by the std of the train split
+    dataset: str = setting(
+        "digits",
+        help="a registry name, or folder:PATH for an image folder or a zip of one",
+        label="dataset",
+        choices=lambda: [*list_datasets(), "folder:PATH"],
+        options=lambda: _dataset_options(),
+    )
+    fraction: float = setting(
+        1.0, help="share of the training split to train on", label="data fraction", range=(0.05, 1.0), step=0.05
+    )
+    selection: str = setting(
+        "random", help="how that share is chosen: random, balanced, hardest, easiest", choices=STRATEGIES
+    )
+    normalize: bool = setting(
+        True,
+        help="subtract the per-channel mean and divide by the std of the train split",
+        label="normalize (mean/std)",
+    )
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def check(self) -> None:
@@ -70,3 +108,13 @@ class DataConfig(Checked):
             f"data.selection must be one of {', '.join(STRATEGIES)} (got '{self.selection}')",
         )
         check_dataset_name(self.dataset)
+
+
+def _dataset_options() -> list[tuple[str, str]]:
+    """The panel's datasets: the registry's, and a CIFAR-10 zip where one lies on this machine."""
+    from .folder import cifar10_zip_path
+
+    options = [(name, name) for name in list_datasets()]
+    if cifar10_zip_path() is not None:
+        options.append(("cifar10 (local zip)", f"folder:{cifar10_zip_path()}"))
+    return options

@@ -65,7 +65,7 @@ from ..measure.modes import skip_reason
 from ..measure.onnx import OnnxRuntimeModule, export_onnx, export_program, onnxruntime_session, quiet_export
 from ..models import model_args as make_model_args
 from ..pipeline import load_model
-from ..results import Result, ResultStore
+from ..report import Result, ResultStore
 from ..train import thread_count
 from .bundle import CARD_FILE, FILES, Bundle, load_bundle
 from .runtimes import runtime_comparison

@@ -4,7 +4,7 @@ PyTorch eager, ``torch.compile``, the ``torch.export`` program, ONNX Runtime on 
 stated), and on a GPU ONNX Runtime's CUDA execution provider and TensorRT (through ONNX Runtime's
 TensorRT provider). A runtime this machine or install lacks is a row with a one-line ``skipped``
 reason, never a gap. Rows are the benchmark records the ledger reads (``device/mode/bsN``), so the
-same numbers can sit in a results row; ``plots.runtime_chart`` draws them.
+same numbers can sit in a results row; ``charts.runtime_chart`` draws them.
 
 Example:
     >>> from torch import nn

@@ -21,7 +21,7 @@ from .._errors import ConfigError
 from ..config import RunConfig
 from ..measure import device_name, resolve_device
 from ..pipeline import run
-from ..results import Result, ResultStore
+from ..report import Result, ResultStore
 from ..train import available_cores, load_average
 
 

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from .._errors import check_positive, require
-from .._plain import Checked
-from ._common import check_model_name, create_model
+from .._plain import Checked, setting
+from ._common import check_model_name, create_model, list_models
 
 INITS = ("default", "whiten")
 # Upper bounds that keep a typo from hanging or exhausting the machine while the model is built:
@@ -24,12 +24,23 @@ MAX_WIDTH, MAX_DEPTH = 64.0, 1000
 class ModelConfig(Checked):
     field_prefix = "model"
 
-    name: str = "cnn"  # see workbench.list_models()
-    width: float = 1.0  # multiplies every layer's channel count
-    depth: int | None = None  # model-specific: blocks per stage (ResNets), layers (MLP, ViT); None = default
-    batchnorm: bool = True  # BatchNorm after each conv; off swaps in an identity
-    dropout: float = 0.0  # before the classifier
-    init: str = "default"  # default, or whiten: the first conv's filters from the training images' patches
+    name: str = setting("cnn", help="the architecture (workbench.list_models())", label="model", choices=list_models)
+    width: float = setting(
+        1.0, help="multiplies every layer's channel count", label="width ×", range=(0.25, 4), step=0.25
+    )
+    depth: int | None = setting(
+        None,
+        help="model-specific: blocks per stage (ResNets), layers (MLP, ViT); None = default",
+        options=(("model default", None), *((str(d), d) for d in (1, 2, 3, 4, 6, 8, 9))),
+    )
+    batchnorm: bool = setting(True, help="BatchNorm after each conv; off swaps in an identity", label="BatchNorm")
+    dropout: float = setting(0.0, help="before the classifier", range=(0, 0.8), step=0.05)
+    init: str = setting(
+        "default",
+        help="default, or whiten: the first conv's filters from the training images' patches",
+        label="first-conv init",
+        choices=INITS,
+    )
 
     def check(self) -> None:
         check_positive("model", "width", self.width)
@@ -52,8 +63,9 @@ def model_args(cfg: ModelConfig, num_classes: int, input_shape: Sequence[int]) -
     rebuild the architecture later without the data (checkpoints store it).
 
     Example:
-        >>> model_args(ModelConfig(name="mlp", width=0.5), 10, (1, 8, 8))
-        {'name': 'mlp', 'num_classes': 10, 'in_channels': 1, 'image_size': 8, 'width': 0.5, 'depth': None, 'batchnorm': True, 'dropout': 0.0}
+        >>> model_args(ModelConfig(name="mlp", width=0.5), 10, (1, 8, 8))  # doctest: +NORMALIZE_WHITESPACE
+        {'name': 'mlp', 'num_classes': 10, 'in_channels': 1, 'image_size': 8, 'width': 0.5, 'depth': None,
+         'batchnorm': True, 'dropout': 0.0}
     """
     channels, height, width = (int(s) for s in input_shape)
     if height != width:

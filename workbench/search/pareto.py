@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import ConfigError
-from ..results import METRICS
+from ..report import METRICS
 
 
 def direction(metric: str) -> str:

@@ -27,7 +27,7 @@ import pandas as pd
 
 from .._errors import ConfigError, one_line
 from ..config import RunConfig
-from ..results import ResultStore
+from ..report import ResultStore
 from ..train import Callback
 from .pareto import as_costs, direction, dominates, hypervolume, pareto_front
 from .space import Space, default_space
@@ -138,7 +138,7 @@ class SearchResult:
         return done[[dominates(c, reference) for c in costs]]
 
     def chart(self, objectives: Sequence[str] | None = None):
-        from ..plots import pareto_chart
+        from ..report.charts import pareto_chart
 
         return pareto_chart(self.trials, objectives or self.settings.objectives, front=self.front)
 
@@ -598,7 +598,7 @@ def _best_text(study, settings: Settings) -> str:
         return ""
     m = settings.objectives[0]
     pick = (max if direction(m) == "maximize" else min)(done, key=lambda t: t.values[0])
-    from ..results import METRICS, format_number
+    from ..report import METRICS, format_number
 
     return f"best {METRICS[m].label} {format_number(pick.values[0] * METRICS[m].scale)} {METRICS[m].unit.split(',')[0]}"
 
@@ -833,7 +833,7 @@ class Comparison:
         return table
 
     def chart(self):
-        from ..plots import strategy_comparison_chart
+        from ..report.charts import strategy_comparison_chart
 
         return strategy_comparison_chart(self)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .._errors import check_positive, require
-from .._plain import Checked
+from .._plain import Checked, setting
 from .optim import OPTIMIZER_IMPLS, OPTIMIZERS, SCHEDULES
+from .threads import available_cores
 from .tta import TTA_VIEWS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -17,17 +18,44 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 class TrainConfig(Checked):
     field_prefix = "train"
 
-    epochs: int = 5  # passes over the training data
-    batch_size: int = 64  # training examples per optimizer step
-    optimizer: str = "sgd"  # sgd, sgd_nesterov, adam, adamw, rmsprop, muon (weight matrices; adamw for the rest)
-    lr: float = 0.05  # peak learning rate (after warm-up); muon takes an adamw-sized one
-    momentum: float = 0.9  # for the SGD family, RMSprop and Muon
-    weight_decay: float = 5e-4  # L2 pull of the weights towards zero (decoupled in adamw)
-    schedule: str = "cosine"  # constant, step, cosine, onecycle
-    warmup_epochs: float = 0.0  # linear warm-up from 0 to lr over this many epochs (onecycle: replaces its rise)
-    label_smoothing: float = 0.0  # share of each target spread over the other classes
-    grad_clip: float = 0.0  # max gradient norm; 0 = off
-    seed: int = 0  # initial weights, batch order and augmentations
+    epochs: int = setting(5, help="passes over the training data", range=(1, 100))
+    batch_size: int = setting(
+        64, help="training examples per optimizer step", label="batch size", options=(16, 32, 64, 128, 256, 512, 1024)
+    )
+    optimizer: str = setting(
+        "sgd",
+        help="sgd, sgd_nesterov, adam, adamw, rmsprop, muon (weight matrices; adamw for the rest)",
+        choices=OPTIMIZERS.names,
+    )
+    lr: float = setting(
+        0.05,
+        help="peak learning rate (after warm-up); muon takes an adamw-sized one",
+        label="learning rate",
+        range=(1e-5, 1.0),
+        log=True,
+    )
+    momentum: float = setting(0.9, help="for the SGD family, RMSprop and Muon", range=(0, 0.99), step=0.01)
+    weight_decay: float = setting(
+        5e-4, help="L2 pull of the weights towards zero (decoupled in adamw)", label="weight decay"
+    )
+    schedule: str = setting("cosine", help="constant, step, cosine, onecycle", choices=SCHEDULES.names)
+    warmup_epochs: float = setting(
+        0.0,
+        help="linear warm-up from 0 to lr over this many epochs (onecycle: replaces its rise)",
+        label="warm-up",
+        unit="epochs",
+        range=(0, 10),
+        step=0.5,
+    )
+    label_smoothing: float = setting(
+        0.0,
+        help="share of each target spread over the other classes",
+        label="label smoothing",
+        range=(0, 0.3),
+        step=0.05,
+    )
+    grad_clip: float = setting(0.0, help="max gradient norm; 0 = off", label="gradient clip (norm)")
+    seed: int = setting(0, help="initial weights, batch order and augmentations")
 
     def check(self) -> None:
         require(self.epochs >= 0, f"train.epochs must be >= 0 (got {self.epochs})")
@@ -47,24 +75,52 @@ class TrainConfig(Checked):
 class HardwareConfig(Checked):
     field_prefix = "hardware"
 
-    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps; auto picks the best present
-    precision: str = "fp32"  # fp32, bf16, fp16 (autocast; fp16 adds a grad scaler)
-    channels_last: bool = False  # NHWC memory layout, faster convs on tensor-core GPUs
-    # torch.compile the model (slow first epoch, faster after): true, false, or auto (time a few steps both
-    # ways first and compile only where the run is long enough to pay the compile back; the result says why)
-    compile: bool | str = False
-    # torch.compile's mode: default, reduce-overhead (replays CUDA graphs: less launch overhead per step),
-    # max-autotune (searches kernel configurations: a longer compile), max-autotune-no-cudagraphs
-    compile_mode: str = "default"
-    tf32: bool = False  # allow TF32 matmuls on Ampere+ GPUs
-    # how the optimizer update runs: auto (torch chooses), for-loop, foreach (batched) or fused (one kernel;
-    # sgd, sgd_nesterov, adam, adamw)
-    optimizer_impl: str = "auto"
-    cudnn_benchmark: bool = False  # let cuDNN time its convolution algorithms for the shapes seen (CUDA)
-    # CPU threads for training and timing: auto = the cores not already busy (a second thread sharing a
-    # busy core made a training step 2-8x slower here; on idle cores it is 1.25x faster), or a number
-    # (a fixed number also keeps CPU reruns bit-identical: auto may choose differently under load)
-    threads: int | str = "auto"
+    device: str = setting(
+        "auto",
+        help="auto, cpu, cuda, cuda:N, mps; auto picks the best present",
+        choices=("auto", "cpu", "cuda", "cuda:N", "mps"),  # the panel offers the devices present instead
+    )
+    precision: str = setting(
+        "fp32", help="fp32, bf16, fp16 (autocast; fp16 adds a grad scaler)", choices=PRECISIONS, widget="toggle"
+    )
+    channels_last: bool = setting(
+        False, help="NHWC memory layout, faster convs on tensor-core GPUs", label="channels-last memory"
+    )
+    compile: bool | str = setting(
+        False,
+        help="torch.compile the model (slow first epoch, faster after): true, false, or auto (time a few steps both "
+        "ways first and compile only where the run is long enough to pay the compile back; the result says why)",
+        label="torch.compile",
+        options=(("off", False), ("on", True), ("auto (probe first)", "auto")),
+    )
+    compile_mode: str = setting(
+        "default",
+        help="torch.compile's mode: default, reduce-overhead (replays CUDA graphs: less launch overhead per step), "
+        "max-autotune (searches kernel configurations: a longer compile), max-autotune-no-cudagraphs",
+        label="compile mode",
+        choices=COMPILE_MODES,
+    )
+    tf32: bool = setting(False, help="allow TF32 matmuls on Ampere+ GPUs", label="TF32 matmuls (CUDA)")
+    optimizer_impl: str = setting(
+        "auto",
+        help="how the optimizer update runs: auto (torch chooses), for-loop, foreach (batched) or fused (one kernel; "
+        "sgd, sgd_nesterov, adam, adamw)",
+        label="optimizer update",
+        choices=tuple(OPTIMIZER_IMPLS),
+    )
+    cudnn_benchmark: bool = setting(
+        False,
+        help="let cuDNN time its convolution algorithms for the shapes seen (CUDA)",
+        label="cuDNN autotuning (CUDA)",
+    )
+    threads: int | str = setting(
+        "auto",
+        help="CPU threads for training and timing: auto = the cores not already busy (a second thread sharing a "
+        "busy core made a training step 2-8x slower here; on idle cores it is 1.25x faster), or a number "
+        "(a fixed number also keeps CPU reruns bit-identical: auto may choose differently under load)",
+        label="CPU threads",
+        options=lambda: [("auto (free cores)", "auto")] + [(str(n), n) for n in range(1, available_cores() + 1)],
+    )
 
     def check(self) -> None:
         require(
@@ -99,9 +155,21 @@ class DistillConfig(Checked):
 
     field_prefix = "distill"
 
-    teacher: str = ""  # a stored run id or a checkpoint path; empty = no distillation
-    alpha: float = 0.7  # weight of the teacher's soft targets
-    temperature: float = 4.0  # softens both distributions so the teacher's "dark knowledge" shows
+    teacher: str = setting(
+        "",
+        help="a stored run id or a checkpoint path; empty = no distillation",
+        label="distill from",
+        options=(("none", ""),),  # the panel adds the stored runs
+    )
+    alpha: float = setting(
+        0.7, help="weight of the teacher's soft targets", label="teacher weight α", range=(0, 1), step=0.05
+    )
+    temperature: float = setting(
+        4.0,
+        help='softens both distributions so the teacher\'s "dark knowledge" shows',
+        range=(1, 10),
+        step=0.5,
+    )
 
     def check(self) -> None:
         require(0 <= self.alpha <= 1, f"distill.alpha must be in [0, 1] (got {self.alpha})")
@@ -118,9 +186,22 @@ class EvalConfig(Checked):
 
     field_prefix = "evaluation"
 
-    tta: str = "none"  # test-time augmentation of the final accuracy: none, flip, translate, flip_translate
-    tta_shift: int = 1  # pixels each translated view moves, down-right and up-left
-    tta_below: float = 1.0  # augment only images whose plain top probability is below this (1 = every image)
+    tta: str = setting(
+        "none",
+        help="test-time augmentation of the final accuracy: none, flip, translate, flip_translate",
+        label="test-time augmentation",
+        choices=TTA_VIEWS,
+    )
+    tta_shift: int = setting(
+        1, help="pixels each translated view moves, down-right and up-left", label="TTA shift", unit="px", range=(1, 4)
+    )
+    tta_below: float = setting(
+        1.0,
+        help="augment only images whose plain top probability is below this (1 = every image)",
+        label="TTA below confidence",
+        range=(0.05, 1.0),
+        step=0.05,
+    )
 
     def check(self) -> None:
         require(self.tta in TTA_VIEWS, f"evaluation.tta must be one of {', '.join(TTA_VIEWS)} (got '{self.tta}')")

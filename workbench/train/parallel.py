@@ -28,25 +28,44 @@ from typing import Any
 import torch
 
 from .._errors import require
-from .._plain import Checked
+from .._plain import Checked, setting
 
 STRATEGIES = ("ddp", "fsdp")
 BACKENDS = ("auto", "gloo", "nccl")
 RANK_TIMEOUT = datetime.timedelta(minutes=10)  # a rank waiting longer than this on its peers gives up with an error
+# Why these settings have no control in the panel: the panel trains in its own single process.
+LAUNCH_ONLY = "a data-parallel run is a torchrun launch of several processes: workbench run --nproc N"
 
 
 @dataclass(frozen=True)
 class ParallelConfig(Checked):
     field_prefix = "parallel"
 
-    # processes on each machine (torchrun --nproc-per-node); more than one trains data-parallel, each process
-    # on its shard of every epoch, the global batch train.batch_size split among all of them
-    nproc: int = 1
-    nnodes: int = 1  # machines (torchrun --nnodes); each runs the same command with its own --node-rank
-    # how the processes share the model: ddp (DistributedDataParallel: a full copy in each, gradients averaged)
-    # or fsdp (fully_shard: parameters, gradients and optimizer state split across them, gathered layer by layer)
-    strategy: str = "ddp"
-    backend: str = "auto"  # collective backend: auto (nccl on CUDA GPUs, gloo on CPUs), gloo or nccl
+    nproc: int = setting(
+        1,
+        help="processes on each machine (torchrun --nproc-per-node); more than one trains data-parallel, each "
+        "process on its shard of every epoch, the global batch train.batch_size split among all of them",
+        not_in_panel=LAUNCH_ONLY,
+    )
+    nnodes: int = setting(
+        1,
+        help="machines (torchrun --nnodes); each runs the same command with its own --node-rank",
+        not_in_panel=LAUNCH_ONLY,
+    )
+    strategy: str = setting(
+        "ddp",
+        help="how the processes share the model: ddp (DistributedDataParallel: a full copy in each, gradients "
+        "averaged) or fsdp (fully_shard: parameters, gradients and optimizer state split across them, gathered "
+        "layer by layer)",
+        choices=STRATEGIES,
+        not_in_panel=LAUNCH_ONLY,
+    )
+    backend: str = setting(
+        "auto",
+        help="collective backend: auto (nccl on CUDA GPUs, gloo on CPUs), gloo or nccl",
+        choices=BACKENDS,
+        not_in_panel=LAUNCH_ONLY,
+    )
 
     def check(self) -> None:
         require(
@@ -142,7 +161,8 @@ class DataParallel(Group):
         require(
             self.world_size == config.world_size,
             f"torchrun started {self.world_size} processes but the config asks for parallel.nproc x parallel.nnodes = "
-            f"{config.world_size}: make them agree (--nproc {self.local_world_size} --nnodes {self.world_size // self.local_world_size})",
+            f"{config.world_size}: make them agree (--nproc {self.local_world_size} "
+            f"--nnodes {self.world_size // self.local_world_size})",
         )
         self.device = device
         self.backend = backend_for(config, device)

@@ -10,7 +10,7 @@ import ipywidgets as widgets
 from IPython import get_ipython
 from IPython.display import clear_output, display
 
-from ..plots import run_curves
+from ..report.charts import run_history_chart
 from ..train import Callback
 
 
@@ -50,7 +50,7 @@ class LiveCurve(Callback):
         self._draw()
 
     def _draw(self) -> None:
-        self.figure = run_curves(self.history, title=self.title, theme=self.theme)
+        self.figure = run_history_chart(self.history, title=self.title, theme=self.theme)
         show(self.out, self.figure)
 
 

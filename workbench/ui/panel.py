@@ -3,7 +3,9 @@ the accuracy / size / speed charts of every run, and a Search tab that runs ``wo
 around the current settings.
 
 State and view are kept apart: ``panel.config`` is the one state; each control writes its
-own field through ``RunConfig.replace`` and ``set_config`` writes every control back. The Run button
+own field through ``RunConfig.replace`` and ``set_config`` writes every control back. The controls are
+made from the settings' own descriptions (``setting()`` in each config class), so a new setting gets
+one without a change here. The Run button
 calls ``panel.run_current()`` and the Run-search button ``panel.run_search()``: plain methods a
 notebook's last cell can call headlessly. No
 computation lives here: checks, training, measuring and charts are the package's own functions.
@@ -15,6 +17,7 @@ import dataclasses
 import html
 import math
 import traceback
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,18 +26,15 @@ import ipywidgets as w
 import pandas as pd
 from IPython.display import display
 
-from .. import plots
 from .._errors import one_line
 from .._files import atomic_write_text
+from .._plain import Setting, leaf_settings
 from ..compress import CompressStep, build_step, recommended_pruning, step_types
 from ..config import RunConfig
-from ..data import STRATEGIES, cifar10_zip_path, list_datasets
 from ..measure import device_choices
-from ..models import list_models
 from ..pipeline import preflight, run
-from ..results import Result, ResultStore, compare, format_number, readable, results_frame, run_labels
+from ..report import Result, ResultStore, charts, compare, format_number, readable, results_frame, run_labels
 from ..search import Space
-from ..train import COMPILE_MODES, OPTIMIZER_IMPLS, PRECISIONS, available_cores, list_optimizers, list_schedules
 from .code import _default, run_code
 from .live import LiveCurve, ProgressWidget, show
 from .search_tab import SEARCH, SearchTab
@@ -45,16 +45,76 @@ SESSION, STORE = "this session", "whole store"
 CODE_CHOICES = [("current settings", ""), ("the Search tab's search", SEARCH)]
 
 
-def _slider(cls: type, description: str, **kw: Any) -> w.Widget:
-    return cls(description=description, continuous_update=False, style=STYLE, layout=WIDE, **kw)
-
-
 def _dropdown(description: str, options: Any) -> w.Dropdown:
     return w.Dropdown(description=description, options=options, style=STYLE, layout=WIDE)
 
 
-def _check(description: str) -> w.Checkbox:
-    return w.Checkbox(description=description, style=STYLE, layout=WIDE)
+# The settings' tabs, by config section ("" holds the run's own name); a new section gets a tab of its own.
+TABS = {
+    "data": "Data",
+    "model": "Model",
+    "train": "Training",
+    "hardware": "Hardware",
+    "measure": "Measure",
+    "evaluation": "Measure",
+    "distill": "Compression",
+    "": "Training",
+}
+# Choices only this machine knows that a setting's own layer cannot ask for: the devices present here.
+MACHINE_OPTIONS: dict[str, Callable[[], list]] = {"hardware.device": device_choices}
+NONE_SHOWN_AS = 0  # how a dropdown shows None (ipywidgets reads a None value as "nothing selected")
+
+
+def _optional(hint: Any) -> bool:
+    return type(None) in typing.get_args(hint)
+
+
+def _control(path: str, hint: Any, s: Setting) -> w.Widget:
+    """The control a setting's description asks for: a dropdown (or toggle buttons) for choices or preset
+    values, a multiple choice for a list of choices, a checkbox for a switch, a slider for a number with a
+    range, a number box for any other number, and a text box for the rest (a list as ``1,64``)."""
+    label = s.label or path.rsplit(".", 1)[-1].replace("_", " ")
+    kw: dict[str, Any] = {
+        "description": f"{label} ({s.unit})" if s.unit else label,
+        "tooltip": s.help,
+        "style": STYLE,
+        "layout": WIDE,
+    }
+    options = [
+        o if isinstance(o, tuple) else (str(o), o)
+        for o in (MACHINE_OPTIONS[path]() if path in MACHINE_OPTIONS else s.panel_options())
+    ]
+    if _optional(hint):
+        options = [(name, NONE_SHOWN_AS if value is None else value) for name, value in options]
+    if typing.get_origin(hint) is tuple:
+        if options:
+            return w.SelectMultiple(options=options, rows=min(len(options), 5), **kw)
+        return w.Text(continuous_update=False, placeholder="comma-separated, e.g. 1,64", **kw)
+    if options and s.widget == "toggle":
+        return w.ToggleButtons(
+            options=options, description=kw["description"], tooltip=s.help, style={**STYLE, "button_width": "60px"}
+        )
+    if options:
+        return w.Dropdown(options=options, **kw)
+    if hint is bool:
+        return w.Checkbox(**kw)
+    if hint in (int, float) and s.range is not None:
+        low, high = s.range
+        if s.log:
+            return w.FloatLogSlider(
+                base=10,
+                min=math.log10(low),
+                max=math.log10(high),
+                step=s.step or 0.1,
+                readout_format=".2g",
+                continuous_update=False,
+                **kw,
+            )
+        slider = w.IntSlider if hint is int else w.FloatSlider
+        return slider(min=low, max=high, step=s.step or (1 if hint is int else 0.05), continuous_update=False, **kw)
+    if hint in (int, float):
+        return (w.IntText if hint is int else w.FloatText)(**kw)
+    return w.Text(continuous_update=False, placeholder=s.help, **kw)
 
 
 def _grid(*children: w.Widget) -> w.GridBox:
@@ -67,7 +127,12 @@ def _fit(widget: w.Widget, value: Any) -> None:
     if isinstance(widget, (w.Dropdown, w.ToggleButtons)):
         options = [o if isinstance(o, tuple) else (str(o), o) for o in widget.options]
         if value not in [v for _, v in options]:
-            widget.options = options + [(str(value), value)]
+            widget.options = [*options, (str(value), value)]
+    elif isinstance(widget, w.SelectMultiple):
+        options = [o if isinstance(o, tuple) else (str(o), o) for o in widget.options]
+        missing = [v for v in value if v not in [known for _, known in options]]
+        if missing:
+            widget.options = options + [(str(v), v) for v in missing]
     elif isinstance(widget, w.FloatLogSlider):
         widget.min, widget.max = (
             min(widget.min, math.floor(math.log10(value))),
@@ -139,13 +204,28 @@ class Workbench:
         self._show_steps()
         self._check()
 
-    @staticmethod
-    def _to_widget(path: str, value: Any) -> Any:
-        return 0 if path == "model.depth" and value is None else value
+    def _to_widget(self, path: str, value: Any) -> Any:
+        """A setting's value as its control shows it: None as ``NONE_SHOWN_AS`` in a dropdown, a list in a
+        text box as ``1,64``."""
+        widget = self.controls[path]
+        if value is None and isinstance(widget, w.Dropdown):
+            return NONE_SHOWN_AS
+        if isinstance(value, tuple) and isinstance(widget, w.Text):
+            return ",".join(map(str, value))
+        return value
 
-    @staticmethod
-    def _from_widget(path: str, value: Any) -> Any:
-        return None if path == "model.depth" and value == 0 else value
+    def _from_widget(self, path: str, value: Any) -> Any:
+        """A control's value as the setting's: the inverse of ``_to_widget``."""
+        hint, widget = self._hints[path], self.controls[path]
+        if _optional(hint) and isinstance(widget, w.Dropdown) and value == NONE_SHOWN_AS:
+            return None
+        if typing.get_origin(hint) is tuple and isinstance(widget, w.Text):
+            item = typing.get_args(hint)[0]
+            try:
+                return tuple(item(v.strip()) for v in value.split(",") if v.strip())
+            except ValueError:
+                raise ValueError(f"{path} is a comma-separated list, e.g. 1,64 (got {value!r})") from None
+        return value
 
     def _on_control(self, path: str, change: dict) -> None:
         if self._syncing:
@@ -208,7 +288,7 @@ class Workbench:
                 progress=False,
                 data_root=self.data_root,
             )
-        except Exception as e:  # the panel must survive any failed run; the message says what went wrong
+        except Exception as e:  # noqa: BLE001  (the panel must survive any failed run; the message says what went wrong)
             with self.log:
                 traceback.print_exc()
             self._say(one_line(e), "error")
@@ -227,7 +307,8 @@ class Workbench:
         stopped = "" if result.status == "ok" else f" (stopped early: {result.status})"
         self._say(
             f"{label}: test accuracy {m['accuracy']:.1%}, {m['params']:,} parameters, "
-            f"{m['latency_ms']:.2f} ms at batch {min(config.measure.batch_sizes)} on {m['measure_device_name']}{stopped}",
+            f"{m['latency_ms']:.2f} ms at batch {min(config.measure.batch_sizes)} "
+            f"on {m['measure_device_name']}{stopped}",
             "ok" if not stopped else "error",
         )
         return result
@@ -306,18 +387,18 @@ class Workbench:
             return
         t = self.theme
         self.figures = {
-            "accuracy vs size": plots.accuracy_vs_size(df, theme=t),
-            "latency": plots.latency_bars(df, theme=t),
-            "throughput": plots.latency_bars(df, metric="throughput_ips", theme=t),
-            "training curves": plots.history_curves(df, theme=t),
+            "accuracy vs size": charts.size_accuracy_chart(df, theme=t),
+            "latency": charts.latency_chart(df, theme=t),
+            "throughput": charts.latency_chart(df, metric="throughput_ips", theme=t),
+            "training curves": charts.history_chart(df, theme=t),
         }
         for title, out in self.chart_outs.items():
             show(out, self.figures[title])
         table = compare(df, baseline=self.baseline.value or 0)
         shown = table[[c for c in table.columns if not c.endswith("_ratio")]]
         self.comparison.value = (
-            f"<p>Deltas are against <b>{html.escape(str(table.index[table['baseline']][0]))}</b> (value − baseline).</p>"
-            + shown.to_html(classes="wb-compare", float_format=format_number, na_rep="–")
+            f"<p>Deltas are against <b>{html.escape(str(table.index[table['baseline']][0]))}</b> "
+            "(value − baseline).</p>" + shown.to_html(classes="wb-compare", float_format=format_number, na_rep="–")
         )
 
     # --- code, files -------------------------------------------------------------------------
@@ -348,63 +429,14 @@ class Workbench:
 
     # --- view --------------------------------------------------------------------------------
     def _build(self) -> None:
-        datasets = [(n, n) for n in list_datasets()]
-        if cifar10_zip_path() is not None:
-            datasets.append(("cifar10 (local zip)", f"folder:{cifar10_zip_path()}"))
-        c = self.controls = {
-            "name": w.Text(
-                description="run name",
-                placeholder="label in tables and charts",
-                continuous_update=False,
-                style=STYLE,
-                layout=WIDE,
-            ),
-            "data.dataset": _dropdown("dataset", datasets),
-            "data.fraction": _slider(w.FloatSlider, "data fraction", min=0.05, max=1.0, step=0.05),
-            "data.selection": _dropdown("selection", STRATEGIES),
-            "data.normalize": _check("normalize (mean/std)"),
-            "data.augment.flip": _dropdown(
-                "horizontal flip", [("off", False), ("random", True), ("alternate epochs", "alternate")]
-            ),
-            "data.augment.crop": _slider(w.IntSlider, "pad + crop (px)", min=0, max=8),
-            "data.augment.translate": _slider(w.IntSlider, "translate (px)", min=0, max=8),
-            "data.augment.cutout": _slider(w.IntSlider, "cutout square (px)", min=0, max=16),
-            "data.augment.rotate": _slider(w.FloatSlider, "rotation (°)", min=0, max=45, step=1),
-            "data.augment.brightness": _slider(w.FloatSlider, "brightness ± (std)", min=0, max=1, step=0.05),
-            "data.augment.contrast": _slider(w.FloatSlider, "contrast ± (×)", min=0, max=0.9, step=0.05),
-            "model.name": _dropdown("model", list_models()),
-            "model.width": _slider(w.FloatSlider, "width ×", min=0.25, max=4, step=0.25),
-            "model.depth": _dropdown("depth", [("model default", 0)] + [(str(d), d) for d in (1, 2, 3, 4, 6, 8, 9)]),
-            "model.batchnorm": _check("BatchNorm"),
-            "model.dropout": _slider(w.FloatSlider, "dropout", min=0, max=0.8, step=0.05),
-            "train.epochs": _slider(w.IntSlider, "epochs", min=1, max=100),
-            "train.batch_size": _dropdown("batch size", [16, 32, 64, 128, 256, 512, 1024]),
-            "train.optimizer": _dropdown("optimizer", list_optimizers()),
-            "train.lr": _slider(
-                w.FloatLogSlider, "learning rate", base=10, min=-5, max=0, step=0.1, readout_format=".2g"
-            ),
-            "train.schedule": _dropdown("schedule", list_schedules()),
-            "train.warmup_epochs": _slider(w.FloatSlider, "warm-up (epochs)", min=0, max=10, step=0.5),
-            "train.seed": w.IntText(description="seed", style=STYLE, layout=WIDE),
-            "hardware.device": _dropdown("device", device_choices()),
-            "hardware.precision": w.ToggleButtons(
-                description="precision", options=PRECISIONS, style={**STYLE, "button_width": "60px"}
-            ),
-            "hardware.channels_last": _check("channels-last memory"),
-            "hardware.compile": _dropdown(
-                "torch.compile", [("off", False), ("on", True), ("auto (probe first)", "auto")]
-            ),
-            "hardware.compile_mode": _dropdown("compile mode", list(COMPILE_MODES)),
-            "hardware.tf32": _check("TF32 matmuls (CUDA)"),
-            "hardware.optimizer_impl": _dropdown("optimizer update", list(OPTIMIZER_IMPLS)),
-            "hardware.cudnn_benchmark": _check("cuDNN autotuning (CUDA)"),
-            "hardware.threads": _dropdown(
-                "CPU threads", [("auto (free cores)", "auto")] + [(str(n), n) for n in range(1, available_cores() + 1)]
-            ),
-            "distill.teacher": _dropdown("distill from", [("none", "")]),
-            "distill.alpha": _slider(w.FloatSlider, "teacher weight α", min=0, max=1, step=0.05),
-            "distill.temperature": _slider(w.FloatSlider, "temperature", min=1, max=10, step=0.5),
-        }
+        # One control per setting, as its description asks (``_control``); settings the panel leaves out
+        # say why in their ``not_in_panel``.
+        self._hints: dict[str, Any] = {}
+        c = self.controls = {}
+        for path, (hint, described) in leaf_settings(RunConfig).items():
+            if described is not None and not described.not_in_panel:
+                self._hints[path] = hint
+                c[path] = _control(path, hint, described)
         for path, widget in c.items():
             widget.observe(lambda change, path=path: self._on_control(path, change), names="value")
 
@@ -456,13 +488,12 @@ class Workbench:
         self.baseline.observe(lambda _: None if self._syncing else self._draw_charts(self.frame()), names="value")
         self.code_run.observe(lambda _: None if self._syncing else self._show_code(), names="value")
 
-        sections = {
-            "Data": _grid(*(c[k] for k in c if k.startswith("data."))),
-            "Model": _grid(*(c[k] for k in c if k.startswith("model."))),
-            "Training": _grid(*(c[k] for k in c if k.startswith("train.")), c["name"]),
-            "Hardware": _grid(*(c[k] for k in c if k.startswith("hardware."))),
-            "Compression": w.VBox([self._compression_box(), _grid(*(c[k] for k in c if k.startswith("distill.")))]),
-        }
+        tabs: dict[str, list[w.Widget]] = {}
+        for path, widget in c.items():
+            section = path.split(".")[0] if "." in path else ""
+            tabs.setdefault(TABS.get(section, section.title()), []).append(widget)
+        sections = {title: _grid(*widgets) for title, widgets in tabs.items() if title != "Compression"}
+        sections["Compression"] = w.VBox([self._compression_box(), _grid(*tabs.get("Compression", []))])
         self.search_tab = SearchTab(self, self._search_space)
         sections["Search"] = self.search_tab.view
         charts = w.Tab(children=[*self.chart_outs.values(), self.comparison], titles=[*self.chart_outs, "comparison"])
@@ -518,8 +549,11 @@ class Workbench:
         return w.VBox([self.steps_view, self.step_kind, self.step_form, w.HBox([add, clear]), recipe])
 
     def _build_step_form(self) -> None:
+        """The chosen step's fields, under the line it describes itself with (family, needs, modes)."""
         self.step_fields = {}
-        for f in dataclasses.fields(step_types()[self.step_kind.value]):
+        step = step_types()[self.step_kind.value]
+        self.step_summary = w.HTML(f"<i>{html.escape(step.summary())}</i>")
+        for f in dataclasses.fields(step):
             default = _default(f)
             if isinstance(default, bool):
                 widget = w.Checkbox(value=default, description=f.name, style=STYLE, layout=WIDE)
@@ -537,14 +571,14 @@ class Workbench:
                 )
                 widget = w.Text(value=text, description=f.name, style=STYLE, layout=WIDE)
             self.step_fields[f.name] = (widget, default)
-        self.step_form.children = [widget for widget, _ in self.step_fields.values()]
+        self.step_form.children = [self.step_summary, *(widget for widget, _ in self.step_fields.values())]
 
     def add_step(self) -> CompressStep:
         """Append the step the compression form describes to the config's ``compress`` list; text fields are
         read by the same parser as the CLI's ``--compress`` (``workbench.parse_step``)."""
         values = {name: widget.value for name, (widget, _) in self.step_fields.items()}
         step = build_step(self.step_kind.value, values)
-        self._set_steps(self._config.compress + (step,))
+        self._set_steps((*self._config.compress, step))
         return step
 
     def _set_steps(self, steps: tuple) -> None:

@@ -18,9 +18,8 @@ from typing import Any
 import ipywidgets as w
 import pandas as pd
 
-from .. import plots
 from .._errors import ConfigError, one_line
-from ..results import METRICS, format_number, readable
+from ..report import METRICS, charts, format_number, readable
 from ..search import DEFAULT_OBJECTIVES, Space, default_space, list_strategies, search, strategy_name
 from ..search.pareto import direction
 from .code import search_code
@@ -222,7 +221,7 @@ class SearchTab:
         table = trial_table(trials, front, objectives, self.space)
         self.table.value = table.to_html(index=False, classes="wb-trials", float_format=format_number, na_rep="–")
         if (trials["trial_state"] == "COMPLETE").any():
-            self.figure = plots.pareto_chart(trials, objectives, front=front, theme=self.panel.theme)
+            self.figure = charts.pareto_chart(trials, objectives, front=front, theme=self.panel.theme)
             show(self.chart_out, self.figure)
 
     # --- view --------------------------------------------------------------------------------

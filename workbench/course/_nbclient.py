@@ -6,7 +6,7 @@ kernel stamped it a tenth of a second after the request) but the client's ``poll
 so papermill waited out the whole per-cell timeout before a later call found it. A ZMQ socket signals
 readiness on an edge, and an edge consumed by another operation on the same socket is not signalled
 again. Waiting in short slices, each a fresh ``poll`` that reads the socket's state anew, finds such
-a message within a second. This module is imported only by ``workbench.notebooks.run_notebook``.
+a message within a second. This module is imported only by ``workbench.course.notebooks.run_notebook``.
 """
 
 from __future__ import annotations
@@ -45,5 +45,5 @@ class SlicedClient(AsyncKernelClient):
 class SlicedKernelManager(AsyncKernelManager):
     """The kernel manager nbclient (under papermill) starts: its clients wait with ``SlicedChannel``."""
 
-    client_class = DottedObjectName("workbench._nbclient.SlicedClient")
-    client_factory = Type(klass="workbench._nbclient.SlicedClient")
+    client_class = DottedObjectName("workbench.course._nbclient.SlicedClient")
+    client_factory = Type(klass="workbench.course._nbclient.SlicedClient")

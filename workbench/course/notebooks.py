@@ -10,24 +10,25 @@ machine to ``OUT/timings.json`` (one entry per notebook, the latest run's), read
 from __future__ import annotations
 
 import ast
+import contextlib
 import datetime
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from ._errors import optional_import
-from ._files import atomic_write_text, writable_problem
-from .measure import device_name
-from .results import jsonable
-from .train.threads import load_average
+from .._errors import optional_import
+from .._files import atomic_write_text, writable_problem
+from ..measure import device_name
+from ..report import jsonable
+from ..train.threads import load_average
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 TIMINGS = "timings.json"
 
 
@@ -68,13 +69,16 @@ def run_notebook(
     *,
     out: str | Path = "runs/notebooks",
     smoke: bool = False,
-    timeout: int = 900,
+    timeout: float = 900,
     progress: bool = False,
+    check_solutions: bool = False,
 ) -> Path:
     """Execute one notebook with papermill into ``out/<name>/``; returns the executed notebook's path.
 
     ``results_dir`` defaults to that folder, so ``metrics.json`` lands beside the executed notebook.
-    ``progress`` shows a bar of the cells executed so far (cell k of n).
+    ``progress`` shows a bar of the cells executed so far (cell k of n); ``timeout`` is per cell, in
+    seconds. ``check_solutions`` keeps the learner's view and also judges every exercise's reference
+    solution and typical wrong answers (``workbench.course.exercises``), so one run checks both.
     """
     papermill = optional_import("papermill", "Running notebooks", "pip install 'workbench[notebooks]'")
     path = Path(path)
@@ -89,23 +93,28 @@ def run_notebook(
         check_parameter(path.name, name, value, known[name]["default"])
     executed = target / path.name
     load_before, start = load_average(), time.perf_counter()
-    try:
-        papermill.execute_notebook(
-            str(path),
-            str(executed),
-            parameters=params,
-            cwd=str(path.parent.parent),
-            kernel_name="python3",
-            progress_bar={"desc": path.stem, "unit": "cell"} if progress else False,
-            execution_timeout=timeout,
-            engine_name=_section_engine(),  # the bar names each cell's section
-            # A client that cannot sleep through a reply (see workbench/_nbclient.py).
-            kernel_manager_class="workbench._nbclient.SlicedKernelManager",
-            # The kernel's own start-up notes (TCP on localhost is unencrypted) are not for this user.
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-        )
-    except papermill.PapermillExecutionError as e:
-        raise RuntimeError(f"{path.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} (see {executed})") from e
+    from .exercises import CHECK_SOLUTIONS
+
+    with _kernel_environment({CHECK_SOLUTIONS: "1"} if check_solutions else {}):
+        try:
+            papermill.execute_notebook(
+                str(path),
+                str(executed),
+                parameters=params,
+                cwd=str(path.parent.parent),
+                kernel_name="python3",
+                progress_bar={"desc": path.stem, "unit": "cell"} if progress else False,
+                execution_timeout=timeout,
+                engine_name=_section_engine(),  # the bar names each cell's section
+                # A client that cannot sleep through a reply (see workbench/_nbclient.py).
+                kernel_manager_class="workbench.course._nbclient.SlicedKernelManager",
+                # The kernel's own start-up notes (TCP on localhost is unencrypted) are not for this user.
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            )
+        except papermill.PapermillExecutionError as e:
+            raise RuntimeError(
+                f"{path.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} (see {executed})"
+            ) from e
     _record_timing(
         Path(out),
         path.stem,
@@ -120,6 +129,21 @@ def run_notebook(
         },
     )
     return executed
+
+
+@contextlib.contextmanager
+def _kernel_environment(variables: dict[str, str]) -> Iterator[None]:
+    """``variables`` set in this process's environment while a kernel starts from it, then restored."""
+    before = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def machine() -> dict[str, Any]:
@@ -178,8 +202,10 @@ def cell_sections(cells: list[dict]) -> list[str]:
     without its #s), so a progress bar can say what the cell is for.
 
     Example:
-        >>> cells = [{"cell_type": "markdown", "source": "# 01 · Measure\\ntext"}, {"cell_type": "code", "source": "x = 1"},
-        ...          {"cell_type": "markdown", "source": "## Why warm-up matters"}, {"cell_type": "code", "source": "y"}]
+        >>> cells = [{"cell_type": "markdown", "source": "# 01 · Measure\\ntext"},
+        ...          {"cell_type": "code", "source": "x = 1"},
+        ...          {"cell_type": "markdown", "source": "## Why warm-up matters"},
+        ...          {"cell_type": "code", "source": "y"}]
         >>> cell_sections(cells)
         ['01 · Measure', '01 · Measure', 'Why warm-up matters', 'Why warm-up matters']
     """
@@ -249,14 +275,24 @@ def run_notebooks(
     smoke: bool = False,
     folder: str | Path = NOTEBOOK_DIR,
     progress: bool = False,
+    timeout: float = 900,
+    check_solutions: bool = False,
 ) -> list[Path]:
     """Execute the named notebooks (all when none are named); values given on the command line are
-    parsed as JSON where they can be (``-p epochs 3`` gives an int)."""
+    parsed as JSON where they can be (``-p epochs 3`` gives an int). ``timeout`` and ``check_solutions``
+    are ``run_notebook``'s."""
     parsed = {k: _parse(v) for k, v in (parameters or {}).items()}
     chosen = _select(names, Path(folder))
     if problem := writable_problem(out):  # before the first notebook runs, not as a bare errno after
         raise OSError(f"{problem} (--out): choose another folder")
-    return [run_notebook(p, parsed, out=out, smoke=smoke, progress=progress) for p in chosen]
+    if not timeout > 0:
+        raise ValueError(f"timeout is seconds per cell, > 0 (got {timeout})")
+    return [
+        run_notebook(
+            p, parsed, out=out, smoke=smoke, progress=progress, timeout=timeout, check_solutions=check_solutions
+        )
+        for p in chosen
+    ]
 
 
 def _parse(value: Any) -> Any:

@@ -4,8 +4,9 @@ with a machine-written reason wherever a variant is not faster.
 A smaller model is not automatically a faster one. Zeroed weights are still multiplied; int8 convs
 run as float kernels plus quantize steps until ``torch.compile`` fuses them; a GPU at batch 1 waits
 on kernel launches. The ledger puts the numbers in one table so that shows, and says why. The
-reasons are decided from the compression step types each run's config lists, and come as a tidy
-frame too (``why_not_faster``), so nothing downstream parses text. Its charts are in ``plots``.
+reasons are decided from what the compression steps each run's config lists say of themselves (their
+``family``, ``not_faster``, ``keeps_fake_quant``), and come as a tidy frame too (``why_not_faster``),
+so nothing downstream parses text. Its charts are in ``report.charts``.
 
 Example:
     >>> from workbench import Result, RunConfig
@@ -26,42 +27,36 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .compress import (
-    QAT,
-    CastPrecision,
-    CompressStep,
-    DynamicInt8,
-    OrtDynamicInt8,
-    OrtStaticInt8,
-    StaticInt8,
-    UnstructuredPrune,
-    WeightOnlyInt4,
-    WeightOnlyInt8,
-)
-from .measure import MEASURE_MODES
-from .measure.bench import NOISY_SPREAD
-from .results import METRICS, Result, as_frame, baseline_index, latency_key, run_labels
+from ..compress import QUANTIZATION, CompressStep
+from ..measure import MEASURE_MODES
+from ..measure.bench import NOISY_SPREAD
+from . import METRICS, Result, as_frame, baseline_index, latency_key, run_labels
 
 COLUMNS = ("params", "nonzero_params", "size_bytes", "flops", "accuracy")  # the schema's metrics the table shows
 FASTER = 1.10  # a speed-up below this is "not faster": timing noise on a shared machine reaches several percent
 SAME_FLOPS = 0.99  # FLOPs ratio at or above this = unchanged work
-INT8 = (StaticInt8, QAT, DynamicInt8, OrtStaticInt8, OrtDynamicInt8)  # real int8 kernels (once converted)
-WEIGHT_ONLY = (WeightOnlyInt8, WeightOnlyInt4)
 
 REASONS = {  # reason code -> text; {fields} are filled in from the measurements of that cell
-    "noisy": "too noisy to compare: these latencies vary by up to {spread:.0%} of their median{load}; rerun on a quiet machine",
+    "noisy": (
+        "too noisy to compare: these latencies vary by up to {spread:.0%} of their median{load}; "
+        "rerun on a quiet machine"
+    ),
     "slower": "slower beyond the timing spread, though it does no more work: timing noise or a busy machine",
-    "within_spread": "{speed:.2f}x, but inside the timing spread (the interquartile ranges overlap): not a real difference",
-    "implausible": "faster, though it does the same work at {size_ratio:.0%} of the size: timing noise or a busy machine? rerun",
+    "within_spread": (
+        "{speed:.2f}x, but inside the timing spread (the interquartile ranges overlap): not a real difference"
+    ),
+    "implausible": (
+        "faster, though it does the same work at {size_ratio:.0%} of the size: timing noise or a busy machine? rerun"
+    ),
     "fake_quant": "fake-quant model: convert first",
     "dense": "masked weights are still dense: use structured pruning",
     "int8_compile": "int8 kernels need torch.compile on this backend",
-    "ort_dynamic": (
-        "ONNX Runtime's dynamic int8 measures activation ranges on every call and runs convolutions as "
-        "ConvInteger, which is slow on CPUs: use OrtStaticInt8 for conv nets"
-    ),
+    "step": "{step_reason}",  # the step's own reason (CompressStep.not_faster)
     "int8_no_vnni": "int8 is not faster here: this CPU has no VNNI or AMX int8 instructions",
-    "int8_small": "int8 is not faster here although this CPU has {features} int8 instructions: the layers are too small to pay off",
+    "int8_small": (
+        "int8 is not faster here although this CPU has {features} int8 instructions: "
+        "the layers are too small to pay off"
+    ),
     "gpu_bs1": "GPU under-used at batch 1",
     "weight_only": "weight-only int8/int4 dequantizes every call: it pays off only for memory-bound Linear layers",
     "cast_no_native": "{dtype} math is emulated on this CPU (no {needs}): cast on a GPU, or on a CPU that has it",
@@ -80,13 +75,17 @@ def ledger(results: pd.DataFrame | Sequence[Result], baseline: str | int | None 
     ``compress`` is ``"none"`` unless ``baseline`` names a row (position, run id or name). Latency
     columns read ``cpu/eager/bs1_ms``; speed-ups (baseline latency / latency, same column)
     ``cpu/eager/bs1_speedup``. ``df.attrs["device_names"]`` maps each device to its name and
-    ``df.attrs["labels"]`` each metric column to its label and unit. The reasons, one row per (variant, device, mode, batch size), come from ``why_not_faster``.
+    ``df.attrs["labels"]`` each metric column to its label and unit. The reasons, one row per
+    (variant, device, mode, batch size), come from ``why_not_faster``.
 
     Example:
         >>> from workbench import Result, RunConfig
-        >>> rec = lambda ms: [{"mode": "eager", "batch_size": 1, "latency_ms": ms, "device": "cpu", "device_name": "x86"}]
-        >>> rows = [Result(RunConfig(name="base"), {"params": 100, "nonzero_params": 100, "flops": 200}, benchmarks=rec(2.0)),
-        ...         Result(RunConfig(name="half"), {"params": 50, "nonzero_params": 50, "flops": 100}, benchmarks=rec(1.0))]
+        >>> rec = lambda ms: [{"mode": "eager", "batch_size": 1, "latency_ms": ms, "device": "cpu",
+        ...                    "device_name": "x86"}]
+        >>> rows = [Result(RunConfig(name="base"), {"params": 100, "nonzero_params": 100, "flops": 200},
+        ...                benchmarks=rec(2.0)),
+        ...         Result(RunConfig(name="half"), {"params": 50, "nonzero_params": 50, "flops": 100},
+        ...                benchmarks=rec(1.0))]
         >>> df = ledger(rows)
         >>> row = df.loc[1]
         >>> row["variant"], float(row["flops_ratio"]), float(row["cpu/eager/bs1_speedup"])
@@ -235,10 +234,11 @@ def _why(
     """(cell key, reason code, text) for every measured cell where ``row`` is not clearly faster than the
     baseline, or is faster in a way its method cannot explain. Causes are read off the measurements:
     the timing spread, the work and size the method changed, the CPU features the records carry."""
-    kinds = tuple(type(s) for s in steps)
-    fake_quant = any(isinstance(s, QAT) and not s.convert for s in steps)
-    slows_down = fake_quant or any(issubclass(k, (*INT8, *WEIGHT_ONLY, CastPrecision)) for k in kinds)
-    same_work = row["flops_ratio"] >= SAME_FLOPS and not any(issubclass(k, INT8) for k in kinds)
+    families = {s.family for s in steps}
+    fake_quant = any(s.keeps_fake_quant() for s in steps)
+    slows_down = fake_quant or bool(families & set(QUANTIZATION))  # quantize/dequantize or cast steps cost time
+    same_work = row["flops_ratio"] >= SAME_FLOPS and "int8" not in families
+    step_reason = next((s.not_faster for s in steps if s.not_faster), "")
     out = []
     for key in keys:
         if key not in cells or key not in base_cells:
@@ -252,6 +252,7 @@ def _why(
             "size_ratio": row["size_ratio"],
             "speed": base["latency_ms"] / cell["latency_ms"],
             "features": "/".join(cell.get("cpu_features", [])) or "no listed",
+            "step_reason": step_reason,
         }
         if spread > NOISY_SPREAD:
             why = "noisy"
@@ -265,11 +266,11 @@ def _why(
             why = "within_spread"  # a ratio that looks like a change, from timings that overlap
         elif fake_quant:
             why = "fake_quant"
-        elif UnstructuredPrune in kinds and row["flops_ratio"] >= SAME_FLOPS:
+        elif "sparsity" in families and row["flops_ratio"] >= SAME_FLOPS:
             why = "dense"
-        elif OrtDynamicInt8 in kinds:
-            why = "ort_dynamic"
-        elif any(issubclass(k, INT8) for k in kinds):
+        elif step_reason:
+            why = "step"
+        elif "int8" in families:
             # Compare compiled with compiled where the baseline has it: compiling speeds up float32 too.
             compiled = f"{device}/compiled/bs{bs}"
             ref = base_cells.get(compiled, base)
@@ -279,10 +280,10 @@ def _why(
                 why = "int8_small" if {"vnni", "amx"} & set(cell.get("cpu_features", [])) else "int8_no_vnni"
         elif device == "cuda" and bs == 1:
             why = "gpu_bs1"
-        elif any(issubclass(k, WEIGHT_ONLY) for k in kinds):
+        elif "weight-only" in families:
             why = "weight_only"
-        elif CastPrecision in kinds and device == "cpu":
-            dtype = next(s.dtype for s in steps if isinstance(s, CastPrecision))
+        elif "cast" in families and device == "cpu":
+            dtype = next(s.dtype for s in steps if s.family == "cast")  # a cast step names its dtype
             needs = {"bf16": {"avx512_bf16", "amx"}, "fp16": {"amx_fp16"}}[dtype]
             has = needs & set(cell.get("cpu_features", []))
             why = "cast_small" if has else "cast_no_native"
@@ -302,10 +303,10 @@ def _load(cell: dict[str, Any], base: dict[str, Any]) -> str:
 
 def ablation(results: pd.DataFrame | Sequence[Result], baseline: str = "speedrun") -> pd.DataFrame:
     """What each part of a recipe bought: one row per ``"no <part>"`` variant (``presets.without_each_part``)
-    against the ``baseline`` runs (Results, or ``run_many``'s rows), each the mean over the runs of that name (seeds). ``accuracy_bought`` is
-    the baseline's accuracy minus the variant's (points; > 0: the part helped); ``seconds_bought`` its
-    training seconds saved (> 0: the part made training faster). Test-time augmentation costs evaluation,
-    not training: its seconds are the same training.
+    against the ``baseline`` runs (Results, or ``run_many``'s rows), each the mean over the runs of that
+    name (seeds). ``accuracy_bought`` is the baseline's accuracy minus the variant's (points; > 0: the
+    part helped); ``seconds_bought`` its training seconds saved (> 0: the part made training faster).
+    Test-time augmentation costs evaluation, not training: its seconds are the same training.
 
     Example:
         >>> from workbench import Result, RunConfig

@@ -7,7 +7,12 @@ builds, counts, times or compares them) and answers in one or two sentences, rig
 In instructor mode (each notebook's ``instructor`` parameter) an unanswered exercise is filled in
 with its reference solution, run in the notebook's namespace, so the notebook runs end to end; every
 typical wrong answer the exercise lists is run in a copy of the namespace too, and must be turned
-down, so a checker that would wave a mistake through shows up in the instructor's run (and in CI).
+down, so a checker that would wave a mistake through shows up in the instructor's run.
+
+With ``WORKBENCH_CHECK_SOLUTIONS=1`` in the environment (``workbench notebooks run --check-solutions``)
+a learner-mode run checks both at once: the learner's view is untouched (unanswered exercises stay
+unanswered and the notebook must run to its end without them), while each reference solution and each
+typical wrong answer is run and judged in a copy of the namespace. CI executes every notebook once so.
 
 Example:
     >>> env = {"x": ...}
@@ -19,15 +24,17 @@ Example:
 from __future__ import annotations
 
 import html
+import os
 import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._registry import Registry
+from ..._registry import Registry
 
 EXERCISES: Registry[Exercise] = Registry("exercise")
+CHECK_SOLUTIONS = "WORKBENCH_CHECK_SOLUTIONS"  # set to 1: learner mode also judges solutions in copies
 
 
 class NotYet(Exception):
@@ -127,10 +134,12 @@ class Feedback:
 
 
 class Checker:
-    """``check = exercise_checker("02_model_structure", globals(), instructor=instructor)``, then ``check("02.half")``."""
+    """``check = exercise_checker("02_model_structure", globals(), instructor=instructor)``, then
+    ``check("02.half")``."""
 
     def __init__(self, notebook: str, env: dict[str, Any], instructor: bool = False):
         self.notebook, self.env, self.instructor = notebook, env, bool(instructor)
+        self.check_solutions = not self.instructor and os.environ.get(CHECK_SOLUTIONS) == "1"
         self.exercises = {e.key: e for e in exercises_of(notebook)}
         if not self.exercises:
             raise ValueError(
@@ -138,6 +147,7 @@ class Checker:
                 f"{', '.join(sorted({k[:2] for k in EXERCISES.names()}))}."
             )
         self.results: dict[str, Feedback] = {}
+        self.solution_status: dict[str, str] = {}  # how the check judged each reference solution it ran
 
     def __call__(self, key: str) -> Feedback:
         if key not in self.exercises:
@@ -145,27 +155,29 @@ class Checker:
             raise ValueError(f"exercise {key} belongs to another notebook than {self.notebook}")
         ex = self.exercises[key]
         rejected, let_through = [], []
-        if self.instructor:
+        if self.instructor or self.check_solutions:
             for code in ex.wrong:
-                trial = dict(self.env)  # a copy, so a wrong answer leaves the notebook's names alone
-                with warnings.catch_warnings():  # what a mistake makes torch warn about is not the instructor's concern
-                    warnings.simplefilter("ignore")
-                    exec(compile(code, f"<a typical wrong answer to {key}>", "exec"), trial)  # noqa: S102 - the package's own code
-                    verdict = _judge(ex, trial)
-                rejected.append(
-                    verdict.message
-                ) if verdict.status == "not yet" and not verdict.crashed else let_through.append(code)
+                verdict = _judge_in_copy(ex, code, self.env, f"<a typical wrong answer to {key}>")
+                if verdict.status == "not yet" and not verdict.crashed:
+                    rejected.append(verdict.message)
+                else:
+                    let_through.append(code)
+        if self.check_solutions:
+            self.solution_status[key] = _judge_in_copy(ex, ex.solution, self.env, f"<solution {key}>").status
         solution = None
         if self.instructor and _unanswered(ex, self.env):
             exec(compile(ex.solution, f"<solution {key}>", "exec"), self.env)  # noqa: S102 - the package's own code
             solution = ex.solution
         feedback = _judge(ex, self.env)
+        if solution is not None:
+            self.solution_status[key] = feedback.status
         feedback.solution, feedback.rejected, feedback.let_through = solution, rejected, let_through
         self.results[key] = feedback
         return feedback
 
     def summary(self) -> dict[str, dict[str, Any]]:
-        """Per exercise: its status, and in instructor mode what each typical wrong answer was told (for metrics.json)."""
+        """Per exercise, for metrics.json: its status; where solutions were checked, what each typical wrong
+        answer was told and how the reference solution was judged."""
         return {
             k: {
                 "status": f.status,
@@ -174,6 +186,7 @@ class Checker:
                 "crashed": f.crashed,
                 "rejected": f.rejected,
                 "let_through": f.let_through,
+                "solution_status": self.solution_status.get(k),
             }
             for k, f in self.results.items()
         }
@@ -182,6 +195,15 @@ class Checker:
 def exercise_checker(notebook: str, env: dict[str, Any], instructor: bool = False) -> Checker:
     """The checker a notebook makes once, over its namespace (``globals()``)."""
     return Checker(notebook, env, instructor)
+
+
+def _judge_in_copy(ex: Exercise, code: str, env: dict[str, Any], name: str) -> Feedback:
+    """``code`` run and judged in a shallow copy of ``env``, so the notebook's own names stay as they were."""
+    trial = dict(env)
+    with warnings.catch_warnings():  # what a mistake makes torch warn about is not the instructor's concern
+        warnings.simplefilter("ignore")
+        exec(compile(code, name, "exec"), trial)  # noqa: S102 - the package's own code
+        return _judge(ex, trial)
 
 
 def _unanswered(ex: Exercise, env: dict[str, Any]) -> bool:
@@ -201,7 +223,7 @@ def _judge(ex: Exercise, env: dict[str, Any]) -> Feedback:
         return Feedback(ex.key, "right", ex.check(Answers(env)))
     except NotYet as e:
         return Feedback(ex.key, "not yet", str(e))
-    except Exception as e:  # the learner's object broke the check: say where, in one line
+    except Exception as e:  # noqa: BLE001 - whatever the learner's object broke in the check: say where, in one line
         where = traceback.extract_tb(e.__traceback__)[-1]
         return Feedback(
             ex.key,

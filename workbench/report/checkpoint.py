@@ -28,10 +28,10 @@ from typing import Any
 
 import torch
 
-from ._errors import one_line
-from .compress import is_pt2e_program, load_quantized, save_quantized, saved_format, saved_metadata
-from .config import RunConfig
-from .models import create_model
+from .._errors import one_line
+from ..compress import is_pt2e_program, load_quantized, save_quantized, saved_format, saved_metadata
+from ..config import RunConfig
+from ..models import create_model
 
 
 def save_checkpoint(

@@ -16,15 +16,15 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ._errors import ConfigError
-from ._files import atomic_write_text
+from .._errors import ConfigError
+from .._files import atomic_write_text
+from ..config import RunConfig
+from ..data import AugmentConfig
+from ..measure import native_bf16, resolve_device
+from ..pipeline import run_many
+from ..report import ResultStore, latency_comparison, readable, run_labels, same_architecture
+from ..report.charts import device_label, history_chart, latency_chart, size_accuracy_chart
 from ._theme import THEME_CSS
-from .config import RunConfig
-from .data import AugmentConfig
-from .measure import native_bf16, resolve_device
-from .pipeline import run_many
-from .plots import accuracy_vs_size, device_label, history_curves, latency_bars
-from .results import ResultStore, latency_comparison, readable, run_labels, same_architecture
 
 
 def tour_configs(dataset: str = "digits", epochs: int | None = None) -> list[RunConfig]:
@@ -152,9 +152,9 @@ def write_report(df: pd.DataFrame, folder: str | Path, title: str = "Workbench t
     folder.mkdir(parents=True, exist_ok=True)
     df = df.reset_index(drop=True)
     charts = {
-        "accuracy_vs_size.png": accuracy_vs_size(df),
-        "latency.png": latency_bars(df),
-        "training_curves.png": history_curves(df),
+        "size_accuracy_chart.png": size_accuracy_chart(df),
+        "latency.png": latency_chart(df),
+        "training_curves.png": history_chart(df),
     }
     images = []
     for name, fig in charts.items():

@@ -132,10 +132,10 @@ def _time_ms(a: Answers) -> str:
     hint='base.replace(**{"model.width": ...}) copies base with one field changed.',
 )
 def _half(a: Answers) -> str:
-    from ..config import RunConfig
-    from ..data import load_dataset
-    from ..measure import count_parameters
-    from ..models import create_model
+    from ...config import RunConfig
+    from ...data import load_dataset
+    from ...measure import count_parameters
+    from ...models import create_model
 
     base, half = a.base, a.half
     expect(
@@ -243,7 +243,7 @@ def _cosine(a: Answers) -> str:
     hint="tensor.flip(dim) reverses one dimension; which one runs left to right?",
 )
 def _hflip(a: Answers) -> str:
-    from ..data import load_dataset
+    from ...data import load_dataset
 
     images = load_dataset(a.dataset).train_x[:8]
     x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)  # H != W, every value distinct
@@ -345,7 +345,7 @@ def magnitude_mask(w, amount):
     hint="sort by w.abs(); tensor.kthvalue(k) finds the k-th smallest.",
 )
 def _magnitude_mask(a: Answers) -> str:
-    from ..pipeline import load_model
+    from ...pipeline import load_model
 
     trained = load_model(a.baseline)
     w = max((m.weight.detach() for m in trained.modules() if isinstance(m, torch.nn.Conv2d)), key=lambda t: t.numel())
@@ -414,7 +414,7 @@ def quantize_int8(w):
     hint="the scale must cover the largest magnitude; round to the nearest step.",
 )
 def _int8(a: Answers) -> str:
-    from ..pipeline import load_model
+    from ...pipeline import load_model
 
     model = load_model(a.by_name["fp32"])
     weight = next(m.weight.detach() for m in model.modules() if isinstance(m, torch.nn.Linear))
@@ -479,7 +479,7 @@ def soft_loss(student_logits, teacher_logits, T):
     hint="F.kl_div takes the student's log-probabilities first and the teacher's probabilities second.",
 )
 def _soft_loss(a: Answers) -> str:
-    from ..train.distill import distillation_loss
+    from ...train.distill import distillation_loss
 
     g = torch.Generator().manual_seed(0)
     student, teacher = torch.randn(16, 10, generator=g) * 3, torch.randn(16, 10, generator=g) * 3
@@ -535,7 +535,7 @@ def dominates(a, b):
     hint="write 'no worse on every objective' and 'better on one' as two conditions.",
 )
 def _dominates(a: Answers) -> str:
-    from ..search.pareto import pareto_front
+    from ...search.pareto import pareto_front
 
     p = {"accuracy": 0.9, "size_bytes": 1000, "latency_ms": 1.0}
     smaller = {**p, "size_bytes": 500}
@@ -618,7 +618,7 @@ def _bubble(a: Answers) -> str:
     hint="sort them and read the value 95% of the way along (numpy.percentile does it).",
 )
 def _p95(a: Answers) -> str:
-    from ..measure import time_calls
+    from ...measure import time_calls
 
     tail = [1.0] * 180 + [10.0 * i for i in range(1, 21)]  # 180 fast requests, then 20 ever slower ones
     timed = time_calls(torch.nn.Linear(64, 64), torch.randn(1, 64), iters=200)

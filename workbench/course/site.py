@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._errors import optional_import
-from ._files import atomic_write_text
+from .._errors import optional_import
+from .._files import atomic_write_text
 from ._theme import SITE_CSS, THEME_CSS
 from .notebooks import timing_records
 

@@ -1,0 +1,253 @@
+"""Charts of speed: latency and throughput per batch size, runtimes, serving under load, profiles."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from .. import run_labels
+from ._style import (
+    NOISY_NOTE,
+    _figure,
+    _log_axis,
+    _one_or_mixed,
+    _themed,
+    metric_label,
+)
+
+
+def _benchmark_frame(df: pd.DataFrame) -> pd.DataFrame:
+    records = [dict(rec, run=label) for label, recs in zip(run_labels(df), df["benchmarks"]) for rec in (recs or [])]
+    return pd.DataFrame(records)
+
+
+@_themed
+def latency_chart(df: pd.DataFrame, metric: str = "latency_ms", ax=None) -> Figure:
+    """Per run, bars of median latency (or ``metric="throughput_ips"``) at each measured batch size and
+    execution mode, from the ``benchmarks`` records; latency bars carry the interquartile range.
+
+    Example:
+        >>> rec = {"batch_size": 1, "mode": "eager", "latency_ms": 2.0, "latency_ms_q25": 1.9, "latency_ms_q75": 2.2,
+        ...        "throughput_ips": 500.0, "device_name": "Xeon", "dtype": "float32"}
+        >>> df = pd.DataFrame({"name": ["a"], "run_id": ["1"], "benchmarks": [[rec]]})
+        >>> latency_chart(df).axes[0].get_title()
+        'Inference latency per batch on Xeon, float32'
+    """
+    fig, ax = _figure(ax)
+    bench = _benchmark_frame(df)
+    if bench.empty:
+        ax.text(0.5, 0.5, "no latency measured", ha="center", transform=ax.transAxes)
+        return fig
+    bench["series"] = bench["mode"] + " bs" + bench["batch_size"].astype(str)
+    series = list(dict.fromkeys(bench["series"]))
+    runs = list(dict.fromkeys(bench["run"]))
+    width = 0.8 / len(series)
+    for i, s in enumerate(series):
+        part = bench[bench["series"] == s].groupby("run").first().reindex(runs)
+        err = None
+        if metric == "latency_ms":
+            err = np.vstack([part["latency_ms"] - part["latency_ms_q25"], part["latency_ms_q75"] - part["latency_ms"]])
+        bars = ax.bar(np.arange(len(runs)) + i * width, part[metric], width, yerr=err, capsize=2, label=s)
+        noisy = part["noisy"].fillna(False).astype(bool) if "noisy" in part else pd.Series(False, index=part.index)
+        for bar, is_noisy in zip(bars, noisy):
+            if is_noisy:
+                bar.set_hatch("///")
+                bar.set_alpha(0.5)
+    ax.set_xticks(np.arange(len(runs)) + width * (len(series) - 1) / 2, runs, rotation=30, ha="right")
+    values = bench[metric][bench[metric] > 0]
+    if (
+        len(values) and values.max() / values.min() > 20
+    ):  # batch 1 and batch 256 bars on one linear axis: one would vanish
+        _log_axis(ax.yaxis)
+    ax.set_ylabel(metric_label(metric) + (", IQR bars" if metric == "latency_ms" else ""))
+    what = "Inference latency per batch" if metric == "latency_ms" else "Inference throughput"
+    dtypes = "/".join(sorted(bench["dtype"].astype(str).unique())) if "dtype" in bench else ""
+    ax.set_title(
+        f"{what} on {_one_or_mixed(bench['device_name'], 'device')}"
+        + (f", {dtypes}" if dtypes else "")
+        + (" (log scale)" if ax.get_yscale() == "log" else "")
+    )
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if "noisy" in bench and bench["noisy"].fillna(False).astype(bool).any():
+        ax.set_xlabel(NOISY_NOTE, fontsize=8, color="tab:red")
+    return fig
+
+
+@_themed
+def batch_latency_chart(records: pd.DataFrame | Sequence[dict], by: Sequence[str] | None = None) -> Figure:
+    """Latency (left, with IQR band) and throughput (right) against batch size, from ``benchmark``
+    records; one line per combination of the ``by`` columns (default: whichever of name, model,
+    mode and dtype are present).
+
+    Example:
+        >>> recs = [{"batch_size": b, "latency_ms": b / 10, "latency_ms_q25": b / 11, "latency_ms_q75": b / 9,
+        ...          "throughput_ips": 1e4, "device_name": "Xeon", "dtype": "float32", "mode": "eager"} for b in (1, 8, 64)]
+        >>> fig = batch_latency_chart(recs)
+        >>> [a.get_xlabel() for a in fig.axes]
+        ['batch size (log)', 'batch size (log)']
+    """
+    bench = pd.DataFrame(records)
+    if "latency_ms" in bench:  # combinations that could not run carry a reason, not a number
+        bench = bench[bench["latency_ms"].notna()]
+    fig, (lat, thr) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    plt.close(fig)
+    by = [c for c in (by or ("name", "model", "mode", "dtype")) if c in bench]
+    groups = bench.groupby(by, sort=False) if by else [((), bench)]
+    for key, part in groups:
+        part = part.sort_values("batch_size")
+        label = " ".join(map(str, key if isinstance(key, tuple) else (key,))) or None
+        (line,) = lat.plot(part["batch_size"], part["latency_ms"], marker="o", ms=3, label=label)
+        if {"latency_ms_q25", "latency_ms_q75"} <= set(part):
+            lat.fill_between(
+                part["batch_size"], part["latency_ms_q25"], part["latency_ms_q75"], color=line.get_color(), alpha=0.2
+            )
+        thr.plot(part["batch_size"], part["throughput_ips"], marker="o", ms=3, label=label)
+    for ax in (lat, thr):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size (log)")
+        ax.grid(alpha=0.3)
+    lat.set_yscale("log")
+    lat.set_ylabel(metric_label("latency_ms") + ", log; band = IQR")
+    thr.set_ylabel(metric_label("throughput_ips"))
+    if by:
+        lat.legend(fontsize=8)
+    device = _one_or_mixed(bench["device_name"] if "device_name" in bench else [], "device")
+    dtypes = "/".join(sorted(bench["dtype"].astype(str).unique())) if "dtype" in bench else ""
+    fig.suptitle(f"Latency and throughput vs batch size on {device}" + (f", {dtypes}" if dtypes else ""))
+    return fig
+
+
+@_themed
+def runtime_chart(df: pd.DataFrame) -> Figure:
+    """Latency per runtime (bars, IQR whiskers, log axis), one panel per batch size, from
+    ``deploy.runtime_comparison``; one bar colour per model when several were compared. Runtimes that
+    were skipped are listed under the chart with their reason; each panel names its device(s).
+
+    Example:
+        >>> rows = [{"model": "cnn", "runtime": r, "device": "cpu", "device_name": "EPYC", "batch_size": b,
+        ...          "latency_ms": ms * b, "latency_ms_q25": ms * b * 0.9, "latency_ms_q75": ms * b * 1.1, "skipped": None}
+        ...         for r, ms in (("PyTorch eager", 0.4), ("ONNX Runtime CPU (1 thread)", 0.1)) for b in (1, 64)]
+        >>> rows.append({"model": "cnn", "runtime": "TensorRT", "device": "cuda", "batch_size": 1, "latency_ms": None,
+        ...              "skipped": "no CUDA GPU on this machine"})
+        >>> fig = runtime_chart(pd.DataFrame(rows))
+        >>> [a.get_title() for a in fig.axes], fig.axes[0].get_ylabel()
+        (['batch 1 on EPYC', 'batch 64 on EPYC'], 'latency per batch (ms), log; whiskers = IQR')
+    """
+    ran = df[pd.to_numeric(df["latency_ms"], errors="coerce").notna()]
+    skipped = df[pd.to_numeric(df["latency_ms"], errors="coerce").isna()]
+    sizes = sorted(ran["batch_size"].unique())
+    fig, axes = plt.subplots(
+        1, max(1, len(sizes)), figsize=(5.5 * max(1, len(sizes)), 4.6), layout="constrained", squeeze=False
+    )
+    plt.close(fig)
+    models = list(dict.fromkeys(ran["model"])) if "model" in ran else [""]
+    for ax, bs in zip(axes[0], sizes):
+        part = ran[ran["batch_size"] == bs]
+        runtimes = list(dict.fromkeys(part["runtime"] + " · " + part["device"]))
+        width = 0.8 / len(models)
+        for k, model in enumerate(models):
+            rows = part[part["model"] == model] if "model" in part else part
+            at = {f"{r.runtime} · {r.device}": r for r in rows.itertuples()}
+            xs = [i + (k - (len(models) - 1) / 2) * width for i, key in enumerate(runtimes) if key in at]
+            cells = [at[key] for key in runtimes if key in at]
+            ms = np.array([c.latency_ms for c in cells])
+            q25 = np.array([getattr(c, "latency_ms_q25", c.latency_ms) for c in cells])
+            q75 = np.array([getattr(c, "latency_ms_q75", c.latency_ms) for c in cells])
+            ax.bar(xs, ms, width=width, label=model, yerr=[ms - q25, q75 - ms], capsize=3)
+        ax.set_xticks(
+            range(len(runtimes)), [r.replace(" · ", "\n") for r in runtimes], rotation=30, ha="right", fontsize=8
+        )
+        _log_axis(ax.yaxis)
+        ax.set_ylabel("latency per batch (ms), log; whiskers = IQR")
+        ax.set_title(f"batch {bs} on {_one_or_mixed(part.get('device_name', []), 'device')}")
+        ax.grid(alpha=0.3, axis="y")
+    if len(models) > 1:
+        axes[0][0].legend(fontsize=8)
+    if len(skipped):
+        notes = sorted({f"{r.runtime} ({r.device}): {r.skipped}" for r in skipped.itertuples()})
+        fig.text(0.01, -0.02, "not run: " + "; ".join(notes), fontsize=7, va="top", wrap=True)
+    fig.suptitle("The same model in each runtime, on the same test images")
+    return fig
+
+
+@_themed
+def serving_chart(reports: Sequence[dict]) -> Figure:
+    """Served latency percentiles (p50/p95/p99) and throughput per concurrency level, from ``load_test`` reports.
+
+    Example:
+        >>> reps = [{"concurrency": c, "p50_ms": 2.0 * c, "p95_ms": 3.0 * c, "p99_ms": 4.0 * c, "throughput_rps": 400 / c ** 0.5,
+        ...          "batch_size": 1} for c in (1, 4)]
+        >>> fig = serving_chart(reps)
+        >>> [a.get_xlabel() for a in fig.axes]
+        ['requests in flight (concurrency)', 'requests in flight (concurrency)']
+    """
+    df = pd.DataFrame(list(reports)).sort_values("concurrency")
+    fig, (lat, thr) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    plt.close(fig)
+    for q in ("p50", "p95", "p99"):
+        lat.plot(df["concurrency"], df[f"{q}_ms"], marker="o", label=q)
+    thr.plot(df["concurrency"], df["throughput_rps"], marker="o")
+    lat.set_ylabel("request latency (ms)")
+    thr.set_ylabel("throughput (requests/s)")
+    for ax in (lat, thr):
+        ax.set_xlabel("requests in flight (concurrency)")
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    lat.legend(fontsize=8)
+    batch = "/".join(str(b) for b in sorted(df["batch_size"].unique())) if "batch_size" in df else "?"
+    where = df["server"].iloc[0] if "server" in df else "this machine"
+    fig.suptitle(f"Served over HTTP on {where} (client on the same machine), batch {batch} per request")
+    return fig
+
+
+def profile_chart(df: pd.DataFrame, ax=None) -> Figure:
+    """``workbench.profile``'s phases as bars of their share of a training step, with milliseconds on the
+    bars; the title names the device and the step time, the sentence under it the bottleneck.
+
+    Example:
+        >>> df = pd.DataFrame({"phase": ["data", "forward"], "ms_per_step": [1.0, 3.0], "share": [0.25, 0.75]})
+        >>> df.attrs.update(device_name="Xeon", step_ms=4.0, batch_size=64, bottleneck="compute: 75% ...")
+        >>> profile_chart(df).axes[0].get_xlabel()
+        'share of the training step (%)'
+    """
+    fig, ax = _figure(ax)
+    bars = ax.barh(df["phase"], 100 * df["share"], color="tab:blue")
+    ax.bar_label(bars, [f"{ms:.2f} ms" for ms in df["ms_per_step"]], fontsize=8, padding=2)
+    ax.invert_yaxis()  # in the order a step runs
+    ax.set_xlim(0, 100 * max(df["share"].max() * 1.25, 0.1))
+    ax.set_xlabel("share of the training step (%)")
+    a = df.attrs
+    ax.set_title(
+        f"Where a training step goes — {a.get('device_name', 'device?')}, batch {a.get('batch_size', '?')}, "
+        f"{a.get('step_ms', float('nan')):.1f} ms a step\n{a.get('bottleneck', '')}",
+        fontsize=9,
+        wrap=True,
+    )
+    return fig
+
+
+def inference_sweep_chart(df: pd.DataFrame) -> Figure:
+    """``inference_sweep``'s rows as latency (with its IQR band) and throughput against batch size, one
+    line per precision and mode; the device in the title, skipped combinations left out (and named).
+
+    Example:
+        >>> recs = [{"precision": "fp32", "mode": m, "batch_size": b, "latency_ms": b / 10, "latency_ms_q25": b / 11,
+        ...          "latency_ms_q75": b / 9, "throughput_ips": 1e4, "device_name": "Xeon", "dtype": "float32"}
+        ...         for m in ("eager", "compiled") for b in (1, 8)]
+        >>> [line.get_label() for line in inference_sweep_chart(pd.DataFrame(recs)).axes[0].lines]
+        ['fp32 eager', 'fp32 compiled']
+    """
+    fig = batch_latency_chart(
+        df.drop(columns=["dtype"], errors="ignore"), by=[c for c in ("run", "precision", "mode") if c in df]
+    )
+    if "skipped" in df and df["skipped"].notna().any():
+        missing = sorted({f"{p} {m}" for p, m in df.loc[df["skipped"].notna(), ["precision", "mode"]].values})
+        fig.supxlabel(f"not run here: {', '.join(missing)} (see the rows' skipped reasons)", fontsize=8)
+    return fig
