@@ -45,7 +45,7 @@ postgres-deps:
 	  echo "postgresql not installed: the PostgreSQL search test will be skipped"
 
 test: setup browser-deps postgres-deps
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Everything a workshop laptop installs, as files to copy (USB stick, shared drive) with a checkout, for an
 # offline install from inside that checkout (setuptools is there to build the editable install):

@@ -66,7 +66,7 @@ def torchvision_or_stand_in() -> bool:
         import torchvision.transforms  # noqa: F401
 
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001 - torchvision missing or broken (any error): the stand-in
         vision = types.ModuleType("torchvision")
         vision.transforms = types.ModuleType("torchvision.transforms")
         vision.transforms.Normalize = _Normalize

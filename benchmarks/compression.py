@@ -112,7 +112,8 @@ def pruning(device, epochs: int) -> list[dict]:
             }
         )
         print(
-            f"[prune] {rows[-1]['model']}: params -{rows[-1]['params_reduction']:.0%}, FLOPs -{rows[-1]['flops_reduction']:.0%}, "
+            f"[prune] {rows[-1]['model']}: params -{rows[-1]['params_reduction']:.0%}, "
+            f"FLOPs -{rows[-1]['flops_reduction']:.0%}, "
             f"latency@64 -{rows[-1]['latency_reduction_bs64']:.0%} ({lat:.1f} -> {lat_p:.1f} ms), "
             f"accuracy {100 * acc:.2f} -> {100 * acc_p:.2f} ({rows[-1]['accuracy_drop_points']:.2f} points lost)",
             flush=True,

@@ -86,7 +86,8 @@ def main() -> None:
             row.update(reference_ips=reference, ratio_to_reference=(r["throughput_ips"] or 0) / reference)
         rows.append(row)
         shown = (
-            f"{r['throughput_ips']:,.0f} images/s ({r['latency_ms']:.2f} ms, IQR {r['latency_ms_q25']:.2f}-{r['latency_ms_q75']:.2f})"
+            f"{r['throughput_ips']:,.0f} images/s "
+            f"({r['latency_ms']:.2f} ms, IQR {r['latency_ms_q25']:.2f}-{r['latency_ms_q75']:.2f})"
             if r.get("latency_ms")
             else f"skipped: {r.get('skipped')}"
         )
@@ -126,7 +127,7 @@ def main() -> None:
             StaticInt8(calibration_batches=8),
             CompressContext(loader[0][0], train_loader=loader),
         )
-        kw = dict(batch_sizes=(bs,), device=device, warmup=args.warmup, iters=args.iters)
+        kw = {"batch_sizes": (bs,), "device": device, "warmup": args.warmup, "iters": args.iters}
         record("static int8 compiled", measure_modes(int8, chw, modes=("compiled",), **kw))
         record("fp32 in ONNX Runtime", measure_modes(model, chw, modes=("onnxruntime",), **kw))
     env = environment(device)

@@ -6,8 +6,9 @@
    the shared JPEG zip (a subset, short epochs): its Pareto front, and the trials that dominate the
    baseline (the base config itself, trial 0), each with the latency comparison of its timings.
 
-Writes ``results/search-<device>.json`` (``search-compare-...`` / ``search-front-...`` with ``--only``). Latency is an objective of ``front`` only: on a shared CPU the
-timings of studies run minutes apart are not comparable (the compare would rank noise).
+Writes ``results/search-<device>.json`` (``search-compare-...`` / ``search-front-...`` with ``--only``).
+Latency is an objective of ``front`` only: on a shared CPU the timings of studies run minutes apart are
+not comparable (the compare would rank noise).
 
     python benchmarks/search.py                                   # both, the sizes of the closing note
     python benchmarks/search.py --only compare --seeds 0 --trials 4 --epochs 1   # a quick look

@@ -42,7 +42,7 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="speedr
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._anchors import (
+from benchmarks._anchors import (  # noqa: E402 - importable only once the repo root is on sys.path
     SCRIPTS,
     Reference,
     load_script,
@@ -169,7 +169,8 @@ def main() -> None:
         row = payload["runs"][-1]
         print(
             f"run {seed}: {row['accuracy']:.2%} with TTA ({row['accuracy_plain']:.2%} without), "
-            f"{row['train_seconds']:.1f} s training + {row['eval_seconds']:.2f} s evaluation, {row['wall_seconds']:.1f} s in all",
+            f"{row['train_seconds']:.1f} s training + {row['eval_seconds']:.2f} s evaluation, "
+            f"{row['wall_seconds']:.1f} s in all",
             flush=True,
         )
 
@@ -208,7 +209,7 @@ def main() -> None:
         summary["steady_ratio_to_reference_figure"] = (
             summary["steady_race_seconds"]["median"] / REFERENCE["steady_seconds_median"]
         )
-    for name, script in payload.get("race", {}).get("scripts", {}).items():
+    for script in payload.get("race", {}).get("scripts", {}).values():
         script["accuracy"] = spread([r["accuracy"] for r in script["runs"]])
         script["seconds"] = spread([r["seconds"] for r in script["runs"]])
         script["ratio"] = summary["steady_race_seconds"]["median"] / script["seconds"]["median"]
@@ -228,8 +229,10 @@ def main() -> None:
     acc = summary["accuracy"]
     print(
         f"speedrun on {payload['environment']['device_name']} ({torch.get_num_threads()} threads): "
-        f"{acc['mean']:.2%} mean with TTA over {acc['n']} runs (min {acc['min']:.2%}, max {acc['max']:.2%}, target {TARGET:.1%}); "
-        f"training {summary['steady_train_seconds']['median']:.1f} s median steady, {summary['cold_train_seconds']:.1f} s cold"
+        f"{acc['mean']:.2%} mean with TTA over {acc['n']} runs "
+        f"(min {acc['min']:.2%}, max {acc['max']:.2%}, target {TARGET:.1%}); "
+        f"training {summary['steady_train_seconds']['median']:.1f} s median steady, "
+        f"{summary['cold_train_seconds']:.1f} s cold"
     )
     print(
         f"cold: {payload['cold_process_seconds']:.1f} s from the interpreter's start to the first tested model "
@@ -237,8 +240,9 @@ def main() -> None:
     )
     for name, script in payload.get("race", {}).get("scripts", {}).items():
         print(
-            f"{name}, measured here: {script['accuracy']['mean']:.2%} mean with TTA over {script['accuracy']['n']} runs, "
-            f"{script['seconds']['median']:.2f} s median, {script['warmup_wall_seconds']:.0f} s cold (compile + warm-up run); "
+            f"{name}, measured here: {script['accuracy']['mean']:.2%} mean with TTA "
+            f"over {script['accuracy']['n']} runs, {script['seconds']['median']:.2f} s median, "
+            f"{script['warmup_wall_seconds']:.0f} s cold (compile + warm-up run); "
             f"preset / {name} steady time: {script['ratio']:.2f}"
         )
     if "steady_ratio_to_reference_figure" in summary:

@@ -27,7 +27,8 @@ COMMANDS = {
     "eager import (torch, pandas, matplotlib, the package)": [
         sys.executable,
         "-c",
-        "import torch, pandas, matplotlib.pyplot; import workbench.pipeline, workbench.report.charts, workbench.report.ledger",
+        "import torch, pandas, matplotlib.pyplot; "
+        "import workbench.pipeline, workbench.report.charts, workbench.report.ledger",
     ],
 }
 

@@ -103,7 +103,8 @@ def main() -> None:
             rows.append(measure(policy, load, args.steps))
             r = rows[-1]
             print(
-                f"{load:14s} {policy:32s} threads={r['threads']}  median {r['median_ms']:7.1f} ms  p90 {r['p90_ms']:7.1f} ms",
+                f"{load:14s} {policy:32s} threads={r['threads']}  "
+                f"median {r['median_ms']:7.1f} ms  p90 {r['p90_ms']:7.1f} ms",
                 flush=True,
             )
     import torch

@@ -8,8 +8,10 @@ channels-last and ``torch.compile`` on a GPU; on a CPU the thread policy, and bf
 native bf16). Prints seconds per epoch (first and steady) and for the whole run, compile included,
 with the ratios, and writes ``results/trainer_vs_naive-<device>.json``.
 
-    python benchmarks/trainer_vs_naive.py                       # GPU: resnet18 on the CIFAR-10 zip, batch 256, 10 epochs
-    python benchmarks/trainer_vs_naive.py --model resnet20 --width 0.5 --subset 5000 --epochs 3 --batch-size 128  # a CPU
+    # GPU: resnet18 on the CIFAR-10 zip, batch 256, 10 epochs
+    python benchmarks/trainer_vs_naive.py
+    # a CPU
+    python benchmarks/trainer_vs_naive.py --model resnet20 --width 0.5 --subset 5000 --epochs 3 --batch-size 128
 """
 
 from __future__ import annotations
@@ -166,7 +168,8 @@ def main() -> None:
     ours = summary(workbench_trainer(fresh(), data, device, args.epochs, args.batch_size, args.lr, hardware, indices))
     print(
         f"workbench ({hardware.precision}, channels-last {hardware.channels_last}, compile {hardware.compile}): "
-        f"first epoch {ours['first_epoch_s']:.2f} s, steady {ours['steady_epoch_s']:.2f} s, total {ours['total_s']:.1f} s"
+        f"first epoch {ours['first_epoch_s']:.2f} s, steady {ours['steady_epoch_s']:.2f} s, "
+        f"total {ours['total_s']:.1f} s"
     )
     ratios = {
         "steady_epoch_speedup": typical["steady_epoch_s"] / ours["steady_epoch_s"],

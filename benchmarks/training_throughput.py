@@ -85,7 +85,7 @@ def main() -> None:
         std=data.std,
         drop_last=True,
     )
-    chosen = [v for v in (args.variants.split(",") if args.variants else VARIANTS)]
+    chosen = list(args.variants.split(",") if args.variants else VARIANTS)
     rows = []
     for variant in chosen:
         precision, channels_last, compiled = VARIANTS[variant]

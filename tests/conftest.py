@@ -1,8 +1,5 @@
 import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 import torch
@@ -39,37 +36,3 @@ def cifar_zip() -> Path | None:
     from workbench.data import cifar10_zip_path
 
     return cifar10_zip_path()
-
-
-class Series(NamedTuple):
-    """One smoke run of every notebook, as CI builds the site: ``out/<name>/`` holds each executed
-    notebook and its ``metrics.json``; ``site`` the HTML."""
-
-    done: subprocess.CompletedProcess
-    out: Path
-    site: Path
-
-
-@pytest.fixture(scope="session")
-def series(tmp_path_factory) -> Series:
-    """Every notebook executed once, through the CLI, in learner mode with solutions checked (each
-    exercise's reference solution and typical wrong answers judged in a copy of the namespace): the
-    notebook tests and the site tests read this one run. A cell gets 180 s: the kernel client once
-    waited out whole timeouts (workbench/_nbclient.py), and a tight one makes a relapse a failure."""
-    root = tmp_path_factory.mktemp("series")
-    out, site = root / "runs", root / "site"
-    command = [sys.executable, "-m", "workbench.cli", "notebooks", "run", "--all", "--smoke", "--check-solutions"]
-    command += ["--timeout", "180", "--html", str(site), "--out", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    return Series(done, out, site)
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's loadgroup reads the groups
-def pytest_collection_modifyitems(items):
-    # The tests reading the series share one worker under pytest-xdist (make test: --dist loadgroup), so
-    # the notebooks run once a suite; they are slow, and wait for the whole series.
-    for item in items:
-        if "series" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("notebooks"))
-            item.add_marker(pytest.mark.slow)
-            item.add_marker(pytest.mark.timeout(3600))

@@ -36,14 +36,14 @@ def _cfg(model="cnn", **changes):
 @pytest.fixture
 def no_data(monkeypatch):
     """Any dataset load from here on fails the test."""
-    from workbench import pipeline
     from workbench.data import registry
+    from workbench.pipeline import orchestration, profiling, verbs
 
     def refuse(*a, **k):
         pytest.fail("a dataset was loaded")
 
-    monkeypatch.setattr(registry, "load_dataset", refuse)
-    monkeypatch.setattr(pipeline, "load_dataset", refuse)
+    for module in (registry, orchestration, profiling, verbs):  # each holds its own name for it
+        monkeypatch.setattr(module, "load_dataset", refuse)
 
 
 def test_a_checkpoint_and_a_teacher_rebuild_without_any_data(store, monkeypatch, request):

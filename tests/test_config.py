@@ -65,7 +65,7 @@ def test_unknown_names_list_choices_and_closest(build, closest):
 
 
 def test_replace_rejects_unknown_field():
-    with pytest.raises(ConfigError, match="Unknown config field 'train.lrr'"):
+    with pytest.raises(ConfigError, match=r"Unknown config field 'train\.lrr'"):
         RunConfig().replace(**{"train.lrr": 1})
 
 

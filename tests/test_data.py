@@ -488,7 +488,7 @@ def test_cifar10_zip_path_env(tmp_path, monkeypatch):
 def test_manifest_covers_every_download():
     m = sources.manifest()
     assert sorted(m) == sorted(set(list_datasets()) - {"digits"})
-    for name, entry in m.items():
+    for entry in m.values():
         assert len(entry["classes"]) == 10
         roles = {f["role"] for f in entry["files"]}
         assert roles == (
@@ -527,7 +527,10 @@ def server(tmp_path):
     httpd.server_close()
 
 
-def _fake_mnist(www: Path, base_url: str, rng=np.random.default_rng(0)) -> tuple[dict, dict]:
+_FAKE_MNIST_RNG = np.random.default_rng(0)  # one generator shared by every call, as a default argument would be
+
+
+def _fake_mnist(www: Path, base_url: str, rng=_FAKE_MNIST_RNG) -> tuple[dict, dict]:
     arrays = {
         "train_x": rng.integers(0, 256, (12, 28, 28)),
         "train_y": rng.integers(0, 10, 12),
@@ -748,5 +751,5 @@ def test_alternating_flip_shows_every_image_both_ways_over_two_epochs_and_follow
     assert seen(other, 0) != first
     shards = [BatchLoader(x, torch.arange(40), 8, shuffle=True, seed=3, augment=aug, shard=(r, 2)) for r in (0, 1)]
     assert {**seen(shards[0], 1), **seen(shards[1], 1)} == second  # the ranks mirror the examples one process would
-    with pytest.raises(Exception, match="data.augment.flip must be true, false or alternate"):
+    with pytest.raises(Exception, match=r"data\.augment\.flip must be true, false or alternate"):
         AugmentConfig(flip="sometimes")

@@ -56,7 +56,8 @@ def test_importing_workbench_needs_no_optional_dependency():
     blocked = ["torchao", "onnx", "onnxruntime", "onnxscript", "torch_pruning", "papermill", "ipywidgets"]
     code = (
         f"import sys; sys.modules.update(dict.fromkeys({blocked!r}));"
-        "import workbench, workbench.compress.quantization, workbench.train.distill, workbench.deploy, workbench.report.ledger;"
+        "import workbench, workbench.compress.quantization, workbench.train.distill, workbench.deploy, "
+        "workbench.report.ledger;"
         "print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -1,6 +1,7 @@
 """Data-parallel runs through a real ``torchrun`` launch (gloo, 2 processes on this CPU): one row per
 launch, agreement with one process, clean exits, a killed rank, FSDP's sharding, the launch lines."""
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -122,7 +123,7 @@ def test_a_killed_rank_fails_the_launch_in_one_line_stores_nothing_and_the_same_
     victim = _rank_process(launcher, 1)
     assert victim is not None, "rank 1 not found"
     victim.send_signal(signal.SIGKILL)  # a real crash mid-run: no exception, no clean-up
-    out, err = launcher.communicate(timeout=120)
+    _out, err = launcher.communicate(timeout=120)
     assert launcher.returncode == 2
     lines = [line for line in err.splitlines() if line.startswith("workbench: error")]
     assert lines == [lines[-1]] and "rank 1 of 2 was killed by SIGKILL" in lines[0] and "resumes" in lines[0], err[
@@ -178,7 +179,8 @@ def test_a_rank_that_raises_names_itself_and_its_error(tmp_path):
     [
         (
             ["--batch-size", "63"],
-            "train.batch_size=63 (the global batch) does not split evenly over 2 processes: use a multiple of 2, e.g. 62",
+            "train.batch_size=63 (the global batch) does not split evenly over 2 processes: "
+            "use a multiple of 2, e.g. 62",
         ),
         (
             ["--compile", "auto"],
@@ -240,12 +242,10 @@ def test_a_one_machine_launch_listens_on_loopback_only(tmp_path):
         me = psutil.Process()
         while not done.is_set():
             for child in me.children(recursive=True):
-                try:
+                with contextlib.suppress(psutil.Error):
                     seen.update(
                         (c.laddr.ip, child.pid) for c in child.net_connections("tcp") if c.status == psutil.CONN_LISTEN
                     )
-                except psutil.Error:
-                    pass
             time.sleep(0.2)
 
     watcher = threading.Thread(target=watch)

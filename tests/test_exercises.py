@@ -110,7 +110,7 @@ def test_an_answer_the_learner_wrote_is_checked_not_replaced_in_instructor_mode(
 def test_a_check_reads_only_its_own_notebook_and_names_the_missing_cell():
     with pytest.raises(ValueError, match="another notebook"):
         checker("01_measure", {})("02.half")
-    with pytest.raises(ValueError, match="Did you mean '01.params'"):
+    with pytest.raises(ValueError, match=r"Did you mean '01\.params'"):
         checker("01_measure", {})("01.param")
     feedback = checker("04_data", {"hflip": lambda x: x})("04.hflip")
     assert feedback.status == "not yet" and "`dataset`" in feedback.message and "cells above" in feedback.message

@@ -128,7 +128,7 @@ def test_the_bundle_predicts_as_the_stored_model_from_raw_pixels(runs):
 )
 def test_quantized_runs_export_in_the_formats_that_carry_them(runs, name, formats):
     store, ids, root = runs
-    how = dict(store=store, fmt="both" if len(formats) == 2 else "onnx", latency=False, progress=False)
+    how = {"store": store, "fmt": "both" if len(formats) == 2 else "onnx", "latency": False, "progress": False}
     try:
         bundle = export(ids[name], root / name, **how)
     except ParityError as e:

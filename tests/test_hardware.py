@@ -90,7 +90,7 @@ def test_profile_splits_real_training_steps_into_phases_and_names_the_bottleneck
 def test_the_bottleneck_sentence_follows_the_shares():
     import pandas as pd
 
-    from workbench.pipeline import _bottleneck
+    from workbench.pipeline.profiling import _bottleneck
 
     def shares(data, fwd, bwd, opt, rest):
         return pd.Series(
@@ -264,5 +264,5 @@ def test_compile_is_on_off_or_auto_from_the_command_line():
         "auto",
         False,
     )
-    with pytest.raises(ValueError, match="hardware.compile must be true, false or auto"):
+    with pytest.raises(ValueError, match=r"hardware\.compile must be true, false or auto"):
         parse("--compile", "maybe")

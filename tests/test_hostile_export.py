@@ -134,7 +134,7 @@ PAYLOADS = {
 
 def test_the_payload_is_real_torch_export_load_would_run_it(runs, tmp_path):
     """The guard's reason to exist: plain torch.export.load runs the payload (in a child process)."""
-    store, ids, root = runs
+    _store, _ids, root = runs
     folder, marker = copy_bundle(root, "real"), tmp_path / "ran"
     rewrite_member(folder / "model.pt2", "data/sample_inputs/model.pt", torch_save_payload(marker))
     code = f"import torch; torch.export.load({str(folder / 'model.pt2')!r})"
@@ -144,7 +144,7 @@ def test_the_payload_is_real_torch_export_load_would_run_it(runs, tmp_path):
 
 @pytest.mark.parametrize("kind", list(PAYLOADS))
 def test_a_tampered_bundle_is_refused_before_anything_is_unpickled(runs, tmp_path, kind):
-    store, ids, root = runs
+    _store, _ids, root = runs
     folder, marker = copy_bundle(root, "tampered"), tmp_path / "ran"
     member, data, edit = PAYLOADS[kind](marker)
     rewrite_member(folder / "model.pt2", member, data, edit)
@@ -160,7 +160,7 @@ def test_a_tampered_bundle_is_refused_before_anything_is_unpickled(runs, tmp_pat
 @pytest.fixture
 def int8_checkpoint(runs):
     """The int8 run's checkpoint (a torch.export archive), put back as it was after the test."""
-    store, ids, root = runs
+    store, ids, _root = runs
     path = Path(store.get(ids["int8"]).checkpoint)
     saved = path.read_bytes()
     yield path
@@ -169,7 +169,7 @@ def int8_checkpoint(runs):
 
 @pytest.mark.parametrize("kind", list(PAYLOADS))
 def test_a_tampered_checkpoint_is_refused_by_load_quantized_and_export(runs, int8_checkpoint, tmp_path, kind):
-    store, ids, root = runs
+    store, ids, _root = runs
     assert int8_checkpoint.suffix == ".pt2" and load_quantized(int8_checkpoint) is not None  # untouched, it loads
     marker = tmp_path / "ran"
     member, data, edit = PAYLOADS[kind](marker)
@@ -190,7 +190,7 @@ def test_a_tampered_checkpoint_is_refused_by_load_quantized_and_export(runs, int
     ],
 )
 def test_a_broken_or_foreign_model_pt2_is_one_line(runs, content, says):
-    store, ids, root = runs
+    _store, _ids, root = runs
     folder = copy_bundle(root, "broken-pt2")
     path = folder / "model.pt2"
     path.write_bytes(content(path.read_bytes()))
@@ -202,7 +202,7 @@ def test_a_broken_or_foreign_model_pt2_is_one_line(runs, content, says):
 
 @pytest.mark.parametrize("content", [lambda good: good[: len(good) // 2], lambda good: os.urandom(4096)])
 def test_a_truncated_or_random_model_onnx_is_one_line(runs, content):
-    store, ids, root = runs
+    _store, _ids, root = runs
     folder = copy_bundle(root, "broken-onnx")
     path = folder / "model.onnx"
     path.write_bytes(content(path.read_bytes()))
@@ -215,7 +215,7 @@ def test_a_truncated_or_random_model_onnx_is_one_line(runs, content):
 
 
 def test_a_model_file_swapped_for_another_exports_is_refused(runs, tmp_path):
-    store, ids, root = runs
+    _store, _ids, root = runs
     folder = copy_bundle(root, "swapped")
     other = tmp_path / "other.onnx"
     from workbench.deploy import export_onnx
@@ -228,7 +228,7 @@ def test_a_model_file_swapped_for_another_exports_is_refused(runs, tmp_path):
 
 
 def test_a_model_file_linking_out_of_its_bundle_is_not_followed(runs, tmp_path):
-    store, ids, root = runs
+    _store, _ids, root = runs
     folder = copy_bundle(root, "linked")
     outside = tmp_path / "elsewhere.onnx"
     shutil.move(folder / "model.onnx", outside)
@@ -238,7 +238,7 @@ def test_a_model_file_linking_out_of_its_bundle_is_not_followed(runs, tmp_path):
 
 
 def test_a_card_without_hashes_cannot_be_checked_and_is_refused(runs):
-    store, ids, root = runs
+    _store, _ids, root = runs
     folder = copy_bundle(root, "unhashed")
     card = json.loads((folder / "card.json").read_text())
     del card["files"]["onnx"]["sha256"]
@@ -251,7 +251,7 @@ def test_a_card_without_hashes_cannot_be_checked_and_is_refused(runs):
 
 
 def test_force_never_deletes_a_result_store(runs):
-    store, ids, root = runs
+    store, ids, _root = runs
     before = sorted(p.relative_to(store.root) for p in store.root.rglob("*"))
     rows = len(store.results())
     assert main(["export", ids["fp32"], "--out", str(store.root), "--store", str(store.root), "--force"]) == 2
@@ -267,7 +267,7 @@ def test_force_never_deletes_a_folder_with_other_files(runs, tmp_path):
         export(ids["fp32"], folder, store=store, overwrite=True, **QUICK)
     bundle = copy_bundle(root, "bundle-plus")  # a real bundle with a stranger in it is not replaced either
     (bundle / "notes.md").write_text("mine")
-    with pytest.raises(FileExistsError, match="also holds notes.md"):
+    with pytest.raises(FileExistsError, match=r"also holds notes\.md"):
         export(ids["fp32"], bundle, store=store, overwrite=True, **QUICK)
     assert (folder / "thesis.txt").read_text() == "four years" and (bundle / "notes.md").exists()
 
@@ -291,7 +291,7 @@ def test_force_replaces_a_bundle_export_wrote(runs):
     ],
 )
 def test_a_bad_out_is_refused_before_the_model_is_loaded(runs, tmp_path, where, says):
-    store, ids, root = runs
+    store, _ids, _root = runs
     (tmp_path / "FILE").write_text("keep me")
     out = where.replace("FILE", str(tmp_path / "FILE"))
     with pytest.raises(OSError, match=says):
@@ -312,7 +312,7 @@ def test_a_bad_out_is_refused_before_the_model_is_loaded(runs, tmp_path, where, 
     ],
 )
 def test_bad_export_options_are_refused_before_exporting(runs, tmp_path, capsys, argv, says):
-    store, ids, root = runs
+    store, ids, _root = runs
     out = tmp_path / "b"
     assert main(["export", ids["fp32"], "--out", str(out), "--store", str(store.root), *argv]) == 2
     assert says in capsys.readouterr().err and not out.exists()
@@ -340,7 +340,7 @@ def test_a_model_that_outputs_nan_or_inf_fails_parity(tmp_path, value):
 
 
 def test_a_killed_exports_staging_folder_is_removed_by_the_next_export(runs, tmp_path):
-    store, ids, root = runs
+    store, ids, _root = runs
     out = tmp_path / "bundle"
     code = (
         "import os, sys; from pathlib import Path; from workbench.deploy.export import _staging\n"
@@ -360,7 +360,7 @@ def test_a_killed_exports_staging_folder_is_removed_by_the_next_export(runs, tmp
 
 
 def test_bundles_are_created_with_the_users_umask(runs, tmp_path):
-    store, ids, root = runs
+    store, ids, _root = runs
     old = os.umask(0o022)
     try:
         export(ids["fp32"], tmp_path / "b", store=store, **QUICK)
@@ -370,7 +370,7 @@ def test_bundles_are_created_with_the_users_umask(runs, tmp_path):
 
 
 def test_a_pruned_trials_card_says_it_stopped_early(runs, tmp_path):
-    store, ids, root = runs
+    store, ids, _root = runs
     pruned = dataclasses.replace(store.get(ids["fp32"]), status="pruned", tags={"study": "s", "trial": 3})
     bundle = export(pruned, tmp_path / "b", **QUICK)
     assert bundle.card["status"] == "pruned" and bundle.card["tags"] == {"study": "s", "trial": 3}

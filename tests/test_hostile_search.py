@@ -172,8 +172,8 @@ def test_log_takes_only_booleans_in_python_too(tmp_path):
                 "model.name": Choice(["mlp", "cnn"]),
                 "model.width": Choice([0.5, 1.0], when={"model.name": ["resnet20"]}),
             },
-            "its condition wants 'model.name' = 'resnet20', which 'model.name' never takes (its choices are ['mlp', 'cnn']), "
-            "so 'model.width' would never be sampled",
+            "its condition wants 'model.name' = 'resnet20', which 'model.name' never takes "
+            "(its choices are ['mlp', 'cnn']), so 'model.width' would never be sampled",
         ),
         (
             {"train.epochs": Int(1, 3), "train.lr": Float(0.01, 0.1, when={"train.epochs": [5]})},
@@ -243,7 +243,7 @@ def test_model_sizes_no_machine_builds_are_refused_by_the_config_before_any_tria
 
 
 def test_ranges_a_run_refuses_are_still_refused_and_sane_ones_pass():
-    with pytest.raises(ConfigError, match="'train.epochs' = -1 is refused by the config: train.epochs must be >= 0"):
+    with pytest.raises(ConfigError, match=r"'train\.epochs' = -1 is refused by the config: train\.epochs must be >= 0"):
         Space({"train.epochs": Int(-1, 3)}).check(TINY)
     Space(
         {"train.epochs": Int(1, 1000), "model.width": Float(0.25, 2.0), "train.batch_size": Choice([32, 4096])}

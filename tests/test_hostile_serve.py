@@ -178,7 +178,7 @@ def test_bad_cards_are_refused_naming_the_card_and_the_field(tmp_path, case):
 
 def test_a_card_that_is_not_an_object_is_one_line(tmp_path):
     (tmp_path / "card.json").write_text("5")
-    with pytest.raises(ValueError, match="card.json is not a model card"):
+    with pytest.raises(ValueError, match=r"card\.json is not a model card"):
         load_bundle(tmp_path)
 
 
@@ -286,7 +286,7 @@ def raw_exchange(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = dict((k.strip().lower(), v.strip()) for k, _, v in (h.partition(":") for h in header_lines))
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
     return int(status_line.split()[1]), headers, body
 
 

@@ -54,9 +54,8 @@ def measured(model: nn.Module, config: RunConfig, **kw) -> Result:
 
 def test_unstructured_pruning_is_explained_from_real_measurements():
     torch.set_num_threads(1)  # one thread: timings on a shared machine wobble far less
-    kw = dict(
-        modes=("eager",), batch_sizes=(16, 64), warmup=3, iters=30
-    )  # milliseconds, not the jitter of microseconds
+    # milliseconds, not the jitter of microseconds
+    kw = {"modes": ("eager",), "batch_sizes": (16, 64), "warmup": 3, "iters": 30}
     sparse_step = UnstructuredPrune(amount=0.8)
     dense, pruned = small_net(), prune(small_net(), sparse_step)
     for model in (dense, pruned):  # warm the process first: oneDNN builds its kernels for a shape once, and the
@@ -303,7 +302,7 @@ def test_identical_models_timed_on_a_busy_machine_never_read_as_a_speed_change()
     ]
     try:
         torch.set_num_threads(2)  # two threads on two cores, one of them taken: the worst case measured
-        kw = dict(modes=("eager",), batch_sizes=(1, 32), warmup=2, iters=20)
+        kw = {"modes": ("eager",), "batch_sizes": (1, 32), "warmup": 2, "iters": 20}
         a = Result(
             RunConfig(name="a"),
             {"params": 1, "nonzero_params": 1, "size_bytes": 1, "flops": 1},

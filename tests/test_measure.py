@@ -1,5 +1,7 @@
 """Measurement layer: FLOPs against the textbook formula, counts, sizes, honest benchmark records."""
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.utils.prune
@@ -164,7 +166,7 @@ def test_resolve_device_auto_is_cpu_without_gpu():
 
 
 def test_resolve_device_unknown_name_lists_choices():
-    with pytest.raises(ValueError, match="Unknown device 'tpu'.*auto, cpu, cuda, cuda:N, mps"):
+    with pytest.raises(ValueError, match=r"Unknown device 'tpu'.*auto, cpu, cuda, cuda:N, mps"):
         resolve_device("tpu")
 
 
@@ -172,7 +174,7 @@ def test_device_name_matches_cpuinfo():
     name = device_name("cpu")
     try:
         with open("/proc/cpuinfo") as f:
-            expected = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), None)
+            expected = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
     except OSError:
         expected = None
     assert name and (expected is None or name == expected)
@@ -204,6 +206,6 @@ def test_models_timed_together_take_turns_in_rounds():
     recs = benchmark_together([model("a"), model("b")], (3,), batch_sizes=(2,), warmup=1, iters=10)
     timed = calls[2:]  # after one warm-up call each
     assert len(timed) == 20 and timed.count("a") == timed.count("b") == 10
-    switches = sum(x != y for x, y in zip(timed, timed[1:]))
+    switches = sum(x != y for x, y in itertools.pairwise(timed))
     assert switches >= ROUNDS  # interleaved in rounds, not all of a then all of b (one switch)
     assert [len(r) for r in recs] == [1, 1] and all(r[0]["batch_size"] == 2 for r in recs)

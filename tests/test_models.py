@@ -50,7 +50,7 @@ def test_downsampling_fits_the_image(name):
         model, seen = build(name, shape).eval(), []
         for m in model.modules():
             if isinstance(m, nn.AdaptiveAvgPool2d):
-                m.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[-1]))
+                m.register_forward_hook(lambda module, inputs, output, *, seen=seen: seen.append(inputs[0].shape[-1]))
         assert model(torch.zeros(1, shape[0], shape[1], shape[1])).shape == (1, 10)
         # The CIFAR strides would take 8x8 digits to 1x1; the last feature map stays at least 4x4.
         assert all(size >= 4 for size in seen)
@@ -93,7 +93,7 @@ def test_cifar_resnets_match_the_paper():
 
 
 def test_unknown_name_lists_choices_and_closest_match():
-    with pytest.raises(ValueError, match="Unknown model 'resnet21'. Did you mean 'resnet20'?") as err:
+    with pytest.raises(ValueError, match=r"Unknown model 'resnet21'\. Did you mean 'resnet20'\?") as err:
         create_model("resnet21", num_classes=10, in_channels=3, image_size=32)
     assert all(name in str(err.value) for name in list_models())
 

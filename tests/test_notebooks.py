@@ -1,13 +1,48 @@
-"""Notebooks are tests: each runs headless with papermill in its small smoke mode and leaves a
-metrics.json the assertions below read. Committed notebooks carry no outputs."""
+"""Notebooks are tests: the series runs once, headless, through ``workbench notebooks run --all --smoke
+--check-solutions --html``; each notebook leaves a metrics.json the assertions below read, and the site
+built from the run is checked too. Committed notebooks carry no outputs."""
 
 import json
 import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+from test_site import broken_refs, needs_chromium, open_in_browser, pngs
 
 from workbench.course.exercises import EXERCISES, exercises_of
 from workbench.course.notebooks import list_notebooks, smoke_parameters
+from workbench.course.site import WIDGET_VIEW
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Series(NamedTuple):
+    """One smoke run of every notebook, as CI builds the site: ``out/<name>/`` holds each executed
+    notebook and its ``metrics.json``; ``site`` the HTML."""
+
+    done: subprocess.CompletedProcess
+    out: Path
+    site: Path
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory) -> Series:
+    """Every notebook executed once, through the CLI, in learner mode with solutions checked (each
+    exercise's reference solution and typical wrong answers judged in a copy of the namespace): every
+    test below reads this one run (make test keeps a file on one pytest-xdist worker: --dist loadfile).
+    A cell gets 180 s: the kernel client once waited out whole timeouts (workbench/course/_nbclient.py),
+    and a tight one makes a relapse a failure."""
+    root = tmp_path_factory.mktemp("series")
+    out, site = root / "runs", root / "site"
+    command = [sys.executable, "-m", "workbench.cli", "notebooks", "run", "--all", "--smoke", "--check-solutions"]
+    command += ["--timeout", "180", "--html", str(site), "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    return Series(done, out, site)
+
 
 NOTEBOOKS = list_notebooks()
 
@@ -212,7 +247,8 @@ TAKEAWAYS = {
             lambda m: abs(m["selection_data_share"] - m["budget"]) < 0.02,
         ),
         (
-            "every run's generalisation gap is eval-mode train accuracy minus test accuracy, not the running train accuracy",
+            "every run's generalisation gap is eval-mode train accuracy minus test accuracy, "
+            "not the running train accuracy",
             lambda m: (
                 set(m["generalization_gap"]) == set(m["test_accuracy"])
                 and all(
@@ -417,7 +453,8 @@ TAKEAWAYS = {
             lambda m: m["chosen_dominates"] == _dominates(m["chosen"], m["baseline"]),
         ),
         (
-            "the panel's search is the clicked path: its whole budget ran, redrawn after each trial's row and at the end",
+            "the panel's search is the clicked path: its whole budget ran, "
+            "redrawn after each trial's row and at the end",
             lambda m: (
                 m["panel_trials"] == m["panel_budget"]
                 and m["panel_redraws"] == [*range(1, m["panel_rows"] + 1), m["panel_trials"]]
@@ -509,6 +546,8 @@ def check_exercises(stem: str, metrics: dict) -> None:
         )
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_smoke_run(nb, series):
     """The smoke run of the series (tests/conftest.py): its metrics, takeaways, exercises and a chart."""
@@ -532,3 +571,47 @@ def test_running_where_there_are_no_notebooks_says_where_to_run_from(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="run from a checkout"):
         run_notebooks(folder=tmp_path)
+
+
+# --- the site built from the series -------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_the_series_builds_a_site_with_a_page_per_notebook(series):
+    assert series.done.returncode == 0, series.done.stderr[-3000:]
+    stems = [p.stem for p in list_notebooks()]
+    assert sorted(p.stem for p in series.site.glob("*.html")) == sorted([*stems, "index"])
+    assert f"The site: {series.site.resolve() / 'index.html'}" in series.done.stdout
+    assert sorted(json.loads((series.out / "timings.json").read_text())) == sorted(stems)
+    index = (series.site / "index.html").read_text()
+    assert all(f'href="{stem}.html"' in index for stem in stems)
+    for page in sorted(series.site.glob("*.html")):
+        assert broken_refs(page) == [], page.name
+        assert WIDGET_VIEW not in page.read_text(), f"{page.name}: a widget left for JavaScript that is not there"
+    assert all(pngs(series.site / f"{stem}.html") for stem in stems), "every notebook shows a chart"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_the_series_runs_with_each_cell_named_in_the_bar(series):
+    """The bar names each cell's section (the exercises' learner and solution checks: tests/test_notebooks.py)."""
+    assert series.done.returncode == 0, series.done.stderr[-3000:]
+    bar = series.done.stderr.replace("\r", "\n")
+    assert re.search(r"cell 1/\d+: 01 · Measure", bar) and "Why warm-up matters" in bar
+    assert "without encryption" not in series.done.stderr  # the kernel's TCP note is not for this user
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.browser
+@needs_chromium
+def test_the_series_site_in_a_real_browser(series):
+    assert series.done.returncode == 0, series.done.stderr[-3000:]
+    seen = open_in_browser(
+        [series.site / "index.html", series.site / "00_quickstart.html"], ["site-index.png", "site-quickstart.png"]
+    )
+    for page in seen:
+        assert page["network"] == [] and page["errors"] == [], page
+        assert all(page["images"]), page
+    assert seen[1]["images"], "the quickstart page shows its charts"

@@ -189,9 +189,10 @@ def test_every_number_a_run_records_is_in_the_metrics_schema():
 
 
 def test_preflight_stops_a_run_before_any_data_is_loaded(monkeypatch):
-    from workbench import ConfigError, StaticInt8, pipeline, preflight
+    from workbench import ConfigError, StaticInt8, preflight
+    from workbench.pipeline import orchestration
 
-    monkeypatch.setattr(pipeline, "load_dataset", lambda *a, **k: pytest.fail("data was loaded"))
+    monkeypatch.setattr(orchestration, "load_dataset", lambda *a, **k: pytest.fail("data was loaded"))
     bad = _cfg(**{"hardware.device": "cpu", "hardware.precision": "fp16"})
     assert preflight(bad).problems and not preflight(bad).ok
     with pytest.raises(ConfigError, match="fp16"):

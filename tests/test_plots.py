@@ -224,7 +224,7 @@ def test_labels_of_points_at_one_place_are_merged_and_none_overlap():
     df["size_bytes"] = [4000, 4000, 4100]
     df["accuracy"] = [0.9, 0.9, 0.9]
     ax = charts.size_accuracy_chart(df).axes[0]
-    texts = [t for t in ax.texts]
+    texts = list(ax.texts)
     assert sorted(t.get_text() for t in texts) == ["a, b", "c"]
     boxes = [t.get_window_extent() for t in texts]
     assert not boxes[0].overlaps(boxes[1])

@@ -93,7 +93,7 @@ def test_bad_arguments_fail_with_one_line(make, field):
 
 
 def test_unknown_method_lists_valid_ones():
-    with pytest.raises(ConfigError, match="Did you mean 'taylor'.*bn_scale, l1, l2, taylor"):
+    with pytest.raises(ConfigError, match=r"Did you mean 'taylor'.*bn_scale, l1, l2, taylor"):
         StructuredPrune(method="tailor")
 
 
@@ -254,7 +254,7 @@ def test_structured_errors_say_what_is_missing():
     with pytest.raises(ValueError, match="train_loader"):
         prune(small("cnn"), StructuredPrune(0.5, method="taylor"), example_inputs=x)
     no_bn = create_model("cnn", 10, 1, 8, width=0.25, batchnorm=False)
-    with pytest.raises(ValueError, match="needs BatchNorm layers.*method='l1'"):
+    with pytest.raises(ValueError, match=r"needs BatchNorm layers.*method='l1'"):
         prune(no_bn, StructuredPrune(0.5, method="bn_scale"), example_inputs=x)
     with pytest.raises(TypeError, match="apply_step"):
         prune(small("cnn"), FineTune(), example_inputs=x)

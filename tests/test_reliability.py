@@ -235,7 +235,7 @@ def test_two_processes_with_a_kill_between_store_every_finished_run_once(tmp_pat
     first.send_signal(signal.SIGKILL)
     first.wait()
     first.stdout.close(), first.stderr.close()
-    out, err = second.communicate(timeout=600)
+    _out, err = second.communicate(timeout=600)
     assert second.returncode == 0, err[-2000:]
     assert "another live run is training the same settings" in err
     again = _cli("run", *args[1:], "--name", "first again", "--no-reuse")

@@ -72,7 +72,7 @@ def test_atomic_write_replaces_whole_file(tmp_path):
 
 def test_compare_names_a_metric_it_cannot_compare_instead_of_dropping_it():
     rows = [_result("a", 0.9, 100), _result("b", 0.8, 50)]
-    with pytest.raises(ValueError, match="no column 'flops'.*Metrics they have: accuracy, params, latency_ms"):
+    with pytest.raises(ValueError, match=r"no column 'flops'.*Metrics they have: accuracy, params, latency_ms"):
         compare(rows, metrics=["accuracy", "flops"])
     table = compare(rows)  # by default: the schema's comparable metrics these rows have
     assert [c for c in table.columns if not c.endswith(("_delta", "_ratio"))] == [

@@ -16,7 +16,7 @@ optuna = pytest.importorskip("optuna")
 
 from workbench import ConfigError, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from workbench.report import ResultStore  # noqa: E402
-from workbench.search import (
+from workbench.search import (  # noqa: E402 - after the optuna importorskip
     Choice,
     Float,
     Int,
@@ -295,7 +295,7 @@ def test_a_search_killed_with_kill_9_resumes_losing_and_repeating_no_finished_tr
         try:
             if len(trials({"COMPLETE"})) >= 2 and trials({"RUNNING"}):
                 break
-        except Exception:  # the study is not created yet
+        except Exception:  # noqa: BLE001 - a study or database not created yet fails in many ways: poll again
             pass
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
     os.kill(first.pid, signal.SIGKILL)
@@ -394,16 +394,16 @@ def test_auto_is_tpe_for_one_objective_and_nsga2_for_several(tmp_path):
 def test_a_continued_study_proposes_new_trials_and_reports_each_one(tmp_path):
     space = Space({"model.width": Float(0.25, 1.0, step=0.05), "train.lr": Float(0.01, 0.2, log=True)})
     seen = []
-    kw = dict(
-        base=TINY,
-        strategy="random",
-        objectives=["accuracy"],
-        storage=f"sqlite:///{tmp_path / 's.db'}",
-        study_name="grow",
-        store=tmp_path,
-        progress=False,
-        on_trial=lambda r: seen.append(len(r.trials)),
-    )
+    kw = {
+        "base": TINY,
+        "strategy": "random",
+        "objectives": ["accuracy"],
+        "storage": f"sqlite:///{tmp_path / 's.db'}",
+        "study_name": "grow",
+        "store": tmp_path,
+        "progress": False,
+        "on_trial": lambda r: seen.append(len(r.trials)),
+    }
     search(space, n_trials=3, **kw)
     s = search(space, n_trials=6, **kw)  # a raised budget: three more, not the first three again
     params = [tuple(p) for p in s.trials[["param.model.width", "param.train.lr"]].to_numpy()]
@@ -416,7 +416,8 @@ def test_a_continued_study_proposes_new_trials_and_reports_each_one(tmp_path):
 
 
 def test_a_default_study_name_never_continues_another_study(tmp_path):
-    """Names are STRATEGY-DATASET-TIME to the second: a second search in the same second gets -2, not the first's study."""
+    """Names are STRATEGY-DATASET-TIME to the second: a second search in the same second gets -2,
+    not the first's study."""
     import optuna
 
     from workbench.search.study import _unused_name

@@ -121,7 +121,7 @@ def _run_workers(tmp: Path, name: str, storage: str) -> dict[int, Path]:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    for p, (out, err) in zip(procs, outputs):
+    for p, (_out, err) in zip(procs, outputs):
         assert p.returncode == 0, f"worker {p.pid} failed ({p.returncode}):\n{err[-3000:]}"
         assert "database is locked" not in err, err[-3000:]
     return stores
@@ -268,7 +268,7 @@ def _postgres_server():
 def postgres():
     """A database on a fresh local PostgreSQL server; yields its SQLAlchemy URL (psycopg 3)."""
     psycopg = pytest.importorskip("psycopg", reason="needs psycopg: pip install 'workbench[search]'")
-    with _postgres_server() as (port, log):
+    with _postgres_server() as (port, _log):
         with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres", autocommit=True) as conn:
             conn.execute("CREATE DATABASE workbench_search")
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/workbench_search"

@@ -44,7 +44,7 @@ def toured(tmp_path_factory):
 
 
 def test_the_tour_says_what_it_does_and_where_its_report_is(toured):
-    code, printed, out = toured
+    code, printed, _out = toured
     assert code == 0
     assert "training them first, then timing all of them together" in printed
     assert re.search(r"timing \d+ models together", printed) and "writing the report" in printed

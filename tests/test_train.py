@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -109,7 +110,7 @@ def test_resume_continues_from_checkpoint(tmp_path):
 
 def test_fp16_on_cpu_fails_clearly():
     _, tr, _ = _digits_loaders()
-    with pytest.raises(ValueError, match="fp16.*needs a CUDA GPU.*bf16"):
+    with pytest.raises(ValueError, match=r"fp16.*needs a CUDA GPU.*bf16"):
         train(_mlp(), tr, TrainConfig(epochs=1), hardware=HardwareConfig(precision="fp16"))
 
 
@@ -128,6 +129,6 @@ def test_onecycle_after_a_warm_up_descends_instead_of_restarting_from_zero():
     from workbench.train import TrainConfig, lr_curve
 
     lrs = lr_curve(TrainConfig(epochs=4, lr=0.1, schedule="onecycle", warmup_epochs=1), steps_per_epoch=4)
-    assert lrs[3] == pytest.approx(0.1) and all(a >= b for a, b in zip(lrs[3:], lrs[4:]))  # peak, then only down
+    assert lrs[3] == pytest.approx(0.1) and all(a >= b for a, b in itertools.pairwise(lrs[3:]))  # peak, then only down
     plain = lr_curve(TrainConfig(epochs=4, lr=0.1, schedule="onecycle"), steps_per_epoch=4)
     assert plain[0] == 0 and max(plain) == pytest.approx(0.1)  # without a warm-up, its own rise

@@ -22,7 +22,7 @@ def test_the_views_are_the_image_mirrored_and_moved_with_the_edge_reflected():
     assert down_right[..., 2:, 2:].equal(x[..., :-2, :-2]) and up_left[..., :-2, :-2].equal(x[..., 2:, 2:])
     assert down_right[..., 0, 2:].equal(x[..., 2, :-2])  # the rows shifted in are the image reflected, not zeros
     assert views[3][..., 2:, 2:].equal(x.flip(3)[..., :-2, :-2])  # the mirror image moves too
-    with pytest.raises(ValueError, match="evaluation.tta must be one of none, flip, translate, flip_translate"):
+    with pytest.raises(ValueError, match=r"evaluation\.tta must be one of none, flip, translate, flip_translate"):
         tta_views(x, "rotate")
 
 

@@ -96,4 +96,5 @@ def one_line(error: BaseException) -> str:
 
 
 class Unavailable(RuntimeError):
-    """A runtime or feature this machine or install lacks (no GPU, no TensorRT); the message says why and what installs it."""
+    """A runtime or feature this machine or install lacks (no GPU, no TensorRT); the message says why and what
+    installs it."""

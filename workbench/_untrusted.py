@@ -14,10 +14,11 @@ Example:
     >>> with zipfile.ZipFile(path, "w") as z:
     ...     z.writestr("m/archive_format", "pt2")
     ...     z.writestr("m/data/sample_inputs/model.pt", b"cos\\nsystem\\n(S'true'\\ntR.")
-    >>> check_export_archive(path)  # doctest: +ELLIPSIS
+    >>> check_export_archive(path)  # doctest: +ELLIPSIS, +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    workbench._untrusted.UnsafeFileError: ...model.pt2 is refused: its member data/sample_inputs/model.pt is not plain tensors (UnpicklingError), so loading it could run code: use a file you exported yourself
+    workbench._untrusted.UnsafeFileError: ...model.pt2 is refused: its member data/sample_inputs/model.pt is not
+        plain tensors (UnpicklingError), so loading it could run code: use a file you exported yourself
 """
 
 from __future__ import annotations

@@ -76,7 +76,8 @@ def format_report(checks: list[Check]) -> str:
     """The report as text: one line per check, a ``fix:`` line under each problem or suggestion.
 
     Example:
-        >>> print(format_report([Check("python", True, "3.11"), Check("papermill", False, "missing", "pip install papermill")]))
+        >>> print(format_report([Check("python", True, "3.11"),
+        ...                      Check("papermill", False, "missing", "pip install papermill")]))
         Workbench doctor
           ok    python     3.11
           FAIL  papermill  missing
@@ -95,7 +96,8 @@ def format_report(checks: list[Check]) -> str:
         lines.append("All required checks pass.")
     else:
         lines.append(
-            f"{problems} problem{'s' if problems > 1 else ''}: run the fix line under {'each' if problems > 1 else 'it'}."
+            f"{problems} problem{'s' if problems > 1 else ''}: "
+            f"run the fix line under {'each' if problems > 1 else 'it'}."
         )
     return "\n".join(lines)
 
@@ -124,7 +126,7 @@ def widgets_pairing(ipywidgets_version: str, jupyterlab_widgets_version: str) ->
 
 def _python() -> Check:
     version = ".".join(map(str, sys.version_info[:3]))
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 - the doctor's job: name the fix for a too-old interpreter
         return Check(
             "python",
             False,
@@ -231,7 +233,8 @@ def _cache(cache_dir: Path) -> Check:
     return Check(
         "dataset cache",
         True,
-        f"nothing in {cache_dir} yet: datasets are downloaded and decoded there on first use (digits ships with scikit-learn)",
+        f"nothing in {cache_dir} yet: datasets are downloaded and decoded there on first use "
+        "(digits ships with scikit-learn)",
     )
 
 

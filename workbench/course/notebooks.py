@@ -106,7 +106,7 @@ def run_notebook(
                 progress_bar={"desc": path.stem, "unit": "cell"} if progress else False,
                 execution_timeout=timeout,
                 engine_name=_section_engine(),  # the bar names each cell's section
-                # A client that cannot sleep through a reply (see workbench/_nbclient.py).
+                # A client that cannot sleep through a reply (see workbench/course/_nbclient.py).
                 kernel_manager_class="workbench.course._nbclient.SlicedKernelManager",
                 # The kernel's own start-up notes (TCP on localhost is unencrypted) are not for this user.
                 extra_arguments=["--IPKernelApp.log_level=ERROR"],

@@ -105,7 +105,8 @@ def format_metric(name: str, value: Any) -> str:
 
     Example:
         >>> [format_metric(k, v) for k, v in [("deep_accuracy_delta", -0.2278), ("structured_speedup", 1.5),
-        ...  ("params", 85514), ("latency_ms", 0.14096), ("size_bytes", 350000), ("best_optimizer", "adam"), ("gap", None)]]
+        ...  ("params", 85514), ("latency_ms", 0.14096), ("size_bytes", 350000),
+        ...  ("best_optimizer", "adam"), ("gap", None)]]
         ['-22.8 points', '1.50×', '85,514', '0.141 ms', '342 KiB', 'adam', '–']
     """
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -324,10 +325,12 @@ def _row(nb: _Notebook) -> str:
         for k, v in nb.headline or []
     )
     if not numbers:
-        numbers = f'<span class="wb-muted">{"no metrics.json" if nb.headline is None else "no numbers in metrics.json"}</span>'
+        missing = "no metrics.json" if nb.headline is None else "no numbers in metrics.json"
+        numbers = f'<span class="wb-muted">{missing}</span>'
     return (
         f'<tr><td class="wb-left"><a href="{html.escape(nb.stem)}.html">{html.escape(nb.title)}</a><br>'
-        f'<span class="wb-muted">{html.escape(nb.stem)}</span></td><td class="wb-left">{html.escape(nb.mode or "not recorded")}</td>'
+        f'<span class="wb-muted">{html.escape(nb.stem)}</span></td>'
+        f'<td class="wb-left">{html.escape(nb.mode or "not recorded")}</td>'
         f'<td>{"" if nb.seconds is None else f"{nb.seconds:.1f}"}</td><td class="wb-left">{numbers}</td></tr>'
     )
 
@@ -341,10 +344,15 @@ def _index(notebooks: list[_Notebook], title: str) -> str:
         if any(nb.mode == "smoke" for nb in notebooks)
         else ""
     )
+    bar = (
+        '<nav class="wb-bar"><span class="wb-here">index</span>'
+        f"<span>{len(notebooks)} notebook{'s' * (len(notebooks) != 1)}, {total:.0f} s in all</span>"
+        f'<span class="wb-muted">{html.escape(machines)}</span></nav>'
+    )
     return f"""<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{THEME_CSS}
 {SITE_CSS}</style>
-<nav class="wb-bar"><span class="wb-here">index</span><span>{len(notebooks)} notebook{"s" * (len(notebooks) != 1)}, {total:.0f} s in all</span><span class="wb-muted">{html.escape(machines)}</span></nav>
+{bar}
 <h1>{html.escape(title)}</h1>
 <p>Each notebook executed headless with papermill, top to bottom. Run time: the wall seconds of the whole run,
 the kernel's start included. {smoke}Built {time.strftime("%Y-%m-%d %H:%M")}.</p>

@@ -169,6 +169,12 @@ def write_report(df: pd.DataFrame, folder: str | Path, title: str = "Workbench t
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in variant_notes(df))
     noise = noise_note(df)
     threads = "/".join(sorted({str(t) for t in df["threads"].dropna().astype(int)})) if "threads" in df else "?"
+    no_bf16 = (
+        ""
+        if any(df["hardware.precision"] == "bf16")
+        else "Mixed precision was left out: this device has no native bf16 "
+        "(emulated bf16 is several times slower than fp32 on such CPUs)."
+    )
     body = f"""<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{THEME_CSS}</style>
 <h1>{html.escape(title)}</h1>
@@ -176,7 +182,7 @@ def write_report(df: pd.DataFrame, folder: str | Path, title: str = "Workbench t
 with {threads} CPU threads, torch {html.escape(str(df["torch_version"].iloc[0]))}; {len(df)} runs, timed together in
 turns so that load from other programs hits all of them; written {time.strftime("%Y-%m-%d %H:%M")}.
 Δ and × are against the first row (the baseline).
-{"" if any(df["hardware.precision"] == "bf16") else "Mixed precision was left out: this device has no native bf16 (emulated bf16 is several times slower than fp32 on such CPUs)."}</p>
+{no_bf16}</p>
 {f'<p class="noise">{html.escape(noise)}</p>' if noise else ""}
 {table}
 <h2>What each variant shows</h2>

@@ -99,7 +99,7 @@ def cached(path: Path, build: Callable[[], dict]) -> dict:
             data = torch.load(path, weights_only=True)
             if data.pop("version", None) == _CACHE_VERSION:
                 return data
-        except Exception:  # an unreadable cache is rebuilt, never trusted
+        except Exception:  # noqa: BLE001 - an unreadable cache, whatever the error, is rebuilt, never trusted
             pass
     data = build()
     atomic_torch_save({**data, "version": _CACHE_VERSION}, path)

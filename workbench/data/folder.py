@@ -115,7 +115,8 @@ def _decode(source: Path, names: list[str], read: Callable[[str], bytes]) -> dic
     stray = sorted({cls for cls, _ in splits["test"]} - set(classes))
     if stray:
         raise DatasetError(
-            f"{source}: test class '{stray[0]}' has no train/{stray[0]}/ folder; add training images for it or remove it."
+            f"{source}: test class '{stray[0]}' has no train/{stray[0]}/ folder; "
+            "add training images for it or remove it."
         )
 
     # Sorted, so the order (and thus any seeded split or shuffle) does not depend on the zip's order.
@@ -130,7 +131,8 @@ def _decode(source: Path, names: list[str], read: Callable[[str], bytes]) -> dic
         a = _pixels(source, name, read)
         if a.shape[:2] != (h, w):
             raise DatasetError(
-                f"{source}: {name} is {a.shape[1]}x{a.shape[0]} but {items[0][1]} is {w}x{h}; resize all images to one size first."
+                f"{source}: {name} is {a.shape[1]}x{a.shape[0]} but {items[0][1]} is {w}x{h}; "
+                "resize all images to one size first."
             )
         if a.ndim == 2:
             pixels[k, :, :, 0] = a

@@ -37,10 +37,11 @@ def check_dataset_name(name: str) -> None:
 
     Example:
         >>> check_dataset_name("folder:/any/path")
-        >>> check_dataset_name("mnsit")
+        >>> check_dataset_name("mnsit")  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        ValueError: Unknown dataset 'mnsit'. Did you mean 'mnist'? Choose one of: cifar10, digits, fashion-mnist, folder:PATH, mnist.
+        ValueError: Unknown dataset 'mnsit'. Did you mean 'mnist'? Choose one of: cifar10, digits, fashion-mnist,
+            folder:PATH, mnist.
     """
     if isinstance(name, str) and name.startswith(FOLDER_PREFIX):
         if not name[len(FOLDER_PREFIX) :].strip():
@@ -113,7 +114,8 @@ def _digits_file() -> Path:
 
 
 def _stratified_test(y: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
-    """Sorted test indices: ``ceil(fraction * N)`` in all, each class's share as close to ``fraction`` as whole counts allow."""
+    """Sorted test indices: ``ceil(fraction * N)`` in all, each class's share as close to ``fraction`` as whole
+    counts allow."""
     counts = y.bincount()
     exact = counts * fraction
     quota = exact.floor().long()

@@ -137,10 +137,11 @@ def read_cifar10_python(path: Path) -> dict:
     Returns ``train_x, train_y, test_x, test_y`` (uint8 N,3,32,32 and int64 labels).
 
     Example:
-        >>> read_cifar10_python(Path("missing.tar.gz"))  # doctest: +ELLIPSIS
+        >>> read_cifar10_python(Path("missing.tar.gz"))  # doctest: +ELLIPSIS, +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        workbench.data.dataset.DatasetError: Could not open missing.tar.gz as a tar.gz archive (...); delete it and fetch it again.
+        workbench.data.dataset.DatasetError: Could not open missing.tar.gz as a tar.gz archive (...);
+            delete it and fetch it again.
     """
     batches: dict[str, dict] = {}
     try:

@@ -16,8 +16,8 @@ Example:
     >>> import json, tempfile, torch
     >>> from pathlib import Path
     >>> folder = Path(tempfile.mkdtemp())
-    >>> card = {"input": {"shape": [1, 2, 2], "mean": [0.5], "std": [0.25], "pixel_range": [0, 255]}, "classes": ["a", "b"],
-    ...         "files": {}}
+    >>> card = {"input": {"shape": [1, 2, 2], "mean": [0.5], "std": [0.25], "pixel_range": [0, 255]},
+    ...         "classes": ["a", "b"], "files": {}}
     >>> _ = (folder / CARD_FILE).write_text(json.dumps(card))
     >>> bundle = load_bundle(folder)
     >>> bundle.input_shape, bundle.preprocess(torch.full((1, 1, 2, 2), 255, dtype=torch.uint8)).flatten().tolist()
@@ -164,10 +164,12 @@ def _check_card(card: Any, card_path: Path) -> None:
     ``std`` > 0 (a zero would divide every input by zero); ``files``, where present, an object.
 
     Example:
-        >>> _check_card({"input": {"shape": [1, 8, 8], "mean": [0.5], "std": [0]}, "classes": ["a"]}, Path("b/card.json"))
+        >>> _check_card({"input": {"shape": [1, 8, 8], "mean": [0.5], "std": [0]}, "classes": ["a"]},
+        ...             Path("b/card.json"))  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        ValueError: b/card.json: input.std must be a list of 1 finite number > 0, one per channel of input.shape (got [0]): export the run again with workbench export
+        ValueError: b/card.json: input.std must be a list of 1 finite number > 0, one per channel of input.shape
+            (got [0]): export the run again with workbench export
     """
     import math
 

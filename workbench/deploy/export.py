@@ -506,12 +506,15 @@ def card_text(bundle: Bundle) -> str:
     """The card as a person reads it: what was exported, each file's size and parity, the latencies.
 
     Example:
-        >>> card = {"name": "cnn", "run_id": "r1", "model": {"precision": "float32", "params": 10}, "metrics": {"accuracy": 0.9},
-        ...         "input": {"shape": [1, 8, 8]}, "files": {"onnx": {"file": "model.onnx", "bytes": 2048, "opset": 20}},
-        ...         "parity": {"onnx": {"max_rel_error": 1e-7, "top1_agreement": 1.0, "images": 360, "verdict": "within the float32 bar"}}}
+        >>> card = {"name": "cnn", "run_id": "r1", "model": {"precision": "float32", "params": 10},
+        ...         "metrics": {"accuracy": 0.9}, "input": {"shape": [1, 8, 8]},
+        ...         "files": {"onnx": {"file": "model.onnx", "bytes": 2048, "opset": 20}},
+        ...         "parity": {"onnx": {"max_rel_error": 1e-7, "top1_agreement": 1.0, "images": 360,
+        ...                             "verdict": "within the float32 bar"}}}
         >>> print(card_text(Bundle(Path("b"), card)))  # doctest: +NORMALIZE_WHITESPACE
         bundle b: cnn (run r1), float32, 10 parameters, accuracy 90.00%, input 1x8x8
-          model.onnx  2.0 KB, opset 20: max relative error 1e-07, top-1 agreement 100.00% on 360 test images, within the float32 bar
+          model.onnx  2.0 KB, opset 20: max relative error 1e-07, top-1 agreement 100.00% on 360 test images,
+          within the float32 bar
     """
     card = bundle.card
     accuracy = card.get("metrics", {}).get("accuracy")

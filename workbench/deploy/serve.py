@@ -24,9 +24,9 @@ A request the server cannot use gets a 4xx and ``{"error": "<one line>"}``: 400 
 not what it says (bad JSON, JSON nested too deep, not an image, not a .npy, wrong dtype) and for a
 request HTTP cannot parse (a bad Content-Length, a malformed chunk, a garbled request line: see
 ``_http_protocol``), 413 for a body over ``max_body_bytes`` or a batch over ``max_batch``, 415 for
-another Content-Type, 422 for the wrong shape, image size or pixel range. A failure inside the model is a 500 with one line; the server
-keeps serving either way. Inference runs in a worker thread, so the event loop keeps taking requests
-while a batch runs (an ONNX Runtime session's ``run`` is thread-safe).
+another Content-Type, 422 for the wrong shape, image size or pixel range. A failure inside the model is
+a 500 with one line; the server keeps serving either way. Inference runs in a worker thread, so the
+event loop keeps taking requests while a batch runs (an ONNX Runtime session's ``run`` is thread-safe).
 
 Example:
     >>> latency_percentiles([0.010, 0.020, 0.030, 0.040])["p50_ms"]
@@ -493,10 +493,12 @@ def _banner(path: Any, info: dict[str, Any], bound: tuple[Any, ...]) -> tuple[st
         >>> _banner("b", info, ("127.0.0.1", 8000))
         ('Serving b (onnx, ONNX Runtime 1 thread) on http://127.0.0.1:8000 — POST /predict; Ctrl-C stops', None)
         >>> banner, warning = _banner("b", info, ("0.0.0.0", 8000))
-        >>> banner
-        'Serving b (onnx, ONNX Runtime 1 thread) on http://0.0.0.0:8000, all interfaces: reachable from other machines (http://127.0.0.1:8000 from this one) — POST /predict; Ctrl-C stops'
-        >>> warning
-        'warning: http://0.0.0.0:8000 is reachable from other machines and has no authentication yet: anyone who can reach it can use the model; serve with --host 127.0.0.1 to keep it on this machine'
+        >>> print(banner)  # doctest: +NORMALIZE_WHITESPACE
+        Serving b (onnx, ONNX Runtime 1 thread) on http://0.0.0.0:8000, all interfaces: reachable from other
+        machines (http://127.0.0.1:8000 from this one) — POST /predict; Ctrl-C stops
+        >>> print(warning)  # doctest: +NORMALIZE_WHITESPACE
+        warning: http://0.0.0.0:8000 is reachable from other machines and has no authentication yet: anyone who
+        can reach it can use the model; serve with --host 127.0.0.1 to keep it on this machine
     """
     host, port = str(bound[0]), int(bound[1])
     address = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -694,9 +696,9 @@ def load_test(
 
     Returns one dict (``pandas.DataFrame([result])`` makes it a row): url, client, concurrency (the
     clients that ran: at most ``requests``), batch_size, requests_sent, ok, errors, first_error,
-    stopped_by (``requests`` or ``duration``), duration_s (wall time of the timed part), p50_ms, p95_ms, p99_ms, mean_ms, max_ms (over the ok
-    requests, each timed with ``time.perf_counter`` around the whole request and answer),
-    throughput_rps (ok requests a second) and throughput_ips (images a second).
+    stopped_by (``requests`` or ``duration``), duration_s (wall time of the timed part), p50_ms, p95_ms,
+    p99_ms, mean_ms, max_ms (over the ok requests, each timed with ``time.perf_counter`` around the whole
+    request and answer), throughput_rps (ok requests a second) and throughput_ips (images a second).
 
     Example:
         >>> load_test("http://127.0.0.1:8000", concurrency=0)
@@ -769,7 +771,7 @@ def load_test(
             try:
                 r = client.post(target, content=body)
                 problem = None if r.status_code == 200 else f"{r.status_code}: {_reason(r)}"
-            except Exception as e:  # a timeout or a dropped connection counts as an error, not a crash
+            except Exception as e:  # noqa: BLE001 - any failure is counted; uncaught, it would end this thread
                 problem = one_line(e)
             t1 = time.perf_counter()
             with lock:

@@ -323,17 +323,19 @@ def pipeline_demo(
         >>> df = pipeline_demo("cnn", microbatches=(1, 4), steps=3)  # doctest: +SKIP
         >>> df[["microbatches", "bubble_theory"]].values.tolist()  # doctest: +SKIP
         [[1.0, 0.5], [4.0, 0.2]]
-        >>> pipeline_demo(microbatches=(1, 3))
+        >>> pipeline_demo(microbatches=(1, 3))  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        ValueError: batch_size 64 does not split into 3 equal micro-batches: choose a batch_size divisible by every micro-batch count, e.g. 66
+        ValueError: batch_size 64 does not split into 3 equal micro-batches: choose a batch_size divisible by
+            every micro-batch count, e.g. 66
     """
     counts = _check_args(microbatches, batch_size, steps, warmup)
     cfg = ModelConfig(name=model, width=width)  # an unknown name or a bad width fails here, in one line
     data = load_dataset(dataset, data_root)
     if len(data.train_x) < batch_size:
         raise ValueError(
-            f"{dataset} has {len(data.train_x)} training images, fewer than batch_size {batch_size}: use a smaller batch"
+            f"{dataset} has {len(data.train_x)} training images, fewer than batch_size {batch_size}: "
+            "use a smaller batch"
         )
     shape = tuple(data.train_x.shape[1:])
     # Cut here, before launching, so a model that cannot be split fails in one line at once.

@@ -195,11 +195,12 @@ def measure(
     """Everything the results table shows about a model's cost: (metrics, benchmark records).
 
     Times on ``device`` unless ``cfg.device`` names another (``same`` and ``all`` both mean ``device``
-    here; the pipeline times the other devices of ``all`` with ``measure_modes`` and ``timing_plan``). Latency comes from
-    the smallest batch size, throughput from the largest; FLOPs are per image (batch of 1).
+    here; the pipeline times the other devices of ``all`` with ``measure_modes`` and ``timing_plan``).
+    Latency comes from the smallest batch size, throughput from the largest; FLOPs are per image (batch of 1).
 
     Example:
-        >>> metrics, records = measure(nn.Linear(8, 2), (8,), MeasureConfig(batch_sizes=(1, 4), warmup=1, iters=3), "cpu")
+        >>> metrics, records = measure(nn.Linear(8, 2), (8,), MeasureConfig(batch_sizes=(1, 4), warmup=1, iters=3),
+        ...                            "cpu")
         >>> metrics["params"], metrics["flops"], metrics["measure_dtype"], len(records)
         (18, 32, 'float32', 2)
     """

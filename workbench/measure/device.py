@@ -48,7 +48,8 @@ def resolve_device(name: str | torch.device = "auto", *, field: str = "hardware.
         index = torch.cuda.current_device() if device.index is None else device.index
         if index >= count:
             raise ConfigError(
-                f"{field}='{name}' but only {count} CUDA device(s) are visible: use cuda:0 to cuda:{count - 1}, or 'auto'."
+                f"{field}='{name}' but only {count} CUDA device(s) are visible: "
+                f"use cuda:0 to cuda:{count - 1}, or 'auto'."
             )
         return torch.device("cuda", index)  # with its index, so records say which GPU
     if kind == "mps" and not _mps_available():

@@ -111,17 +111,24 @@ def measure_modes_together(
                     continue
                 try:
                     runners[j] = _prepare(model, mode, chw, batch_sizes, device, Path(tmp))
-                except Exception as e:  # one mode failing must not hide the others' numbers
+                except Exception as e:  # noqa: BLE001 - one mode failing, however, must not hide the others' numbers
                     out[j] += _skipped(mode, device, batch_sizes, skip_reason(mode, e))
-            timing = dict(batch_sizes=batch_sizes, device=device, warmup=warmup, iters=iters, mode=mode, images=images)
+            timing = {
+                "batch_sizes": batch_sizes,
+                "device": device,
+                "warmup": warmup,
+                "iters": iters,
+                "mode": mode,
+                "images": images,
+            }
             try:
                 timed = dict(zip(runners, benchmark_together(list(runners.values()), chw, **timing)))
-            except Exception:  # one runner failed on a real batch: time each alone, so only that one is skipped
+            except Exception:  # noqa: BLE001 - a runner failed on a real batch: time each alone, only that one skipped
                 timed = {}
                 for j, runner in runners.items():
                     try:
                         timed[j] = benchmark_together([runner], chw, **timing)[0]
-                    except Exception as e:
+                    except Exception as e:  # noqa: BLE001 - any failure of this runner becomes its skip reason
                         timed[j] = _skipped(mode, device, batch_sizes, skip_reason(mode, e))
             for j, records in timed.items():
                 out[j] += records
@@ -154,7 +161,8 @@ def skip_reason(mode: str, error: BaseException) -> str:
     that failed and the first sentence of the innermost error, temporary paths left out, cut at a word.
 
     Example:
-        >>> skip_reason("onnxruntime", RuntimeError("Load model from /tmp/x/1.onnx failed: Type 'tensor(bfloat16)' bad"))
+        >>> skip_reason("onnxruntime",
+        ...             RuntimeError("Load model from /tmp/x/1.onnx failed: Type 'tensor(bfloat16)' bad"))
         'ONNX Runtime has no bfloat16 kernels for this graph: time the float32 model in it'
         >>> skip_reason("compiled", ValueError("Unsupported op foo.bar in /tmp/a/b.py. More detail follows"))
         'torch.compile failed: ValueError: Unsupported op foo.bar in <file>'

@@ -49,7 +49,8 @@ class OnnxRuntimeModel:
 
     def __repr__(self) -> str:
         name = self.path.name if self.path else "in-memory graph"
-        return f"OnnxRuntimeModel({name}, {self.provider}, threads={self.session.get_session_options().intra_op_num_threads})"
+        threads = self.session.get_session_options().intra_op_num_threads
+        return f"OnnxRuntimeModel({name}, {self.provider}, threads={threads})"
 
 
 class OnnxRuntimeModule(nn.Module):
@@ -83,7 +84,8 @@ class OnnxRuntimeModule(nn.Module):
         return self._session(x).to(x.device)
 
     def weights(self) -> list[Any]:
-        """The graph's weight tensors as numpy arrays (quantization scales, zero points and int64 shape constants left out)."""
+        """The graph's weight tensors as numpy arrays (quantization scales, zero points and int64 shape constants
+        left out)."""
         import onnx
         from onnx import numpy_helper
 
@@ -116,7 +118,8 @@ def export_onnx(
 
     Example (each export takes a few seconds, so the module example is the one doctest runs):
         >>> import tempfile, torch
-        >>> path = export_onnx(torch.nn.Linear(4, 2), torch.randn(3, 4), tempfile.mkdtemp() + "/lin.onnx")  # doctest: +SKIP
+        >>> path = export_onnx(torch.nn.Linear(4, 2), torch.randn(3, 4),
+        ...                    tempfile.mkdtemp() + "/lin.onnx")  # doctest: +SKIP
         >>> path.suffix, path.stat().st_size > 0  # doctest: +SKIP
         ('.onnx', True)
     """

@@ -67,7 +67,7 @@ def inference_grid(
                 try:
                     with _precision(precision, device):
                         runners[mode] = _runner(model, mode, chw, batch_sizes, device, Path(tmp))
-                except Exception as e:  # one combination failing must not hide the others
+                except Exception as e:  # noqa: BLE001 - one combination failing, however, must not hide the others
                     skipped[mode] = skip_reason("compiled" if mode != "eager" else mode, e)
             by_mode = {
                 mode: [

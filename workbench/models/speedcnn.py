@@ -44,7 +44,7 @@ class SpeedCNN(nn.Module):
         stem = 2 * in_channels * 4  # every whitening direction of a 2x2 patch, with its sign flipped too
         self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 2), nn.GELU())
         pools = fit_strides([2] * len(widths), image_size - 1, min_size=2)
-        cins = [stem] + widths[:-1]
+        cins = [stem, *widths[:-1]]
         self.features = nn.Sequential(
             *(SpeedStage(cin, cout, pool > 1, batchnorm) for cin, cout, pool in zip(cins, widths, pools))
         )

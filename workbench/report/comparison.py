@@ -150,7 +150,8 @@ def time_to_accuracy(history: Sequence[dict], target: float) -> dict[str, float 
     seconds so far (``elapsed_s``), or None for both where it never did.
 
     Example:
-        >>> h = [{"epoch": 1, "test_accuracy": 0.5, "elapsed_s": 3.0}, {"epoch": 2, "test_accuracy": 0.93, "elapsed_s": 5.0}]
+        >>> h = [{"epoch": 1, "test_accuracy": 0.5, "elapsed_s": 3.0},
+        ...      {"epoch": 2, "test_accuracy": 0.93, "elapsed_s": 5.0}]
         >>> time_to_accuracy(h, 0.9), time_to_accuracy(h, 0.99)
         ({'epoch': 2, 'seconds': 5.0}, {'epoch': None, 'seconds': None})
     """
@@ -212,7 +213,10 @@ def latency_comparison(
     apart = not together and 1 / SEPARATE_TIMING_SPREAD < ratio < SEPARATE_TIMING_SPREAD
     what = f"batch-{batch_size} latency" + ("" if mode == "eager" else f" ({mode})")
     if noisy:
-        text = f"no reliable {what} comparison: the machine was busy (noisy timing, {ratio:.2f}x); rerun on a quiet machine"
+        text = (
+            f"no reliable {what} comparison: the machine was busy (noisy timing, {ratio:.2f}x); "
+            "rerun on a quiet machine"
+        )
     elif overlap:
         text = f"the same {what} within the timing noise ({ratio:.2f}x, the spreads overlap)"
     elif apart:

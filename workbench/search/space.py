@@ -9,7 +9,8 @@ those values (the teacher only when distilling).
 Example:
     >>> space = Space({"train.lr": Float(0.01, 0.3, log=True), "compress.prune": Choice(["none", "prune_unstructured"]),
     ...                "compress.prune.amount": Float(0.3, 0.9)})
-    >>> cfg = space.config(RunConfig(), {"train.lr": 0.1, "compress.prune": "prune_unstructured", "compress.prune.amount": 0.5})
+    >>> cfg = space.config(RunConfig(), {"train.lr": 0.1, "compress.prune": "prune_unstructured",
+    ...                                  "compress.prune.amount": 0.5})
     >>> cfg.train.lr, [s.label() for s in cfg.compress]
     (0.1, ['prune_unstructured(amount=0.5,scope=global,method=l1)'])
 """
@@ -460,8 +461,9 @@ def default_space(models: Sequence[str] = ("mlp", "cnn", "resnet20")) -> Space:
     seconds to minutes on a CPU.
 
     Example:
-        >>> [k for k in default_space().params if k.startswith("compress.")]
-        ['compress.prune', 'compress.prune.amount', 'compress.finetune', 'compress.finetune.epochs', 'compress.quantize']
+        >>> [k for k in default_space().params if k.startswith("compress.")]  # doctest: +NORMALIZE_WHITESPACE
+        ['compress.prune', 'compress.prune.amount', 'compress.finetune', 'compress.finetune.epochs',
+         'compress.quantize']
     """
     unknown = [m for m in models if m not in list_models()]
     if unknown:

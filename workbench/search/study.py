@@ -185,7 +185,7 @@ def open_storage(storage: str | None, store: ResultStore):
         if url.startswith(("postgresql", "mysql")):  # libpq, psycopg and the MySQL drivers all take connect_timeout
             engine["connect_args"] = {"connect_timeout": max(1, math.ceil(timeout))}
         return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-    except Exception as e:  # sqlalchemy's errors span pages; the first line names the cause
+    except Exception as e:  # noqa: BLE001 - any storage failure gets one clear line; sqlalchemy's errors span pages
         waited = time.monotonic() - started
         if url.startswith(("postgresql", "mysql")) and waited >= 0.9 * timeout:
             raise ConfigError(
@@ -216,7 +216,7 @@ def _shown_url(url: str) -> str:
         from sqlalchemy.engine import make_url
 
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a database URL sqlalchemy reads: it will say so itself
+    except Exception:  # noqa: BLE001 - a URL sqlalchemy cannot render, whyever: shown as given; it will say so itself
         return url
 
 
@@ -558,7 +558,7 @@ def _run_one(d: _Driver, fixed: Mapping[str, Any] | None = None) -> str:
         trial.set_user_attr("interrupted", True)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         raise
-    except Exception as e:  # a trial that cannot run is recorded as failed; the search goes on
+    except Exception as e:  # noqa: BLE001 - a trial that cannot run, whyever, is recorded as failed; the search goes on
         trial.set_user_attr("error", one_line(e))
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         state = "FAIL"
@@ -669,10 +669,9 @@ def _greedy(d: _Driver) -> str:
         for candidate in _neighbours(space, current):
             if _key(candidate) not in scored:
                 if not d.budget_left():
-                    return (
-                        f"greedy stopped {'at the time limit' if d.past_deadline() else f'with the budget of {settings.n_trials} trials spent'}"
-                        ", before its neighbours were all tried"
-                    )
+                    spent = f"with the budget of {settings.n_trials} trials spent"
+                    why = "at the time limit" if d.past_deadline() else spent
+                    return f"greedy stopped {why}, before its neighbours were all tried"
                 _run_one(d, fixed=candidate)
                 scored = _scores(study, settings)
             score = scored.get(_key(candidate))

@@ -100,7 +100,8 @@ class EpochLines(Callback):
     def on_epoch_end(self, state, record):
         acc = record.get("test_accuracy")
         print(
-            f"{self.desc}: epoch {record['epoch']}/{state.epochs}  train loss {record['train_loss']:.3f}  test accuracy "
+            f"{self.desc}: epoch {record['epoch']}/{state.epochs}  "
+            f"train loss {record['train_loss']:.3f}  test accuracy "
             f"{'-' if acc is None else f'{100 * acc:.1f}%'}  {record['images_per_s']:,.0f} images/s",
             flush=True,
         )

@@ -31,7 +31,8 @@ from .._errors import ConfigError
 def distillation_loss(
     teacher: nn.Module, *, alpha: float, temperature: float, label_smoothing: float = 0.0
 ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """A ``criterion(logits, x, y)`` for ``workbench.train.train`` that blends the teacher's soft targets with the labels.
+    """A ``criterion(logits, x, y)`` for ``workbench.train.train`` that blends the teacher's soft targets with
+    the labels.
 
     The teacher is put in eval mode, frozen, and run under ``torch.no_grad`` on the same batch ``x``.
     ``alpha=0`` is plain cross-entropy; ``alpha=1`` ignores the labels.

@@ -11,8 +11,9 @@ Example:
     >>> cmd[1:4], cmd[-4:]
     (['-m', 'workbench.train.torchrun_loopback', '--standalone'], ['-m', 'workbench.distributed', '--epochs', '2'])
     >>> multi = Placement(nproc_per_node=4, nnodes=2, node_rank=1, rdzv_endpoint="10.0.0.1:29400")
-    >>> " ".join(torchrun_command(["train.py"], multi)[3:])
-    '--nnodes 2 --nproc-per-node 4 --node-rank 1 --rdzv-backend c10d --rdzv-endpoint 10.0.0.1:29400 --rdzv-id workbench --max-restarts 0 train.py'
+    >>> print(" ".join(torchrun_command(["train.py"], multi)[3:]))  # doctest: +NORMALIZE_WHITESPACE
+    --nnodes 2 --nproc-per-node 4 --node-rank 1 --rdzv-backend c10d --rdzv-endpoint 10.0.0.1:29400
+    --rdzv-id workbench --max-restarts 0 train.py
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def torchrun_command(target: Sequence[str], placement: Placement, *, python: str
             placement.rdzv_id,
         ]
     # A failed rank ends the launch: restarting it would train the epoch again on the other ranks' time.
-    return cmd + ["--max-restarts", "0", *target]
+    return [*cmd, "--max-restarts", "0", *target]
 
 
 def launch(
@@ -183,8 +184,9 @@ def failure_message(folder: Path, code: int, tail: Sequence[str], world_size: in
     it left one; else the first error any rank left; else torchrun's last words.
 
     Example:
-        >>> failure_message(Path("/nonexistent"), 1, ["Failures:", "  rank      : 0 (local_rank: 0)", "  exitcode  : 1 (pid: 5)",
-        ...                 "Root Cause (first observed failure):", "  rank      : 1 (local_rank: 1)",
+        >>> failure_message(Path("/nonexistent"), 1, ["Failures:", "  rank      : 0 (local_rank: 0)",
+        ...                 "  exitcode  : 1 (pid: 5)", "Root Cause (first observed failure):",
+        ...                 "  rank      : 1 (local_rank: 1)",
         ...                 "  exitcode  : -9 (pid: 5755)  (SIGKILL)"], 2)
         'rank 1 of 2 was killed by SIGKILL'
     """

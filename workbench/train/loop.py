@@ -21,6 +21,7 @@ from .parallel import SINGLE, Group
 from .tta import tta_logits
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_DEFAULT_HARDWARE = HardwareConfig()  # frozen: one shared default is safe
 
 
 @dataclass
@@ -54,7 +55,7 @@ def train(
     cfg: TrainConfig,
     *,
     eval_loader: Iterable | None = None,
-    hardware: HardwareConfig = HardwareConfig(),
+    hardware: HardwareConfig = _DEFAULT_HARDWARE,
     device: str | torch.device = "cpu",
     callbacks: Sequence[Callback] = (),
     resume_from: str | None = None,

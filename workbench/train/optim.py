@@ -60,10 +60,12 @@ def _rmsprop(params, cfg, **impl):
 
 @OPTIMIZERS.register("muon")
 def _muon(model, cfg, **impl):
-    # Muon's groups come from the model's layers (which weight is a conv's, which the classifier), not from a parameter list.
+    # Muon's groups come from the model's layers (which weight is a conv's, which the classifier), not from a
+    # parameter list.
     if not isinstance(model, torch.nn.Module):
         raise TypeError(
-            "train.optimizer=muon picks its matrices from the model's layers: pass the model, make_optimizer(model, cfg)"
+            "train.optimizer=muon picks its matrices from the model's layers: "
+            "pass the model, make_optimizer(model, cfg)"
         )
     return MuonAdamW(model, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, **impl)
 
@@ -151,12 +153,12 @@ def lr_curve(cfg, steps_per_epoch: int) -> list[float]:
         [0.025, 0.05, 0.075, 0.1, 0.1, 0.085, 0.05, 0.015]
     """
     total = max(1, cfg.epochs * steps_per_epoch)
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
     return [cfg.lr * schedule_factor(cfg.schedule, step, total, warmup) for step in range(total)]
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step scheduler for ``cfg.schedule`` with ``cfg.warmup_epochs`` of linear warm-up."""
     total = max(1, cfg.epochs * steps_per_epoch)
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: schedule_factor(cfg.schedule, step, total, warmup))

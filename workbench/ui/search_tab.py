@@ -60,7 +60,8 @@ def best_text(trials: pd.DataFrame, objectives: tuple[str, ...]) -> str:
     values = pd.to_numeric(done[m], errors="coerce")
     at = values.idxmax() if direction(m) == "maximize" else values.idxmin()
     unit = METRICS[m].unit.split(",")[0]
-    return f"best {METRICS[m].label} {format_number(values[at] * METRICS[m].scale)}{'' if unit == '%' else ' '}{unit} (trial #{done.loc[at, 'trial']})"
+    value = format_number(values[at] * METRICS[m].scale)
+    return f"best {METRICS[m].label} {value}{'' if unit == '%' else ' '}{unit} (trial #{done.loc[at, 'trial']})"
 
 
 def trial_table(trials: pd.DataFrame, front: pd.DataFrame, objectives: tuple[str, ...], space: Space) -> pd.DataFrame:
@@ -181,7 +182,7 @@ class SearchTab:
         def on_trial(so_far) -> None:  # search() calls it after each trial, the continued study's earlier ones included
             try:
                 self._draw(so_far.trials, so_far.front, kw, "running the next trial…")
-            except Exception:  # a drawing problem must not stop the search
+            except Exception:  # noqa: BLE001 - no drawing problem of any kind may stop the search
                 with p.log:
                     traceback.print_exc()
 
@@ -191,7 +192,7 @@ class SearchTab:
         p._say(f"searching with {strategy}: {kw['n_trials']} trials over {len(space.params)} knobs…", "busy")
         try:
             result = search(**kw, store=p.store, data_root=p.data_root, on_trial=on_trial, progress=False)
-        except Exception as e:  # the panel survives a failed search; the log keeps the traceback
+        except Exception as e:  # noqa: BLE001 - the panel survives any failed search; the log keeps the traceback
             with p.log:
                 traceback.print_exc()
             self.progress.bar_style = "danger"

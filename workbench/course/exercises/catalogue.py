@@ -43,18 +43,24 @@ def _params(a: Answers) -> str:
     )
     expect(
         not n < truth,
-        f"You counted {n:,}, {truth - n:,} short of {truth:,}: biases and BatchNorm's scale and shift are parameters too.",
+        f"You counted {n:,}, {truth - n:,} short of {truth:,}: "
+        "biases and BatchNorm's scale and shift are parameters too.",
     )
     expect(
         n == truth,
-        f"You counted {n:,}, but `model` holds {truth:,} numbers in its parameters: count each tensor once, with p.numel().",
+        f"You counted {n:,}, but `model` holds {truth:,} numbers in its parameters: "
+        "count each tensor once, with p.numel().",
     )
-    return f"{truth:,} parameters, {4 * truth / 1024:.0f} KiB in fp32 (4 bytes each): the size before anything is compressed."
+    return (
+        f"{truth:,} parameters, {4 * truth / 1024:.0f} KiB in fp32 (4 bytes each): "
+        "the size before anything is compressed."
+    )
 
 
 @exercise(
     "01.time_ms",
-    task="Write `time_ms(fn, iters)`: the typical time of one call `fn()` in milliseconds, as an honest benchmark reports it.",
+    task="Write `time_ms(fn, iters)`: the typical time of one call `fn()` in milliseconds, "
+    "as an honest benchmark reports it.",
     names=("time_ms",),
     solution="""
 import statistics
@@ -176,7 +182,8 @@ def _half(a: Answers) -> str:
 
 @exercise(
     "03.cosine",
-    task="Write `cosine_lr(step, total, peak)`: a cosine schedule's learning rate, from `peak` at step 0 down to 0 at step `total`.",
+    task="Write `cosine_lr(step, total, peak)`: a cosine schedule's learning rate, "
+    "from `peak` at step 0 down to 0 at step `total`.",
     names=("cosine_lr",),
     solution="""
 import math
@@ -252,7 +259,8 @@ def _hflip(a: Answers) -> str:
         got = a.hflip(batch)
         expect(
             isinstance(got, torch.Tensor) and got.shape == batch.shape,
-            f"hflip should return a tensor shaped like its input {tuple(batch.shape)}, got {getattr(got, 'shape', type(got).__name__)}.",
+            f"hflip should return a tensor shaped like its input {tuple(batch.shape)}, "
+            f"got {getattr(got, 'shape', type(got).__name__)}.",
         )
         expect(
             torch.equal(batch, before), "hflip changed its input in place; return a new tensor and leave x as it was."
@@ -270,8 +278,10 @@ def _hflip(a: Answers) -> str:
             "Column j of each image should become column W-1-j, the rows and channels unchanged.",
         )
     return (
-        f"Column j became column W-1-j in every image and channel, on a test tensor and on {len(images)} {a.dataset} images. "
-        "A mirrored cat is still a cat; a mirrored digit may not be the same digit, so check an augmentation suits the data."
+        "Column j became column W-1-j in every image and channel, "
+        f"on a test tensor and on {len(images)} {a.dataset} images. "
+        "A mirrored cat is still a cat; a mirrored digit may not be the same digit, "
+        "so check an augmentation suits the data."
     )
 
 
@@ -283,10 +293,14 @@ def _hflip(a: Answers) -> str:
     task="From the two profiles `small` and `step`, compute `per_image_ratio`: how many times more time per image "
     "a training step of batch `small_batch` takes than a step of the default batch.",
     names=("per_image_ratio",),
-    solution='per_image_ratio = (small.attrs["step_ms"] / small.attrs["batch_size"]) / (step.attrs["step_ms"] / step.attrs["batch_size"])',
+    solution=(
+        'per_image_ratio = (small.attrs["step_ms"] / small.attrs["batch_size"]) / '
+        '(step.attrs["step_ms"] / step.attrs["batch_size"])'
+    ),
     wrong=(
         'per_image_ratio = small.attrs["step_ms"] / step.attrs["step_ms"]',
-        'per_image_ratio = (step.attrs["step_ms"] / step.attrs["batch_size"]) / (small.attrs["step_ms"] / small.attrs["batch_size"])',
+        'per_image_ratio = (step.attrs["step_ms"] / step.attrs["batch_size"]) / '
+        '(small.attrs["step_ms"] / small.attrs["batch_size"])',
     ),
     hint='each profile keeps its step time and batch size in .attrs["step_ms"] and .attrs["batch_size"].',
 )
@@ -304,7 +318,8 @@ def _per_image(a: Answers) -> str:
     )
     expect(
         _close(got, truth, 1e-3),
-        f"The profiles give {truth:.2f}x, you have {got:.3g}: (small step ms / small batch) / (default step ms / default batch).",
+        f"The profiles give {truth:.2f}x, you have {got:.3g}: "
+        "(small step ms / small batch) / (default step ms / default batch).",
     )
     return (
         f"{truth:.1f}x the time per image at batch {small['batch_size']}: each step pays a fixed cost (launching every "
@@ -353,7 +368,8 @@ def _magnitude_mask(a: Answers) -> str:
         mask = a.magnitude_mask(w, amount)
         expect(
             isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.shape == w.shape,
-            f"The mask should be a bool tensor shaped {tuple(w.shape)}; got {getattr(mask, 'dtype', type(mask).__name__)} "
+            f"The mask should be a bool tensor shaped {tuple(w.shape)}; "
+            f"got {getattr(mask, 'dtype', type(mask).__name__)} "
             f"{tuple(getattr(mask, 'shape', ()))}. A comparison such as w.abs() > t gives one.",
         )
         pruned = 1 - mask.float().mean().item()
@@ -370,7 +386,8 @@ def _magnitude_mask(a: Answers) -> str:
                 "rank by |w|, so big negative weights stay.",
             )
             raise NotYet(
-                f"It pruned a weight of magnitude {dropped.max():.4f} but kept one of {kept.min():.4f}: prune the smallest |w| first."
+                f"It pruned a weight of magnitude {dropped.max():.4f} but kept one of {kept.min():.4f}: "
+                "prune the smallest |w| first."
             )
     return (
         f"On the trained model's largest convolution ({w.numel():,} weights) your mask zeroes exactly the smallest "
@@ -443,7 +460,8 @@ def _int8(a: Answers) -> str:
             "step (torch.round) before casting, since .to(torch.int8) cuts towards zero.",
         )
     return (
-        f"The largest error on the model's first Linear weight is within half a step (scale {step:.2g} on the test tensor), "
+        "The largest error on the model's first Linear weight is within half a step "
+        f"(scale {step:.2g} on the test tensor), "
         f"and {weight.numel():,} weights take {weight.numel():,} bytes instead of {4 * weight.numel():,}."
     )
 
@@ -460,20 +478,26 @@ def _int8(a: Answers) -> str:
 import torch.nn.functional as F
 
 def soft_loss(student_logits, teacher_logits, T):
-    return T**2 * F.kl_div(F.log_softmax(student_logits / T, dim=1), F.softmax(teacher_logits / T, dim=1), reduction="batchmean")
+    return T**2 * F.kl_div(
+        F.log_softmax(student_logits / T, dim=1), F.softmax(teacher_logits / T, dim=1), reduction="batchmean"
+    )
 """,
     wrong=(
         """
 import torch.nn.functional as F
 
 def soft_loss(student_logits, teacher_logits, T):
-    return F.kl_div(F.log_softmax(student_logits / T, dim=1), F.softmax(teacher_logits / T, dim=1), reduction="batchmean")
+    return F.kl_div(
+        F.log_softmax(student_logits / T, dim=1), F.softmax(teacher_logits / T, dim=1), reduction="batchmean"
+    )
 """,
         """
 import torch.nn.functional as F
 
 def soft_loss(student_logits, teacher_logits, T):
-    return T**2 * F.kl_div(F.log_softmax(student_logits / T, dim=1), F.softmax(teacher_logits / T, dim=1), reduction="mean")
+    return T**2 * F.kl_div(
+        F.log_softmax(student_logits / T, dim=1), F.softmax(teacher_logits / T, dim=1), reduction="mean"
+    )
 """,
     ),
     hint="F.kl_div takes the student's log-probabilities first and the teacher's probabilities second.",
@@ -484,7 +508,8 @@ def _soft_loss(a: Answers) -> str:
     g = torch.Generator().manual_seed(0)
     student, teacher = torch.randn(16, 10, generator=g) * 3, torch.randn(16, 10, generator=g) * 3
     for T in (1.0, 2.0, 4.0):
-        # The package's loss with alpha=1 is the soft term alone; an identity "teacher" passes the teacher's logits through.
+        # The package's loss with alpha=1 is the soft term alone; an identity "teacher" passes the teacher's
+        # logits through.
         want = distillation_loss(torch.nn.Identity(), alpha=1.0, temperature=T)(
             student, teacher, torch.zeros(16, dtype=torch.long)
         ).item()
@@ -518,7 +543,9 @@ def _soft_loss(a: Answers) -> str:
     names=("dominates",),
     solution="""
 def dominates(a, b):
-    no_worse = a["accuracy"] >= b["accuracy"] and a["size_bytes"] <= b["size_bytes"] and a["latency_ms"] <= b["latency_ms"]
+    no_worse = (
+        a["accuracy"] >= b["accuracy"] and a["size_bytes"] <= b["size_bytes"] and a["latency_ms"] <= b["latency_ms"]
+    )
     better = a["accuracy"] > b["accuracy"] or a["size_bytes"] < b["size_bytes"] or a["latency_ms"] < b["latency_ms"]
     return no_worse and better
 """,
@@ -563,7 +590,8 @@ def _dominates(a: Answers) -> str:
     package = set(pareto_front(done, objectives).index)
     expect(
         yours == package,
-        f"On this search's {len(rows)} trials your rule keeps {len(yours)} on the front where the package keeps {len(package)}.",
+        f"On this search's {len(rows)} trials your rule keeps {len(yours)} on the front "
+        f"where the package keeps {len(package)}.",
     )
     return f"Your rule finds the same {len(package)}-trial front as the package on this search's {len(rows)} trials."
 
@@ -573,7 +601,8 @@ def _dominates(a: Answers) -> str:
 
 @exercise(
     "10.bubble",
-    task="Write `bubble(m, s)`: the share of a GPipe step each of `s` pipeline stages spends idle, with `m` micro-batches per step.",
+    task="Write `bubble(m, s)`: the share of a GPipe step each of `s` pipeline stages spends idle, "
+    "with `m` micro-batches per step.",
     names=("bubble",),
     solution="def bubble(m, s):\n    return (s - 1) / (m + s - 1)",
     wrong=("def bubble(m, s):\n    return 1 / m", "def bubble(m, s):\n    return (s - 1) / m"),
@@ -594,7 +623,8 @@ def _bubble(a: Answers) -> str:
             f"slot of the {s}: the step lasts m+s-1 slots and a stage works m of them.",
         )
         raise NotYet(
-            f"With m={m} micro-batches and s={s} stages a step lasts {m + s - 1} slots and each stage works {m} of them, "
+            f"With m={m} micro-batches and s={s} stages a step lasts {m + s - 1} slots "
+            f"and each stage works {m} of them, "
             f"so it idles {want:.3f} of the step; yours gives {got:.3g}."
         )
     return (
@@ -608,7 +638,8 @@ def _bubble(a: Answers) -> str:
 
 @exercise(
     "11.p95",
-    task="Write `p95(latencies_ms)`: the 95th percentile of a list of latencies, the time 19 requests in 20 finish within.",
+    task="Write `p95(latencies_ms)`: the 95th percentile of a list of latencies, "
+    "the time 19 requests in 20 finish within.",
     names=("p95",),
     solution="import numpy as np\n\ndef p95(latencies_ms):\n    return float(np.percentile(latencies_ms, 95))",
     wrong=(
@@ -638,7 +669,8 @@ def _p95(a: Answers) -> str:
         )
     return (
         f"p95 = {float(np.percentile(timed, 95)):.3f} ms on 200 timed calls of a small layer (median "
-        f"{float(np.median(timed)):.3f} ms): the tail, not the middle, decides whether a service meets its latency target."
+        f"{float(np.median(timed)):.3f} ms): "
+        "the tail, not the middle, decides whether a service meets its latency target."
     )
 
 
@@ -693,7 +725,8 @@ def _label_smoothing(a: Answers) -> str:
             f"At eps={eps} that is plain cross-entropy: the labels are not smoothed.",
         )
         raise NotYet(
-            f"At eps={eps} yours gives {got:.4f}, PyTorch's label_smoothing={eps} gives {want:.4f}. PyTorch (and the preset) "
+            f"At eps={eps} yours gives {got:.4f}, PyTorch's label_smoothing={eps} gives {want:.4f}. "
+            "PyTorch (and the preset) "
             "spreads eps over all K classes, the true one included: it gets 1 - eps + eps/K, every other class eps/K."
         )
     return (
@@ -735,7 +768,8 @@ def _speedup(a: Answers) -> str:
     )
     expect(
         _close(got, truth, 1e-3),
-        f"The ledger gives {before:.3f} ms before and {after:.3f} ms after, a speed-up of {truth:.2f}x; you have {got:.3g}.",
+        f"The ledger gives {before:.3f} ms before and {after:.3f} ms after, "
+        f"a speed-up of {truth:.2f}x; you have {got:.3g}.",
     )
     return (
         f"{truth:.2f}x: {before:.3f} ms at the start, {after:.3f} ms at the end of the path. Check the spreads "

@@ -151,7 +151,7 @@ def device_label(df: pd.DataFrame, column: str = "measure_device_name") -> str:
         >>> device_label(pd.DataFrame({"measure_device_name": ["Xeon", "H100"]}))
         'MIXED devices: H100 / Xeon'
     """
-    where = _one_or_mixed(df[column] if column in df else [], "device")
+    where = _one_or_mixed(df.get(column, []), "device")
     dtypes = sorted(df["measure_dtype"].dropna().astype(str).unique()) if "measure_dtype" in df else []
     return where + (f", {'/'.join(dtypes)}" if dtypes else "")
 

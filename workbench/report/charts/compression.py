@@ -25,7 +25,8 @@ def ablation_chart(table: pd.DataFrame) -> Figure:
     saved, one bar per part; right of zero the part helped.
 
     Example:
-        >>> table = pd.DataFrame({"part": ["muon", "tta"], "accuracy_bought": [6.0, 0.5], "seconds_bought": [-0.2, 0.0]})
+        >>> table = pd.DataFrame({"part": ["muon", "tta"], "accuracy_bought": [6.0, 0.5],
+        ...                       "seconds_bought": [-0.2, 0.0]})
         >>> table.attrs.update(baseline="speedrun", train_device=["cpu"], **{"data.dataset": ["digits"]})
         >>> [ax.get_xlabel() for ax in ablation_chart(table).axes]
         ['test accuracy bought (points)', 'training time saved (s)']
@@ -132,7 +133,8 @@ def ledger_latency_chart(table: pd.DataFrame) -> Figure:
     size), one bar per variant; the title names each device.
 
     Example:
-        >>> df = pd.DataFrame({"variant": ["fp32", "int8"], "cpu/eager/bs1_ms": [2.0, 2.5], "cpu/compiled/bs1_ms": [1.0, 0.5]})
+        >>> df = pd.DataFrame({"variant": ["fp32", "int8"], "cpu/eager/bs1_ms": [2.0, 2.5],
+        ...                    "cpu/compiled/bs1_ms": [1.0, 0.5]})
         >>> df.attrs["device_names"] = {"cpu": "AMD EPYC"}
         >>> fig = ledger_latency_chart(df)
         >>> fig.axes[0].get_ylabel(), "AMD EPYC" in fig.axes[0].get_title()

@@ -112,7 +112,8 @@ def metric_chart(df: pd.DataFrame, metrics: Sequence[str] = ("train_accuracy", "
     values = np.concatenate([_scaled(df[m], m) for m in metrics])
     values = values[np.isfinite(values)]
     if len(values) and not any(_zero_based(m) for m in metrics) and values.min() > 0:
-        # Accuracies cluster near the top: an axis from 0 hides a one-point gap. Zoom, and the bar labels keep the values.
+        # Accuracies cluster near the top: an axis from 0 hides a one-point gap. Zoom, and the bar labels keep
+        # the values.
         low, high = values.min(), values.max()
         pad = max(1.0, 0.25 * (high - low))
         ax.set_ylim(max(0.0, low - 2 * pad), high + pad)

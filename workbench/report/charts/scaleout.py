@@ -20,14 +20,16 @@ def pipeline_chart(df: pd.DataFrame) -> Figure:
     p10-p90 bars) with each stage's compute in it; the title names the model, device and backend.
 
     Example:
-        >>> df = pd.DataFrame({"microbatches": [1, 4], "bubble_share_stage0": [0.5, 0.3], "bubble_share_stage1": [0.55, 0.35],
-        ...                    "bubble_share": [0.52, 0.32], "bubble_theory": [0.5, 0.2], "step_ms": [90.0, 110.0],
-        ...                    "step_ms_p10": [85.0, 100.0], "step_ms_p90": [95.0, 120.0], "busy_ms_stage0": [45.0, 75.0],
+        >>> df = pd.DataFrame({"microbatches": [1, 4], "bubble_share_stage0": [0.5, 0.3],
+        ...                    "bubble_share_stage1": [0.55, 0.35], "bubble_share": [0.52, 0.32],
+        ...                    "bubble_theory": [0.5, 0.2], "step_ms": [90.0, 110.0], "step_ms_p10": [85.0, 100.0],
+        ...                    "step_ms_p90": [95.0, 120.0], "busy_ms_stage0": [45.0, 75.0],
         ...                    "busy_ms_stage1": [40.0, 70.0]})
         >>> df.attrs.update(model="cnn", batch_size=64, device="cpu", device_name="AMD EPYC", backend="gloo")
         >>> fig = pipeline_chart(df)
-        >>> [(a.get_xlabel(), a.get_ylabel()) for a in fig.axes]
-        [('micro-batches per step', 'bubble: share of the step a stage waits (%)'), ('micro-batches per step', 'time per training step (ms)')]
+        >>> [(a.get_xlabel(), a.get_ylabel()) for a in fig.axes]  # doctest: +NORMALIZE_WHITESPACE
+        [('micro-batches per step', 'bubble: share of the step a stage waits (%)'),
+         ('micro-batches per step', 'time per training step (ms)')]
     """
     df = df.sort_values("microbatches")
     m = df["microbatches"].to_numpy()
@@ -106,7 +108,8 @@ def scaling_chart(df: pd.DataFrame) -> Figure:
         ax.grid(alpha=0.3)
     a = df.attrs
     fig.suptitle(
-        f"{a.get('model', 'model')}, global batch {a.get('batch_size', '?')}: {a.get('device_name', 'unknown device')}, "
+        f"{a.get('model', 'model')}, global batch {a.get('batch_size', '?')}: "
+        f"{a.get('device_name', 'unknown device')}, "
         f"{a.get('backend', '?')}, {a.get('threads_per_process', '?')} thread(s) per process"
     )
     return fig

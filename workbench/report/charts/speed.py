@@ -86,7 +86,8 @@ def batch_latency_chart(records: pd.DataFrame | Sequence[dict], by: Sequence[str
 
     Example:
         >>> recs = [{"batch_size": b, "latency_ms": b / 10, "latency_ms_q25": b / 11, "latency_ms_q75": b / 9,
-        ...          "throughput_ips": 1e4, "device_name": "Xeon", "dtype": "float32", "mode": "eager"} for b in (1, 8, 64)]
+        ...          "throughput_ips": 1e4, "device_name": "Xeon", "dtype": "float32", "mode": "eager"}
+        ...         for b in (1, 8, 64)]
         >>> fig = batch_latency_chart(recs)
         >>> [a.get_xlabel() for a in fig.axes]
         ['batch size (log)', 'batch size (log)']
@@ -116,7 +117,7 @@ def batch_latency_chart(records: pd.DataFrame | Sequence[dict], by: Sequence[str
     thr.set_ylabel(metric_label("throughput_ips"))
     if by:
         lat.legend(fontsize=8)
-    device = _one_or_mixed(bench["device_name"] if "device_name" in bench else [], "device")
+    device = _one_or_mixed(bench.get("device_name", []), "device")
     dtypes = "/".join(sorted(bench["dtype"].astype(str).unique())) if "dtype" in bench else ""
     fig.suptitle(f"Latency and throughput vs batch size on {device}" + (f", {dtypes}" if dtypes else ""))
     return fig
@@ -130,7 +131,8 @@ def runtime_chart(df: pd.DataFrame) -> Figure:
 
     Example:
         >>> rows = [{"model": "cnn", "runtime": r, "device": "cpu", "device_name": "EPYC", "batch_size": b,
-        ...          "latency_ms": ms * b, "latency_ms_q25": ms * b * 0.9, "latency_ms_q75": ms * b * 1.1, "skipped": None}
+        ...          "latency_ms": ms * b, "latency_ms_q25": ms * b * 0.9, "latency_ms_q75": ms * b * 1.1,
+        ...          "skipped": None}
         ...         for r, ms in (("PyTorch eager", 0.4), ("ONNX Runtime CPU (1 thread)", 0.1)) for b in (1, 64)]
         >>> rows.append({"model": "cnn", "runtime": "TensorRT", "device": "cuda", "batch_size": 1, "latency_ms": None,
         ...              "skipped": "no CUDA GPU on this machine"})
@@ -180,8 +182,8 @@ def serving_chart(reports: Sequence[dict]) -> Figure:
     """Served latency percentiles (p50/p95/p99) and throughput per concurrency level, from ``load_test`` reports.
 
     Example:
-        >>> reps = [{"concurrency": c, "p50_ms": 2.0 * c, "p95_ms": 3.0 * c, "p99_ms": 4.0 * c, "throughput_rps": 400 / c ** 0.5,
-        ...          "batch_size": 1} for c in (1, 4)]
+        >>> reps = [{"concurrency": c, "p50_ms": 2.0 * c, "p95_ms": 3.0 * c, "p99_ms": 4.0 * c,
+        ...          "throughput_rps": 400 / c ** 0.5, "batch_size": 1} for c in (1, 4)]
         >>> fig = serving_chart(reps)
         >>> [a.get_xlabel() for a in fig.axes]
         ['requests in flight (concurrency)', 'requests in flight (concurrency)']

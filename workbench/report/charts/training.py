@@ -64,7 +64,8 @@ def lr_schedule_chart(df: pd.DataFrame, ax=None) -> Figure:
 
     Example:
         >>> df = pd.DataFrame({"name": ["cosine"], "run_id": ["1"], "train.lr": [0.1], "train.schedule": ["cosine"],
-        ...                    "train.warmup_epochs": [1.0], "train.epochs": [3], "steps_per_epoch": [10], "train_device": ["cpu"]})
+        ...                    "train.warmup_epochs": [1.0], "train.epochs": [3], "steps_per_epoch": [10],
+        ...                    "train_device": ["cpu"]})
         >>> line = lr_schedule_chart(df).axes[0].lines[0]
         >>> len(line.get_xdata()), round(float(max(line.get_ydata())), 3)
         (30, 0.1)

@@ -1,0 +1,138 @@
+"""The public verbs built on ``run`` and on stored runs: a sweep over one field, a distillation study,
+a stored run's model, its inference grid, and a test-set accuracy function."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..config import RunConfig
+from ..data import eval_loader, load_dataset
+from ..measure import inference_grid, resolve_device
+from ..report import Result, ResultStore, results_frame
+from ..report.checkpoint import checkpoint_metadata, load_checkpoint
+from ..train import DistillConfig, evaluate
+from .orchestration import run, run_many
+
+
+def sweep(base: RunConfig, field: str, values: Sequence, **kwargs) -> pd.DataFrame:
+    """Run ``base`` once per value of one dotted field (``"model.width"``, ``"train.optimizer"``...);
+    each run is named ``field=value``. The frame has a ``sweep_value`` column for plotting."""
+    configs = [base.replace(**{field: v, "name": f"{field.rsplit('.', 1)[-1]}={v}"}) for v in values]
+    df = run_many(configs, **kwargs)
+    df["sweep_field"], df["sweep_value"] = field, list(values)
+    return df
+
+
+def distill(
+    student: RunConfig,
+    teacher: str,
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    alpha: float = 0.7,
+    temperature: float = 4.0,
+    **kwargs,
+) -> pd.DataFrame:
+    """Train the same student with and without the teacher for each seed, so the gain is measured.
+
+    ``teacher`` is a stored run id or a checkpoint path. Returns one row per run with a ``with_teacher``
+    column; ``distill_summary`` averages them.
+    """
+    rows = []
+    for seed in seeds:
+        for with_teacher in (False, True):
+            cfg = student.replace(
+                **{
+                    "train.seed": seed,
+                    "distill": DistillConfig(
+                        teacher=teacher if with_teacher else "", alpha=alpha, temperature=temperature
+                    ),
+                    "name": f"{student.label()} {'distilled' if with_teacher else 'alone'}",
+                }
+            )
+            rows.append(run(cfg, **kwargs))
+    df = results_frame(rows)
+    df["with_teacher"] = df["distill.teacher"].astype(bool)
+    return df
+
+
+def distill_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and spread of accuracy with and without the teacher, and the gain."""
+    table = df.groupby("with_teacher")["accuracy"].agg(["mean", "std", "count"])
+    table.index = table.index.map({False: "student alone", True: "distilled"})
+    return table
+
+
+def load_model(run: str | Result, *, store: ResultStore | str | os.PathLike = "runs") -> torch.nn.Module:
+    """The model a stored run ended with, as saved (compressed if it was), on the CPU in eval mode.
+
+    Example:
+        >>> load_model("no-such-run", store="/nonexistent")
+        Traceback (most recent call last):
+        ...
+        KeyError: "No result 'no-such-run' in /nonexistent/results. Latest ids: none."
+    """
+    result = run if isinstance(run, Result) else ResultStore.open(store).get(run)
+    if not result.checkpoint:
+        raise ValueError(
+            f"Run '{result.run_id}' saved no model ({result.metrics.get('checkpoint_note', 'run it with a store')})."
+        )
+    return load_checkpoint(result.checkpoint)[0]
+
+
+def inference_sweep(
+    model_or_run: torch.nn.Module | str | Result,
+    *,
+    store: ResultStore | str | os.PathLike = "runs",
+    input_shape: Sequence[int] | None = None,
+    **grid: Any,
+) -> pd.DataFrame:
+    """Latency and throughput per batch size x precision x mode (``measure.inference_grid``; ``grid``
+    takes its keywords: batch_sizes, precisions, modes, device, channels_last, warmup, iters) for a
+    module (give ``input_shape``, C, H, W) or a stored run's saved model (its input shape is in the
+    checkpoint). Chart it with ``charts.inference_sweep_chart``.
+
+    Example:
+        >>> df = inference_sweep(torch.nn.Linear(8, 2), input_shape=(8,), batch_sizes=(1,), precisions=("fp32",),
+        ...                      modes=("eager",), device="cpu", warmup=1, iters=3)
+        >>> df[["precision", "mode", "batch_size"]].values.tolist()
+        [['fp32', 'eager', 1]]
+    """
+    if isinstance(model_or_run, torch.nn.Module):
+        if input_shape is None:
+            raise ValueError("inference_sweep(model) needs input_shape=(C, H, W); a stored run knows its own")
+        return inference_grid(model_or_run, input_shape, **grid)
+    result = model_or_run if isinstance(model_or_run, Result) else ResultStore.open(store).get(model_or_run)
+    model = load_model(result)  # says in one line when the run saved no model
+    args = checkpoint_metadata(result.checkpoint)["model_args"]
+    chw = (args["in_channels"], args["image_size"], args["image_size"])
+    df = inference_grid(model, chw if input_shape is None else input_shape, **grid)
+    df.insert(0, "run", result.config.name or result.run_id)
+    return df
+
+
+def evaluator(
+    config: RunConfig, *, data_root: str | os.PathLike = "data", device: str | torch.device | None = None
+) -> Callable[[torch.nn.Module], float]:
+    """A function ``model -> test accuracy`` on ``config``'s test split, normalised as it trains (the
+    data is loaded once): what ``sensitivity`` and hand-made checks need.
+
+    Example:
+        >>> from workbench import RunConfig, create_model
+        >>> accuracy = evaluator(RunConfig())
+        >>> 0 <= accuracy(create_model("mlp", 10, 1, 8)) <= 1
+        True
+    """
+    dataset = load_dataset(config.data.dataset, root=data_root)
+    where = resolve_device(device or config.hardware.device)
+    batches = eval_loader(dataset, config.data, device=where)
+    return lambda model: evaluate(model.to(where) if _movable(model) else model, batches, device=where)["accuracy"]
+
+
+def _movable(model: torch.nn.Module) -> bool:
+    """Whether ``.to(device)`` is safe: a pt2e int8 program lives on the CPU and stays there."""
+    return not isinstance(model, torch.fx.GraphModule)
