@@ -4,6 +4,7 @@ built from the run is checked too. Committed notebooks carry no outputs."""
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from conftest import THREADS
 from test_site import broken_refs, needs_chromium, open_in_browser, pngs
 
 from workbench.course.exercises import EXERCISES, exercises_of
@@ -40,7 +42,11 @@ def series(tmp_path_factory) -> Series:
     out, site = root / "runs", root / "site"
     command = [sys.executable, "-m", "workbench.cli", "notebooks", "run", "--all", "--smoke", "--check-solutions"]
     command += ["--timeout", "180", "--html", str(site), "--out", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    # The kernels time things while the other pytest-xdist worker runs: with torch's default of a thread
+    # per core, two processes on two cores stall each other (a warm call measured 6x the first). The
+    # suite's thread policy, a worker's share of the cores, reaches the kernels through OMP_NUM_THREADS.
+    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS)}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env)
     return Series(done, out, site)
 
 
