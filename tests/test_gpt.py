@@ -1,0 +1,163 @@
+"""The GPT and its decoding: the KV cache and left padding change the speed, never the tokens."""
+
+import math
+
+import pytest
+import torch
+
+from workbench import ConfigError
+from workbench.models.generation import generate, generate_tokens
+from workbench.models.gpt import GPT, GPTShape, kv_cache_bytes
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+VOCAB, CONTEXT = 50, 12
+
+
+def tiny_gpt(seed=0, **choices):
+    """A 2-layer GPT whose weights are wider than GPT-2's init, so that greedy tokens depend on the whole
+    context (at init a tied model mostly repeats its last token, and any decoding would agree)."""
+    torch.manual_seed(seed)
+    model = GPT(vocab_size=VOCAB, n_layer=2, n_head=2, n_embd=32, block_size=CONTEXT, **choices).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.5)
+    return model
+
+
+def prompt(length, seed=1):
+    return torch.randint(VOCAB, (length,), generator=torch.Generator().manual_seed(seed + length)).tolist()
+
+
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_cache_gives_the_tokens_of_recomputing(positions):
+    model = tiny_gpt(positions=positions)
+    for length in (1, 5, CONTEXT, CONTEXT + 4):  # 20 new tokens take every prompt past the context
+        [cached] = generate(model, [prompt(length)], 20, temperature=0)
+        [recomputed] = generate(model, [prompt(length)], 20, temperature=0, kv_cache=False)
+        assert cached == recomputed, length
+        assert len(set(cached)) >= 3  # the tokens vary, so the comparison means something
+
+
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_cached_steps_give_the_logits_of_the_full_forward(positions):
+    model, ids = tiny_gpt(positions=positions), torch.tensor([prompt(CONTEXT)])
+    full, _ = model(ids, targets=ids)
+    cache = model.new_cache(batch=1)
+    first, _ = model(ids[:, :4], cache=cache)
+    steps = [model(ids[:, [t]], cache=cache)[0] for t in range(4, CONTEXT)]
+    torch.testing.assert_close(torch.cat([first, *steps], dim=1), full[:, 3:])
+    assert cache.pos == CONTEXT
+    with pytest.raises(ValueError, match="exceed the context of 12"):
+        model(ids[:, :1], cache=cache)
+
+
+@pytest.mark.parametrize("kv_cache", [True, False])
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_each_row_of_an_unequal_batch_is_that_prompt_alone(positions, kv_cache):
+    model = tiny_gpt(positions=positions)
+    prompts = [prompt(3), prompt(1), prompt(8), prompt(CONTEXT + 2)]
+    batch = generate(model, prompts, 15, temperature=0, kv_cache=kv_cache)
+    assert batch == [generate(model, [p], 15, temperature=0)[0] for p in prompts]
+
+
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_naive_attention_matches_sdpa(positions):
+    sdpa, naive = tiny_gpt(positions=positions), tiny_gpt(positions=positions, attention="naive")
+    ids = torch.tensor([prompt(CONTEXT), prompt(CONTEXT, seed=2)])
+    torch.testing.assert_close(naive(ids, targets=ids)[0], sdpa(ids, targets=ids)[0])
+    prompts = [prompt(2), prompt(7)]  # padded: both take the explicit mask
+    assert generate(naive, prompts, 8, temperature=0) == generate(sdpa, prompts, 8, temperature=0)
+
+
+def test_loss_at_init_is_about_log_vocab():
+    torch.manual_seed(0)
+    model = GPT(vocab_size=VOCAB, n_layer=2, n_head=2, n_embd=32, block_size=CONTEXT)
+    ids, next_ids = torch.randint(VOCAB, (2, 8, CONTEXT))
+    _, loss = model(ids, targets=next_ids)
+    assert abs(loss.item() - math.log(VOCAB)) < 0.15
+    residual = model.transformer.h[0].mlp.c_proj.weight
+    assert residual.std().item() == pytest.approx(0.02 / math.sqrt(2 * 2), rel=0.1)  # GPT-2's scaled init
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kv_cache_bytes(dtype):
+    layers, heads, head_dim, context, batch = 3, 4, 8, 20, 5
+    expected = 2 * layers * heads * head_dim * context * batch * (4 if dtype == torch.float32 else 2)
+    assert kv_cache_bytes(layers, heads, head_dim, context, batch, dtype) == expected
+    model = GPT(vocab_size=VOCAB, n_layer=layers, n_head=heads, n_embd=heads * head_dim, block_size=context)
+    cache = model.to(dtype).new_cache(batch)
+    assert cache.nbytes == expected
+    assert cache.keys[0].shape == (batch, heads, context, head_dim) and len(cache.values) == layers
+
+
+def test_embeddings_are_tied():
+    model = tiny_gpt()
+    assert model.lm_head.weight is model.transformer.wte.weight
+    weights = sum(p.numel() for p in model.parameters())
+    assert weights == sum(p.numel() for name, p in model.named_parameters(remove_duplicate=False)) - VOCAB * 32
+
+
+@pytest.mark.parametrize(
+    ("choices", "message"),
+    [
+        (
+            {"n_embd": 130, "n_head": 4},
+            "n_embd 130 is not divisible by n_head 4: choose n_embd a multiple of n_head, e.g. 128",
+        ),
+        ({"n_layer": 0}, "n_layer must be a positive integer (got 0)"),
+        ({"block_size": 8.5}, "block_size must be a positive integer (got 8.5)"),
+        ({"attention": "flash"}, "attention 'flash' is not one of: sdpa, naive"),
+        ({"positions": "alibi"}, "positions 'alibi' is not one of: learned, rotary"),
+        ({"n_embd": 6, "n_head": 2, "positions": "rotary"}, "head size n_embd / n_head must be even (got 3)"),
+        ({"dropout": 1.0}, "dropout must be in [0, 1) (got 1.0)"),
+    ],
+)
+def test_bad_shapes_say_what_to_choose(choices, message):
+    sizes = {"vocab_size": VOCAB, "n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": CONTEXT} | choices
+    with pytest.raises(ConfigError) as error:
+        GPTShape(**sizes)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens must be > 0 (got 0): ask for at least one new token"),
+        ({"prompts": [[1], []]}, "prompt 1 is empty"),
+        ({"prompts": [1, 2, 3]}, "prompt 0 is not a list of token ids: pass a list of prompts"),
+        ({"prompts": [[VOCAB]]}, "prompt 0 has ids outside the vocabulary 0..49"),
+        ({"temperature": -1}, "temperature must be >= 0"),
+        ({"top_k": 0}, "top_k must be >= 1"),
+        ({"top_p": 0}, "top_p must be in (0, 1]"),
+    ],
+)
+def test_bad_generation_arguments_fail_at_the_call(arguments, message):
+    call = {"prompts": [[1, 2]], "max_new_tokens": 3} | arguments
+    with pytest.raises(ValueError) as error:
+        generate_tokens(tiny_gpt(), **call)  # before the first token is asked for
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_seed_reproduces_a_sample():
+    model, prompts = tiny_gpt(), [prompt(4), prompt(2)]
+    first = generate(model, prompts, 20, seed=7)
+    assert generate(model, prompts, 20, seed=7) == first
+    assert generate(model, prompts, 20, seed=7, kv_cache=False) == first
+    assert generate(model, prompts, 20, seed=8) != first
+
+
+def test_top_k_1_and_a_tiny_top_p_are_greedy():
+    model, prompts = tiny_gpt(), [prompt(4), prompt(9)]
+    greedy = generate(model, prompts, 15, temperature=0)
+    assert generate(model, prompts, 15, top_k=1, seed=0) == greedy
+    assert generate(model, prompts, 15, top_p=1e-6, seed=0) == greedy
+
+
+def test_streaming_yields_each_step_and_restores_training_mode():
+    model = tiny_gpt().train()
+    steps = list(generate_tokens(model, torch.tensor([prompt(3), prompt(3, seed=2)]), 4, temperature=0))
+    assert len(steps) == 4 and all(len(step) == 2 for step in steps)
+    assert [list(row) for row in zip(*steps)] == generate(model, [prompt(3), prompt(3, seed=2)], 4, temperature=0)
+    assert model.training

@@ -1,0 +1,282 @@
+"""A GPT language model in nanoGPT's shape (Radford et al. 2019; Karpathy's nanoGPT), with a KV cache.
+
+Token and position embeddings -> ``n_layer`` pre-norm blocks (causal self-attention, then a 4x GELU
+MLP) -> LayerNorm -> a head tied to the token embedding. Module names follow nanoGPT's
+(``transformer.h.0.attn.c_attn``...), so its checkpoints load. ``attention="naive"`` spells out the
+masked softmax that ``F.scaled_dot_product_attention`` fuses; ``positions="rotary"`` turns queries and
+keys by their position (RoPE) instead of adding a learned position vector.
+
+Decoding one token at a time would recompute every earlier token's keys and values at each step; a
+``KVCache`` keeps them, so each step computes the new token only.
+
+Example:
+    >>> _ = torch.manual_seed(0)
+    >>> model = GPT(vocab_size=65, n_layer=2, n_head=2, n_embd=32, block_size=16)
+    >>> ids, next_ids = torch.randint(65, (2, 1, 16))
+    >>> logits, loss = model(ids, targets=next_ids)
+    >>> logits.shape
+    torch.Size([1, 16, 65])
+    >>> round(loss.item(), 1)  # about ln(65) = 4.17 at init: every token about equally likely
+    4.1
+    >>> model.new_cache(batch=1).nbytes  # k and v x 2 layers x 2 heads x 16 dims x 16 tokens x 1 row x 4 bytes
+    8192
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._errors import require
+
+ATTENTIONS = ("sdpa", "naive")
+POSITIONS = ("learned", "rotary")
+
+
+@dataclass(frozen=True)
+class GPTShape:
+    """The sizes and choices that make a GPT; each bad value fails with one line that says what to pick."""
+
+    vocab_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    block_size: int  # the context: the most tokens the model sees at once
+    dropout: float = 0.0
+    bias: bool = True  # in Linears and LayerNorms, like GPT-2; False is a bit better and faster
+    attention: str = "sdpa"
+    positions: str = "learned"
+
+    def __post_init__(self):
+        for name in ("vocab_size", "n_layer", "n_head", "n_embd", "block_size"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and value > 0, f"{name} must be a positive integer (got {value!r})")
+        multiple = max(self.n_head, self.n_embd // self.n_head * self.n_head)
+        require(
+            self.n_embd % self.n_head == 0,
+            f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}: "
+            f"choose n_embd a multiple of n_head, e.g. {multiple}",
+        )
+        require(0 <= self.dropout < 1, f"dropout must be in [0, 1) (got {self.dropout})")
+        require(self.attention in ATTENTIONS, f"attention {self.attention!r} is not one of: {', '.join(ATTENTIONS)}")
+        require(self.positions in POSITIONS, f"positions {self.positions!r} is not one of: {', '.join(POSITIONS)}")
+        require(
+            self.positions != "rotary" or self.head_dim % 2 == 0,
+            f"rotary positions turn pairs of dimensions, so the head size n_embd / n_head must be even "
+            f"(got {self.head_dim}): change n_embd or n_head",
+        )
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+def kv_cache_bytes(n_layer: int, n_head: int, head_dim: int, context: int, batch: int, dtype=torch.float32) -> int:
+    """Memory of a KV cache: a key and a value vector per layer, head, token of context and row of the batch.
+
+    Example:
+        >>> kv_cache_bytes(n_layer=12, n_head=12, head_dim=64, context=1024, batch=1) / 2**20  # GPT-2 small, fp32
+        72.0
+    """
+    return 2 * n_layer * n_head * head_dim * context * batch * dtype.itemsize
+
+
+class KVCache:
+    """The keys and values of the tokens seen so far, preallocated for the whole context.
+
+    Per layer one key and one value tensor of shape (batch, n_head, context, head_dim); the first
+    ``pos`` tokens are filled. Preallocating means a step writes in place instead of concatenating
+    (which would copy the whole cache every token).
+    """
+
+    def __init__(self, n_layer, batch, n_head, context, head_dim, dtype=torch.float32, device=None):
+        shape = (batch, n_head, context, head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.pos = 0
+
+    @property
+    def context(self) -> int:
+        return self.keys[0].size(2)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.keys + self.values)
+
+    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new tokens' keys and values after the filled ones; return all filled ones (views, no copy)."""
+        end = self.pos + k.size(2)
+        self.keys[layer][:, :, self.pos : end] = k
+        self.values[layer][:, :, self.pos : end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+
+def attention_mask(start: int, length: int, real: torch.Tensor | None, device) -> torch.Tensor:
+    """True where a query may attend: (length, start + length), or (batch, 1, length, start + length) with ``real``.
+
+    Queries are tokens ``start..start+length-1`` and see the keys at or before themselves. With left
+    padding (``real`` False) they see real keys only, and a padding query sees itself, so no row is
+    all masked (its softmax would be NaN, and 0 x NaN spreads into the real rows).
+    """
+    query = torch.arange(start, start + length, device=device)[:, None]
+    key = torch.arange(start + length, device=device)[None, :]
+    allowed = key <= query
+    if real is None:
+        return allowed
+    return (allowed & (real[:, None, :] | (key == query)))[:, None]
+
+
+def naive_attention(q, k, v, mask, dropout_p):
+    """softmax(q kᵀ / √d, masked) v, the textbook form: it builds the whole (length x keys) score matrix that
+    SDPA's fused kernels never store."""
+    if mask is None:  # plain causal: the queries are the last of the keys
+        mask = torch.ones(q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril(k.size(2) - q.size(2))
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+    weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+    return F.dropout(weights, dropout_p) @ v
+
+
+def rotate(x, cos, sin):
+    """RoPE (Su et al. 2021): turn each pair of dimensions (i, i + d/2) by position x frequency_i, so that
+    a query·key product depends on the two positions only through their distance."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, shape: GPTShape, layer: int):
+        super().__init__()
+        self.c_attn = nn.Linear(shape.n_embd, 3 * shape.n_embd, bias=shape.bias)  # q, k, v of all heads at once
+        self.c_proj = nn.Linear(shape.n_embd, shape.n_embd, bias=shape.bias)
+        self.resid_dropout = nn.Dropout(shape.dropout)
+        self.n_head, self.dropout = shape.n_head, shape.dropout
+        self.naive = shape.attention == "naive"
+        self.layer = layer  # which of the cache's layers is this one's
+
+    def forward(self, x, rope, mask, cache):
+        B, T, C = x.shape
+        q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))
+        if rope is not None:
+            q, k = rotate(q, *rope), rotate(k, *rope)
+        if cache is not None:
+            k, v = cache.store(self.layer, k, v)
+        dropout_p = self.dropout if self.training else 0.0
+        if self.naive:
+            y = naive_attention(q, k, v, mask, dropout_p)
+        else:  # no mask: causal for a prompt from position 0, every key for one new token
+            y = F.scaled_dot_product_attention(q, k, v, mask, dropout_p, is_causal=mask is None and T > 1)
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
+
+
+class MLP(nn.Module):
+    def __init__(self, shape: GPTShape):
+        super().__init__()
+        self.c_fc = nn.Linear(shape.n_embd, 4 * shape.n_embd, bias=shape.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * shape.n_embd, shape.n_embd, bias=shape.bias)
+        self.dropout = nn.Dropout(shape.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm: x + attn(ln(x)), then x + mlp(ln(x)); the residual stream itself is never normalised."""
+
+    def __init__(self, shape: GPTShape, layer: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(shape.n_embd, bias=shape.bias)
+        self.attn = CausalSelfAttention(shape, layer)
+        self.ln_2 = nn.LayerNorm(shape.n_embd, bias=shape.bias)
+        self.mlp = MLP(shape)
+
+    def forward(self, x, rope, mask, cache):
+        x = x + self.attn(self.ln_1(x), rope, mask, cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """A decoder-only transformer that predicts each next token; the arguments are ``GPTShape``'s fields."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        n_layer: int,
+        n_head: int,
+        n_embd: int,
+        block_size: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        attention: str = "sdpa",
+        positions: str = "learned",
+    ):
+        super().__init__()
+        self.shape = s = GPTShape(vocab_size, n_layer, n_head, n_embd, block_size, dropout, bias, attention, positions)
+        self.transformer = nn.ModuleDict({"wte": nn.Embedding(vocab_size, n_embd)})
+        if positions == "learned":
+            self.transformer["wpe"] = nn.Embedding(block_size, n_embd)
+        else:  # one angle per position and pair of dimensions; buffers, not weights, so checkpoints skip them
+            frequencies = 10000 ** (-torch.arange(0, s.head_dim, 2) / s.head_dim)
+            angles = torch.outer(torch.arange(block_size), frequencies)
+            self.register_buffer("rope_cos", angles.cos(), persistent=False)
+            self.register_buffer("rope_sin", angles.sin(), persistent=False)
+        self.transformer["drop"] = nn.Dropout(dropout)
+        self.transformer["h"] = nn.ModuleList(Block(s, layer) for layer in range(n_layer))
+        self.transformer["ln_f"] = nn.LayerNorm(n_embd, bias=bias)
+        self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
+        # Tied (Press & Wolf 2017): one matrix maps ids to vectors and vectors back to scores, saving
+        # vocab x n_embd weights; the embedding now also learns from every output gradient.
+        self.lm_head.weight = self.transformer.wte.weight
+        for name, p in self.named_parameters():  # GPT-2's init
+            if p.dim() == 2:  # each residual projection adds to the stream: scale so its variance stays put
+                std = 0.02 / math.sqrt(2 * n_layer) if name.endswith("c_proj.weight") else 0.02
+                nn.init.normal_(p, mean=0.0, std=std)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+
+    def new_cache(self, batch: int) -> KVCache:
+        """An empty KV cache for ``batch`` sequences of up to ``block_size`` tokens, in the model's dtype and device."""
+        s, weight = self.shape, self.transformer.wte.weight
+        return KVCache(s.n_layer, batch, s.n_head, s.block_size, s.head_dim, weight.dtype, weight.device)
+
+    def forward(self, idx, targets=None, *, cache: KVCache | None = None, real: torch.Tensor | None = None):
+        """(logits, loss) for token ids ``idx`` (batch, length), as nanoGPT.
+
+        With ``targets`` (batch, length): logits at every position and their cross-entropy (-1 ignored);
+        without: the logits of the last position only, all that choosing a next token needs, and loss None.
+        ``cache``: ``idx`` continues the ``cache.pos`` tokens cached; their keys and values are read,
+        ``idx``'s are added. ``real`` (batch, cached + length), False at left padding: rows of different
+        lengths, right-aligned. Padding is never attended to and positions count real tokens only, so
+        each row computes what it would alone.
+        """
+        T = idx.size(1)
+        start = 0 if cache is None else cache.pos
+        context = self.shape.block_size if cache is None else cache.context
+        if start + T > context:
+            raise ValueError(f"{start + T} tokens exceed the context of {context}: keep the last {context} at most")
+        if real is None:
+            positions = torch.arange(start, start + T, device=idx.device)[None]
+            mask = None if start == 0 or T == 1 else attention_mask(start, T, None, idx.device)
+        else:
+            positions = (real.cumsum(dim=1) - 1).clamp(min=0)[:, -T:]
+            mask = attention_mask(start, T, real, idx.device)
+        x = self.transformer.wte(idx)
+        rope = None
+        if self.shape.positions == "learned":
+            x = x + self.transformer.wpe(positions)
+        else:
+            rope = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]  # broadcast over heads
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x, rope, mask, cache)
+        if cache is not None:
+            cache.pos += T
+        x = self.transformer.ln_f(x)
+        if targets is None:
+            return self.lm_head(x[:, [-1]]), None
+        logits = self.lm_head(x)
+        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
