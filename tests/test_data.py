@@ -487,16 +487,21 @@ def test_cifar10_zip_path_env(tmp_path, monkeypatch):
 
 def test_manifest_covers_every_download():
     m = sources.manifest()
-    assert sorted(m) == sorted(set(list_datasets()) - {"digits"})
+    images = {name: entry for name, entry in m.items() if entry["format"] != "text"}
+    assert sorted(images) == sorted(set(list_datasets()) - {"digits"})
+    assert sorted(set(m) - set(images)) == ["tinyshakespeare"]  # the language-model corpus (workbench.data.text)
+    shakespeare = m["tinyshakespeare"]["files"][0]
+    assert shakespeare["sha256"] == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
     for entry in m.values():
+        for f in entry["files"]:
+            assert f["urls"] and all(u.startswith(("http://", "https://")) for u in f["urls"])
+            assert re.fullmatch(r"[0-9a-f]{32}", f["md5"]) and f["size"] > 0
+    for entry in images.values():
         assert len(entry["classes"]) == 10
         roles = {f["role"] for f in entry["files"]}
         assert roles == (
             {"archive"} if entry["format"] == "cifar10-python" else {"train_x", "train_y", "test_x", "test_y"}
         )
-        for f in entry["files"]:
-            assert f["urls"] and all(u.startswith(("http://", "https://")) for u in f["urls"])
-            assert re.fullmatch(r"[0-9a-f]{32}", f["md5"]) and f["size"] > 0
     assert m["cifar10"]["files"][0]["md5"] == "c58f30108f718f92721af3b95e74349a"
 
 

@@ -61,7 +61,8 @@ def load_dataset(name: str, root: str | Path = "data") -> Dataset:
         >>> ds.train_x.dtype, ds.train_y.dtype
         (torch.uint8, torch.int64)
     """
-    check_dataset_name(name)
+    if sources.manifest().get(name, {}).get("format") != "text":  # a text corpus (tinyshakespeare) is fetched too
+        check_dataset_name(name)
     if name.startswith(FOLDER_PREFIX):
         return load_folder(name[len(FOLDER_PREFIX) :], root)
     return _DATASETS.get(name)(Path(root))
@@ -77,7 +78,8 @@ def fetch_dataset(name: str, root: str | Path = "data") -> Path:
         >>> fetch_dataset("digits").name
         'digits.csv.gz'
     """
-    check_dataset_name(name)
+    if sources.manifest().get(name, {}).get("format") != "text":  # a text corpus (tinyshakespeare) is fetched too
+        check_dataset_name(name)
     if name.startswith(FOLDER_PREFIX):
         path = Path(name[len(FOLDER_PREFIX) :]).expanduser()
         if not path.exists():
