@@ -32,7 +32,6 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .._files import sha256_file
 from .._registry import unknown_name_error
 from . import sources
 from .dataset import DatasetError
@@ -117,8 +116,12 @@ def in_validation(relative_path: str) -> bool:
         >>> in_validation("json/decoder.py"), in_validation("json/encoder.py")
         (False, True)
     """
-    digest = hashlib.sha256(relative_path.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < VALIDATION_FRACTION
+    return _path_position(relative_path) < VALIDATION_FRACTION
+
+
+def _path_position(relative_path: str) -> float:
+    """Where a path falls in [0, 1): the first 8 bytes of its sha256, as a fraction of 2**64."""
+    return int.from_bytes(hashlib.sha256(relative_path.encode("utf-8")).digest()[:8], "big") / 2**64
 
 
 def pystdlib() -> TextCorpus:
@@ -176,7 +179,8 @@ def tinyshakespeare(path: str | Path | None = None, root: str | Path = "data", d
         named = "" if path else f" (named by {SHAKESPEARE_ENV})"
         if not file.is_file():
             raise DatasetError(f"Tiny Shakespeare file {file}{named} does not exist; point to a copy of input.txt.")
-        digest = sha256_file(file)
+        data = file.read_bytes()  # read once: the bytes checked are the bytes split
+        digest = hashlib.sha256(data).hexdigest()
         if digest != entry["sha256"]:
             raise DatasetError(
                 f"{file}{named} is not Tiny Shakespeare (sha256 {digest}, expected {entry['sha256']}): "
@@ -190,7 +194,8 @@ def tinyshakespeare(path: str | Path | None = None, root: str | Path = "data", d
                 f"it with download=True (fetches {entry['size']:,} bytes from {entry['urls'][0]})."
             )
         file = sources.fetch_file(entry, folder, "tinyshakespeare")  # verifies the checksums, downloads if missing
-    corpus = _split_characters("tinyshakespeare", utf8_text(file.read_bytes(), str(file)), str(file))
+        data = file.read_bytes()
+    corpus = _split_characters("tinyshakespeare", utf8_text(data, str(file)), str(file))
     corpus.source.update(path=str(file), url=entry["urls"][0])
     return corpus
 
@@ -265,7 +270,7 @@ def _split_files(name: str, texts: dict[str, str]) -> TextCorpus:
     names = sorted(texts)
     validation = {n for n in names if in_validation(n)}
     if not validation or len(validation) == len(names):
-        by_hash = sorted(names, key=lambda n: hashlib.sha256(n.encode("utf-8")).digest())
+        by_hash = sorted(names, key=_path_position)
         validation = {by_hash[0]} if not validation else validation - {by_hash[-1]}
     parts = {side: [] for side in ("train", "validation")}
     for n in names:
