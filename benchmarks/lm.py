@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
@@ -50,6 +51,7 @@ from workbench.models.gpt import GPT, kv_cache_bytes
 from workbench.train import load_average
 
 PARTS = ("kv-cache", "attention", "memory")
+SHARED_TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 VOCAB = 65  # tinyshakespeare's characters, as nanoGPT's shakespeare_char
 KV_CACHE_TARGET = 5.0  # issue 26: cached decoding >= 5x recomputing at 256 tokens for the ~10M model
 KV_CACHE_TARGET_TOKENS = 256
@@ -227,11 +229,11 @@ def attention_part(shape: dict, args, device) -> dict:
         }
         calls, diffs = {}, {}
         for n, x in xs.items():
-            a, b = sdpa(x)[0], naive(x)[0]  # warm-up, and the two must agree
+            a, b = sdpa(x, last_only=True), naive(x, last_only=True)  # warm-up, and the two must agree
             diffs[n] = (a - b).abs().max().item()
             assert torch.allclose(a, b, rtol=1e-3, atol=1e-3), f"naive and sdpa logits differ at {n} tokens: {diffs[n]}"
-            calls[(n, "sdpa")] = lambda m=sdpa, x=x: m(x)
-            calls[(n, "naive")] = lambda m=naive, x=x: m(x)
+            calls[(n, "sdpa")] = lambda m=sdpa, x=x: m(x, last_only=True)
+            calls[(n, "naive")] = lambda m=naive, x=x: m(x, last_only=True)
         result = rounds_of(calls, device, args.rounds, args.turn_seconds)
     for n in args.attention_lengths:
         sub = {
@@ -315,7 +317,21 @@ def main() -> None:
     p.add_argument("--prompt-tokens", type=int, default=64, help="prompt for the time to first token")
     p.add_argument("--attention-lengths", type=ints_arg, default="64,128,256,512,1024", help="sequence lengths")
     p.add_argument("--smoke", action="store_true", help="seconds long: short lengths, 2 rounds; lm-smoke-<device>.json")
+    p.add_argument(
+        "--race",
+        type=Path,
+        metavar="NANOGPT_DIR",
+        help="instead of the parts: race nanoGPT (../shared/anchors/nanogpt) on Tiny Shakespeare; lm-race-cpu.json",
+    )
+    p.add_argument(
+        "--text",
+        type=Path,
+        default=Path(os.environ.get("WORKBENCH_TINYSHAKESPEARE", SHARED_TEXT)),
+        help="the race's text (default: $WORKBENCH_TINYSHAKESPEARE or ../shared/data/tinyshakespeare.txt)",
+    )
     args = p.parse_args()
+    if args.race is not None:
+        return race_main(args)
     parts = [part.strip() for part in args.part.split(",") if part.strip()]
     if not parts or set(parts) - set(PARTS):
         p.error(f"--part {args.part!r}: choose from {', '.join(PARTS)}")
@@ -415,6 +431,24 @@ def main() -> None:
             f"{measured:.2f}x at {target['measured_at_tokens']} tokens" if "measured_at_tokens" in target else measured
         )
         print(f"  target {target['name']}: {target['target']} -> {shown}, {met}")
+    print(f"saved {path}")
+
+
+def race_main(args) -> None:
+    from benchmarks._nanogpt_race import race
+
+    for path, what in ((args.race / "train.py", "--race NANOGPT_DIR"), (args.text, "--text")):
+        if not path.is_file():
+            sys.exit(f"lm.py: {what}: no {path}; give nanoGPT's folder (../shared/anchors/nanogpt) and the text")
+    torch.set_num_threads(args.threads)
+    env = environment(torch.device("cpu"))
+    env.update(cpu_name=device_name("cpu"), cpu_features=list(cpu_features()), load_average_before=load_average())
+    print(f"race on {env['cpu_name']} [{', '.join(env['cpu_features'])}], {args.threads} thread(s)", flush=True)
+    result = race(args.race.resolve(), args.text.resolve(), args.threads, args.rounds)
+    env["load_average_after"] = load_average()
+    path = save("lm-race", {"benchmark": "lm-race", "environment": env, **result})
+    t = result["target"]
+    print(f"target {t['name']}: {t['target']} -> {t['measured']:.2f}x, {'met' if t['met'] else 'NOT met'}")
     print(f"saved {path}")
 
 

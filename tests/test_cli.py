@@ -89,6 +89,12 @@ def test_every_field_has_a_flag(capsys):
         "batchnorm": False,
         "dropout": 0.0,
         "init": "whiten",
+        "n_embd": 128,
+        "n_head": 4,
+        "block_size": 64,
+        "bias": True,
+        "attention": "sdpa",
+        "positions": "learned",
     }
     assert cfg["evaluation"] == {"tta": "flip", "tta_shift": 1, "tta_below": 0.9}
     assert cfg["data"]["augment"]["crop"] == 2 and cfg["data"]["augment"]["cutout"] == 8

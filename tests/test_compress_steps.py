@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import pytest
 
-from workbench import ConfigError, MeasureConfig, ModelConfig, Result, RunConfig, TrainConfig, preflight, run
+from workbench import ConfigError, MeasureConfig, ModelConfig, Result, RunConfig, TrainConfig, preflight, run, tasks
 from workbench.cli import main
 from workbench.compress import (
     CompressStep,
@@ -22,7 +22,7 @@ from workbench.compress import (
     quantization_steps,
     step_types,
 )
-from workbench.pipeline import orchestration, training
+from workbench.pipeline import training
 from workbench.report import ResultStore
 from workbench.report.ledger import REASONS, ledger, why_not_faster
 
@@ -96,7 +96,7 @@ def test_a_step_added_in_one_module_is_in_preflight_and_the_ledger(toy, monkeypa
         "ToyRound runs on toy rounding kernels, which need the model on a CUDA GPU, but the model is on cpu: "
         "train on hardware.device='cuda', or use WeightOnlyInt4 / WeightOnlyInt8 on the CPU"
     ]
-    monkeypatch.setattr(orchestration, "load_dataset", lambda *a, **k: pytest.fail("data was loaded"))
+    monkeypatch.setattr(tasks, "load_dataset", lambda *a, **k: pytest.fail("data was loaded"))
     with pytest.raises(ConfigError, match="ToyRound"):
         run(TINY.replace(compress=(toy(),)), store=None, progress=False)
     # The ledger explains it by its family, like any weight-only step.

@@ -17,6 +17,7 @@ LAYERS = [
     {"data", "models", "train"},  # the parts
     {"measure"},  # times models in each runtime (eager, compiled, torch.export, ONNX Runtime...)
     {"compress"},  # pruning and quantization steps (they fine-tune and count)
+    {"tasks"},  # image classification, language modelling: what differs between them, answered in one place
     {"config"},  # RunConfig composes the parts' configs and the compression steps
     {"presets"},  # named RunConfigs (the speedrun recipe)
     {"report"},  # what a run leaves behind (rows, checkpoints) and its views (compare, ledger, charts)

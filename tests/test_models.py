@@ -32,7 +32,7 @@ def flops(model, shape=DIGITS):
 
 
 @pytest.mark.parametrize("shape", [DIGITS, CIFAR], ids=["digits", "cifar"])
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("images"))
 def test_forward_backward(name, shape):
     model = build(name, shape)
     out = model(torch.randn(2, shape[0], shape[1], shape[1]))
@@ -44,7 +44,7 @@ def test_forward_backward(name, shape):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("images"))
 def test_downsampling_fits_the_image(name):
     for shape in (DIGITS, MNIST, CIFAR):
         model, seen = build(name, shape).eval(), []
@@ -56,7 +56,7 @@ def test_downsampling_fits_the_image(name):
         assert all(size >= 4 for size in seen)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("images"))
 def test_width_and_depth_change_size_and_flops(name):
     assert n_params(build(name, depth=1, width=0.5)) < n_params(build(name, depth=1))
     shallow, deep = build(name, depth=1), build(name, depth=2)
@@ -64,7 +64,7 @@ def test_width_and_depth_change_size_and_flops(name):
     assert flops(shallow) < flops(deep)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("images"))
 def test_batchnorm_off_and_dropout(name):
     model = build(name, batchnorm=False, dropout=0.5)
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
@@ -77,7 +77,7 @@ def test_batchnorm_off_and_dropout(name):
     assert torch.equal(model(x), model(x))
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("images"))
 def test_init_is_deterministic_under_a_seed(name):
     a, b, c = (build(name, seed=seed, depth=1) for seed in (1, 1, 2))
     assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
@@ -105,7 +105,7 @@ def test_bad_knobs_say_what_is_allowed():
         build("mlp", depth=0)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("images"))
 def test_structured_pruning_keeps_the_model_working(name):
     """Every family survives halving its channels through the package's own verb (residual adds,
     depthwise convs and the ViT's attention heads included), and rebuilds from its saved structure."""

@@ -189,10 +189,9 @@ def test_every_number_a_run_records_is_in_the_metrics_schema():
 
 
 def test_preflight_stops_a_run_before_any_data_is_loaded(monkeypatch):
-    from workbench import ConfigError, StaticInt8, preflight
-    from workbench.pipeline import orchestration
+    from workbench import ConfigError, StaticInt8, preflight, tasks
 
-    monkeypatch.setattr(orchestration, "load_dataset", lambda *a, **k: pytest.fail("data was loaded"))
+    monkeypatch.setattr(tasks, "load_dataset", lambda *a, **k: pytest.fail("data was loaded"))
     bad = _cfg(**{"hardware.device": "cpu", "hardware.precision": "fp16"})
     assert preflight(bad).problems and not preflight(bad).ok
     with pytest.raises(ConfigError, match="fp16"):

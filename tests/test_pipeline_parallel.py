@@ -23,7 +23,7 @@ def demo():
     return pipeline_demo(**SMOKE)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("images"))
 def test_every_chain_model_splits_into_two_stages_that_give_its_output(name, one_thread):
     net = build_model(ModelConfig(name=name, width=0.25), 10, (1, 8, 8), seed=0).eval()
     x = torch.randn(4, 1, 8, 8)

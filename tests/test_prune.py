@@ -158,14 +158,14 @@ def check_structured_shrinks(model, shape):
 
 
 @pytest.mark.parametrize("shape", [(1, 8), (3, 32)], ids=["digits", "cifar"])
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("images"))
 def test_structured_shrinks_every_model(name, shape):
     check_structured_shrinks(small(name, shape), shape)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("shape", [(1, 8), (3, 32)], ids=["digits", "cifar"])
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("images"))
 def test_structured_shrinks_every_model_at_full_size(name, shape):
     torch.manual_seed(0)
     check_structured_shrinks(create_model(name, num_classes=10, in_channels=shape[0], image_size=shape[1]), shape)

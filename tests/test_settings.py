@@ -45,6 +45,8 @@ def test_every_setting_has_a_flag_with_help_and_a_panel_control_or_a_reason_why_
         "parallel.strategy",
         "parallel.backend",
         "compress",
+        "task",
+        "train.tokens",
     }
 
 

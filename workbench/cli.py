@@ -108,6 +108,24 @@ def _parser(with_run_flags: bool) -> tuple[argparse.ArgumentParser, dict[str, ar
         help="print the torchrun command this machine would run for --nproc/--nnodes, and exit",
     )
 
+    p["generate"] = sub.add_parser(
+        "generate",
+        help="continue a prompt with a stored language-model run, streaming the text",
+        description="Write text with a language-model run (workbench run --task lm): the new text is printed "
+        "as it is generated.",
+    )
+    p["generate"].add_argument("run_id", help="the stored run (workbench results lists them)")
+    p["generate"].add_argument("--prompt", default="def ", help="the text to continue (default: 'def ')")
+    p["generate"].add_argument("--max-new-tokens", type=int, default=200, help="tokens to add (default: 200)")
+    p["generate"].add_argument(
+        "--temperature", type=float, default=0.8, help="0: always the likeliest token; higher: more varied (0.8)"
+    )
+    p["generate"].add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens only")
+    p["generate"].add_argument("--top-p", type=float, default=None, help="sample among the fewest tokens reaching p")
+    p["generate"].add_argument("--seed", type=int, default=None, help="repeat a draw")
+    p["generate"].add_argument("--no-kv-cache", action="store_true", help="recompute every step (slower, same text)")
+    p["generate"].add_argument("--store", default="runs", help="results folder (default: runs)")
+
     p["tour"] = sub.add_parser("tour", help="the main job: a baseline and contrasting variants on digits, and a report")
     p["tour"].add_argument("--out", default="runs", help="results folder (default: runs)")
     p["tour"].add_argument("--dataset", default="digits", help="dataset name or folder:PATH (default: digits)")
@@ -181,6 +199,8 @@ def _parser(with_run_flags: bool) -> tuple[argparse.ArgumentParser, dict[str, ar
 def _dispatch(args: argparse.Namespace, parsers: dict[str, argparse.ArgumentParser]) -> int:
     if args.command == "run":
         return _run(args)
+    if args.command == "generate":
+        return _generate(args)
     if args.command == "tour":
         from .course.tour import tour
 
@@ -591,6 +611,27 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if result.status == "ok" else 1
 
 
+def _generate(args: argparse.Namespace) -> int:
+    from .pipeline import generate
+
+    writing = generate(
+        args.run_id,
+        args.prompt,
+        args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        kv_cache=not args.no_kv_cache,
+        store=args.store,
+    )
+    print(args.prompt, end="", flush=True)
+    for piece in writing:
+        print(piece, end="", flush=True)
+    print()
+    return 0
+
+
 def _run_flags(argv: Sequence[str]) -> list[str]:
     """``workbench run``'s flags as a rank takes them: the launch-only ones left out (torchrun has them)."""
     out, skip = [], False
@@ -608,13 +649,16 @@ def result_text(result) -> str:
     """A run's result as a person reads it: what was run, accuracy and cost (before -> after where it
     was compressed), every measured latency with its spread, and where it was measured."""
     from .report import METRICS, format_number
+    from .tasks import get_task
 
     m = result.metrics
     before = m.get("before_compression") or {}
     lines = [("run", f"{result.config.label()} ({result.run_id}), status {result.status}")]
     if result.config.compress:
         lines.append(("compression", " -> ".join(s.label() for s in result.config.compress)))
-    for key in ("accuracy", "params", "nonzero_params", "size_bytes", "flops"):
+    task = get_task(result.config.task)
+    headline = [k for k in task.compare_metrics if METRICS[k].source in ("evaluation", "model")]
+    for key in headline:
         if m.get(key) is None:
             continue
         metric = METRICS[key]
@@ -628,6 +672,16 @@ def result_text(result) -> str:
     lines.append(("weights stored as", m.get("weight_dtype", "?")))
     for r in result.benchmarks:
         where = f"{r.get('device', '?').split(':')[0]} {r.get('mode', 'eager')}, batch {r['batch_size']}"
+        if r.get("kind") == "generation":
+            cache = "KV cache" if r["kv_cache"] else "recomputing"
+            lines.append(
+                (
+                    f"generation, batch {r['batch_size']}, {cache}",
+                    f"first token {format_number(r['ttft_ms'])} ms, then {format_number(r['decode_tps'])} tokens/s "
+                    f"({r['prompt_tokens']}-token prompt, {r['new_tokens']} new)" + (" NOISY" if r["noisy"] else ""),
+                )
+            )
+            continue
         if r.get("latency_ms") is None:
             lines.append((f"latency, {where}", f"not measured: {r.get('skipped', 'skipped')}"))
             continue
@@ -640,8 +694,8 @@ def result_text(result) -> str:
         if r.get("noisy"):
             text += " NOISY: the machine was busy; rerun on a quiet machine"
         lines.append((f"latency, {where}", text))
-    if m.get("throughput_ips"):
-        lines.append((METRICS["throughput_ips"].axis_label, format_number(m["throughput_ips"])))
+    if m.get(task.throughput_metric):
+        lines.append((METRICS[task.throughput_metric].axis_label, format_number(m[task.throughput_metric])))
     lines.append(
         (
             "measured on",
@@ -789,6 +843,7 @@ def config_from_args(args: argparse.Namespace):
     """The RunConfig the ``run`` flags describe (a stored run's or a file's, with the flags over it)."""
     from .compress import parse_steps
     from .config import RunConfig
+    from .tasks import get_task
 
     if getattr(args, "from_run", None):
         from .report import ResultStore
@@ -800,9 +855,13 @@ def config_from_args(args: argparse.Namespace):
         from .presets import preset
 
         cfg = preset(args.preset, device=vars(args).get("hardware.device", "auto"))
+    elif getattr(args, "task", None) and get_task(args.task).starting_preset:
+        from .presets import preset
+
+        cfg = preset(get_task(args.task).starting_preset, device=vars(args).get("hardware.device", "auto"))
     else:
         cfg = RunConfig()
-    changes = {k: v for k, v in vars(args).items() if "." in k or k == "name"}
+    changes = {k: v for k, v in vars(args).items() if "." in k or k in ("name", "task")}
     if getattr(args, "augment", None):
         changes.update({f"data.augment.{k}": v for k, v in _augment(args.augment).items()})
     if getattr(args, "compress", None):
@@ -855,7 +914,8 @@ def _datasets(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _results(args: argparse.Namespace) -> int:
 
-    from .report import COMPARE_METRICS, METRICS, TABLE_METRICS, ResultStore, compare, readable
+    from .report import METRICS, ResultStore, compare, readable
+    from .report.comparison import task_metrics
 
     df = ResultStore(args.store).frame()
     if df.empty:
@@ -864,14 +924,14 @@ def _results(args: argparse.Namespace) -> int:
     if args.columns:
         metrics = [c.strip() for c in args.columns.split(",") if c.strip()]
     else:
-        metrics = [m for m in TABLE_METRICS if m in df]
+        metrics = task_metrics(df)
     if args.baseline is not None:
-        table = compare(df, baseline=args.baseline, metrics=[m for m in metrics if m in df] or list(COMPARE_METRICS))
+        table = compare(df, baseline=args.baseline, metrics=[m for m in metrics if m in df] or None)
         table = table.reset_index()
     else:
         unknown = [m for m in metrics if m not in df]
         if unknown:
-            known = dict.fromkeys(c for c in (*TABLE_METRICS, *COMPARE_METRICS) if c in df)
+            known = dict.fromkeys([*task_metrics(df), *task_metrics(df, "compare")])
             raise ValueError(f"--columns: no column {', '.join(unknown)} in these results. Metrics: {', '.join(known)}")
         table = readable(df, metrics=metrics)
     if args.sort:

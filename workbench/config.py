@@ -35,17 +35,25 @@ from .compress import CompressStep
 from .data import DataConfig
 from .measure import MeasureConfig
 from .models import ModelConfig
+from .tasks import list_tasks, task_of
 from .train import DistillConfig, EvalConfig, HardwareConfig, ParallelConfig, TrainConfig
 
 # The sections that decide what training produces; two runs equal in these train the same weights.
-TRAINING_SECTIONS = ("data", "model", "train", "hardware", "parallel", "distill")
+TRAINING_SECTIONS = ("task", "data", "model", "train", "hardware", "parallel", "distill")
 
 
 @dataclass(frozen=True)
 class RunConfig(Checked):
-    """One experiment: the parts' sections (``help(TrainConfig)`` and the others list their settings),
-    the compression steps and a name."""
+    """One experiment: its task, the parts' sections (``help(TrainConfig)`` and the others list their
+    settings), the compression steps and a name."""
 
+    task: str = setting(
+        "image",
+        help="image (classify images) or lm (a language model: predict the next token of a text)",
+        label="task",
+        choices=list_tasks,
+        not_in_panel="the panel's task switch sets it, with the task's dataset and model",
+    )
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -61,6 +69,11 @@ class RunConfig(Checked):
     )
     name: str = setting("", help="a label for tables and charts; not part of the hash", label="run name")
 
+    def check(self) -> None:
+        problems = task_of(self).problems(self)
+        if problems:
+            raise ConfigError(problems[0])
+
     def to_dict(self) -> dict[str, Any]:
         d = to_plain(self)
         d["compress"] = [s.to_dict() for s in self.compress]
@@ -70,7 +83,7 @@ class RunConfig(Checked):
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         require(
             isinstance(d, dict),
-            "A RunConfig is a JSON object with the sections data, model, train, hardware, "
+            "A RunConfig is a JSON object with a task and the sections data, model, train, hardware, "
             f"parallel, measure, evaluation, distill, compress and a name (got {type(d).__name__})",
         )
         d = dict(d)

@@ -17,7 +17,7 @@ Example:
     >>> preset("speedrum")
     Traceback (most recent call last):
     ...
-    ValueError: Unknown preset 'speedrum'. Did you mean 'speedrun'? Choose one of: speedrun.
+    ValueError: Unknown preset 'speedrum'. Did you mean 'speedrun'? Choose one of: gpt, speedrun.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 from ._registry import Registry
 from .config import RunConfig
 from .data import AugmentConfig, DataConfig
-from .measure import native_bf16, resolve_device
+from .measure import MeasureConfig, native_bf16, resolve_device
 from .models import ModelConfig
 from .train import EvalConfig, HardwareConfig, TrainConfig
 
@@ -72,6 +72,31 @@ def _speedrun(device: torch.device) -> RunConfig:
             tf32=gpu,
         ),
         evaluation=EvalConfig(tta="flip_translate"),
+    )
+
+
+@PRESETS.register("gpt")
+def _gpt(device: torch.device) -> RunConfig:
+    """A small GPT on the standard library's source, byte-level: nanoGPT's CPU shape (4 layers, 4 heads, 128
+    wide, 64 tokens of context) and its Shakespeare recipe (AdamW at 1e-3, no decay on norms, biases and
+    embeddings, clipped gradients), 500 steps of 32 windows, evaluated every 100."""
+    return RunConfig(
+        task="lm",
+        name="gpt",
+        data=DataConfig(dataset="pystdlib", tokenizer="byte"),
+        model=ModelConfig(name="gpt", depth=4, n_head=4, n_embd=128, block_size=64),
+        train=TrainConfig(
+            epochs=5,
+            steps=500,
+            batch_size=32,
+            optimizer="adamw",
+            lr=1e-3,
+            weight_decay=0.1,
+            warmup_epochs=0.2,
+            grad_clip=1.0,
+        ),
+        hardware=HardwareConfig(device=str(device)),
+        measure=MeasureConfig(batch_sizes=(1, 16), iters=20),
     )
 
 

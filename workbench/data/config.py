@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from .._errors import check_positive, require
 from .._plain import Checked, setting
 from .registry import check_dataset_name, list_datasets
+from .text import TEXT_CORPORA
+from .tokenizers import list_tokenizers
+from .tokens import check_tokenizer, is_text_dataset
 
 STRATEGIES = ("random", "balanced", "hardest", "easiest")  # training-subset selection (data/select.py)
 
@@ -83,9 +86,10 @@ class DataConfig(Checked):
 
     dataset: str = setting(
         "digits",
-        help="a registry name, or folder:PATH for an image folder or a zip of one",
+        help="a registry name, or folder:PATH for an image folder or a zip of one; for a language model "
+        "pystdlib, tinyshakespeare or text:PATH (a text file, a folder or a zip of them)",
         label="dataset",
-        choices=lambda: [*list_datasets(), "folder:PATH"],
+        choices=lambda: [*list_datasets(), "folder:PATH", *TEXT_CORPORA, "text:PATH"],
         options=lambda: _dataset_options(),
     )
     fraction: float = setting(
@@ -100,6 +104,18 @@ class DataConfig(Checked):
         label="normalize (mean/std)",
     )
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tokenizer: str = setting(
+        "byte",
+        help="text: byte (256 ids, nothing to train), char (the training text's characters) or bpe (trained here)",
+        label="tokenizer",
+        choices=list_tokenizers,
+    )
+    vocab_size: int | None = setting(
+        None,
+        help="text: the bpe tokenizer's vocabulary (None: 1,024)",
+        label="BPE vocabulary",
+        options=(("bpe default (1,024)", None), *((f"{n:,}", n) for n in (512, 2048, 4096, 8192))),
+    )
 
     def check(self) -> None:
         require(0 < self.fraction <= 1, f"data.fraction must be in (0, 1] (got {self.fraction})")
@@ -107,7 +123,9 @@ class DataConfig(Checked):
             self.selection in STRATEGIES,
             f"data.selection must be one of {', '.join(STRATEGIES)} (got '{self.selection}')",
         )
-        check_dataset_name(self.dataset)
+        if not is_text_dataset(self.dataset):
+            check_dataset_name(self.dataset)
+        check_tokenizer(self.tokenizer, self.vocab_size)
 
 
 def _dataset_options() -> list[tuple[str, str]]:

@@ -17,6 +17,7 @@ from .._registry import Registry, unknown_name_error
 from . import sources
 from .dataset import Dataset, DatasetError, cached
 from .folder import load_folder
+from .text import TEXT_CORPORA
 
 FOLDER_PREFIX = "folder:"
 _DATASETS: Registry[Callable[[Path], Dataset]] = Registry("dataset")
@@ -41,14 +42,16 @@ def check_dataset_name(name: str) -> None:
         Traceback (most recent call last):
         ...
         ValueError: Unknown dataset 'mnsit'. Did you mean 'mnist'? Choose one of: cifar10, digits, fashion-mnist,
-            folder:PATH, mnist.
+            folder:PATH, mnist, pystdlib, text:PATH, tinyshakespeare.
     """
     if isinstance(name, str) and name.startswith(FOLDER_PREFIX):
         if not name[len(FOLDER_PREFIX) :].strip():
             raise ValueError("Dataset 'folder:' needs a path, e.g. folder:/data/my-images or folder:/data/images.zip.")
         return
     if name not in _DATASETS:
-        raise unknown_name_error("dataset", name, [*list_datasets(), FOLDER_PREFIX + "PATH"])
+        raise unknown_name_error(
+            "dataset", name, [*list_datasets(), FOLDER_PREFIX + "PATH", *TEXT_CORPORA, "text:PATH"]
+        )
 
 
 def load_dataset(name: str, root: str | Path = "data") -> Dataset:

@@ -24,18 +24,21 @@ from .device import (
     resolve_device,
     timing_device,
 )
+from .generation import GENERATION_BATCH_SIZES, attention_timing, decode_curve, generation_timing
 from .memory import PeakMemory, track_peak_memory
 from .modes import measure_modes, measure_modes_together, timing_plan
 from .profile import profile_summary
 from .sweep import SWEEP_MODES, SWEEP_PRECISIONS, inference_grid
 
 __all__ = [
+    "GENERATION_BATCH_SIZES",
     "MEASURE_MODES",
     "SWEEP_MODES",
     "SWEEP_PRECISIONS",
     "MeasureConfig",
     "PeakMemory",
     "achieved",
+    "attention_timing",
     "available_devices",
     "benchmark",
     "benchmark_together",
@@ -43,8 +46,10 @@ __all__ = [
     "count_flops",
     "count_parameters",
     "cpu_features",
+    "decode_curve",
     "device_choices",
     "device_name",
+    "generation_timing",
     "inference_grid",
     "matmul_ceiling",
     "measure",

@@ -167,7 +167,7 @@ def _batch(
     if images is None:
         return torch.randn(bs, *chw, device=device, dtype=dtype)
     rows = torch.arange(i * bs, (i + 1) * bs) % len(images)
-    return images[rows].to(device, dtype)
+    return images[rows].to(device, dtype if images.is_floating_point() else images.dtype)  # token ids stay ids
 
 
 def _caller(model: Callable, dtype: torch.dtype, device: torch.device) -> tuple[Callable, torch.dtype]:
@@ -215,8 +215,10 @@ def measure_together(
     *,
     dtype: torch.dtype | str = torch.float32,
     mode: str = "eager",
+    inputs: torch.Tensor | None = None,
 ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-    """``measure`` for models that will be compared, timed interleaved (``benchmark_together``)."""
+    """``measure`` for models that will be compared, timed interleaved (``benchmark_together``); ``inputs``
+    (real examples, e.g. windows of token ids) are what they are timed and counted on instead of random images."""
     device = timing_device(cfg.device, resolve_device(device))
     timed = benchmark_together(
         models,
@@ -227,19 +229,24 @@ def measure_together(
         warmup=cfg.warmup,
         iters=cfg.iters,
         mode=mode,
+        images=inputs,
     )
     return [
-        ({**cost_metrics(m, input_shape_chw), **timing_metrics(records)}, records) for m, records in zip(models, timed)
+        ({**cost_metrics(m, input_shape_chw, inputs), **timing_metrics(records)}, records)
+        for m, records in zip(models, timed)
     ]
 
 
-def cost_metrics(model: nn.Module, input_shape_chw: Sequence[int]) -> dict[str, Any]:
-    """What a model costs before it runs: parameters, non-zero parameters, bytes, weight dtype, FLOPs per image."""
+def cost_metrics(
+    model: nn.Module, input_shape_chw: Sequence[int], inputs: torch.Tensor | None = None
+) -> dict[str, Any]:
+    """What a model costs before it runs: parameters, non-zero parameters, bytes, weight dtype, FLOPs per
+    example (an image of ``input_shape_chw``, or the first of ``inputs``)."""
     return {
         **count_parameters(model),
         "size_bytes": model_size_bytes(model),
         "weight_dtype": weight_dtype(model),
-        "flops": count_flops(model, (1, *input_shape_chw)),
+        "flops": count_flops(model, (1, *input_shape_chw), example=None if inputs is None else inputs[:1]),
     }
 
 

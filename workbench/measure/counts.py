@@ -83,8 +83,11 @@ def model_size_bytes(model: nn.Module) -> int:
     return buf.getbuffer().nbytes
 
 
-def count_flops(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 32, 32)) -> int:
-    """FLOPs of one forward pass on a zeros input of ``input_shape`` (batch included).
+def count_flops(
+    model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 32, 32), example: torch.Tensor | None = None
+) -> int:
+    """FLOPs of one forward pass on a zeros input of ``input_shape`` (batch included), or on ``example``
+    (an input that is not a float tensor of one shape: a window of token ids).
 
     Counted by ``torch.utils.flop_counter.FlopCounterMode``: a multiply-add is 2 FLOPs; bias adds,
     activations, norms and pooling are not counted, nor are quantized ops it does not know (they
@@ -100,7 +103,7 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 32, 32))
     model.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(input_shape, device=device, dtype=dtype))
+            model(torch.zeros(input_shape, device=device, dtype=dtype) if example is None else example.to(device))
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())

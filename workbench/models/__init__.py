@@ -1,4 +1,5 @@
-"""Model registry: MLP, small VGG-style CNN, CIFAR ResNets, MobileNetV2, a small ViT and the speedrun CNN.
+"""Model registry: MLP, small VGG-style CNN, CIFAR ResNets, MobileNetV2, a small ViT, the speedrun CNN, and
+the GPT language model (``gpt``, which reads tokens: ``models/gpt.py``).
 
 Every model takes the same knobs, so a widget, a search or the CLI can turn them without knowing
 the family: ``width`` multiplies channel counts, ``depth`` sets the number of blocks (its meaning per
@@ -20,9 +21,11 @@ Example:
 
 from __future__ import annotations
 
-from ._common import check_model_name, create_model, list_models, register_model
+from ._common import check_model_name, create_model, list_models, model_input, register_model
 from .cnn import CNN
 from .config import ModelConfig, build_model, model_args
+from .generation import generate, generate_tokens
+from .gpt import GPT, KVCache, kv_cache_bytes
 from .mlp import MLP
 from .mobilenet import MobileNetV2
 from .resnet import CifarResNet
@@ -33,9 +36,11 @@ from .whiten import WHITEN_IMAGES, whiten_first_conv, whitening_filters
 
 __all__ = [
     "CNN",
+    "GPT",
     "MLP",
     "WHITEN_IMAGES",
     "CifarResNet",
+    "KVCache",
     "MobileNetV2",
     "ModelConfig",
     "SpeedCNN",
@@ -43,8 +48,12 @@ __all__ = [
     "build_model",
     "check_model_name",
     "create_model",
+    "generate",
+    "generate_tokens",
+    "kv_cache_bytes",
     "list_models",
     "model_args",
+    "model_input",
     "module_structure",
     "register_model",
     "restore_structure",

@@ -8,12 +8,15 @@ to leave alone.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
 from .._registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+# What each model reads: "images" (N, C, H, W) or "tokens" (N, T) ids; a task takes the models of its input.
+MODEL_INPUTS: dict[str, str] = {}
 
 
 def channels(base: int, width: float) -> int:
@@ -76,10 +79,11 @@ def init_conv_weights(model: nn.Module) -> nn.Module:
     return model
 
 
-def register_model(name: str):
-    """Decorator that adds a model builder to the registry under ``name``.
+def register_model(name: str, reads: str = "images"):
+    """Decorator that adds a model builder to the registry under ``name``; ``reads`` is its input:
+    ``images`` or ``tokens`` (a language model, built from ``GPTShape``'s fields, e.g. ``gpt``).
 
-    A builder takes ``(num_classes, in_channels, image_size, width, depth, batchnorm, dropout)`` as
+    An image builder takes ``(num_classes, in_channels, image_size, width, depth, batchnorm, dropout)`` as
     keywords and returns an ``nn.Module`` that maps ``(N, in_channels, image_size, image_size)`` to
     ``(N, num_classes)`` logits. Adding a model is this one decorated function (plus an import line in
     ``models/__init__.py`` when it lives in a new module); no list elsewhere names the models.
@@ -89,18 +93,31 @@ def register_model(name: str):
         ... def linear(num_classes, in_channels, image_size, **knobs):
         ...     return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, num_classes))
     """
-    return MODELS.register(name)
+
+    def add(builder):
+        MODEL_INPUTS[name] = reads
+        return MODELS.register(name)(builder)
+
+    return add
 
 
-def list_models() -> list[str]:
-    """Names of all registered models, sorted.
+def list_models(reads: str | None = None) -> list[str]:
+    """Names of all registered models (those that read ``reads``: images or tokens), sorted.
 
     Example:
         >>> models = list_models()
-        >>> models == sorted(models), {"cnn", "mlp", "resnet20"} <= set(models)
+        >>> models == sorted(models), {"cnn", "mlp", "resnet20", "gpt"} <= set(models)
         (True, True)
+        >>> list_models("tokens")
+        ['gpt']
     """
-    return MODELS.names()
+    return [n for n in MODELS.names() if reads is None or MODEL_INPUTS[n] == reads]
+
+
+def model_input(name: str) -> str:
+    """What model ``name`` reads: ``images`` or ``tokens``."""
+    MODELS.check(name)
+    return MODEL_INPUTS[name]
 
 
 def check_model_name(name: str) -> None:
@@ -110,22 +127,15 @@ def check_model_name(name: str) -> None:
         >>> check_model_name("resnet21")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: Unknown model 'resnet21'. Did you mean 'resnet20'? Choose one of: cnn, mlp, ...
+        ValueError: Unknown model 'resnet21'. Did you mean 'resnet20'? Choose one of: cnn, gpt, mlp, ...
     """
     MODELS.check(name)
 
 
-def create_model(
-    name: str,
-    num_classes: int,
-    in_channels: int,
-    image_size: int,
-    width: float = 1.0,
-    depth: int | None = None,
-    batchnorm: bool = True,
-    dropout: float = 0.0,
-) -> nn.Module:
-    """Build a registered model for ``(N, in_channels, image_size, image_size)`` inputs.
+def create_model(name: str, *args: Any, **kwargs: Any) -> nn.Module:
+    """Build a registered model. An image model takes ``(num_classes, in_channels, image_size, width=1.0,
+    depth=None, batchnorm=True, dropout=0.0)`` and maps ``(N, in_channels, image_size, image_size)`` to
+    logits; a token model takes its own arguments (``gpt``: ``GPTShape``'s fields).
 
     ``depth=None`` is the family's default (e.g. 3 blocks per stage for ``resnet20``). Initialisation
     draws from torch's global generator, so ``torch.manual_seed`` makes it reproducible.
@@ -135,8 +145,26 @@ def create_model(
         >>> model = create_model("mlp", num_classes=10, in_channels=1, image_size=8, width=0.5, dropout=0.1)
         >>> model(torch.zeros(4, 1, 8, 8)).shape
         torch.Size([4, 10])
+        >>> gpt = create_model("gpt", vocab_size=256, n_layer=1, n_head=2, n_embd=16, block_size=8)
+        >>> gpt(torch.zeros(1, 8, dtype=torch.long)).shape  # a next-token score per position
+        torch.Size([1, 8, 256])
     """
     builder = MODELS.get(name)
+    if MODEL_INPUTS[name] == "tokens":
+        return builder(*args, **kwargs)
+    return _image_model(builder, *args, **kwargs)
+
+
+def _image_model(
+    builder: Callable[..., nn.Module],
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    width: float = 1.0,
+    depth: int | None = None,
+    batchnorm: bool = True,
+    dropout: float = 0.0,
+) -> nn.Module:
     if width <= 0:
         raise ValueError(f"width must be > 0 (got {width}); 1.0 is the model's standard size")
     if depth is not None and depth < 1:

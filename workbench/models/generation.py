@@ -138,7 +138,7 @@ def _decode(model, ids, real, max_new_tokens, temperature, top_k, top_p, generat
                 new = ids[:, start:]
                 if cache is not None:
                     cache.pos = 0
-            logits, _ = model(new, cache=cache, real=None if real is None else real[:, start:])
+            logits = model(new, cache=cache, real=None if real is None else real[:, start:], last_only=True)
             token = sample(logits[:, -1].float(), temperature, top_k, top_p, generator)
             ids = torch.cat((ids, token[:, None]), dim=1)
             if real is not None:

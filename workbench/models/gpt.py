@@ -13,9 +13,10 @@ Example:
     >>> _ = torch.manual_seed(0)
     >>> model = GPT(vocab_size=65, n_layer=2, n_head=2, n_embd=32, block_size=16)
     >>> ids, next_ids = torch.randint(65, (2, 1, 16))
-    >>> logits, loss = model(ids, targets=next_ids)
+    >>> logits = model(ids)
     >>> logits.shape
     torch.Size([1, 16, 65])
+    >>> loss = F.cross_entropy(logits.flatten(0, 1), next_ids.flatten())
     >>> round(loss.item(), 1)  # about ln(65) = 4.17 at init: every token about equally likely
     4.1
     >>> model.new_cache(batch=1).nbytes  # k and v x 2 layers x 2 heads x 16 dims x 16 tokens x 1 row x 4 bytes
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._errors import require
+from ._common import register_model
 
 ATTENTIONS = ("sdpa", "naive")
 POSITIONS = ("learned", "rotary")
@@ -199,6 +201,7 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+@register_model("gpt", reads="tokens")
 class GPT(nn.Module):
     """A decoder-only transformer that predicts each next token; the arguments are ``GPTShape``'s fields."""
 
@@ -238,16 +241,34 @@ class GPT(nn.Module):
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
 
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """The optimizer's groups: weight decay on the Linear layers' matrices only. Decaying norms, biases or
+        embeddings pulls a scale, an offset or a rare token's vector to zero for no gain in generalisation.
+
+        Example:
+            >>> groups = GPT(vocab_size=10, n_layer=1, n_head=1, n_embd=8, block_size=4).parameter_groups(0.1)
+            >>> [(g["weight_decay"], len(g["params"])) for g in groups]  # c_attn, attn c_proj, c_fc, mlp c_proj
+            [(0.1, 4), (0.0, 12)]
+        """
+        decayed = {id(m.weight) for m in self.modules() if isinstance(m, nn.Linear)} - {id(self.lm_head.weight)}
+        params = list(self.parameters())  # the tied head/embedding matrix once
+        return [
+            {"params": [p for p in params if id(p) in decayed], "weight_decay": weight_decay},
+            {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0},
+        ]
+
     def new_cache(self, batch: int) -> KVCache:
         """An empty KV cache for ``batch`` sequences of up to ``block_size`` tokens, in the model's dtype and device."""
         s, weight = self.shape, self.transformer.wte.weight
         return KVCache(s.n_layer, batch, s.n_head, s.block_size, s.head_dim, weight.dtype, weight.device)
 
-    def forward(self, idx, targets=None, *, cache: KVCache | None = None, real: torch.Tensor | None = None):
-        """(logits, loss) for token ids ``idx`` (batch, length), as nanoGPT.
+    def forward(
+        self, idx, *, cache: KVCache | None = None, real: torch.Tensor | None = None, last_only: bool = False
+    ) -> torch.Tensor:
+        """Next-token logits (batch, length, vocab) for token ids ``idx`` (batch, length): the training loop's
+        cross-entropy against the ids shifted by one is the language-model loss.
 
-        With ``targets`` (batch, length): logits at every position and their cross-entropy (-1 ignored);
-        without: the logits of the last position only, all that choosing a next token needs, and loss None.
+        ``last_only``: the last position's logits only (batch, 1, vocab), all that choosing a next token needs.
         ``cache``: ``idx`` continues the ``cache.pos`` tokens cached; their keys and values are read,
         ``idx``'s are added. ``real`` (batch, cached + length), False at left padding: rows of different
         lengths, right-aligned. Padding is never attended to and positions count real tokens only, so
@@ -276,7 +297,4 @@ class GPT(nn.Module):
         if cache is not None:
             cache.pos += T
         x = self.transformer.ln_f(x)
-        if targets is None:
-            return self.lm_head(x[:, [-1]]), None
-        logits = self.lm_head(x)
-        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return self.lm_head(x[:, [-1]] if last_only else x)

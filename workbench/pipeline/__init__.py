@@ -9,6 +9,7 @@ them, one job per module:
 - ``launch``: a data-parallel config run through torchrun, and what stops one;
 - ``training``: train or reuse a training, compress it, the checkpoint a training resumes from, teachers;
 - ``verbs`` and ``profiling``: ``sweep``, ``distill``, ``load_model``, ``inference_sweep``, ``evaluator``, ``profile``;
+- ``writing``: ``generate``, text from a language-model run, streamed;
 - ``options``: ``RunOptions``, ``run``'s keywords as the one frozen object every phase is handed;
 - ``user_warning``: warnings that point at the caller's own line, however deep the pipeline warns.
 
@@ -19,6 +20,8 @@ its compressed variants train once (``reuse=False`` trains again; the row names 
 
 # The package's public names, re-exported (``name as name``) so ``from workbench.pipeline import run`` keeps working;
 # workbench/__init__.py's _EXPORTS is the one list of what the public API offers.
+from ..tasks import initial_model as initial_model
+from ..tasks import training_subset as training_subset
 from .checks import NO_FLIP as NO_FLIP
 from .checks import Preflight as Preflight
 from .checks import preflight as preflight
@@ -29,12 +32,12 @@ from .profiling import PHASES as PHASES
 from .profiling import profile as profile
 from .training import COMPRESSION_LOSS_POINTS as COMPRESSION_LOSS_POINTS
 from .training import TRAINING_METRICS as TRAINING_METRICS
-from .training import initial_model as initial_model
 from .training import load_teacher as load_teacher
-from .training import training_subset as training_subset
 from .verbs import distill as distill
 from .verbs import distill_summary as distill_summary
 from .verbs import evaluator as evaluator
 from .verbs import inference_sweep as inference_sweep
 from .verbs import load_model as load_model
 from .verbs import sweep as sweep
+from .writing import Generation as Generation
+from .writing import generate as generate

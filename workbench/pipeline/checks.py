@@ -1,7 +1,7 @@
 """Preflight: what stops a config before any work (problems), and what is worth knowing first (notes).
 
 The CLI, the panel and ``run`` all ask ``preflight``, so each gives the same one-line answers;
-``check_sizes`` is the one check that must wait for the data.
+The checks that must wait for the data are the task's (``Task.check_sizes``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import torch
 
 from .._errors import ConfigError
 from ..config import RunConfig
-from ..data import Dataset, subset_size
 from ..measure import native_bf16, resolve_device, timing_device
 from ..report import ResultStore
 from ..report.checkpoint import checkpoint_metadata
@@ -137,18 +136,3 @@ def _hardware_notes(config: RunConfig, device: torch.device) -> list[str]:
             "expect the all-reduce, not the arithmetic, to set the pace"
         )
     return notes
-
-
-def check_sizes(config: RunConfig, dataset: Dataset) -> None:
-    """What preflight cannot know before the data is loaded: the batch size against the training set."""
-    n = subset_size(len(dataset.train_y), config.data.fraction)
-    bs = config.train.batch_size
-    if bs > n:
-        raise ConfigError(
-            f"train.batch_size={bs} is more than the {n:,} training examples of {config.data.dataset} "
-            f"(data.fraction={config.data.fraction}): use at most {n}"
-        )
-    if n < 2 and config.model.batchnorm:
-        raise ConfigError(
-            f"{n} training example is too few for BatchNorm: raise data.fraction or set model.batchnorm=False"
-        )

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .._errors import ConfigError
 from ..config import RunConfig
-from ..data import Dataset, eval_loader, load_dataset
+from ..data import Dataset, eval_loader
 from ..measure import (
     achieved,
     matmul_ceiling,
@@ -34,27 +34,25 @@ from ..measure import (
 )
 from ..report import Result, ResultStore, new_run_id, results_frame
 from ..report.checkpoint import save_checkpoint
+from ..tasks import model_args_for, task_of
 from ..train import (
     SINGLE,
     Callback,
     Group,
     Placement,
-    evaluate,
     in_torchrun,
     rank_device,
     resolve_threads,
     start_group,
     thread_count,
 )
-from .checks import check_sizes, require_ready
+from .checks import require_ready
 from .launch import launched, rank_threads
 from .options import RunOptions
 from .training import (
     Slot,
     Trained,
-    chw,
     compress_trained,
-    model_args_for,
     reuse_training,
     train_model,
     training_slot,
@@ -216,8 +214,9 @@ def _prepare(
     source = group.from_main(training_to_reuse(config, device, options) if group.main else None)
     if source is None and options.reuse and options.store is not None:
         source = _trained_earlier_in(batch, config, device)
-    dataset = load_dataset(config.data.dataset, root=options.data_root)
-    check_sizes(config, dataset)
+    task = task_of(config)
+    dataset = task.load(config, options.data_root)
+    task.check_sizes(config, dataset)
     run_id = group.from_main(new_run_id())
     threads = rank_threads(config) if group.world_size > 1 else resolve_threads(config.hardware.threads)
     with thread_count(threads):
@@ -252,13 +251,7 @@ def _trained_earlier_in(batch: list[Prepared], config: RunConfig, device: torch.
 
 def _evaluate(config: RunConfig, model: torch.nn.Module, dataset: Dataset, device: torch.device) -> dict[str, Any]:
     start = time.perf_counter()
-    evaluated = evaluate(
-        model,
-        eval_loader(dataset, config.data, device=device),
-        device=device,
-        precision=config.hardware.precision,
-        tta=config.evaluation,
-    )
+    evaluated = task_of(config).evaluate(config, model, dataset, device)
     evaluated["eval_seconds"] = time.perf_counter() - start  # evaluate reads its answers back: the device is done
     return evaluated
 
@@ -281,9 +274,16 @@ def _time(batch: list[Prepared], progress: bool) -> dict[int, tuple[dict[str, An
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(batch):
         where = timing_device(p.config.measure.device, p.device)
-        groups.setdefault((str(where), p.config.measure, p.threads, chw(p.dataset)), []).append(i)
+        task = task_of(p.config)
+        # Models timed together see the same inputs: the same shape, or (text) the same windows.
+        inputs = task.timing_inputs(p.config, p.dataset)
+        key = None if inputs is None else (p.config.data, p.config.model.block_size)
+        groups.setdefault((str(where), p.config.measure, p.threads, task.example_shape(p.dataset), key), []).append(i)
     timed: dict[int, tuple[dict[str, Any], list[dict]]] = {}
-    for (where, cfg, threads, shape), members in groups.items():
+    for (where, cfg, threads, shape, _), members in groups.items():
+        first = batch[members[0]]
+        task = task_of(first.config)
+        inputs = task.timing_inputs(first.config, first.dataset)
         models = [batch[i].model for i in members]
         if progress and len(models) > 1:
             tqdm.write(
@@ -292,7 +292,9 @@ def _time(batch: list[Prepared], progress: bool) -> dict[int, tuple[dict[str, An
             )
         with thread_count(threads):
             ceilings = {d: matmul_ceiling(d) for d in {where, *(str(batch[i].device) for i in members)}}
-            measured = measure_together(models, shape, cfg, where)
+            measured = measure_together(models, shape, cfg, where, inputs=inputs)
+            more = task.more_timing(first.config, models, first.dataset, where)
+            measured = [({**metrics, **m}, records + r) for (metrics, records), (m, r) in zip(measured, more)]
             for other, modes in timing_plan(cfg, torch.device(where)):
                 more = measure_modes_together(
                     models,
@@ -306,6 +308,7 @@ def _time(batch: list[Prepared], progress: bool) -> dict[int, tuple[dict[str, An
                 )
                 measured = [(metrics, records + extra) for (metrics, records), extra in zip(measured, more)]
         for i, (metrics, _) in zip(members, measured):
+            metrics.update(task.row_metrics(batch[i].config, metrics))
             metrics.update(_achieved(metrics, batch[i], ceilings[where], ceilings[str(batch[i].device)]))
         timed.update(zip(members, measured))
     return timed
@@ -313,6 +316,7 @@ def _time(batch: list[Prepared], progress: bool) -> dict[int, tuple[dict[str, An
 
 def _row(p: Prepared, timing: dict[str, Any], records: list[dict], tags: dict[str, Any]) -> Result:
     """The run's row: its evaluation, timing, compression and training metrics together."""
+    task = task_of(p.config)
     metrics = {**p.evaluated, **timing}
     if p.before is not None:
         if metrics["flops"] == 0:
@@ -321,8 +325,8 @@ def _row(p: Prepared, timing: dict[str, Any], records: list[dict], tags: dict[st
             metrics["flops_note"] = "counted on the float model: FlopCounterMode cannot see quantized ops"
         metrics["before_compression"] = p.before
         warn_about_lost_accuracy(p.config, p.before["accuracy"], metrics["accuracy"])
-    elif p.trained.metrics.get("train_eval_accuracy") is not None:  # rows stored before it was recorded lack it
-        metrics["generalization_gap"] = p.trained.metrics["train_eval_accuracy"] - metrics["accuracy"]
+    else:
+        metrics.update(task.gap(p.trained.metrics, metrics))
     metrics.update(threads=p.threads)  # training and timing both ran with these
     result = Result(
         config=p.config,
@@ -352,7 +356,7 @@ def _store(result: Result, model: torch.nn.Module, dataset: Dataset, store: Resu
                 store.checkpoint_path(result.run_id),
                 model,
                 config,
-                model_args_for(config, dataset),
+                model_args_for(config, dataset),  # compression steps take image classifiers only
                 example_inputs=example,
             )
             result.checkpoint = str(path)
@@ -374,7 +378,8 @@ def _achieved(metrics: dict[str, Any], p: Prepared, inference_ceiling: dict, tra
     steady = p.trained.metrics.get("steady_epoch_seconds")
     train_ips = p.trained.metrics.get("train_examples", 0) / steady if steady else p.trained.metrics.get("train_ips")
     if train_ips:
-        out["train_tflops"] = achieved((p.before or metrics)["flops"], train_ips, training=True)
+        per_example = task_of(p.config).flops_per_train_example(p.before or metrics)
+        out["train_tflops"] = achieved(per_example, train_ips, training=True)
         out["train_ceiling_tflops"] = train_ceiling["tflops"]
         out["train_ceiling_share"] = out["train_tflops"] / train_ceiling["tflops"]
     return out

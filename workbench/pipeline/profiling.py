@@ -13,9 +13,9 @@ from .._errors import ConfigError
 from ..config import RunConfig
 from ..data import load_dataset, train_loader
 from ..measure import device_name, resolve_device
+from ..tasks import initial_model, training_subset
 from ..train import Callback, resolve_threads, thread_count, train
 from .checks import require_ready
-from .training import initial_model, training_subset
 
 PHASES = ("data", "forward", "backward", "optimizer")
 

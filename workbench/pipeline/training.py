@@ -24,11 +24,11 @@ from .._errors import ConfigError
 from .._files import try_lock
 from ..compress import CompressContext, apply_step
 from ..config import RunConfig
-from ..data import Dataset, eval_loader, per_example_loss, select_subset, train_loader
+from ..data import Dataset, eval_loader, train_loader
 from ..measure import count_flops, count_parameters, model_size_bytes, track_peak_memory
-from ..models import WHITEN_IMAGES, ModelConfig, build_model, model_args, whiten_first_conv
 from ..report import METRICS, Result, ResultStore, epoch_costs
 from ..report.checkpoint import load_checkpoint, save_checkpoint
+from ..tasks import chw, task_of, training_subset
 from ..train import (
     SINGLE,
     Callback,
@@ -37,7 +37,6 @@ from ..train import (
     EpochLines,
     Group,
     ProgressBar,
-    TrainConfig,
     TrainOutcome,
     distillation_loss,
     evaluate,
@@ -83,29 +82,6 @@ def training_to_reuse(config: RunConfig, device: torch.device, options: RunOptio
     return source
 
 
-def initial_model(
-    config: RunConfig, dataset: Dataset, device: str | torch.device = "cpu", indices: torch.Tensor | None = None
-) -> torch.nn.Module:
-    """The untrained model of ``config``: built from ``train.seed``, and with ``model.init=whiten`` its first
-    conv set from the patches of the first ``WHITEN_IMAGES`` training images (of ``indices``), normalised as
-    training sees them.
-
-    Example:
-        >>> from workbench.data import load_dataset
-        >>> config = RunConfig(model=ModelConfig(name="speedcnn", width=0.25, init="whiten"))
-        >>> net = initial_model(config, load_dataset("digits"))
-        >>> torch.equal(net.stem[0].weight[0], -net.stem[0].weight[1])
-        True
-    """
-    model = build_model(config.model, dataset.num_classes, chw(dataset), seed=config.train.seed)
-    if config.model.init == "whiten":
-        loader = eval_loader(
-            dataset, config.data, device=device, split="train", indices=indices, batch_size=WHITEN_IMAGES
-        )
-        whiten_first_conv(model, next(iter(loader))[0])
-    return model
-
-
 def train_model(
     config: RunConfig,
     dataset: Dataset,
@@ -117,23 +93,16 @@ def train_model(
 ) -> Trained | None:
     """``config``'s model trained (this rank's shard of every epoch), checkpointing into ``slot`` and
     saved to the store; rank 0 gets the result, the other ranks None."""
-    indices = training_subset(config, dataset, device)
-    batches = train_loader(
-        dataset,
-        config.data,
-        config.train.batch_size,
-        seed=config.train.seed,
-        device=device,
-        indices=indices,
-        shard=(group.rank, group.world_size),
-    )
+    task = task_of(config)
+    indices = task.training_subset(config, dataset, device)
+    batches = task.train_batches(config, dataset, device, indices, shard=(group.rank, group.world_size))
     criterion = _distillation_criterion(config, options.store, device)
     hooks = _hooks(config, slot, options, group)
     if slot.note and group.main:
         warn_user(slot.note)
 
     def fresh() -> torch.nn.Module:
-        return initial_model(config, dataset, device, indices)
+        return task.initial_model(config, dataset, device, indices)
 
     def attempt(resume_from: str | None):
         model = fresh()
@@ -142,7 +111,7 @@ def train_model(
                 model,
                 batches,
                 config.train,
-                eval_loader=eval_loader(dataset, config.data, device=device),
+                eval_loader=task.eval_batches(config, dataset, device),
                 hardware=config.hardware,
                 device=device,
                 callbacks=hooks,
@@ -173,25 +142,20 @@ def train_model(
         return None
     if outcome.status != "ok":
         warn_user(f"Training stopped early: {outcome.status}")
-    # The running train accuracy comes from augmented batches with dropout on; the generalisation gap
-    # needs the model as it is used: eval mode, on the training examples as they are.
-    seen = evaluate(
-        model,
-        eval_loader(dataset, config.data, device=device, split="train", indices=indices),
-        device=device,
-        precision=config.hardware.precision,
-    )
     metrics = {
-        **_training_metrics(outcome, ranks, device, memory.peak_bytes, seen["accuracy"]),
-        "train_examples": len(indices),
+        **_training_metrics(outcome, ranks, device, memory.peak_bytes),
+        **task.fit(config, model, dataset, device, indices),
+        "train_examples": task.train_examples(indices, batches),
         "steps_per_epoch": len(batches),
         **_rank_metrics(ranks, group),
         **_compile_metrics(outcome.compile_decision),
     }
+    metrics[task.train_speed_metric] = metrics["train_ips"]  # in the task's unit: images or tokens a second
     checkpoint = None
     if options.store is not None:
         path = options.store.checkpoint_path(run_id if not config.compress else f"{run_id}-trained")
-        checkpoint = str(save_checkpoint(path, model, config, model_args_for(config, dataset))[0])
+        args, extra = task.model_args(config, dataset), task.saved_with_model(dataset)
+        checkpoint = str(save_checkpoint(path, model, config, args, extra=extra)[0])
     status = "ok" if outcome.status == "ok" else outcome.status.split(":")[0]
     return Trained(model, outcome.history, metrics, status=status, checkpoint=checkpoint, indices=indices)
 
@@ -220,13 +184,12 @@ def _hooks(config: RunConfig, slot: Slot, options: RunOptions, group: Group) -> 
 
 
 def _training_metrics(
-    outcome: TrainOutcome, ranks: list[dict], device: torch.device, peak_memory_bytes: int, train_eval_accuracy: float
+    outcome: TrainOutcome, ranks: list[dict], device: torch.device, peak_memory_bytes: int
 ) -> dict[str, Any]:
     """What a training's row records of how it went: its last epoch, its time and speed, its epochs."""
     last = outcome.history[-1] if outcome.history else {}
     return {
         "train_accuracy": last.get("train_accuracy"),
-        "train_eval_accuracy": train_eval_accuracy,
         "train_loss": last.get("train_loss"),
         "train_seconds": outcome.seconds,
         **epoch_costs(outcome.history),
@@ -320,28 +283,6 @@ def warn_about_lost_accuracy(config: RunConfig, before: float, after: float) -> 
     warn_user(f"compression cost {lost:.1f} accuracy points ({100 * before:.1f}% -> {100 * after:.1f}%): {fix}")
 
 
-def training_subset(config: RunConfig, dataset: Dataset, device: torch.device) -> torch.Tensor:
-    """Indices of the training examples to use, chosen by ``config.data.selection``.
-
-    ``hardest`` / ``easiest`` rank examples by the loss of a quick proxy (a small MLP trained for two
-    epochs on all the data): cheap, and it ranks the same "obviously easy" examples low as a big model.
-    """
-    d = config.data
-    if d.fraction == 1.0:
-        return torch.arange(len(dataset.train_y))
-    scores = None
-    if d.selection in ("hardest", "easiest"):
-        recipe = TrainConfig(epochs=2, optimizer="adam", lr=1e-3, seed=config.train.seed)
-        proxy = build_model(ModelConfig(name="mlp"), dataset.num_classes, chw(dataset), seed=recipe.seed).to(device)
-        train(
-            proxy, train_loader(dataset, d, recipe.batch_size, seed=recipe.seed, device=device), recipe, device=device
-        )
-        scores = per_example_loss(
-            proxy, dataset.train_x, dataset.train_y, mean=dataset.mean, std=dataset.std, device=device
-        )
-    return select_subset(dataset.train_y, d.fraction, d.selection, seed=config.train.seed, scores=scores)
-
-
 def load_teacher(ref: str | os.PathLike, store: ResultStore | str | os.PathLike | None = None) -> torch.nn.Module:
     """The trained model behind ``ref``: a checkpoint file path, or the run id of a stored result.
 
@@ -426,13 +367,3 @@ def training_slot(config: RunConfig, run_id: str, options: RunOptions) -> Iterat
             )
         finally:
             private.unlink(missing_ok=True)  # nobody could find it to resume from
-
-
-def chw(dataset: Dataset) -> tuple[int, ...]:
-    """One example's shape (channels, height, width): what the model is built for and timed on."""
-    return tuple(dataset.train_x.shape[1:])
-
-
-def model_args_for(config: RunConfig, dataset: Dataset) -> dict[str, Any]:
-    """The arguments a checkpoint keeps to rebuild ``config``'s model without loading any data."""
-    return model_args(config.model, dataset.num_classes, chw(dataset))

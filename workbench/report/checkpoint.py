@@ -31,6 +31,7 @@ import torch
 from .._errors import one_line
 from ..compress import is_pt2e_program, load_quantized, save_quantized, saved_format, saved_metadata
 from ..config import RunConfig
+from ..data import Tokenizer, tokenizer_from_dict
 from ..models import create_model
 
 
@@ -41,13 +42,15 @@ def save_checkpoint(
     model_args: dict[str, Any],
     *,
     example_inputs: torch.Tensor | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[Path, str]:
     """Write ``model`` as it is, atomically; returns the path written and its format. A pt2e int8
-    program goes to ``path`` with the suffix ``.pt2`` and needs ``example_inputs`` (one input batch)."""
+    program goes to ``path`` with the suffix ``.pt2`` and needs ``example_inputs`` (one input batch).
+    ``extra``: what else rebuilding the run needs, kept beside the model (a language model's tokenizer)."""
     path = Path(path)
     if is_pt2e_program(model):
         path = path.with_suffix(".pt2")
-    metadata = {"config": config.to_dict(), "model_args": dict(model_args)}
+    metadata = {**(extra or {}), "config": config.to_dict(), "model_args": dict(model_args)}
     save_quantized(model, path, example_inputs, metadata=metadata)
     return path, saved_format(path)
 
@@ -80,3 +83,24 @@ def checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
             "rerun the config that made it to save a current checkpoint."
         )
     return metadata
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """The tokenizer a language model's checkpoint was saved with; one line for an image model's.
+
+    Example:
+        >>> import tempfile, os
+        >>> from workbench import RunConfig, create_model
+        >>> from workbench.data import train_tokenizer
+        >>> cfg = RunConfig.from_dict({"task": "lm", "data": {"dataset": "pystdlib"}, "model": {"name": "gpt"}})
+        >>> args = {"name": "gpt", "vocab_size": 5, "n_layer": 1, "n_head": 1, "n_embd": 8, "block_size": 4}
+        >>> extra = {"tokenizer": train_tokenizer("char", "abcde").to_dict()}
+        >>> path, _ = save_checkpoint(os.path.join(tempfile.mkdtemp(), "m.pt"), create_model(**args), cfg, args,
+        ...                           extra=extra)
+        >>> load_tokenizer(path).decode([4, 0])
+        'ea'
+    """
+    metadata = checkpoint_metadata(path)
+    if "tokenizer" not in metadata:
+        raise ValueError(f"{path} holds an image model, which has no tokenizer: generate from a language-model run")
+    return tokenizer_from_dict(metadata["tokenizer"])

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .metrics import COMPARE_METRICS, METRICS
+from ..tasks import get_task
+from .metrics import METRICS
 from .store import (
     Result,
     as_frame,
@@ -60,16 +61,30 @@ def baseline_index(df: pd.DataFrame, baseline: str | int | None) -> int:
 TABLE_FIELDS = {"model.name": "model", "data.dataset": "dataset", "compress": "compression"}
 
 
-TABLE_METRICS = ("accuracy", "params", "size_bytes", "latency_ms", "throughput_ips", "train_seconds")
+TABLE_METRICS = get_task("image").table_metrics  # an image classifier's; task_metrics() answers per task
+
+
+def task_metrics(df: pd.DataFrame, kind: str = "table") -> list[str]:
+    """The metrics the rows' tasks show (``kind`` table: a few; compare: more) that the rows have, in order:
+    accuracy and images/s for image classifiers, loss, perplexity and tokens/s for language models.
+
+    Example:
+        >>> task_metrics(pd.DataFrame({"task": ["lm"], "loss": [1.5], "accuracy": [0.4], "params": [9]}))
+        ['loss', 'params']
+    """
+    tasks = df["task"].dropna().unique() if "task" in df else ["image"]  # rows stored before tasks: images
+    names = [m for t in tasks for m in getattr(get_task(t), f"{kind}_metrics")]
+    return [m for m in dict.fromkeys(names) if m in df.columns]
 
 
 def readable(
     results: pd.DataFrame | Sequence[Result],
-    metrics: Sequence[str] = TABLE_METRICS,
+    metrics: Sequence[str] | None = None,
     fields: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """A results table for people: the run's label, a few config fields, then metrics in the units of
-    the schema (accuracy in %, size in KiB) with the unit in each header; the latency header names
+    the schema (accuracy in %, size in KiB) with the unit in each header (``metrics``: the rows' tasks'
+    ``table_metrics``); the latency header names
     its batch size, and a ``timing`` column says where a latency is too noisy to trust.
 
     Example:
@@ -79,6 +94,7 @@ def readable(
         ['run', 'model', 'dataset', 'compression', 'test accuracy (%)', 'model size on disk (KiB)', 'run id']
     """
     df = as_frame(results)
+    metrics = task_metrics(df) if metrics is None else metrics
     fields = TABLE_FIELDS if fields is None else fields
     table = pd.DataFrame({"run": run_labels(df)})
     for column, header in fields.items():
@@ -244,7 +260,7 @@ def compare(
 
     ``baseline`` is a row position, a ``run_id`` or a ``name``. Deltas are ``value - baseline``;
     ratios are ``value / baseline`` (so a latency ratio of 0.5 means twice as fast). ``metrics``
-    defaults to the schema's ``COMPARE_METRICS`` the rows have; a metric asked for by name that the
+    defaults to the ``compare_metrics`` of the rows' tasks that the rows have; a metric asked for by name that the
     rows lack is an error, never silently dropped. ``df.attrs["lower_is_better"]`` says, per metric,
     which way is an improvement. ``same_architecture`` marks the runs that time the baseline's own
     network (only training changed), where a latency difference can only be noise.
@@ -264,7 +280,7 @@ def compare(
     df = as_frame(results)
     base = df.iloc[baseline_index(df, baseline)]
     if metrics is None:
-        metrics = [m for m in COMPARE_METRICS if m in df.columns]
+        metrics = task_metrics(df, "compare")
     for m in metrics:
         if m not in df.columns:
             have = [c for c in df.columns if c in METRICS]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .._registry import unknown_name_error
+from ..tasks import get_task
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,24 @@ METRICS: dict[str, Metric] = {
         Metric("train_examples", "training examples"),
         Metric("steps_per_epoch", "optimizer steps per epoch"),
         Metric("lr", "learning rate"),
+        # A language model (task lm): its loss is per token on fixed validation windows; accuracy is next-token.
+        Metric("perplexity", "validation perplexity", "per token", 1, True, "evaluation"),
+        Metric("bits_per_byte", "validation bits per byte", "bits", 1, True, "evaluation"),
+        Metric("train_eval_loss", "train loss (eval mode, fixed windows)", "cross-entropy", 1, True),
+        Metric("generalization_gap_loss", "validation − train loss", "cross-entropy", 1, True, "evaluation"),
+        Metric("train_tps", "training speed", "tokens/s", 1, False, count=True),
+        Metric("throughput_tps", "throughput (a forward of whole windows)", "tokens/s", 1, False, "inference", True),
+        Metric("flops_per_token", "FLOPs per token", "", 1, True, "model", count=True),
+        Metric("ttft_ms", "time to first token", "ms, median, batch 1, KV cache", 1, True, "inference"),
+        Metric("ttft_ms_uncached", "time to first token without the KV cache", "ms, median", 1, True, "inference"),
+        Metric("decode_tps", "decode speed", "tokens/s, batch 1, KV cache", 1, False, "inference", True),
+        Metric("decode_tps_uncached", "decode speed recomputing", "tokens/s, batch 1", 1, False, "inference", True),
+        Metric("decode_tps_bs8", "decode speed at batch 8", "tokens/s, KV cache", 1, False, "inference", True),
+        Metric("decode_tps_bs8_uncached", "decode speed at batch 8 recomputing", "tokens/s", 1, False, "inference"),
+        Metric("kv_speedup", "KV cache speed-up of decoding", "x, batch 1", 1, False, "inference"),
+        Metric("kv_cache_bytes", "KV cache at full context", "KiB, batch 1", 1 / 1024, True, "model"),
+        Metric("gen_prompt_tokens", "prompt of the generation timing", "tokens", source="inference"),
+        Metric("gen_new_tokens", "tokens generated in the generation timing", "tokens", source="inference"),
         # A data-parallel run (parallel.nproc x parallel.nnodes processes): recorded by rank 0, per rank in rank order.
         Metric("world_size", "training processes"),
         Metric("rank_images_per_s", "training speed per process", "images/s", 1, False, count=True),
@@ -90,17 +109,8 @@ METRICS: dict[str, Metric] = {
 }
 
 
-# What compare() and the tables show when not told otherwise.
-COMPARE_METRICS = (
-    "accuracy",
-    "params",
-    "nonzero_params",
-    "size_bytes",
-    "flops",
-    "latency_ms",
-    "throughput_ips",
-    "train_seconds",
-)
+# What compare() shows when not told otherwise, for image classifiers (task_metrics() answers per task).
+COMPARE_METRICS = get_task("image").compare_metrics
 
 
 def metric(name: str) -> Metric:

@@ -5,7 +5,16 @@ This part owns the training sections of a run (``TrainConfig``, ``HardwareConfig
 data-parallel ranks of a ``torchrun`` launch (``parallel``, ``launch``).
 """
 
-from .callbacks import Callback, Checkpoint, CheckpointError, EarlyStopping, EpochLines, ProgressBar, TrainState
+from .callbacks import (
+    Callback,
+    Checkpoint,
+    CheckpointError,
+    EarlyStopping,
+    EpochLines,
+    ProgressBar,
+    TimeBudget,
+    TrainState,
+)
 from .config import COMPILE_MODES, PRECISIONS, DistillConfig, EvalConfig, HardwareConfig, TrainConfig
 from .distill import distillation_loss
 from .launch import LaunchError, Placement, launch, record_failure, torchrun_command
@@ -44,6 +53,7 @@ __all__ = [
     "ParallelConfig",
     "Placement",
     "ProgressBar",
+    "TimeBudget",
     "TrainConfig",
     "TrainOutcome",
     "TrainState",

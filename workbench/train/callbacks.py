@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,6 +132,33 @@ class EarlyStopping(Callback):
             self.bad_epochs += 1
             if self.bad_epochs >= self.patience:
                 state.stop = f"early-stopped: {self.monitor} did not improve for {self.patience} epochs"
+
+
+class TimeBudget(Callback):
+    """Stop training once ``seconds`` of it have passed (checked after every step; the epoch in progress is
+    evaluated and recorded): models compared at equal training time, not equal steps.
+
+    Example:
+        >>> import torch
+        >>> from workbench.train import TrainConfig, train
+        >>> x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+        >>> out = train(torch.nn.Linear(4, 2), [(x, y)] * 10, TrainConfig(epochs=50), callbacks=[TimeBudget(0.0)])
+        >>> len(out.history), out.status
+        (1, 'time budget: 0 s of training')
+    """
+
+    def __init__(self, seconds: float):
+        if seconds < 0:
+            raise ValueError(f"TimeBudget needs seconds >= 0 (got {seconds})")
+        self.seconds, self.started = seconds, None
+
+    def on_train_start(self, state):
+        self.started = time.perf_counter()
+
+    def on_batch_end(self, state):
+        if time.perf_counter() - self.started >= self.seconds:
+            state.halt = True
+            state.stop = f"time budget: {self.seconds:g} s of training"
 
 
 class Checkpoint(Callback):

@@ -55,7 +55,28 @@ class TrainConfig(Checked):
         step=0.05,
     )
     grad_clip: float = setting(0.0, help="max gradient norm; 0 = off", label="gradient clip (norm)")
+    accumulate: int = setting(
+        1,
+        help="batches whose gradients add up before each optimizer step: a larger batch in the same memory",
+        label="gradient accumulation",
+        unit="batches",
+        range=(1, 16),
+    )
     seed: int = setting(0, help="initial weights, batch order and augmentations")
+    # A language model's budget: its batches are random windows, so "an epoch" is a share of a step count.
+    steps: int | None = setting(
+        None,
+        help="language model: optimizer steps in all, the epochs evaluation points among them "
+        "(None: 100 steps an epoch)",
+        label="LM steps",
+        options=(("100 an epoch", None), *((f"{n:,}", n) for n in (200, 500, 1000, 2000, 5000, 10000))),
+    )
+    tokens: int | None = setting(
+        None,
+        help="language model: training tokens in all, instead of steps (steps = tokens / (batch_size x context))",
+        label="LM tokens",
+        not_in_panel="the panel sets a language model's budget in steps (LM steps)",
+    )
 
     def check(self) -> None:
         require(self.epochs >= 0, f"train.epochs must be >= 0 (got {self.epochs})")
@@ -67,6 +88,15 @@ class TrainConfig(Checked):
         require(0 <= self.label_smoothing < 1, f"train.label_smoothing must be in [0, 1) (got {self.label_smoothing})")
         check_positive("train", "grad_clip", self.grad_clip, allow_zero=True)
         require(0 <= self.seed < 2**32, f"train.seed must be in [0, 2**32) (got {self.seed})")
+        check_positive("train", "accumulate", self.accumulate)
+        require(
+            self.steps is None or self.tokens is None,
+            f"train.steps ({self.steps}) and train.tokens ({self.tokens}) are two budgets: set one of them",
+        )
+        if self.steps is not None:
+            check_positive("train", "steps", self.steps)
+        if self.tokens is not None:
+            check_positive("train", "tokens", self.tokens)
         OPTIMIZERS.check(self.optimizer)
         SCHEDULES.check(self.schedule)
 

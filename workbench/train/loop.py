@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,7 +91,8 @@ def train(
     model.to(device=device, memory_format=memory_format)
     wrapped = parallel.wrap(model)  # FSDP shards the parameters in place: the optimizer must see the shards
     optimizer = make_optimizer(model, cfg, impl=hardware.optimizer_impl)
-    scheduler = make_scheduler(optimizer, cfg, len(train_loader))
+    updates_per_epoch = -(-len(train_loader) // cfg.accumulate)
+    scheduler = make_scheduler(optimizer, cfg, updates_per_epoch)
     # The scaler keeps small fp16 gradients from flushing to zero; it is a pass-through otherwise.
     scaler = torch.amp.GradScaler(device.type, enabled=hardware.precision == "fp16")
     state = TrainState(model, optimizer, scheduler, scaler, cfg.epochs, len(train_loader), parallel=parallel)
@@ -123,27 +124,26 @@ def train(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
-        batches = iter(train_loader)
         # The named regions are what workbench.profile measures; outside a profiler they cost nothing.
-        while (batch := _next_batch(batches)) is not None:
-            x, y = batch
+        for i, (x, y) in enumerate(_batches(train_loader)):
             x = x.contiguous(memory_format=memory_format)
             with record_function("forward"), autocast_for(hardware.precision, device):
-                logits = forward(x)
+                logits, y = per_target(forward(x), y)
                 if criterion is None:
                     loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
                 else:
                     loss = criterion(logits, x, y)
             with record_function("backward"):
-                scaler.scale(loss).backward()
-            with record_function("optimizer"):
-                if cfg.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss / cfg.accumulate).backward()
+            if (i + 1) % cfg.accumulate == 0 or i + 1 == len(train_loader):
+                with record_function("optimizer"):
+                    if cfg.grad_clip:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
             # Accumulate on the device: reading .item() every step would sync a GPU each time.
             loss_sum += loss.detach().float() * len(y)
             correct += (logits.argmax(1) == y).sum()
@@ -192,9 +192,25 @@ def train(
     return outcome
 
 
-def _next_batch(batches):
-    with record_function("data"):
-        return next(batches, None)
+def per_target(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, targets) one row per prediction: a language model predicts at every position of its window
+    ((N, T, vocab) against (N, T)), and each position counts as one example, scored alike.
+
+    Example:
+        >>> [t.shape for t in per_target(torch.zeros(2, 5, 7), torch.zeros(2, 5, dtype=torch.long))]
+        [torch.Size([10, 7]), torch.Size([10])]
+    """
+    return (logits.flatten(0, -2), y.flatten()) if logits.dim() > 2 else (logits, y)
+
+
+def _batches(loader: Iterable) -> Iterator:
+    batches = iter(loader)
+    while True:
+        with record_function("data"):
+            batch = next(batches, None)
+        if batch is None:
+            return
+        yield batch
 
 
 @torch.no_grad()
@@ -224,7 +240,7 @@ def evaluate(
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         with autocast_for(precision, device):
-            logits = model(x).float()
+            logits, y = per_target(model(x).float(), y)
             plain_correct += (logits.argmax(1) == y).sum().item()
             if views != "none":
                 unsure = logits.softmax(1).amax(1) < tta.tta_below

@@ -127,6 +127,8 @@ def make_optimizer(
     build = OPTIMIZERS.get(cfg.optimizer)
     if build is _muon:
         return build(model, cfg, **OPTIMIZER_IMPLS[impl])
+    if hasattr(model, "parameter_groups"):  # the model says which of its weights decay (a GPT: matrices only)
+        return build(model.parameter_groups(cfg.weight_decay), cfg, **OPTIMIZER_IMPLS[impl])
     return build(model.parameters() if isinstance(model, torch.nn.Module) else model, cfg, **OPTIMIZER_IMPLS[impl])
 
 

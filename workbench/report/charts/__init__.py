@@ -22,7 +22,9 @@ from .quality import metric_chart, size_accuracy_chart, sweep_chart
 from .scaleout import pipeline_chart, rank_chart, scaling_chart
 from .search import pareto_chart, strategy_comparison_chart
 from .speed import (
+    attention_chart,
     batch_latency_chart,
+    decode_chart,
     inference_sweep_chart,
     latency_chart,
     profile_chart,
@@ -33,7 +35,9 @@ from .training import history_chart, lr_schedule_chart, run_history_chart
 
 __all__ = [
     "ablation_chart",
+    "attention_chart",
     "batch_latency_chart",
+    "decode_chart",
     "device_label",
     "history_chart",
     "inference_sweep_chart",

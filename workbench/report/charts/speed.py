@@ -22,7 +22,12 @@ from ._style import (
 
 
 def _benchmark_frame(df: pd.DataFrame) -> pd.DataFrame:
-    records = [dict(rec, run=label) for label, recs in zip(run_labels(df), df["benchmarks"]) for rec in (recs or [])]
+    records = [
+        dict(rec, run=label)
+        for label, recs in zip(run_labels(df), df["benchmarks"])
+        for rec in (recs or [])
+        if rec.get("kind") != "generation"  # a language model's decoding: decode_chart shows it
+    ]
     return pd.DataFrame(records)
 
 
@@ -252,4 +257,67 @@ def inference_sweep_chart(df: pd.DataFrame) -> Figure:
     if "skipped" in df and df["skipped"].notna().any():
         missing = sorted({f"{p} {m}" for p, m in df.loc[df["skipped"].notna(), ["precision", "mode"]].values})
         fig.supxlabel(f"not run here: {', '.join(missing)} (see the rows' skipped reasons)", fontsize=8)
+    return fig
+
+
+@_themed
+def decode_chart(curve: pd.DataFrame) -> Figure:
+    """Decode speed (tokens/s, batch 1) against tokens generated, with the KV cache and recomputing (left), and
+    the bytes the cache holds by then against its preallocated size (right); from ``measure.decode_curve``.
+
+    Example:
+        >>> curve = pd.DataFrame({"new_tokens": [8, 8, 16, 16], "kv_cache": [True, False] * 2,
+        ...                       "decode_tps": [900.0, 500, 880, 300], "ttft_ms": [1.0] * 4, "noisy": [False] * 4,
+        ...                       "kv_bytes_used": [1024, 1024, 2048, 2048], "kv_cache_bytes": [4096] * 4})
+        >>> [a.get_ylabel() for a in decode_chart(curve).axes]
+        ['decode speed (tokens/s, batch 1)', 'KV cache (KiB)']
+    """
+    fig, (speed, memory) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    plt.close(fig)
+    for cached, part in curve.groupby("kv_cache", sort=False):
+        part = part.sort_values("new_tokens")
+        label = "KV cache" if cached else "recomputing every step"
+        speed.plot(part["new_tokens"], part["decode_tps"], marker="o", ms=3, label=label)
+    cached = curve[curve["kv_cache"]].sort_values("new_tokens")
+    memory.plot(cached["new_tokens"], cached["kv_bytes_used"] / 1024, marker="o", ms=3, label="holding")
+    memory.axhline(cached["kv_cache_bytes"].iloc[0] / 1024, ls="--", color="grey", label="preallocated (full context)")
+    speed.set_ylabel("decode speed (tokens/s, batch 1)")
+    memory.set_ylabel("KV cache (KiB)")
+    for ax in (speed, memory):
+        ax.set_xlabel("tokens generated")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Greedy decoding on {curve.attrs.get('device_name', 'this machine')}")
+    return fig
+
+
+@_themed
+def attention_chart(timing: pd.DataFrame) -> Figure:
+    """Whole-model forward time (ms, batch 1) against sequence length, fused (sdpa) and naive attention, with the
+    naive/sdpa ratio on a second axis; from ``measure.attention_timing``.
+
+    Example:
+        >>> t = pd.DataFrame({"tokens": [64, 64, 128, 128], "attention": ["sdpa", "naive"] * 2,
+        ...                   "latency_ms": [1.0, 1.2, 2.0, 3.0], "latency_ms_q25": [0.9, 1.1, 1.9, 2.9],
+        ...                   "latency_ms_q75": [1.1, 1.3, 2.1, 3.1], "noisy": [False] * 4})
+        >>> attention_chart(t).axes[0].get_ylabel()
+        'forward time (ms, median, batch 1)'
+    """
+    fig, ax = _figure()
+    for kind, part in timing.groupby("attention", sort=False):
+        part = part.sort_values("tokens")
+        (line,) = ax.plot(part["tokens"], part["latency_ms"], marker="o", ms=3, label=kind)
+        ax.fill_between(
+            part["tokens"], part["latency_ms_q25"], part["latency_ms_q75"], color=line.get_color(), alpha=0.2
+        )
+    wide = timing.pivot_table(index="tokens", columns="attention", values="latency_ms")
+    ratio = ax.twinx()
+    ratio.plot(wide.index, wide["naive"] / wide["sdpa"], ls="--", color="grey", label="naive / sdpa")
+    ratio.set_ylabel("naive / sdpa (x)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("sequence length (tokens, log)")
+    ax.set_ylabel("forward time (ms, median, batch 1)")
+    ax.legend(loc="upper left", fontsize=8)
+    ratio.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"Attention, fused vs spelled out, on {timing.attrs.get('device_name', 'this machine')}")
     return fig

@@ -1,0 +1,171 @@
+"""The language-model task end to end: a GPT trained on the standard library's source through the same
+``run`` as the image classifiers, with its metrics, stored and reused, resumed exactly, sampled from,
+shown in the tables, and every bad input one line before any work."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from workbench import ResultStore, RunConfig, generate, run
+from workbench.cli import main
+from workbench.data import load_token_data
+from workbench.presets import preset
+from workbench.report import compare, readable
+from workbench.report.checkpoint import load_checkpoint, load_tokenizer
+from workbench.tasks import get_task
+
+QUICK = {"measure.batch_sizes": (1, 4), "measure.iters": 3, "measure.warmup": 1}
+SMALL = {"model.depth": 1, "model.n_embd": 32, "model.n_head": 2, "model.block_size": 32, "train.batch_size": 16}
+
+
+def tiny(**changes) -> RunConfig:
+    return preset("gpt", device="cpu").replace(
+        **{**SMALL, **QUICK, "train.steps": 40, "train.epochs": 2, "hardware.threads": 1, **changes}
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    store = ResultStore(tmp_path_factory.mktemp("lm") / "runs")
+    return store, run(tiny(), store=store, progress=False)
+
+
+def test_a_gpt_trains_on_the_standard_library_and_records_the_language_model_metrics(trained):
+    _, r = trained
+    m = r.metrics
+    assert r.status == "ok" and r.config.task == "lm" and r.config.data.dataset == "pystdlib"
+    assert m["loss"] < math.log(256) - 0.5  # 40 steps learn the byte frequencies at least: below uniform
+    assert r.history[0]["test_loss"] > r.history[1]["test_loss"]
+    assert m["perplexity"] == pytest.approx(math.exp(m["loss"]))
+    assert m["bits_per_byte"] == pytest.approx(m["loss"] / math.log(2))  # byte tokens: a token is a byte
+    assert m["throughput_tps"] == pytest.approx(m["throughput_ips"] * 32)
+    assert m["flops_per_token"] == pytest.approx(m["flops"] / 32)
+    assert m["kv_cache_bytes"] == 2 * 1 * 2 * 16 * 32 * 1 * 4  # k and v x layers x heads x head_dim x context x 4 B
+    assert m["decode_tps"] > 0 and m["decode_tps_bs8"] > 0 and m["ttft_ms"] > 0 and m["kv_speedup"] > 0
+    assert m["train_tps"] == m["train_ips"] > 0 and m["train_examples"] == 20 * 16 * 32  # tokens an epoch
+    assert [h["epoch"] for h in r.history] == [1, 2] and r.history[-1]["test_loss"] == pytest.approx(m["loss"])
+    kinds = {(b.get("kind"), b["batch_size"], b.get("kv_cache")) for b in r.benchmarks}
+    assert {("generation", 1, True), ("generation", 1, False), ("generation", 8, True)} <= kinds
+
+
+def test_the_checkpoint_keeps_the_tokenizer_and_rebuilds_the_gpt(trained):
+    _, r = trained
+    model, config = load_checkpoint(r.checkpoint)
+    assert type(model).__name__ == "GPT" and config == r.config
+    assert load_tokenizer(r.checkpoint).name == "byte"
+
+
+def test_the_same_training_is_reused_and_the_tables_show_language_model_metrics(trained):
+    store, first = trained
+    again = run(tiny(**{"measure.iters": 4}), store=store, progress=False)
+    assert again.reused_from == first.run_id and again.metrics["loss"] == pytest.approx(first.metrics["loss"])
+    df = store.frame()
+    table = readable(df)
+    assert "validation perplexity (per token)" in table.columns and "test accuracy (%)" not in table.columns
+    assert {"loss", "perplexity", "decode_tps", "throughput_tps"} <= set(compare(df).columns)
+
+
+def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path):
+    from workbench.train import Checkpoint, train
+
+    cfg = tiny(**{"train.epochs": 3, "train.steps": 30})
+    task, data = get_task("lm"), load_token_data("pystdlib")
+    store = ResultStore(tmp_path / "runs")
+    in_progress = store.root.resolve() / "checkpoints" / f"in-progress-{cfg.training_hash()}.pt"
+    in_progress.parent.mkdir(parents=True, exist_ok=True)
+
+    class StopAfterOne(Checkpoint):
+        def on_epoch_end(self, state, record):
+            super().on_epoch_end(state, record)
+            state.stop = "interrupted"
+
+    with torch.random.fork_rng():
+        model = task.initial_model(cfg, data)
+        train(model, task.train_batches(cfg, data, "cpu"), cfg.train, callbacks=[StopAfterOne(in_progress)])
+    resumed = run(cfg, store=store, progress=False)
+    whole = run(cfg, store=ResultStore(tmp_path / "other"), progress=False)
+    assert resumed.metrics["resumed_epochs"] == 1 and whole.metrics["resumed_epochs"] == 0
+    assert resumed.metrics["loss"] == whole.metrics["loss"]  # the same batches, from (seed, step) alone
+
+
+def test_generate_streams_text_from_a_stored_run(trained, capsys):
+    store, r = trained
+    writing = generate(r.run_id, "def ", 30, temperature=0, store=store)
+    pieces = list(writing)
+    assert "".join(pieces) == writing.text and len(writing.text.encode()) <= 30 and len(pieces) > 1
+    batch = generate(r.run_id, ["import ", "x"], 10, temperature=0, store=store).text
+    assert batch[0] == generate(r.run_id, "import ", 10, temperature=0, store=store).text
+    assert main(["generate", r.run_id, "--prompt", "class ", "--max-new-tokens", "12", "--store", str(store.root)]) == 0
+    assert capsys.readouterr().out.startswith("class ")
+
+
+def test_generate_refuses_an_image_run_and_bad_requests_in_one_line(trained, tmp_path):
+    store, r = trained
+    image = run(RunConfig().replace(**{"model.name": "mlp", "train.epochs": 1, **QUICK}), store=store, progress=False)
+    with pytest.raises(ValueError, match=r"is an image classifier .* generate writes text with a language-model run"):
+        generate(image.run_id, "def ", 5, store=store)
+    with pytest.raises(ValueError, match="max_new_tokens must be > 0"):
+        generate(r.run_id, "def ", 0, store=store)
+    with pytest.raises(ValueError, match="prompt must be a text that is not empty"):
+        generate(r.run_id, "", 5, store=store)
+
+
+def test_the_command_line_trains_a_language_model(tmp_path, capsys):
+    flags = ["--depth", "1", "--n-embd", "32", "--n-head", "2", "--block-size", "16", "--steps", "10"]
+    store = str(tmp_path / "runs")
+    args = ["run", "--task", "lm", *flags, "--epochs", "1", "--measure-iters", "2", "--json", "--store", store]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["config"]["task"] == "lm" and out["config"]["model"]["name"] == "gpt" and out["metrics"]["decode_tps"]
+
+
+TEXT_PROBLEMS = {
+    "unknown dataset": ({"data.dataset": "stdlib"}, "Unknown dataset 'stdlib'. Did you mean 'pystdlib'?"),
+    "unknown tokenizer": ({"data.tokenizer": "chars"}, "Unknown tokenizer 'chars'. Did you mean 'char'?"),
+    "n_head": ({"model.n_head": 3}, "n_embd 32 is not divisible by n_head 3"),
+    "image dataset": ({"data.dataset": "digits"}, "dataset digits is not text, and task lm models text"),
+    "image model": ({"model.name": "cnn"}, "model cnn reads images, and task lm feeds tokens: choose one of gpt"),
+    "image step": ({"compress": [{"kind": "dynamic_int8"}]}, "compression step dynamic_int8 is built for image"),
+    "two budgets": ({"train.tokens": 1000}, r"train.steps \(40\) and train.tokens \(1000\) are two budgets"),
+}
+
+
+@pytest.mark.parametrize("case", TEXT_PROBLEMS, ids=list(TEXT_PROBLEMS))
+def test_bad_language_model_input_is_one_line_before_any_work(tmp_path, case):
+    changes, message = TEXT_PROBLEMS[case]
+    store = ResultStore(tmp_path / "runs")
+    with pytest.raises(ValueError, match=message) as caught:
+        run(tiny(**changes), store=store, progress=False)
+    assert "\n" not in str(caught.value) and not list(store.root.glob("results/*"))
+
+
+def _text_file(tmp_path, data: bytes):
+    path = tmp_path / "t.txt"
+    path.write_bytes(data)
+    return f"text:{path}"
+
+
+FILE_PROBLEMS = {
+    "empty": (b"", "empty|no text"),
+    "binary": (b"\x00\x01\xff\xfe" * 64, "is a binary file, not text"),
+    "not UTF-8": (b"caf\xe9 au lait " * 40, r"not valid UTF-8 text: byte offset 3 \(0xe9\)"),
+    "shorter than a window": ("ab" * 150, "model.block_size=32 is longer than .*validation text \\(30 tokens\\)"),
+}
+
+
+@pytest.mark.parametrize("case", FILE_PROBLEMS, ids=list(FILE_PROBLEMS))
+def test_a_text_file_that_cannot_train_is_one_line_and_nothing_is_stored(tmp_path, case):
+    data, message = FILE_PROBLEMS[case]
+    store = ResultStore(tmp_path / "runs")
+    data = data.encode() if isinstance(data, str) else data
+    with pytest.raises(ValueError, match=message):
+        run(tiny(**{"data.dataset": _text_file(tmp_path, data)}), store=store, progress=False)
+    assert not list(store.root.glob("results/*"))
+
+
+def test_the_char_tokenizer_names_a_character_it_never_saw(trained):
+    data = load_token_data("pystdlib", "char")
+    with pytest.raises(ValueError, match="never saw '☃'"):
+        data.tokenizer.encode("x = '☃'")
