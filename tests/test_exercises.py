@@ -45,6 +45,8 @@ ENVS = {
     "13.speedup": lambda: {
         "table": pd.DataFrame({"variant": ["baseline", "pruned", "int8"], "cpu/eager/bs1_ms": [2.0, 1.6, 0.8]})
     },
+    "14.causal_mask": dict,
+    "14.kv_bytes": lambda: {"model": create_model("gpt", vocab_size=64, n_layer=2, n_head=4, n_embd=32, block_size=16)},
 }
 IN_NOTEBOOK_ONLY = {"06.magnitude_mask", "07.int8", "09.dominates"}
 

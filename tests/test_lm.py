@@ -64,7 +64,9 @@ def test_the_same_training_is_reused_and_the_tables_show_language_model_metrics(
     df = store.frame()
     table = readable(df)
     assert "validation perplexity (per token)" in table.columns and "test accuracy (%)" not in table.columns
-    assert {"loss", "perplexity", "decode_tps", "throughput_tps"} <= set(compare(df).columns)
+    table = compare(df)
+    assert {"loss", "perplexity", "decode_tps", "throughput_tps"} <= set(table.columns) and table["same_text"].all()
+    assert df["text_sha256"].nunique() == 1 and first.metrics["text_source"]["python"]  # which Python's library
 
 
 def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path):
@@ -169,3 +171,19 @@ def test_the_char_tokenizer_names_a_character_it_never_saw(trained):
     data = load_token_data("pystdlib", "char")
     with pytest.raises(ValueError, match="never saw '☃'"):
         data.tokenizer.encode("x = '☃'")
+
+
+def test_a_search_over_language_model_configs_minimises_the_loss(tmp_path):
+    from workbench.search import search
+
+    result = search(
+        base=tiny(**{"train.steps": 10, "train.epochs": 1}),
+        strategy="random",
+        n_trials=2,
+        storage="memory",
+        store=tmp_path / "runs",
+        progress=False,
+    )
+    assert result.settings.objectives == ("loss", "size_bytes", "decode_tps")
+    assert "model.n_embd" in result.settings.space.params
+    assert len(result.trials) == 2 and result.trials["loss"].notna().all()

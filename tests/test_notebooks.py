@@ -196,6 +196,19 @@ EXPECTED = {
         "trained_runs",
         "measure_device_name",
     ],
+    "14_language_model": [
+        "val_losses",
+        "samples",
+        "loss",
+        "perplexity",
+        "bits_per_byte",
+        "kv_cache_bytes",
+        "decode_curve",
+        "attention",
+        "shape_losses",
+        "better_shape",
+        "measure_device_name",
+    ],
     "09_model_search": [
         "hypervolume_mean",
         "best_strategy",
@@ -427,6 +440,46 @@ TAKEAWAYS = {
         (
             "pruning and int8 reused the distilled student's training, not a new one",
             lambda m: m["reused_from"][6] is not None and m["reused_from"][6] == m["reused_from"][7],
+        ),
+    ],
+    "14_language_model": [
+        (
+            "the validation loss fell from the first evaluation to the last, with a sample at each",
+            lambda m: (
+                m["val_losses"][-1] < m["val_losses"][0]
+                and len(m["samples"]) == len(m["val_losses"])
+                and all(s.startswith("def ") for s in m["samples"])
+            ),
+        ),
+        (
+            "perplexity is exp(loss) and bits per byte the loss over ln 2 and the bytes per token",
+            lambda m: (
+                math.isclose(m["perplexity"], math.exp(m["loss"]), rel_tol=1e-9)
+                and math.isclose(m["bits_per_byte"], m["loss"] / (math.log(2) * m["bytes_per_token"]), rel_tol=1e-9)
+            ),
+        ),
+        (
+            "the KV cache holds 2 x layers x n_embd x context x 4 bytes",
+            lambda m: m["kv_cache_bytes"] == m["kv_formula_bytes"],
+        ),
+        (
+            "every decode length was timed cached and recomputed, every attention length sdpa and naive",
+            lambda m: (
+                sorted((r["new_tokens"], r["kv_cache"]) for r in m["decode_curve"])
+                == sorted({(r["new_tokens"], kv) for r in m["decode_curve"] for kv in (True, False)})
+                and all(r["decode_tps"] > 0 for r in m["decode_curve"])
+                and all(
+                    sorted(r["attention"] for r in m["attention"] if r["tokens"] == n) == ["naive", "sdpa"]
+                    for n in {r["tokens"] for r in m["attention"]}
+                )
+            ),
+        ),
+        (
+            "the shape named better reached the lower loss, and each shape trained its time budget",
+            lambda m: (
+                m["better_shape"] == min(m["shape_losses"], key=m["shape_losses"].get)
+                and all(s >= m["shape_seconds"] for s in m["shape_seconds_run"].values())
+            ),
         ),
     ],
     "09_model_search": [

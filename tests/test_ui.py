@@ -332,3 +332,29 @@ def test_a_search_that_cannot_start_is_one_line(store):
     panel.search_tab.controls["objectives"].value = ("accuracy",)
     panel.search_space = Space({"model.widht": Float(0.25, 1.0)})
     assert panel.run_search() is None and "model.widht" in panel.message.value and "model.width" in panel.message.value
+
+
+def test_the_language_model_task_trains_and_writes_text_in_the_panel(store):
+    panel = Workbench(store=store)
+    assert panel.writing.layout.display == "none"  # no prompt box for an image classifier
+    panel.task.value = "lm"  # the task buttons: the gpt preset's settings
+    assert panel.config.task == "lm" and panel.config.model.name == "gpt" and panel.writing.layout.display == ""
+    assert panel.search_tab.settings()["objectives"] == ("loss", "size_bytes", "decode_tps")
+    assert "model.n_embd" in panel.search_tab.space.params
+    for path, value in {"model.depth": 1, "model.n_embd": 32, "model.block_size": 32, "train.steps": 200}.items():
+        panel.controls[path].value = value
+    panel.controls["train.epochs"].value = 1
+    panel.controls["measure.iters"].value = 3
+    panel.run_button.click()
+    result = panel.results[-1]
+    assert result.config.task == "lm" and "validation loss" in panel.message.value, panel.message.value
+    assert "validation perplexity" in panel.table.value
+    panel.prompt.value = "import "
+    panel.new_tokens.value = 20
+    panel.generate_button.click()
+    shown = panel.generated.value
+    assert shown.startswith("<pre class='wb-generated'>import ") and len(shown) > len(
+        "<pre class='wb-generated'>import "
+    )
+    panel.task.value = "image"
+    assert panel.config.task == "image" and panel.config.model.name == "cnn" and panel.writing.layout.display == "none"

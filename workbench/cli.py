@@ -394,8 +394,9 @@ def _add_search_parsers(sub, p: dict[str, argparse.ArgumentParser], with_run_fla
     )
     start.add_argument(
         "--objectives",
-        default="accuracy,size_bytes,latency_ms",
-        help="comma-separated result metrics (default: accuracy,size_bytes,latency_ms)",
+        default=None,
+        help="comma-separated result metrics (default: the task's, accuracy,size_bytes,latency_ms for images and "
+        "loss,size_bytes,decode_tps for a language model)",
     )
     start.add_argument(
         "--constraint",
@@ -454,16 +455,23 @@ def _search(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.print_help(sys.stderr)
         return 2
     if args.search_command == "run":
-        space = s.default_space() if args.space == "default" else s.Space.from_dict(_json_file(args.space, "--space"))
+        base = config_from_args(args)
+        space = (
+            s.default_space(task=base.task)
+            if args.space == "default"
+            else s.Space.from_dict(_json_file(args.space, "--space"))
+        )
         bounds = [_bound(c) for c in args.constraint]
         twice = next((m for i, (m, _) in enumerate(bounds) if m in dict(bounds[:i])), None)
         if twice is not None:
             raise ConfigError(f"--constraint names {twice} twice: give each metric one bound")
         result = s.search(
             space,
-            base=config_from_args(args),
+            base=base,
             strategy=args.strategy,
-            objectives=[m.strip() for m in args.objectives.split(",") if m.strip()],
+            objectives=None
+            if args.objectives is None
+            else [m.strip() for m in args.objectives.split(",") if m.strip()],
             constraints=dict(bounds),
             n_trials=args.trials,
             timeout=args.timeout,
@@ -897,10 +905,10 @@ def _datasets(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.ds_command is None:
         parser.print_help(sys.stderr)
         return 2
-    from .data import fetch_dataset, list_datasets
+    from .data import TEXT_CORPORA, fetch_dataset, list_datasets
 
     if args.ds_command == "list":
-        print("\n".join(list_datasets()))
+        print("\n".join([*list_datasets(), *(f"{name} (text: --task lm)" for name in TEXT_CORPORA)]))
         return 0
     failed = 0
     for name in args.names:  # every name is tried, and each reported

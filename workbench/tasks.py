@@ -94,6 +94,7 @@ class Task:
     train_speed_metric: str
     compare_metrics: tuple[str, ...]  # what compare() shows
     table_metrics: tuple[str, ...]  # the few columns of the results table
+    search_objectives: tuple[str, ...]  # what a search optimises when not told
     default_dataset: str
     default_model: str
     starting_preset: str | None = None  # the preset `workbench run --task NAME` starts from
@@ -134,6 +135,7 @@ class ImageTask(Task):
         "train_seconds",
     )
     table_metrics = ("accuracy", "params", "size_bytes", "latency_ms", "throughput_ips", "train_seconds")
+    search_objectives = ("accuracy", "size_bytes", "latency_ms")
     default_dataset, default_model = "digits", "cnn"
 
     def datasets_hint(self) -> str:
@@ -247,6 +249,7 @@ class LanguageTask(Task):
         "train_tps",
     )
     table_metrics = ("loss", "perplexity", "params", "ttft_ms", "decode_tps", "throughput_tps", "train_seconds")
+    search_objectives = ("loss", "size_bytes", "decode_tps")
     default_dataset, default_model, starting_preset = "pystdlib", "gpt", "gpt"
 
     def datasets_hint(self) -> str:
@@ -346,6 +349,9 @@ class LanguageTask(Task):
             "perplexity": perplexity_of(scores["loss"]),
             # Bits per byte: the loss spread over the text's bytes, comparable across tokenizers.
             "bits_per_byte": scores["loss"] / (data.val_bytes_per_token * math.log(2)),
+            # Which text exactly (Python version and file list for pystdlib): compare() flags rows of others.
+            "text_sha256": data.corpus.source["sha256"],
+            "text_source": data.corpus.source,
         }
 
     def gap(self, fit: dict[str, Any], evaluated: dict[str, Any]) -> dict[str, Any]:

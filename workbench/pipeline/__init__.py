@@ -40,4 +40,5 @@ from .verbs import inference_sweep as inference_sweep
 from .verbs import load_model as load_model
 from .verbs import sweep as sweep
 from .writing import Generation as Generation
+from .writing import Samples as Samples
 from .writing import generate as generate

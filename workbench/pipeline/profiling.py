@@ -11,9 +11,8 @@ import torch
 
 from .._errors import ConfigError
 from ..config import RunConfig
-from ..data import load_dataset, train_loader
 from ..measure import device_name, resolve_device
-from ..tasks import initial_model, training_subset
+from ..tasks import task_of
 from ..train import Callback, resolve_threads, thread_count, train
 from .checks import require_ready
 
@@ -42,12 +41,11 @@ def profile(
         raise ConfigError(f"profile needs steps >= 1 and warmup >= 0 (got steps={steps}, warmup={warmup})")
     require_ready([config], store=None)
     device = resolve_device(config.hardware.device)
-    dataset = load_dataset(config.data.dataset, root=data_root)
-    indices = training_subset(config, dataset, device)
-    batches = train_loader(
-        dataset, config.data, config.train.batch_size, seed=config.train.seed, device=device, indices=indices
-    )
-    model = initial_model(config, dataset, device, indices)
+    task = task_of(config)
+    dataset = task.load(config, data_root)
+    indices = task.training_subset(config, dataset, device)
+    batches = task.train_batches(config, dataset, device, indices)
+    model = task.initial_model(config, dataset, device, indices)
     cuda = device.type == "cuda"
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
     clock = _StepClock(warmup, steps, device)

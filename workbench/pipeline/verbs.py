@@ -11,10 +11,10 @@ import pandas as pd
 import torch
 
 from ..config import RunConfig
-from ..data import eval_loader, load_dataset
 from ..measure import inference_grid, resolve_device
 from ..report import Result, ResultStore, results_frame
 from ..report.checkpoint import checkpoint_metadata, load_checkpoint
+from ..tasks import task_of
 from ..train import DistillConfig, evaluate
 from .orchestration import run, run_many
 
@@ -109,6 +109,11 @@ def inference_sweep(
     result = model_or_run if isinstance(model_or_run, Result) else ResultStore.open(store).get(model_or_run)
     model = load_model(result)  # says in one line when the run saved no model
     args = checkpoint_metadata(result.checkpoint)["model_args"]
+    if "image_size" not in args:
+        raise ValueError(
+            f"run {result.run_id} is a language model: inference_sweep times image batches; its row has its "
+            "timing (ttft_ms, decode_tps, throughput_tps) and measure.decode_curve times decoding by length"
+        )
     chw = (args["in_channels"], args["image_size"], args["image_size"])
     df = inference_grid(model, chw if input_shape is None else input_shape, **grid)
     df.insert(0, "run", result.config.name or result.run_id)
@@ -119,7 +124,8 @@ def evaluator(
     config: RunConfig, *, data_root: str | os.PathLike = "data", device: str | torch.device | None = None
 ) -> Callable[[torch.nn.Module], float]:
     """A function ``model -> test accuracy`` on ``config``'s test split, normalised as it trains (the
-    data is loaded once): what ``sensitivity`` and hand-made checks need.
+    data is loaded once; a language model's: next-token accuracy on the validation windows): what
+    ``sensitivity`` and hand-made checks need.
 
     Example:
         >>> from workbench import RunConfig, create_model
@@ -127,9 +133,10 @@ def evaluator(
         >>> 0 <= accuracy(create_model("mlp", 10, 1, 8)) <= 1
         True
     """
-    dataset = load_dataset(config.data.dataset, root=data_root)
+    task = task_of(config)
+    dataset = task.load(config, data_root)
     where = resolve_device(device or config.hardware.device)
-    batches = eval_loader(dataset, config.data, device=where)
+    batches = task.eval_batches(config, dataset, where)
     return lambda model: evaluate(model.to(where) if _movable(model) else model, batches, device=where)["accuracy"]
 
 

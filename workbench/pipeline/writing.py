@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 
+import pandas as pd
 import torch
 
 from .._errors import ConfigError
@@ -17,6 +18,7 @@ from ..data import Tokenizer
 from ..models import GPT, generate_tokens
 from ..report import Result, ResultStore
 from ..report.checkpoint import load_checkpoint, load_tokenizer
+from ..train import Callback
 
 
 class Generation:
@@ -114,3 +116,52 @@ def _model_and_tokenizer(
     if not result.checkpoint:
         raise ValueError(f"run {result.run_id} saved no model: run it with a store to generate from it")
     return load_checkpoint(result.checkpoint)[0], load_tokenizer(result.checkpoint)
+
+
+class Samples(Callback):
+    """A training callback that writes a sample after every epoch, beside that epoch's validation loss: watch
+    the text turn into the language as the loss falls. The same prompt and seed each time, so only the model
+    changes between samples.
+
+    Example:
+        >>> from workbench.data import train_tokenizer
+        >>> from workbench.train import TrainConfig, train
+        >>> tok = train_tokenizer("char", "ab")
+        >>> gpt = GPT(vocab_size=2, n_layer=1, n_head=1, n_embd=8, block_size=4)
+        >>> ids = torch.tensor([[0, 1, 0, 1]])
+        >>> samples = Samples(tok, "a", max_new_tokens=3)
+        >>> _ = train(gpt, [(ids[:, :3], ids[:, 1:])], TrainConfig(epochs=2, optimizer="adamw", lr=0.01),
+        ...           callbacks=[samples])
+        >>> samples.frame().columns.tolist(), len(samples.frame())
+        (['epoch', 'val_loss', 'train_loss', 'sample'], 2)
+    """
+
+    def __init__(self, tokenizer: Tokenizer, prompt: str, max_new_tokens: int = 100, temperature: float = 0.8):
+        self.tokenizer, self.prompt, self.max_new_tokens, self.temperature = (
+            tokenizer,
+            prompt,
+            max_new_tokens,
+            temperature,
+        )
+        self.rows: list[dict] = []
+
+    def on_epoch_end(self, state, record):
+        text = generate(
+            state.model,
+            self.prompt,
+            self.max_new_tokens,
+            temperature=self.temperature,
+            seed=0,
+            tokenizer=self.tokenizer,
+        ).text
+        self.rows.append(
+            {
+                "epoch": record["epoch"],
+                "val_loss": record.get("test_loss"),
+                "train_loss": record["train_loss"],
+                "sample": self.prompt + text,
+            }
+        )
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["epoch", "val_loss", "train_loss", "sample"])

@@ -259,7 +259,9 @@ def compare(
     """A tidy comparison table: one row per run, each metric with its delta and ratio to a baseline.
 
     ``baseline`` is a row position, a ``run_id`` or a ``name``. Deltas are ``value - baseline``;
-    ratios are ``value / baseline`` (so a latency ratio of 0.5 means twice as fast). ``metrics``
+    ratios are ``value / baseline`` (so a latency ratio of 0.5 means twice as fast). Language-model rows get
+    ``same_text``: False where a run saw another text than the baseline (another corpus, or another Python's
+    standard library), so its loss does not compare. ``metrics``
     defaults to the ``compare_metrics`` of the rows' tasks that the rows have; a metric asked for by name that the
     rows lack is an error, never silently dropped. ``df.attrs["lower_is_better"]`` says, per metric,
     which way is an improvement. ``same_architecture`` marks the runs that time the baseline's own
@@ -295,6 +297,8 @@ def compare(
         out[f"{m}_delta"] = values - b
         out[f"{m}_ratio"] = values / b if b not in (0, None) and pd.notna(b) else float("nan")
     out["baseline"] = (df["run_id"] == base["run_id"]).to_numpy()
+    if "text_sha256" in df:  # language models: losses on another text (another Python's library) do not compare
+        out["same_text"] = (df["text_sha256"] == base["text_sha256"]).to_numpy()
     # Only training changed: the same network is timed, so a latency ratio away from 1 is noise.
     out["same_architecture"] = [same_architecture(row, base) for _, row in df.iterrows()]
     out.attrs["lower_is_better"] = {m: METRICS[m].lower_is_better if m in METRICS else None for m in metrics}

@@ -98,6 +98,7 @@ METRICS: dict[str, Metric] = {
         Metric("decode_tps_bs8_uncached", "decode speed at batch 8 recomputing", "tokens/s", 1, False, "inference"),
         Metric("kv_speedup", "KV cache speed-up of decoding", "x, batch 1", 1, False, "inference"),
         Metric("kv_cache_bytes", "KV cache at full context", "KiB, batch 1", 1 / 1024, True, "model"),
+        Metric("text_sha256", "sha256 of the text as split", source="evaluation"),
         Metric("gen_prompt_tokens", "prompt of the generation timing", "tokens", source="inference"),
         Metric("gen_new_tokens", "tokens generated in the generation timing", "tokens", source="inference"),
         # A data-parallel run (parallel.nproc x parallel.nnodes processes): recorded by rank 0, per rank in rank order.

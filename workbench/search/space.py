@@ -26,6 +26,7 @@ from .._errors import ConfigError, one_line
 from ..compress import build_step, step_type
 from ..config import RunConfig, field_paths
 from ..models import list_models
+from ..tasks import get_task
 
 NONE = "none"  # a compression slot that holds no step
 # What one search space may name, as JSON: the shape every error about a space's JSON points back to.
@@ -456,15 +457,30 @@ def _nearest(param: Param, value: Any) -> Any:
     return int(nearest) if isinstance(param, Int) else float(nearest)
 
 
-def default_space(models: Sequence[str] = ("mlp", "cnn", "resnet20")) -> Space:
+def default_space(models: Sequence[str] = ("mlp", "cnn", "resnet20"), task: str = "image") -> Space:
     """Architecture, training and compression in one space, over registry models that train in
-    seconds to minutes on a CPU.
+    seconds to minutes on a CPU; for ``task="lm"`` a GPT's shape (layers, width, heads, context) and its
+    learning rate and batch size.
 
     Example:
         >>> [k for k in default_space().params if k.startswith("compress.")]  # doctest: +NORMALIZE_WHITESPACE
         ['compress.prune', 'compress.prune.amount', 'compress.finetune', 'compress.finetune.epochs',
          'compress.quantize']
+        >>> list(default_space(task="lm").params)  # doctest: +NORMALIZE_WHITESPACE
+        ['model.depth', 'model.n_embd', 'model.n_head', 'model.block_size', 'train.lr', 'train.batch_size']
     """
+    if task == "lm":  # every width here divides by every head count
+        return Space(
+            {
+                "model.depth": Int(1, 6),
+                "model.n_embd": Choice([64, 96, 128, 192]),
+                "model.n_head": Choice([2, 4]),
+                "model.block_size": Choice([32, 64, 128]),
+                "train.lr": Float(5e-4, 5e-3, log=True),
+                "train.batch_size": Choice([16, 32, 64]),
+            }
+        )
+    get_task(task)  # an unknown task: one line naming the tasks
     unknown = [m for m in models if m not in list_models()]
     if unknown:
         from .._registry import unknown_name_error

@@ -28,13 +28,14 @@ import pandas as pd
 from .._errors import ConfigError, one_line
 from ..config import RunConfig
 from ..report import ResultStore
+from ..tasks import get_task, task_of
 from ..train import Callback
 from .pareto import as_costs, direction, dominates, hypervolume, pareto_front
 from .space import Space, default_space
 from .strategies import STRATEGIES, _optuna, strategy_name
 
 SETTINGS = "workbench"  # the study's user attribute that holds its settings
-DEFAULT_OBJECTIVES = ("accuracy", "size_bytes", "latency_ms")
+DEFAULT_OBJECTIVES = get_task("image").search_objectives  # an image classifier's; a search asks its base's task
 # Copied into each trial, so every worker sees the numbers even when the row sits in another machine's store.
 HEADLINE = (
     "accuracy",
@@ -49,6 +50,12 @@ HEADLINE = (
     "train_seconds",
     "measure_device_name",
     "train_device",
+    # a language model's
+    "loss",
+    "perplexity",
+    "decode_tps",
+    "ttft_ms",
+    "throughput_tps",
 )
 MAX_FAILURES_IN_A_ROW = 3
 # Seconds a database server gets to answer a connection (WORKBENCH_STORAGE_TIMEOUT overrides): a port that
@@ -276,7 +283,7 @@ def search(
     *,
     base: RunConfig | None = None,
     strategy: str = "auto",
-    objectives: Sequence[str] = DEFAULT_OBJECTIVES,
+    objectives: Sequence[str] | None = None,
     constraints: Mapping[str, float] | None = None,
     n_trials: int = 20,
     timeout: float | None = None,
@@ -289,10 +296,11 @@ def search(
     on_trial: Callable[[SearchResult], None] | None = None,
     progress: bool = True,
 ) -> SearchResult:
-    """Search ``space`` (default: ``default_space()``) around ``base`` (default: ``RunConfig()``) with
-    ``strategy`` (random, greedy, tpe, nsga2 / genetic; auto: TPE for one objective, NSGA-II for several)
-    for the best ``objectives`` (result metrics;
-    accuracy up, size and latency down) subject to ``constraints`` (``{"size_bytes": 20_000}``: at most;
+    """Search ``space`` (default: ``default_space()`` of the base's task) around ``base`` (default:
+    ``RunConfig()``) with ``strategy`` (random, greedy, tpe, nsga2 / genetic; auto: TPE for one objective,
+    NSGA-II for several) for the best ``objectives`` (result metrics, each in its schema direction; default:
+    the task's, accuracy up, size and latency down for images, loss and size down and decode speed up for a
+    language model) subject to ``constraints`` (``{"size_bytes": 20_000}``: at most;
     ``{"accuracy": 0.9}``: at least). The budget is ``n_trials`` trials in the study, all workers
     together, and ``timeout`` seconds for this call. The first trial is the baseline (``base`` itself).
 
@@ -311,7 +319,8 @@ def search(
     """
     optuna = _optuna()
     base = base or RunConfig()
-    space = space or default_space()
+    space = space or default_space(task=base.task)
+    objectives = task_of(base).search_objectives if objectives is None else objectives
     objectives = (objectives,) if isinstance(objectives, str) else tuple(objectives)
     if not objectives:
         raise ConfigError("Give at least one objective, e.g. objectives=['accuracy', 'size_bytes']")

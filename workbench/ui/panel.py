@@ -32,9 +32,11 @@ from .._plain import Setting, leaf_settings
 from ..compress import CompressStep, build_step, recommended_pruning, step_types
 from ..config import RunConfig
 from ..measure import device_choices
-from ..pipeline import preflight, run
+from ..pipeline import generate, preflight, run
+from ..presets import preset
 from ..report import Result, ResultStore, charts, compare, format_number, readable, results_frame, run_labels
 from ..search import Space
+from ..tasks import get_task
 from .code import _default, run_code
 from .live import LiveCurve, ProgressWidget, show
 from .search_tab import SEARCH, SearchTab
@@ -195,6 +197,8 @@ class Workbench:
         flat = config.flat()
         self._syncing = True
         try:
+            self.task.value = config.task
+            self.writing.layout.display = "" if config.task == "lm" else "none"
             for path, widget in self.controls.items():
                 value = self._to_widget(path, flat[path])
                 _fit(widget, value)
@@ -237,6 +241,15 @@ class Workbench:
             self._say(one_line(e), "error")
             return
         self._check()
+
+    def switch_task(self, task: str) -> RunConfig:
+        """Start over from ``task``'s starting settings (a language model: the ``gpt`` preset; images: the
+        defaults), on the same device: what the task buttons call."""
+        start = get_task(task).starting_preset
+        device = self._config.hardware.device
+        self.set_config(preset(start, device=device) if start else RunConfig().replace(**{"hardware.device": device}))
+        self.search_tab.follow_task(task)
+        return self._config
 
     def problem(self, config: RunConfig | None = None) -> str | None:
         """Why ``config`` (default: the panel's) cannot run on this machine, in one line; None if it can.
@@ -305,13 +318,37 @@ class Workbench:
         self._refresh_results(select=result.run_id)
         m = result.metrics
         stopped = "" if result.status == "ok" else f" (stopped early: {result.status})"
+        quality = (
+            f"validation loss {m['loss']:.3f} (perplexity {m['perplexity']:.1f}), {m['decode_tps']:,.0f} tokens/s "
+            "decoding at batch 1"
+            if config.task == "lm"
+            else f"test accuracy {m['accuracy']:.1%}"
+        )
         self._say(
-            f"{label}: test accuracy {m['accuracy']:.1%}, {m['params']:,} parameters, "
+            f"{label}: {quality}, {m['params']:,} parameters, "
             f"{m['latency_ms']:.2f} ms at batch {min(config.measure.batch_sizes)} "
             f"on {m['measure_device_name']}{stopped}",
             "ok" if not stopped else "error",
         )
         return result
+
+    def generate(self, run_id: str | None = None, prompt: str | None = None, max_new_tokens: int | None = None) -> str:
+        """Continue the prompt box's text (or ``prompt``) with a language-model run (``run_id``; default: this
+        session's last one), showing each piece in the panel as it comes: what the Generate button calls."""
+        if run_id is None:
+            run_id = next((r.run_id for r in reversed(self.results) if r.config.task == "lm"), None)
+        if run_id is None:
+            raise ValueError("no language-model run yet: switch the task to language model and press Run")
+        prompt = self.prompt.value if prompt is None else prompt
+        writing = generate(
+            self._result(run_id), prompt, max_new_tokens or self.new_tokens.value, seed=0, store=self.store
+        )
+        shown = prompt
+        for piece in writing:
+            shown += piece
+            self.generated.value = f"<pre class='wb-generated'>{html.escape(shown)}</pre>"
+        self._say(f"wrote {len(shown) - len(prompt):,} characters with run {run_id}", "ok")
+        return writing.text
 
     # --- searching ---------------------------------------------------------------------------
     def run_search(self):
@@ -440,6 +477,19 @@ class Workbench:
         for path, widget in c.items():
             widget.observe(lambda change, path=path: self._on_control(path, change), names="value")
 
+        self.task = w.ToggleButtons(
+            options=[("image classifier", "image"), ("language model", "lm")],
+            description="task",
+            tooltip="what the run learns: labels for images, or the next token of a text",
+        )
+        self.task.observe(lambda change: None if self._syncing else self.switch_task(change["new"]), names="value")
+        self.prompt = w.Text(value="def ", description="prompt", continuous_update=False, style=STYLE, layout=WIDE)
+        self.new_tokens = w.IntSlider(
+            value=200, min=10, max=1000, step=10, description="new tokens", style=STYLE, layout=WIDE
+        )
+        self.generate_button = w.Button(description="Generate", icon="pencil", tooltip="continue the prompt")
+        self.generated = w.HTML()
+        self.writing = w.VBox([w.HBox([self.prompt, self.new_tokens, self.generate_button]), self.generated])
         self.message = w.HTML()
         self.run_button = w.Button(
             description="Run", button_style="primary", icon="play", tooltip="train, measure and store"
@@ -473,6 +523,7 @@ class Workbench:
         buttons = self.buttons = {name: w.Button(description=name) for name in ("Use these settings", "Save", "Load")}
 
         self.run_button.on_click(self._handler(self.run_current))
+        self.generate_button.on_click(self._handler(self.generate))
         buttons["Use these settings"].on_click(
             self._handler(
                 lambda: (
@@ -499,10 +550,12 @@ class Workbench:
         charts = w.Tab(children=[*self.chart_outs.values(), self.comparison], titles=[*self.chart_outs, "comparison"])
         self.view = w.VBox(
             [
+                self.task,
                 w.Tab(children=list(sections.values()), titles=list(sections)),
                 w.HBox([self.run_button, self.progress, self.progress_label]),
                 self.message,
                 self.live_out,
+                self.writing,
                 w.HBox([self.scope, self.baseline]),
                 self.table,
                 charts,

@@ -22,16 +22,22 @@ from .._errors import ConfigError, one_line
 from ..report import METRICS, charts, format_number, readable
 from ..search import DEFAULT_OBJECTIVES, Space, default_space, list_strategies, search, strategy_name
 from ..search.pareto import direction
+from ..tasks import get_task
 from .code import search_code
 from .live import show
 
 OBJECTIVES = (
     "accuracy",
+    "loss",
     "size_bytes",
     "latency_ms",
     "params",
     "flops",
-)  # the choices; the first chosen is the chart's y axis
+    "perplexity",
+    "decode_tps",
+    "ttft_ms",
+    "throughput_tps",
+)  # the choices, in the order a search gets them: the first chosen is the chart's y axis
 STYLE = {"description_width": "150px"}
 WIDE = w.Layout(width="390px")
 SEARCH = "search"  # the panel's "code for" choice that shows this tab's search(...) call (run ids are timestamps)
@@ -122,7 +128,12 @@ class SearchTab:
     # --- state -------------------------------------------------------------------------------
     @property
     def space(self) -> Space:
-        return self._space or default_space()
+        return self._space or default_space(task=self.panel.config.task)
+
+    def follow_task(self, task: str) -> None:
+        """The task's default objectives, when the panel switches task (a given space stays as given)."""
+        self.controls["objectives"].value = get_task(task).search_objectives
+        self.refresh()
 
     @space.setter
     def space(self, space: Space | None) -> None:

@@ -1,4 +1,4 @@
-"""The exercises of notebooks 01-13, one check each, in notebook order.
+"""The exercises of notebooks 01-14, one check each, in notebook order.
 
 Every check computes what the right answer gives (with torch, the package or the notebook's own
 measurements) and compares; its messages name the usual mistake before the general fix.
@@ -774,4 +774,122 @@ def _speedup(a: Answers) -> str:
     return (
         f"{truth:.2f}x: {before:.3f} ms at the start, {after:.3f} ms at the end of the path. Check the spreads "
         "before quoting it: a ratio inside the timing noise is no speed-up."
+    )
+
+
+# --- 14 language model ----------------------------------------------------------------------------
+
+
+@exercise(
+    "14.causal_mask",
+    task="Write `causal_mask(T)`: a `T x T` boolean tensor, True where position `i` (row) may attend to position `j` "
+    "(column). A language model predicts each next token from the tokens before it, never from later ones.",
+    names=("causal_mask",),
+    solution="""
+import torch
+
+def causal_mask(T):
+    return torch.ones(T, T, dtype=torch.bool).tril()
+""",
+    wrong=(
+        """
+import torch
+
+def causal_mask(T):
+    return torch.ones(T, T, dtype=torch.bool).triu()
+""",
+        """
+import torch
+
+def causal_mask(T):
+    return torch.ones(T, T, dtype=torch.bool).tril(-1)
+""",
+    ),
+    hint="torch.tril keeps the lower triangle: row i, columns 0..i.",
+)
+def _causal_mask(a: Answers) -> str:
+    import torch.nn.functional as F
+
+    for T in (1, 4, 9):
+        mask = a.causal_mask(T)
+        expect(
+            isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and tuple(mask.shape) == (T, T),
+            f"causal_mask({T}) should be a bool tensor of shape ({T}, {T}); got "
+            f"{getattr(mask, 'dtype', type(mask).__name__)} {tuple(getattr(mask, 'shape', ()))}.",
+        )
+        truth = torch.ones(T, T, dtype=torch.bool).tril()
+        expect(
+            not (T > 1 and mask[0, 1:].any()),
+            "Row 0 may attend to later positions in your mask: that lets the model read the answer. "
+            "Keep only j <= i (the lower triangle).",
+        )
+        expect(
+            bool(mask.diagonal().all()),
+            "Your mask hides each position from itself: row 0 then attends to nothing and its softmax is 0/0 "
+            "(NaN). Keep the diagonal: j <= i, not j < i.",
+        )
+        expect(
+            torch.equal(mask, truth),
+            f"causal_mask({T}) differs from the lower triangle at {(mask != truth).sum()} "
+            "places: True exactly where column <= row.",
+        )
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 9, 8, generator=g) for _ in range(3))
+    scores = (q @ k.transpose(-2, -1) / 8**0.5).masked_fill(~a.causal_mask(9), float("-inf"))
+    spelled_out = scores.softmax(-1) @ v
+    fused = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    expect(torch.allclose(spelled_out, fused, atol=1e-5), "Your mask, used in a softmax, differs from is_causal=True.")
+    return (
+        "Right: the lower triangle. Used as the mask of a softmax over q·k / sqrt(d), it gives what "
+        "F.scaled_dot_product_attention(is_causal=True) fuses into one kernel (checked on random q, k, v). During "
+        "decoding with a KV cache the one new query may see every cached key, so no mask is needed there."
+    )
+
+
+@exercise(
+    "14.kv_bytes",
+    task="Write `kv_bytes(model, batch)`: the bytes of `model`'s KV cache holding a full context for `batch` "
+    "sequences, from its shape (`model.shape`: n_layer, n_head, head_dim, block_size) and its weights' bytes per "
+    "number (`model.transformer.wte.weight.element_size()`).",
+    names=("kv_bytes",),
+    solution="""
+def kv_bytes(model, batch):
+    s = model.shape
+    per_number = model.transformer.wte.weight.element_size()
+    return 2 * s.n_layer * s.n_head * s.head_dim * s.block_size * batch * per_number
+""",
+    wrong=(
+        """
+def kv_bytes(model, batch):
+    s = model.shape
+    return s.n_layer * s.n_head * s.head_dim * s.block_size * batch * 4
+""",
+        """
+def kv_bytes(model, batch):
+    s = model.shape
+    return 2 * s.n_layer * s.n_head * s.n_embd * s.block_size * batch * 4
+""",
+    ),
+    hint="a key and a value vector per layer, per head, per token of context, per sequence.",
+)
+def _kv_bytes(a: Answers) -> str:
+    model = a.model
+    for batch in (1, 8):
+        truth, got = model.new_cache(batch=batch).nbytes, a.kv_bytes(model, batch)
+        expect(
+            got != truth // 2,
+            f"You have {got:,} bytes, half of the {truth:,} the cache holds: it keeps a value vector beside each key.",
+        )
+        s = model.shape
+        expect(
+            got != truth * s.n_head,
+            f"{got:,} is {s.n_head}x too much: head_dim = n_embd / n_head, so the heads together are n_embd wide.",
+        )
+        expect(got == truth, f"At batch {batch} the cache holds {truth:,} bytes; you have {got:,}.")
+    full = model.new_cache(batch=1).nbytes
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return (
+        f"{full / 1024:,.0f} KiB at batch 1, {8 * full / 1024:,.0f} KiB at batch 8: it grows with context and batch, "
+        f"not with the vocabulary. Against the weights' {weights / 1024:,.0f} KiB "
+        "it is small here; for a large model serving long contexts to many users the cache outgrows the weights."
     )
