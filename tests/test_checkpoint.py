@@ -38,12 +38,11 @@ def no_data(monkeypatch):
     """Any dataset load from here on fails the test."""
     from workbench import tasks
     from workbench.data import registry
-    from workbench.pipeline import profiling, verbs
 
     def refuse(*a, **k):
         pytest.fail("a dataset was loaded")
 
-    for module in (registry, tasks, profiling, verbs):  # each holds its own name for it
+    for module in (registry, tasks):  # each holds its own name for it
         monkeypatch.setattr(module, "load_dataset", refuse)
 
 
