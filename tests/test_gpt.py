@@ -40,14 +40,18 @@ def test_cache_gives_the_tokens_of_recomputing(positions):
         assert len(set(cached)) >= 3  # the tokens vary, so the comparison means something
 
 
+@pytest.mark.parametrize("static", [False, True], ids=["KVCache", "StaticKVCache"])
 @pytest.mark.parametrize("positions", ["learned", "rotary"])
-def test_cached_steps_give_the_logits_of_the_full_forward(positions):
+def test_cached_steps_give_the_logits_of_the_full_forward(positions, static):
     model, ids = tiny_gpt(positions=positions), torch.tensor([prompt(CONTEXT)])
     full = model(ids)
-    cache = model.new_cache(batch=1)
+    cache = model.new_cache(batch=1, static=static)
     first = model(ids[:, :4], cache=cache, last_only=True)
     steps = [model(ids[:, [t]], cache=cache) for t in range(4, CONTEXT)]
     torch.testing.assert_close(torch.cat([first, *steps], dim=1), full[:, 3:])
+    if static:  # its position is a tensor, so a compiled step never reads it back to check the context
+        assert int(cache.next) == CONTEXT
+        return
     assert cache.pos == CONTEXT
     with pytest.raises(ValueError, match="exceed the context of 12"):
         model(ids[:, :1], cache=cache)
@@ -161,3 +165,16 @@ def test_streaming_yields_each_step_and_restores_training_mode():
     assert len(steps) == 4 and all(len(step) == 2 for step in steps)
     assert [list(row) for row in zip(*steps)] == generate(model, [prompt(3), prompt(3, seed=2)], 4, temperature=0)
     assert model.training
+
+
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_compiled_decoding_gives_the_eager_tokens(positions):
+    """torch.compile with a StaticKVCache (a tensor position, every slot read and masked): the same tokens as
+    eager decoding, cached and recomputing, for a prompt that runs past the context (the cache refills)."""
+    model = tiny_gpt(positions=positions)
+    prompts = [prompt(5), prompt(5, seed=3)]
+    eager = generate(model, prompts, CONTEXT + 3, temperature=0)
+    assert generate(model, prompts, CONTEXT + 3, temperature=0, compiled=True) == eager
+    assert generate(model, prompts, 6, temperature=0, compiled=True, kv_cache=False) == [t[:6] for t in eager]
+    with pytest.raises(ValueError, match="compiled decoding takes prompts of one length"):
+        generate(model, [prompt(2), prompt(4)], 3, compiled=True)

@@ -187,3 +187,21 @@ def test_a_search_over_language_model_configs_minimises_the_loss(tmp_path):
     assert result.settings.objectives == ("loss", "size_bytes", "decode_tps")
     assert "model.n_embd" in result.settings.space.params
     assert len(result.trials) == 2 and result.trials["loss"].notna().all()
+
+
+def test_compiled_decoding_is_timed_beside_eager():
+    from workbench.measure import generation_timing
+    from workbench.models import GPT
+
+    torch.manual_seed(0)
+    gpt = GPT(vocab_size=32, n_layer=1, n_head=2, n_embd=16, block_size=16)
+    [(m, records)] = generation_timing(
+        [gpt], torch.arange(4), new_tokens=6, iters=1, batch_sizes=(1,), modes=("eager", "compiled")
+    )
+    assert {(r["mode"], r["kv_cache"]) for r in records} == {
+        (mode, kv) for mode in ("eager", "compiled") for kv in (True, False)
+    }
+    assert m["decode_tps_compiled"] > 0 and m["kv_speedup_compiled"] > 0 and m["generation_compile_s"] > 0
+    assert tiny(**{"measure.modes": ("eager", "compiled")}).measure.modes == ("eager", "compiled")
+    with pytest.raises(ValueError, match=r"measure.modes onnxruntime: a language model is timed eager and compiled"):
+        tiny(**{"measure.modes": ("eager", "onnxruntime")})

@@ -684,7 +684,7 @@ def result_text(result) -> str:
             cache = "KV cache" if r["kv_cache"] else "recomputing"
             lines.append(
                 (
-                    f"generation, batch {r['batch_size']}, {cache}",
+                    f"generation, {r.get('mode', 'eager')}, batch {r['batch_size']}, {cache}",
                     f"first token {format_number(r['ttft_ms'])} ms, then {format_number(r['decode_tps'])} tokens/s "
                     f"({r['prompt_tokens']}-token prompt, {r['new_tokens']} new)" + (" NOISY" if r["noisy"] else ""),
                 )

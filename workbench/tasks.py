@@ -221,6 +221,10 @@ class ImageTask(Task):
     def more_timing(self, config: RunConfig, models, data, device) -> list[tuple[dict, list[dict]]]:
         return [({}, []) for _ in models]
 
+    def modes_on_inputs(self, modes) -> list[str]:
+        """The measure modes to time on the task's inputs (``measure_modes``): all of them for images."""
+        return list(modes)
+
     def flops_per_train_example(self, metrics: dict[str, Any]) -> float:
         return metrics["flops"]
 
@@ -268,11 +272,11 @@ class LanguageTask(Task):
                 f"compression step {step.kind} is built for image classifiers and does not apply to a GPT yet: "
                 "train the language model without --compress"
             )
-        other = sorted(set(config.measure.modes) - {"eager"})
+        other = sorted(set(config.measure.modes) - {"eager", "compiled"})
         if other:
             found.append(
-                f"measure.modes {', '.join(other)}: a language model is timed eager here (its compiled decoding is "
-                "measured by benchmarks/lm.py): use measure.modes=eager"
+                f"measure.modes {', '.join(other)}: a language model is timed eager and compiled here (export, ONNX "
+                "Runtime and TensorRT take image models so far): use measure.modes=eager,compiled"
             )
         return found
 
@@ -370,8 +374,16 @@ class LanguageTask(Task):
         block = config.model.block_size
         prompt = data.val_ids[: max(1, block // 4)]
         return generation_timing(
-            models, prompt, new_tokens=max(2, block // 2), device=device, iters=max(3, config.measure.iters // 10)
+            models,
+            prompt,
+            new_tokens=max(2, block // 2),
+            device=device,
+            iters=max(3, config.measure.iters // 10),
+            modes=[m for m in config.measure.modes if m in ("eager", "compiled")],
         )
+
+    def modes_on_inputs(self, modes) -> list[str]:
+        return []  # a window forward is timed eager; compiled is timed where it matters, in decoding (more_timing)
 
     def flops_per_train_example(self, metrics: dict[str, Any]) -> float:
         return metrics["flops_per_token"]  # a language model's training examples are tokens

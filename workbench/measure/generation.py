@@ -17,7 +17,7 @@ Example:
     2048
     >>> sorted(records[0])  # doctest: +NORMALIZE_WHITESPACE
     ['batch_size', 'decode_tps', 'decode_tps_q25', 'decode_tps_q75', 'device', 'kind', 'kv_cache', 'load_average',
-     'new_tokens', 'noisy', 'prompt_tokens', 'threads', 'ttft_ms', 'ttft_ms_q25', 'ttft_ms_q75']
+     'mode', 'new_tokens', 'noisy', 'prompt_tokens', 'threads', 'ttft_ms', 'ttft_ms_q25', 'ttft_ms_q75']
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from ..models import generate_tokens, kv_cache_bytes
 from ..train import load_average
 from .bench import NOISY_SPREAD, _ready, _sync
 from .device import device_name, resolve_device
+from .modes import compile_room
 
 GENERATION_BATCH_SIZES = (1, 8)
 
@@ -47,34 +48,54 @@ def generation_timing(
     device: str | torch.device = "cpu",
     iters: int = 3,
     batch_sizes: Sequence[int] = GENERATION_BATCH_SIZES,
+    modes: Sequence[str] = ("eager",),
 ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """Per model (metrics, records): ``ttft_ms`` and ``decode_tps`` at batch 1 with the cache (``_uncached``:
     recomputing every step), ``decode_tps_bs8`` at batch 8, ``kv_speedup`` and the cache's bytes at full
-    context; a record per batch size and cache setting. ``prompt`` (1-D token ids) starts every row."""
+    context; a record per mode, batch size and cache setting. ``prompt`` (1-D token ids) starts every row.
+    ``modes`` eager and/or compiled (``torch.compile``, the cache a ``StaticKVCache``; the metrics' names end in
+    ``_compiled``, and ``generation_compile_s`` is what the first, compiling, call cost beyond a warm one)."""
     device = resolve_device(device, field="device")
     prompt = prompt.to(device)
-    out: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [({}, []) for _ in models]
-    for bs in batch_sizes:
-        prompts = prompt.expand(bs, -1)
-        for kv in (True, False):
-            samples: list[list[tuple[float, float]]] = [[] for _ in models]
-            for m in models:  # warm-up: allocator, caches, lazy init
-                with _ready(m, device):
-                    _one_call(m, prompts, new_tokens, kv, device)
-            for r in range(iters):
-                for j in (np.arange(len(models)) + r) % len(models):
-                    with _ready(models[j], device):
-                        samples[j].append(_one_call(models[j], prompts, new_tokens, kv, device))
-            for j, timed in enumerate(samples):
-                out[j][1].append(_record(timed, bs, kv, len(prompt), new_tokens, device))
-    return [(_metrics(model, records), records) for model, (_, records) in zip(models, out)]
+    out: list[list[dict[str, Any]]] = [[] for _ in models]
+    compile_s: list[float] = [0.0 for _ in models]
+    # Each model's forward compiles a few graphs (prefill, step; cached, recomputing): room for all of them.
+    with compile_room(8 + 4 * len(models)):
+        for mode in modes:
+            compiled = mode == "compiled"
+            for bs in batch_sizes:
+                prompts = prompt.expand(bs, -1)
+                for kv in (True, False):
+                    samples: list[list[tuple[float, float]]] = [[] for _ in models]
+                    for j, m in enumerate(models):  # warm-up: allocator, caches, lazy init, compiling
+                        with _ready(m, device):
+                            first = sum(_one_call(m, prompts, new_tokens, kv, device, compiled))
+                            again = sum(_one_call(m, prompts, new_tokens, kv, device, compiled))
+                        compile_s[j] += max(first - again, 0.0) if compiled else 0.0
+                    for r in range(iters):
+                        for j in (np.arange(len(models)) + r) % len(models):
+                            with _ready(models[j], device):
+                                samples[j].append(_one_call(models[j], prompts, new_tokens, kv, device, compiled))
+                    for j, timed in enumerate(samples):
+                        out[j].append(_record(timed, mode, bs, kv, len(prompt), new_tokens, device))
+    results = []
+    for model, records, seconds in zip(models, out, compile_s):
+        metrics = {"kv_cache_bytes": model.new_cache(batch=1).nbytes}
+        for mode in modes:
+            metrics.update(_metrics([r for r in records if r["mode"] == mode], "" if mode == "eager" else f"_{mode}"))
+        if "compiled" in modes:
+            metrics["generation_compile_s"] = seconds
+        results.append((metrics, records))
+    return results
 
 
-def _one_call(model, prompts: torch.Tensor, new_tokens: int, kv: bool, device: torch.device) -> tuple[float, float]:
+def _one_call(
+    model, prompts: torch.Tensor, new_tokens: int, kv: bool, device: torch.device, compiled: bool = False
+) -> tuple[float, float]:
     """(seconds to the first token, seconds for the rest) of one greedy generation."""
     _sync(device)
     t0 = time.perf_counter()
-    steps = generate_tokens(model, prompts, new_tokens, temperature=0, kv_cache=kv)
+    steps = generate_tokens(model, prompts, new_tokens, temperature=0, kv_cache=kv, compiled=compiled)
     next(steps)
     _sync(device)
     t1 = time.perf_counter()
@@ -84,13 +105,16 @@ def _one_call(model, prompts: torch.Tensor, new_tokens: int, kv: bool, device: t
     return t1 - t0, time.perf_counter() - t1
 
 
-def _record(timed, bs: int, kv: bool, prompt_tokens: int, new_tokens: int, device: torch.device) -> dict[str, Any]:
+def _record(
+    timed, mode: str, bs: int, kv: bool, prompt_tokens: int, new_tokens: int, device: torch.device
+) -> dict[str, Any]:
     first = np.array([t for t, _ in timed]) * 1e3
     rate = np.array([bs * (new_tokens - 1) / rest if rest > 0 else float("inf") for _, rest in timed])
     q = {name: np.percentile(values, [25, 50, 75]) for name, values in (("ttft", first), ("decode", rate))}
     spread = max((v[2] - v[0]) / v[1] if v[1] > 0 else float("inf") for v in q.values())
     return {
         "kind": "generation",
+        "mode": mode,
         "batch_size": bs,
         "kv_cache": kv,
         "prompt_tokens": prompt_tokens,
@@ -108,7 +132,9 @@ def _record(timed, bs: int, kv: bool, prompt_tokens: int, new_tokens: int, devic
     }
 
 
-def _metrics(model, records: list[dict[str, Any]]) -> dict[str, Any]:
+def _metrics(records: list[dict[str, Any]], suffix: str) -> dict[str, Any]:
+    """One mode's headline numbers (names ending in ``suffix``): batch 1 with and without the cache, and the
+    other batch sizes."""
     at = {(r["batch_size"], r["kv_cache"]): r for r in records}
     one, uncached = at.get((1, True)) or records[0], at.get((1, False)) or records[1]
     metrics = {
@@ -117,14 +143,14 @@ def _metrics(model, records: list[dict[str, Any]]) -> dict[str, Any]:
         "decode_tps": one["decode_tps"],
         "decode_tps_uncached": uncached["decode_tps"],
         "kv_speedup": one["decode_tps"] / uncached["decode_tps"],
-        "kv_cache_bytes": model.new_cache(batch=1).nbytes,
         "gen_prompt_tokens": one["prompt_tokens"],
         "gen_new_tokens": one["new_tokens"],
     }
     for (bs, kv), r in at.items():
         if bs != 1:
             metrics[f"decode_tps_bs{bs}" + ("" if kv else "_uncached")] = r["decode_tps"]
-    return metrics
+    named = {k: v for k, v in metrics.items() if k.startswith("gen_")}  # the same in every mode
+    return {**named, **{f"{k}{suffix}": v for k, v in metrics.items() if k not in named}}
 
 
 def decode_curve(

@@ -25,7 +25,7 @@ from ._common import check_model_name, create_model, list_models, model_input, r
 from .cnn import CNN
 from .config import ModelConfig, build_model, model_args
 from .generation import generate, generate_tokens
-from .gpt import GPT, KVCache, kv_cache_bytes
+from .gpt import GPT, KVCache, StaticKVCache, kv_cache_bytes
 from .mlp import MLP
 from .mobilenet import MobileNetV2
 from .resnet import CifarResNet
@@ -44,6 +44,7 @@ __all__ = [
     "MobileNetV2",
     "ModelConfig",
     "SpeedCNN",
+    "StaticKVCache",
     "ViT",
     "build_model",
     "check_model_name",

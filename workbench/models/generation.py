@@ -43,10 +43,11 @@ def generate(
     top_p: float | None = None,
     seed: int | None = None,
     kv_cache: bool = True,
+    compiled: bool = False,
 ) -> list[list[int]]:
     """The ``max_new_tokens`` new tokens of each prompt (the prompt not repeated); see ``generate_tokens``."""
     options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed, "kv_cache": kv_cache}
-    steps = list(generate_tokens(model, prompts, max_new_tokens, **options))
+    steps = list(generate_tokens(model, prompts, max_new_tokens, **options, compiled=compiled))
     return [list(row) for row in zip(*steps)]
 
 
@@ -60,6 +61,7 @@ def generate_tokens(
     top_p: float | None = None,
     seed: int | None = None,
     kv_cache: bool = True,
+    compiled: bool = False,
 ) -> Iterator[list[int]]:
     """Yield one new token per prompt, ``max_new_tokens`` times.
 
@@ -68,6 +70,8 @@ def generate_tokens(
     from the ``top_k`` likeliest tokens and/or the fewest whose probability reaches ``top_p``. ``seed``
     makes the sampling repeatable. ``kv_cache=False`` recomputes the whole window at every step: the
     same tokens, slower. The model is run in eval mode (no dropout), and left as it was found.
+    ``compiled``: through ``torch.compile`` (with the cache, a ``StaticKVCache``, so a step compiles once; prompts
+    of one length): the first call pays for compiling.
     """
     if max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens must be > 0 (got {max_new_tokens}): ask for at least one new token")
@@ -79,8 +83,13 @@ def generate_tokens(
         raise ValueError(f"top_p must be in (0, 1] (got {top_p}): 1 keeps every token, e.g. 0.9")
     device = model.transformer.wte.weight.device
     ids, real = left_pad([as_prompt(p, i, model.shape.vocab_size) for i, p in enumerate(prompts)], device)
+    if compiled and real is not None:
+        raise ValueError("compiled decoding takes prompts of one length: generate unequal prompts uncompiled")
     generator = None if seed is None else torch.Generator(device).manual_seed(seed)
-    return _decode(model, ids, real, max_new_tokens, temperature, top_k, top_p, generator, kv_cache)
+    # dynamic: one graph for every length and batch (the prompt, then one token a step), not one per shape
+    forward = torch.compile(model, dynamic=True) if compiled else model
+    cache = model.new_cache(len(ids), static=compiled) if kv_cache else None
+    return _decode(model, forward, cache, ids, real, max_new_tokens, (temperature, top_k, top_p, generator))
 
 
 def as_prompt(prompt, index: int, vocab_size: int) -> torch.Tensor:
@@ -124,11 +133,10 @@ def sample(logits, temperature, top_k, top_p, generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _decode(model, ids, real, max_new_tokens, temperature, top_k, top_p, generator, kv_cache):
+def _decode(model, forward, cache, ids, real, max_new_tokens, sampling):
     was_training = model.training
     model.eval()
     block_size = model.shape.block_size
-    cache = model.new_cache(len(ids)) if kv_cache else None
     try:
         for step in range(max_new_tokens):
             start = max(0, ids.size(1) - block_size)  # the window the model sees: the last block_size tokens
@@ -137,9 +145,9 @@ def _decode(model, ids, real, max_new_tokens, temperature, top_k, top_p, generat
             else:  # first step, no cache, or the window moved: run the whole window
                 new = ids[:, start:]
                 if cache is not None:
-                    cache.pos = 0
-            logits = model(new, cache=cache, real=None if real is None else real[:, start:], last_only=True)
-            token = sample(logits[:, -1].float(), temperature, top_k, top_p, generator)
+                    cache.reset()
+            logits = forward(new, cache=cache, real=None if real is None else real[:, start:], last_only=True)
+            token = sample(logits[:, -1].float(), *sampling)
             ids = torch.cat((ids, token[:, None]), dim=1)
             if real is not None:
                 real = torch.cat((real, torch.ones_like(real[:, :1])), dim=1)

@@ -36,6 +36,7 @@ from .._errors import require
 from ._common import register_model
 
 ATTENTIONS = ("sdpa", "naive")
+CAUSAL = "causal"  # the attention mask of queries that are the keys from position 0: SDPA's is_causal
 POSITIONS = ("learned", "rotary")
 
 
@@ -116,6 +117,39 @@ class KVCache:
         self.values[layer][:, :, self.pos : end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
+    def reset(self) -> None:
+        """Empty: the next tokens go to position 0 (the old keys are overwritten as they come)."""
+        self.pos = 0
+
+
+class StaticKVCache(KVCache):
+    """A KV cache for a compiled decoder: the next position is a tensor (``next``) and every call reads the whole
+    preallocated context, the slots not written yet masked out. Each decoding step then has the same shapes and
+    no Python number changes between steps, so ``torch.compile`` compiles it once instead of once per position
+    (a ``KVCache``'s ``pos`` is a Python int that the compiled code would be specialised on). Prompts of one
+    length only: no padding mask.
+
+    Example:
+        >>> cache = StaticKVCache(n_layer=1, batch=1, n_head=1, context=4, head_dim=2)
+        >>> k, v = cache.store(0, torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2))
+        >>> k.shape, k[0, 0, :, 0].tolist()  # the whole context comes back; slots 2 and 3 are still empty
+        (torch.Size([1, 1, 4, 2]), [1.0, 1.0, 0.0, 0.0])
+    """
+
+    def __init__(self, n_layer, batch, n_head, context, head_dim, dtype=torch.float32, device=None):
+        super().__init__(n_layer, batch, n_head, context, head_dim, dtype, device)
+        self.next = torch.zeros((), dtype=torch.long, device=device)
+
+    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        slots = self.next + torch.arange(k.size(2), device=k.device)
+        self.keys[layer].index_copy_(2, slots, k)
+        self.values[layer].index_copy_(2, slots, v)
+        return self.keys[layer], self.values[layer]
+
+    def reset(self) -> None:
+        self.pos = 0
+        self.next.zero_()
+
 
 def attention_mask(start: int, length: int, real: torch.Tensor | None, device) -> torch.Tensor:
     """True where a query may attend: (length, start + length), or (batch, 1, length, start + length) with ``real``.
@@ -135,7 +169,7 @@ def attention_mask(start: int, length: int, real: torch.Tensor | None, device) -
 def naive_attention(q, k, v, mask, dropout_p):
     """softmax(q kᵀ / √d, masked) v, the textbook form: it builds the whole (length x keys) score matrix that
     SDPA's fused kernels never store."""
-    if mask is None:  # plain causal: the queries are the last of the keys
+    if mask is None or isinstance(mask, str):  # plain causal: the queries are the last of the keys
         mask = torch.ones(q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril(k.size(2) - q.size(2))
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
     weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
@@ -169,8 +203,9 @@ class CausalSelfAttention(nn.Module):
         dropout_p = self.dropout if self.training else 0.0
         if self.naive:
             y = naive_attention(q, k, v, mask, dropout_p)
-        else:  # no mask: causal for a prompt from position 0, every key for one new token
-            y = F.scaled_dot_product_attention(q, k, v, mask, dropout_p, is_causal=mask is None and T > 1)
+        else:  # CAUSAL: queries are the keys from position 0; None: one new token sees every key
+            causal = isinstance(mask, str)  # decided in Python: a compiled graph's length may be symbolic
+            y = F.scaled_dot_product_attention(q, k, v, None if causal else mask, dropout_p, is_causal=causal)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
@@ -257,10 +292,12 @@ class GPT(nn.Module):
             {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0},
         ]
 
-    def new_cache(self, batch: int) -> KVCache:
-        """An empty KV cache for ``batch`` sequences of up to ``block_size`` tokens, in the model's dtype and device."""
+    def new_cache(self, batch: int, static: bool = False) -> KVCache:
+        """An empty KV cache for ``batch`` sequences of up to ``block_size`` tokens, in the model's dtype and
+        device; ``static``: a ``StaticKVCache``, for a compiled decoder."""
         s, weight = self.shape, self.transformer.wte.weight
-        return KVCache(s.n_layer, batch, s.n_head, s.block_size, s.head_dim, weight.dtype, weight.device)
+        kind = StaticKVCache if static else KVCache
+        return kind(s.n_layer, batch, s.n_head, s.block_size, s.head_dim, weight.dtype, weight.device)
 
     def forward(
         self, idx, *, cache: KVCache | None = None, real: torch.Tensor | None = None, last_only: bool = False
@@ -279,9 +316,14 @@ class GPT(nn.Module):
         context = self.shape.block_size if cache is None else cache.context
         if start + T > context:
             raise ValueError(f"{start + T} tokens exceed the context of {context}: keep the last {context} at most")
-        if real is None:
+        if isinstance(cache, StaticKVCache):  # tensor positions, every key slot, the empty ones masked
+            if real is not None:
+                raise ValueError("a static KV cache takes prompts of one length: pad nothing, or use a KVCache")
+            positions = (cache.next + torch.arange(T, device=idx.device))[None]
+            mask = torch.arange(context, device=idx.device)[None, :] <= positions[0][:, None]
+        elif real is None:
             positions = torch.arange(start, start + T, device=idx.device)[None]
-            mask = None if start == 0 or T == 1 else attention_mask(start, T, None, idx.device)
+            mask = CAUSAL if start == 0 else None if T == 1 else attention_mask(start, T, None, idx.device)
         else:
             positions = (real.cumsum(dim=1) - 1).clamp(min=0)[:, -T:]
             mask = attention_mask(start, T, real, idx.device)
@@ -294,7 +336,9 @@ class GPT(nn.Module):
         x = self.transformer.drop(x)
         for block in self.transformer.h:
             x = block(x, rope, mask, cache)
-        if cache is not None:
+        if isinstance(cache, StaticKVCache):
+            cache.next += T  # in place: the compiled step sees the same tensor every time
+        elif cache is not None:
             cache.pos += T
         x = self.transformer.ln_f(x)
         return self.lm_head(x[:, [-1]] if last_only else x)

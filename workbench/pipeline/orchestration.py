@@ -295,7 +295,10 @@ def _time(batch: list[Prepared], progress: bool) -> dict[int, tuple[dict[str, An
             measured = measure_together(models, shape, cfg, where, inputs=inputs)
             more = task.more_timing(first.config, models, first.dataset, where)
             measured = [({**metrics, **m}, records + r) for (metrics, records), (m, r) in zip(measured, more)]
-            for other, modes in timing_plan(cfg, torch.device(where)):
+            for other, planned in timing_plan(cfg, torch.device(where)):
+                modes = task.modes_on_inputs(planned)
+                if not modes:
+                    continue
                 more = measure_modes_together(
                     models,
                     shape,

@@ -97,6 +97,26 @@ METRICS: dict[str, Metric] = {
         Metric("decode_tps_bs8", "decode speed at batch 8", "tokens/s, KV cache", 1, False, "inference", True),
         Metric("decode_tps_bs8_uncached", "decode speed at batch 8 recomputing", "tokens/s", 1, False, "inference"),
         Metric("kv_speedup", "KV cache speed-up of decoding", "x, batch 1", 1, False, "inference"),
+        # The same, decoding through torch.compile (measure.modes has compiled; the cache a StaticKVCache).
+        Metric("ttft_ms_compiled", "time to first token, compiled", "ms, median, batch 1", 1, True, "inference"),
+        Metric("ttft_ms_uncached_compiled", "time to first token, compiled, no cache", "ms", 1, True, "inference"),
+        Metric("decode_tps_compiled", "decode speed, compiled", "tokens/s, batch 1", 1, False, "inference", True),
+        Metric(
+            "decode_tps_uncached_compiled", "decode speed, compiled, recomputing", "tokens/s", 1, False, "inference"
+        ),
+        Metric("decode_tps_bs8_compiled", "decode speed at batch 8, compiled", "tokens/s", 1, False, "inference"),
+        Metric(
+            "decode_tps_bs8_uncached_compiled",
+            "decode at batch 8, compiled, recomputing",
+            "tokens/s",
+            1,
+            False,
+            "inference",
+        ),
+        Metric("kv_speedup_compiled", "KV cache speed-up of compiled decoding", "x, batch 1", 1, False, "inference"),
+        Metric(
+            "generation_compile_s", "compiling for decoding", "s, first calls beyond warm ones", 1, True, "inference"
+        ),
         Metric("kv_cache_bytes", "KV cache at full context", "KiB, batch 1", 1 / 1024, True, "model"),
         Metric("text_sha256", "sha256 of the text as split", source="evaluation"),
         Metric("gen_prompt_tokens", "prompt of the generation timing", "tokens", source="inference"),
