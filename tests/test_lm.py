@@ -205,3 +205,22 @@ def test_compiled_decoding_is_timed_beside_eager():
     assert tiny(**{"measure.modes": ("eager", "compiled")}).measure.modes == ("eager", "compiled")
     with pytest.raises(ValueError, match=r"measure.modes onnxruntime: a language model is timed eager and compiled"):
         tiny(**{"measure.modes": ("eager", "onnxruntime")})
+
+
+def test_a_smaller_run_drafts_for_a_larger_one_and_the_text_is_the_same(trained, capsys):
+    store, target = trained
+    draft = run(tiny(**{"model.n_embd": 16, "model.n_head": 1, "train.steps": 20}), store=store, progress=False)
+    alone = generate(target.run_id, "def ", 20, temperature=0, store=store).text
+    writing = generate(target.run_id, "def ", 20, temperature=0, store=store, draft=draft.run_id, lookahead=3)
+    assert writing.text == alone and writing.stats.new_tokens == 20 and writing.stats.proposed > 0
+    args = ["generate", target.run_id, "--draft", draft.run_id, "--max-new-tokens", "20", "--store", str(store.root)]
+    assert main(args) == 0  # greedy by default with a draft
+    out = capsys.readouterr()
+    assert out.out == "def " + alone + "\n" and "the draft's proposals kept" in out.err
+    with pytest.raises(ValueError, match="speculative decoding here is greedy: pass temperature=0"):
+        generate(target.run_id, "def ", 5, store=store, draft=draft.run_id)
+    char = run(tiny(**{"data.tokenizer": "char", "train.steps": 10, "train.epochs": 1}), store=store, progress=False)
+    with pytest.raises(
+        ValueError, match=r"the draft's tokenizer \(CharTokenizer.*\) is not the model's \(ByteTokenizer"
+    ):
+        generate(target.run_id, "def ", 5, temperature=0, store=store, draft=char.run_id)

@@ -118,12 +118,19 @@ def _parser(with_run_flags: bool) -> tuple[argparse.ArgumentParser, dict[str, ar
     p["generate"].add_argument("--prompt", default="def ", help="the text to continue (default: 'def ')")
     p["generate"].add_argument("--max-new-tokens", type=int, default=200, help="tokens to add (default: 200)")
     p["generate"].add_argument(
-        "--temperature", type=float, default=0.8, help="0: always the likeliest token; higher: more varied (0.8)"
+        "--temperature",
+        type=float,
+        default=None,
+        help="0: always the likeliest token; higher: more varied (default 0.8; 0 with --draft, which is greedy)",
     )
     p["generate"].add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens only")
     p["generate"].add_argument("--top-p", type=float, default=None, help="sample among the fewest tokens reaching p")
     p["generate"].add_argument("--seed", type=int, default=None, help="repeat a draw")
     p["generate"].add_argument("--no-kv-cache", action="store_true", help="recompute every step (slower, same text)")
+    p["generate"].add_argument(
+        "--draft", metavar="RUN_ID", help="a smaller run with the same tokenizer: speculative decoding (greedy)"
+    )
+    p["generate"].add_argument("--lookahead", type=int, default=4, help="tokens the draft proposes per check (4)")
     p["generate"].add_argument("--store", default="runs", help="results folder (default: runs)")
 
     p["tour"] = sub.add_parser("tour", help="the main job: a baseline and contrasting variants on digits, and a report")
@@ -626,17 +633,26 @@ def _generate(args: argparse.Namespace) -> int:
         args.run_id,
         args.prompt,
         args.max_new_tokens,
-        temperature=args.temperature,
+        temperature=(0.0 if args.draft else 0.8) if args.temperature is None else args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
         seed=args.seed,
         kv_cache=not args.no_kv_cache,
         store=args.store,
+        draft=args.draft,
+        lookahead=args.lookahead,
     )
     print(args.prompt, end="", flush=True)
     for piece in writing:
         print(piece, end="", flush=True)
     print()
+    if writing.stats is not None:
+        s = writing.stats
+        print(
+            f"workbench: note: the draft's proposals kept {s.acceptance:.0%} ({s.accepted}/{s.proposed}); "
+            f"{s.tokens_per_target_pass:.2f} tokens per pass of the model",
+            file=sys.stderr,
+        )
     return 0
 
 

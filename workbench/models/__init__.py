@@ -29,6 +29,7 @@ from .gpt import GPT, KVCache, StaticKVCache, kv_cache_bytes
 from .mlp import MLP
 from .mobilenet import MobileNetV2
 from .resnet import CifarResNet
+from .speculative import SpeculativeStats, speculative_generate, speculative_tokens
 from .speedcnn import SpeedCNN
 from .structure import module_structure, restore_structure
 from .vit import ViT
@@ -43,6 +44,7 @@ __all__ = [
     "KVCache",
     "MobileNetV2",
     "ModelConfig",
+    "SpeculativeStats",
     "SpeedCNN",
     "StaticKVCache",
     "ViT",
@@ -58,6 +60,8 @@ __all__ = [
     "module_structure",
     "register_model",
     "restore_structure",
+    "speculative_generate",
+    "speculative_tokens",
     "whiten_first_conv",
     "whitening_filters",
 ]

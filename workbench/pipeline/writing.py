@@ -15,7 +15,7 @@ import torch
 
 from .._errors import ConfigError
 from ..data import Tokenizer
-from ..models import GPT, generate_tokens
+from ..models import GPT, SpeculativeStats, generate_tokens, speculative_tokens
 from ..report import Result, ResultStore
 from ..report.checkpoint import load_checkpoint, load_tokenizer
 from ..train import Callback
@@ -24,8 +24,16 @@ from ..train import Callback
 class Generation:
     """New text for one prompt (or a list of them): iterate for pieces as they come; ``text`` for all of it."""
 
-    def __init__(self, steps: Iterator[list[int]], tokenizer: Tokenizer, rows: int, batched: bool):
+    def __init__(
+        self,
+        steps: Iterator[list[int]],
+        tokenizer: Tokenizer,
+        rows: int,
+        batched: bool,
+        stats: SpeculativeStats | None = None,
+    ):
         self._steps, self._tokenizer, self._batched = steps, tokenizer, batched
+        self.stats = stats  # with a draft: what the speculation did (acceptance, target passes)
         self._ids: list[list[int]] = [[] for _ in range(rows)]
         self._shown = [""] * rows
 
@@ -67,10 +75,15 @@ def generate(
     kv_cache: bool = True,
     tokenizer: Tokenizer | None = None,
     store: ResultStore | str | os.PathLike = "runs",
+    draft: str | Result | GPT | None = None,
+    lookahead: int = 4,
 ) -> Generation:
     """Continue ``prompt`` (a string, or a list of them of any lengths) with a language model: a stored run's
     (its id or ``Result``; the tokenizer saved with it) or a ``GPT`` given with its ``tokenizer``.
     Sampling as ``models.generate_tokens`` (temperature 0: greedy; top-k; top-p; ``seed`` repeats a draw).
+    ``draft`` (a smaller run or GPT with the same tokenizer) decodes speculatively: it proposes ``lookahead``
+    tokens, the model checks them in one pass; greedy (temperature 0), one prompt, the same text as without
+    it, and ``.stats`` says how many proposals were kept.
 
     Example:
         >>> from workbench.data import train_tokenizer
@@ -94,8 +107,26 @@ def generate(
     if not prompts or any(not isinstance(p, str) or not p for p in prompts):
         raise ValueError("prompt must be a text that is not empty, or a list of them, e.g. 'def '")
     ids = [tokenizer.encode(p) for p in prompts]
+    if draft is not None:
+        return _speculative(model, tokenizer, draft, ids, max_new_tokens, lookahead, temperature, batched, store)
     options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed, "kv_cache": kv_cache}
     return Generation(generate_tokens(model, ids, max_new_tokens, **options), tokenizer, len(prompts), batched)
+
+
+def _speculative(model, tokenizer, draft, ids, max_new_tokens, lookahead, temperature, batched, store) -> Generation:
+    if temperature != 0:
+        raise ValueError(f"speculative decoding here is greedy: pass temperature=0 with a draft (got {temperature})")
+    if len(ids) != 1:
+        raise ValueError(f"speculative decoding takes one prompt at a time (got {len(ids)})")
+    draft_model, draft_tokenizer = _model_and_tokenizer(draft, tokenizer if isinstance(draft, GPT) else None, store)
+    if draft_tokenizer != tokenizer:
+        raise ValueError(
+            f"the draft's tokenizer ({draft_tokenizer!r}) is not the model's ({tokenizer!r}): "
+            "a draft must be trained on the same tokenizer"
+        )
+    stats = SpeculativeStats()
+    tokens = speculative_tokens(model, draft_model, ids[0], max_new_tokens, lookahead=lookahead, stats=stats)
+    return Generation(([t] for t in tokens), tokenizer, 1, batched, stats)
 
 
 def _model_and_tokenizer(
