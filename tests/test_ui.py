@@ -347,7 +347,7 @@ def test_the_language_model_task_trains_and_writes_text_in_the_panel(store):
     panel.controls["measure.iters"].value = 3
     panel.run_button.click()
     result = panel.results[-1]
-    assert result.config.task == "lm" and "validation loss" in panel.message.value, panel.message.value
+    assert result.config.task == "lm" and "validation perplexity" in panel.message.value, panel.message.value
     assert "validation perplexity" in panel.table.value
     panel.prompt.value = "import "
     panel.new_tokens.value = 20

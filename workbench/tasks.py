@@ -12,8 +12,8 @@ Example:
     >>> list_tasks()
     ['image', 'lm']
     >>> lm = get_task("lm")
-    >>> lm.unit, lm.quality, lm.throughput_metric, lm.starting_preset
-    ('tokens', 'loss', 'throughput_tps', 'gpt')
+    >>> lm.reads, lm.headline, lm.throughput_metric, lm.starting_preset
+    ('tokens', ('loss', 'perplexity', 'decode_tps'), 'throughput_tps', 'gpt')
     >>> get_task("text")
     Traceback (most recent call last):
     ...
@@ -88,9 +88,8 @@ class Task:
     name: str
     title: str
     reads: str  # what its models read: images or tokens (models.model_input)
-    unit: str  # what its throughput counts: images or tokens
-    quality: str  # the headline metric of its tables (its direction is in report.METRICS)
-    throughput_metric: str
+    headline: tuple[str, ...]  # what a one-line summary of a run says, its quality first
+    throughput_metric: str  # images/s or tokens/s (its unit is in report.METRICS)
     train_speed_metric: str
     compare_metrics: tuple[str, ...]  # what compare() shows
     table_metrics: tuple[str, ...]  # the few columns of the results table
@@ -122,8 +121,8 @@ class Task:
 class ImageTask(Task):
     """Image classification: a label per image; accuracy on the test split, images per second."""
 
-    name, title, reads, unit = "image", "classifies images", "images", "images"
-    quality, throughput_metric, train_speed_metric = "accuracy", "throughput_ips", "train_ips"
+    name, title, reads = "image", "classifies images", "images"
+    throughput_metric, train_speed_metric = "throughput_ips", "train_ips"
     compare_metrics = (
         "accuracy",
         "params",
@@ -135,6 +134,7 @@ class ImageTask(Task):
         "train_seconds",
     )
     table_metrics = ("accuracy", "params", "size_bytes", "latency_ms", "throughput_ips", "train_seconds")
+    headline = ("accuracy",)
     search_objectives = ("accuracy", "size_bytes", "latency_ms")
     default_dataset, default_model = "digits", "cnn"
 
@@ -236,8 +236,8 @@ class LanguageTask(Task):
     """Language modelling: the next token at every position of a window of text; validation loss, perplexity
     and bits per byte, tokens per second, time to first token."""
 
-    name, title, reads, unit = "lm", "models text", "tokens", "tokens"
-    quality, throughput_metric, train_speed_metric = "loss", "throughput_tps", "train_tps"
+    name, title, reads = "lm", "models text", "tokens"
+    throughput_metric, train_speed_metric = "throughput_tps", "train_tps"
     compare_metrics = (
         "loss",
         "perplexity",
@@ -253,6 +253,7 @@ class LanguageTask(Task):
         "train_tps",
     )
     table_metrics = ("loss", "perplexity", "params", "ttft_ms", "decode_tps", "throughput_tps", "train_seconds")
+    headline = ("loss", "perplexity", "decode_tps")
     search_objectives = ("loss", "size_bytes", "decode_tps")
     default_dataset, default_model, starting_preset = "pystdlib", "gpt", "gpt"
 
