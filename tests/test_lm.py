@@ -224,3 +224,9 @@ def test_a_smaller_run_drafts_for_a_larger_one_and_the_text_is_the_same(trained,
         ValueError, match=r"the draft's tokenizer \(CharTokenizer.*\) is not the model's \(ByteTokenizer"
     ):
         generate(target.run_id, "def ", 5, temperature=0, store=store, draft=char.run_id)
+
+
+def test_compile_auto_probes_a_language_model_and_records_its_decision(tmp_path):
+    r = run(tiny(**{"hardware.compile": "auto", "train.steps": 20, "train.epochs": 1}), store=None, progress=False)
+    assert r.status == "ok" and isinstance(r.metrics["compiled"], bool) and r.metrics["compile_probe_seconds"] > 0
+    assert "compile" in r.metrics["compile_reason"]

@@ -62,7 +62,7 @@ def probe_compile(
     def step(fn) -> float:
         t0 = time.perf_counter()
         with precision_context():
-            loss = F.cross_entropy(fn(x), y)
+            loss = F.cross_entropy(*per_target(fn(x), y))
         loss.backward()
         sync()
         return time.perf_counter() - t0
@@ -93,6 +93,17 @@ def probe_compile(
             else f"compile off: {numbers}; compiling does not speed this step up"
         )
     return CompileDecision(saved_s > compile_s, reason, eager, compiled, compile_s, time.perf_counter() - t_start)
+
+
+def per_target(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, targets) one row per prediction: a language model predicts at every position of its window
+    ((N, T, vocab) against (N, T)), and each position counts as one example, scored alike.
+
+    Example:
+        >>> [t.shape for t in per_target(torch.zeros(2, 5, 7), torch.zeros(2, 5, dtype=torch.long))]
+        [torch.Size([10, 7]), torch.Size([10])]
+    """
+    return (logits.flatten(0, -2), y.flatten()) if logits.dim() > 2 else (logits, y)
 
 
 def first_batch(loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:

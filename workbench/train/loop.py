@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.profiler import record_function
 
 from .callbacks import Callback, CallbackList, Checkpoint, TrainState
-from .compile_probe import CompileDecision, first_batch, probe_compile
+from .compile_probe import CompileDecision, first_batch, per_target, probe_compile
 from .config import EvalConfig, HardwareConfig, TrainConfig
 from .optim import make_optimizer, make_scheduler
 from .parallel import SINGLE, Group
@@ -190,17 +190,6 @@ def train(
             break
     hooks.on_train_end(state)
     return outcome
-
-
-def per_target(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, targets) one row per prediction: a language model predicts at every position of its window
-    ((N, T, vocab) against (N, T)), and each position counts as one example, scored alike.
-
-    Example:
-        >>> [t.shape for t in per_target(torch.zeros(2, 5, 7), torch.zeros(2, 5, dtype=torch.long))]
-        [torch.Size([10, 7]), torch.Size([10])]
-    """
-    return (logits.flatten(0, -2), y.flatten()) if logits.dim() > 2 else (logits, y)
 
 
 def _batches(loader: Iterable) -> Iterator:
