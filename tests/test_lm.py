@@ -230,3 +230,17 @@ def test_compile_auto_probes_a_language_model_and_records_its_decision(tmp_path)
     r = run(tiny(**{"hardware.compile": "auto", "train.steps": 20, "train.epochs": 1}), store=None, progress=False)
     assert r.status == "ok" and isinstance(r.metrics["compiled"], bool) and r.metrics["compile_probe_seconds"] > 0
     assert "compile" in r.metrics["compile_reason"]
+
+
+def test_fewer_bits_cost_a_trained_gpt_more_validation_loss(trained):
+    from workbench.compress import low_bit_curve
+
+    _, r = trained
+    task, data = get_task("lm"), load_token_data("pystdlib")
+    model, config = load_checkpoint(r.checkpoint)
+    with torch.no_grad():
+        curve = low_bit_curve(
+            model, lambda m: task.evaluate(config, m, data, "cpu")["loss"], bits=(8, 4, 2), group_sizes=(16,)
+        )
+    fp32, eight, four, two = curve.score.tolist()
+    assert abs(eight - fp32) < 0.01 * fp32 and two > four > fp32 * 0.99

@@ -27,6 +27,7 @@ from .core import (
     step_type,
     step_types,
 )
+from .lowbit import bits_per_weight, group_quantize, low_bit_curve, simulate_low_bit
 from .onnx_int8 import OrtDynamicInt8, OrtStaticInt8
 from .pruning import StructuredPrune, UnstructuredPrune, prune, sensitivity, sparsity_report
 from .quantization import (
@@ -68,12 +69,15 @@ __all__ = [
     "WeightOnlyInt4",
     "WeightOnlyInt8",
     "apply_step",
+    "bits_per_weight",
     "build_step",
     "finetune",
+    "group_quantize",
     "implements",
     "is_fake_quant",
     "is_pt2e_program",
     "load_quantized",
+    "low_bit_curve",
     "parse_step",
     "parse_steps",
     "prune",
@@ -86,6 +90,7 @@ __all__ = [
     "saved_metadata",
     "saved_size_bytes",
     "sensitivity",
+    "simulate_low_bit",
     "sparsity_report",
     "step_type",
     "step_types",
