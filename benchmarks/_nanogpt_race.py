@@ -15,7 +15,6 @@ timing that ``run`` does afterwards is not training); nanoGPT's is its process's
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -240,5 +239,4 @@ def race(anchor: Path, text: Path, threads: int, rounds: int, recipe: dict | Non
             "met": reached and ratios[len(ratios) // 2] <= TARGET_RATIO,
             "quality_reached_every_round": reached,
         },
-        "loss_nats_to_bits": 1 / math.log(2),
     }

@@ -272,18 +272,18 @@ def _time_and_store(batch: list[Prepared], options: RunOptions) -> list[Result]:
 def _time(batch: list[Prepared], progress: bool) -> dict[int, tuple[dict[str, Any], list[dict]]]:
     """Each run's timing metrics and records, by its place in the batch; runs timed alike are timed together."""
     groups: dict[tuple, list[int]] = {}
+    inputs_of: dict[int, Any] = {}
     for i, p in enumerate(batch):
         where = timing_device(p.config.measure.device, p.device)
         task = task_of(p.config)
         # Models timed together see the same inputs: the same shape, or (text) the same windows.
-        inputs = task.timing_inputs(p.config, p.dataset)
-        key = None if inputs is None else (p.config.data, p.config.model.block_size)
+        inputs_of[i] = task.timing_inputs(p.config, p.dataset)
+        key = None if inputs_of[i] is None else (p.config.data, p.config.model.block_size)
         groups.setdefault((str(where), p.config.measure, p.threads, task.example_shape(p.dataset), key), []).append(i)
     timed: dict[int, tuple[dict[str, Any], list[dict]]] = {}
     for (where, cfg, threads, shape, _), members in groups.items():
         first = batch[members[0]]
-        task = task_of(first.config)
-        inputs = task.timing_inputs(first.config, first.dataset)
+        task, inputs = task_of(first.config), inputs_of[members[0]]
         models = [batch[i].model for i in members]
         if progress and len(models) > 1:
             tqdm.write(
