@@ -149,7 +149,7 @@ def test_the_table_refuses_a_step_that_describes_itself_wrongly(monkeypatch):
 def test_a_lossy_run_gets_the_advice_of_its_first_lossy_step():
     def advice(*steps) -> str:
         with pytest.warns(UserWarning) as caught:
-            training.warn_about_lost_accuracy(RunConfig(compress=steps), 0.9, 0.5)
+            training.warn_about_lost_accuracy(RunConfig(compress=steps), {"accuracy": 0.9}, {"accuracy": 0.5})
         return str(caught[0].message)
 
     # ONNX Runtime's int8 loses accuracy to its calibration, as torch's does: fine-tuning is not the fix.

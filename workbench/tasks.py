@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import torch
 
 from ._errors import ConfigError
 from ._registry import Registry
+from .compress import CompressContext, steps_for
 from .data import (
     Dataset,
     FixedWindows,
@@ -68,6 +70,9 @@ TASKS: Registry[Task] = Registry("task")
 LM_STEPS_PER_EPOCH = 100  # a language model's epoch when neither train.steps nor train.tokens says otherwise
 LM_EVAL_WINDOWS = 256  # validation windows, evenly spaced over the validation text: the same every run
 LM_TIMING_WINDOWS = 16  # validation windows the timing cuts its batches from
+COMPRESSION_LOSS_POINTS = 2.0  # more accuracy lost than this in compression is worth a warning and a fix
+# A rule of thumb, not a measurement: int8 inference of LLMs is usually judged acceptable within a few percent.
+COMPRESSION_PERPLEXITY_RISE = 0.05
 
 
 def get_task(name: str) -> Task:
@@ -93,6 +98,7 @@ class Task:
     train_speed_metric: str
     compare_metrics: tuple[str, ...]  # what compare() shows
     table_metrics: tuple[str, ...]  # the few columns of the results table
+    ledger_metrics: tuple[str, ...]  # what the speed-up ledger shows beside sizes and latencies
     search_objectives: tuple[str, ...]  # what a search optimises when not told
     default_dataset: str
     default_model: str
@@ -115,6 +121,12 @@ class Task:
                 f"model {config.model.name} reads {model_input(config.model.name)}, and task {self.name} feeds "
                 f"{self.reads}: choose one of {others}"
             )
+        for step in config.compress:
+            if self.name not in step.tasks:
+                found.append(
+                    f"compression step {step.kind} does not apply to task {self.name}'s models: use one of "
+                    + ", ".join(steps_for(self.name))
+                )
         return found
 
 
@@ -135,6 +147,7 @@ class ImageTask(Task):
     )
     table_metrics = ("accuracy", "params", "size_bytes", "latency_ms", "throughput_ips", "train_seconds")
     headline = ("accuracy",)
+    ledger_metrics = ("accuracy",)  # what the speed-up ledger shows beside sizes and latencies
     search_objectives = ("accuracy", "size_bytes", "latency_ms")
     default_dataset, default_model = "digits", "cnn"
 
@@ -178,7 +191,8 @@ class ImageTask(Task):
     def initial_model(self, config: RunConfig, dataset: Dataset, device="cpu", indices=None) -> torch.nn.Module:
         return initial_model(config, dataset, device, indices)
 
-    def model_args(self, config: RunConfig, dataset: Dataset) -> dict[str, Any]:
+    def model_args(self, config: RunConfig, dataset: Dataset, model=None) -> dict[str, Any]:
+        """What rebuilds the model (a pruned one's narrower layers are saved with its weights)."""
         return model_args_for(config, dataset)
 
     def saved_with_model(self, dataset: Dataset) -> dict[str, Any]:
@@ -215,6 +229,24 @@ class ImageTask(Task):
     def example_shape(self, dataset: Dataset) -> tuple[int, ...]:
         return chw(dataset)
 
+    def compress_context(self, config: RunConfig, dataset: Dataset, device, indices, **options) -> CompressContext:
+        test = eval_loader(dataset, config.data, device=device)
+        batches = train_loader(
+            dataset, config.data, config.train.batch_size, seed=config.train.seed, device=device, indices=indices
+        )
+        example = next(iter(test))[0][:8].clone()
+        return CompressContext(example, batches, test, device, config.train, config.hardware, **options)
+
+    def quality(self, evaluated: dict[str, Any]) -> dict[str, Any]:
+        return {"accuracy": evaluated["accuracy"]}
+
+    def compression_cost(self, before: dict[str, Any], after: dict[str, Any]) -> str | None:
+        lost = 100 * (before["accuracy"] - after["accuracy"])
+        if lost <= COMPRESSION_LOSS_POINTS:
+            return None
+        was, now = 100 * before["accuracy"], 100 * after["accuracy"]
+        return f"compression cost {lost:.1f} accuracy points ({was:.1f}% -> {now:.1f}%)"
+
     def timing_inputs(self, config: RunConfig, dataset: Dataset) -> torch.Tensor | None:
         return None  # random batches of the image shape
 
@@ -225,8 +257,8 @@ class ImageTask(Task):
         """The measure modes to time on the task's inputs (``measure_modes``): all of them for images."""
         return list(modes)
 
-    def flops_per_train_example(self, metrics: dict[str, Any]) -> float:
-        return metrics["flops"]
+    def flops_per_train_example(self, config: RunConfig, metrics: dict[str, Any]) -> float:
+        return metrics["flops"]  # of one image
 
     def row_metrics(self, config: RunConfig, metrics: dict[str, Any]) -> dict[str, Any]:
         return {}
@@ -254,6 +286,16 @@ class LanguageTask(Task):
     )
     table_metrics = ("loss", "perplexity", "params", "ttft_ms", "decode_tps", "throughput_tps", "train_seconds")
     headline = ("loss", "perplexity", "decode_tps")
+    ledger_metrics = (
+        "loss",
+        "perplexity",
+        "bits_per_byte",
+        "ttft_ms",
+        "decode_tps",
+        "decode_tps_bs8",
+        "kv_cache_bytes",
+        "peak_memory_bytes",
+    )
     search_objectives = ("loss", "size_bytes", "decode_tps")
     default_dataset, default_model, starting_preset = "pystdlib", "gpt", "gpt"
 
@@ -268,11 +310,6 @@ class LanguageTask(Task):
             found.append("distillation of a language model is not built yet: leave distill.teacher empty")
         if config.evaluation.tta != "none":
             found.append("test-time augmentation is for images: set evaluation.tta=none for a language model")
-        for step in config.compress:
-            found.append(
-                f"compression step {step.kind} is built for image classifiers and does not apply to a GPT yet: "
-                "train the language model without --compress"
-            )
         other = sorted(set(config.measure.modes) - {"eager", "compiled"})
         if other:
             found.append(
@@ -327,8 +364,11 @@ class LanguageTask(Task):
         torch.manual_seed(config.train.seed)
         return create_model(**self.model_args(config, data))
 
-    def model_args(self, config: RunConfig, data: TokenData) -> dict[str, Any]:
-        return text_model_args(config.model, data.tokenizer.vocab_size)
+    def model_args(self, config: RunConfig, data: TokenData, model=None) -> dict[str, Any]:
+        """What rebuilds the model: ``model``'s own shape where given (pruning changes it), else the config's."""
+        if model is None:
+            return text_model_args(config.model, data.tokenizer.vocab_size)
+        return {"name": config.model.name, **dataclasses.asdict(model.shape)}
 
     def saved_with_model(self, data: TokenData) -> dict[str, Any]:
         return {"tokenizer": data.tokenizer.to_dict()}
@@ -367,6 +407,21 @@ class LanguageTask(Task):
     def example_shape(self, data: TokenData) -> tuple[int, ...]:
         return ()  # token windows come from timing_inputs
 
+    def compress_context(self, config: RunConfig, data: TokenData, device, indices, **options) -> CompressContext:
+        test = self.eval_batches(config, data, device)
+        example = next(iter(test))[0][:8].clone()
+        batches = self.train_batches(config, data, device)
+        return CompressContext(example, batches, test, device, config.train, config.hardware, **options)
+
+    def quality(self, evaluated: dict[str, Any]) -> dict[str, Any]:
+        return {"loss": evaluated["loss"], "perplexity": evaluated["perplexity"]}
+
+    def compression_cost(self, before: dict[str, Any], after: dict[str, Any]) -> str | None:
+        rise = after["perplexity"] / before["perplexity"] - 1
+        if rise <= COMPRESSION_PERPLEXITY_RISE:
+            return None
+        return f"compression raised perplexity {rise:.1%} ({before['perplexity']:.3f} -> {after['perplexity']:.3f})"
+
     def timing_inputs(self, config: RunConfig, data: TokenData) -> torch.Tensor:
         windows = FixedWindows(data.val_ids, config.model.block_size, LM_TIMING_WINDOWS, LM_TIMING_WINDOWS)
         return next(iter(windows))[0]
@@ -386,8 +441,8 @@ class LanguageTask(Task):
     def modes_on_inputs(self, modes) -> list[str]:
         return []  # a window forward is timed eager; compiled is timed where it matters, in decoding (more_timing)
 
-    def flops_per_train_example(self, metrics: dict[str, Any]) -> float:
-        return metrics["flops_per_token"]  # a language model's training examples are tokens
+    def flops_per_train_example(self, config: RunConfig, metrics: dict[str, Any]) -> float:
+        return metrics["flops"] / config.model.block_size  # of one window; a language model's examples are tokens
 
     def row_metrics(self, config: RunConfig, metrics: dict[str, Any]) -> dict[str, Any]:
         """Per token what the timing measured per window of ``block_size`` tokens."""

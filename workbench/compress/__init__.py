@@ -26,8 +26,10 @@ from .core import (
     read_value,
     step_type,
     step_types,
+    steps_for,
 )
-from .lowbit import bits_per_weight, group_quantize, low_bit_curve, simulate_low_bit
+from .gpt_pruning import gpt_importance, prune_gpt, slice_gpt
+from .lowbit import awq_scale, bits_per_weight, group_quantize, low_bit_curve, simulate_low_bit
 from .onnx_int8 import OrtDynamicInt8, OrtStaticInt8
 from .pruning import StructuredPrune, UnstructuredPrune, prune, sensitivity, sparsity_report
 from .quantization import (
@@ -69,9 +71,11 @@ __all__ = [
     "WeightOnlyInt4",
     "WeightOnlyInt8",
     "apply_step",
+    "awq_scale",
     "bits_per_weight",
     "build_step",
     "finetune",
+    "gpt_importance",
     "group_quantize",
     "implements",
     "is_fake_quant",
@@ -81,6 +85,7 @@ __all__ = [
     "parse_step",
     "parse_steps",
     "prune",
+    "prune_gpt",
     "quantization_steps",
     "quantize",
     "read_value",
@@ -91,7 +96,9 @@ __all__ = [
     "saved_size_bytes",
     "sensitivity",
     "simulate_low_bit",
+    "slice_gpt",
     "sparsity_report",
     "step_type",
     "step_types",
+    "steps_for",
 ]

@@ -80,6 +80,7 @@ class CompressStep(Checked):
     modes: ClassVar[tuple[str, ...]] = ()  # the execution modes (MEASURE_MODES) that run its model; () = all
     advice: ClassVar[str] = ""  # what to try when it costs accuracy (the run's warning)
     not_faster: ClassVar[str] = ""  # why its model may not be faster, where the step knows better than its family
+    tasks: ClassVar[tuple[str, ...]] = ("image",)  # the tasks (workbench.tasks) whose models it applies to
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -153,6 +154,16 @@ def _instead(step: CompressStep, need: str) -> str:
 def step_types() -> dict[str, type]:
     """Every registered step type by kind (the table ``implements`` fills)."""
     return {t.kind: t for t in sorted(_APPLY, key=lambda t: t.kind)}
+
+
+def steps_for(task: str) -> list[str]:
+    """The kinds of the registered steps that apply to ``task``'s models.
+
+    Example:
+        >>> "dynamic_int8" in steps_for("lm"), "static_int8" in steps_for("lm")
+        (True, False)
+    """
+    return [kind for kind, t in step_types().items() if task in t.tasks]
 
 
 def step_type(kind: str | None) -> type:
@@ -277,6 +288,7 @@ class FineTune(CompressStep):
 
     kind: ClassVar[str] = "finetune"
     family: ClassVar[str] = "fine-tuning"
+    tasks: ClassVar[tuple[str, ...]] = ("image", "lm")
     needs: ClassVar[frozenset[str]] = frozenset({"data"})
     epochs: int = 1
     lr: float = 0.0  # peak lr; 0 = lr_factor times the training lr

@@ -72,6 +72,7 @@ class DynamicInt8(CompressStep):
     """int8 Linear/LSTM weights; activations are quantized per batch as they arrive (CPU only)."""
 
     kind: ClassVar[str] = "dynamic_int8"
+    tasks: ClassVar[tuple[str, ...]] = ("image", "lm")
     family: ClassVar[str] = "int8"
     needs: ClassVar[frozenset[str]] = frozenset({"cpu"})
     kernels: ClassVar[str] = "torch's int8 dynamic kernels (fbgemm/x86/qnnpack)"
@@ -124,6 +125,7 @@ class WeightOnlyInt8(CompressStep):
     """int8 Linear weights with one scale per output channel (torchao); activations stay float."""
 
     kind: ClassVar[str] = "weight_only_int8"
+    tasks: ClassVar[tuple[str, ...]] = ("image", "lm")
     family: ClassVar[str] = "weight-only"
     advice: ClassVar[str] = INT8_ADVICE
 
@@ -133,6 +135,7 @@ class WeightOnlyInt4(CompressStep):
     """4-bit Linear weights with one scale per ``group_size`` inputs (torchao); activations stay float."""
 
     kind: ClassVar[str] = "weight_only_int4"
+    tasks: ClassVar[tuple[str, ...]] = ("image", "lm")
     family: ClassVar[str] = "weight-only"
     advice: ClassVar[str] = "use smaller groups (weight_only_int4:group_size=16) or 8-bit weights (weight_only_int8)"
     group_size: int = 32  # inputs sharing one scale: smaller = more accurate, more scales to store
@@ -149,6 +152,7 @@ class CastPrecision(CompressStep):
     """All weights in fp16 or bf16; inputs are cast in and logits back to float32."""
 
     kind: ClassVar[str] = "cast_precision"
+    tasks: ClassVar[tuple[str, ...]] = ("image", "lm")
     family: ClassVar[str] = "cast"
     dtype: str = "bf16"  # fp16 (GPUs; CPU fp16 matmuls may be slow) or bf16 (wider range, CPU-friendly)
 
@@ -158,14 +162,22 @@ class CastPrecision(CompressStep):
 
 
 class Casted(nn.Module):
-    """``model`` with its weights in ``dtype``: float32 in, ``dtype`` math inside, float32 logits out."""
+    """``model`` with its weights in ``dtype``: float32 in, ``dtype`` math inside, float32 logits out. Token ids
+    go in as they are, keyword arguments (a GPT's ``cache``) pass through, and what the wrapper lacks is asked
+    of the model inside (a GPT's ``new_cache`` and ``shape``), so a cast language model still generates."""
 
     def __init__(self, model: nn.Module, dtype: torch.dtype):
         super().__init__()
         self.model, self.dtype = model.to(dtype), dtype
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.to(self.dtype)).float()
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return self.model(x.to(self.dtype) if x.is_floating_point() else x, **kwargs).float()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)  # parameters, buffers and submodules (self.model itself)
+        except AttributeError:
+            return getattr(super().__getattr__("model"), name)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -62,9 +62,37 @@ def restore_structure(
             owner._parameters[attr] = nn.Parameter(blank, requires_grad=owner._parameters[attr].requires_grad)
         elif attr in owner._buffers and owner._buffers[attr] is not None and owner._buffers[attr].shape != saved.shape:
             owner._buffers[attr] = blank
+    tied = _tied_groups(model)
     # assign=True keeps the saved tensors as they are (torchao's quantized weights stay quantized).
     model.load_state_dict(state_dict, assign=True)
+    for first, *others in tied:
+        # assign=True gives each name its own Parameter; a tied pair (a GPT's head and embedding) would then get
+        # two gradients and two optimizer updates. Tie again where the file saved one tensor under both names.
+        if all(_same_tensor(state_dict.get(first), state_dict.get(name)) for name in others):
+            for name in others:
+                owner, _, attr = name.rpartition(".")
+                setattr(model.get_submodule(owner), attr, model.get_parameter(first))
     return model
+
+
+def _tied_groups(model: nn.Module) -> list[list[str]]:
+    """Names of parameters that are one Parameter under several names, a group each."""
+    names: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
+    return [group for group in names.values() if len(group) > 1]
+
+
+def _same_tensor(a: Any, b: Any) -> bool:
+    try:
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.shape == b.shape
+            and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+        )
+    except (RuntimeError, NotImplementedError):  # tensor subclasses (torchao's) without a plain storage
+        return False
 
 
 def _plain(value: Any) -> bool:

@@ -30,7 +30,6 @@ from .orchestration import run as run
 from .orchestration import run_many as run_many
 from .profiling import PHASES as PHASES
 from .profiling import profile as profile
-from .training import COMPRESSION_LOSS_POINTS as COMPRESSION_LOSS_POINTS
 from .training import TRAINING_METRICS as TRAINING_METRICS
 from .training import load_teacher as load_teacher
 from .verbs import distill as distill

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .._errors import ConfigError
 from ..config import RunConfig
-from ..data import Dataset, eval_loader
+from ..data import Dataset
 from ..measure import (
     achieved,
     matmul_ceiling,
@@ -34,7 +34,7 @@ from ..measure import (
 )
 from ..report import Result, ResultStore, new_run_id, results_frame
 from ..report.checkpoint import save_checkpoint
-from ..tasks import model_args_for, task_of
+from ..tasks import task_of
 from ..train import (
     SINGLE,
     Callback,
@@ -311,6 +311,10 @@ def _time(batch: list[Prepared], progress: bool) -> dict[int, tuple[dict[str, An
                 )
                 measured = [(metrics, records + extra) for (metrics, records), extra in zip(measured, more)]
         for i, (metrics, _) in zip(members, measured):
+            if metrics["flops"] == 0 and batch[i].before is not None:
+                # FlopCounterMode does not see quantized kernels; the arithmetic is the float model's.
+                metrics["flops"] = batch[i].before["flops"]
+                metrics["flops_note"] = "counted on the float model: FlopCounterMode cannot see quantized ops"
             metrics.update(task.row_metrics(batch[i].config, metrics))
             metrics.update(_achieved(metrics, batch[i], ceilings[where], ceilings[str(batch[i].device)]))
         timed.update(zip(members, measured))
@@ -322,12 +326,8 @@ def _row(p: Prepared, timing: dict[str, Any], records: list[dict], tags: dict[st
     task = task_of(p.config)
     metrics = {**p.evaluated, **timing}
     if p.before is not None:
-        if metrics["flops"] == 0:
-            # FlopCounterMode does not see quantized kernels; the arithmetic is the float model's.
-            metrics["flops"] = p.before["flops"]
-            metrics["flops_note"] = "counted on the float model: FlopCounterMode cannot see quantized ops"
         metrics["before_compression"] = p.before
-        warn_about_lost_accuracy(p.config, p.before["accuracy"], metrics["accuracy"])
+        warn_about_lost_accuracy(p.config, p.before, metrics)
     else:
         metrics.update(task.gap(p.trained.metrics, metrics))
     metrics.update(threads=p.threads)  # training and timing both ran with these
@@ -353,14 +353,15 @@ def _store(result: Result, model: torch.nn.Module, dataset: Dataset, store: Resu
     if not config.compress:  # the model is the trained one, already saved
         result.checkpoint, result.checkpoint_format = result.trained_checkpoint, "state_dict"
     else:
-        example = next(iter(eval_loader(dataset, config.data, device=device)))[0][:8]
+        task = task_of(config)
         try:
             path, result.checkpoint_format = save_checkpoint(
                 store.checkpoint_path(result.run_id),
                 model,
                 config,
-                model_args_for(config, dataset),  # compression steps take image classifiers only
-                example_inputs=example,
+                task.model_args(config, dataset, model),
+                example_inputs=task.compress_context(config, dataset, device, None).example_input,
+                extra=task.saved_with_model(dataset),
             )
             result.checkpoint = str(path)
         except ValueError as e:  # a fake-quant model has no deployable form
@@ -381,7 +382,7 @@ def _achieved(metrics: dict[str, Any], p: Prepared, inference_ceiling: dict, tra
     steady = p.trained.metrics.get("steady_epoch_seconds")
     train_ips = p.trained.metrics.get("train_examples", 0) / steady if steady else p.trained.metrics.get("train_ips")
     if train_ips:
-        per_example = task_of(p.config).flops_per_train_example(p.before or metrics)
+        per_example = task_of(p.config).flops_per_train_example(p.config, p.before or metrics)
         out["train_tflops"] = achieved(per_example, train_ips, training=True)
         out["train_ceiling_tflops"] = train_ceiling["tflops"]
         out["train_ceiling_share"] = out["train_tflops"] / train_ceiling["tflops"]

@@ -22,13 +22,13 @@ from tqdm.auto import tqdm
 
 from .._errors import ConfigError
 from .._files import try_lock
-from ..compress import CompressContext, apply_step
+from ..compress import apply_step
 from ..config import RunConfig
-from ..data import Dataset, eval_loader, train_loader
+from ..data import Dataset
 from ..measure import count_flops, count_parameters, model_size_bytes, track_peak_memory
 from ..report import METRICS, Result, ResultStore, epoch_costs
 from ..report.checkpoint import load_checkpoint, save_checkpoint
-from ..tasks import chw, task_of, training_subset
+from ..tasks import task_of
 from ..train import (
     SINGLE,
     Callback,
@@ -39,7 +39,6 @@ from ..train import (
     ProgressBar,
     TrainOutcome,
     distillation_loss,
-    evaluate,
     parameter_bytes,
     train,
 )
@@ -49,7 +48,6 @@ from .user_warning import warn_user
 
 # What a reused run takes over from the run that trained the weights: the schema's training metrics, and where.
 TRAINING_METRICS = (*(m.name for m in METRICS.values() if m.source == "training"), "train_device", "backend")
-COMPRESSION_LOSS_POINTS = 2.0  # more accuracy lost than this in compression is worth a warning and a fix
 
 
 @dataclass
@@ -245,26 +243,15 @@ def compress_trained(
     model = trained.model
     if not config.compress:
         return model, [], None
-    indices = trained.indices if trained.indices is not None else training_subset(config, dataset, device)
-    test = eval_loader(dataset, config.data, device=device)
+    task = task_of(config)
+    indices = trained.indices if trained.indices is not None else task.training_subset(config, dataset, device)
     log: list[dict] = []
-    ctx = CompressContext(
-        example_input=next(iter(test))[0][:8].clone(),
-        log=log,
-        device=device,
-        train=config.train,
-        hardware=config.hardware,
-        train_loader=train_loader(
-            dataset, config.data, config.train.batch_size, seed=config.train.seed, device=device, indices=indices
-        ),
-        eval_loader=test,
-        progress=progress,
-    )
+    ctx = task.compress_context(config, dataset, device, indices, log=log, progress=progress)
     before = {
         **count_parameters(model),
         "size_bytes": model_size_bytes(model),
-        "flops": count_flops(model, (1, *chw(dataset))),
-        "accuracy": evaluate(model, test, device=device, precision=config.hardware.precision)["accuracy"],
+        "flops": count_flops(model, example=ctx.example_input[:1]),
+        **task.quality(task.evaluate(config, model, dataset, device)),  # as the compressed model will be
     }
     torch.manual_seed(config.train.seed)  # fine-tuning draws dropout from here: a reused training compresses alike
     for step in config.compress:
@@ -272,15 +259,15 @@ def compress_trained(
     return model, log, before
 
 
-def warn_about_lost_accuracy(config: RunConfig, before: float, after: float) -> None:
-    """Say so when compression cost more accuracy than ``COMPRESSION_LOSS_POINTS``, with the likely fix
-    (the ``advice`` of the first step that gives one)."""
-    lost = 100 * (before - after)
-    if lost <= COMPRESSION_LOSS_POINTS:
+def warn_about_lost_accuracy(config: RunConfig, before: dict[str, Any], after: dict[str, Any]) -> None:
+    """Say so when compression cost more quality than the task tolerates, with the likely fix (the
+    ``advice`` of the first step that gives one)."""
+    cost = task_of(config).compression_cost(before, after)
+    if cost is None:
         return
     # The first step with advice speaks: the earliest lossy step is the likeliest cause.
     fix = next((s.advice for s in config.compress if s.advice), "fine-tune after compressing (finetune:epochs=5)")
-    warn_user(f"compression cost {lost:.1f} accuracy points ({100 * before:.1f}% -> {100 * after:.1f}%): {fix}")
+    warn_user(f"{cost}: {fix}")
 
 
 def load_teacher(ref: str | os.PathLike, store: ResultStore | str | os.PathLike | None = None) -> torch.nn.Module:

@@ -30,9 +30,10 @@ import pandas as pd
 from ..compress import QUANTIZATION, CompressStep
 from ..measure import MEASURE_MODES
 from ..measure.bench import NOISY_SPREAD
+from ..tasks import get_task
 from . import METRICS, Result, as_frame, baseline_index, latency_key, run_labels
 
-COLUMNS = ("params", "nonzero_params", "size_bytes", "flops", "accuracy")  # the schema's metrics the table shows
+COLUMNS = ("params", "nonzero_params", "size_bytes", "flops")  # the schema's metrics every table shows; then its task's
 FASTER = 1.10  # a speed-up below this is "not faster": timing noise on a shared machine reaches several percent
 SAME_FLOPS = 0.99  # FLOPs ratio at or above this = unchanged work
 
@@ -155,9 +156,14 @@ def _ledger(results: pd.DataFrame | Sequence[Result], baseline: str | int | None
             "compress": df["compress"].astype(str) if "compress" in df else "none",
         }
     )
-    for m in COLUMNS:
+    tasks = [get_task(t) for t in dict.fromkeys(df.get("task", ["image"]))]
+    columns = list(dict.fromkeys([*COLUMNS, *(m for t in tasks for m in t.ledger_metrics)]))
+    for m in columns:
         out[m] = pd.to_numeric(df[m], errors="coerce") if m in df else np.nan
-    out["accuracy_delta"] = out["accuracy"] - out.loc[base, "accuracy"]
+    if "accuracy" in columns:
+        out["accuracy_delta"] = out["accuracy"] - out.loc[base, "accuracy"]
+    if "perplexity" in columns:
+        out["perplexity_change"] = out["perplexity"] / out.loc[base, "perplexity"] - 1
     out["size_ratio"] = out["size_bytes"] / out.loc[base, "size_bytes"]
     out["flops_ratio"] = out["flops"] / out.loc[base, "flops"]
 
@@ -180,7 +186,8 @@ def _ledger(results: pd.DataFrame | Sequence[Result], baseline: str | int | None
         for key, why, text in _why(out.loc[i], steps[i], cells[i], cells[base], keys)
     ]
     out.attrs["baseline"] = out.loc[base, "variant"]
-    out.attrs["labels"] = {m: METRICS[m].axis_label for m in COLUMNS}  # axis labels with units, from the schema
+    # Axis labels with units, from the schema.
+    out.attrs["labels"] = {m: METRICS[m].axis_label for m in columns if m in METRICS}
     out.attrs["device_names"] = {k.split("/")[0]: c[k].get("device_name", "") for c in cells for k in c}
     # Per variant and column: (q25, q75, noisy), for spread bars and noisy marks in the charts.
     out.attrs["spreads"] = {
@@ -202,13 +209,39 @@ def _steps(dicts: Any) -> list[CompressStep]:
 
 
 def _cells(records: Any) -> dict[str, dict[str, Any]]:
-    """Benchmark records keyed ``device/mode/bsN`` (records that were skipped or lack a latency are left out)."""
+    """Benchmark records keyed ``device/mode/bsN`` (records that were skipped or lack a latency are left out).
+    A language model's decoding with the KV cache is a cell too, mode ``decode`` (``decode_compiled``...),
+    its latency the milliseconds of one decoding step, so the same comparisons and reasons apply to it."""
     out = {}
-    for r in records if isinstance(records, (list, tuple)) else []:
+    records = list(records) if isinstance(records, (list, tuple)) else []
+    for r in records:
+        if r.get("kind") == "generation":
+            if not r.get("kv_cache"):
+                continue
+            r = _decode_cell(r, records)
         if r.get("latency_ms") is None or not np.isfinite(r["latency_ms"]):
             continue
         out[f"{str(r.get('device', 'cpu')).split(':')[0]}/{r.get('mode', 'eager')}/bs{r['batch_size']}"] = r
     return out
+
+
+def _decode_cell(r: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A generation record as a latency cell: ms per decoding step of the whole batch (quartiles swap: the
+    fastest rate is the shortest step), with the machine facts the run's other records on that device carry."""
+    ms, q25, q75 = (
+        r["batch_size"] * 1e3 / tps if tps else float("inf")
+        for tps in (r["decode_tps"], r.get("decode_tps_q75"), r.get("decode_tps_q25"))
+    )
+    facts = next((o for o in records if o.get("device") == r.get("device") and "cpu_features" in o), {})
+    return {
+        **{k: facts[k] for k in ("device_name", "cpu_features") if k in facts},
+        **r,
+        "mode": "decode" if r["mode"] == "eager" else f"decode_{r['mode']}",
+        "latency_ms": ms,
+        "latency_ms_q25": q25,
+        "latency_ms_q75": q75,
+        "relative_spread": (q75 - q25) / ms if np.isfinite(q75) and ms else 0.0,
+    }
 
 
 def _column_order(key: str) -> tuple:

@@ -1,0 +1,95 @@
+"""Compression of a language model through the same ``run`` as an image classifier's: int8 and weight-only
+weights, a bf16 cast and fine-tuning on a trained GPT, each a row with perplexity and decode speed, saved and
+rebuilt from its checkpoint, in a ledger with decode columns and measured reasons; steps built for images
+refused in one line."""
+
+import math
+
+import pytest
+import torch
+from test_lm import tiny
+
+from workbench import ConfigError, ResultStore, run
+from workbench.compress import parse_step
+from workbench.report.checkpoint import load_checkpoint
+from workbench.report.ledger import ledger, why_not_faster
+from workbench.tasks import get_task
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory):
+    store = ResultStore(tmp_path_factory.mktemp("lmc") / "runs")
+    specs = ["none", "dynamic_int8", "weight_only_int8", "cast_precision", "finetune:epochs=1"]
+    rows = {
+        spec: run(tiny(compress=() if spec == "none" else (parse_step(spec),)), store=store, progress=False)
+        for spec in specs
+    }
+    return store, rows
+
+
+def test_each_step_makes_a_row_with_the_language_model_metrics_from_one_training(variants):
+    _, rows = variants
+    base = rows["none"]
+    for spec, r in rows.items():
+        m = r.metrics
+        assert r.status == "ok" and m["perplexity"] == pytest.approx(math.exp(m["loss"]))
+        assert m["decode_tps"] > 0 and m["ttft_ms"] > 0 and m["flops_per_token"] > 0
+        if spec != "none":
+            assert r.reused_from == base.run_id  # one training, compressed five ways
+            assert m["before_compression"]["perplexity"] == pytest.approx(base.metrics["perplexity"])
+    # int8 and a cast barely move a trained model's perplexity; fine-tuning lowers an undertrained one's.
+    for spec in ("dynamic_int8", "weight_only_int8", "cast_precision"):
+        assert rows[spec].metrics["perplexity"] == pytest.approx(base.metrics["perplexity"], rel=0.02)
+        assert rows[spec].metrics["size_bytes"] < base.metrics["size_bytes"]
+    assert rows["finetune:epochs=1"].metrics["loss"] < base.metrics["loss"]
+    assert rows["cast_precision"].metrics["kv_cache_bytes"] == base.metrics["kv_cache_bytes"] // 2  # bf16 cache
+
+
+def test_a_reused_gpt_keeps_its_head_tied_to_its_embedding(variants):
+    _, rows = variants
+    model, _ = load_checkpoint(rows["finetune:epochs=1"].checkpoint)
+    assert model.lm_head.weight is model.transformer.wte.weight  # one matrix, one gradient, one update
+    assert rows["finetune:epochs=1"].metrics["params"] == rows["none"].metrics["params"]
+
+
+@pytest.mark.parametrize("spec", ["dynamic_int8", "weight_only_int8", "cast_precision"])
+def test_a_compressed_gpt_rebuilds_from_its_checkpoint_with_the_same_outputs(variants, spec):
+    _, rows = variants
+    r = rows[spec]
+    model, config = load_checkpoint(r.checkpoint)
+    data = get_task("lm").load(config, "data")
+    again = get_task("lm").evaluate(config, model, data, torch.device("cpu"))
+    assert again["loss"] == pytest.approx(r.metrics["loss"], rel=1e-5)
+
+
+def test_the_ledger_shows_perplexity_and_decode_steps_with_reasons(variants):
+    store, _ = variants
+    frame = store.frame()
+    table = ledger(frame)
+    assert {"perplexity", "perplexity_change", "decode_tps", "decode_tps_bs8", "kv_cache_bytes"} <= set(table)
+    assert {"cpu/decode/bs1_ms", "cpu/decode/bs1_speedup", "cpu/decode/bs8_ms"} <= set(table)
+    assert table.loc[0, "perplexity_change"] == 0
+    # ms per decoding step is what decode_tps says, inverted: batch x 1000 / tokens per second.
+    row = table.loc[1]
+    assert row["cpu/decode/bs1_ms"] == pytest.approx(1e3 / row["decode_tps"], rel=1e-6)
+    reasons = why_not_faster(frame)
+    assert set(reasons["mode"]) <= {"eager", "decode"}
+    assert set(reasons["reason"]) <= {
+        "noisy",
+        "slower",
+        "within_spread",
+        "implausible",
+        "int8_small",
+        "int8_no_vnni",
+        "weight_only",
+        "cast_small",
+        "cast_no_native",
+        "same_work",
+    }
+
+
+@pytest.mark.parametrize("spec", ["static_int8", "prune_structured:amount=0.5", "qat"])
+def test_a_step_built_for_images_is_refused_in_one_line_before_any_work(tmp_path, spec):
+    with pytest.raises(ConfigError, match=r"does not apply to task lm's models: use one of .*dynamic_int8"):
+        run(tiny(compress=(parse_step(spec),)), store=ResultStore(tmp_path / "runs"), progress=False)
+    assert not list(tmp_path.rglob("*.*"))  # no row, no checkpoint
