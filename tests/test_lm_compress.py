@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_lm import tiny
 
-from workbench import ConfigError, ResultStore, run
+from workbench import ConfigError, ResultStore, RunConfig, run
 from workbench.compress import parse_step
 from workbench.report.checkpoint import load_checkpoint
 from workbench.report.ledger import ledger, why_not_faster
@@ -93,3 +93,25 @@ def test_a_step_built_for_images_is_refused_in_one_line_before_any_work(tmp_path
     with pytest.raises(ConfigError, match=r"does not apply to task lm's models: use one of .*dynamic_int8"):
         run(tiny(compress=(parse_step(spec),)), store=ResultStore(tmp_path / "runs"), progress=False)
     assert not list(tmp_path.rglob("*.*"))  # no row, no checkpoint
+
+
+def test_a_smaller_gpt_learns_from_a_bigger_ones_next_token_distributions(tmp_path):
+    from workbench import distill, distill_summary
+
+    store = ResultStore(tmp_path / "runs")
+    teacher = run(tiny(**{"model.depth": 2, "model.n_embd": 64, "train.steps": 60}), store=store, progress=False)
+    student = tiny(**{"model.n_embd": 16, "train.steps": 20, "train.epochs": 1})
+    rows = distill(student, teacher.run_id, seeds=(0,), alpha=0.5, temperature=2.0, store=store, progress=False)
+    alone, taught = rows.sort_values("with_teacher")["loss"].tolist()
+    assert math.isfinite(taught) and taught != alone  # the teacher's distributions changed what it learned
+    summary = distill_summary(rows)
+    assert summary.attrs["metric"] == "loss" and list(summary.index) == ["student alone", "distilled"]
+
+
+def test_a_teacher_that_reads_other_tokens_is_refused_in_one_line(tmp_path):
+    store = ResultStore(tmp_path / "runs")
+    chars = run(tiny(**{"data.tokenizer": "char", "train.steps": 4, "train.epochs": 1}), store=store, progress=False)
+    with pytest.raises(ConfigError, match="must share a tokenizer"):
+        run(tiny(**{"distill.teacher": chars.run_id}), store=store, progress=False)
+    with pytest.raises(ConfigError, match="is a model of task lm: distill from a run of task image"):
+        run(RunConfig().replace(**{"distill.teacher": chars.run_id}), store=store, progress=False)

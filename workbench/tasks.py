@@ -107,6 +107,13 @@ class Task:
     def datasets_hint(self) -> str:
         raise NotImplementedError
 
+    def teacher_problem(self, config: RunConfig, teacher: dict[str, Any]) -> str | None:
+        """Why the checkpoint whose metadata is ``teacher`` cannot teach ``config``'s model (one line), or None."""
+        task = teacher["config"].get("task", "image")
+        if task != self.name:
+            return f"the teacher {config.distill.teacher} is a model of task {task}: distill from a run of task {self.name}"
+        return None
+
     def problems(self, config: RunConfig) -> list[str]:
         """What stops ``config`` under this task before any data is read (one line each)."""
         found = []
@@ -306,8 +313,6 @@ class LanguageTask(Task):
         found = super().problems(config)
         if config.data.fraction != 1 or config.data.augment.enabled:
             found.append("data.fraction and data.augment are for images: a language model trains on random windows")
-        if config.distill.enabled:
-            found.append("distillation of a language model is not built yet: leave distill.teacher empty")
         if config.evaluation.tta != "none":
             found.append("test-time augmentation is for images: set evaluation.tta=none for a language model")
         other = sorted(set(config.measure.modes) - {"eager", "compiled"})
@@ -317,6 +322,27 @@ class LanguageTask(Task):
                 "Runtime and TensorRT take image models so far): use measure.modes=eager,compiled"
             )
         return found
+
+    def teacher_problem(self, config: RunConfig, teacher: dict[str, Any]) -> str | None:
+        problem = super().teacher_problem(config, teacher)
+        if problem:
+            return problem
+        data, args = teacher["config"]["data"], teacher["model_args"]
+        mine = (config.data.tokenizer, config.data.vocab_size)
+        theirs = (data.get("tokenizer"), data.get("vocab_size"))
+        # A byte tokenizer is the same on every text; a char or BPE one is fitted to its text.
+        if mine != theirs or (mine[0] != "byte" and data.get("dataset") != config.data.dataset):
+            return (
+                f"the teacher {config.distill.teacher} reads {theirs[0]} tokens of {data.get('dataset')} and this "
+                f"model {mine[0]} tokens of {config.data.dataset}: the two must share a tokenizer, so their "
+                "next-token distributions compare"
+            )
+        if args["block_size"] < config.model.block_size:
+            return (
+                f"the teacher {config.distill.teacher} sees {args['block_size']} tokens at once and this model's "
+                f"windows are {config.model.block_size}: use model.block_size={args['block_size']} or less"
+            )
+        return None
 
     def load(self, config: RunConfig, root: str | Path) -> TokenData:
         return load_token_data(config.data.dataset, config.data.tokenizer, config.data.vocab_size, root=root)

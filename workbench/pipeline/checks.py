@@ -17,6 +17,7 @@ from ..config import RunConfig
 from ..measure import native_bf16, resolve_device, timing_device
 from ..report import ResultStore
 from ..report.checkpoint import checkpoint_metadata
+from ..tasks import task_of
 from ..train import FUSED_OPTIMIZERS, available_cores, check_precision
 from .launch import parallel_problems, rank_threads
 from .training import teacher_checkpoint
@@ -79,7 +80,8 @@ def _problems(config: RunConfig, device: torch.device, store: ResultStore | None
         )
     if config.distill.enabled:
         try:
-            checkpoint_metadata(teacher_checkpoint(config.distill.teacher, store))
+            teacher = checkpoint_metadata(teacher_checkpoint(config.distill.teacher, store))
+            problems += [p for p in [task_of(config).teacher_problem(config, teacher)] if p]
         except (ValueError, FileNotFoundError) as e:
             problems.append(str(e))
     if store is not None and not problems:  # last: it creates the store's folders

@@ -14,7 +14,7 @@ from ..config import RunConfig
 from ..measure import inference_grid, resolve_device
 from ..report import Result, ResultStore, results_frame
 from ..report.checkpoint import checkpoint_metadata, load_checkpoint
-from ..tasks import task_of
+from ..tasks import get_task, task_of
 from ..train import DistillConfig, evaluate
 from .orchestration import run, run_many
 
@@ -61,8 +61,11 @@ def distill(
 
 
 def distill_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean and spread of accuracy with and without the teacher, and the gain."""
-    table = df.groupby("with_teacher")["accuracy"].agg(["mean", "std", "count"])
+    """Mean and spread of the task's quality (accuracy; a language model's validation loss) with and without
+    the teacher; ``attrs["metric"]`` names it."""
+    metric = get_task(df["task"].iloc[0] if "task" in df else "image").headline[0]
+    table = df.groupby("with_teacher")[metric].agg(["mean", "std", "count"])
+    table.attrs["metric"] = metric
     table.index = table.index.map({False: "student alone", True: "distilled"})
     return table
 

@@ -1,4 +1,5 @@
-"""Knowledge distillation: a student learns from a trained teacher's softened outputs as well as the labels.
+"""Knowledge distillation: a student learns from a trained teacher's softened outputs as well as the labels
+(for a language model, token by token: the KL term compares the two next-token distributions at every position).
 
 ``loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, y)``
 
@@ -59,6 +60,8 @@ def distillation_loss(
             return hard
         with torch.no_grad():
             teacher_logits = teacher(x)
+        if teacher_logits.dim() > 2:  # a language model's (N, T, vocab): one distribution per token, as the loop's
+            teacher_logits = teacher_logits.flatten(0, -2)
         dtype = torch.promote_types(
             logits.dtype, torch.float32
         )  # softmax of fp16/bf16 logits loses the small probabilities
