@@ -111,7 +111,8 @@ class Task:
         """Why the checkpoint whose metadata is ``teacher`` cannot teach ``config``'s model (one line), or None."""
         task = teacher["config"].get("task", "image")
         if task != self.name:
-            return f"the teacher {config.distill.teacher} is a model of task {task}: distill from a run of task {self.name}"
+            teacher_ref = config.distill.teacher
+            return f"the teacher {teacher_ref} is a model of task {task}: distill from a run of task {self.name}"
         return None
 
     def problems(self, config: RunConfig) -> list[str]:
