@@ -1,5 +1,6 @@
 """The GPT and its decoding: the KV cache and left padding change the speed, never the tokens."""
 
+import dataclasses
 import math
 
 import pytest
@@ -116,6 +117,9 @@ def test_embeddings_are_tied():
         ({"positions": "alibi"}, "positions 'alibi' is not one of: learned, rotary"),
         ({"n_embd": 6, "n_head": 2, "positions": "rotary"}, "head size n_embd / n_head must be even (got 3)"),
         ({"dropout": 1.0}, "dropout must be in [0, 1) (got 1.0)"),
+        ({"head_dim": 0}, "head_dim must be a positive integer, or None for 8 (got 0)"),
+        ({"mlp_width": 2.5}, "mlp_width must be a positive integer, or None for 64 (got 2.5)"),
+        ({"head_dim": 5, "positions": "rotary"}, "head size head_dim must be even (got 5): choose an even head_dim"),
     ],
 )
 def test_bad_shapes_say_what_to_choose(choices, message):
@@ -123,6 +127,16 @@ def test_bad_shapes_say_what_to_choose(choices, message):
     with pytest.raises(ConfigError) as error:
         GPTShape(**sizes)
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_heads_narrower_than_the_stream_and_any_mlp_width_build_and_decode():
+    shape = GPTShape(vocab_size=VOCAB, n_layer=1, n_head=3, n_embd=16, block_size=CONTEXT, head_dim=4, mlp_width=24)
+    model = GPT(**dataclasses.asdict(shape))  # n_embd 16 need not be divisible by 3 heads when head_dim is given
+    attn, mlp = model.transformer.h[0].attn, model.transformer.h[0].mlp
+    assert attn.c_attn.weight.shape == (3 * 3 * 4, 16) and attn.c_proj.weight.shape == (16, 12)
+    assert mlp.c_fc.weight.shape == (24, 16) and model.new_cache(batch=1).keys[0].shape == (1, 3, CONTEXT, 4)
+    sizes = {"vocab_size": VOCAB, "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": CONTEXT}
+    assert GPTShape(**sizes) == GPTShape(**sizes, head_dim=8, mlp_width=64)  # the defaults, filled in
 
 
 @pytest.mark.parametrize(

@@ -129,7 +129,7 @@ TEXT_PROBLEMS = {
     "n_head": ({"model.n_head": 3}, "n_embd 32 is not divisible by n_head 3"),
     "image dataset": ({"data.dataset": "digits"}, "dataset digits is not text, and task lm models text"),
     "image model": ({"model.name": "cnn"}, "model cnn reads images, and task lm feeds tokens: choose one of gpt"),
-    "image step": ({"compress": [{"kind": "dynamic_int8"}]}, "compression step dynamic_int8 is built for image"),
+    "image step": ({"compress": [{"kind": "static_int8"}]}, "compression step static_int8 does not apply to task lm"),
     "two budgets": ({"train.tokens": 1000}, r"train.steps \(40\) and train.tokens \(1000\) are two budgets"),
 }
 

@@ -19,9 +19,21 @@ from workbench.tasks import get_task
 @pytest.fixture(scope="module")
 def variants(tmp_path_factory):
     store = ResultStore(tmp_path_factory.mktemp("lmc") / "runs")
-    specs = ["none", "dynamic_int8", "weight_only_int8", "cast_precision", "finetune:epochs=1"]
+    specs = [
+        "none",
+        "dynamic_int8",
+        "weight_only_int8",
+        "cast_precision",
+        "finetune:epochs=1",
+        "low_bit:bits=3,group_size=16,scales=awq",
+        "prune_gpt:heads=0.5,mlp=0.5,steps=2,finetune_epochs=1",
+    ]
     rows = {
-        spec: run(tiny(compress=() if spec == "none" else (parse_step(spec),)), store=store, progress=False)
+        spec: run(
+            tiny(name=spec.split(":")[0], compress=() if spec == "none" else (parse_step(spec),)),
+            store=store,
+            progress=False,
+        )
         for spec in specs
     }
     return store, rows
@@ -52,7 +64,28 @@ def test_a_reused_gpt_keeps_its_head_tied_to_its_embedding(variants):
     assert rows["finetune:epochs=1"].metrics["params"] == rows["none"].metrics["params"]
 
 
-@pytest.mark.parametrize("spec", ["dynamic_int8", "weight_only_int8", "cast_precision"])
+def test_pruning_makes_a_smaller_gpt_and_low_bit_weights_say_what_they_would_save(variants):
+    _, rows = variants
+    pruned = rows["prune_gpt:heads=0.5,mlp=0.5,steps=2,finetune_epochs=1"]
+    log = pruned.metrics["compress_log"]
+    assert [e["step"] for e in log] == ["finetune", "finetune", "prune_gpt"]  # fine-tuned after each of 2 steps
+    assert (log[-1]["n_head_before"], log[-1]["n_head_after"]) == (2, 1)
+    assert (log[-1]["mlp_width_before"], log[-1]["mlp_width_after"]) == (128, 64)
+    assert pruned.metrics["params"] < 0.8 * rows["none"].metrics["params"]
+    assert pruned.metrics["kv_cache_bytes"] == rows["none"].metrics["kv_cache_bytes"] // 2  # half the heads
+    model, _ = load_checkpoint(pruned.checkpoint)  # rebuilt from its own, narrower shape
+    assert (model.shape.n_head, model.shape.head_dim, model.shape.mlp_width) == (1, 16, 64)
+    low = rows["low_bit:bits=3,group_size=16,scales=awq"].metrics
+    assert low["compress_log"][0]["bits_per_weight"] == 3 + 32 / 16
+    assert low["size_bytes"] == rows["none"].metrics["size_bytes"]  # simulated: still float32 weights
+    reasons = why_not_faster(variants[0].frame(), baseline="none")
+    assert set(reasons[reasons.variant == "low_bit"].reason) <= {"step", "noisy", "within_spread", "implausible"}
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["dynamic_int8", "weight_only_int8", "cast_precision", "prune_gpt:heads=0.5,mlp=0.5,steps=2,finetune_epochs=1"],
+)
 def test_a_compressed_gpt_rebuilds_from_its_checkpoint_with_the_same_outputs(variants, spec):
     _, rows = variants
     r = rows[spec]
@@ -65,14 +98,14 @@ def test_a_compressed_gpt_rebuilds_from_its_checkpoint_with_the_same_outputs(var
 def test_the_ledger_shows_perplexity_and_decode_steps_with_reasons(variants):
     store, _ = variants
     frame = store.frame()
-    table = ledger(frame)
+    table = ledger(frame, baseline="none")
     assert {"perplexity", "perplexity_change", "decode_tps", "decode_tps_bs8", "kv_cache_bytes"} <= set(table)
     assert {"cpu/decode/bs1_ms", "cpu/decode/bs1_speedup", "cpu/decode/bs8_ms"} <= set(table)
     assert table.loc[0, "perplexity_change"] == 0
     # ms per decoding step is what decode_tps says, inverted: batch x 1000 / tokens per second.
     row = table.loc[1]
     assert row["cpu/decode/bs1_ms"] == pytest.approx(1e3 / row["decode_tps"], rel=1e-6)
-    reasons = why_not_faster(frame)
+    reasons = why_not_faster(frame, baseline="none")
     assert set(reasons["mode"]) <= {"eager", "decode"}
     assert set(reasons["reason"]) <= {
         "noisy",
@@ -85,7 +118,24 @@ def test_the_ledger_shows_perplexity_and_decode_steps_with_reasons(variants):
         "cast_small",
         "cast_no_native",
         "same_work",
+        "step",
+        "overhead",
     }
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("prune_gpt:heads=0.9", r"heads=0.9 would prune 2 heads of 2 in each layer: keep at least one"),
+        ("prune_gpt:blocks=1", r"blocks=1 must be a whole number of blocks to drop, 0 to 0"),
+        ("low_bit:group_size=24", r"group_size 24 must divide every Linear layer's inputs \(32, 128\)"),
+        ("low_bit:bits=9", r"bits must be a whole number from 2 to 8"),
+    ],
+)
+def test_a_pruning_or_bit_width_that_cannot_apply_is_one_line_before_any_work(tmp_path, spec, message):
+    with pytest.raises(ConfigError, match=message):
+        run(tiny(compress=(parse_step(spec),)), store=ResultStore(tmp_path / "runs"), progress=False)
+    assert not list(tmp_path.rglob("*.*"))
 
 
 @pytest.mark.parametrize("spec", ["static_int8", "prune_structured:amount=0.5", "qat"])
@@ -113,5 +163,5 @@ def test_a_teacher_that_reads_other_tokens_is_refused_in_one_line(tmp_path):
     chars = run(tiny(**{"data.tokenizer": "char", "train.steps": 4, "train.epochs": 1}), store=store, progress=False)
     with pytest.raises(ConfigError, match="must share a tokenizer"):
         run(tiny(**{"distill.teacher": chars.run_id}), store=store, progress=False)
-    with pytest.raises(ConfigError, match="is a model of task lm: distill from a run of task image"):
+    with pytest.raises(ConfigError, match="is a model of task lm: use a run of task image"):
         run(RunConfig().replace(**{"distill.teacher": chars.run_id}), store=store, progress=False)

@@ -61,6 +61,7 @@ from .models import (
     whiten_first_conv,
 )
 from .models.config import text_model_args
+from .models.lora import add_lora
 from .train import TrainConfig, evaluate, train
 
 # A workbench.config.RunConfig: the config composes the tasks' choices, so it sits above this module.
@@ -107,12 +108,27 @@ class Task:
     def datasets_hint(self) -> str:
         raise NotImplementedError
 
-    def teacher_problem(self, config: RunConfig, teacher: dict[str, Any]) -> str | None:
-        """Why the checkpoint whose metadata is ``teacher`` cannot teach ``config``'s model (one line), or None."""
+    def teacher_problem(self, config: RunConfig, teacher: dict[str, Any], role: str = "teacher") -> str | None:
+        """Why the checkpoint whose metadata is ``teacher`` cannot teach ``config``'s model (one line), or None.
+        ``role`` names the checkpoint in the message (``train.init_from``'s "starting weights")."""
         task = teacher["config"].get("task", "image")
         if task != self.name:
-            teacher_ref = config.distill.teacher
-            return f"the teacher {teacher_ref} is a model of task {task}: distill from a run of task {self.name}"
+            return f"the {role} is a model of task {task}: use a run of task {self.name}"
+        return None
+
+    def init_problem(self, config: RunConfig, start: dict[str, Any]) -> str | None:
+        """Why ``config`` cannot start from the checkpoint whose metadata is ``start`` (``train.init_from``)."""
+        problem = self.teacher_problem(config, start, role=f"starting point {config.train.init_from}")
+        if problem:
+            return problem
+        theirs, mine = start["config"]["model"], config.to_dict()["model"]
+        differ = [f"model.{k}={theirs.get(k)!r} (here {v!r})" for k, v in mine.items() if theirs.get(k) != v]
+        if differ:
+            return (
+                f"train.init_from {config.train.init_from} is another architecture: set "
+                + ", ".join(differ)
+                + " to start from its weights"
+            )
         return None
 
     def problems(self, config: RunConfig) -> list[str]:
@@ -161,6 +177,16 @@ class ImageTask(Task):
 
     def datasets_hint(self) -> str:
         return "use digits, cifar10, mnist, fashion-mnist or folder:PATH, or --task lm for text"
+
+    def problems(self, config: RunConfig) -> list[str]:
+        found = super().problems(config)
+        for key, value in (
+            ("train.lora_rank", config.train.lora_rank),
+            ("hardware.activation_checkpointing", config.hardware.activation_checkpointing),
+        ):
+            if value:
+                found.append(f"{key} is built for a language model's blocks: leave it off (0/false) for images")
+        return found
 
     def load(self, config: RunConfig, root: str | Path) -> Dataset:
         return load_dataset(config.data.dataset, root=root)
@@ -316,6 +342,7 @@ class LanguageTask(Task):
             found.append("data.fraction and data.augment are for images: a language model trains on random windows")
         if config.evaluation.tta != "none":
             found.append("test-time augmentation is for images: set evaluation.tta=none for a language model")
+        found += self._shape_problems(config)
         other = sorted(set(config.measure.modes) - {"eager", "compiled"})
         if other:
             found.append(
@@ -324,8 +351,9 @@ class LanguageTask(Task):
             )
         return found
 
-    def teacher_problem(self, config: RunConfig, teacher: dict[str, Any]) -> str | None:
-        problem = super().teacher_problem(config, teacher)
+    def teacher_problem(self, config: RunConfig, teacher: dict[str, Any], role: str = "") -> str | None:
+        role = role or f"teacher {config.distill.teacher}"
+        problem = super().teacher_problem(config, teacher, role)
         if problem:
             return problem
         data, args = teacher["config"]["data"], teacher["model_args"]
@@ -334,16 +362,33 @@ class LanguageTask(Task):
         # A byte tokenizer is the same on every text; a char or BPE one is fitted to its text.
         if mine != theirs or (mine[0] != "byte" and data.get("dataset") != config.data.dataset):
             return (
-                f"the teacher {config.distill.teacher} reads {theirs[0]} tokens of {data.get('dataset')} and this "
-                f"model {mine[0]} tokens of {config.data.dataset}: the two must share a tokenizer, so their "
-                "next-token distributions compare"
+                f"the {role} reads {theirs[0]} tokens of {data.get('dataset')} and this model {mine[0]} tokens of "
+                f"{config.data.dataset}: the two must share a tokenizer (data.tokenizer=byte reads any text alike)"
             )
         if args["block_size"] < config.model.block_size:
             return (
-                f"the teacher {config.distill.teacher} sees {args['block_size']} tokens at once and this model's "
-                f"windows are {config.model.block_size}: use model.block_size={args['block_size']} or less"
+                f"the {role} sees {args['block_size']} tokens at once and this model's windows are "
+                f"{config.model.block_size}: use model.block_size={args['block_size']} or less"
             )
         return None
+
+    def _shape_problems(self, config: RunConfig) -> list[str]:
+        """What the compression steps and LoRA say of the config's GPT, built on the meta device (shapes, no
+        weights); nothing where there is no GPT to build (another model, a bad shape: said elsewhere)."""
+        if model_input(config.model.name) != "tokens":
+            return []
+        try:
+            with torch.device("meta"):
+                skeleton = create_model(**text_model_args(config.model, vocab_size=256))
+        except ConfigError:
+            return []
+        found = [p for p in (step.model_problem(skeleton) for step in config.compress) if p]
+        if config.train.lora_rank:
+            try:
+                add_lora(skeleton, config.train.lora_rank, config.train.lora_alpha or None, config.train.lora_targets)
+            except ConfigError as e:
+                found.append(f"train.lora_*: {e}")
+        return found
 
     def load(self, config: RunConfig, root: str | Path) -> TokenData:
         return load_token_data(config.data.dataset, config.data.tokenizer, config.data.vocab_size, root=root)
@@ -389,7 +434,9 @@ class LanguageTask(Task):
 
     def initial_model(self, config: RunConfig, data: TokenData, device="cpu", indices=None) -> torch.nn.Module:
         torch.manual_seed(config.train.seed)
-        return create_model(**self.model_args(config, data))
+        model = create_model(**self.model_args(config, data))
+        model.activation_checkpointing = config.hardware.activation_checkpointing
+        return model
 
     def model_args(self, config: RunConfig, data: TokenData, model=None) -> dict[str, Any]:
         """What rebuilds the model: ``model``'s own shape where given (pruning changes it), else the config's."""

@@ -28,8 +28,8 @@ from .core import (
     step_types,
     steps_for,
 )
-from .gpt_pruning import gpt_importance, prune_gpt, slice_gpt
-from .lowbit import awq_scale, bits_per_weight, group_quantize, low_bit_curve, simulate_low_bit
+from .gpt_pruning import PruneGPT, check_prune_gpt, gpt_importance, prune_gpt, slice_gpt
+from .lowbit import LowBitWeights, awq_scale, bits_per_weight, group_quantize, low_bit_curve, simulate_low_bit
 from .onnx_int8 import OrtDynamicInt8, OrtStaticInt8
 from .pruning import StructuredPrune, UnstructuredPrune, prune, sensitivity, sparsity_report
 from .quantization import (
@@ -63,8 +63,10 @@ __all__ = [
     "CompressStep",
     "DynamicInt8",
     "FineTune",
+    "LowBitWeights",
     "OrtDynamicInt8",
     "OrtStaticInt8",
+    "PruneGPT",
     "StaticInt8",
     "StructuredPrune",
     "UnstructuredPrune",
@@ -74,6 +76,7 @@ __all__ = [
     "awq_scale",
     "bits_per_weight",
     "build_step",
+    "check_prune_gpt",
     "finetune",
     "gpt_importance",
     "group_quantize",

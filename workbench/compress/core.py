@@ -100,6 +100,11 @@ class CompressStep(Checked):
         """``kind(field=value,...)``: how tables and charts name the step."""
         return f"{self.kind}({','.join(f'{k}={v}' for k, v in to_plain(self).items())})"
 
+    def model_problem(self, model: torch.nn.Module) -> str | None:
+        """Why this step cannot apply to ``model`` (one line; preflight asks it of the config's model, built
+        without weights), or None."""
+        return None
+
     def keeps_fake_quant(self) -> bool:
         """Whether its model imitates quantized numbers in float math (QAT before converting): slower
         than the float model by design, to study, not to ship."""

@@ -24,7 +24,7 @@ from .device import (
     resolve_device,
     timing_device,
 )
-from .generation import GENERATION_BATCH_SIZES, attention_timing, decode_curve, generation_timing
+from .generation import GENERATION_BATCH_SIZES, attention_timing, cached_loss, decode_curve, generation_timing
 from .memory import PeakMemory, track_peak_memory
 from .modes import measure_modes, measure_modes_together, timing_plan
 from .profile import profile_summary
@@ -42,6 +42,7 @@ __all__ = [
     "available_devices",
     "benchmark",
     "benchmark_together",
+    "cached_loss",
     "cost_metrics",
     "count_flops",
     "count_parameters",

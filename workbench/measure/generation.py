@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
+from .._errors import require
 from ..models import generate_tokens, kv_cache_bytes
 from ..train import load_average
 from .bench import NOISY_SPREAD, _ready, _sync
@@ -193,6 +195,45 @@ def decode_curve(
     out = pd.DataFrame(rows)
     out.attrs["device_name"] = device_name(resolve_device(device, field="device"))
     return out
+
+
+@torch.no_grad()
+def cached_loss(model: torch.nn.Module, windows: torch.Tensor, prefill: int, kv_int8: bool = False) -> float:
+    """Mean next-token cross-entropy of the tokens of ``windows`` (batch, length) after the first ``prefill``, each
+    predicted as decoding predicts it: the first ``prefill`` tokens go into the KV cache at once, then one token a
+    step. With a float cache it is the plain forward's loss on those tokens (rounding aside); with ``kv_int8``
+    (a ``QuantizedKVCache``) the rise over it is what rounding the cache costs, exp(rise) - 1 in perplexity.
+
+    Example:
+        >>> from workbench.models import GPT
+        >>> _ = torch.manual_seed(0)
+        >>> gpt = GPT(vocab_size=16, n_layer=1, n_head=2, n_embd=16, block_size=16)
+        >>> windows = torch.randint(16, (4, 17))
+        >>> plain = F.cross_entropy(gpt(windows[:, :-1])[:, 7:].flatten(0, 1), windows[:, 8:].flatten()).item()
+        >>> abs(cached_loss(gpt, windows, prefill=8) - plain) < 1e-5
+        True
+        >>> abs(cached_loss(gpt, windows, prefill=8, kv_int8=True) - plain) < 1e-3
+        True
+    """
+    require(windows.dim() == 2, f"windows must be (batch, length) token ids (got shape {tuple(windows.shape)})")
+    length, context = windows.size(1), model.shape.block_size
+    require(1 <= prefill < length, f"prefill must be in 1..{length - 1} (got {prefill}): tokens after it are scored")
+    require(
+        length - 1 <= context,
+        f"windows of {length} tokens feed {length - 1}, more than the context of {context}: "
+        f"cut them to at most {context + 1}",
+    )
+    windows = windows.to(model.transformer.wte.weight.device)
+    was_training = model.training
+    model.eval()
+    try:
+        cache = model.new_cache(windows.size(0), int8=kv_int8)
+        logits = [model(windows[:, :prefill], cache=cache, last_only=True)]
+        logits += [model(windows[:, [t]], cache=cache) for t in range(prefill, length - 1)]
+    finally:
+        model.train(was_training)
+    scored = torch.cat(logits, dim=1).float()  # (batch, length - prefill, vocab)
+    return F.cross_entropy(scored.flatten(0, 1), windows[:, prefill:].flatten()).item()
 
 
 def attention_timing(

@@ -25,7 +25,8 @@ from ._common import check_model_name, create_model, list_models, model_input, r
 from .cnn import CNN
 from .config import ModelConfig, build_model, model_args
 from .generation import generate, generate_tokens
-from .gpt import GPT, KVCache, StaticKVCache, kv_cache_bytes
+from .gpt import GPT, KVCache, QuantizedKVCache, StaticKVCache, gpt_args, kv_cache_bytes
+from .lora import LoRALinear, add_lora, merge_lora, trainable_parameters
 from .mlp import MLP
 from .mobilenet import MobileNetV2
 from .resnet import CifarResNet
@@ -42,19 +43,24 @@ __all__ = [
     "WHITEN_IMAGES",
     "CifarResNet",
     "KVCache",
+    "LoRALinear",
     "MobileNetV2",
     "ModelConfig",
+    "QuantizedKVCache",
     "SpeculativeStats",
     "SpeedCNN",
     "StaticKVCache",
     "ViT",
+    "add_lora",
     "build_model",
     "check_model_name",
     "create_model",
     "generate",
     "generate_tokens",
+    "gpt_args",
     "kv_cache_bytes",
     "list_models",
+    "merge_lora",
     "model_args",
     "model_input",
     "module_structure",
@@ -62,6 +68,7 @@ __all__ = [
     "restore_structure",
     "speculative_generate",
     "speculative_tokens",
+    "trainable_parameters",
     "whiten_first_conv",
     "whitening_filters",
 ]

@@ -44,10 +44,11 @@ def generate(
     seed: int | None = None,
     kv_cache: bool = True,
     compiled: bool = False,
+    kv_int8: bool = False,
 ) -> list[list[int]]:
     """The ``max_new_tokens`` new tokens of each prompt (the prompt not repeated); see ``generate_tokens``."""
     options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed, "kv_cache": kv_cache}
-    steps = list(generate_tokens(model, prompts, max_new_tokens, **options, compiled=compiled))
+    steps = list(generate_tokens(model, prompts, max_new_tokens, **options, compiled=compiled, kv_int8=kv_int8))
     return [list(row) for row in zip(*steps)]
 
 
@@ -62,6 +63,7 @@ def generate_tokens(
     seed: int | None = None,
     kv_cache: bool = True,
     compiled: bool = False,
+    kv_int8: bool = False,
 ) -> Iterator[list[int]]:
     """Yield one new token per prompt, ``max_new_tokens`` times.
 
@@ -71,7 +73,8 @@ def generate_tokens(
     makes the sampling repeatable. ``kv_cache=False`` recomputes the whole window at every step: the
     same tokens, slower. The model is run in eval mode (no dropout), and left as it was found.
     ``compiled``: through ``torch.compile`` (with the cache, a ``StaticKVCache``, so a step compiles once; prompts
-    of one length): the first call pays for compiling.
+    of one length): the first call pays for compiling. ``kv_int8``: the cache in int8 (a ``QuantizedKVCache``),
+    about a quarter of the memory, its keys and values rounded; not with ``compiled``.
     """
     if max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens must be > 0 (got {max_new_tokens}): ask for at least one new token")
@@ -81,6 +84,8 @@ def generate_tokens(
         raise ValueError(f"top_k must be >= 1 (got {top_k}): 1 is greedy, None keeps every token")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1] (got {top_p}): 1 keeps every token, e.g. 0.9")
+    if kv_int8 and not kv_cache:
+        raise ValueError("kv_int8 quantizes the KV cache, and kv_cache is False: set kv_cache=True, or drop kv_int8")
     device = model.transformer.wte.weight.device
     ids, real = left_pad([as_prompt(p, i, model.shape.vocab_size) for i, p in enumerate(prompts)], device)
     if compiled and real is not None:
@@ -88,7 +93,7 @@ def generate_tokens(
     generator = None if seed is None else torch.Generator(device).manual_seed(seed)
     # dynamic: one graph for every length and batch (the prompt, then one token a step), not one per shape
     forward = torch.compile(model, dynamic=True) if compiled else model
-    cache = model.new_cache(len(ids), static=compiled) if kv_cache else None
+    cache = model.new_cache(len(ids), static=compiled, int8=kv_int8) if kv_cache else None
     return _decode(model, forward, cache, ids, real, max_new_tokens, (temperature, top_k, top_p, generator))
 
 

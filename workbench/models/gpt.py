@@ -4,7 +4,9 @@ Token and position embeddings -> ``n_layer`` pre-norm blocks (causal self-attent
 MLP) -> LayerNorm -> a head tied to the token embedding. Module names follow nanoGPT's
 (``transformer.h.0.attn.c_attn``...), so its checkpoints load. ``attention="naive"`` spells out the
 masked softmax that ``F.scaled_dot_product_attention`` fuses; ``positions="rotary"`` turns queries and
-keys by their position (RoPE) instead of adding a learned position vector.
+keys by their position (RoPE) instead of adding a learned position vector. ``head_dim`` and ``mlp_width``
+(n_embd / n_head and 4 x n_embd unless given) let a pruned GPT keep fewer heads of the same size and a narrower
+MLP (``workbench.compress.prune_gpt``); ``gpt_args`` gives the keywords that rebuild any GPT.
 
 Decoding one token at a time would recompute every earlier token's keys and values at each step; a
 ``KVCache`` keeps them, so each step computes the new token only.
@@ -25,12 +27,14 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .._errors import require
 from ._common import register_model
@@ -53,29 +57,54 @@ class GPTShape:
     bias: bool = True  # in Linears and LayerNorms, like GPT-2; False is a bit better and faster
     attention: str = "sdpa"
     positions: str = "learned"
+    # Pruned heads keep their size, so the heads together may be narrower than n_embd. None: n_embd // n_head.
+    head_dim: int | None = None
+    mlp_width: int | None = None  # the MLP's hidden units; None: 4 x n_embd, GPT-2's
 
     def __post_init__(self):
         for name in ("vocab_size", "n_layer", "n_head", "n_embd", "block_size"):
             value = getattr(self, name)
             require(isinstance(value, int) and value > 0, f"{name} must be a positive integer (got {value!r})")
-        multiple = max(self.n_head, self.n_embd // self.n_head * self.n_head)
-        require(
-            self.n_embd % self.n_head == 0,
-            f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}: "
-            f"choose n_embd a multiple of n_head, e.g. {multiple}",
-        )
+        derived = self.head_dim is None
+        if derived:
+            multiple = max(self.n_head, self.n_embd // self.n_head * self.n_head)
+            require(
+                self.n_embd % self.n_head == 0,
+                f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}: "
+                f"choose n_embd a multiple of n_head, e.g. {multiple}",
+            )
+        # The defaults filled in, so a shape equals its spelled-out self and new_cache reads one number.
+        for name, default in (("head_dim", self.n_embd // self.n_head), ("mlp_width", 4 * self.n_embd)):
+            value = getattr(self, name)
+            require(
+                value is None or (isinstance(value, int) and value > 0),
+                f"{name} must be a positive integer, or None for {default} (got {value!r})",
+            )
+            object.__setattr__(self, name, default if value is None else value)
         require(0 <= self.dropout < 1, f"dropout must be in [0, 1) (got {self.dropout})")
         require(self.attention in ATTENTIONS, f"attention {self.attention!r} is not one of: {', '.join(ATTENTIONS)}")
         require(self.positions in POSITIONS, f"positions {self.positions!r} is not one of: {', '.join(POSITIONS)}")
         require(
             self.positions != "rotary" or self.head_dim % 2 == 0,
-            f"rotary positions turn pairs of dimensions, so the head size n_embd / n_head must be even "
-            f"(got {self.head_dim}): change n_embd or n_head",
+            f"rotary positions turn pairs of dimensions, so the head size "
+            f"{'n_embd / n_head' if derived else 'head_dim'} must be even (got {self.head_dim}): "
+            + ("change n_embd or n_head" if derived else "choose an even head_dim"),
         )
 
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+
+def gpt_args(model: GPT) -> dict:
+    """The keywords that build ``model``'s architecture again, a pruned one's narrower widths included:
+    ``GPT(**gpt_args(model))`` then ``load_state_dict`` restores it.
+
+    Example:
+        >>> gpt = GPT(vocab_size=16, n_layer=1, n_head=2, n_embd=8, block_size=4)
+        >>> args = gpt_args(gpt)
+        >>> args["head_dim"], args["mlp_width"]  # the defaults, spelled out
+        (4, 32)
+        >>> GPT(**args).load_state_dict(gpt.state_dict())
+        <All keys matched successfully>
+    """
+    return dataclasses.asdict(model.shape)
 
 
 def kv_cache_bytes(n_layer: int, n_head: int, head_dim: int, context: int, batch: int, dtype=torch.float32) -> int:
@@ -151,6 +180,58 @@ class StaticKVCache(KVCache):
         self.next.zero_()
 
 
+class QuantizedKVCache(KVCache):
+    """A KV cache in int8: each key and value vector (one row, head and token: ``head_dim`` numbers) is stored
+    as int8 with one scale, its largest magnitude / 127 (symmetric absmax), so the cache takes a quarter of
+    fp32's bytes plus the scales: (head_dim + 4) / (4 head_dim) of an fp32 cache, 0.28x at head_dim 32.
+
+    One scale per vector, computed as its token arrives, needs no calibration and is never outgrown by a later
+    token. vLLM's fp8 cache instead takes one scale per tensor or per head, calibrated on data beforehand (or
+    1.0); KIVI (Liu et al. 2024) quantizes keys per channel, since a few key channels are large, which needs a
+    group of tokens before it can quantize (it keeps the latest in full precision meanwhile). Here the keys
+    are per token like the values, the simplest streaming form; ``cached_loss`` measures what it costs.
+
+    Every read dequantizes the filled range, the prompt's own keys included; without a kernel that fuses the
+    dequantizing into attention this saves memory, not time.
+
+    Example:
+        >>> cache = QuantizedKVCache(n_layer=1, batch=1, n_head=1, context=4, head_dim=32)
+        >>> k = torch.linspace(-1, 1, 64).view(1, 1, 2, 32)
+        >>> restored, _ = cache.store(0, k, k)
+        >>> (restored - k).abs().max().item() <= 1 / 127 / 2 + 1e-7  # half a step of the scale 1/127
+        True
+        >>> cache.nbytes, KVCache(1, 1, 1, 4, 32).nbytes  # k and v x 4 tokens x (32 int8 + a 4-byte scale)
+        (288, 1024)
+    """
+
+    def __init__(self, n_layer, batch, n_head, context, head_dim, dtype=torch.float32, device=None):
+        super().__init__(n_layer, batch, n_head, context, head_dim, torch.int8, device)
+        self.dtype = dtype  # of the keys and values going in and coming out
+        shape = (batch, n_head, context, 1)
+        self.key_scales = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.value_scales = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+
+    @property
+    def nbytes(self) -> int:
+        return super().nbytes + sum(t.nbytes for t in self.key_scales + self.value_scales)
+
+    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Quantize and write the new tokens' keys and values; return all filled ones, dequantized."""
+        end = self.pos + k.size(2)
+        filled = []
+        for new, ints, scales in ((k, self.keys, self.key_scales), (v, self.values, self.value_scales)):
+            ints[layer][:, :, self.pos : end], scales[layer][:, :, self.pos : end] = _int8(new)
+            filled.append(ints[layer][:, :, :end].to(self.dtype) * scales[layer][:, :, :end])
+        return filled[0], filled[1]
+
+
+def _int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 values, scale per vector of the last dimension): the largest magnitude maps to 127."""
+    scale = x.abs().amax(dim=-1, keepdim=True) / 127
+    ints = (x / scale.clamp(min=torch.finfo(x.dtype).tiny)).round().clamp(-127, 127).to(torch.int8)
+    return ints, scale
+
+
 def attention_mask(start: int, length: int, real: torch.Tensor | None, device) -> torch.Tensor:
     """True where a query may attend: (length, start + length), or (batch, 1, length, start + length) with ``real``.
 
@@ -186,16 +267,18 @@ def rotate(x, cos, sin):
 class CausalSelfAttention(nn.Module):
     def __init__(self, shape: GPTShape, layer: int):
         super().__init__()
-        self.c_attn = nn.Linear(shape.n_embd, 3 * shape.n_embd, bias=shape.bias)  # q, k, v of all heads at once
-        self.c_proj = nn.Linear(shape.n_embd, shape.n_embd, bias=shape.bias)
+        self.inner = shape.n_head * shape.head_dim  # the heads side by side: n_embd, unless heads were pruned
+        self.c_attn = nn.Linear(shape.n_embd, 3 * self.inner, bias=shape.bias)  # q, k, v of all heads at once
+        self.c_proj = nn.Linear(self.inner, shape.n_embd, bias=shape.bias)
         self.resid_dropout = nn.Dropout(shape.dropout)
         self.n_head, self.dropout = shape.n_head, shape.dropout
         self.naive = shape.attention == "naive"
         self.layer = layer  # which of the cache's layers is this one's
 
     def forward(self, x, rope, mask, cache):
-        B, T, C = x.shape
-        q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))
+        B, T, _ = x.shape
+        qkv = self.c_attn(x).split(self.inner, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in qkv)  # (B, nh, T, hs)
         if rope is not None:
             q, k = rotate(q, *rope), rotate(k, *rope)
         if cache is not None:
@@ -206,15 +289,15 @@ class CausalSelfAttention(nn.Module):
         else:  # CAUSAL: queries are the keys from position 0; None: one new token sees every key
             causal = isinstance(mask, str)  # decided in Python: a compiled graph's length may be symbolic
             y = F.scaled_dot_product_attention(q, k, v, None if causal else mask, dropout_p, is_causal=causal)
-        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, self.inner)))
 
 
 class MLP(nn.Module):
     def __init__(self, shape: GPTShape):
         super().__init__()
-        self.c_fc = nn.Linear(shape.n_embd, 4 * shape.n_embd, bias=shape.bias)
+        self.c_fc = nn.Linear(shape.n_embd, shape.mlp_width, bias=shape.bias)
         self.gelu = nn.GELU()
-        self.c_proj = nn.Linear(4 * shape.n_embd, shape.n_embd, bias=shape.bias)
+        self.c_proj = nn.Linear(shape.mlp_width, shape.n_embd, bias=shape.bias)
         self.dropout = nn.Dropout(shape.dropout)
 
     def forward(self, x):
@@ -238,7 +321,14 @@ class Block(nn.Module):
 
 @register_model("gpt", reads="tokens")
 class GPT(nn.Module):
-    """A decoder-only transformer that predicts each next token; the arguments are ``GPTShape``'s fields."""
+    """A decoder-only transformer that predicts each next token; the arguments are ``GPTShape``'s fields.
+
+    ``activation_checkpointing = True`` (a switch, not part of the shape: the weights are the same) makes
+    training keep only each block's input and recompute the block's activations in the backward pass
+    (Chen et al. 2016): less memory for about one more forward pass of time. The gradients are the same.
+    """
+
+    activation_checkpointing: bool = False
 
     def __init__(
         self,
@@ -251,9 +341,13 @@ class GPT(nn.Module):
         bias: bool = True,
         attention: str = "sdpa",
         positions: str = "learned",
+        head_dim: int | None = None,
+        mlp_width: int | None = None,
     ):
         super().__init__()
-        self.shape = s = GPTShape(vocab_size, n_layer, n_head, n_embd, block_size, dropout, bias, attention, positions)
+        self.shape = s = GPTShape(
+            vocab_size, n_layer, n_head, n_embd, block_size, dropout, bias, attention, positions, head_dim, mlp_width
+        )
         self.transformer = nn.ModuleDict({"wte": nn.Embedding(vocab_size, n_embd)})
         if positions == "learned":
             self.transformer["wpe"] = nn.Embedding(block_size, n_embd)
@@ -292,11 +386,15 @@ class GPT(nn.Module):
             {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0},
         ]
 
-    def new_cache(self, batch: int, static: bool = False) -> KVCache:
+    def new_cache(self, batch: int, static: bool = False, int8: bool = False) -> KVCache:
         """An empty KV cache for ``batch`` sequences of up to ``block_size`` tokens, in the model's dtype and
-        device; ``static``: a ``StaticKVCache``, for a compiled decoder."""
+        device; ``static``: a ``StaticKVCache``, for a compiled decoder; ``int8``: a ``QuantizedKVCache``."""
+        require(
+            not (static and int8),
+            "an int8 KV cache is not built for compiled decoding (a static cache): use one or the other",
+        )
         s, weight = self.shape, self.transformer.wte.weight
-        kind = StaticKVCache if static else KVCache
+        kind = StaticKVCache if static else QuantizedKVCache if int8 else KVCache
         return kind(s.n_layer, batch, s.n_head, s.block_size, s.head_dim, weight.dtype, weight.device)
 
     def forward(
@@ -334,8 +432,14 @@ class GPT(nn.Module):
         else:
             rope = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]  # broadcast over heads
         x = self.transformer.drop(x)
+        # Not with a cache: the backward pass's rerun of a block would write its keys again, after the
+        # cache's position moved on. Decoding needs no gradients anyway.
+        recompute = self.activation_checkpointing and self.training and cache is None and torch.is_grad_enabled()
         for block in self.transformer.h:
-            x = block(x, rope, mask, cache)
+            if recompute:
+                x = checkpoint(block, x, rope, mask, cache, use_reentrant=False)
+            else:
+                x = block(x, rope, mask, cache)
         if isinstance(cache, StaticKVCache):
             cache.next += T  # in place: the compiled step sees the same tensor every time
         elif cache is not None:

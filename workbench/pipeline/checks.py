@@ -84,6 +84,12 @@ def _problems(config: RunConfig, device: torch.device, store: ResultStore | None
             problems += [p for p in [task_of(config).teacher_problem(config, teacher)] if p]
         except (ValueError, FileNotFoundError) as e:
             problems.append(str(e))
+    if config.train.init_from:
+        try:
+            start = checkpoint_metadata(teacher_checkpoint(config.train.init_from, store))
+            problems += [p for p in [task_of(config).init_problem(config, start)] if p]
+        except (ValueError, FileNotFoundError) as e:
+            problems.append(f"train.init_from: {e}")
     if store is not None and not problems:  # last: it creates the store's folders
         problem = store.writable_problem()
         if problem:

@@ -26,6 +26,7 @@ from ..compress import apply_step
 from ..config import RunConfig
 from ..data import Dataset
 from ..measure import count_flops, count_parameters, model_size_bytes, track_peak_memory
+from ..models.lora import add_lora, merge_lora
 from ..report import METRICS, Result, ResultStore, epoch_costs
 from ..report.checkpoint import load_checkpoint, save_checkpoint
 from ..tasks import task_of
@@ -100,7 +101,13 @@ def train_model(
         warn_user(slot.note)
 
     def fresh() -> torch.nn.Module:
-        return task.initial_model(config, dataset, device, indices)
+        model = task.initial_model(config, dataset, device, indices)
+        if config.train.init_from:  # fine-tuning: the architecture was checked in preflight
+            model.load_state_dict(load_teacher(config.train.init_from, options.store).state_dict())
+        if config.train.lora_rank:
+            t = config.train
+            add_lora(model, t.lora_rank, t.lora_alpha or None, t.lora_targets)
+        return model
 
     def attempt(resume_from: str | None):
         model = fresh()
@@ -135,6 +142,8 @@ def train_model(
         }
     )
     model = group.plain_model(model, fresh)
+    if config.train.lora_rank:  # the adapters folded into the weights: the saved model is a plain GPT again
+        merge_lora(model).requires_grad_(True)
     group.finish()
     if not group.main:
         return None
@@ -147,6 +156,8 @@ def train_model(
         "steps_per_epoch": len(batches),
         **_rank_metrics(ranks, group),
         **_compile_metrics(outcome.compile_decision),
+        "trainable_params": outcome.trainable_params,
+        "optimizer_state_bytes": outcome.optimizer_state_bytes,
     }
     metrics[task.train_speed_metric] = metrics["train_ips"]  # in the task's unit: images or tokens a second
     checkpoint = None

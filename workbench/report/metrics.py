@@ -67,6 +67,8 @@ METRICS: dict[str, Metric] = {
         Metric("warmup_seconds", "warm-up and compile cost", "s, first epoch beyond a steady one", 1, True),
         Metric("compile_probe_seconds", "compile=auto probe", "s, counted in the first epoch", 1, True),
         Metric("peak_memory_bytes", "peak memory", "MiB", 1 / 2**20, True),
+        Metric("trainable_params", "trained parameters", "", 1, True, count=True),  # LoRA: the adapters only
+        Metric("optimizer_state_bytes", "optimizer state", "MiB", 1 / 2**20, True),
         Metric("epochs_run", "epochs run"),
         Metric("threads", "CPU threads", source="inference"),
         Metric(

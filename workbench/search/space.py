@@ -218,7 +218,8 @@ class Space:
         parts = name.split(".")
         if parts[0] == "compress" and len(parts) == 3:
             slot = f"compress.{parts[1]}"
-            out[slot] = tuple(c for c in self.params[slot].choices if c != NONE)
+            # A step of the slot, and of those its own ``when`` allows (a field that only one step has).
+            out[slot] = tuple(c for c in self.params[slot].choices if c != NONE and c in out.get(slot, (c,)))
         return out
 
     def active(self, name: str, values: Mapping[str, Any]) -> bool:
@@ -459,15 +460,17 @@ def _nearest(param: Param, value: Any) -> Any:
 
 def default_space(models: Sequence[str] = ("mlp", "cnn", "resnet20"), task: str = "image") -> Space:
     """Architecture, training and compression in one space, over registry models that train in
-    seconds to minutes on a CPU; for ``task="lm"`` a GPT's shape (layers, width, heads, context) and its
-    learning rate and batch size.
+    seconds to minutes on a CPU; for ``task="lm"`` a GPT's shape (layers, width, heads, context), its
+    learning rate and batch size, and its compression: heads and MLP pruned, int8 or low-bit weights.
 
     Example:
         >>> [k for k in default_space().params if k.startswith("compress.")]  # doctest: +NORMALIZE_WHITESPACE
         ['compress.prune', 'compress.prune.amount', 'compress.finetune', 'compress.finetune.epochs',
          'compress.quantize']
         >>> list(default_space(task="lm").params)  # doctest: +NORMALIZE_WHITESPACE
-        ['model.depth', 'model.n_embd', 'model.n_head', 'model.block_size', 'train.lr', 'train.batch_size']
+        ['model.depth', 'model.n_embd', 'model.n_head', 'model.block_size', 'train.lr', 'train.batch_size',
+         'compress.prune', 'compress.prune.heads', 'compress.prune.mlp', 'compress.finetune', 'compress.quantize',
+         'compress.quantize.bits']
     """
     if task == "lm":  # every width here divides by every head count
         return Space(
@@ -478,6 +481,12 @@ def default_space(models: Sequence[str] = ("mlp", "cnn", "resnet20"), task: str 
                 "model.block_size": Choice([32, 64, 128]),
                 "train.lr": Float(5e-4, 5e-3, log=True),
                 "train.batch_size": Choice([16, 32, 64]),
+                "compress.prune": Choice([NONE, "prune_gpt"]),
+                "compress.prune.heads": Choice([0.0, 0.5]),  # of 2 or 4 heads: none, or half of them
+                "compress.prune.mlp": Float(0.0, 0.75, step=0.25),
+                "compress.finetune": Choice([NONE, "finetune"]),
+                "compress.quantize": Choice([NONE, "dynamic_int8", "low_bit"]),
+                "compress.quantize.bits": Choice([3, 4, 8], when={"compress.quantize": ["low_bit"]}),
             }
         )
     get_task(task)  # an unknown task: one line naming the tasks

@@ -27,6 +27,7 @@ from .optim import (
     lr_curve,
     make_optimizer,
     make_scheduler,
+    optimizer_state_bytes,
     schedule_factor,
 )
 from .parallel import SINGLE, Group, ParallelConfig, backend_for, in_torchrun, parameter_bytes, rank_device, start_group
@@ -71,6 +72,7 @@ __all__ = [
     "lr_curve",
     "make_optimizer",
     "make_scheduler",
+    "optimizer_state_bytes",
     "parameter_bytes",
     "rank_device",
     "record_failure",

@@ -77,6 +77,31 @@ class TrainConfig(Checked):
         label="LM tokens",
         not_in_panel="the panel sets a language model's budget in steps (LM steps)",
     )
+    init_from: str = setting(
+        "",
+        help="a stored run id or checkpoint path whose trained weights this training starts from (fine-tuning "
+        "them, e.g. on other text); empty = from the initial weights",
+        label="start from",
+        options=(("initial weights", ""),),  # the panel adds the stored runs
+    )
+    lora_rank: int = setting(
+        0,
+        help="language model: 0 trains every weight; r > 0 freezes them and trains rank-r adapters (LoRA) on the "
+        "lora_targets layers, merged into the weights when training ends",
+        label="LoRA rank",
+        range=(0, 64),
+    )
+    lora_targets: tuple[str, ...] = setting(
+        ("c_attn",),
+        help="the Linear layers LoRA adapts, by the end of their names: c_attn (q, k, v), attn.c_proj, mlp.c_fc, "
+        "c_proj (both)",
+        label="LoRA targets",
+    )
+    lora_alpha: float = setting(
+        0.0,
+        help="LoRA's update is alpha / rank x B A; 0 = alpha equal to the rank (a scale of 1)",
+        label="LoRA alpha",
+    )
 
     def check(self) -> None:
         require(self.epochs >= 0, f"train.epochs must be >= 0 (got {self.epochs})")
@@ -99,6 +124,15 @@ class TrainConfig(Checked):
             check_positive("train", "tokens", self.tokens)
         OPTIMIZERS.check(self.optimizer)
         SCHEDULES.check(self.schedule)
+        require(
+            isinstance(self.lora_rank, int) and self.lora_rank >= 0,
+            f"train.lora_rank must be a whole number >= 0, 0 for no LoRA (got {self.lora_rank!r})",
+        )
+        check_positive("train", "lora_alpha", self.lora_alpha, allow_zero=True)
+        require(
+            not self.lora_rank or self.lora_targets,
+            "train.lora_targets is empty: name the layers to adapt, e.g. c_attn",
+        )
 
 
 @dataclass(frozen=True)
@@ -142,6 +176,12 @@ class HardwareConfig(Checked):
         False,
         help="let cuDNN time its convolution algorithms for the shapes seen (CUDA)",
         label="cuDNN autotuning (CUDA)",
+    )
+    activation_checkpointing: bool = setting(
+        False,
+        help="language model: keep each block's input only and recompute its activations in the backward pass: "
+        "less memory for more time",
+        label="activation checkpointing",
     )
     threads: int | str = setting(
         "auto",

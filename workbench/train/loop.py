@@ -16,7 +16,7 @@ from torch.profiler import record_function
 from .callbacks import Callback, CallbackList, Checkpoint, TrainState
 from .compile_probe import CompileDecision, first_batch, per_target, probe_compile
 from .config import EvalConfig, HardwareConfig, TrainConfig
-from .optim import make_optimizer, make_scheduler
+from .optim import make_optimizer, make_scheduler, optimizer_state_bytes
 from .parallel import SINGLE, Group
 from .tta import tta_logits
 
@@ -32,6 +32,8 @@ class TrainOutcome:
     images: int = 0  # training images processed
     resumed_epochs: int = 0  # epochs restored from a checkpoint instead of trained here
     compile_decision: CompileDecision | None = None  # what compile="auto" measured and chose
+    trainable_params: int = 0  # the numbers training changed (LoRA: the adapters only)
+    optimizer_state_bytes: int = 0  # what the optimizer kept beside them
 
 
 def check_precision(precision: str, device: torch.device) -> None:
@@ -189,6 +191,8 @@ def train(
         if state.halt:
             break
     hooks.on_train_end(state)
+    outcome.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    outcome.optimizer_state_bytes = optimizer_state_bytes(optimizer)
     return outcome
 
 

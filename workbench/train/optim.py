@@ -164,3 +164,26 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg, steps_per_epoch: int) -> tor
     total = max(1, cfg.epochs * steps_per_epoch)
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: schedule_factor(cfg.schedule, step, total, warmup))
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes the optimizer keeps beside the weights: every tensor of its state (AdamW: two moments and a step
+    count per trained tensor; an optimizer made of others, such as Muon with AdamW, counts theirs).
+
+    Example:
+        >>> layer = torch.nn.Linear(10, 10)
+        >>> opt = torch.optim.AdamW(layer.parameters())
+        >>> layer(torch.ones(1, 10)).sum().backward()
+        >>> opt.step()
+        >>> optimizer_state_bytes(opt)  # 2 moments x 110 floats x 4 bytes + 2 step counts of 4 bytes
+        888
+    """
+
+    def walk(value) -> int:
+        if torch.is_tensor(value):
+            return value.nbytes
+        if isinstance(value, dict):
+            return sum(walk(v) for k, v in value.items() if k != "param_groups")
+        return 0
+
+    return walk(optimizer.state_dict())

@@ -415,12 +415,13 @@ class Workbench:
             shown = self.code_run.value
             self.code_run.options = CODE_CHOICES + runs
             self.code_run.value = select or (shown if shown == SEARCH else "")
-            teacher = self._config.distill.teacher
-            teachers = [("none", "")] + [(f"{r.config.label()} ({r.run_id})", r.run_id) for r in self.store.results()]
-            if teacher not in [value for _, value in teachers]:  # a checkpoint path from a loaded config
-                teachers.append((teacher, teacher))
-            self.controls["distill.teacher"].options = teachers
-            self.controls["distill.teacher"].value = teacher
+            stored = [(f"{r.config.label()} ({r.run_id})", r.run_id) for r in self.store.results()]
+            for key in ("distill.teacher", "train.init_from"):  # settings that name a stored run's weights
+                control, chosen = self.controls[key], self._config.flat()[key]
+                choices = [control.options[0], *stored]  # its "none" choice first
+                if chosen not in [value for _, value in choices]:  # a checkpoint path from a loaded config
+                    choices.append((chosen, chosen))
+                control.options, control.value = choices, chosen
         finally:
             self._syncing = False
         table = self.table_frame()

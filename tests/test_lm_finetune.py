@@ -1,0 +1,90 @@
+"""Fine-tuning a trained GPT on other text through ``run``: from its weights (``train.init_from``), every
+weight or rank-r LoRA adapters merged at the end (``train.lora_*``), with what training kept (trained parameters,
+optimizer state); activation checkpointing as a switch that changes memory, not results; bad settings one line
+before any work."""
+
+import pytest
+import torch
+from test_lm import tiny
+
+from workbench import ConfigError, ResultStore, RunConfig, run
+from workbench.report.checkpoint import load_checkpoint
+from workbench.tasks import get_task
+
+OTHER_TEXT = "".join(f"Verse {i}: the quick brown fox jumps over the lazy dog, and sings.\n" for i in range(400))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune")
+    (root / "other.txt").write_text(OTHER_TEXT)
+    store = ResultStore(root / "runs")
+    base = run(tiny(), store=store, progress=False)
+    other = {"train.init_from": base.run_id, "data.dataset": f"text:{root / 'other.txt'}", "train.steps": 30}
+    full = run(tiny(**other), store=store, progress=False)
+    lora = run(
+        tiny(**other, **{"train.lora_rank": 4, "train.lora_targets": ("c_attn", "mlp.c_fc")}),
+        store=store,
+        progress=False,
+    )
+    return store, base, full, lora
+
+
+def test_full_fine_tuning_starts_from_the_run_and_learns_the_other_text(runs):
+    _, base, full, _ = runs
+    model, _ = load_checkpoint(base.checkpoint)
+    task = get_task("lm")
+    data = task.load(full.config, "data")
+    before = task.evaluate(full.config, model, data, torch.device("cpu"))["loss"]
+    assert full.metrics["loss"] < before  # on the other text's validation windows
+    assert full.metrics["trainable_params"] == full.metrics["params"]
+
+
+def test_lora_trains_a_few_parameters_keeps_little_optimizer_state_and_saves_a_plain_gpt(runs):
+    _, base, full, lora = runs
+    m = lora.metrics
+    # rank 4 on c_attn (32 -> 96) and c_fc (32 -> 128) of one block: 4 x (32 + 96) + 4 x (32 + 128)
+    assert m["trainable_params"] == 4 * (32 + 96) + 4 * (32 + 128)
+    assert m["optimizer_state_bytes"] < 0.1 * full.metrics["optimizer_state_bytes"]
+    assert m["params"] == base.metrics["params"]  # merged: the base model's size and shape
+    model, _ = load_checkpoint(lora.checkpoint)
+    assert not any("lora" in k for k in model.state_dict())
+    assert model.lm_head.weight is model.transformer.wte.weight
+    task = get_task("lm")
+    data = task.load(lora.config, "data")
+    assert task.evaluate(lora.config, model, data, torch.device("cpu"))["loss"] == pytest.approx(m["loss"], rel=1e-5)
+    base_model, _ = load_checkpoint(base.checkpoint)
+    assert torch.equal(model.transformer.h[0].attn.c_proj.weight, base_model.transformer.h[0].attn.c_proj.weight)
+    assert not torch.equal(model.transformer.h[0].attn.c_attn.weight, base_model.transformer.h[0].attn.c_attn.weight)
+
+
+def test_activation_checkpointing_changes_memory_not_results(tmp_path):
+    store = ResultStore(tmp_path / "runs")
+    plain = run(tiny(), store=store, progress=False)
+    recomputed = run(tiny(**{"hardware.activation_checkpointing": True}), store=store, progress=False)
+    assert recomputed.reused_from is None  # its own training: the switch is a training setting
+    assert recomputed.metrics["loss"] == pytest.approx(plain.metrics["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"train.lora_rank": 64}, r"LoRA rank 64 is larger than .* use a rank of at most 32"),
+        ({"train.lora_rank": 4, "train.lora_targets": ("q_proj",)}, r"'q_proj' names no Linear layer"),
+        ({"train.lora_rank": 4, "train.lora_targets": ("lm_head",)}, r"tied to transformer.wte"),
+        ({"train.init_from": "no-such-run"}, r"train.init_from: .*no-such-run"),
+    ],
+)
+def test_bad_fine_tuning_settings_are_one_line_before_any_work(tmp_path, changes, message):
+    with pytest.raises(ConfigError, match=message):
+        run(tiny(**changes), store=ResultStore(tmp_path / "runs"), progress=False)
+    assert not list(tmp_path.rglob("*.*"))
+
+
+def test_starting_from_another_architecture_or_on_images_is_one_line(runs, tmp_path):
+    store, base, _, _ = runs
+    with pytest.raises(ConfigError, match=r"another architecture: set model.n_embd=32 \(here 64\)"):
+        run(tiny(**{"train.init_from": base.run_id, "model.n_embd": 64}), store=store, progress=False)
+    for key, value in (("train.lora_rank", 4), ("hardware.activation_checkpointing", True)):
+        with pytest.raises(ConfigError, match=f"{key} is built for a language model"):
+            run(RunConfig().replace(**{key: value}), store=ResultStore(tmp_path / "runs"), progress=False)
