@@ -27,6 +27,7 @@ def variants(tmp_path_factory):
         "finetune:epochs=1",
         "low_bit:bits=3,group_size=16,scales=awq",
         "prune_gpt:heads=0.5,mlp=0.5,steps=2,finetune_epochs=1",
+        "kv_int8",
     ]
     rows = {
         spec: run(
@@ -80,6 +81,18 @@ def test_pruning_makes_a_smaller_gpt_and_low_bit_weights_say_what_they_would_sav
     assert low["size_bytes"] == rows["none"].metrics["size_bytes"]  # simulated: still float32 weights
     reasons = why_not_faster(variants[0].frame(), baseline="none")
     assert set(reasons[reasons.variant == "low_bit"].reason) <= {"step", "noisy", "within_spread", "implausible"}
+
+
+def test_an_int8_kv_cache_takes_about_a_quarter_of_the_bytes_and_says_what_it_costs(variants):
+    _, rows = variants
+    m = rows["kv_int8"].metrics
+    # int8 values plus one float32 scale per token and head of 16 dims: (16 + 4) / (16 x 4) of the float cache
+    assert m["kv_cache_bytes"] == rows["none"].metrics["kv_cache_bytes"] * 20 // 64
+    log = m["compress_log"][0]
+    assert abs(log["cached_perplexity_change"]) < 0.01 and log["cached_loss_int8"] != log["cached_loss_float"]
+    assert m["perplexity"] == pytest.approx(rows["none"].metrics["perplexity"])  # a forward uses no cache
+    model, _ = load_checkpoint(rows["kv_int8"].checkpoint)
+    assert model.shape.kv_cache == "int8" and type(model.new_cache(1)).__name__ == "QuantizedKVCache"
 
 
 @pytest.mark.parametrize(

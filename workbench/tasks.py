@@ -509,7 +509,12 @@ class LanguageTask(Task):
             new_tokens=max(2, block // 2),
             device=device,
             iters=max(3, config.measure.iters // 10),
-            modes=[m for m in config.measure.modes if m in ("eager", "compiled")],
+            # Decoding modes every compression step's model runs in (an int8 KV cache: eager).
+            modes=[
+                m
+                for m in config.measure.modes
+                if m in ("eager", "compiled") and all(not s.modes or m in s.modes for s in config.compress)
+            ],
         )
 
     def modes_on_inputs(self, modes) -> list[str]:

@@ -29,6 +29,7 @@ from .core import (
     steps_for,
 )
 from .gpt_pruning import PruneGPT, check_prune_gpt, gpt_importance, prune_gpt, slice_gpt
+from .kv_cache import KVCacheInt8
 from .lowbit import LowBitWeights, awq_scale, bits_per_weight, group_quantize, low_bit_curve, simulate_low_bit
 from .onnx_int8 import OrtDynamicInt8, OrtStaticInt8
 from .pruning import StructuredPrune, UnstructuredPrune, prune, sensitivity, sparsity_report
@@ -63,6 +64,7 @@ __all__ = [
     "CompressStep",
     "DynamicInt8",
     "FineTune",
+    "KVCacheInt8",
     "LowBitWeights",
     "OrtDynamicInt8",
     "OrtStaticInt8",

@@ -47,6 +47,7 @@ FAMILIES = {
     "int8": "int8 weights and activations, run by int8 kernels (once converted)",
     "weight-only": "low-bit weights dequantized as they are used; activations stay float",
     "cast": "every weight in a 16-bit float type",
+    "cache": "the KV cache in a smaller type: less memory per token of context, the weights untouched",
 }
 PRUNING = ("pruning", "sparsity")
 QUANTIZATION = ("int8", "weight-only", "cast")

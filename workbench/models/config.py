@@ -118,7 +118,7 @@ def text_model_args(cfg: ModelConfig, vocab_size: int) -> dict[str, Any]:
         >>> text_model_args(ModelConfig(name="gpt"), 256)  # doctest: +NORMALIZE_WHITESPACE
         {'name': 'gpt', 'vocab_size': 256, 'n_layer': 4, 'n_head': 4, 'n_embd': 128, 'block_size': 64,
          'dropout': 0.0, 'bias': True, 'attention': 'sdpa', 'positions': 'learned', 'head_dim': 32,
-         'mlp_width': 512}
+         'mlp_width': 512, 'kv_cache': 'float'}
     """
     return {"name": cfg.name, **dataclasses.asdict(cfg.gpt_shape(vocab_size))}
 

@@ -44,7 +44,7 @@ def generate(
     seed: int | None = None,
     kv_cache: bool = True,
     compiled: bool = False,
-    kv_int8: bool = False,
+    kv_int8: bool | None = None,
 ) -> list[list[int]]:
     """The ``max_new_tokens`` new tokens of each prompt (the prompt not repeated); see ``generate_tokens``."""
     options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed, "kv_cache": kv_cache}
@@ -63,7 +63,7 @@ def generate_tokens(
     seed: int | None = None,
     kv_cache: bool = True,
     compiled: bool = False,
-    kv_int8: bool = False,
+    kv_int8: bool | None = None,
 ) -> Iterator[list[int]]:
     """Yield one new token per prompt, ``max_new_tokens`` times.
 
@@ -74,7 +74,8 @@ def generate_tokens(
     same tokens, slower. The model is run in eval mode (no dropout), and left as it was found.
     ``compiled``: through ``torch.compile`` (with the cache, a ``StaticKVCache``, so a step compiles once; prompts
     of one length): the first call pays for compiling. ``kv_int8``: the cache in int8 (a ``QuantizedKVCache``),
-    about a quarter of the memory, its keys and values rounded; not with ``compiled``.
+    about a quarter of the memory, its keys and values rounded; not with ``compiled``; None: as the model's
+    ``shape.kv_cache`` says.
     """
     if max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens must be > 0 (got {max_new_tokens}): ask for at least one new token")

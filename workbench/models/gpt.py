@@ -42,6 +42,7 @@ from ._common import register_model
 ATTENTIONS = ("sdpa", "naive")
 CAUSAL = "causal"  # the attention mask of queries that are the keys from position 0: SDPA's is_causal
 POSITIONS = ("learned", "rotary")
+KV_CACHES = ("float", "int8")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class GPTShape:
     # Pruned heads keep their size, so the heads together may be narrower than n_embd. None: n_embd // n_head.
     head_dim: int | None = None
     mlp_width: int | None = None  # the MLP's hidden units; None: 4 x n_embd, GPT-2's
+    kv_cache: str = "float"  # what decoding caches keys and values in: the model's float type, or int8
 
     def __post_init__(self):
         for name in ("vocab_size", "n_layer", "n_head", "n_embd", "block_size"):
@@ -84,6 +86,7 @@ class GPTShape:
         require(0 <= self.dropout < 1, f"dropout must be in [0, 1) (got {self.dropout})")
         require(self.attention in ATTENTIONS, f"attention {self.attention!r} is not one of: {', '.join(ATTENTIONS)}")
         require(self.positions in POSITIONS, f"positions {self.positions!r} is not one of: {', '.join(POSITIONS)}")
+        require(self.kv_cache in KV_CACHES, f"kv_cache {self.kv_cache!r} is not one of: {', '.join(KV_CACHES)}")
         require(
             self.positions != "rotary" or self.head_dim % 2 == 0,
             f"rotary positions turn pairs of dimensions, so the head size "
@@ -343,10 +346,22 @@ class GPT(nn.Module):
         positions: str = "learned",
         head_dim: int | None = None,
         mlp_width: int | None = None,
+        kv_cache: str = "float",
     ):
         super().__init__()
         self.shape = s = GPTShape(
-            vocab_size, n_layer, n_head, n_embd, block_size, dropout, bias, attention, positions, head_dim, mlp_width
+            vocab_size,
+            n_layer,
+            n_head,
+            n_embd,
+            block_size,
+            dropout,
+            bias,
+            attention,
+            positions,
+            head_dim,
+            mlp_width,
+            kv_cache,
         )
         self.transformer = nn.ModuleDict({"wte": nn.Embedding(vocab_size, n_embd)})
         if positions == "learned":
@@ -386,9 +401,11 @@ class GPT(nn.Module):
             {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0},
         ]
 
-    def new_cache(self, batch: int, static: bool = False, int8: bool = False) -> KVCache:
+    def new_cache(self, batch: int, static: bool = False, int8: bool | None = None) -> KVCache:
         """An empty KV cache for ``batch`` sequences of up to ``block_size`` tokens, in the model's dtype and
-        device; ``static``: a ``StaticKVCache``, for a compiled decoder; ``int8``: a ``QuantizedKVCache``."""
+        device; ``static``: a ``StaticKVCache``, for a compiled decoder; ``int8``: a ``QuantizedKVCache`` (None:
+        as ``shape.kv_cache`` says)."""
+        int8 = self.shape.kv_cache == "int8" if int8 is None else int8
         require(
             not (static and int8),
             "an int8 KV cache is not built for compiled decoding (a static cache): use one or the other",
