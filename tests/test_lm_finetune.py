@@ -3,6 +3,8 @@ weight or rank-r LoRA adapters merged at the end (``train.lora_*``), with what t
 optimizer state); activation checkpointing as a switch that changes memory, not results; bad settings one line
 before any work."""
 
+import json
+
 import pytest
 import torch
 from test_lm import tiny
@@ -88,3 +90,20 @@ def test_starting_from_another_architecture_or_on_images_is_one_line(runs, tmp_p
     for key, value in (("train.lora_rank", 4), ("hardware.activation_checkpointing", True)):
         with pytest.raises(ConfigError, match=f"{key} is built for a language model"):
             run(RunConfig().replace(**{key: value}), store=ResultStore(tmp_path / "runs"), progress=False)
+
+
+def test_lora_fine_tuning_and_compression_of_a_gpt_from_the_command_line(runs, tmp_path, capsys):
+    from workbench.cli import main
+
+    store, base, _, _ = runs
+    text = tmp_path / "more.txt"
+    text.write_text(OTHER_TEXT[::-1])
+    small = ["--depth", "1", "--n-embd", "32", "--n-head", "2", "--block-size", "32", "--batch-size", "16"]
+    quick = ["--steps", "10", "--epochs", "1", "--threads", "1", "--measure-batch-sizes", "1", "--measure-iters", "2"]
+    common = ["run", "--task", "lm", *small, *quick, "--store", str(store.root), "--json"]
+    assert main([*common, "--dataset", f"text:{text}", "--init-from", base.run_id, "--lora-rank", "2"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["metrics"]["trainable_params"] == 2 * (32 + 96)  # rank 2 on the one block's c_attn
+    assert main([*common, "--compress", "prune_gpt:heads=0.5,mlp=0.5", "--compress", "kv_int8"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert [e["step"] for e in row["metrics"]["compress_log"]] == ["prune_gpt", "kv_int8"]
