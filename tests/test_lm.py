@@ -173,7 +173,7 @@ def test_the_char_tokenizer_names_a_character_it_never_saw(trained):
         data.tokenizer.encode("x = '☃'")
 
 
-def test_a_search_over_language_model_configs_minimises_the_loss(tmp_path):
+def test_a_search_over_language_model_configs_minimises_perplexity_size_and_decode_time(tmp_path):
     from workbench.search import search
 
     result = search(
@@ -184,9 +184,9 @@ def test_a_search_over_language_model_configs_minimises_the_loss(tmp_path):
         store=tmp_path / "runs",
         progress=False,
     )
-    assert result.settings.objectives == ("loss", "size_bytes", "decode_tps")
+    assert result.settings.objectives == ("perplexity", "size_bytes", "decode_tps")
     assert "model.n_embd" in result.settings.space.params
-    assert len(result.trials) == 2 and result.trials["loss"].notna().all()
+    assert len(result.trials) == 2 and result.trials["perplexity"].notna().all()
 
 
 def test_compiled_decoding_is_timed_beside_eager():

@@ -339,7 +339,7 @@ def test_the_language_model_task_trains_and_writes_text_in_the_panel(store):
     assert panel.writing.layout.display == "none"  # no prompt box for an image classifier
     panel.task.value = "lm"  # the task buttons: the gpt preset's settings
     assert panel.config.task == "lm" and panel.config.model.name == "gpt" and panel.writing.layout.display == ""
-    assert panel.search_tab.settings()["objectives"] == ("loss", "size_bytes", "decode_tps")
+    assert panel.search_tab.settings()["objectives"] == ("perplexity", "size_bytes", "decode_tps")
     assert "model.n_embd" in panel.search_tab.space.params
     for path, value in {"model.depth": 1, "model.n_embd": 32, "model.block_size": 32, "train.steps": 200}.items():
         panel.controls[path].value = value

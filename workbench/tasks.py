@@ -330,7 +330,7 @@ class LanguageTask(Task):
         "kv_cache_bytes",
         "peak_memory_bytes",
     )
-    search_objectives = ("loss", "size_bytes", "decode_tps")
+    search_objectives = ("perplexity", "size_bytes", "decode_tps")
     default_dataset, default_model, starting_preset = "pystdlib", "gpt", "gpt"
 
     def datasets_hint(self) -> str:

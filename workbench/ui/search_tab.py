@@ -29,11 +29,11 @@ from .live import show
 OBJECTIVES = (
     "accuracy",
     "loss",
+    "perplexity",
     "size_bytes",
     "latency_ms",
     "params",
     "flops",
-    "perplexity",
     "decode_tps",
     "ttft_ms",
     "throughput_tps",
