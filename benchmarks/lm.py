@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import environment, save
+from benchmarks._common import cpu_environment, environment, save
 from workbench.measure import cpu_features, device_name, resolve_device
 from workbench.models.generation import generate
 from workbench.models.gpt import GPT, kv_cache_bytes
@@ -441,8 +441,7 @@ def race_main(args) -> None:
         if not path.is_file():
             sys.exit(f"lm.py: {what}: no {path}; give nanoGPT's folder (../shared/anchors/nanogpt) and the text")
     torch.set_num_threads(args.threads)
-    env = environment(torch.device("cpu"))
-    env.update(cpu_name=device_name("cpu"), cpu_features=list(cpu_features()), load_average_before=load_average())
+    env = cpu_environment()
     print(f"race on {env['cpu_name']} [{', '.join(env['cpu_features'])}], {args.threads} thread(s)", flush=True)
     result = race(args.race.resolve(), args.text.resolve(), args.threads, args.rounds)
     env["load_average_after"] = load_average()

@@ -24,11 +24,11 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import environment, save
+from benchmarks._common import cpu_environment, save
 from workbench import load_model, preset, run_many
 from workbench.compress import parse_steps
 from workbench.data import load_token_data
-from workbench.measure import cpu_features, device_name, generation_timing
+from workbench.measure import generation_timing
 from workbench.report.ledger import ledger, why_not_faster
 from workbench.train import load_average
 
@@ -76,8 +76,7 @@ def main() -> None:
         base.replace(name=name, compress=tuple(step for spec in specs for step in parse_steps(spec)))
         for name, specs in VARIANTS.items()
     ]
-    env = environment(torch.device("cpu"))
-    env.update(cpu_name=device_name("cpu"), cpu_features=list(cpu_features()), load_average_before=load_average())
+    env = cpu_environment()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "runs"

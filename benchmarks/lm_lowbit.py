@@ -14,7 +14,6 @@ import argparse
 import itertools
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,11 +21,10 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import environment, save
-from workbench import load_model, preset, run
+from benchmarks._common import cpu_environment, save, trained_model
+from workbench import preset
 from workbench.compress import low_bit_curve
 from workbench.data import load_token_data
-from workbench.measure import cpu_features, device_name
 from workbench.tasks import get_task
 from workbench.train import load_average
 
@@ -46,12 +44,9 @@ def main() -> None:
     cfg = preset("gpt", device="cpu").replace(**{"train.steps": args.steps, "measure.iters": 3})
     if args.smoke:
         cfg = cfg.replace(**{"train.steps": 20, "train.epochs": 1, "model.depth": 1, "model.n_embd": 32})
-    env = environment(torch.device("cpu"))
-    env.update(cpu_name=device_name("cpu"), cpu_features=list(cpu_features()), load_average_before=load_average())
+    env = cpu_environment()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        trained = run(cfg, store=Path(tmp) / "runs", progress=False)
-        model = load_model(trained.run_id, store=Path(tmp) / "runs")
+    trained, model = trained_model(cfg)
     task, data = get_task("lm"), load_token_data(cfg.data.dataset, cfg.data.tokenizer)
     calibration = [x for x, _ in itertools.islice(task.train_batches(cfg, data, "cpu"), AWQ_BATCHES)]
 

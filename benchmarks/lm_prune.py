@@ -17,18 +17,17 @@ import copy
 import dataclasses
 import itertools
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import environment, save
-from workbench import load_model, preset, run
+from benchmarks._common import cpu_environment, save, trained_model
+from workbench import preset
 from workbench.compress import prune_gpt
 from workbench.data import RandomWindows, load_token_data
-from workbench.measure import cpu_features, device_name, generation_timing
+from workbench.measure import generation_timing
 from workbench.models import generate_tokens
 from workbench.tasks import get_task
 from workbench.train import load_average, train
@@ -61,12 +60,9 @@ def main() -> None:
     if args.smoke:
         cfg = cfg.replace(**{"train.steps": 20, "train.epochs": 1, "model.depth": 2, "model.n_embd": 32})
         args.finetune_steps, args.iters = 8, 2
-    env = environment(torch.device("cpu"))
-    env.update(cpu_name=device_name("cpu"), cpu_features=list(cpu_features()), load_average_before=load_average())
+    env = cpu_environment()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        trained = run(cfg, store=Path(tmp) / "runs", progress=False)
-        original = load_model(trained.run_id, store=Path(tmp) / "runs")
+    trained, original = trained_model(cfg)
     task, data = get_task("lm"), load_token_data(cfg.data.dataset, cfg.data.tokenizer)
     importance_batches = list(itertools.islice(task.train_batches(cfg, data, "cpu"), IMPORTANCE_BATCHES))
     seeds = itertools.count(1000)  # fine-tuning windows apart from the training run's (seed 0)
