@@ -107,3 +107,21 @@ def test_lora_fine_tuning_and_compression_of_a_gpt_from_the_command_line(runs, t
     assert main([*common, "--compress", "prune_gpt:heads=0.5,mlp=0.5", "--compress", "kv_int8"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert [e["step"] for e in row["metrics"]["compress_log"]] == ["prune_gpt", "kv_int8"]
+
+
+def test_an_8_bit_adamw_keeps_about_a_quarter_of_the_optimizer_state():
+    from workbench.train import TrainConfig, make_optimizer, optimizer_state_bytes
+
+    # One weight shape: torchao compiles its update once per shape, and a GPT's handful would take a minute here.
+    layer = torch.nn.Linear(256, 256, bias=False)
+    states = {}
+    for name in ("adamw", "adamw_8bit"):
+        optimizer = make_optimizer(layer, TrainConfig(optimizer=name, lr=1e-3))
+        before = layer.weight.detach().clone()
+        layer(torch.randn(4, 256)).square().mean().backward()
+        optimizer.step()
+        assert not torch.equal(layer.weight, before)  # it updates
+        states[name] = optimizer_state_bytes(optimizer)
+    # Two moments of 65,536 numbers: float32 against 8 bits with a float32 scale per 256 (and a 256-entry code map).
+    assert states["adamw"] == 2 * 65536 * 4 + 4
+    assert states["adamw_8bit"] == 2 * (65536 + 256 * 4 + 256 * 4) + 4

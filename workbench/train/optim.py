@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from .._errors import require_modules
 from .._registry import Registry
 from .muon import MuonAdamW
 
@@ -51,6 +52,16 @@ def _adam(params, cfg, **impl):
 @OPTIMIZERS.register("adamw")
 def _adamw(params, cfg, **impl):
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **impl)
+
+
+@OPTIMIZERS.register("adamw_8bit")
+def _adamw_8bit(params, cfg, **impl):
+    # torchao's AdamW with both moments in 8 bits (block-wise scales, Dettmers et al. 2022): a quarter of AdamW's
+    # state. Its update is one torch.compile'd function (the first step compiles); foreach/fused do not apply.
+    require_modules(["torchao"], "train.optimizer=adamw_8bit", "pip install torchao==0.18.0")
+    from torchao.optim import AdamW8bit
+
+    return AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 @OPTIMIZERS.register("rmsprop")
@@ -180,6 +191,8 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     """
 
     def walk(value) -> int:
+        if hasattr(value, "__tensor_flatten__"):  # a tensor subclass (torchao's 8-bit state): its inner tensors
+            return sum(walk(getattr(value, name)) for name in value.__tensor_flatten__()[0])
         if torch.is_tensor(value):
             return value.nbytes
         if isinstance(value, dict):
