@@ -21,7 +21,8 @@ rises: so each variant's peak is measured in a fresh process of its own (``--chi
 from its weights on, which counts gradients, optimizer state and activations (glibc's mmap threshold fixed, so
 a freed tensor leaves the resident set instead of staying in malloc's heap). Beside it the deterministic
 account: weights, gradients, optimizer state and kept activations (autograd's saved tensors, each storage once,
-weights left out; with checkpointing also each block's input, which the checkpoint keeps for its rerun).
+weights left out; with checkpointing also each block's input, which the checkpoint keeps for its rerun:
+``workbench.measure.saved_activation_bytes``).
 Timings take turns on one process (lm.py's rounds, the order reversed every other step).
 
     python benchmarks/lm_memory.py            # not timed yet: a few minutes on a 2-core AMD EPYC
@@ -50,7 +51,7 @@ from benchmarks._common import environment, save
 from benchmarks.lm import ratio, rounds_of, summary
 from workbench import load_model, preset, run
 from workbench.data import FixedWindows, RandomWindows, load_token_data
-from workbench.measure import cached_loss, cpu_features, device_name, track_peak_memory
+from workbench.measure import cached_loss, cpu_features, device_name, saved_activation_bytes, track_peak_memory
 from workbench.models import GPT, add_lora, generate, merge_lora, trainable_parameters
 from workbench.train import (
     TrainConfig,
@@ -101,26 +102,6 @@ def interleaved_steps(trainers: dict[str, Trainer], batches) -> dict[str, list[f
 def step_ratio(seconds: dict[str, list[float]], slow: str, fast: str) -> dict:
     """lm.py's ratio of medians, with every step a round."""
     return ratio({"samples": seconds, "per_round": seconds}, slow, fast)
-
-
-def kept_activation_bytes(model: GPT, x: torch.Tensor, y: torch.Tensor) -> int:
-    """Bytes the backward pass of one step needs kept: autograd's saved tensors (each storage once, the weights
-    left out) and, with checkpointing, each block's input, which the checkpoint holds outside autograd."""
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    storages: dict[int, int] = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in weights:
-            storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-    loss.backward()
-    model.zero_grad(set_to_none=True)
-    inputs = model.shape.n_layer * x.numel() * model.shape.n_embd * 4 if model.activation_checkpointing else 0
-    return sum(storages.values()) + inputs
 
 
 def accounted_bytes(model: GPT, optimizer_state: int, activations: int) -> dict:
@@ -197,7 +178,7 @@ def lora_part(base: GPT, text, args, state_path: str) -> dict:
     }
     batch, block = args.batch, base.shape.block_size
     x, y = next(iter(RandomWindows(text.train_ids, block, batch, 1, seed=1)))
-    kept = {name: kept_activation_bytes(t.model, x, y) for name, t in trainers.items()}
+    kept = {name: saved_activation_bytes(t.model, x, y) for name, t in trainers.items()}
     lora = {"rank": args.rank, "targets": list(args.targets)}
     memory = peaks(
         {
@@ -258,7 +239,7 @@ def checkpointing_part(shape: dict, contexts: list[int], args) -> list[dict]:
         trainers = {"off": Trainer(plain, 1e-3, args.ckpt_steps), "on": Trainer(recomputing, 1e-3, args.ckpt_steps)}
         ids = torch.randint(shape["vocab_size"], (args.ckpt_steps, args.batch, context + 1))
         x, y = ids[0, :, :-1], ids[0, :, 1:]
-        kept = {name: kept_activation_bytes(t.model, x, y) for name, t in trainers.items()}
+        kept = {name: saved_activation_bytes(t.model, x, y) for name, t in trainers.items()}
         memory = peaks(
             {
                 name: spec(t.model, args.batch, args.peak_steps, args.threads, checkpointing=name == "on")

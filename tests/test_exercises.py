@@ -47,6 +47,14 @@ ENVS = {
     },
     "14.causal_mask": dict,
     "14.kv_bytes": lambda: {"model": create_model("gpt", vocab_size=64, n_layer=2, n_head=4, n_embd=32, block_size=16)},
+    "15.bits_per_weight": dict,
+    "15.tokens_per_pass": lambda: {
+        "spec": pd.DataFrame(
+            {"lookahead": [0, 2, 4], "acceptance": [float("nan"), 0.8, 0.7], "tokens_per_target_pass": [1.0, 2.4, 3.1]}
+        )
+    },
+    "16.int8_kv_bytes": lambda: ENVS["14.kv_bytes"](),  # the same small GPT
+    "16.adamw_state": lambda: ENVS["14.kv_bytes"](),
 }
 IN_NOTEBOOK_ONLY = {"06.magnitude_mask", "07.int8", "09.dominates"}
 

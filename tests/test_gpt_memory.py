@@ -1,5 +1,6 @@
 """Memory savers of the GPT: activation checkpointing keeps fewer activations for the same gradients, and an int8
-KV cache takes 0.28x the bytes for about the same tokens and loss."""
+KV cache takes 0.28x the bytes for about the same tokens and loss; what a training step holds, counted part by part
+(saved_activation_bytes, training_memory)."""
 
 import pytest
 import torch
@@ -7,8 +8,8 @@ import torch.nn.functional as F
 
 from workbench import ConfigError
 from workbench.data import RandomWindows
-from workbench.measure import cached_loss
-from workbench.models import GPT, KVCache, QuantizedKVCache, generate
+from workbench.measure import cached_loss, saved_activation_bytes, training_memory
+from workbench.models import GPT, KVCache, QuantizedKVCache, generate, kv_cache_bytes
 from workbench.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,33 +31,19 @@ def loss_and_grads(model, ids, seed=0):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-def saved_bytes(model, ids) -> int:
-    """Bytes the autograd graph keeps for the backward pass: the activations that checkpointing drops."""
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.nbytes
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(ids[:, :-1]).sum().backward()
-    return total
-
-
 @pytest.mark.parametrize("positions", ["learned", "rotary"])
 def test_activation_checkpointing_gives_the_same_gradients_and_keeps_fewer_activations(positions):
     model = tiny_gpt(positions=positions, dropout=0.1).train()
     ids = torch.randint(128, (4, CONTEXT + 1), generator=torch.Generator().manual_seed(1))
     plain_loss, plain = loss_and_grads(model, ids)
-    plain_saved = saved_bytes(model, ids)
+    plain_saved = saved_activation_bytes(model, ids[:, :-1], ids[:, 1:])
     assert not GPT.activation_checkpointing  # off unless asked for
     model.activation_checkpointing = True
     loss, grads = loss_and_grads(model, ids)
     torch.testing.assert_close(loss, plain_loss)
     for name, grad in plain.items():
         torch.testing.assert_close(grads[name], grad, msg=name)
-    assert saved_bytes(model, ids) < 0.5 * plain_saved
+    assert saved_activation_bytes(model, ids[:, :-1], ids[:, 1:]) < 0.5 * plain_saved
     model.eval()  # evaluating keeps no graph either way: the switch does nothing there
     with torch.no_grad():
         torch.testing.assert_close(model(ids[:, :-1]), tiny_gpt(positions=positions, dropout=0.1).eval()(ids[:, :-1]))
@@ -137,3 +124,61 @@ def test_int8_cache_bad_requests_are_one_line():
         cached_loss(model, text_windows(), 33)
     with pytest.raises(ConfigError, match="more than the context of 32: cut them to at most 33"):
         cached_loss(model, text_windows(length=40), 4)
+
+
+def test_saved_activation_bytes_counts_what_autograd_keeps_once_and_leaves_no_gradients():
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval()
+    x = torch.randn(5, 8)
+    # the first Linear keeps its input (5 x 8), ReLU its output (5 x 16), which the second Linear keeps too (once)
+    assert saved_activation_bytes(net, x) == (5 * 8 + 5 * 16) * 4
+    assert not net.training and all(p.grad is None for p in net.parameters())  # its mode and no gradients left
+    y = torch.randint(4, (5,))
+    with_loss = saved_activation_bytes(net, x, y)
+    assert with_loss > (5 * 8 + 5 * 16) * 4 and with_loss == saved_activation_bytes(net, x, y)  # counted, not sampled
+
+
+def test_training_memory_splits_a_step_into_its_parts_as_each_memory_saver_predicts():
+    model = tiny_gpt()
+    table = training_memory(
+        model,
+        {
+            "plain": {"batch_size": 8},
+            "4 x 2": {"batch_size": 2, "accumulate": 4},
+            "checkpointing": {"batch_size": 8, "checkpointing": True},
+            "long": {"batch_size": 8, "context": 2 * CONTEXT},
+            "lora": {"batch_size": 8, "lora_rank": 2, "lora_targets": ("c_attn", "mlp.c_fc")},
+        },
+        steps=1,
+        warmup=0,
+    )
+    plain, accumulated, recomputed, long, lora = (table.loc[k] for k in table.index)
+    weights = sum(p.nbytes for p in model.parameters())
+    assert (
+        plain.weights == plain.gradients == weights
+        and plain.total == plain[["weights", "gradients", "optimizer_state", "activations"]].sum()
+    )
+    assert plain.optimizer_state == 2 * weights + 4 * len(list(model.parameters()))  # AdamW: 2 moments, a step count
+    # accumulating: a quarter of the windows at once, the same effective batch, weights, gradients and state
+    assert accumulated.effective_batch == plain.effective_batch == 8
+    assert accumulated.activations < 0.3 * plain.activations
+    assert (
+        accumulated[["weights", "gradients", "optimizer_state"]] == plain[["weights", "gradients", "optimizer_state"]]
+    ).all()
+    assert recomputed.activations < 0.5 * plain.activations and recomputed.weights == weights
+    # twice the context: twice the activations (the fused attention keeps no context x context scores), and the
+    # learned position table grows by the new positions only
+    assert long.activations == pytest.approx(2 * plain.activations, rel=0.01)
+    assert long.weights == weights + CONTEXT * 64 * 4
+    assert lora.gradients < 0.1 * plain.gradients and lora.optimizer_state < 0.1 * plain.optimizer_state
+    assert (table.step_ms > 0).all() and table.attrs["device_name"]
+    with pytest.raises(ConfigError, match=r"variant 'x': unknown setting\(s\) batch; use accumulate, batch_size"):
+        training_memory(model, {"x": {"batch": 8}})
+
+
+def test_an_int8_cache_takes_a_byte_a_number_and_a_scale_a_vector():
+    model = tiny_gpt()
+    s = model.shape
+    assert (
+        kv_cache_bytes(s.n_layer, s.n_head, s.head_dim, CONTEXT, 3, int8=True) == model.new_cache(3, int8=True).nbytes
+    )
+    assert kv_cache_bytes(s.n_layer, s.n_head, s.head_dim, CONTEXT, 3) == model.new_cache(3).nbytes

@@ -209,6 +209,38 @@ EXPECTED = {
         "better_shape",
         "measure_device_name",
     ],
+    "15_llm_compression": [
+        "fp32_perplexity",
+        "smallest_size_ratio",
+        "speculative_speedup",
+        "variants",
+        "perplexity",
+        "perplexity_change",
+        "size_bytes",
+        "params",
+        "kv_cache_bytes",
+        "decode_tps",
+        "decode_speedup",
+        "curve",
+        "distill",
+        "distill_means",
+        "speculative",
+        "generate_same",
+        "measure_device_name",
+    ],
+    "16_llm_memory": [
+        "kv_float_bytes",
+        "kv_int8_bytes",
+        "cached_perplexity_change",
+        "cache_sizes",
+        "training_memory",
+        "dominant_part",
+        "finetune_dataset",
+        "finetune",
+        "decode",
+        "measure_device_name",
+        "training_memory_device",
+    ],
     "09_model_search": [
         "hypervolume_mean",
         "best_strategy",
@@ -486,6 +518,209 @@ TAKEAWAYS = {
             ),
         ),
     ],
+    "15_llm_compression": [
+        (
+            "every variant is a ledger row from one training: fp32 first and unchanged, the others reusing it",
+            lambda m: (
+                m["variants"][0] == "fp32"
+                and len(m["variants"]) == 6
+                and m["perplexity_change"]["fp32"] == 0
+                and m["reused_from"]["fp32"] is None
+                and all(m["reused_from"][v] == m["teacher_run"] for v in m["variants"][1:])
+            ),
+        ),
+        (
+            "int8, dynamic and weight-only, changes perplexity by under 2%",
+            lambda m: all(abs(m["perplexity_change"][v]) < 0.02 for v in ("dynamic int8", "weight-only int8")),
+        ),
+        (
+            "every variant is smaller on disk than fp32 (the ratio said is the smallest's); bf16 halves the KV cache",
+            lambda m: (
+                all(m["size_bytes"][v] < m["size_bytes"]["fp32"] for v in m["variants"][1:])
+                and math.isclose(m["smallest_size_ratio"], min(m["size_bytes"].values()) / m["size_bytes"]["fp32"])
+                and m["kv_cache_bytes"]["bf16"] * 2 == m["kv_cache_bytes"]["fp32"]
+            ),
+        ),
+        (
+            "the pruned model has fewer parameters and half the KV cache (half its heads)",
+            lambda m: (
+                all(
+                    m["params"][v] < m["params"]["fp32"] and m["kv_cache_bytes"][v] * 2 == m["kv_cache_bytes"]["fp32"]
+                    for v in m["variants"]
+                    if m["compress"][v].startswith("prune_gpt")
+                )
+                and any(m["compress"][v].startswith("prune_gpt") for v in m["variants"])
+            ),
+        ),
+        (
+            "the bits curve has every width x group x scaling and the unrounded model; the fewest bits cost more "
+            "than the most (on the worst line)",
+            lambda m: (
+                len(m["curve"]) == 1 + 2 * len(m["bits"]) * len(m["group_sizes"])
+                and max(r["perplexity"] for r in m["curve"] if r["bits"] == min(m["bits"]))
+                > max(r["perplexity"] for r in m["curve"] if r["bits"] == max(m["bits"]))
+            ),
+        ),
+        (
+            "a student alone and one distilled from the fp32 run per seed, smaller than it, scored by validation loss",
+            lambda m: (
+                m["distill_metric"] == "loss"
+                and len(m["distill"]) >= 4
+                and 2 * sum(r["with_teacher"] for r in m["distill"]) == len(m["distill"])
+                and all((r["distill.teacher"] == m["teacher_run"]) == r["with_teacher"] for r in m["distill"])
+                and all(r["params"] < m["params"]["fp32"] for r in m["distill"])
+                and math.isclose(
+                    m["distill_means"]["distilled"],
+                    sum(r["loss"] for r in m["distill"] if r["with_teacher"]) / (len(m["distill"]) // 2),
+                )
+            ),
+        ),
+        (
+            "speculative decoding wrote the target's own greedy output at every lookahead, through generate too; "
+            "the speed-up said is the fastest lookahead's",
+            lambda m: (
+                m["generate_same"]
+                and m["speculative_speedup"] == max(r["speedup"] for r in m["speculative"][1:])
+                and [r["lookahead"] for r in m["speculative"]] == [0, *m["lookaheads"]]
+                and all(r["same_as_target"] for r in m["speculative"])
+                and all(
+                    0 <= r["acceptance"] <= 1 and 1 <= r["tokens_per_target_pass"] <= r["lookahead"] + 1
+                    for r in m["speculative"][1:]
+                )
+            ),
+        ),
+    ],
+    "16_llm_memory": [
+        (
+            "the int8 cache takes a byte a number and a float32 scale a vector, (head_dim + 4) / (4 head_dim) of "
+            "float32's, from a step that reused the base training",
+            lambda m: (
+                m["kv_int8_bytes"] == m["kv_int8_formula_bytes"]
+                and m["kv_int8_bytes"] * 4 * m["head_dim"] == m["kv_float_bytes"] * (m["head_dim"] + 4)
+                and m["kv_reused_from"] == m["base_run"]
+            ),
+        ),
+        (
+            "the perplexity change is exp(int8's cached loss - float's) - 1, and under 1%",
+            lambda m: (
+                math.isclose(
+                    m["cached_perplexity_change"],
+                    math.exp(m["cached_loss_int8"] - m["cached_loss_float"]) - 1,
+                    rel_tol=1e-6,
+                    abs_tol=1e-9,
+                )
+                and abs(m["cached_perplexity_change"]) < 0.01
+            ),
+        ),
+        (
+            "in the cache chart float32 is twice bfloat16 and int8 below bfloat16 at every context; a cache outgrows "
+            "the weights at the first context where it holds more bytes than them",
+            lambda m: (
+                all(
+                    _cache(m, n, "float32") == 2 * _cache(m, n, "bfloat16")
+                    and _cache(m, n, "int8") < _cache(m, n, "bfloat16")
+                    for n in {r["context"] for r in m["cache_sizes"]}
+                )
+                and all(
+                    at
+                    == min(
+                        (
+                            r["context"]
+                            for r in m["cache_sizes"]
+                            if r["cache"] == c and r["kv_cache_bytes"] > r["weights_bytes"]
+                        ),
+                        default=None,
+                    )
+                    for c, at in m["cache_outgrows_weights"].items()
+                )
+            ),
+        ),
+        (
+            "checkpointing keeps under 0.75x the activations at every context, with the same weights, gradients and "
+            "optimizer state",
+            lambda m: all(
+                _step(m, f"context {n}, checkpointing")["activations"] < 0.75 * _step(m, f"context {n}")["activations"]
+                and all(
+                    _step(m, f"context {n}, checkpointing")[k] == _step(m, f"context {n}")[k]
+                    for k in ("weights", "gradients", "optimizer_state")
+                )
+                for n in m["contexts"]
+            ),
+        ),
+        (
+            "the activations grow in step with the context (within 10%), the weights by the position table only",
+            lambda m: (
+                abs(
+                    _step(m, f"context {m['contexts'][-1]}")["activations"]
+                    / _step(m, f"context {m['contexts'][0]}")["activations"]
+                    / (m["contexts"][-1] / m["contexts"][0])
+                    - 1
+                )
+                < 0.1
+                and _step(m, f"context {m['contexts'][-1]}")["weights"]
+                < 1.1 * _step(m, f"context {m['contexts'][0]}")["weights"]
+            ),
+        ),
+        (
+            "accumulating: the same windows per optimizer step, about 1/accumulate of the activations, the same "
+            "gradients and optimizer state",
+            lambda m: (
+                (acc := _step(m, f"{m['batch_size'] // m['accumulate']} x {m['accumulate']} accumulated"))
+                and (plain := _step(m, f"context {m['block_size']}"))
+                and acc["effective_batch"] == plain["effective_batch"] == m["batch_size"]
+                and acc["activations"] <= 1.2 / m["accumulate"] * plain["activations"]
+                and all(acc[k] == plain[k] for k in ("gradients", "optimizer_state"))
+            ),
+        ),
+        (
+            "each step's parts add up to its total, AdamW keeping two moments per trained number (and a step count "
+            "per tensor); the part named largest is the largest",
+            lambda m: (
+                all(
+                    r["total"] == r["weights"] + r["gradients"] + r["optimizer_state"] + r["activations"]
+                    and 2 * r["gradients"] <= r["optimizer_state"] <= 2 * r["gradients"] + 4 * 1000
+                    for r in m["training_memory"]
+                )
+                and m["dominant_part"]
+                == max(
+                    ("weights", "gradients", "optimizer_state", "activations"),
+                    key=_step(m, f"context {m['block_size']}").get,
+                )
+            ),
+        ),
+        (
+            "both fine-tunes started from the base run, on another text, for the same steps; LoRA trained under 15% of "
+            "the numbers and kept the same share of optimizer state; merged, it has the base's parameter count",
+            lambda m: (
+                (full := m["finetune"]["full fine-tuning"])
+                and (lora := next(r for name, r in m["finetune"].items() if name.startswith("LoRA")))
+                and all(
+                    r["train.init_from"] == m["base_run"] and r["train.steps"] == m["finetune_steps"]
+                    for r in (full, lora)
+                )
+                and m["finetune_dataset"] != "pystdlib"
+                and full["trainable_params"] == full["params"] == lora["params"] == m["params"]
+                and lora["trainable_params"] < 0.15 * lora["params"]
+                and abs(
+                    lora["optimizer_state_bytes"] / full["optimizer_state_bytes"]
+                    - lora["trainable_params"] / full["trainable_params"]
+                )
+                < 0.01
+            ),
+        ),
+        (
+            "all four models decoded; the int8 cache is the smaller one, the fine-tuned models' caches the base's",
+            lambda m: (
+                all(r["decode_tps"] > 0 for r in m["decode"].values())
+                and m["decode"]["base, int8 cache"]["kv_cache_bytes"] == m["kv_int8_bytes"]
+                and all(
+                    r["kv_cache_bytes"] == m["kv_float_bytes"]
+                    for name, r in m["decode"].items()
+                    if name != "base, int8 cache"
+                )
+            ),
+        ),
+    ],
     "09_model_search": [
         (
             "the strategy named best found the highest mean hypervolume",
@@ -678,3 +913,13 @@ def test_the_series_site_in_a_real_browser(series):
         assert page["network"] == [] and page["errors"] == [], page
         assert all(page["images"]), page
     assert seen[1]["images"], "the quickstart page shows its charts"
+
+
+def _step(m: dict, variant: str) -> dict:
+    """Notebook 16: one variant's row of ``training_memory``."""
+    return next(r for r in m["training_memory"] if r["variant"] == variant)
+
+
+def _cache(m: dict, context: int, cache: str) -> int:
+    """Notebook 16: the bytes of one cache at one context, from the cache chart's table."""
+    return next(r["kv_cache_bytes"] for r in m["cache_sizes"] if r["context"] == context and r["cache"] == cache)

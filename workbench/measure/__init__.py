@@ -24,8 +24,16 @@ from .device import (
     resolve_device,
     timing_device,
 )
-from .generation import GENERATION_BATCH_SIZES, attention_timing, cached_loss, decode_curve, generation_timing
-from .memory import PeakMemory, track_peak_memory
+from .generation import (
+    GENERATION_BATCH_SIZES,
+    attention_timing,
+    cached_loss,
+    decode_curve,
+    generation_timing,
+    kv_cache_sizes,
+    speculative_curve,
+)
+from .memory import PeakMemory, saved_activation_bytes, track_peak_memory, training_memory
 from .modes import measure_modes, measure_modes_together, timing_plan
 from .profile import profile_summary
 from .sweep import SWEEP_MODES, SWEEP_PRECISIONS, inference_grid
@@ -52,6 +60,7 @@ __all__ = [
     "device_name",
     "generation_timing",
     "inference_grid",
+    "kv_cache_sizes",
     "matmul_ceiling",
     "measure",
     "measure_modes",
@@ -62,10 +71,13 @@ __all__ = [
     "native_bf16",
     "profile_summary",
     "resolve_device",
+    "saved_activation_bytes",
+    "speculative_curve",
     "time_calls",
     "timing_device",
     "timing_metrics",
     "timing_plan",
     "track_peak_memory",
+    "training_memory",
     "weight_dtype",
 ]

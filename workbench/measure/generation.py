@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from .._errors import require
-from ..models import generate_tokens, kv_cache_bytes
-from ..train import load_average
+from ..models import generate, generate_tokens, kv_cache_bytes, speculative_generate
+from ..train import load_average, resolve_threads, thread_count
 from .bench import NOISY_SPREAD, _ready, _sync
 from .device import device_name, resolve_device
 from .modes import compile_room
@@ -51,18 +51,23 @@ def generation_timing(
     iters: int = 3,
     batch_sizes: Sequence[int] = GENERATION_BATCH_SIZES,
     modes: Sequence[str] = ("eager",),
+    threads: int | str | None = None,
 ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """Per model (metrics, records): ``ttft_ms`` and ``decode_tps`` at batch 1 with the cache (``_uncached``:
     recomputing every step), ``decode_tps_bs8`` at batch 8, ``kv_speedup`` and the cache's bytes at full
     context; a record per mode, batch size and cache setting. ``prompt`` (1-D token ids) starts every row.
     ``modes`` eager and/or compiled (``torch.compile``, the cache a ``StaticKVCache``; the metrics' names end in
-    ``_compiled``, and ``generation_compile_s`` is what the first, compiling, call cost beyond a warm one)."""
+    ``_compiled``, and ``generation_compile_s`` is what the first, compiling, call cost beyond a warm one).
+    ``threads``: torch's thread count while timing, as ``HardwareConfig.threads`` (``auto``: the cores the load
+    average leaves free; decoding's many small operations slow down most when an OpenMP thread waits for a busy
+    core); None keeps torch's setting, as a run's measurement, which has set it already."""
     device = resolve_device(device, field="device")
     prompt = prompt.to(device)
+    used = torch.get_num_threads() if threads is None else resolve_threads(threads)
     out: list[list[dict[str, Any]]] = [[] for _ in models]
     compile_s: list[float] = [0.0 for _ in models]
     # Each model's forward compiles a few graphs (prefill, step; cached, recomputing): room for all of them.
-    with compile_room(8 + 4 * len(models)):
+    with compile_room(8 + 4 * len(models)), thread_count(used):
         for mode in modes:
             compiled = mode == "compiled"
             for bs in batch_sizes:
@@ -194,6 +199,125 @@ def decode_curve(
             )
     out = pd.DataFrame(rows)
     out.attrs["device_name"] = device_name(resolve_device(device, field="device"))
+    return out
+
+
+def speculative_curve(
+    target: torch.nn.Module,
+    draft: torch.nn.Module,
+    prompts: Sequence[Sequence[int]] | torch.Tensor,
+    new_tokens: int,
+    lookaheads: Sequence[int] = (1, 2, 4),
+    *,
+    device: str | torch.device = "cpu",
+    iters: int = 3,
+    threads: int | str = "auto",
+) -> pd.DataFrame:
+    """Speculative decoding (``draft`` proposes ``k`` tokens, ``target`` checks them in one pass) against the target
+    decoding alone, greedy at batch 1 with KV caches: a row for the target alone (``lookahead`` 0), then one per
+    ``k`` in ``lookaheads``. Each row decodes every prompt (token ids) ``new_tokens`` tokens; ``same_as_target`` says
+    whether every output equals the target's own (checked before any timing); ``acceptance`` is the share of
+    proposals kept, ``tokens_per_target_pass`` the new tokens per forward pass of the target. Timed ``iters`` times,
+    the variants taking turns after one warm-up each: ``tokens_per_s`` is the median (``_q25``/``_q75`` its spread)
+    and ``speedup`` its ratio to the target alone's. ``threads`` as ``HardwareConfig.threads`` (``auto``: the cores
+    the load average leaves free, as a run's timing uses), so a busy machine's OpenMP threads do not wait on each
+    other.
+
+    Example:
+        >>> from workbench.models import GPT
+        >>> _ = torch.manual_seed(0)
+        >>> target = GPT(vocab_size=16, n_layer=2, n_head=2, n_embd=32, block_size=32)
+        >>> curve = speculative_curve(target, target, [[1, 2, 3]], 12, lookaheads=(2, 4), iters=1)  # a perfect draft
+        >>> curve[["lookahead", "acceptance", "tokens_per_target_pass", "same_as_target"]].values.tolist()
+        [[0, nan, 1.0, True], [2, 1.0, 3.0, True], [4, 1.0, 4.0, True]]
+
+    A pass keeps the ``k`` accepted proposals and adds the target's own next token: 12 tokens in 4 passes at k=2,
+    in 3 (5, 5, then the 2 still wanted) at k=4.
+    """
+    require(isinstance(iters, int) and iters >= 1, f"iters must be a whole number >= 1 (got {iters!r})")
+    require(bool(lookaheads), "lookaheads is empty: give the draft's tokens per check, e.g. (1, 2, 4)")
+    device = resolve_device(device, field="device")
+    prompts = [[int(t) for t in p] for p in prompts]
+    require(bool(prompts), "prompts is empty: give at least one prompt of token ids")
+    variants: dict[int, Any] = {0: lambda p: (generate(target, [p], new_tokens, temperature=0)[0], None)}
+    for k in lookaheads:
+        variants[k] = lambda p, k=k: speculative_generate(target, draft, p, new_tokens, lookahead=k)
+    seconds: dict[int, list[float]] = {k: [] for k in variants}
+    rows = {}
+    with _ready(target, device), _ready(draft, device), thread_count(resolve_threads(threads)) as used:
+        for k, call in variants.items():  # the check, which is also the warm-up
+            outs = [call(p) for p in prompts]
+            stats = [s for _, s in outs if s is not None]
+            proposed = sum(s.proposed for s in stats)
+            rows[k] = {
+                "decoding": "target alone" if k == 0 else f"speculative, k={k}",
+                "lookahead": k,
+                "acceptance": sum(s.accepted for s in stats) / proposed if proposed else float("nan"),
+                "tokens_per_target_pass": (
+                    len(prompts) * new_tokens / sum(s.target_passes for s in stats) if stats else 1.0
+                ),
+                "tokens": [t for t, _ in outs],
+            }
+        alone = rows[0]["tokens"]
+        for row in rows.values():
+            row["same_as_target"] = row.pop("tokens") == alone
+        with torch.inference_mode():
+            for r in range(iters):
+                for k in list(variants)[:: 1 if r % 2 == 0 else -1]:  # turns, the order reversed every other round
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    for p in prompts:
+                        variants[k](p)
+                    _sync(device)
+                    seconds[k].append(time.perf_counter() - t0)
+    tokens = len(prompts) * new_tokens
+    out = []
+    for k, row in rows.items():
+        q25, q50, q75 = np.percentile(seconds[k], [25, 50, 75])
+        out.append(
+            {
+                **row,
+                "tokens_per_s": tokens / q50,
+                "tokens_per_s_q25": tokens / q75,  # a longer time is a lower rate
+                "tokens_per_s_q75": tokens / q25,
+                "noisy": bool((q75 - q25) / q50 > NOISY_SPREAD),
+            }
+        )
+    frame = pd.DataFrame(out)
+    frame["speedup"] = frame["tokens_per_s"] / frame["tokens_per_s"].iloc[0]
+    frame.attrs.update(device_name=device_name(device), new_tokens=new_tokens, prompts=len(prompts), threads=used)
+    return frame
+
+
+def kv_cache_sizes(model: torch.nn.Module, contexts: Sequence[int], batch: int = 1) -> pd.DataFrame:
+    """Bytes of a KV cache of ``model``'s shape (layers, heads, head_dim) at each context length, for ``batch``
+    sequences, kept in float32, in bfloat16 and in int8 (``QuantizedKVCache``: a float32 scale per token and
+    head): one row per context and cache, ``kv_cache_bytes`` beside ``weights_bytes`` (the model's fp32 weights;
+    a cache longer than the model's ``block_size`` is what the same shape would need with that context).
+
+    Example:
+        >>> from workbench.models import GPT
+        >>> gpt = GPT(vocab_size=16, n_layer=2, n_head=2, n_embd=64, block_size=16)  # head_dim 32
+        >>> sizes = kv_cache_sizes(gpt, [16, 32])
+        >>> sizes.pivot(index="context", columns="cache", values="kv_cache_bytes").loc[16].to_dict()
+        {'bfloat16': 8192, 'float32': 16384, 'int8': 4608}
+    """
+    s = model.shape
+    weights = sum(p.numel() * 4 for p in model.parameters())
+    kinds = {"float32": (torch.float32, False), "bfloat16": (torch.bfloat16, False), "int8": (torch.float32, True)}
+    rows = [
+        {
+            "context": n,
+            "cache": name,
+            "kv_cache_bytes": kv_cache_bytes(s.n_layer, s.n_head, s.head_dim, n, batch, dtype, int8=int8),
+            "weights_bytes": weights,
+            "batch": batch,
+        }
+        for n in contexts
+        for name, (dtype, int8) in kinds.items()
+    ]
+    out = pd.DataFrame(rows)
+    out.attrs.update(n_layer=s.n_layer, n_head=s.n_head, head_dim=s.head_dim, block_size=s.block_size)
     return out
 
 

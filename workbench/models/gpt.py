@@ -110,14 +110,20 @@ def gpt_args(model: GPT) -> dict:
     return dataclasses.asdict(model.shape)
 
 
-def kv_cache_bytes(n_layer: int, n_head: int, head_dim: int, context: int, batch: int, dtype=torch.float32) -> int:
+def kv_cache_bytes(
+    n_layer: int, n_head: int, head_dim: int, context: int, batch: int, dtype=torch.float32, int8: bool = False
+) -> int:
     """Memory of a KV cache: a key and a value vector per layer, head, token of context and row of the batch.
+    ``int8``: a ``QuantizedKVCache``, each vector ``head_dim`` int8 numbers and one scale in ``dtype``.
 
     Example:
         >>> kv_cache_bytes(n_layer=12, n_head=12, head_dim=64, context=1024, batch=1) / 2**20  # GPT-2 small, fp32
         72.0
+        >>> kv_cache_bytes(12, 12, 64, context=1024, batch=1, int8=True) / 2**20  # 72 x (64 + 4) / 256
+        19.125
     """
-    return 2 * n_layer * n_head * head_dim * context * batch * dtype.itemsize
+    per_vector = head_dim + dtype.itemsize if int8 else head_dim * dtype.itemsize
+    return 2 * n_layer * n_head * context * batch * per_vector
 
 
 class KVCache:

@@ -32,6 +32,7 @@ from .profiling import PHASES as PHASES
 from .profiling import profile as profile
 from .training import TRAINING_METRICS as TRAINING_METRICS
 from .training import load_teacher as load_teacher
+from .verbs import bits_curve as bits_curve
 from .verbs import distill as distill
 from .verbs import distill_summary as distill_summary
 from .verbs import evaluator as evaluator

@@ -3,6 +3,7 @@ a stored run's model, its inference grid, and a test-set accuracy function."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -10,12 +11,13 @@ from typing import Any
 import pandas as pd
 import torch
 
+from ..compress import low_bit_curve
 from ..config import RunConfig
 from ..measure import inference_grid, resolve_device
 from ..report import Result, ResultStore, results_frame
 from ..report.checkpoint import checkpoint_metadata, load_checkpoint
 from ..tasks import get_task, task_of
-from ..train import DistillConfig, evaluate
+from ..train import DistillConfig, evaluate, resolve_threads, thread_count
 from .orchestration import run, run_many
 
 
@@ -141,6 +143,63 @@ def evaluator(
     where = resolve_device(device or config.hardware.device)
     batches = task.eval_batches(config, dataset, where)
     return lambda model: evaluate(model.to(where) if _movable(model) else model, batches, device=where)["accuracy"]
+
+
+def bits_curve(
+    run: str | Result,
+    *,
+    store: ResultStore | str | os.PathLike = "runs",
+    bits: Sequence[int] = (8, 6, 5, 4, 3, 2),
+    group_sizes: Sequence[int] = (32, 128),
+    scales: Sequence[str] = ("rtn", "awq"),
+    calibration_examples: int = 8,
+    data_root: str | os.PathLike = "data",
+) -> pd.DataFrame:
+    """Quality against bits per weight for a stored run's model (``compress.low_bit_curve``: every Linear but a GPT's
+    head rounded to ``bits`` bits in groups of ``group_sizes`` inputs, simulated in floats), scored as the run was
+    (a language model's validation loss, with its ``perplexity``; an image model's test ``accuracy``). AWQ's
+    activation-aware scales (``scales`` "awq") are measured on the first ``calibration_examples`` training examples
+    (token windows of a language model: 8 windows of 64 tokens are 512 activation rows a layer); the search for them
+    multiplies every layer's inputs 20 times per width and group size, so a few examples keep it to seconds.
+    The first row is the model unrounded (32 bits); ``change`` is each row's quality against it (perplexity's, for
+    a language model). Chart it with ``charts.low_bit_chart``.
+
+    Example:
+        >>> bits_curve("no-such-run", store="/nonexistent")
+        Traceback (most recent call last):
+        ...
+        KeyError: "No result 'no-such-run' in /nonexistent/results. Latest ids: none."
+    """
+    result = run if isinstance(run, Result) else ResultStore.open(store).get(run)
+    model, config = load_model(result), result.config
+    if not isinstance(calibration_examples, int) or calibration_examples < 1:
+        raise ValueError(f"calibration_examples must be a whole number >= 1 (got {calibration_examples!r})")
+    task, cpu = task_of(config), torch.device("cpu")  # load_model's model is on the CPU
+    data = task.load(config, data_root)
+    metric = task.headline[0]
+    calibration = None
+    if "awq" in scales:
+        seen, calibration = 0, []
+        for x, _ in task.train_batches(config, data, cpu, task.training_subset(config, data, cpu)):
+            calibration.append(x[: calibration_examples - seen])
+            seen += len(calibration[-1])
+            if seen >= calibration_examples:
+                break
+
+    def score(m: torch.nn.Module) -> float:
+        return float(task.evaluate(config, m, data, cpu)[metric])
+
+    # The run's thread policy (hardware.threads; auto: the cores the load average leaves free), as run() trains and
+    # times with: on a busy machine, more OpenMP threads than free cores wait on each other.
+    with torch.no_grad(), thread_count(resolve_threads(config.hardware.threads)):
+        curve = low_bit_curve(model, score, bits, group_sizes, scales, calibration).rename(columns={"score": metric})
+    quality = metric
+    if metric == "loss":
+        curve["perplexity"] = curve["loss"].map(math.exp)
+        quality = "perplexity"
+    curve["change"] = curve[quality] / curve[quality].iloc[0] - 1
+    curve.attrs.update(run_id=result.run_id, metric=quality)
+    return curve
 
 
 def _movable(model: torch.nn.Module) -> bool:

@@ -1,4 +1,4 @@
-"""The exercises of notebooks 01-14, one check each, in notebook order.
+"""The exercises of notebooks 01-16, one check each, in notebook order.
 
 Every check computes what the right answer gives (with torch, the package or the notebook's own
 measurements) and compares; its messages name the usual mistake before the general fix.
@@ -892,4 +892,253 @@ def _kv_bytes(a: Answers) -> str:
         f"{full / 1024:,.0f} KiB at batch 1, {8 * full / 1024:,.0f} KiB at batch 8: it grows with context and batch, "
         f"not with the vocabulary. Against the weights' {weights / 1024:,.0f} KiB "
         "it is small here; for a large model serving long contexts to many users the cache outgrows the weights."
+    )
+
+
+# --- 15 compressing a language model -----------------------------------------------------------------
+
+
+@exercise(
+    "15.bits_per_weight",
+    task="Write `bits_per_weight(bits, group_size)`: what one weight costs on disk when a Linear's weights are rounded "
+    "to `bits` bits in groups of `group_size` inputs, each group also storing its scale and its minimum as 16-bit "
+    "numbers (the x axis of the bits curve above).",
+    names=("bits_per_weight",),
+    solution="""
+def bits_per_weight(bits, group_size):
+    return bits + 2 * 16 / group_size
+""",
+    wrong=(
+        """
+def bits_per_weight(bits, group_size):
+    return bits
+""",
+        """
+def bits_per_weight(bits, group_size):
+    return bits + 16 / group_size
+""",
+        """
+def bits_per_weight(bits, group_size):
+    return bits + 2 * 16 * group_size
+""",
+    ),
+    hint="the group's two 16-bit numbers are shared by its group_size weights.",
+)
+def _bits_per_weight(a: Answers) -> str:
+    from ...compress import bits_per_weight
+
+    for bits, group in ((4, 32), (3, 128), (8, 64), (2, 32)):
+        truth, got = bits_per_weight(bits, group), float(a.bits_per_weight(bits, group))
+        expect(
+            not _close(got, bits),
+            f"{got:g} bits counts the codes only: each group of {group} weights also keeps a 16-bit scale and a "
+            "16-bit minimum, and each weight carries its share of them.",
+        )
+        expect(
+            not _close(got, bits + 16 / group),
+            "You counted one 16-bit number per group; asymmetric rounding keeps two (the step and the minimum), "
+            "since a group's values need not be centred on zero.",
+        )
+        expect(
+            not _close(got, bits + 32 * group),
+            f"{got:g} bits a weight is more than fp32's 32: the group's 32 bits are shared by its {group} weights, "
+            "so divide by group_size rather than multiply.",
+        )
+        expect(_close(got, truth), f"{bits} bits in groups of {group} cost {truth:g} bits a weight; you have {got:g}.")
+    small, large = bits_per_weight(4, 32), bits_per_weight(4, 128)
+    return (
+        f"Right: 4 bits in groups of 32 cost {small:g} bits a weight ({32 / small:.1f}x smaller than fp32), in groups "
+        f"of 128 {large:g} ({32 / large:.1f}x). The "
+        "larger group is cheaper, but one scale then spans more weights and follows them less closely: the curve "
+        "shows what that costs at each bit width."
+    )
+
+
+@exercise(
+    "15.tokens_per_pass",
+    task="Write `tokens_per_pass(p, k)`: the expected tokens one check of the target produces in speculative "
+    "decoding, when the draft proposes `k` tokens and each is accepted with probability `p`, independently. The "
+    "check keeps the proposals up to the first rejection, then adds one token of the target's own.",
+    names=("tokens_per_pass",),
+    solution="""
+def tokens_per_pass(p, k):
+    return sum(p**i for i in range(k + 1))  # the i-th proposal counts if all i are accepted; p**0: the target's own
+""",
+    wrong=(
+        """
+def tokens_per_pass(p, k):
+    return 1 + k * p
+""",
+        """
+def tokens_per_pass(p, k):
+    return sum(p**i for i in range(1, k + 1))
+""",
+        """
+def tokens_per_pass(p, k):
+    return (1 - p**k) / (1 - p)
+""",
+    ),
+    hint="the i-th proposal is kept only if it and all before it are accepted: probability p**i.",
+)
+def _tokens_per_pass(a: Answers) -> str:
+    for p, k in ((0.5, 4), (0.8, 2), (0.3, 1), (0.9, 6), (0.0, 3)):
+        truth, got = sum(p**i for i in range(k + 1)), float(a.tokens_per_pass(p, k))
+        expect(
+            not _close(got, truth - 1) or _close(got, truth),
+            f"At p={p}, k={k} you have {got:.3f}, one short: every check adds the target's own next token, even when "
+            "it rejects the first proposal, so a pass is never worth less than 1.",
+        )
+        expect(
+            not _close(got, 1 + k * p) or _close(got, truth),
+            "1 + k*p counts each proposal as if those before it were kept; a rejection ends the run, so the i-th "
+            "counts only if all i are accepted, with probability p**i.",
+        )
+        expect(
+            not _close(got, truth - p**k) or _close(got, truth),
+            f"At p={p}, k={k} you are one term short: k proposals and the target's own token make up to k + 1 "
+            "tokens, p**0 + p**1 + ... + p**k.",
+        )
+        expect(_close(got, truth), f"At p={p}, k={k} a check yields {truth:.4f} tokens on average; you have {got:.4f}.")
+    measured = a.spec[a.spec.lookahead > 0].sort_values("lookahead").iloc[-1]
+    k, p, made = int(measured.lookahead), float(measured.acceptance), float(measured.tokens_per_target_pass)
+    return (
+        f"Right: (1 - p^(k+1)) / (1 - p), Leviathan et al.'s formula. At k={k} the acceptance measured above "
+        f"({p:.0%}) gives {a.tokens_per_pass(p, k):.2f} tokens a pass; the run made {made:.2f}. "
+        "They differ where acceptances are not independent (easy stretches of text are accepted in runs), and a pass "
+        "of draft and target costs more than one of the target alone, so the speed-up is below this."
+    )
+
+
+# --- 16 memory of a language model -----------------------------------------------------------------
+
+
+@exercise(
+    "16.int8_kv_bytes",
+    task="Write `int8_kv_bytes(model, context, batch)`: the bytes of an int8 KV cache of `model`'s shape "
+    "(`model.shape`: n_layer, n_head, head_dim) holding `context` tokens for `batch` sequences. Each key and each "
+    "value vector (one per layer, head, token and sequence) is kept as `head_dim` int8 numbers and one float32 scale.",
+    names=("int8_kv_bytes",),
+    solution="""
+def int8_kv_bytes(model, context, batch):
+    s = model.shape
+    vectors = 2 * s.n_layer * s.n_head * context * batch  # a key and a value per layer, head, token and sequence
+    return vectors * (s.head_dim + 4)  # head_dim int8 numbers (1 byte each) and a 4-byte scale
+""",
+    wrong=(
+        """
+def int8_kv_bytes(model, context, batch):
+    s = model.shape
+    return 2 * s.n_layer * s.n_head * s.head_dim * context * batch
+""",
+        """
+def int8_kv_bytes(model, context, batch):
+    s = model.shape
+    return s.n_layer * s.n_head * context * batch * (s.head_dim + 4)
+""",
+        """
+def int8_kv_bytes(model, context, batch):
+    s = model.shape
+    return 2 * s.n_layer * s.n_head * context * batch * s.head_dim * (1 + 4)
+""",
+    ),
+    hint="count the vectors first (a key and a value per layer, head, token and sequence), then the bytes of one.",
+)
+def _int8_kv_bytes(a: Answers) -> str:
+    from ...models import kv_cache_bytes
+
+    s = a.model.shape
+    for context, batch in ((s.block_size, 1), (3 * s.block_size, 8)):
+        truth, got = (
+            kv_cache_bytes(s.n_layer, s.n_head, s.head_dim, context, batch, int8=True),
+            a.int8_kv_bytes(a.model, context, batch),
+        )
+        fp32 = kv_cache_bytes(s.n_layer, s.n_head, s.head_dim, context, batch)
+        expect(
+            got != fp32 // 4,
+            f"{got:,} is exactly a quarter of the float32 cache: the int8 numbers alone. Each vector also keeps its "
+            "4-byte scale, without which its numbers cannot be turned back into keys and values.",
+        )
+        expect(
+            got != truth // 2,
+            f"{got:,} is half of the {truth:,} bytes: the cache keeps a value vector beside each key.",
+        )
+        expect(
+            got != 2 * s.n_layer * s.n_head * context * batch * s.head_dim * 5,
+            "That is a scale per number, more than float32 itself takes: one scale serves a whole vector of "
+            f"{s.head_dim} numbers.",
+        )
+        expect(
+            got == truth,
+            f"At context {context} and batch {batch} the int8 cache takes {truth:,} bytes; you have {got:,}.",
+        )
+    full = a.model.new_cache(batch=1, int8=True).nbytes
+    expect(a.int8_kv_bytes(a.model, s.block_size, 1) == full, "Your count differs from the cache the model allocates.")
+    ratio = (s.head_dim + 4) / (4 * s.head_dim)
+    return (
+        f"Right: {full:,} bytes at the full context and batch 1, as the model's QuantizedKVCache allocates: "
+        f"({s.head_dim} + 4) / (4 x {s.head_dim}) = {ratio:.3f} of float32's. The scale's share shrinks as head_dim "
+        "grows: at GPT-2's 64 the cache takes 0.266x."
+    )
+
+
+@exercise(
+    "16.adamw_state",
+    task="Write `adamw_state_bytes(model)`: the bytes AdamW keeps beside `model`'s weights, two float32 moments "
+    "(running means of each gradient and of its square) for every number that trains. The check also passes a copy "
+    "of `model` with LoRA adapters, whose other weights are frozen (`requires_grad` is False).",
+    names=("adamw_state_bytes",),
+    solution="""
+def adamw_state_bytes(model):
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return 2 * trained * 4  # two moments, 4 bytes each
+""",
+    wrong=(
+        """
+def adamw_state_bytes(model):
+    return 2 * sum(p.numel() for p in model.parameters()) * 4
+""",
+        """
+def adamw_state_bytes(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad) * 4
+""",
+    ),
+    hint="model.parameters() lists the frozen weights too: keep those with p.requires_grad.",
+)
+def _adamw_state(a: Answers) -> str:
+    import copy
+
+    import torch.nn.functional as F
+
+    from ...models import add_lora
+    from ...train import optimizer_state_bytes
+
+    plain, adapted = copy.deepcopy(a.model), copy.deepcopy(a.model)  # the notebook's model stays as it is
+    add_lora(adapted, 4, targets=("c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"))  # in place
+    said = {}
+    for name, net in (("the model", plain), ("the LoRA copy", adapted)):
+        trained = [p for p in net.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trained)
+        ids = torch.randint(net.shape.vocab_size, (2, net.shape.block_size + 1), device=trained[0].device)
+        F.cross_entropy(net(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten()).backward()
+        optimizer.step()
+        exact, got = optimizer_state_bytes(optimizer), a.adamw_state_bytes(net)
+        numbers = sum(p.numel() for p in trained)
+        expect(
+            got != 8 * sum(p.numel() for p in net.parameters()) or numbers == sum(p.numel() for p in net.parameters()),
+            f"For {name} you counted its frozen weights too: AdamW keeps state only for what trains (requires_grad), "
+            f"here {numbers:,} numbers.",
+        )
+        expect(
+            got != 4 * numbers,
+            "Half of it: AdamW keeps two moments per trained number, the running means of the gradient and of its "
+            "square.",
+        )
+        # torch also keeps a 4-byte step count per trained tensor: with or without it is right
+        expect(abs(got - exact) <= 4 * len(trained), f"AdamW keeps {exact:,} bytes for {name}; you have {got:,}.")
+        said[name] = (exact, numbers, len(trained))
+    (full, _, tensors), (lora, numbers, _) = said["the model"], said["the LoRA copy"]
+    return (
+        f"Right: {full:,} bytes to train every weight, {lora:,} for LoRA's {numbers:,} adapter numbers "
+        f"({lora / full:.1%}). torch also keeps a 4-byte step count per trained tensor ({tensors} tensors in the "
+        "whole model), which wb.training_memory counts."
     )

@@ -17,7 +17,16 @@ Example:
 """
 
 from ._style import device_label, metric_label, pareto_mask, place_labels, train_label
-from .compression import ablation_chart, ledger_latency_chart, ledger_size_chart, path_chart, sensitivity_chart
+from .compression import (
+    ablation_chart,
+    ledger_latency_chart,
+    ledger_perplexity_chart,
+    ledger_size_chart,
+    low_bit_chart,
+    path_chart,
+    sensitivity_chart,
+)
+from .memory import kv_cache_chart, training_memory_chart
 from .quality import metric_chart, size_accuracy_chart, sweep_chart
 from .scaleout import pipeline_chart, rank_chart, scaling_chart
 from .search import pareto_chart, strategy_comparison_chart
@@ -30,6 +39,7 @@ from .speed import (
     profile_chart,
     runtime_chart,
     serving_chart,
+    speculative_chart,
 )
 from .training import history_chart, lr_schedule_chart, run_history_chart
 
@@ -41,9 +51,12 @@ __all__ = [
     "device_label",
     "history_chart",
     "inference_sweep_chart",
+    "kv_cache_chart",
     "latency_chart",
     "ledger_latency_chart",
+    "ledger_perplexity_chart",
     "ledger_size_chart",
+    "low_bit_chart",
     "lr_schedule_chart",
     "metric_chart",
     "metric_label",
@@ -60,7 +73,9 @@ __all__ = [
     "sensitivity_chart",
     "serving_chart",
     "size_accuracy_chart",
+    "speculative_chart",
     "strategy_comparison_chart",
     "sweep_chart",
     "train_label",
+    "training_memory_chart",
 ]

@@ -196,3 +196,72 @@ def sensitivity_chart(df: pd.DataFrame) -> Figure:
     )
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5), ncol=1 + len(ax.lines) // 16)
     return fig
+
+
+@_themed
+def ledger_perplexity_chart(table: pd.DataFrame) -> Figure:
+    """A language model's ledger (``workbench.report.ledger`` of ``task="lm"`` runs): validation perplexity
+    against size on disk (left) and against decode speed at batch 1 (right), one labelled point per variant; lower
+    and to the left is smaller, lower and to the right is faster. The title names the device decoding was timed on.
+
+    Example:
+        >>> df = pd.DataFrame({"variant": ["fp32", "int8"], "size_bytes": [4096, 1024], "perplexity": [7.1, 7.2],
+        ...                    "decode_tps": [900.0, 1200.0]})
+        >>> df.attrs["device_names"] = {"cpu": "AMD EPYC"}
+        >>> fig = ledger_perplexity_chart(df)
+        >>> [ax.get_xlabel() for ax in fig.axes], "AMD EPYC" in fig.get_suptitle()
+        (['model size on disk (KiB)', 'decode speed (tokens/s, batch 1, KV cache)'], True)
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True, layout="constrained")
+    plt.close(fig)  # shown once, as the cell's value (see _figure)
+    quality = _scaled(table["perplexity"], "perplexity")
+    for ax, metric in zip(axes, ("size_bytes", "decode_tps")):
+        xs = _scaled(table[metric], metric)
+        ax.scatter(xs, quality, s=40, zorder=3)
+        ax.set_xlabel(metric_label(metric))
+        ax.grid(alpha=0.3)
+        ax.margins(x=0.2, y=0.15)
+        place_labels(ax, xs, quality, table["variant"], fontsize="small")
+    axes[0].set_ylabel(metric_label("perplexity"))
+    names = table.attrs.get("device_names") or {}
+    where = ", ".join(f"{d}: {n}" for d, n in names.items()) or "device not recorded"
+    fig.suptitle(f"Perplexity against size and decode speed per variant (decoding timed on {where})", fontsize=10)
+    return fig
+
+
+@_themed
+def low_bit_chart(curve: pd.DataFrame) -> Figure:
+    """Perplexity against bits per weight (``workbench.bits_curve``; or ``score`` where the frame has no perplexity),
+    one line per scaling and group size, the unrounded model dashed: the curve GPTQ and AWQ are judged by. The
+    weights are rounded and kept as floats (simulated), so the chart is about quality, not speed.
+
+    Example:
+        >>> curve = pd.DataFrame({"bits": [32, 4, 2, 4, 2], "group_size": [None, 32, 32, 32, 32],
+        ...                       "scales": [None, "rtn", "rtn", "awq", "awq"],
+        ...                       "bits_per_weight": [32.0, 5.0, 3.0, 5.0, 3.0],
+        ...                       "perplexity": [7.0, 7.1, 9.0, 7.05, 8.0]})
+        >>> ax = low_bit_chart(curve).axes[0]
+        >>> ax.get_xlabel(), ax.get_ylabel()
+        ('bits per weight (code + group scale and minimum)', 'validation perplexity (per token)')
+        >>> [line.get_label() for line in ax.lines]
+        ['unrounded (32 bits)', 'rtn, group 32', 'awq, group 32']
+    """
+    metric = "perplexity" if "perplexity" in curve else "score"
+    fig, ax = _figure()
+    full = curve[curve["scales"].isna()]
+    if len(full):
+        ax.axhline(float(full[metric].iloc[0]), color="gray", linestyle="--", label="unrounded (32 bits)")
+    rounded = curve[curve["scales"].notna()]
+    for (scales, group), rows in rounded.groupby(["scales", "group_size"], sort=False):
+        rows = rows.sort_values("bits_per_weight")
+        ax.plot(rows["bits_per_weight"], rows[metric], marker="o", ms=4, label=f"{scales}, group {int(group)}")
+    ax.set(
+        xlabel="bits per weight (code + group scale and minimum)",
+        ylabel=metric_label(metric),
+        title="Quality against bits per weight (simulated: weights rounded, kept as floats)",
+    )
+    worst = rounded[metric].max() if len(rounded) else float("nan")
+    if len(full) and worst / float(full[metric].iloc[0]) > 3:  # 2 bits can cost orders of magnitude
+        _log_axis(ax.yaxis)
+    ax.legend(fontsize="small")
+    return fig

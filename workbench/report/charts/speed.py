@@ -321,3 +321,47 @@ def attention_chart(timing: pd.DataFrame) -> Figure:
     ratio.legend(loc="lower right", fontsize=8)
     ax.set_title(f"Attention, fused vs spelled out, on {timing.attrs.get('device_name', 'this machine')}")
     return fig
+
+
+@_themed
+def speculative_chart(curve: pd.DataFrame) -> Figure:
+    """Speculative decoding against the target alone (``measure.speculative_curve``): tokens/s (median, interquartile
+    bars) per lookahead ``k``, the target alone dashed, and the share of the draft's proposals the target kept on a
+    second axis. The title names the device and how much was decoded.
+
+    Example:
+        >>> curve = pd.DataFrame({"lookahead": [0, 2, 4], "tokens_per_s": [500.0, 700, 650],
+        ...                       "tokens_per_s_q25": [480.0, 690, 600], "tokens_per_s_q75": [520.0, 720, 700],
+        ...                       "acceptance": [float("nan"), 0.8, 0.6]})
+        >>> fig = speculative_chart(curve)
+        >>> fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel(), fig.axes[1].get_ylabel()
+        ('lookahead k (draft tokens per check)', 'decode speed (tokens/s, batch 1, greedy)', 'proposals accepted (%)')
+    """
+    fig, ax = _figure()
+    alone = curve[curve["lookahead"] == 0]
+    spec = curve[curve["lookahead"] > 0].sort_values("lookahead")
+    err = np.vstack(
+        [
+            (spec["tokens_per_s"] - spec["tokens_per_s_q25"]).clip(lower=0),
+            (spec["tokens_per_s_q75"] - spec["tokens_per_s"]).clip(lower=0),
+        ]
+    )
+    ax.errorbar(spec["lookahead"], spec["tokens_per_s"], yerr=err, marker="o", capsize=3, label="draft + target")
+    if len(alone):
+        ax.axhline(float(alone["tokens_per_s"].iloc[0]), color="gray", linestyle="--", label="target alone")
+    ax.set_ylim(bottom=0)
+    ax.set_xticks(spec["lookahead"])
+    ax.set(xlabel="lookahead k (draft tokens per check)", ylabel="decode speed (tokens/s, batch 1, greedy)")
+    kept = ax.twinx()
+    kept.plot(spec["lookahead"], 100 * spec["acceptance"], color="tab:green", marker="s", ms=4, ls=":")
+    kept.set_ylim(0, 105)
+    kept.set_ylabel("proposals accepted (%)", color="tab:green")
+    ax.legend(fontsize="small", loc="lower left")
+    a = curve.attrs
+    ax.set_title(
+        f"Speculative decoding on {a.get('device_name', 'this machine')}"
+        + (f": {a['prompts']} prompts x {a['new_tokens']} tokens" if "prompts" in a and "new_tokens" in a else "")
+        + (f", {a['threads']} thread(s)" if "threads" in a else ""),
+        fontsize=10,
+    )
+    return fig
