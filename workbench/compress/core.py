@@ -15,7 +15,7 @@ Example:
     >>> step, CompressStep.from_dict(step.to_dict()) == step
     (FineTune(epochs=2, lr=0.01, lr_factor=0.1), True)
     >>> sorted({t.family for t in step_types().values()})
-    ['cast', 'fine-tuning', 'int8', 'pruning', 'sparsity', 'weight-only']
+    ['cache', 'cast', 'fine-tuning', 'int8', 'pruning', 'simulated', 'sparsity', 'weight-only']
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ FAMILIES = {
     "weight-only": "low-bit weights dequantized as they are used; activations stay float",
     "cast": "every weight in a 16-bit float type",
     "cache": "the KV cache in a smaller type: less memory per token of context, the weights untouched",
+    "simulated": "weights rounded to fewer bits but kept as floats: what the bits cost in quality, not speed",
 }
 PRUNING = ("pruning", "sparsity")
 QUANTIZATION = ("int8", "weight-only", "cast")

@@ -254,7 +254,7 @@ class LowBitWeights(CompressStep):
     model stays float. It measures what the bits cost in quality; ``bits_per_weight`` what they would save."""
 
     kind: ClassVar[str] = "low_bit"
-    family: ClassVar[str] = "weight-only"
+    family: ClassVar[str] = "simulated"
     tasks: ClassVar[tuple[str, ...]] = ("image", "lm")
     advice: ClassVar[str] = "use more bits, smaller groups or activation-aware scales (low_bit:bits=4,scales=awq)"
     not_faster: ClassVar[str] = (

@@ -24,8 +24,8 @@ class TrainConfig(Checked):
     )
     optimizer: str = setting(
         "sgd",
-        help="sgd, sgd_nesterov, adam, adamw, adamw_8bit (torchao: 8-bit moments), rmsprop, muon (weight matrices; "
-        "adamw for the rest)",
+        help="sgd, sgd_nesterov, adam, adamw, rmsprop, muon (weight matrices; adamw for the rest), adamw_8bit "
+        "(torchao: AdamW with 8-bit moments)",
         choices=OPTIMIZERS.names,
     )
     lr: float = setting(

@@ -29,7 +29,7 @@ from IPython.display import display
 from .._errors import one_line
 from .._files import atomic_write_text
 from .._plain import Setting, leaf_settings
-from ..compress import CompressStep, build_step, recommended_pruning, step_types
+from ..compress import CompressStep, build_step, recommended_pruning, step_types, steps_for
 from ..config import RunConfig
 from ..measure import device_choices
 from ..pipeline import generate, preflight, run
@@ -221,6 +221,10 @@ class Workbench:
         try:
             self.task.value = config.task
             self.writing.layout.display = "" if _writes_text(config) else "none"
+            kinds = steps_for(config.task)  # the steps that apply to this task's models
+            if list(self.step_kind.options) != kinds:
+                self.step_kind.options = kinds
+                self.step_kind.value = "finetune" if "finetune" in kinds else kinds[0]
             for path, widget in self.controls.items():
                 value = self._to_widget(path, flat[path])
                 _fit(widget, value)
@@ -601,7 +605,7 @@ class Workbench:
     # --- compression -------------------------------------------------------------------------
     def _compression_box(self) -> w.Widget:
         """A step-kind dropdown and the step's fields, built from whatever step types are registered."""
-        self.step_kind = _dropdown("add step", list(step_types()))
+        self.step_kind = _dropdown("add step", steps_for(self._config.task))
         self.step_form = w.VBox()
         self.steps_view = w.HTML()
         add, clear = w.Button(description="Add step", icon="plus"), w.Button(description="Clear steps")
