@@ -52,6 +52,7 @@ def generation_timing(
     batch_sizes: Sequence[int] = GENERATION_BATCH_SIZES,
     modes: Sequence[str] = ("eager",),
     threads: int | str | None = None,
+    uncached_batch_sizes: Sequence[int] = (1,),
 ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """Per model (metrics, records): ``ttft_ms`` and ``decode_tps`` at batch 1 with the cache (``_uncached``:
     recomputing every step), ``decode_tps_bs8`` at batch 8, ``kv_speedup`` and the cache's bytes at full
@@ -60,7 +61,9 @@ def generation_timing(
     ``_compiled``, and ``generation_compile_s`` is what the first, compiling, call cost beyond a warm one).
     ``threads``: torch's thread count while timing, as ``HardwareConfig.threads`` (``auto``: the cores the load
     average leaves free; decoding's many small operations slow down most when an OpenMP thread waits for a busy
-    core); None keeps torch's setting, as a run's measurement, which has set it already."""
+    core); None keeps torch's setting, as a run's measurement, which has set it already. ``uncached_batch_sizes``:
+    where decoding without the cache is timed too (batch 1: what the cache buys; recomputing a whole batch's
+    windows every step is the slowest timing here, by far the longest for a long context)."""
     device = resolve_device(device, field="device")
     prompt = prompt.to(device)
     used = torch.get_num_threads() if threads is None else resolve_threads(threads)
@@ -72,7 +75,7 @@ def generation_timing(
             compiled = mode == "compiled"
             for bs in batch_sizes:
                 prompts = prompt.expand(bs, -1)
-                for kv in (True, False):
+                for kv in (True, False) if bs in uncached_batch_sizes else (True,):
                     samples: list[list[tuple[float, float]]] = [[] for _ in models]
                     for j, m in enumerate(models):  # warm-up: allocator, caches, lazy init, compiling
                         with _ready(m, device):
@@ -143,16 +146,19 @@ def _metrics(records: list[dict[str, Any]], suffix: str) -> dict[str, Any]:
     """One mode's headline numbers (names ending in ``suffix``): batch 1 with and without the cache, and the
     other batch sizes."""
     at = {(r["batch_size"], r["kv_cache"]): r for r in records}
-    one, uncached = at.get((1, True)) or records[0], at.get((1, False)) or records[1]
+    one, uncached = at.get((1, True)) or records[0], at.get((1, False))
     metrics = {
         "ttft_ms": one["ttft_ms"],
-        "ttft_ms_uncached": uncached["ttft_ms"],
         "decode_tps": one["decode_tps"],
-        "decode_tps_uncached": uncached["decode_tps"],
-        "kv_speedup": one["decode_tps"] / uncached["decode_tps"],
         "gen_prompt_tokens": one["prompt_tokens"],
         "gen_new_tokens": one["new_tokens"],
     }
+    if uncached is not None:
+        metrics.update(
+            ttft_ms_uncached=uncached["ttft_ms"],
+            decode_tps_uncached=uncached["decode_tps"],
+            kv_speedup=one["decode_tps"] / uncached["decode_tps"],
+        )
     for (bs, kv), r in at.items():
         if bs != 1:
             metrics[f"decode_tps_bs{bs}" + ("" if kv else "_uncached")] = r["decode_tps"]

@@ -4,10 +4,13 @@ training step keeps (weights, gradients, optimizer state, the activations saved 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +28,10 @@ try:
 except ImportError:  # Windows has no getrusage
     resource = None
 
+STATM = Path("/proc/self/statm")  # Linux: the process's current sizes, in pages (the second is resident)
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+RSS_SAMPLE_S = 0.002  # a training step's activations live for most of it: a few ms apart catches them
+
 
 @dataclass
 class PeakMemory:
@@ -39,9 +46,12 @@ def track_peak_memory(device: str | torch.device = "cpu") -> Iterator[PeakMemory
     """Measure the peak memory of the block: ``with track_peak_memory(dev) as mem: ...; mem.peak_bytes``.
 
     CUDA: ``torch.cuda.max_memory_allocated`` after resetting the peak (tensors only, including the
-    model's weights already resident). CPU: growth of the process's peak resident set size
-    (``getrusage``), which is process-wide and coarse: memory freed and reused below an earlier
-    high-water mark shows as 0 growth. MPS and Windows: None.
+    model's weights already resident). CPU on Linux: the highest resident set size read every
+    ``RSS_SAMPLE_S`` while the block runs, above what it was when the block began: what the block added at
+    its peak. Process-wide and coarse: memory the allocator kept from earlier work and reuses shows as no
+    growth (glibc keeps freed blocks; ``MALLOC_MMAP_THRESHOLD_=131072`` in the environment makes it return
+    large ones, as ``benchmarks/lm_memory.py`` does). Other CPUs: growth of the peak resident set
+    (``getrusage``), 0 below an earlier high-water mark. MPS and Windows: None.
 
     Example:
         >>> with track_peak_memory("cpu") as mem:
@@ -59,6 +69,13 @@ def track_peak_memory(device: str | torch.device = "cpu") -> Iterator[PeakMemory
         finally:
             torch.cuda.synchronize(device)
             peak.peak_bytes = torch.cuda.max_memory_allocated(device)
+    elif device.type == "cpu" and STATM.exists():
+        sampler = _RssPeak()
+        sampler.start()
+        try:
+            yield peak
+        finally:
+            peak.peak_bytes = sampler.finish()
     elif device.type == "cpu" and resource is not None:
         before = _max_rss()
         try:
@@ -67,6 +84,29 @@ def track_peak_memory(device: str | torch.device = "cpu") -> Iterator[PeakMemory
             peak.peak_bytes = _max_rss() - before
     else:
         yield peak
+
+
+class _RssPeak(threading.Thread):
+    """The process's resident set read every ``RSS_SAMPLE_S`` from a thread of its own; ``finish`` stops it and
+    returns the highest reading above the first."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.start_bytes = self.peak_bytes = _rss()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(RSS_SAMPLE_S):
+            self.peak_bytes = max(self.peak_bytes, _rss())
+
+    def finish(self) -> int:
+        self.done.set()
+        self.join()
+        return max(self.peak_bytes, _rss()) - self.start_bytes
+
+
+def _rss() -> int:
+    return int(STATM.read_text().split()[1]) * PAGE_BYTES
 
 
 def _max_rss() -> int:
