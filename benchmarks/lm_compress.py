@@ -8,7 +8,7 @@ The model is nanoGPT's shakespeare-char shape (6 layers, 6 heads, 384 wide, cont
 time to first token, decode tokens/s at batch 1 and 8, KV-cache bytes, the reasons where a variant is not faster)
 and the targets of issue 27 go to ``results/lm-compress-<device>.json``.
 
-    python benchmarks/lm_compress.py            # about 15 minutes on a 2-core AMD EPYC
+    python benchmarks/lm_compress.py            # about 23 minutes on a 2-core AMD EPYC, 2 threads
     python benchmarks/lm_compress.py --smoke    # under a minute: a tiny model, a few steps
 """
 
