@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,7 @@ from .models import (
     ModelConfig,
     build_model,
     create_model,
+    gpt_args,
     list_models,
     model_args,
     model_input,
@@ -130,6 +130,18 @@ class Task:
                 + " to start from its weights"
             )
         return None
+
+    def example_input(self, config: RunConfig, data, device) -> torch.Tensor:
+        """Eight evaluation examples: what tracing or saving a compressed model feeds it."""
+        return next(iter(self.eval_batches(config, data, device)))[0][:8].clone()
+
+    def compress_context(self, config: RunConfig, data, device, indices, **options) -> CompressContext:
+        """What compression steps are given: training batches (to calibrate or fine-tune on), evaluation batches,
+        an example input, the device and the training recipe."""
+        batches = self.train_batches(config, data, device, indices)
+        test = self.eval_batches(config, data, device)
+        example = self.example_input(config, data, device)
+        return CompressContext(example, batches, test, device, config.train, config.hardware, **options)
 
     def problems(self, config: RunConfig) -> list[str]:
         """What stops ``config`` under this task before any data is read (one line each)."""
@@ -262,14 +274,6 @@ class ImageTask(Task):
 
     def example_shape(self, dataset: Dataset) -> tuple[int, ...]:
         return chw(dataset)
-
-    def compress_context(self, config: RunConfig, dataset: Dataset, device, indices, **options) -> CompressContext:
-        test = eval_loader(dataset, config.data, device=device)
-        batches = train_loader(
-            dataset, config.data, config.train.batch_size, seed=config.train.seed, device=device, indices=indices
-        )
-        example = next(iter(test))[0][:8].clone()
-        return CompressContext(example, batches, test, device, config.train, config.hardware, **options)
 
     def quality(self, evaluated: dict[str, Any]) -> dict[str, Any]:
         return {"accuracy": evaluated["accuracy"]}
@@ -442,7 +446,7 @@ class LanguageTask(Task):
         """What rebuilds the model: ``model``'s own shape where given (pruning changes it), else the config's."""
         if model is None:
             return text_model_args(config.model, data.tokenizer.vocab_size)
-        return {"name": config.model.name, **dataclasses.asdict(model.shape)}
+        return {"name": config.model.name, **gpt_args(model)}
 
     def saved_with_model(self, data: TokenData) -> dict[str, Any]:
         return {"tokenizer": data.tokenizer.to_dict()}
@@ -480,12 +484,6 @@ class LanguageTask(Task):
 
     def example_shape(self, data: TokenData) -> tuple[int, ...]:
         return ()  # token windows come from timing_inputs
-
-    def compress_context(self, config: RunConfig, data: TokenData, device, indices, **options) -> CompressContext:
-        test = self.eval_batches(config, data, device)
-        example = next(iter(test))[0][:8].clone()
-        batches = self.train_batches(config, data, device)
-        return CompressContext(example, batches, test, device, config.train, config.hardware, **options)
 
     def quality(self, evaluated: dict[str, Any]) -> dict[str, Any]:
         return {"loss": evaluated["loss"], "perplexity": evaluated["perplexity"]}

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from .._errors import require
 from ..models import GPT, add_lora, gpt_args
 from ..train import TrainConfig, make_optimizer, optimizer_state_bytes, resolve_threads, thread_count
+from .bench import _sync_any
 from .device import device_name, resolve_device
 
 try:
@@ -230,10 +231,10 @@ def training_memory(
     with thread_count(resolve_threads(threads)) as used:
         for i in range(warmup + steps):
             for name in list(runs)[:: 1 if i % 2 == 0 else -1]:
-                _synchronize(device)
+                _sync_any(device)
                 start = time.perf_counter()
                 step(runs[name])
-                _synchronize(device)
+                _sync_any(device)
                 if i >= warmup:
                     seconds[name].append(time.perf_counter() - start)
     rows = []
@@ -269,8 +270,3 @@ def training_memory(
     table = pd.DataFrame(rows).set_index("variant")
     table.attrs.update(device_name=device_name(device), steps=steps, threads=used)
     return table
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -360,7 +360,7 @@ def _store(result: Result, model: torch.nn.Module, dataset: Dataset, store: Resu
                 model,
                 config,
                 task.model_args(config, dataset, model),
-                example_inputs=task.compress_context(config, dataset, device, None).example_input,
+                example_inputs=task.example_input(config, dataset, device),
                 extra=task.saved_with_model(dataset),
             )
             result.checkpoint = str(path)
