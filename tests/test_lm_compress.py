@@ -79,8 +79,10 @@ def test_pruning_makes_a_smaller_gpt_and_low_bit_weights_say_what_they_would_sav
     low = rows["low_bit:bits=3,group_size=16,scales=awq"].metrics
     assert low["compress_log"][0]["bits_per_weight"] == 3 + 32 / 16
     assert low["size_bytes"] == rows["none"].metrics["size_bytes"]  # simulated: still float32 weights
+    # Same float32 work as the baseline: whatever the clock says, the reason is the step's own or timing noise.
     reasons = why_not_faster(variants[0].frame(), baseline="none")
-    assert set(reasons[reasons.variant == "low_bit"].reason) <= {"step", "noisy", "within_spread", "implausible"}
+    timing_verdicts = {"noisy", "within_spread", "slower", "implausible"}
+    assert set(reasons[reasons.variant == "low_bit"].reason) <= {"step"} | timing_verdicts
 
 
 def test_an_int8_kv_cache_takes_about_a_quarter_of_the_bytes_and_says_what_it_costs(variants):

@@ -52,6 +52,11 @@ class Bundle:
     card: dict[str, Any]
 
     @property
+    def task(self) -> str:
+        """``image`` or ``lm`` (a language model: weights and a tokenizer, served by ``POST /generate``)."""
+        return self.card.get("task", "image")
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         """(C, H, W) of one image."""
         return tuple(self.card["input"]["shape"])
@@ -153,7 +158,13 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         card = json.loads(card_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ValueError(f"{card_path} is not a model card ({type(e).__name__}): export the run again") from None
-    _check_card(card, card_path)
+    if isinstance(card, dict) and card.get("task") == "lm":
+        from .lm_bundle import lm_card_problem
+
+        if problem := lm_card_problem(card):
+            raise ValueError(f"{card_path}: {problem}: export the run again with workbench export")
+    else:
+        _check_card(card, card_path)
     return Bundle(path, card)
 
 

@@ -53,7 +53,6 @@ import ssl
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -61,6 +60,7 @@ import numpy as np
 import torch
 
 from .._errors import one_line, require_modules, root_cause
+from .access import Guard, check_token
 from .bundle import Bundle, load_bundle
 
 SERVE_PIP = "pip install starlette uvicorn httpx"
@@ -105,11 +105,16 @@ def make_app(
     *,
     fmt: str = "auto",
     threads: int = 1,
-    max_batch: int = 256,
+    max_batch: int | None = None,
     max_body_bytes: int | None = None,
+    token: str | None = None,
+    rate_limit: float | None = None,
+    **lm_options: Any,
 ) -> Any:
-    """A Starlette app serving ``bundle`` (a ``Bundle`` or its folder): ``GET /health``, ``GET /card``,
-    ``POST /predict`` (see the module docstring for bodies, answers and errors).
+    """An ASGI app serving ``bundle`` (a ``Bundle`` or its folder): ``GET /health``, ``GET /card``,
+    ``POST /predict`` (see the module docstring for bodies, answers and errors); for a language-model
+    bundle, ``POST /generate`` (``lm_serve.make_lm_app``, which takes ``lm_options``, ``max_batch``: rows
+    decoded together, default 16). ``token`` and ``rate_limit``: ``access.Guard``, in front of every route.
 
     ``fmt`` picks the file (``onnx``, ``torch-export``; ``auto`` takes ONNX where there is one);
     ``threads`` is ONNX Runtime's intra-op thread count (a ``torch.export`` program uses torch's own,
@@ -122,6 +127,18 @@ def make_app(
         >>> import uvicorn; uvicorn.run(app, port=8000)  # doctest: +SKIP
     """
     require_modules(["starlette"], "Serving a bundle", SERVE_PIP)
+    bundle = _as_bundle(bundle)
+    if bundle.task == "lm":
+        from .lm_serve import make_lm_app
+
+        batch = {} if max_batch is None else {"max_batch": max_batch}
+        body = {} if max_body_bytes is None else {"max_body_bytes": max_body_bytes}
+        return make_lm_app(bundle, threads=threads, token=token, rate_limit=rate_limit, **batch, **body, **lm_options)
+    if lm_options:
+        raise ValueError(
+            f"{', '.join(lm_options)}: options of a language-model server, and {bundle.path} holds an image model"
+        )
+    max_batch = 256 if max_batch is None else max_batch
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
@@ -131,7 +148,6 @@ def make_app(
 
     _require_int("threads", threads, 1)
     _require_int("max_batch", max_batch, 1)
-    bundle = _as_bundle(bundle)
     shape = tuple(int(d) for d in bundle.input_shape)
     limit = default_max_body_bytes(shape, max_batch) if max_body_bytes is None else int(max_body_bytes)
     if limit < 1:
@@ -206,8 +222,11 @@ def make_app(
         routes=[Route("/health", health), Route("/card", card), Route("/predict", predict, methods=["POST"])],
         exception_handlers={HTTPException: http_error},
     )
-    app.state.workbench = dict(info, bundle=str(bundle.path))
-    return app
+    guard = Guard(app, token=token, rate_limit=rate_limit)
+    guard.state = app.state
+    app.state.workbench = dict(info, bundle=str(bundle.path), auth="bearer token" if token else "none (loopback only)")
+    app.state.close = lambda: None
+    return guard
 
 
 def _require_int(name: str, value: Any, low: int, high: int | None = None) -> None:
@@ -444,6 +463,8 @@ def _url(host: str, port: int) -> str:
 
 
 def _describe(info: dict[str, Any]) -> str:
+    if info.get("task") == "lm":
+        return f"language model, {info['batching']} batching of up to {info['max_batch']} requests"
     if info["format"] == "onnx":
         return f"onnx, ONNX Runtime {info['threads']} thread{'s' * (info['threads'] != 1)}"
     return f"{info['format']}, torch {info['threads']} thread{'s' * (info['threads'] != 1)}"
@@ -484,21 +505,17 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _banner(path: Any, info: dict[str, Any], bound: tuple[Any, ...]) -> tuple[str, str | None]:
-    """What ``serve`` prints once it listens, from the address really bound: the banner line, and a
-    warning line where other machines can reach the server (``None`` on loopback).
+def _banner(path: Any, info: dict[str, Any], bound: tuple[Any, ...]) -> str:
+    """What ``serve`` prints once it listens, from the address really bound (never the token itself).
 
     Example:
-        >>> info = {"format": "onnx", "threads": 1}
+        >>> info = {"format": "onnx", "threads": 1, "auth": "none (loopback only)"}
         >>> _banner("b", info, ("127.0.0.1", 8000))
-        ('Serving b (onnx, ONNX Runtime 1 thread) on http://127.0.0.1:8000 — POST /predict; Ctrl-C stops', None)
-        >>> banner, warning = _banner("b", info, ("0.0.0.0", 8000))
-        >>> print(banner)  # doctest: +NORMALIZE_WHITESPACE
+        'Serving b (onnx, ONNX Runtime 1 thread) on http://127.0.0.1:8000 — POST /predict; Ctrl-C stops'
+        >>> print(_banner("b", dict(info, auth="bearer token"), ("0.0.0.0", 8000)))  # doctest: +NORMALIZE_WHITESPACE
         Serving b (onnx, ONNX Runtime 1 thread) on http://0.0.0.0:8000, all interfaces: reachable from other
-        machines (http://127.0.0.1:8000 from this one) — POST /predict; Ctrl-C stops
-        >>> print(warning)  # doctest: +NORMALIZE_WHITESPACE
-        warning: http://0.0.0.0:8000 is reachable from other machines and has no authentication yet: anyone who
-        can reach it can use the model; serve with --host 127.0.0.1 to keep it on this machine
+        machines (http://127.0.0.1:8000 from this one), every request needing its bearer token — POST /predict;
+        Ctrl-C stops
     """
     host, port = str(bound[0]), int(bound[1])
     address = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -506,13 +523,10 @@ def _banner(path: Any, info: dict[str, Any], bound: tuple[Any, ...]) -> tuple[st
     where = address
     if ip.is_unspecified:
         where = f"{address}, all interfaces: reachable from other machines ({_url(host, port)} from this one)"
-    banner = f"Serving {path} ({_describe(info)}) on {where} — POST /predict; Ctrl-C stops"
-    if ip.is_loopback:
-        return banner, None
-    return banner, (
-        f"warning: {address} is reachable from other machines and has no authentication yet: anyone who "
-        "can reach it can use the model; serve with --host 127.0.0.1 to keep it on this machine"
-    )
+    if info.get("auth") == "bearer token":
+        where += ", every request needing its bearer token"
+    route = "POST /generate" if info.get("task") == "lm" else "POST /predict"
+    return f"Serving {path} ({_describe(info)}) on {where} — {route}; Ctrl-C stops"
 
 
 def serve(
@@ -522,19 +536,22 @@ def serve(
     port: int = 8000,
     fmt: str = "auto",
     threads: int = 1,
-    max_batch: int = 256,
+    max_batch: int | None = None,
     max_body_bytes: int | None = None,
+    token: str | None = None,
+    rate_limit: float | None = None,
     log_level: str = "warning",
+    **lm_options: Any,
 ) -> None:
     """Serve a bundle until Ctrl-C (uvicorn, one process). ``workbench serve BUNDLE``.
 
-    The arguments, the card and the address are checked first, each failure one line (a taken port:
-    ``port 8000 on 127.0.0.1 is in use: pick another --port``); then the model loads, and the banner
+    The arguments, the card, the token and the address are checked first, each failure one line (a taken
+    port: ``port 8000 on 127.0.0.1 is in use: pick another --port``); then the model loads, and the banner
     gives the address really bound (``port=0`` takes a free port). A host other machines can reach
-    (``0.0.0.0``, all interfaces, or a network address) also prints a warning line: the server has no
-    authentication. ``threads`` is the inference thread count: ONNX Runtime's for ``onnx``; for
-    ``torch-export`` it sets ``torch.set_num_threads`` in this process. The other arguments are
-    ``make_app``'s; ``log_level`` is uvicorn's (``info`` shows each request's log line).
+    (``0.0.0.0``, all interfaces, or a network address) needs a ``token`` (or ``$WORKBENCH_SERVE_TOKEN``):
+    see ``access``. ``threads`` is the inference thread count: ONNX Runtime's for ``onnx``; for
+    ``torch-export`` and language models, torch's. The other arguments are ``make_app``'s; ``log_level``
+    is uvicorn's (``info`` shows each request's log line, never its headers).
 
     Example:
         >>> serve("bundle/", port=8000)  # doctest: +SKIP
@@ -545,13 +562,25 @@ def serve(
 
     _require_int("port", port, 0, 65535)
     _require_int("threads", threads, 1)
-    _require_int("max_batch", max_batch, 1)
+    if max_batch is not None:
+        _require_int("max_batch", max_batch, 1)
+    token = check_token(host, token)
     bundle = _as_bundle(bundle_or_path)  # reads and checks the card
     sock = _bind(host, port)
+    app = None
     try:
-        if (bundle.formats[:1] if fmt == "auto" else [fmt]) == ["torch-export"]:
+        if bundle.task == "lm" or (bundle.formats[:1] if fmt == "auto" else [fmt]) == ["torch-export"]:
             torch.set_num_threads(threads)
-        app = make_app(bundle, fmt=fmt, threads=threads, max_batch=max_batch, max_body_bytes=max_body_bytes)
+        app = make_app(
+            bundle,
+            fmt=fmt,
+            threads=threads,
+            max_batch=max_batch,
+            max_body_bytes=max_body_bytes,
+            token=token,
+            rate_limit=rate_limit,
+            **lm_options,
+        )
         bound = sock.getsockname()
         config = uvicorn.Config(
             app,
@@ -561,13 +590,12 @@ def serve(
             log_level=log_level,
             access_log=log_level in ("debug", "trace", "info"),
         )
-        banner, warning = _banner(bundle.path, app.state.workbench, bound)
-        print(banner, flush=True)
-        if warning:
-            print(warning, file=sys.stderr, flush=True)
+        print(_banner(bundle.path, app.state.workbench, bound), flush=True)
         with contextlib.suppress(KeyboardInterrupt):  # uvicorn shuts down on Ctrl-C, then raises it again
             uvicorn.Server(config).run(sockets=[sock])
     finally:
+        if app is not None:
+            app.state.close()
         sock.close()
 
 
@@ -579,15 +607,18 @@ def serving(
     port: int = 0,
     fmt: str = "auto",
     threads: int = 1,
-    max_batch: int = 256,
+    max_batch: int | None = None,
     max_body_bytes: int | None = None,
+    token: str | None = None,
+    rate_limit: float | None = None,
     startup_timeout_s: float = 30.0,
     log_level: str = "warning",
+    **lm_options: Any,
 ) -> Iterator[str]:
     """Serve a bundle from a background thread while the block runs; yields the base URL
     (``http://127.0.0.1:PORT``; ``port=0`` takes a free one). The server answers ``/health`` before the
-    block starts and is shut down when it ends. Arguments as ``make_app``; a taken port or a wrong host
-    fails at once, as in ``serve``.
+    block starts and is shut down when it ends. Arguments as ``make_app``; a taken port, a wrong host or
+    a missing token fails at once, as in ``serve``.
 
     Example:
         >>> with serving("bundle/") as url:  # doctest: +SKIP
@@ -598,13 +629,21 @@ def serving(
     import httpx
     import uvicorn
 
+    token = check_token(host, token)
     sock = _bind(host, port)
+    app = None
     try:
-        app = make_app(bundle_or_path, fmt=fmt, threads=threads, max_batch=max_batch, max_body_bytes=max_body_bytes)
+        app = make_app(
+            bundle_or_path,
+            fmt=fmt,
+            threads=threads,
+            max_batch=max_batch,
+            max_body_bytes=max_body_bytes,
+            token=token,
+            rate_limit=rate_limit,
+            **lm_options,
+        )
         bound = sock.getsockname()
-        warning = _banner("", app.state.workbench, bound)[1]
-        if warning:
-            warnings.warn(warning.removeprefix("warning: "), stacklevel=3)
         config = uvicorn.Config(
             app,
             host=bound[0],
@@ -633,7 +672,8 @@ def serving(
                 time.sleep(0.01)
             while True:
                 try:
-                    if httpx.get(url + "/health", timeout=2.0).status_code == 200:
+                    auth = {"authorization": f"Bearer {token}"} if token else {}
+                    if httpx.get(url + "/health", timeout=2.0, headers=auth).status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass
@@ -647,6 +687,8 @@ def serving(
             server.should_exit = True
             thread.join(timeout=15)
     finally:
+        if app is not None:
+            app.state.close()
         sock.close()
 
 
