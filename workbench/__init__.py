@@ -55,7 +55,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "load_token_data",
         "train_loader",
     ),
-    ".deploy": ("Bundle", "export", "load_bundle", "load_test", "runtime_comparison", "serving"),
+    ".deploy": ("Bundle", "export", "load_bundle", "load_test", "load_test_levels", "runtime_comparison", "serving"),
     ".report.ledger": ("ablation", "ledger", "reason_at", "why_not_faster"),
     ".measure": (
         "MeasureConfig",

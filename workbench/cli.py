@@ -274,9 +274,9 @@ def _add_deploy_parsers(sub, p: dict[str, argparse.ArgumentParser]) -> None:
     p["export"].add_argument(
         "--format",
         dest="fmt",
-        default="both",
+        default=None,
         choices=("onnx", "torch-export", "both"),
-        help="model.onnx, model.pt2 or both (default: both)",
+        help="model.onnx, model.pt2 or both (default: both); a language model's bundle holds its weights instead",
     )
     p["export"].add_argument("--out", required=True, help="the bundle folder to write")
     p["export"].add_argument("--store", default="runs", help="results folder (default: runs)")
@@ -286,14 +286,16 @@ def _add_deploy_parsers(sub, p: dict[str, argparse.ArgumentParser]) -> None:
     p["export"].add_argument("--no-latency", action="store_true", help="skip the runtime comparison on the card")
     p["export"].add_argument("--no-check", action="store_true", help="write the bundle even where parity fails")
     p["export"].add_argument("--force", action="store_true", help="replace an existing bundle at --out")
-    p["serve"] = sub.add_parser("serve", help="serve a bundle over HTTP on 127.0.0.1 (POST /predict)")
+    p["serve"] = sub.add_parser(
+        "serve", help="serve a bundle over HTTP on 127.0.0.1 (POST /predict; a language model: POST /generate)"
+    )
     p["serve"].add_argument("bundle", metavar="BUNDLE", help="a folder written by workbench export")
     p["serve"].add_argument("--port", type=int, default=8000, help="port, 0-65535; 0 takes a free one (default: 8000)")
     p["serve"].add_argument(
         "--host",
         default="127.0.0.1",
         help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 listens on all "
-        "interfaces, reachable from other machines, with no authentication)",
+        "interfaces, reachable from other machines, and needs a token)",
     )
     p["serve"].add_argument(
         "--format",
@@ -304,8 +306,32 @@ def _add_deploy_parsers(sub, p: dict[str, argparse.ArgumentParser]) -> None:
     )
     p["serve"].add_argument("--threads", type=int, default=1, help="inference threads, >= 1 (default: 1)")
     p["serve"].add_argument(
-        "--max-batch", type=int, default=256, help="largest batch one request may send, >= 1 (default: 256)"
+        "--max-batch",
+        type=int,
+        default=None,
+        help="images: the largest batch one request may send (default: 256); a language model: the requests "
+        "decoded together (default: 16)",
     )
+    p["serve"].add_argument(
+        "--token",
+        default=None,
+        help="require Authorization: Bearer TOKEN on every request (needed beyond loopback); better: set "
+        "WORKBENCH_SERVE_TOKEN, which other users cannot read in the process list",
+    )
+    p["serve"].add_argument(
+        "--rate-limit", type=float, default=None, help="requests a second per client address (default: no limit)"
+    )
+    lm = p["serve"].add_argument_group("language models")
+    lm.add_argument(
+        "--batching",
+        default="continuous",
+        choices=("continuous", "static", "off"),
+        help="how requests share decode steps: continuous (join and leave between steps), static (a batch "
+        "runs to its end), off (one at a time) (default: continuous)",
+    )
+    lm.add_argument("--max-new-tokens", type=int, default=256, help="the most tokens one request may ask for")
+    lm.add_argument("--max-prompt-tokens", type=int, default=None, help="the longest prompt (default: the context)")
+    lm.add_argument("--max-streams", type=int, default=64, help="requests in flight at once; more get a 429")
     p["load-test"] = sub.add_parser(
         "load-test", help="send concurrent requests to a served bundle; print latency percentiles"
     )
@@ -313,8 +339,10 @@ def _add_deploy_parsers(sub, p: dict[str, argparse.ArgumentParser]) -> None:
     p["load-test"].add_argument(
         "--concurrency",
         type=int,
-        default=4,
-        help="requests in flight at once, >= 1; never more than --requests (default: 4)",
+        nargs="+",
+        default=[4],
+        help="requests in flight at once, >= 1; never more than --requests; several levels run one after "
+        "another (default: 4)",
     )
     p["load-test"].add_argument(
         "--requests", type=int, default=200, help="requests to send at most, >= 1 (default: 200)"
@@ -323,6 +351,20 @@ def _add_deploy_parsers(sub, p: dict[str, argparse.ArgumentParser]) -> None:
         "--duration", type=float, default=30.0, help="seconds to run at most, warm-up included, > 0 (default: 30)"
     )
     p["load-test"].add_argument("--batch-size", type=int, default=1, help="images per request, >= 1 (default: 1)")
+    p["load-test"].add_argument("--token", default=None, help="the server's token (default: $WORKBENCH_SERVE_TOKEN)")
+    p["load-test"].add_argument(
+        "--generate", action="store_true", help="a language-model server: stream POST /generate, time each token"
+    )
+    p["load-test"].add_argument("--max-new-tokens", type=int, default=32, help="with --generate (default: 32)")
+    p["load-test"].add_argument(
+        "--prompt", action="append", default=None, help="with --generate, repeatable (default: a few lines of Python)"
+    )
+
+
+def _env_token() -> str | None:
+    from .deploy.access import TOKEN_ENV
+
+    return os.environ.get(TOKEN_ENV) or None
 
 
 def _deploy(args: argparse.Namespace) -> int:
@@ -346,29 +388,51 @@ def _deploy(args: argparse.Namespace) -> int:
         if not 0 <= args.port <= 65535:
             raise ConfigError(f"--port must be 0-65535, 0 taking a free port (got {args.port})")
         for flag, value in (("--threads", args.threads), ("--max-batch", args.max_batch)):
-            if value < 1:
+            if value is not None and value < 1:
                 raise ConfigError(f"{flag} must be >= 1 (got {value})")
+        bundle = deploy.load_bundle(args.bundle)
+        lm = {}
+        if bundle.task == "lm":
+            lm = {
+                "batching": args.batching,
+                "max_new_tokens": args.max_new_tokens,
+                "max_prompt_tokens": args.max_prompt_tokens,
+                "max_streams": args.max_streams,
+            }
         deploy.serve(
-            args.bundle, host=args.host, port=args.port, fmt=args.fmt, threads=args.threads, max_batch=args.max_batch
+            bundle,
+            host=args.host,
+            port=args.port,
+            fmt=args.fmt,
+            threads=args.threads,
+            max_batch=args.max_batch,
+            token=args.token,
+            rate_limit=args.rate_limit,
+            **lm,
         )
     else:
         for flag, value in (
-            ("--concurrency", args.concurrency),
+            *(("--concurrency", c) for c in args.concurrency),
             ("--requests", args.requests),
             ("--batch-size", args.batch_size),
+            ("--max-new-tokens", args.max_new_tokens),
         ):
             if value < 1:
                 raise ConfigError(f"{flag} must be >= 1 (got {value})")
         if not 0 < args.duration < float("inf"):  # also refuses nan
             raise ConfigError(f"--duration must be a number of seconds > 0 (got {args.duration:g})")
-        report = deploy.load_test(
-            args.url,
-            concurrency=args.concurrency,
-            requests=args.requests,
-            duration_s=args.duration,
-            batch_size=args.batch_size,
-        )
-        print("\n".join(f"{k:>15}  {v}" for k, v in report.items()))
+        options = {"requests": args.requests, "duration_s": args.duration, "token": args.token or _env_token()}
+        if args.generate:
+            options.update(generate=True, max_new_tokens=args.max_new_tokens)
+            if args.prompt:
+                options["prompts"] = args.prompt
+        else:
+            options["batch_size"] = args.batch_size
+        table = deploy.load_test_levels(args.url, args.concurrency, **options)
+        if len(table) == 1:
+            print("\n".join(f"{k:>26}  {v}" for k, v in table.iloc[0].items()))
+        else:
+            print(table.to_string(index=False))
     return 0
 
 

@@ -9,10 +9,10 @@ either server (images or a language model) as one ASGI middleware.
   at least 1): beyond it a 429 with ``Retry-After``.
 
 Example:
-    >>> check_token("0.0.0.0", None, environ={})
+    >>> check_token("0.0.0.0", None, environ={})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: binding to 0.0.0.0 lets other machines reach the model, so it needs a token: pass --token (token=...) or set WORKBENCH_SERVE_TOKEN, e.g. to the output of python -c "import secrets; print(secrets.token_urlsafe(32))"
+    ValueError: binding to 0.0.0.0 lets other machines reach the model, so it needs a token: pass --token ...
     >>> check_token("127.0.0.1", None, environ={}) is None
     True
 """
@@ -63,7 +63,8 @@ def check_token(host: str, token: str | None, environ: Mapping[str, str] | None 
         return None
     if len(token) < MIN_TOKEN_CHARS or not token.isprintable() or any(c.isspace() for c in token):
         raise ValueError(
-            f"the token must be at least {MIN_TOKEN_CHARS} printable characters without spaces: make one with {MAKE_TOKEN}"
+            f"the token must be at least {MIN_TOKEN_CHARS} printable characters without spaces: "
+            f"make one with {MAKE_TOKEN}"
         )
     return token
 

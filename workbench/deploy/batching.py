@@ -77,8 +77,11 @@ def sampling_problems(fields: dict[str, Any]) -> list[str]:
     """Why these sampling fields cannot be used, one line each (a server answers them with a 422).
 
     Example:
-        >>> sampling_problems({"max_new_tokens": 0, "temperature": -1, "top_p": 2})
-        ['max_new_tokens must be an integer >= 1 (got 0)', 'temperature must be a number >= 0 (got -1): 0 is greedy', 'top_p must be a number in (0, 1] (got 2)']
+        >>> for line in sampling_problems({"max_new_tokens": 0, "temperature": -1, "top_p": 2}):
+        ...     print(line)
+        max_new_tokens must be an integer >= 1 (got 0)
+        temperature must be a number >= 0 (got -1): 0 is greedy
+        top_p must be a number in (0, 1] (got 2)
     """
 
     def number(v: Any) -> bool:

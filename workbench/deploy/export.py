@@ -107,7 +107,7 @@ def export(
     source: Result | str | nn.Module,
     out: str | os.PathLike,
     *,
-    fmt: str = "both",
+    fmt: str | None = None,
     store: ResultStore | str | os.PathLike = "runs",
     config: RunConfig | None = None,
     data_root: str | os.PathLike = "data",
@@ -122,10 +122,11 @@ def export(
     progress: bool = True,
 ) -> Bundle:
     """Write ``source`` (a stored run's id or ``Result``, or a model with the ``config`` it was trained
-    with) to the bundle folder ``out`` and return it.
+    with) to the bundle folder ``out`` and return it. A language-model run goes to ``lm_bundle.export_lm``
+    (weights, tokenizer and card; ``fmt``, ``opset``, ``latency`` and the batch sizes are image options).
 
     - ``fmt``: ``onnx`` (``model.onnx``, opset ``opset`` or the exporter's default), ``torch-export``
-      (``model.pt2``) or ``both``.
+      (``model.pt2``) or ``both`` (None: both).
     - Parity: each file is loaded back from disk and run on the whole test split (``parity_images``
       caps it) beside eager PyTorch: max absolute and relative logit error, top-1 agreement, and the
       accuracy each reaches. With ``check`` a file outside its precision's ``TOLERANCES`` stops the
@@ -136,6 +137,21 @@ def export(
     - ``overwrite`` replaces an existing bundle at ``out`` (a folder with a Workbench card and only the
       model files beside it; never a result store or a folder holding anything else), swapped in atomically.
     """
+    if not isinstance(source, nn.Module):
+        result = source if isinstance(source, Result) else ResultStore.open(store).get(source)
+        if result.config.task == "lm":
+            from .lm_bundle import export_lm
+
+            if fmt is not None or opset is not None:
+                raise ValueError(
+                    "a language model's bundle holds its weights and tokenizer (see workbench.deploy.lm_bundle): "
+                    "drop --format and --opset"
+                )
+            return export_lm(
+                result, out, store=store, data_root=data_root, threads=threads, overwrite=overwrite, check=check
+            )
+        source = result
+    fmt = "both" if fmt is None else fmt
     if fmt not in FORMATS:
         raise unknown_name_error("export format", fmt, FORMATS)
     formats = ["onnx", "torch-export"] if fmt == "both" else [fmt]
@@ -517,6 +533,10 @@ def card_text(bundle: Bundle) -> str:
           within the float32 bar
     """
     card = bundle.card
+    if bundle.task == "lm":
+        from .lm_bundle import lm_card_text
+
+        return lm_card_text(bundle)
     accuracy = card.get("metrics", {}).get("accuracy")
     lines = [
         f"bundle {bundle.path}: {card.get('name')} (run {card.get('run_id') or 'none'}), {card['model']['precision']}, "

@@ -19,10 +19,8 @@ only, and reading it runs no code; a packed int8 layout is not a plain tensor, s
 ``model.pt``, read with ``weights_only=True``.
 
 Example:
-    >>> export_lm("no-such-run", "/tmp/never", store="/no/such/store")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: ...
+    >>> bundle = export_lm(run_id, "bundle/", store="runs")  # doctest: +SKIP
+    >>> model, tokenizer = load_language_model(bundle)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -247,6 +245,37 @@ def decode_speed(model: nn.Module, prompt: torch.Tensor, new_tokens: int = DECOD
         "threads": torch.get_num_threads(),
         "repeats": repeats,
     }
+
+
+def lm_card_text(bundle: Bundle) -> str:
+    """A language-model card as a person reads it.
+
+    Example:
+        >>> card = {"name": "gpt", "run_id": "r1", "model": {"params": 10, "compress": []},
+        ...         "metrics": {"perplexity": 3.2, "bits_per_byte": 1.68},
+        ...         "files": {"weights": {"file": "model.safetensors", "bytes": 2048, "why": "plain tensors"}},
+        ...         "parity": {"max_rel_error": 0.0, "top1_agreement": 1.0, "windows": 64, "verdict": "match"},
+        ...         "decode": {"tokens_per_s": 900.0, "threads": 2}}
+        >>> print(lm_card_text(Bundle(Path("b"), card)))  # doctest: +NORMALIZE_WHITESPACE
+        bundle b: gpt (run r1), language model, 10 parameters, perplexity 3.200, 1.680 bits per byte
+          model.safetensors  2.0 KB (plain tensors): max relative error 0 against the run on 64 validation windows,
+          top-1 agreement 100.00%, match
+          greedy decoding, batch 1: 900 tokens/s on 2 threads
+    """
+    card = bundle.card
+    m, w, p = card["metrics"], card["files"]["weights"], card["parity"]
+    steps = card["model"].get("compress") or []
+    lines = [
+        f"bundle {bundle.path}: {card.get('name')} (run {card.get('run_id') or 'none'}), language model"
+        + (f" compressed by {', '.join(steps)}" if steps else "")
+        + f", {card['model'].get('params', '?'):,} parameters, perplexity {m['perplexity']:.3f}, "
+        f"{m['bits_per_byte']:.3f} bits per byte",
+        f"  {w['file']}  {w['bytes'] / 1024:.1f} KB ({w['why']}): max relative error {p['max_rel_error']:.2g} against "
+        f"the run on {p['windows']} validation windows, top-1 agreement {p['top1_agreement']:.2%}, {p['verdict']}",
+        f"  greedy decoding, batch 1: {card['decode']['tokens_per_s']:.0f} tokens/s on {card['decode']['threads']} "
+        "threads",
+    ]
+    return "\n".join(lines)
 
 
 def lm_card_problem(card: dict[str, Any]) -> str | None:

@@ -25,6 +25,7 @@ rate limit). A client that disconnects frees its slot before the next decode ste
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -138,7 +139,8 @@ def make_lm_app(
         if fields["max_new_tokens"] > max_new_tokens:
             raise _Refused(
                 422,
-                f"max_new_tokens={fields['max_new_tokens']} is over this server's cap of {max_new_tokens}: ask for fewer",
+                f"max_new_tokens={fields['max_new_tokens']} is over this server's cap of {max_new_tokens}: "
+                "ask for fewer",
             )
         if not isinstance(doc.get("stream", False), bool):
             raise _Refused(422, f"stream must be true or false (got {json.dumps(doc['stream'])[:40]})")
@@ -151,7 +153,8 @@ def make_lm_app(
         if len(ids) > max_prompt_tokens:
             raise _Refused(
                 422,
-                f"the prompt is {len(ids)} tokens, over this server's max_prompt_tokens={max_prompt_tokens}: shorten it",
+                f"the prompt is {len(ids)} tokens, over this server's max_prompt_tokens={max_prompt_tokens}: "
+                "shorten it",
             )
         if any(not 0 <= i < model.shape.vocab_size for i in ids):
             raise _Refused(422, "the prompt encodes to ids outside the model's vocabulary")
@@ -175,10 +178,8 @@ def make_lm_app(
         events: asyncio.Queue = asyncio.Queue()
 
         def hear(event: dict) -> None:  # the engine's thread
-            try:
+            with contextlib.suppress(RuntimeError):  # the event loop has closed: the server is shutting down
                 loop.call_soon_threadsafe(events.put_nowait, event)
-            except RuntimeError:  # the event loop has closed: the server is shutting down
-                pass
 
         in_flight["streams"] += 1
         try:
@@ -245,7 +246,8 @@ def make_lm_app(
         return _error(
             JSONResponse,
             exc.status_code,
-            f"{request.method} {request.url.path}: {exc.detail}; this server has GET /health, GET /card and POST /generate",
+            f"{request.method} {request.url.path}: {exc.detail}; "
+            "this server has GET /health, GET /card and POST /generate",
             exc.headers,
         )
 

@@ -721,6 +721,9 @@ def load_test(
     content_type: str = "application/json",
     warmup: int = 2,
     timeout_s: float = 10.0,
+    token: str | None = None,
+    generate: bool = False,
+    **generate_options: Any,
 ) -> dict[str, Any]:
     """Load-test a running server (``serve``/``serving``): ``concurrency`` clients, each a thread with its
     own keep-alive ``httpx.Client``, send ``POST /predict`` back to back until ``requests`` have been
@@ -742,6 +745,10 @@ def load_test(
     p99_ms, mean_ms, max_ms (over the ok requests, each timed with ``time.perf_counter`` around the whole
     request and answer), throughput_rps (ok requests a second) and throughput_ips (images a second).
 
+    ``token``: sent as ``Authorization: Bearer``, for a server that requires one. ``generate``: a
+    language-model server, tested with ``lm_load.load_test_generate`` (``generate_options``: its
+    ``prompts``, ``max_new_tokens``, ``temperature``).
+
     Example:
         >>> load_test("http://127.0.0.1:8000", concurrency=0)
         Traceback (most recent call last):
@@ -758,6 +765,13 @@ def load_test(
             raise ValueError(f"{name} must be > 0 seconds (got {value!r})")
     if not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be an integer >= 0 (got {warmup!r})")
+    if generate:
+        from .lm_load import load_test_generate
+
+        limits = {"concurrency": concurrency, "requests": requests, "duration_s": duration_s, "warmup": warmup}
+        return load_test_generate(url, **limits, timeout_s=timeout_s, token=token, **generate_options)
+    if generate_options:
+        raise ValueError(f"{', '.join(generate_options)}: options of a language-model load test: pass generate=True")
     require_modules(["httpx"], "load_test", SERVE_PIP)
     import httpx
 
@@ -766,18 +780,23 @@ def load_test(
     tls = ssl.create_default_context()
     base = url.rstrip("/").removesuffix("/predict")
     try:
-        reply = httpx.get(base + "/health", timeout=timeout_s, verify=tls)
+        auth = {"authorization": f"Bearer {token}"} if token else {}
+        reply = httpx.get(base + "/health", timeout=timeout_s, verify=tls, headers=auth)
         health = reply.json() if reply.status_code == 200 else None
     except (httpx.HTTPError, ValueError) as e:
         raise ConnectionError(
             f"No server answers at {base} ({type(e).__name__}): start it with workbench serve BUNDLE"
         ) from None
+    if reply.status_code == 401:
+        raise ConnectionError(f"{base} requires a token: pass token=... (--token, or $WORKBENCH_SERVE_TOKEN)")
+    if isinstance(health, dict) and health.get("task") == "lm":
+        raise ValueError(f"{base} serves a language model: load-test it with generate=True (--generate)")
     if not isinstance(health, dict) or "input_shape" not in health:
         raise ConnectionError(
             f"{base}/health does not answer as a Workbench server: start one with workbench serve BUNDLE"
         )
     body, batch = _payload(payload, batch_size, health["input_shape"])
-    headers = {"content-type": content_type if isinstance(payload, (bytes, bytearray)) else "application/json"}
+    headers = {"content-type": content_type if isinstance(payload, (bytes, bytearray)) else "application/json", **auth}
     target = base + "/predict"
 
     concurrency = min(concurrency, requests)

@@ -184,7 +184,9 @@ def runtime_chart(df: pd.DataFrame) -> Figure:
 
 @_themed
 def serving_chart(reports: Sequence[dict]) -> Figure:
-    """Served latency percentiles (p50/p95/p99) and throughput per concurrency level, from ``load_test`` reports.
+    """Served latency percentiles (p50/p95/p99) and throughput per concurrency level, from ``load_test`` reports;
+    for a language model (``load_test_generate`` reports), time to first token and between tokens, and tokens/s,
+    a line per batching policy.
 
     Example:
         >>> reps = [{"concurrency": c, "p50_ms": 2.0 * c, "p95_ms": 3.0 * c, "p99_ms": 4.0 * c,
@@ -194,6 +196,8 @@ def serving_chart(reports: Sequence[dict]) -> Figure:
         ['requests in flight (concurrency)', 'requests in flight (concurrency)']
     """
     df = pd.DataFrame(list(reports)).sort_values("concurrency")
+    if "ttft_p50_ms" in df:
+        return _generation_serving_chart(df)
     fig, (lat, thr) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     plt.close(fig)
     for q in ("p50", "p95", "p99"):
@@ -211,6 +215,37 @@ def serving_chart(reports: Sequence[dict]) -> Figure:
     batch = "/".join(str(b) for b in sorted(df["batch_size"].unique())) if "batch_size" in df else "?"
     where = df["server"].iloc[0] if "server" in df else "this machine"
     fig.suptitle(f"Served over HTTP on {where} (client on the same machine), batch {batch} per request")
+    return fig
+
+
+def _generation_serving_chart(df: pd.DataFrame) -> Figure:
+    """Time to first token (p50, p99) and tokens/s against concurrency, a colour per batching policy.
+
+    Example:
+        >>> reps = [{"concurrency": c, "batching": b, "ttft_p50_ms": 5.0 * c, "ttft_p99_ms": 9.0 * c,
+        ...          "tbt_p50_ms": 2.0, "tokens_per_s": 100.0 * c} for c in (1, 8) for b in ("off", "continuous")]
+        >>> [a.get_ylabel() for a in serving_chart(reps).axes]
+        ['time to first token (ms)', 'tokens/s, all requests together']
+    """
+    fig, (lat, thr) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    plt.close(fig)
+    groups = df.groupby("batching", sort=False) if "batching" in df else [("served", df)]
+    for i, (name, part) in enumerate(groups):
+        colour = f"C{i}"
+        lat.plot(part["concurrency"], part["ttft_p50_ms"], marker="o", color=colour, label=f"{name}: p50")
+        lat.plot(part["concurrency"], part["ttft_p99_ms"], marker="^", ls="--", color=colour, label=f"{name}: p99")
+        thr.plot(part["concurrency"], part["tokens_per_s"], marker="o", color=colour, label=f"{name} batching")
+    lat.set_ylabel("time to first token (ms)")
+    thr.set_ylabel("tokens/s, all requests together")
+    for ax in (lat, thr):
+        ax.set_xlabel("requests in flight (concurrency)")
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    where = df["server"].iloc[0] if "server" in df else "this machine"
+    fig.suptitle(f"A language model served over HTTP on {where} (client on the same machine), streamed tokens")
     return fig
 
 

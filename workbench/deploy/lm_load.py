@@ -1,0 +1,216 @@
+"""Load-test a served language model: concurrent clients streaming ``POST /generate``, timed token by token.
+
+What a person waiting for text feels is the time to the first token (``ttft``) and the time between the
+tokens after it (``tbt``, also called inter-token latency); what the server's owner pays for is the total
+tokens a second. Each client is a thread with its own keep-alive ``httpx`` client; it reads the
+server-sent events as they arrive and stamps each token with ``time.perf_counter``.
+
+Example:
+    >>> load_test_generate("http://127.0.0.1:8000", concurrency=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: concurrency must be an integer >= 1 (got 0)
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from .._errors import require_modules
+
+DEFAULT_PROMPTS = (
+    "def ",
+    "import os\n",
+    "class Config:\n    def __init__(self",
+    "for i in range(",
+    "    return ",
+    "# ",
+    "if __name__ == ",
+    "with open(",
+)
+
+
+def load_test_generate(
+    url: str,
+    *,
+    concurrency: int = 8,
+    requests: int = 64,
+    duration_s: float = 60.0,
+    prompts: Sequence[str] = DEFAULT_PROMPTS,
+    max_new_tokens: int = 32,
+    temperature: float = 0.0,
+    warmup: int = 1,
+    timeout_s: float = 60.0,
+    token: str | None = None,
+) -> dict[str, Any]:
+    """``concurrency`` clients send streamed ``POST /generate`` requests back to back (prompt ``i`` of
+    ``prompts`` in turn) until ``requests`` have been sent or ``duration_s`` has passed; each first sends
+    ``warmup`` requests that are not counted, all clients at once.
+
+    Returns one dict: url, batching (the server's, from ``/health``), concurrency, requests_sent, ok,
+    errors, errors_by_kind (``{"HTTP 429": n, "ReadTimeout": n, ...}``), first_error, stopped_by,
+    duration_s, completion_tokens (of the ok requests), ``ttft_{p50,p95,p99}_ms``, ``tbt_{p50,p95,p99}_ms``
+    (every gap between two tokens of a request, pooled), ``latency_{p50,p99}_ms`` (whole requests),
+    ``tokens_per_s_per_request`` (median over requests of their tokens after the first over the time
+    after the first) and ``tokens_per_s`` (all tokens over the wall time: the server's throughput)."""
+    from .serve import latency_percentiles
+
+    for name, value in (("concurrency", concurrency), ("requests", requests), ("max_new_tokens", max_new_tokens)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1 (got {value!r})")
+    for name, value in (("duration_s", duration_s), ("timeout_s", timeout_s)):
+        if not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name} must be > 0 seconds (got {value!r})")
+    if not prompts or not all(isinstance(p, str) and p for p in prompts):
+        raise ValueError("prompts must be a list of non-empty strings")
+    require_modules(["httpx"], "load_test_generate", "pip install httpx")
+    import httpx
+
+    base = url.rstrip("/").removesuffix("/generate")
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    try:
+        reply = httpx.get(base + "/health", timeout=timeout_s, headers=headers)
+        health = reply.json() if reply.status_code == 200 else None
+    except (httpx.HTTPError, ValueError) as e:
+        raise ConnectionError(
+            f"No server answers at {base} ({type(e).__name__}): start it with workbench serve BUNDLE"
+        ) from None
+    if reply.status_code == 401:
+        raise ConnectionError(f"{base} requires a token: pass token=... (--token, or $WORKBENCH_SERVE_TOKEN)")
+    if not isinstance(health, dict) or health.get("task") != "lm":
+        why = "" if reply.status_code == 200 else f" (GET /health answered {reply.status_code})"
+        raise ConnectionError(f"{base} does not serve a language model{why}: serve an LM bundle, or drop --generate")
+
+    concurrency = min(concurrency, requests)
+    lock = threading.Lock()
+    sent = 0
+    ttft, tbt, latency, per_request, kinds = [], [], [], [], Counter()
+    tokens_done, first_error, last_done = 0, None, 0.0
+
+    def one(client: Any, index: int) -> tuple[float, list[float], dict | None, str | None]:
+        """(sent at, token arrival times, final answer, problem) of one streamed request."""
+        body = {
+            "prompt": prompts[index % len(prompts)],
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "stream": True,
+        }
+        t0, arrivals, done = time.perf_counter(), [], None
+        try:
+            with client.stream("POST", base + "/generate", json=body) as r:
+                if r.status_code != 200:
+                    r.read()
+                    return t0, arrivals, None, f"HTTP {r.status_code}"
+                event = None
+                for line in r.iter_lines():
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: "):
+                        if event == "done":
+                            done = json.loads(line[6:])
+                        else:
+                            arrivals.append(time.perf_counter())
+                        event = None
+        except httpx.HTTPError as e:
+            return t0, arrivals, None, type(e).__name__
+        if done is None:
+            return t0, arrivals, None, "no done event"
+        if done.get("finish_reason") == "error":
+            return t0, arrivals, done, "finish_reason error"
+        return t0, arrivals, done, None
+
+    def worker(i: int) -> None:
+        nonlocal sent, tokens_done, first_error, last_done
+        with httpx.Client(timeout=timeout_s, headers=headers) as client:
+            for w in range(warmup):
+                one(client, i + w)
+            barrier.wait()
+            while True:
+                with lock:
+                    if sent >= requests or time.perf_counter() >= deadline:
+                        return
+                    index, sent = sent, sent + 1
+                t0, arrivals, _, problem = one(client, index)
+                t1 = time.perf_counter()
+                with lock:
+                    last_done = max(last_done, t1)
+                    if problem:
+                        kinds[problem] += 1
+                        first_error = first_error or problem
+                        continue
+                    tokens_done += len(arrivals)
+                    latency.append(t1 - t0)
+                    if arrivals:
+                        ttft.append(arrivals[0] - t0)
+                        tbt.extend(b - a for a, b in itertools.pairwise(arrivals))
+                        if len(arrivals) > 1 and arrivals[-1] > arrivals[0]:
+                            per_request.append((len(arrivals) - 1) / (arrivals[-1] - arrivals[0]))
+
+    start_box: list[float] = []
+    deadline = float("inf")
+
+    def set_deadline() -> None:
+        nonlocal deadline
+        start_box.append(time.perf_counter())
+        deadline = start_box[-1] + duration_s
+
+    barrier = threading.Barrier(concurrency, action=set_deadline)
+    threads = [threading.Thread(target=worker, args=(i,), name=f"load-test-generate-{i}") for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    start = start_box[-1] if start_box else time.perf_counter()
+    wall = max(last_done - start, 0.0)
+
+    def pct(values: list[float], prefix: str, keys: Sequence[str] = ("p50", "p95", "p99")) -> dict[str, float]:
+        got = latency_percentiles(values)
+        return {f"{prefix}_{k}_ms": got[f"{k}_ms"] for k in keys}
+
+    ok = len(latency)
+    return {
+        "url": base,
+        "batching": health.get("batching"),
+        "max_batch": health.get("max_batch"),
+        "concurrency": concurrency,
+        "requests_sent": sent,
+        "ok": ok,
+        "errors": sum(kinds.values()),
+        "errors_by_kind": dict(kinds),
+        "first_error": first_error,
+        "stopped_by": "requests" if sent >= requests else "duration",
+        "duration_s": round(wall, 4),
+        "max_new_tokens": max_new_tokens,
+        "completion_tokens": tokens_done,
+        **pct(ttft, "ttft"),
+        **pct(tbt, "tbt"),
+        **pct(latency, "latency", ("p50", "p99")),
+        "tokens_per_s_per_request": float(pd.Series(per_request).median()) if per_request else float("nan"),
+        "tokens_per_s": tokens_done / wall if wall > 0 else 0.0,
+    }
+
+
+def load_test_levels(url: str, levels: Sequence[int], *, generate: bool = False, **options: Any) -> pd.DataFrame:
+    """One load test per concurrency level, a row each (``load_test``'s, or with ``generate``
+    ``load_test_generate``'s); the runs follow each other, lowest level first.
+
+    Example:
+        >>> load_test_levels("http://127.0.0.1:8000", [])
+        Traceback (most recent call last):
+        ...
+        ValueError: levels must be concurrency levels, integers >= 1 (got [])
+    """
+    from .serve import load_test
+
+    if not levels or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in levels):
+        raise ValueError(f"levels must be concurrency levels, integers >= 1 (got {list(levels)!r})")
+    test = load_test_generate if generate else load_test
+    return pd.DataFrame([test(url, concurrency=level, **options) for level in sorted(set(levels))])
