@@ -218,10 +218,15 @@ class BoundEverywhere:
         pass
 
 
-def test_all_interfaces_banner_says_so_and_warns(capsys, monkeypatch, bundle_dir):
+def test_all_interfaces_needs_a_token_and_the_banner_says_so_without_printing_it(capsys, monkeypatch, bundle_dir):
     ran = []
     monkeypatch.setattr(serve_module, "_bind", lambda host, port: BoundEverywhere())
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: ran.append(sockets))
+    monkeypatch.delenv("WORKBENCH_SERVE_TOKEN", raising=False)
+    line = refused(capsys, ["serve", str(bundle_dir), "--host", "0.0.0.0", "--port", "8123"])
+    assert "binding to 0.0.0.0 lets other machines reach the model, so it needs a token" in line and not ran
+    token = "a-token-long-enough-0123456789"
+    monkeypatch.setenv("WORKBENCH_SERVE_TOKEN", token)
     assert cli.main(["serve", str(bundle_dir), "--host", "0.0.0.0", "--port", "8123"]) == 0
     out, err = capsys.readouterr()
     assert len(ran) == 1 and isinstance(ran[0][0], BoundEverywhere)  # uvicorn serves on the socket bound first
@@ -229,11 +234,11 @@ def test_all_interfaces_banner_says_so_and_warns(capsys, monkeypatch, bundle_dir
     assert (
         banner.startswith("Serving ")
         and "on http://0.0.0.0:8123, all interfaces: reachable from other machines" in banner
+        and "every request needing its bearer token" in banner
     )
-    assert err.strip().splitlines() == [
-        "warning: http://0.0.0.0:8123 is reachable from other machines and has no authentication yet: anyone who can "
-        "reach it can use the model; serve with --host 127.0.0.1 to keep it on this machine"
-    ]
+    assert token not in out + err and not err.strip()
+    monkeypatch.setenv("WORKBENCH_SERVE_TOKEN", "short")
+    assert "at least 16 printable characters" in refused(capsys, ["serve", str(bundle_dir), "--port", "0"])
 
 
 def test_the_banner_gives_the_port_really_bound_and_ctrl_c_stops(bundle_dir):

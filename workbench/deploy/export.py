@@ -137,9 +137,15 @@ def export(
     - ``overwrite`` replaces an existing bundle at ``out`` (a folder with a Workbench card and only the
       model files beside it; never a result store or a folder holding anything else), swapped in atomically.
     """
+    if fmt is not None and fmt not in FORMATS:
+        raise unknown_name_error("export format", fmt, FORMATS)
+    formats = ["onnx", "torch-export"] if fmt in (None, "both") else [fmt]
+    _check_options(opset if "onnx" in formats else None, threads)
+    out = Path(out)
+    _check_destination(out, overwrite)  # before the model is even loaded: a bad --out costs nothing
     if not isinstance(source, nn.Module):
-        result = source if isinstance(source, Result) else ResultStore.open(store).get(source)
-        if result.config.task == "lm":
+        source = source if isinstance(source, Result) else ResultStore.open(store).get(source)
+        if source.config.task == "lm":
             from .lm_bundle import export_lm
 
             if fmt is not None or opset is not None:
@@ -148,16 +154,8 @@ def export(
                     "drop --format and --opset"
                 )
             return export_lm(
-                result, out, store=store, data_root=data_root, threads=threads, overwrite=overwrite, check=check
+                source, out, store=store, data_root=data_root, threads=threads, overwrite=overwrite, check=check
             )
-        source = result
-    fmt = "both" if fmt is None else fmt
-    if fmt not in FORMATS:
-        raise unknown_name_error("export format", fmt, FORMATS)
-    formats = ["onnx", "torch-export"] if fmt == "both" else [fmt]
-    _check_options(opset if "onnx" in formats else None, threads)
-    out = Path(out)
-    _check_destination(out, overwrite)  # before the model is even loaded: a bad --out costs nothing
     model, config, result = _resolve(source, store, config)
     dataset = load_dataset(config.data.dataset, root=data_root)
     chw = tuple(dataset.test_x.shape[1:])

@@ -26,16 +26,7 @@ import pandas as pd
 
 from .._errors import require_modules
 
-DEFAULT_PROMPTS = (
-    "def ",
-    "import os\n",
-    "class Config:\n    def __init__(self",
-    "for i in range(",
-    "    return ",
-    "# ",
-    "if __name__ == ",
-    "with open(",
-)
+DEFAULT_PROMPTS = ("def ", "import os\n", "class Config:\n", "for i in range(", "    return ", "# ", "with open(")
 
 
 def load_test_generate(
@@ -108,7 +99,7 @@ def load_test_generate(
             with client.stream("POST", base + "/generate", json=body) as r:
                 if r.status_code != 200:
                     r.read()
-                    return t0, arrivals, None, f"HTTP {r.status_code}"
+                    return t0, arrivals, None, f"HTTP {r.status_code}: {_reason(r)}"
                 event = None
                 for line in r.iter_lines():
                     if line.startswith("event: "):
@@ -143,7 +134,7 @@ def load_test_generate(
                 with lock:
                     last_done = max(last_done, t1)
                     if problem:
-                        kinds[problem] += 1
+                        kinds[problem.split(":")[0]] += 1
                         first_error = first_error or problem
                         continue
                     tokens_done += len(arrivals)
@@ -196,6 +187,12 @@ def load_test_generate(
         "tokens_per_s_per_request": float(pd.Series(per_request).median()) if per_request else float("nan"),
         "tokens_per_s": tokens_done / wall if wall > 0 else 0.0,
     }
+
+
+def _reason(response: Any) -> str:
+    from .serve import _reason as reason
+
+    return reason(response)
 
 
 def load_test_levels(url: str, levels: Sequence[int], *, generate: bool = False, **options: Any) -> pd.DataFrame:

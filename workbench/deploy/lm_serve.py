@@ -168,7 +168,7 @@ def make_lm_app(
                 raise _Refused(415, f"Content-Type {media or 'none'!r} is not served: send application/json")
             ids, sampling, stream = parse(await _read_body(request, max_body_bytes))
             if in_flight["streams"] >= max_streams:
-                raise _Refused(429, f"{max_streams} requests are in flight, this server's max_streams: retry shortly")
+                raise _Refused(429, f"this server's max_streams={max_streams} requests are in flight: retry shortly")
         except _Refused as e:
             headers = {"retry-after": "1"} if e.status == 429 else None
             return _error(JSONResponse, e.status, e.message, headers)
