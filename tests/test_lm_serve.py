@@ -23,6 +23,7 @@ from workbench.deploy import (
     load_test,
     load_test_levels,
     serving,
+    stream_generate,
 )
 from workbench.models.gpt import GPT, gpt_args
 from workbench.report.charts import serving_chart
@@ -153,6 +154,14 @@ def test_generate_answers_as_json_and_as_streamed_events(bundles):
         ]
         assert sampled[0]["tokens"] == sampled[1]["tokens"]
         assert httpx.get(url + "/card").json()["task"] == "lm"
+        pieces = stream_generate(url, "def ", max_new_tokens=12, temperature=0)
+        text = ""
+        with pytest.raises(StopIteration) as finished:
+            while True:
+                text += next(pieces)
+        assert text == finished.value.value["text"] == whole["text"]
+        with pytest.raises(ValueError, match="answered 422: max_new_tokens must be"):
+            next(stream_generate(url, "def ", max_new_tokens=0))
 
 
 BAD = [

@@ -23,7 +23,7 @@ from .export import (
     precision_of,
 )
 from .lm_bundle import export_lm, load_language_model
-from .lm_load import load_test_generate, load_test_levels
+from .lm_load import load_test_generate, load_test_levels, server_sent_events, stream_generate
 from .lm_serve import make_lm_app
 from .runtimes import runtime_comparison, runtime_label
 from .serve import load_test, make_app, serve, serving
@@ -62,5 +62,7 @@ __all__ = [
     "runtime_comparison",
     "runtime_label",
     "serve",
+    "server_sent_events",
     "serving",
+    "stream_generate",
 ]

@@ -19,7 +19,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import pandas as pd
@@ -100,16 +100,11 @@ def load_test_generate(
                 if r.status_code != 200:
                     r.read()
                     return t0, arrivals, None, f"HTTP {r.status_code}: {_reason(r)}"
-                event = None
-                for line in r.iter_lines():
-                    if line.startswith("event: "):
-                        event = line[7:]
-                    elif line.startswith("data: "):
-                        if event == "done":
-                            done = json.loads(line[6:])
-                        else:
-                            arrivals.append(time.perf_counter())
-                        event = None
+                for kind, data in server_sent_events(r.iter_lines()):
+                    if kind == "done":
+                        done = data
+                    else:
+                        arrivals.append(time.perf_counter())
         except httpx.HTTPError as e:
             return t0, arrivals, None, type(e).__name__
         if done is None:
@@ -187,6 +182,50 @@ def load_test_generate(
         "tokens_per_s_per_request": float(pd.Series(per_request).median()) if per_request else float("nan"),
         "tokens_per_s": tokens_done / wall if wall > 0 else 0.0,
     }
+
+
+def server_sent_events(lines: Iterable[str]) -> Iterator[tuple[str, dict]]:
+    """(event name, its JSON data) of each event in a ``/generate`` stream's lines, as they come; an event
+    without a name is a ``token``.
+
+    Example:
+        >>> list(server_sent_events(['data: {"token": 7, "text": "a"}', "", "event: done", 'data: {"text": "a"}', ""]))
+        [('token', {'token': 7, 'text': 'a'}), ('done', {'text': 'a'})]
+    """
+    kind = None
+    for line in lines:
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            yield kind or "token", json.loads(line[6:])
+            kind = None
+
+
+def stream_generate(url: str, prompt: str, *, token: str | None = None, timeout_s: float = 60.0, **options: Any):
+    """Stream one completion from a served language model: yields each new piece of text as it arrives,
+    and returns the final answer (the generator's return value: ``StopIteration.value``). ``options``
+    are ``POST /generate``'s fields (``max_new_tokens``, ``temperature``, ``top_k``, ``top_p``, ``seed``,
+    ``stop``). A refusal raises ``ValueError`` with the server's one line.
+
+    Example:
+        >>> for piece in stream_generate(url, "def ", max_new_tokens=16, temperature=0):  # doctest: +SKIP
+        ...     print(piece, end="", flush=True)
+    """
+    require_modules(["httpx"], "stream_generate", "pip install httpx")
+    import httpx
+
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    body = {"prompt": prompt, **options, "stream": True}
+    base = url.rstrip("/").removesuffix("/generate")
+    with httpx.stream("POST", base + "/generate", json=body, headers=headers, timeout=timeout_s) as r:
+        if r.status_code != 200:
+            r.read()
+            raise ValueError(f"{base}/generate answered {r.status_code}: {_reason(r)}")
+        for kind, data in server_sent_events(r.iter_lines()):
+            if kind == "done":
+                return data
+            yield data["text"]
+    raise ConnectionError(f"{base}/generate ended the stream without its done event")
 
 
 def _reason(response: Any) -> str:
