@@ -241,6 +241,17 @@ EXPECTED = {
         "measure_device_name",
         "training_memory_device",
     ],
+    "17_llm_serving": [
+        "perplexity",
+        "parity",
+        "weights",
+        "levels",
+        "gain",
+        "rows_per_step",
+        "stranger_status",
+        "friend_status",
+        "measure_device_name",
+    ],
     "09_model_search": [
         "hypervolume_mean",
         "best_strategy",
@@ -586,6 +597,42 @@ TAKEAWAYS = {
                 and all(
                     0 <= r["acceptance"] <= 1 and 1 <= r["tokens_per_target_pass"] <= r["lookahead"] + 1
                     for r in m["speculative"][1:]
+                )
+            ),
+        ),
+    ],
+    "17_llm_serving": [
+        (
+            "the bundle's weights are safetensors whose reloaded logits equal the run's",
+            lambda m: m["weights"] == "safetensors" and m["parity"]["passed"] and m["parity"]["max_abs_error"] == 0,
+        ),
+        (
+            "streamed answers end at new_tokens; an over-cap request gets a 422, a stranger a 401, the token a 200",
+            lambda m: (
+                all(a["completion_tokens"] == m["new_tokens"] and a["finish_reason"] == "length" for a in m["streamed"])
+                and (m["refused_status"], m["stranger_status"], m["friend_status"]) == (422, 401, 200)
+            ),
+        ),
+        (
+            "every request of the load test was answered; one at a time decodes one request a step, continuous "
+            "batching more than one, and the gain is its tokens/s over one at a time's at the most clients",
+            lambda m: (
+                all(r["errors"] == 0 and r["ok"] == r["requests_sent"] > 0 for r in m["levels"])
+                and m["rows_per_step"]["off"] == 1.0
+                and m["rows_per_step"]["continuous"] > 1.0
+                and math.isclose(
+                    m["gain"],
+                    next(
+                        r["tokens_per_s"]
+                        for r in m["levels"]
+                        if r["batching"] == "continuous" and r["concurrency"] == m["top_clients"]
+                    )
+                    / next(
+                        r["tokens_per_s"]
+                        for r in m["levels"]
+                        if r["batching"] == "off" and r["concurrency"] == m["top_clients"]
+                    ),
+                    rel_tol=1e-9,
                 )
             ),
         ),
