@@ -10,11 +10,12 @@ reads the weights once for all of them. Three policies (``BATCHING``), so they c
   request ends;
 - ``off``: one request at a time.
 
-Each joining request is prefilled alone (its prompt in one forward pass, giving its first token),
-then its keys and values are merged into the batch's KV cache. Rows are right-aligned: a row shorter
-than the longest is left-padded, and the model is told which cache slots are padding (``real``), so
-it attends to its own tokens only and counts positions from its own first token: every row computes
-what it would alone (test: each greedy output equals the request's output served alone). When the
+The requests that join together are prefilled together (their prompts left-padded into one forward
+pass, giving each its first token), then their keys and values are merged into the batch's KV cache.
+Rows are right-aligned: a row shorter than the longest is left-padded, and the model is told which cache
+slots are padding (``real``), so it attends to its own tokens only and counts positions from its own first
+token: every row computes what it would alone (test: each greedy output equals the request's output
+served alone). When the
 longest row leaves, the padding columns every row has are dropped.
 
 A row whose tokens fill the model's context (``block_size``) keeps its last ``block_size // 2`` tokens
@@ -48,7 +49,7 @@ import torch
 
 from .._errors import one_line
 from ..data import Tokenizer
-from ..models.generation import sample
+from ..models.generation import left_pad, sample
 from ..models.gpt import GPT, KVCache
 
 BATCHING = ("continuous", "static", "off")
@@ -250,8 +251,8 @@ class DecodeEngine:
             try:
                 with torch.no_grad():
                     self._drop_finished()
-                    for stream in joining:
-                        self._join(stream)
+                    if joining:
+                        self._join(joining)
                     self._drop_finished()
                     if self._rows:
                         self._step()
@@ -278,21 +279,25 @@ class DecodeEngine:
             self._finish(stream, "cancelled")
         return joining
 
-    def _join(self, stream: Stream, keep: int | None = None) -> None:
-        """Prefill ``stream``'s last ``keep`` tokens (all of them: None) alone, choose its next token, and
-        merge its keys and values into the batch's cache as a new row."""
-        ids = stream.history()[-(keep or self.block_size) :]
-        cache = self.model.new_cache(1)
-        logits = self.model(torch.tensor([ids], device=self.device), cache=cache, last_only=True)[:, -1]
-        if not self._emit(stream, logits[0]):
-            return
-        length = len(ids)
+    def _join(self, streams: list[Stream], keep: int | None = None) -> None:
+        """Prefill the ``streams`` that arrived together in one forward pass (left-padded to the longest), each
+        its last ``keep`` tokens (all of them: None); choose each one's next token, and merge their keys and
+        values into the batch's cache as new rows (one that finished at once is dropped by the next
+        ``_drop_finished``)."""
+        prompts = [torch.tensor(s.history()[-(keep or self.block_size) :]) for s in streams]
+        ids, real = left_pad(prompts, self.device)
+        real = torch.ones_like(ids, dtype=torch.bool) if real is None else real
+        cache = self.model.new_cache(len(streams))
+        logits = self.model(ids, cache=cache, real=real, last_only=True)[:, -1]
+        greedy = logits.argmax(dim=-1).tolist()
+        for i, stream in enumerate(streams):
+            self._emit(stream, logits[i], greedy[i])
         if not self._rows:
-            self._cache, self._real = cache, torch.ones(1, length, dtype=torch.bool, device=self.device)
+            self._cache, self._real = cache, real
         else:
-            self._cache, self._real = _merge(self._cache, self._real, cache, length, self.model)
-        self._rows.append(stream)
-        self._pending.append(stream.tokens[-1])
+            self._cache, self._real = _merge(self._cache, self._real, cache, real, self.model)
+        self._rows += streams
+        self._pending += [s.tokens[-1] for s in streams]
 
     def _step(self) -> None:
         """One token for every row; rows whose context is full shift theirs first."""
@@ -302,7 +307,7 @@ class DecodeEngine:
             self._keep_rows([i for i in range(len(self._rows)) if i not in full])
             for stream in shifted:
                 stream.context_shifts += 1
-                self._join(stream, keep=self.block_size // 2)
+            self._join(shifted, keep=self.block_size // 2)
             if not self._rows:
                 return
         ids = torch.tensor(self._pending, device=self.device)[:, None]
@@ -311,14 +316,19 @@ class DecodeEngine:
         self._real = real
         self.steps += 1
         self.rows_decoded += len(self._rows)
+        greedy = logits.argmax(dim=-1).tolist()  # one call for every row; sampled rows draw their own
         for i, stream in enumerate(self._rows):
-            self._emit(stream, logits[i])
+            self._emit(stream, logits[i], greedy[i])
             self._pending[i] = stream.tokens[-1]
 
-    def _emit(self, stream: Stream, logits: torch.Tensor) -> bool:
-        """Choose ``stream``'s next token from its logits and tell its client; False once it is finished."""
+    def _emit(self, stream: Stream, logits: torch.Tensor, greedy: int) -> bool:
+        """Choose ``stream``'s next token (``greedy``, the likeliest, where its temperature is 0) and tell its
+        client; False once it is finished."""
         s = stream.sampling
-        token = int(sample(logits[None].float(), s.temperature, s.top_k, s.top_p, stream.generator)[0])
+        if s.temperature == 0:
+            token = greedy
+        else:
+            token = int(sample(logits[None].float(), s.temperature, s.top_k, s.top_p, stream.generator)[0])
         stream.tokens.append(token)
         if stream.first_token_at is None:
             stream.first_token_at = time.perf_counter()
@@ -392,19 +402,21 @@ def _cache_tensors(cache: KVCache) -> list[list[torch.Tensor]]:
     return [getattr(cache, n) for n in names if hasattr(cache, n)]
 
 
-def _merge(batch: KVCache, real: torch.Tensor, new: KVCache, length: int, model: GPT) -> tuple[KVCache, torch.Tensor]:
-    """A cache of ``batch``'s rows plus ``new``'s one row, right-aligned at the longer of the two."""
-    rows, pos = real.size(0), batch.pos
+def _merge(
+    batch: KVCache, real: torch.Tensor, new: KVCache, new_real: torch.Tensor, model: GPT
+) -> tuple[KVCache, torch.Tensor]:
+    """A cache of ``batch``'s rows and then ``new``'s, all right-aligned at the longer of the two."""
+    rows, pos, added, length = real.size(0), batch.pos, new_real.size(0), new.pos
     end = max(pos, length)
-    merged = model.new_cache(rows + 1)
-    for target, old, one in zip(_cache_tensors(merged), _cache_tensors(batch), _cache_tensors(new), strict=True):
+    merged = model.new_cache(rows + added)
+    for target, old, more in zip(_cache_tensors(merged), _cache_tensors(batch), _cache_tensors(new), strict=True):
         for layer in range(len(target)):
             target[layer][:rows, :, end - pos : end] = old[layer][:, :, :pos]
-            target[layer][rows, :, end - length : end] = one[layer][0, :, :length]
+            target[layer][rows:, :, end - length : end] = more[layer][:, :, :length]
     merged.pos = end
-    mask = torch.zeros(rows + 1, end, dtype=torch.bool, device=real.device)
+    mask = torch.zeros(rows + added, end, dtype=torch.bool, device=real.device)
     mask[:rows, end - pos :] = real
-    mask[rows, end - length :] = True
+    mask[rows:, end - length :] = new_real
     return merged, mask
 
 
