@@ -15,8 +15,7 @@ pass, giving each its first token), then their keys and values are merged into t
 Rows are right-aligned: a row shorter than the longest is left-padded, and the model is told which cache
 slots are padding (``real``), so it attends to its own tokens only and counts positions from its own first
 token: every row computes what it would alone (test: each greedy output equals the request's output
-served alone). When the
-longest row leaves, the padding columns every row has are dropped.
+served alone). When the longest row leaves, the padding columns every row has are dropped.
 
 A row whose tokens fill the model's context (``block_size``) keeps its last ``block_size // 2`` tokens
 and is prefilled again from them (a context shift, as llama.cpp does), since every kept token's
