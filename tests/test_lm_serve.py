@@ -164,6 +164,16 @@ def test_generate_answers_as_json_and_as_streamed_events(bundles):
             next(stream_generate(url, "def ", max_new_tokens=0))
 
 
+def test_the_load_test_command_takes_levels_and_says_when_generate_is_missing(bundles, capsys):
+    with serving(bundles["float"][1].path) as url:
+        argv = ["load-test", url, "--generate", "--concurrency", "1", "2", "--requests", "2", "--max-new-tokens", "3"]
+        assert cli.main(argv) == 0
+        table = capsys.readouterr().out
+        assert "tokens_per_s" in table and "ttft_p99_ms" in table and len(table.strip().splitlines()) == 3
+        assert cli.main(["load-test", url, "--requests", "2"]) == 2
+        assert "serves a language model: load-test it with generate=True (--generate)" in capsys.readouterr().err
+
+
 BAD = [
     ({"content": b"{", "headers": {"content-type": "application/json"}}, 400, "not JSON"),
     ({"content": b"[1]", "headers": {"content-type": "application/json"}}, 400, "not an object"),
