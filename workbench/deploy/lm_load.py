@@ -52,7 +52,7 @@ def load_test_generate(
     (every gap between two tokens of a request, pooled), ``latency_{p50,p99}_ms`` (whole requests),
     ``tokens_per_s_per_request`` (median over requests of their tokens after the first over the time
     after the first) and ``tokens_per_s`` (all tokens over the wall time: the server's throughput)."""
-    from .serve import latency_percentiles
+    from .serve import latency_percentiles, server_health
 
     for name, value in (("concurrency", concurrency), ("requests", requests), ("max_new_tokens", max_new_tokens)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -67,18 +67,9 @@ def load_test_generate(
 
     base = url.rstrip("/").removesuffix("/generate")
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    try:
-        reply = httpx.get(base + "/health", timeout=timeout_s, headers=headers)
-        health = reply.json() if reply.status_code == 200 else None
-    except (httpx.HTTPError, ValueError) as e:
-        raise ConnectionError(
-            f"No server answers at {base} ({type(e).__name__}): start it with workbench serve BUNDLE"
-        ) from None
-    if reply.status_code == 401:
-        raise ConnectionError(f"{base} requires a token: pass token=... (--token, or $WORKBENCH_SERVE_TOKEN)")
+    health = server_health(base, timeout_s, headers)
     if not isinstance(health, dict) or health.get("task") != "lm":
-        why = "" if reply.status_code == 200 else f" (GET /health answered {reply.status_code})"
-        raise ConnectionError(f"{base} does not serve a language model{why}: serve an LM bundle, or drop --generate")
+        raise ConnectionError(f"{base} does not serve a language model: serve an LM bundle, or drop --generate")
 
     concurrency = min(concurrency, requests)
     lock = threading.Lock()

@@ -32,7 +32,6 @@ import os
 from typing import Any
 
 from .._errors import one_line, require_modules
-from .access import Guard
 from .batching import BATCHING, DecodeEngine, Sampling, sampling_problems
 from .bundle import Bundle, load_bundle
 
@@ -64,14 +63,12 @@ def make_lm_app(
     ``token`` and ``rate_limit`` as ``access.Guard``. One greedy token is decoded here, so a bundle that
     cannot serve fails now. ``app.state.close()`` stops the decode thread."""
     require_modules(["starlette"], "Serving a bundle", "pip install starlette uvicorn httpx")
-    from starlette.applications import Starlette
-    from starlette.exceptions import HTTPException
     from starlette.requests import ClientDisconnect
     from starlette.responses import JSONResponse, StreamingResponse
     from starlette.routing import Route
 
     from .lm_bundle import load_language_model
-    from .serve import _error, _read_body, _Refused, _require_int
+    from .serve import _error, _read_body, _Refused, _require_int, guarded_app
 
     if batching not in BATCHING:
         raise ValueError(f"batching must be one of {', '.join(BATCHING)} (got {batching!r})")
@@ -242,22 +239,7 @@ def make_lm_app(
     async def card(request: Any) -> Any:
         return JSONResponse(bundle.card)
 
-    async def http_error(request: Any, exc: Any) -> Any:
-        return _error(
-            JSONResponse,
-            exc.status_code,
-            f"{request.method} {request.url.path}: {exc.detail}; "
-            "this server has GET /health, GET /card and POST /generate",
-            exc.headers,
-        )
-
-    app = Starlette(
-        routes=[Route("/health", health), Route("/card", card), Route("/generate", generate, methods=["POST"])],
-        exception_handlers={HTTPException: http_error},
-    )
-    guard = Guard(app, token=token, rate_limit=rate_limit)
-    guard.state = app.state
-    app.state.workbench = dict(info, bundle=str(bundle.path))
-    app.state.close = engine.close
-    app.state.engine = engine
+    routes = [Route("/health", health), Route("/card", card), Route("/generate", generate, methods=["POST"])]
+    info["bundle"] = str(bundle.path)
+    guard = guarded_app(routes, info, token=token, rate_limit=rate_limit, close=engine.close)
     return guard

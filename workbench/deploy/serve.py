@@ -139,9 +139,7 @@ def make_app(
             f"{', '.join(lm_options)}: options of a language-model server, and {bundle.path} holds an image model"
         )
     max_batch = 256 if max_batch is None else max_batch
-    from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException
     from starlette.requests import ClientDisconnect
     from starlette.responses import JSONResponse
     from starlette.routing import Route
@@ -209,23 +207,30 @@ def make_app(
     async def card(request: Any) -> Any:
         return JSONResponse(bundle.card)
 
-    async def http_error(request: Any, exc: Any) -> Any:  # 404, 405: JSON like every other error
-        return _error(
-            JSONResponse,
-            exc.status_code,
-            f"{request.method} {request.url.path}: {exc.detail}; "
-            "this server has GET /health, GET /card and POST /predict",
-            exc.headers,
-        )
+    routes = [Route("/health", health), Route("/card", card), Route("/predict", predict, methods=["POST"])]
+    return guarded_app(routes, dict(info, bundle=str(bundle.path)), token=token, rate_limit=rate_limit)
 
-    app = Starlette(
-        routes=[Route("/health", health), Route("/card", card), Route("/predict", predict, methods=["POST"])],
-        exception_handlers={HTTPException: http_error},
-    )
+
+def guarded_app(routes: list, info: dict[str, Any], *, token: str | None, rate_limit: float | None, close=None) -> Any:
+    """A Starlette app of ``routes`` behind ``access.Guard`` (``token``, ``rate_limit``): a path or method
+    it lacks (404, 405) is answered as JSON like every other error, naming the routes it has. The app's
+    ``state`` is reachable from the guard: ``workbench`` (``info`` and the kind of authentication) and
+    ``close`` (``close``, e.g. stopping a decode thread, or nothing)."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.responses import JSONResponse
+
+    offered = ", ".join(f"{'POST' if 'POST' in (r.methods or ()) else 'GET'} {r.path}" for r in routes)
+
+    async def http_error(request: Any, exc: Any) -> Any:
+        detail = f"{request.method} {request.url.path}: {exc.detail}; this server has {offered}"
+        return _error(JSONResponse, exc.status_code, detail, exc.headers)
+
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     guard = Guard(app, token=token, rate_limit=rate_limit)
     guard.state = app.state
-    app.state.workbench = dict(info, bundle=str(bundle.path), auth="bearer token" if token else "none (loopback only)")
-    app.state.close = lambda: None
+    app.state.workbench = dict(info, auth="bearer token" if token else "none (loopback only)")
+    app.state.close = close or (lambda: None)
     return guard
 
 
@@ -788,16 +793,8 @@ def load_test(
     # ~20 ms, a minute for 2,000 clients.
     tls = ssl.create_default_context()
     base = url.rstrip("/").removesuffix("/predict")
-    try:
-        auth = {"authorization": f"Bearer {token}"} if token else {}
-        reply = httpx.get(base + "/health", timeout=timeout_s, verify=tls, headers=auth)
-        health = reply.json() if reply.status_code == 200 else None
-    except (httpx.HTTPError, ValueError) as e:
-        raise ConnectionError(
-            f"No server answers at {base} ({type(e).__name__}): start it with workbench serve BUNDLE"
-        ) from None
-    if reply.status_code == 401:
-        raise ConnectionError(f"{base} requires a token: pass token=... (--token, or $WORKBENCH_SERVE_TOKEN)")
+    auth = {"authorization": f"Bearer {token}"} if token else {}
+    health = server_health(base, timeout_s, auth, verify=tls)
     if isinstance(health, dict) and health.get("task") == "lm":
         raise ValueError(f"{base} serves a language model: load-test it with generate=True (--generate)")
     if not isinstance(health, dict) or "input_shape" not in health:
@@ -879,6 +876,23 @@ def load_test(
         "throughput_rps": ok / wall if wall > 0 else 0.0,
         "throughput_ips": ok * batch / wall if wall > 0 else 0.0,
     }
+
+
+def server_health(base: str, timeout_s: float, headers: dict[str, str], **client: Any) -> dict[str, Any] | None:
+    """``GET /health`` of the server at ``base`` (None if it answers anything but JSON with 200); one line
+    for no server there, or one that wants a token."""
+    import httpx
+
+    try:
+        reply = httpx.get(base + "/health", timeout=timeout_s, headers=headers, **client)
+        health = reply.json() if reply.status_code == 200 else None
+    except (httpx.HTTPError, ValueError) as e:
+        raise ConnectionError(
+            f"No server answers at {base} ({type(e).__name__}): start it with workbench serve BUNDLE"
+        ) from None
+    if reply.status_code == 401:
+        raise ConnectionError(f"{base} requires a token: pass token=... (--token, or $WORKBENCH_SERVE_TOKEN)")
+    return health
 
 
 def _each(function: Any, items: Any, name: str) -> None:

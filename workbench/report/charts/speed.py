@@ -205,17 +205,21 @@ def serving_chart(reports: Sequence[dict]) -> Figure:
     thr.plot(df["concurrency"], df["throughput_rps"], marker="o")
     lat.set_ylabel("request latency (ms)")
     thr.set_ylabel("throughput (requests/s)")
-    for ax in (lat, thr):
-        ax.set_xlabel("requests in flight (concurrency)")
-        ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
+    _concurrency_axes(lat, thr)
     lat.legend(fontsize=8)
     batch = "/".join(str(b) for b in sorted(df["batch_size"].unique())) if "batch_size" in df else "?"
     where = df["server"].iloc[0] if "server" in df else "this machine"
     fig.suptitle(f"Served over HTTP on {where} (client on the same machine), batch {batch} per request")
     return fig
+
+
+def _concurrency_axes(*axes) -> None:
+    for ax in axes:
+        ax.set_xlabel("requests in flight (concurrency)")
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
 
 
 def _generation_serving_chart(df: pd.DataFrame) -> Figure:
@@ -237,13 +241,9 @@ def _generation_serving_chart(df: pd.DataFrame) -> Figure:
         thr.plot(part["concurrency"], part["tokens_per_s"], marker="o", color=colour, label=f"{name} batching")
     lat.set_ylabel("time to first token (ms)")
     thr.set_ylabel("tokens/s, all requests together")
-    for ax in (lat, thr):
-        ax.set_xlabel("requests in flight (concurrency)")
-        ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    _concurrency_axes(lat, thr)
+    lat.legend(fontsize=8)
+    thr.legend(fontsize=8)
     where = df["server"].iloc[0] if "server" in df else "this machine"
     fig.suptitle(f"A language model served over HTTP on {where} (client on the same machine), streamed tokens")
     return fig
