@@ -210,12 +210,20 @@ def test_a_token_is_required_beyond_loopback_and_checked_on_every_request(bundle
     assert cli.main(["serve", path, "--host", "0.0.0.0", "--port", "0"]) == 2
     assert "needs a token" in capsys.readouterr().err
     with serving(path, token=TOKEN) as url:
-        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}):
+        for headers in (
+            {},
+            {"authorization": "Bearer wrong"},
+            {"authorization": TOKEN},
+            {"authorization": f"Basic {TOKEN}"},
+        ):
             r = httpx.post(url + "/generate", json={"prompt": "a", "max_new_tokens": 1}, headers=headers)
             assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
             assert TOKEN not in r.text
         good = {"authorization": f"Bearer {TOKEN}"}
-        assert httpx.get(url + "/health", headers=good).json()["refused"]["unauthorized"] == 3
+        assert httpx.get(url + "/health", headers=good).json()["refused"]["unauthorized"] == 4
+        assert httpx.get(url + "/health", headers={"authorization": f"bearer {TOKEN}"}).status_code == 200  # any case
+        big = httpx.get(url + "/health", headers={**good, "x-padding": "a" * 20_000})  # one write, one read
+        assert big.status_code == 431 and "over this server's 16,384" in big.json()["error"]
         assert httpx.post(url + "/generate", json={"prompt": "a", "max_new_tokens": 1}, headers=good).status_code == 200
         report = load_test(url, generate=True, token=TOKEN, concurrency=2, requests=4, max_new_tokens=4)
         assert report["ok"] == 4 and report["errors"] == 0
@@ -236,6 +244,13 @@ def test_max_streams_and_a_client_that_leaves(bundles):
             time.sleep(0.02)
         health = httpx.get(url + "/health").json()
         assert health["in_flight"] == 0 and health["cancelled"] == 1
+        # The same for a client waiting for a JSON answer: it gives up, the server notices within 50 ms.
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url + "/generate", json={**long, "stream": False}, timeout=0.5)
+        while httpx.get(url + "/health").json()["in_flight"] and time.monotonic() < deadline + 10:
+            time.sleep(0.02)
+        health = httpx.get(url + "/health").json()
+        assert health["in_flight"] == 0 and health["cancelled"] == 2
         assert httpx.post(url + "/generate", json={"prompt": "a", "max_new_tokens": 1}).status_code == 200
 
 

@@ -5,6 +5,7 @@ either server (images or a language model) as one ASGI middleware.
   or the ``WORKBENCH_SERVE_TOKEN`` environment variable); with a token, on any address, every request
   needs ``Authorization: Bearer <token>``, or gets a 401. The token is compared in constant time
   (``hmac.compare_digest``) and never printed or logged.
+- request headers over 16 KiB get a 431 (h11 refuses a head that size only when it arrives in pieces).
 - ``rate_limit`` requests a second per client address (a token bucket holding ``rate_limit`` requests,
   at least 1): beyond it a 429 with ``Retry-After``.
 
@@ -30,6 +31,7 @@ from typing import Any
 
 TOKEN_ENV = "WORKBENCH_SERVE_TOKEN"
 MIN_TOKEN_CHARS = 16
+MAX_HEADER_BYTES = 16 * 1024  # h11's own limit on a request head, which uvicorn enforces only on one in pieces
 MAX_TRACKED_CLIENTS = 10_000  # rate-limit buckets kept; the idlest are forgotten past this
 MAKE_TOKEN = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
@@ -77,18 +79,30 @@ class Guard:
         if rate_limit is not None and not (isinstance(rate_limit, (int, float)) and 0 < rate_limit < math.inf):
             raise ValueError(f"rate_limit must be a number of requests a second > 0, or None (got {rate_limit!r})")
         self.app = app
-        self.expected = None if token is None else f"Bearer {token}".encode()
+        self.expected = None if token is None else token.encode()
         self.rate = rate_limit
         self.burst = max(1.0, float(rate_limit or 1))
         self.buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens left, when counted)
-        self.refused = {"unauthorized": 0, "rate_limited": 0}
+        self.refused = {"unauthorized": 0, "rate_limited": 0, "headers_too_large": 0}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        headers = scope.get("headers") or []
+        size = sum(len(name) + len(value) + 4 for name, value in headers)  # ": " and CRLF
+        if size > MAX_HEADER_BYTES:  # h11 counts only a head that arrives in pieces; one read escapes it
+            self.refused["headers_too_large"] += 1
+            return await _answer(
+                send,
+                431,
+                f"request headers of {size:,} bytes are over this server's {MAX_HEADER_BYTES:,}: send fewer",
+                [],
+            )
         if self.expected is not None:
-            given = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
+            given = dict(headers).get(b"authorization", b"")
+            scheme, _, credentials = given.partition(b" ")
+            # The scheme is case-insensitive (RFC 9110); the token is compared in constant time.
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(credentials, self.expected):
                 self.refused["unauthorized"] += 1
                 why = "no Authorization header" if not given else "a wrong token"
                 return await _answer(

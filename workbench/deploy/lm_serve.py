@@ -39,6 +39,14 @@ log = logging.getLogger(__name__)
 
 FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "stop", "stream")
 DEFAULT_MAX_NEW_TOKENS = 64
+JSON_KINDS = {
+    list: "an array",
+    str: "a string",
+    type(None): "null",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+}
 MAX_BODY_BYTES = 64 * 1024
 DISCONNECT_POLL_S = 0.05  # how often a JSON answer in the making checks that its client is still there
 
@@ -113,7 +121,8 @@ def make_lm_app(
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise _Refused(400, f'the body is not JSON ({type(e).__name__}): send {{"prompt": "..."}}') from None
         if not isinstance(doc, dict):
-            raise _Refused(400, f'the body is a JSON {type(doc).__name__}, not an object: send {{"prompt": "..."}}')
+            kind = JSON_KINDS.get(type(doc), type(doc).__name__)
+            raise _Refused(400, f'the body is JSON {kind}, not an object: send {{"prompt": "..."}}')
         unknown = sorted(set(doc) - set(FIELDS))
         if unknown:
             raise _Refused(
@@ -161,9 +170,9 @@ def make_lm_app(
     async def generate(request: Any) -> Any:
         try:
             media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-            if media != "application/json":
+            if media != "application/json" and not media.endswith("+json"):
                 raise _Refused(415, f"Content-Type {media or 'none'!r} is not served: send application/json")
-            ids, sampling, stream = parse(await _read_body(request, max_body_bytes))
+            ids, sampling, stream = parse(await _read_body(request, max_body_bytes, "send a shorter prompt"))
             if in_flight["streams"] >= max_streams:
                 raise _Refused(429, f"this server's max_streams={max_streams} requests are in flight: retry shortly")
         except _Refused as e:
@@ -189,15 +198,18 @@ def make_lm_app(
                 _sse(handle, events), media_type="text/event-stream", headers={"cache-control": "no-cache"}
             )
         try:
+            checked = loop.time()
             while True:
                 try:
                     event = await asyncio.wait_for(events.get(), DISCONNECT_POLL_S)
                 except TimeoutError:
+                    event = None
+                if event is not None and event["type"] == "done":
+                    break
+                if loop.time() - checked >= DISCONNECT_POLL_S:  # tokens may come faster than that: check anyway
+                    checked = loop.time()
                     if await request.is_disconnected():
                         engine.cancel(handle)
-                    continue
-                if event["type"] == "done":
-                    break
         finally:
             _finished(handle)
         answer = {k: v for k, v in event.items() if k != "type"}
@@ -219,6 +231,7 @@ def make_lm_app(
     def _finished(handle: Any) -> None:
         if handle.finish_reason is None:
             engine.cancel(handle)
+        if handle.cancelled:  # its client left, mid-stream or while its JSON answer was being made
             in_flight["cancelled"] += 1
         in_flight["streams"] -= 1
         in_flight["served"] += 1

@@ -300,10 +300,12 @@ def _content_kind(content_type: str | None) -> str:
     raise _Refused(415, f"{shown} is not served: send {ACCEPTED}")
 
 
-async def _read_body(request: Any, limit: int) -> bytes:
-    """The body, refused with a 413 past ``limit`` bytes: the header first, then counted while it streams,
-    so a lying or absent Content-Length (chunked upload) cannot fill memory."""
-    fix = "send fewer images per request (a .npy body takes 1 byte a pixel)"
+async def _read_body(
+    request: Any, limit: int, fix: str = "send fewer images per request (a .npy body takes 1 byte a pixel)"
+) -> bytes:
+    """The body, refused with a 413 past ``limit`` bytes (``fix`` says what to send instead): the header
+    first, then counted while it streams, so a lying or absent Content-Length (chunked upload) cannot fill
+    memory."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
