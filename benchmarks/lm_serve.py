@@ -13,7 +13,7 @@ all, errors by kind; per server the mean rows per decode step (``/health``: rows
 
 The target: at 8 clients continuous batching gives at least 3x the total tokens/s of one at a time.
 
-    python benchmarks/lm_serve.py            # about 4 minutes on a 2-core AMD EPYC (the committed run)
+    python benchmarks/lm_serve.py            # 4 min 45 s on a 2-core AVX2-only AMD EPYC (the committed run)
     python benchmarks/lm_serve.py --smoke    # under a minute: a tiny model, short tests
 """
 
