@@ -91,7 +91,10 @@ def test_an_int8_kv_cache_takes_about_a_quarter_of_the_bytes_and_says_what_it_co
     # int8 values plus one float32 scale per token and head of 16 dims: (16 + 4) / (16 x 4) of the float cache
     assert m["kv_cache_bytes"] == rows["none"].metrics["kv_cache_bytes"] * 20 // 64
     log = m["compress_log"][0]
-    assert abs(log["cached_perplexity_change"]) < 0.01 and log["cached_loss_int8"] != log["cached_loss_float"]
+    # Not asserted unequal: after 40 steps attention adds so little that on an AVX2-only EPYC the int8 rounding
+    # moved the float32 loss by less than one unit in its last place (equal to every digit); the cache's own
+    # rounding is tested in test_gpt_memory.py.
+    assert abs(log["cached_perplexity_change"]) < 0.01 and math.isfinite(log["cached_loss_int8"])
     assert m["perplexity"] == pytest.approx(rows["none"].metrics["perplexity"])  # a forward uses no cache
     model, _ = load_checkpoint(rows["kv_int8"].checkpoint)
     assert model.shape.kv_cache == "int8" and type(model.new_cache(1)).__name__ == "QuantizedKVCache"

@@ -23,10 +23,10 @@ from .export import (
     precision_of,
 )
 from .lm_bundle import export_lm, load_language_model
-from .lm_load import load_test_generate, load_test_levels, server_sent_events, stream_generate
+from .lm_load import load_test_generate, server_sent_events, stream_generate
 from .lm_serve import make_lm_app
 from .runtimes import runtime_comparison, runtime_label
-from .serve import load_test, make_app, serve, serving
+from .serve import load_test, load_test_levels, make_app, serve, serving
 
 __all__ = [
     "BATCHING",

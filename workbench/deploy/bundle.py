@@ -42,6 +42,10 @@ from .._untrusted import UnsafeFileError, load_export_program
 
 CARD_FILE = "card.json"
 FILES = {"onnx": "model.onnx", "torch-export": "model.pt2"}  # format -> file name inside a bundle
+WEIGHT_FILES = {"safetensors": "model.safetensors", "state_dict": "model.pt"}
+TOKENIZER_FILE = "tokenizer.json"
+LM_CARD_SCHEMA = "workbench-lm-card/1"
+BUNDLE_FILES = {CARD_FILE, *FILES.values(), *WEIGHT_FILES.values(), TOKENIZER_FILE}  # all a bundle may hold
 
 
 @dataclass(frozen=True)
@@ -159,8 +163,6 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ValueError(f"{card_path} is not a model card ({type(e).__name__}): export the run again") from None
     if isinstance(card, dict) and card.get("task") == "lm":
-        from .lm_bundle import lm_card_problem
-
         if problem := lm_card_problem(card):
             raise ValueError(f"{card_path}: {problem}: export the run again with workbench export")
     else:
@@ -234,3 +236,22 @@ def _check_card(card: Any, card_path: Path) -> None:
             raise bad(f"input.{key}", f"a list of {wants} of input.shape", values)
     if "files" in card and not isinstance(card["files"], dict):
         raise bad("files", "an object (format -> file)", card["files"])
+
+
+def lm_card_problem(card: dict[str, Any]) -> str | None:
+    """What a language-model card lacks for serving (None if nothing)."""
+    files = card.get("files")
+    if not isinstance(files, dict) or not all(isinstance(files.get(k), dict) for k in ("weights", "tokenizer")):
+        return "files.weights and files.tokenizer must be objects"
+    if files["weights"].get("format") not in WEIGHT_FILES:
+        return f"files.weights.format must be one of {', '.join(WEIGHT_FILES)}"
+    for entry in files.values():
+        name = entry.get("file")
+        if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
+            return f"file {name!r} must be a plain name inside the bundle"
+    args = card.get("model", {}).get("args") if isinstance(card.get("model"), dict) else None
+    if not isinstance(args, dict) or not all(
+        k in args for k in ("vocab_size", "n_layer", "n_head", "n_embd", "block_size")
+    ):
+        return "model.args must hold the GPT's vocab_size, n_layer, n_head, n_embd and block_size"
+    return None

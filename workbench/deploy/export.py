@@ -34,18 +34,12 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import glob
 import json
 import os
 import platform
-import shutil
-import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +47,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import __version__
 from .._errors import has_module
-from .._files import atomic_write, replace_dir, sha256_file, try_lock, writable_problem
+from .._files import atomic_write, replace_dir, sha256_file
 from .._registry import unknown_name_error
 from ..compress import is_pt2e_program
 from ..config import RunConfig
@@ -69,38 +62,14 @@ from ..report import Result, ResultStore
 from ..train import thread_count
 from .bundle import CARD_FILE, FILES, Bundle, load_bundle
 from .runtimes import runtime_comparison
+from .staging import CARD_SCHEMA, _check_destination, _staging, _versions
+from .tolerances import TOLERANCES, ParityError, Tolerance  # noqa: F401 - Tolerance: its home before the split
 
 FORMATS = ("both", "onnx", "torch-export")
 # The exporter writes opset 18 and converts to others with ONNX's version converter; asked for 14 or
 # lower, it left a conv net at 18 without failing (measured, torch 2.13), so those are refused up front.
 MIN_OPSET, MAX_OPSET = 15, 28
-LOCK_SUFFIX = ".lock"
-CARD_SCHEMA = "workbench-model-card/1"
 TIMING_IMAGES = 1024  # real test images the latency figures rotate through
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """The parity bar for one precision: an exported model must stay within both numbers."""
-
-    max_rel_error: float  # largest |exported - eager| logit difference over the largest |eager| logit
-    top1_agreement: float  # share of test images where both predict the same class
-    why: str
-
-
-TOLERANCES = {
-    # Same float32 math, other kernels: only the order of summation differs (measured ~1e-7 relative).
-    "float32": Tolerance(1e-4, 0.999, "float32 on both sides: only the kernels' order of summation differs"),
-    "float16": Tolerance(1e-2, 0.99, "float16 keeps 11 significant bits: kernels round differently"),
-    "bfloat16": Tolerance(3e-2, 0.99, "bfloat16 keeps 8 significant bits: kernels round differently"),
-    # ONNX Runtime's int8 kernels requantize between layers where PyTorch's reference dequantizes: one
-    # rounding step per layer can move a logit by a few quantization steps, and flip near-ties.
-    "int8": Tolerance(0.1, 0.98, "int8 kernels round activations at other places than PyTorch's int8 reference"),
-}
-
-
-class ParityError(ValueError):
-    """An exported model disagrees with eager PyTorch beyond its precision's bar; nothing was written."""
 
 
 def export(
@@ -257,65 +226,6 @@ def _newest_opset() -> int:
     import onnx
 
     return min(MAX_OPSET, onnx.defs.onnx_opset_version())
-
-
-def _check_destination(out: Path, overwrite: bool) -> None:
-    """Refuse an ``out`` the export must not write or replace: a file, something under a file or an
-    unwritable folder, and, even with ``overwrite``, any folder that is not a bundle Workbench wrote
-    (a result store, a folder with other files in it)."""
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise FileExistsError(
-            f"--out {out} is {'a link' if out.is_symlink() else 'a file'}, not a bundle folder: choose another --out"
-        )
-    if out.exists():
-        if not overwrite:
-            raise FileExistsError(f"{out} exists: choose another --out, or replace it (overwrite=True, --force)")
-        if problem := _not_a_bundle(out):
-            raise FileExistsError(
-                f"--force replaces only a bundle Workbench wrote, and {out} {problem}: choose another --out"
-            )
-    if problem := writable_problem(out.parent):
-        raise OSError(f"{problem} (--out): choose another folder")
-
-
-def _not_a_bundle(folder: Path) -> str | None:
-    """Why ``folder`` is not a bundle ``export`` wrote (None if it is): its card, and nothing else beside
-    the model files."""
-    try:
-        card = json.loads((folder / CARD_FILE).read_text())
-    except (OSError, ValueError):
-        return f"has no readable {CARD_FILE}"
-    if not isinstance(card, dict) or card.get("schema") != CARD_SCHEMA:
-        return f"has a {CARD_FILE} that is not a Workbench model card"
-    others = sorted(p.name + "/" * p.is_dir() for p in folder.iterdir() if p.name not in {CARD_FILE, *FILES.values()})
-    if others:
-        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        return f"also holds {shown}"
-    if any((folder / name).is_symlink() or (folder / name).is_dir() for name in FILES.values()):
-        return "holds a model file that is a link or a folder"
-    return None
-
-
-@contextlib.contextmanager
-def _staging(out: Path) -> Iterator[Path]:
-    """A fresh folder beside ``out`` to build the bundle in (removed afterwards unless moved into place),
-    locked while this process lives; stale ones that a killed export left are removed first."""
-    for stale in out.parent.glob(f".{glob.escape(out.name)}.export-*"):
-        if stale.is_dir() and not stale.is_symlink():
-            with try_lock(stale.with_name(stale.name + LOCK_SUFFIX)) as free:
-                if free:  # its exporter is gone: the system drops a lock with its holder, kill -9 included
-                    shutil.rmtree(stale, ignore_errors=True)
-    folder = out.parent / f".{out.name}.export-{uuid.uuid4().hex[:12]}"
-    lock = folder.with_name(folder.name + LOCK_SUFFIX)
-    try:
-        with try_lock(lock):
-            os.mkdir(folder, 0o777)  # the user's umask applies, as to any folder they make (mkdtemp's is 0700)
-            try:
-                yield folder
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)
-    finally:
-        lock.unlink(missing_ok=True)
 
 
 def precision_of(model: nn.Module) -> str:
@@ -629,20 +539,3 @@ def _check_onnx_runs(path: Path) -> None:
     from ..measure.onnx import onnxruntime_session
 
     onnxruntime_session(path, threads=1)  # a graph ONNX Runtime cannot load (bf16 kernels...) fails here
-
-
-def _versions() -> dict[str, str | None]:
-    import importlib.metadata as md
-
-    def version(name: str) -> str | None:
-        try:
-            return md.version(name)
-        except md.PackageNotFoundError:
-            return None
-
-    return {
-        "workbench": __version__,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        **{name: version(name) for name in ("onnx", "onnxscript", "onnxruntime")},
-    }

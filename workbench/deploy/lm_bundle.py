@@ -46,11 +46,10 @@ from ..models import create_model
 from ..models.gpt import GPT, gpt_args
 from ..report import Result, ResultStore
 from ..train import thread_count
-from .bundle import CARD_FILE, Bundle, load_bundle
+from .bundle import CARD_FILE, LM_CARD_SCHEMA, TOKENIZER_FILE, WEIGHT_FILES, Bundle, load_bundle
+from .staging import _check_destination, _staging, _versions
+from .tolerances import TOLERANCES, ParityError
 
-WEIGHT_FILES = {"safetensors": "model.safetensors", "state_dict": "model.pt"}
-TOKENIZER_FILE = "tokenizer.json"
-LM_CARD_SCHEMA = "workbench-lm-card/1"
 PARITY_WINDOWS = 64  # validation windows the bundle's logits are compared on
 DECODE_TOKENS = 32  # new tokens per timed greedy decode on the card
 
@@ -74,7 +73,6 @@ def export_lm(
     run's validation windows; its decode speed is timed greedy decoding at batch 1 with the KV cache."""
     from ..pipeline import load_model
     from ..tasks import task_of
-    from .export import TOLERANCES, ParityError, _check_destination, _staging, _versions
 
     require_modules(["safetensors"], "Exporting a language model", "pip install safetensors")
     out = Path(out)
@@ -276,25 +274,6 @@ def lm_card_text(bundle: Bundle) -> str:
         "threads",
     ]
     return "\n".join(lines)
-
-
-def lm_card_problem(card: dict[str, Any]) -> str | None:
-    """What a language-model card lacks for serving (None if nothing)."""
-    files = card.get("files")
-    if not isinstance(files, dict) or not all(isinstance(files.get(k), dict) for k in ("weights", "tokenizer")):
-        return "files.weights and files.tokenizer must be objects"
-    if files["weights"].get("format") not in WEIGHT_FILES:
-        return f"files.weights.format must be one of {', '.join(WEIGHT_FILES)}"
-    for entry in files.values():
-        name = entry.get("file")
-        if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
-            return f"file {name!r} must be a plain name inside the bundle"
-    args = card.get("model", {}).get("args") if isinstance(card.get("model"), dict) else None
-    if not isinstance(args, dict) or not all(
-        k in args for k in ("vocab_size", "n_layer", "n_head", "n_embd", "block_size")
-    ):
-        return "model.args must hold the GPT's vocab_size, n_layer, n_head, n_embd and block_size"
-    return None
 
 
 def _verify(path: Path, entry: dict[str, Any]) -> None:

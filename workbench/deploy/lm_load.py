@@ -52,7 +52,7 @@ def load_test_generate(
     (every gap between two tokens of a request, pooled), ``latency_{p50,p99}_ms`` (whole requests),
     ``tokens_per_s_per_request`` (median over requests of their tokens after the first over the time
     after the first) and ``tokens_per_s`` (all tokens over the wall time: the server's throughput)."""
-    from .serve import latency_percentiles, server_health
+    from .web import latency_percentiles, server_health
 
     for name, value in (("concurrency", concurrency), ("requests", requests), ("max_new_tokens", max_new_tokens)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -220,24 +220,6 @@ def stream_generate(url: str, prompt: str, *, token: str | None = None, timeout_
 
 
 def _reason(response: Any) -> str:
-    from .serve import _reason as reason
+    from .web import _reason as reason
 
     return reason(response)
-
-
-def load_test_levels(url: str, levels: Sequence[int], *, generate: bool = False, **options: Any) -> pd.DataFrame:
-    """One load test per concurrency level, a row each (``load_test``'s, or with ``generate``
-    ``load_test_generate``'s); the runs follow each other, lowest level first.
-
-    Example:
-        >>> load_test_levels("http://127.0.0.1:8000", [])
-        Traceback (most recent call last):
-        ...
-        ValueError: levels must be concurrency levels, integers >= 1 (got [])
-    """
-    from .serve import load_test
-
-    if not levels or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in levels):
-        raise ValueError(f"levels must be concurrency levels, integers >= 1 (got {list(levels)!r})")
-    test = load_test_generate if generate else load_test
-    return pd.DataFrame([test(url, concurrency=level, **options) for level in sorted(set(levels))])

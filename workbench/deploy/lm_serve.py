@@ -76,7 +76,7 @@ def make_lm_app(
     from starlette.routing import Route
 
     from .lm_bundle import load_language_model
-    from .serve import _error, _read_body, _Refused, _require_int, guarded_app
+    from .web import _error, _read_body, _Refused, _require_int, guarded_app
 
     if batching not in BATCHING:
         raise ValueError(f"batching must be one of {', '.join(BATCHING)} (got {batching!r})")
