@@ -49,6 +49,7 @@ JSON_KINDS = {
 }
 MAX_BODY_BYTES = 64 * 1024
 DISCONNECT_POLL_S = 0.05  # how often a JSON answer in the making checks that its client is still there
+STREAM_CLAIM_S = 5.0  # a stream whose response has not started by then lost its client
 
 
 def make_lm_app(
@@ -194,8 +195,12 @@ def make_lm_app(
             in_flight["streams"] -= 1
             return _error(JSONResponse, 500, f"generation failed: {one_line(e)}")
         if stream:
+            # A client that leaves before the response starts leaves its generator unstarted, and an unstarted
+            # generator's finally never runs: whichever comes first, the stream or this check, frees the slot.
+            claim = {"claimed": False}
+            loop.call_later(STREAM_CLAIM_S, lambda: claim["claimed"] or _claim(claim, handle))
             return StreamingResponse(
-                _sse(handle, events), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+                _sse(handle, events, claim), media_type="text/event-stream", headers={"cache-control": "no-cache"}
             )
         try:
             checked = loop.time()
@@ -215,7 +220,14 @@ def make_lm_app(
         answer = {k: v for k, v in event.items() if k != "type"}
         return JSONResponse(answer, status_code=500 if event["finish_reason"] == "error" else 200)
 
-    async def _sse(handle: Any, events: asyncio.Queue) -> Any:
+    def _claim(claim: dict, handle: Any) -> None:
+        claim["claimed"] = True
+        _finished(handle)
+
+    async def _sse(handle: Any, events: asyncio.Queue, claim: dict) -> Any:
+        if claim["claimed"]:  # its slot was already freed: the client was gone for STREAM_CLAIM_S
+            return
+        claim["claimed"] = True
         try:
             while True:
                 event = await events.get()
