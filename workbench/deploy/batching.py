@@ -300,7 +300,7 @@ class DecodeEngine:
 
     def _step(self) -> None:
         """One token for every row; rows whose context is full shift theirs first."""
-        full = [i for i in range(len(self._rows)) if int(self._real[i].sum()) >= self.block_size]
+        full = [i for i, n in enumerate(self._real.sum(dim=1).tolist()) if n >= self.block_size]
         if full:
             shifted = [self._rows[i] for i in full]
             self._keep_rows([i for i in range(len(self._rows)) if i not in full])

@@ -113,16 +113,20 @@ class Bundle:
         return torch.no_grad()(program)
 
     def verified_bytes(self, fmt: str) -> bytes:
-        """The bytes of the bundle's ``fmt`` file, refused with one line unless it is a regular file inside
-        the bundle (a link that leaves the folder is not followed) whose SHA-256 is the one on the card."""
-        path = self.path / FILES[fmt]
+        """The bytes of the bundle's ``fmt`` file, checked as ``verified_file`` checks them."""
+        return self.verified_file(FILES[fmt], self.card.get("files", {}).get(fmt))
+
+    def verified_file(self, name: str, entry: Any) -> bytes:
+        """The bytes of the bundle's file ``name``, refused with one line unless it is a regular file inside
+        the bundle (a link that leaves the folder is not followed) whose SHA-256 is ``entry``'s (its card
+        entry)."""
+        path = self.path / name
         inside = path.resolve().is_relative_to(self.path.resolve())
         if not inside:
             raise UnsafeFileError(
                 f"{path} links outside its bundle (to {path.resolve()}): refused; copy the file "
                 "into the bundle or export the run again"
             )
-        entry = self.card.get("files", {}).get(fmt)
         expected = entry.get("sha256") if isinstance(entry, dict) else None
         if not isinstance(expected, str):
             raise UnsafeFileError(

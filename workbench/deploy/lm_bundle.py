@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -160,17 +159,15 @@ def write_weights(model: nn.Module, folder: Path) -> dict[str, Any]:
     return {"file": path.name, "format": fmt, "why": why, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-def read_weights(folder: Path, entry: dict[str, Any], args: dict[str, Any], verify: bool = False) -> nn.Module:
-    """The model a weights file holds, rebuilt as ``GPT(**args)`` and in eval mode; ``verify``: refused
-    unless the file's SHA-256 is ``entry``'s."""
+def read_weights(folder: Path, entry: dict[str, Any], args: dict[str, Any], data: bytes | None = None) -> nn.Module:
+    """The model a weights file holds, rebuilt as ``GPT(**args)`` and in eval mode; ``data``: the file's bytes,
+    already read (and checked)."""
     path = Path(folder) / entry["file"]
-    if verify:
-        _verify(path, entry)
     model = create_model(name="gpt", **{k: v for k, v in args.items() if k != "name"})
     if entry["format"] == "safetensors":
         from safetensors.torch import load
 
-        missing, unexpected = model.load_state_dict(load(path.read_bytes()), strict=False)
+        missing, unexpected = model.load_state_dict(load(data or path.read_bytes()), strict=False)
         if list(missing) != ["lm_head.weight"] or unexpected:
             raise ValueError(f"{path} does not fit the card's model (missing {missing}, unexpected {unexpected})")
         model.lm_head.weight = model.transformer.wte.weight
@@ -181,9 +178,9 @@ def read_weights(folder: Path, entry: dict[str, Any], args: dict[str, Any], veri
 def load_language_model(bundle: Bundle) -> tuple[nn.Module, Tokenizer]:
     """The model and tokenizer of a language-model bundle, each file checked against its card's SHA-256."""
     files = bundle.card["files"]
-    model = read_weights(bundle.path, files["weights"], bundle.card["model"]["args"], verify=True)
-    _verify(bundle.path / files["tokenizer"]["file"], files["tokenizer"])
-    tokenizer = tokenizer_from_dict(json.loads((bundle.path / files["tokenizer"]["file"]).read_text()))
+    weights = bundle.verified_file(files["weights"]["file"], files["weights"])
+    model = read_weights(bundle.path, files["weights"], bundle.card["model"]["args"], data=weights)
+    tokenizer = tokenizer_from_dict(json.loads(bundle.verified_file(files["tokenizer"]["file"], files["tokenizer"])))
     return model, tokenizer
 
 
@@ -274,15 +271,6 @@ def lm_card_text(bundle: Bundle) -> str:
         "threads",
     ]
     return "\n".join(lines)
-
-
-def _verify(path: Path, entry: dict[str, Any]) -> None:
-    from .._untrusted import UnsafeFileError
-
-    if path.is_symlink() or not path.resolve().is_relative_to(path.parent.resolve()):
-        raise UnsafeFileError(f"{path} links outside its bundle: refused; export the run again")
-    if hashlib.sha256(path.read_bytes()).hexdigest() != str(entry.get("sha256", "")).lower():
-        raise UnsafeFileError(f"{path} is not the file its card describes (sha256 differs): export the run again")
 
 
 def _write_tokenizer(tokenizer: Tokenizer, folder: Path) -> dict[str, Any]:
