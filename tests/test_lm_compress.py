@@ -132,12 +132,19 @@ def test_the_ledger_shows_perplexity_and_decode_steps_with_reasons(variants):
         "implausible",
         "int8_small",
         "int8_no_vnni",
+        "int8_kernels_slow",
+        "int8_overhead",
         "weight_only",
+        "weight_only_rule",
         "cast_small",
         "cast_no_native",
+        "cast_kernels_slow",
+        "cast_overhead",
         "same_work",
         "step",
         "overhead",
+        "memory_bound",
+        "compute_bound",
     }
 
 

@@ -48,7 +48,7 @@ from .data import (
 from .data import (
     perplexity as perplexity_of,
 )
-from .measure import generation_timing
+from .measure import GENERATION_BATCH_SIZES, generation_timing
 from .models import (
     WHITEN_IMAGES,
     ModelConfig,
@@ -104,6 +104,7 @@ class Task:
     default_dataset: str
     default_model: str
     starting_preset: str | None = None  # the preset `workbench run --task NAME` starts from
+    decode_batch_sizes: tuple[int, ...] = ()  # batch sizes its decoding is timed at (a language model's)
 
     def datasets_hint(self) -> str:
         raise NotImplementedError
@@ -324,6 +325,7 @@ class LanguageTask(Task):
     )
     table_metrics = ("loss", "perplexity", "params", "ttft_ms", "decode_tps", "throughput_tps", "train_seconds")
     headline = ("loss", "perplexity", "decode_tps")
+    decode_batch_sizes = GENERATION_BATCH_SIZES
     ledger_metrics = (
         "loss",
         "perplexity",

@@ -24,6 +24,7 @@ from .device import (
     resolve_device,
     timing_device,
 )
+from .diagnose import diagnose, gemm_shapes, matmul_speedup, op_shares
 from .generation import (
     GENERATION_BATCH_SIZES,
     attention_timing,
@@ -36,6 +37,7 @@ from .generation import (
 from .memory import PeakMemory, saved_activation_bytes, track_peak_memory, training_memory
 from .modes import measure_modes, measure_modes_together, timing_plan
 from .profile import profile_summary
+from .roofline import activation_bytes, memory_bandwidth, roofline_point
 from .sweep import SWEEP_MODES, SWEEP_PRECISIONS, inference_grid
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "MeasureConfig",
     "PeakMemory",
     "achieved",
+    "activation_bytes",
     "attention_timing",
     "available_devices",
     "benchmark",
@@ -58,19 +61,25 @@ __all__ = [
     "decode_curve",
     "device_choices",
     "device_name",
+    "diagnose",
+    "gemm_shapes",
     "generation_timing",
     "inference_grid",
     "kv_cache_sizes",
     "matmul_ceiling",
+    "matmul_speedup",
     "measure",
     "measure_modes",
     "measure_modes_together",
     "measure_together",
+    "memory_bandwidth",
     "model_device",
     "model_size_bytes",
     "native_bf16",
+    "op_shares",
     "profile_summary",
     "resolve_device",
+    "roofline_point",
     "saved_activation_bytes",
     "speculative_curve",
     "time_calls",

@@ -25,9 +25,11 @@ from ..config import RunConfig
 from ..data import Dataset
 from ..measure import (
     achieved,
+    diagnose,
     matmul_ceiling,
     measure_modes_together,
     measure_together,
+    memory_bandwidth,
     resolve_device,
     timing_device,
     timing_plan,
@@ -292,6 +294,7 @@ def _time(batch: list[Prepared], progress: bool) -> dict[int, tuple[dict[str, An
             )
         with thread_count(threads):
             ceilings = {d: matmul_ceiling(d) for d in {where, *(str(batch[i].device) for i in members)}}
+            bandwidth = memory_bandwidth(where)
             measured = measure_together(models, shape, cfg, where, inputs=inputs)
             more = task.more_timing(first.config, models, first.dataset, where)
             measured = [({**metrics, **m}, records + r) for (metrics, records), (m, r) in zip(measured, more)]
@@ -310,6 +313,8 @@ def _time(batch: list[Prepared], progress: bool) -> dict[int, tuple[dict[str, An
                     progress=progress,
                 )
                 measured = [(metrics, records + extra) for (metrics, records), extra in zip(measured, more)]
+            for i, (metrics, _) in zip(members, measured):
+                metrics["diagnostics"] = _diagnostics(batch[i], cfg.batch_sizes, torch.device(where))
         for i, (metrics, _) in zip(members, measured):
             if metrics["flops"] == 0 and batch[i].before is not None:
                 # FlopCounterMode does not see quantized kernels; the arithmetic is the float model's.
@@ -317,6 +322,7 @@ def _time(batch: list[Prepared], progress: bool) -> dict[int, tuple[dict[str, An
                 metrics["flops_note"] = "counted on the float model: FlopCounterMode cannot see quantized ops"
             metrics.update(task.row_metrics(batch[i].config, metrics))
             metrics.update(_achieved(metrics, batch[i], ceilings[where], ceilings[str(batch[i].device)]))
+            metrics["bandwidth_gbs"] = bandwidth["gbs"]
         timed.update(zip(members, measured))
     return timed
 
@@ -367,6 +373,30 @@ def _store(result: Result, model: torch.nn.Module, dataset: Dataset, store: Resu
         except ValueError as e:  # a fake-quant model has no deployable form
             result.metrics["checkpoint_note"] = str(e)
     store.append(result)
+
+
+def _diagnostics(p: Prepared, batch_sizes: Sequence[int], where: torch.device) -> dict[str, Any]:
+    """What the ledger decides its reasons by (``measure.diagnose``), for a model timed on the CPU: activation
+    bytes for the roofline, an operator profile, and int8/bf16 products at the model's layer shapes where a
+    step made it int8 or cast it. A diagnostic that cannot run is recorded as such: the ledger then says
+    its reason is a rule."""
+    if where.type != "cpu" or p.device.type != "cpu":
+        return {"skipped": f"diagnostics run on the CPU; this run was timed on {where.type}"}
+    task = task_of(p.config)
+    kinds = ["int8"] if any(s.family == "int8" for s in p.config.compress) else []
+    kinds += [s.dtype for s in p.config.compress if s.family == "cast"]
+    example = task.example_input(p.config, p.dataset, where)[:1]
+    try:
+        return diagnose(
+            p.trained.model,
+            p.model,
+            example,
+            kinds=kinds,
+            batch_sizes=batch_sizes,
+            decode_batch_sizes=task.decode_batch_sizes,
+        )
+    except (RuntimeError, NotImplementedError, TypeError) as e:  # e.g. a model only ONNX Runtime can run
+        return {"skipped": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
 
 
 def _achieved(metrics: dict[str, Any], p: Prepared, inference_ceiling: dict, train_ceiling: dict) -> dict[str, Any]:

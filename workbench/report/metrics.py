@@ -75,6 +75,7 @@ METRICS: dict[str, Metric] = {
             "inference_tflops", "achieved inference TFLOP/s", "TFLOP/s, at the largest batch", 1, False, "inference"
         ),
         Metric("ceiling_tflops", "matmul ceiling", "TFLOP/s, measured by a probe", 1, False, "inference"),
+        Metric("bandwidth_gbs", "memory bandwidth", "GB/s, a STREAM triad", 1, False, "inference"),
         Metric("inference_ceiling_share", "inference share of the matmul ceiling", "", 1, False, "inference"),
         Metric("train_tflops", "achieved training TFLOP/s", "TFLOP/s, 3x the forward FLOPs", 1, False, "inference"),
         Metric("train_ceiling_tflops", "matmul ceiling of the training device", "TFLOP/s", 1, False, "inference"),

@@ -1,6 +1,6 @@
 """Every chart: a plain function from a results DataFrame (or a ledger, a sensitivity table, a study's
 trials) to a matplotlib Figure, named ``<what it shows>_chart``, one module per subject: quality, speed,
-training, compression, search, scale-out.
+training, compression, search, scale-out, what compression changed in the answers.
 
 Axes carry the labels and units of the results schema (``workbench.report.METRICS``); titles name the
 device (and dtype) the numbers were measured on, and a chart that would mix devices says so. Every chart
@@ -37,11 +37,13 @@ from .speed import (
     inference_sweep_chart,
     latency_chart,
     profile_chart,
+    roofline_chart,
     runtime_chart,
     serving_chart,
     speculative_chart,
 )
 from .training import history_chart, lr_schedule_chart, run_history_chart
+from .what_changed import flips_chart, reliability_chart, token_loss_chart
 
 __all__ = [
     "ablation_chart",
@@ -49,6 +51,7 @@ __all__ = [
     "batch_latency_chart",
     "decode_chart",
     "device_label",
+    "flips_chart",
     "history_chart",
     "inference_sweep_chart",
     "kv_cache_chart",
@@ -67,6 +70,8 @@ __all__ = [
     "place_labels",
     "profile_chart",
     "rank_chart",
+    "reliability_chart",
+    "roofline_chart",
     "run_history_chart",
     "runtime_chart",
     "scaling_chart",
@@ -76,6 +81,7 @@ __all__ = [
     "speculative_chart",
     "strategy_comparison_chart",
     "sweep_chart",
+    "token_loss_chart",
     "train_label",
     "training_memory_chart",
 ]

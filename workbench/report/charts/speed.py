@@ -400,3 +400,50 @@ def speculative_chart(curve: pd.DataFrame) -> Figure:
         fontsize=10,
     )
     return fig
+
+
+@_themed
+def roofline_chart(points: pd.DataFrame, ax=None) -> Figure:
+    """``report.roofline``'s cells on the roofline: achieved GFLOP/s against arithmetic intensity (FLOPs per
+    byte moved), log-log, under the device's two measured roofs (the bandwidth slope and the matmul
+    ceiling); a marker per mode, a colour per variant, the batch size beside each point. Points far under
+    both roofs are overhead-bound: their time goes to neither arithmetic nor memory.
+
+    Example:
+        >>> pts = pd.DataFrame({"variant": ["fp32", "int8"], "device": ["cpu"] * 2, "device_name": ["EPYC"] * 2,
+        ...     "mode": ["eager"] * 2, "batch_size": [64, 64], "intensity": [20.0, 30.0],
+        ...     "achieved_gflops": [40.0, 30.0], "peak_gflops": [100.0] * 2, "bandwidth_gbs": [10.0] * 2})
+        >>> ax = roofline_chart(pts).axes[0]
+        >>> ax.get_xlabel(), ax.get_xscale()
+        ('arithmetic intensity (FLOP per byte moved)', 'log')
+    """
+    if points.empty:
+        raise ValueError(
+            "no timed cell could be placed on the roofline: its runs need activation bytes and the device's "
+            "measured roofs (runs made before they were recorded lack them: run them again)"
+        )
+    fig, ax = _figure(ax)
+    markers = dict(zip(dict.fromkeys(points["mode"]), "os^Dv<>P*X"))
+    colours = {v: f"C{i % 10}" for i, v in enumerate(dict.fromkeys(points["variant"]))}
+    low, high = points["intensity"].min() / 4, points["intensity"].max() * 4
+    for device, roofs in points.groupby("device", sort=False):
+        peak, bandwidth = roofs["peak_gflops"].iloc[0], roofs["bandwidth_gbs"].iloc[0]
+        xs = np.geomspace(min(low, peak / bandwidth / 4), max(high, peak / bandwidth * 4), 200)
+        ax.plot(
+            xs, np.minimum(peak, xs * bandwidth), color="gray", lw=1.5,
+            label=f"{device} roofs: {bandwidth:.0f} GB/s, {peak:.0f} GFLOP/s (measured)",
+        )  # fmt: skip
+    for p in points.itertuples():
+        ax.scatter(p.intensity, p.achieved_gflops, marker=markers[p.mode], color=colours[p.variant], s=30, zorder=3)
+        ax.annotate(f"bs{p.batch_size}", (p.intensity, p.achieved_gflops), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")  # fmt: skip
+    for variant, colour in colours.items():
+        ax.scatter([], [], color=colour, label=variant)
+    for mode, marker in markers.items():
+        ax.scatter([], [], color="gray", marker=marker, label=f"mode: {mode}")
+    ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP per byte moved)",
+           ylabel="achieved GFLOP/s")  # fmt: skip
+    names = ", ".join(f"{d}: {n}" for d, n in dict.fromkeys(zip(points["device"], points["device_name"])))
+    ax.set_title(f"Roofline — {names}", fontsize=10)
+    ax.legend(fontsize="x-small", loc="lower right")
+    return fig
