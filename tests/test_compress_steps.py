@@ -24,7 +24,7 @@ from workbench.compress import (
 )
 from workbench.pipeline import training
 from workbench.report import ResultStore
-from workbench.report.ledger import REASONS, ledger, why_not_faster
+from workbench.report.ledger import REASONS, RULE, ledger, why_not_faster
 
 # A whole new step, as a user would write it: one module, its config and the function that applies it.
 TOY_MODULE = '''
@@ -108,7 +108,9 @@ def test_a_step_added_in_one_module_is_in_preflight_and_the_ledger(toy, monkeypa
     ]
     table = ledger(rows).set_index("variant")
     assert table.loc["toy", "compress"] == "toy_round(bits=4)"
-    assert why_not_faster(rows).set_index("variant").loc["toy", "reason"] == "weight_only"
+    assert (
+        why_not_faster(rows).set_index("variant").loc["toy", "reason"] == "weight_only_rule"
+    )  # no diagnostics in a hand-made row
 
 
 def test_a_step_added_in_one_module_is_in_the_panels_step_form(toy, tmp_path):
@@ -169,4 +171,4 @@ def test_steps_say_which_modes_run_them_and_why_they_are_not_faster():
         Result(RunConfig(name="ort", compress=(OrtDynamicInt8(),)), {"flops": 10}, benchmarks=timing),
     ]
     reason = why_not_faster(rows).set_index("variant").loc["ort"]
-    assert reason["reason"] == "step" and reason["text"] == OrtDynamicInt8.not_faster and "step" in REASONS
+    assert reason["reason"] == "step" and reason["text"] == RULE + OrtDynamicInt8.not_faster and "step" in REASONS

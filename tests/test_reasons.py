@@ -113,7 +113,7 @@ CASES = {
     ),
     "step": (_row("ort", [OrtDynamicInt8()], {"size_bytes": 100_000}), None, ("eager", 64)),
     "int8_kernels_slow": (
-        _row("int8", [DynamicInt8()], {"size_bytes": 100_000}, diagnostics={"matmul": {"int8": {"bs64": 0.7}}}),
+        _row("int8", [DynamicInt8()], {"size_bytes": 100_000}, diagnostics={"matmul": {"int8_dynamic": {"bs64": 0.7}}}),
         None,
         ("eager", 64),
     ),
@@ -123,7 +123,7 @@ CASES = {
             [DynamicInt8()],
             {"size_bytes": 100_000},
             diagnostics={
-                "matmul": {"int8": {"bs64": 2.0}},
+                "matmul": {"int8_dynamic": {"bs64": 2.0}},
                 "profile": {"bs64": {"shares": QUANTIZED_PROFILE, "batch_size": 64}},
             },
         ),
@@ -205,7 +205,11 @@ def test_no_reason_is_written_without_a_measurement_or_the_word_rule():
 
 def test_the_diagnostic_numbers_are_in_the_text():
     _, text = _reason(CASES["int8_overhead"][0], _row("fp32"))
-    assert "2.00x float32" in text and "25% in quantize/dequantize" in text and "baseline: 5%, 30%" in text
+    assert (
+        "dynamic int8 products at this model's layer shapes run 2.00x float32" in text
+        and "25% in quantize/dequantize" in text
+        and "baseline: 5%, 30%" in text
+    )
     _, text = _reason(CASES["overhead"][0], _row("fp32"))
     assert "FLOPs 0.50x but latency 1.00x" in text and "6.4 GFLOP/s" in text and "overhead-bound" in text
     reasons = why_not_faster([_row("fp32"), CASES["overhead"][0]])
@@ -240,7 +244,7 @@ def test_int8_products_are_timed_at_the_models_own_layer_shapes():
     # The model's speed-up is its summed float32 time over its summed int8 time, not a mean of ratios.
     assert df.attrs["speedup"] == pytest.approx(df["fp32_ms"].sum() / df["int8_ms"].sum())
     assert (df["speedup"] > 0).all() and df.attrs["kind"] == "int8"
-    with pytest.raises(ValueError, match="use one of int8, bf16, fp16"):
+    with pytest.raises(ValueError, match="use one of int8, int8_dynamic, bf16, fp16"):
         matmul_speedup(shapes, "int4")
 
 
@@ -287,7 +291,7 @@ def test_a_run_records_its_diagnostics_and_the_ledger_places_every_cell_on_the_r
         assert sum(d["profile"]["bs8"]["shares"].values()) == pytest.approx(1)
         assert r.metrics["bandwidth_gbs"] > 0
     assert base.metrics["diagnostics"]["matmul"] == {}
-    assert set(int8.metrics["diagnostics"]["matmul"]["int8"]) == {"bs1", "bs8"}
+    assert set(int8.metrics["diagnostics"]["matmul"]["int8_dynamic"]) == {"bs1", "bs8"}
     points = roofline([base, int8])
     assert len(points) == 4 and set(points["regime"]) <= {"compute", "memory", "overhead"}
     assert (points["achieved_gflops"] <= points["peak_gflops"] * 1.5).all()

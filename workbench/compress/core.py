@@ -107,6 +107,12 @@ class CompressStep(Checked):
         without weights), or None."""
         return None
 
+    def matmul_kind(self) -> str:
+        """The products its model's arithmetic runs on, as ``measure.matmul_speedup`` names them (int8,
+        int8_dynamic, bf16, fp16), so a diagnostic can time them at the model's layer shapes; "" where
+        torch's kernels are not what its model runs."""
+        return ""
+
     def keeps_fake_quant(self) -> bool:
         """Whether its model imitates quantized numbers in float math (QAT before converting): slower
         than the float model by design, to study, not to ship."""

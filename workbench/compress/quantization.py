@@ -78,6 +78,9 @@ class DynamicInt8(CompressStep):
     kernels: ClassVar[str] = "torch's int8 dynamic kernels (fbgemm/x86/qnnpack)"
     advice: ClassVar[str] = INT8_ADVICE
 
+    def matmul_kind(self) -> str:
+        return "int8_dynamic"
+
 
 @dataclass(frozen=True)
 class StaticInt8(CompressStep):
@@ -89,6 +92,9 @@ class StaticInt8(CompressStep):
     kernels: ClassVar[str] = X86_INT8
     advice: ClassVar[str] = INT8_ADVICE
     calibration_batches: int = 8  # training batches run to record activation ranges
+
+    def matmul_kind(self) -> str:
+        return "int8"
 
     def check(self) -> None:
         if not self.calibration_batches >= 1:
@@ -118,6 +124,9 @@ class QAT(CompressStep):
 
     def keeps_fake_quant(self) -> bool:
         return not self.convert
+
+    def matmul_kind(self) -> str:
+        return "int8" if self.convert else ""
 
 
 @dataclass(frozen=True)
@@ -159,6 +168,9 @@ class CastPrecision(CompressStep):
     def check(self) -> None:
         if self.dtype not in CAST_DTYPES:
             raise ConfigError(str(unknown_name_error("CastPrecision.dtype", self.dtype, CAST_DTYPES)))
+
+    def matmul_kind(self) -> str:
+        return self.dtype
 
 
 class Casted(nn.Module):

@@ -25,7 +25,7 @@ from .bench import _ready
 from .roofline import activation_bytes
 
 MAX_ROWS = 4096  # a layer's GEMM is timed on at most this many rows; beyond it the time grows in proportion
-KERNEL_KINDS = ("int8", "bf16", "fp16")
+KERNEL_KINDS = ("int8", "int8_dynamic", "bf16", "fp16")
 # Operator names by class, matched as substrings of the profiler's lower-cased names.
 OP_CLASSES = {
     "quantize": ("quantize", "dequantize", "fake_quant", "q_scale", "q_zero_point", "int_repr"),
@@ -74,7 +74,8 @@ def matmul_speedup(
     ``count`` (how often the model runs it), ``fp32_ms``, ``<kind>_ms`` and ``speedup``; ``attrs["speedup"]``
     is the whole model's: the float32 times summed over its layers against the ``kind`` ones. int8 is the
     quantized engine's static linear (uint8 activations x int8 weights, torch's x86/FBGEMM/oneDNN kernels:
-    what compiled int8 programs call); bf16 and fp16 are plain products in that dtype. Rows beyond
+    what compiled int8 programs call); int8_dynamic the same with the activations' range measured and
+    quantized every call (what dynamic int8 runs); bf16 and fp16 are plain products in that dtype. Rows beyond
     ``MAX_ROWS`` are timed at ``MAX_ROWS`` and scaled. Medians of ``repeats`` timings, each call repeated
     to at least ``min_seconds``.
 
@@ -115,7 +116,7 @@ def matmul_speedup(
 
 def _products(m: int, k: int, n: int, kind: str) -> tuple[Callable[[], Any], Callable[[], Any]]:
     x, w, bias = torch.randn(m, k), torch.randn(n, k), torch.zeros(n)
-    if kind != "int8":
+    if not kind.startswith("int8"):
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[kind]
         xl, wl, bl = x.to(dtype), w.to(dtype), bias.to(dtype)
         return (lambda: F.linear(x, w, bias)), (lambda: F.linear(xl, wl, bl))
@@ -123,6 +124,8 @@ def _products(m: int, k: int, n: int, kind: str) -> tuple[Callable[[], Any], Cal
         warnings.simplefilter("ignore")
         qx = torch.quantize_per_tensor(x, 0.05, 128, torch.quint8)
         packed = torch.ops.quantized.linear_prepack(torch.quantize_per_tensor(w, 0.05, 0, torch.qint8), bias)
+    if kind == "int8_dynamic":
+        return (lambda: F.linear(x, w, bias)), (lambda: torch.ops.quantized.linear_dynamic(x, packed))
     return (lambda: F.linear(x, w, bias)), (lambda: torch.ops.quantized.linear(qx, packed, 0.1, 128))
 
 

@@ -383,8 +383,7 @@ def _diagnostics(p: Prepared, batch_sizes: Sequence[int], where: torch.device) -
     if where.type != "cpu" or p.device.type != "cpu":
         return {"skipped": f"diagnostics run on the CPU; this run was timed on {where.type}"}
     task = task_of(p.config)
-    kinds = ["int8"] if any(s.family == "int8" for s in p.config.compress) else []
-    kinds += [s.dtype for s in p.config.compress if s.family == "cast"]
+    kinds = sorted({s.matmul_kind() for s in p.config.compress} - {""})
     example = task.example_input(p.config, p.dataset, where)[:1]
     try:
         return diagnose(

@@ -71,11 +71,11 @@ REASONS = {  # reason code -> text; {fields} are filled in from the measurements
     ),
     "step": RULE + "{step_reason}",  # the step's own note (CompressStep.not_faster)
     "int8_kernels_slow": (
-        "int8 products at this model's layer shapes run {matmul:.2f}x float32 on this CPU (micro-benchmark "
+        "{kernel} products at this model's layer shapes run {matmul:.2f}x float32 on this CPU (micro-benchmark "
         "of its int8 kernels, threads: {threads}): no int8 arithmetic to gain here"
     ),
     "int8_overhead": (
-        "int8 products at this model's layer shapes run {matmul:.2f}x float32 here, but an eager forward spends "
+        "{kernel} products at this model's layer shapes run {matmul:.2f}x float32 here, but an eager forward spends "
         "{quantize:.0%} in quantize/dequantize, {layout:.0%} in layout conversions and {overhead:.0%} in "
         "framework overhead (baseline: {base_layout:.0%}, {base_overhead:.0%}; profile, batch {profile_batch})"
     ),
@@ -392,9 +392,10 @@ def _decide(
         if mode == "eager" and compiled in run.cells and _clearly_faster(run.cells[compiled], ref):
             facts["compiled_speed"] = ref["latency_ms"] / run.cells[compiled]["latency_ms"]
             return "int8_compile"
-        matmul = run.matmul("int8", mode, bs)
+        kind = next((s.matmul_kind() for s in steps if s.family == "int8" and s.matmul_kind()), "")
+        matmul = run.matmul(kind, mode, bs) if kind else None
         if matmul is not None:
-            facts["matmul"] = matmul
+            facts.update(matmul=matmul, kernel="dynamic int8" if kind == "int8_dynamic" else "int8")
             if matmul < FASTER:
                 return "int8_kernels_slow"
             if profiled and "base_quantize" in facts:
