@@ -36,7 +36,8 @@ def inference_grid(
 
     Precisions: ``fp32`` (strict: no TF32), ``tf32`` (TF32 matmuls and convs, CUDA only), ``bf16`` and
     ``fp16`` (autocast). Modes: ``eager``, ``compiled`` (``torch.compile``, frozen weights) and
-    ``max-autotune`` (inductor's kernel search, CUDA only). The modes of one precision are timed
+    ``max-autotune`` (inductor's kernel search; timed here on CUDA only: on a CPU Inductor's max-autotune
+    tunes C++ GEMM templates, a prototype this sweep does not run). The modes of one precision are timed
     together in turns, so load hits them alike. A combination that cannot run here gets a row with
     ``skipped`` saying why, never a made-up number.
 
@@ -115,7 +116,10 @@ def _unavailable(precision: str, mode: str | None, device: torch.device) -> str:
             return "this GPU has no bfloat16 support"
         return ""
     if mode == "max-autotune" and device.type != "cuda":
-        return "max-autotune searches GPU kernel configurations: on a CPU it is the compiled row"
+        return (
+            "max-autotune is timed on a GPU here: Inductor's CPU max-autotune (C++ GEMM templates) is a "
+            "prototype this sweep does not run; the compiled row is its CPU counterpart"
+        )
     return ""
 
 

@@ -1,8 +1,9 @@
 """Muon on the weight matrices, AdamW on the rest, as one optimizer.
 
 Muon (MomentUm Orthogonalized by Newton-Schulz) replaces each weight matrix's momentum update by
-the nearest semi-orthogonal matrix, so every direction of the update moves at the same rate; it is
-what took airbench94 and the NanoGPT speedruns to their records. ``torch.optim.Muon`` does the
+the nearest semi-orthogonal matrix, so every direction of the update moves at the same rate; both
+CIFAR-10 speedrun scripts kept as anchors (airbench94_muon, cifar10_speedrun) train with it, as do Keller
+Jordan's modded-nanogpt records. ``torch.optim.Muon`` does the
 matrices: a conv's filter bank is the matrix ``out x (in * kh * kw)``, handed to it as a view of the
 weight, so the update lands in the weight itself. Its ``match_rms_adamw`` scaling makes the update's
 size match AdamW's, so one learning rate and weight decay serve both groups (Moonshot AI's recipe,
