@@ -73,9 +73,12 @@ class UnstructuredPrune(CompressStep):
     amount: float = 0.5  # fraction of Conv/Linear weights set to zero
     scope: str = "global"  # global: one threshold over all layers; layer: each layer loses `amount`
     method: str = "l1"  # l1: smallest |w| first; random: a baseline that shows why magnitude matters
+    finetune_epochs: int = 0  # fine-tuning with the masks kept (the zeros stay zero), then the masks baked in
 
     def check(self) -> None:
         _check_amount("UnstructuredPrune", self.amount)
+        if not self.finetune_epochs >= 0:
+            raise ConfigError(f"UnstructuredPrune.finetune_epochs must be an integer >= 0 (got {self.finetune_epochs})")
         _check_name("UnstructuredPrune", "scope", self.scope, SCOPES)
         _check_name("UnstructuredPrune", "method", self.method, UNSTRUCTURED_METHODS)
 
@@ -254,12 +257,21 @@ def _apply_unstructured(model: nn.Module, step: UnstructuredPrune, ctx: Compress
     layers = _prunable(model)
     if not layers:
         raise ValueError(f"{type(model).__name__} has no Conv or Linear layers to prune")
+    if step.finetune_epochs and ctx.train_loader is None:
+        raise ValueError(
+            "UnstructuredPrune with finetune_epochs > 0 needs training batches: "
+            "pass ctx=CompressContext(..., train_loader=...)"
+        )
     method = UNSTRUCTURED_METHODS[step.method]
     if step.scope == "global":
         torch_prune.global_unstructured([(m, "weight") for _, m in layers], pruning_method=method, amount=step.amount)
     else:
         for _, m in layers:
             method.apply(m, "weight", amount=step.amount)
+    if step.finetune_epochs:
+        # torch's masks stay on while it trains: each forward multiplies weight_orig by the mask, so the
+        # pruned weights get no gradient and stay zero (a FineTune after the bake-in would grow them back).
+        finetune(model, step.finetune_epochs, 0.0, ctx, desc="fine-tune with the masks kept")
     for _, m in layers:
         torch_prune.remove(m, "weight")  # bake the mask in: a plain dense weight with zeros
     weights = [m.weight for _, m in layers]
@@ -273,6 +285,7 @@ def _apply_unstructured(model: nn.Module, step: UnstructuredPrune, ctx: Compress
         nonzero_params_before=before,
         nonzero_params_after=_nonzero(model),
         params=sum(p.numel() for p in model.parameters()),
+        finetune_epochs=step.finetune_epochs,
         note="weights are zeroed, not removed: dense kernels do the same work, so latency and size do not change",
     )
     return model
