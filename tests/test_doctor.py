@@ -61,3 +61,22 @@ def test_dataset_cache_lists_cached_names(tmp_path):
     (tmp_path / ".lock").write_bytes(b"")
     check = next(c for c in doctor(cache_dir=tmp_path) if c.name == "dataset cache")
     assert check.ok and check.detail.endswith("cifar10, mnist")
+
+
+def test_an_arm_cpu_is_told_which_steps_refuse_it_and_a_missing_compiler_is_named(monkeypatch):
+    monkeypatch.setattr(doc.platform, "machine", lambda: "arm64")
+    monkeypatch.setattr(doc.shutil, "which", lambda name: None)
+    checks = {c.name: c for c in doctor()}
+    steps, compiler = checks["cpu steps"], checks["c++ compiler"]
+    assert steps.ok and "StaticInt8" in steps.detail and "QAT" in steps.detail and "arm64" in steps.detail
+    assert "DynamicInt8" in steps.detail.split("these run:")[1] and "Apple silicon" in steps.fix
+    assert compiler.ok and "not found" in compiler.detail and "torch.compile" in compiler.detail and compiler.fix
+
+
+def test_this_machine_has_the_compiler_torch_compile_uses():
+    import shutil
+
+    from torch._inductor import cpp_builder
+
+    check = next(c for c in doctor() if c.name == "c++ compiler")
+    assert (shutil.which(cpp_builder.get_cpp_compiler()) is not None) == (check.fix is None)

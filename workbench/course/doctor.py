@@ -17,9 +17,13 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+import platform
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..compress.core import X86_MACHINES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CIFAR10_ZIP = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.zip"
@@ -162,7 +166,55 @@ def _torch() -> list[Check]:
     mps = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
     checks.append(Check("mps", True, "available (Apple GPU)" if mps else "not available (Apple silicon only)"))
     checks.append(_distributed(torch))
+    checks.append(_compiler())
+    checks.append(_cpu_steps())
     return checks
+
+
+def _compiler() -> Check:
+    """``torch.compile`` on a CPU (Inductor) writes C++ and builds it with the compiler torch names (g++ on
+    Linux, clang++ on macOS, or $CXX): without one every compiled mode fails, so the notebooks' compiled
+    rows are skipped."""
+    from torch._inductor import cpp_builder
+
+    try:
+        compiler = cpp_builder.get_cpp_compiler()
+    except (RuntimeError, OSError) as e:  # torch raises when none of its candidates is on PATH
+        compiler, found = str(e).splitlines()[0][:120], None
+    else:
+        found = shutil.which(compiler)
+    if found:
+        return Check("c++ compiler", True, f"{compiler} at {found} (torch.compile on the CPU builds C++ with it)")
+    fix = (
+        "xcode-select --install"
+        if sys.platform == "darwin"
+        else "install a C++ compiler (Debian/Ubuntu: sudo apt install g++; Fedora: sudo dnf install gcc-c++), "
+        "or set CXX to one"
+    )
+    return Check(
+        "c++ compiler",
+        True,  # only compiled modes need it: every notebook runs without, skipping those rows
+        f"{compiler} not found: torch.compile on the CPU cannot build its kernels (compiled rows are skipped)",
+        fix,
+    )
+
+
+def _cpu_steps() -> Check:
+    """Which compression steps this CPU can run: pt2e int8 (StaticInt8, QAT) needs x86's int8 kernels."""
+    from ..compress import step_types
+
+    machine = platform.machine().lower()
+    if machine in X86_MACHINES:
+        return Check("cpu steps", True, f"{machine}: every compression step runs here")
+    types = step_types().values()
+    x86_only = sorted(t.__name__ for t in types if "x86" in t.needs)
+    on_cpu = sorted(t.__name__ for t in types if not {"x86", "gpu"} & t.needs)
+    return Check(
+        "cpu steps",
+        True,
+        f"{machine}: {', '.join(x86_only)} need an x86 CPU and refuse to run here; these run: {', '.join(on_cpu)}",
+        "see docs/workshop.md, 'Apple silicon and other ARM laptops'",
+    )
 
 
 def _distributed(torch) -> Check:
