@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from .bench import _ready
+from .profile import quiet_profiler
 from .roofline import activation_bytes
 
 MAX_ROWS = 4096  # a layer's GEMM is timed on at most this many rows; beyond it the time grows in proportion
@@ -169,7 +170,7 @@ def op_shares(model: Callable[[torch.Tensor], Any], example: torch.Tensor, *, st
     """
     with torch.inference_mode():
         model(example)  # one-time setup would otherwise count as the first pass's time
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with quiet_profiler(), profile(activities=[ProfilerActivity.CPU]) as prof:
             start = time.perf_counter()
             for _ in range(steps):
                 model(example)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
 
 import pandas as pd
 import torch
@@ -11,6 +14,22 @@ from torch.profiler import ProfilerActivity, profile
 
 from .bench import _ready
 from .device import device_name, resolve_device
+
+
+@contextlib.contextmanager
+def quiet_profiler() -> Iterator[None]:
+    """Hold the process's stderr (file descriptor 2) on /dev/null while torch's profiler runs: its native
+    layer writes a line as it starts and stops ("USDT: ... profiler_start"), which Jupyter shows as cell
+    output, and no setting of torch 2.13 turns it off. Python exceptions still propagate."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def profile_summary(
@@ -39,7 +58,7 @@ def profile_summary(
     x = torch.randn(batch_size, *input_shape_chw, device=device)
     with _ready(model, device), torch.inference_mode():
         model(x)  # one-time setup (allocator, kernel choice) would otherwise top the table
-        with profile(activities=activities) as prof:
+        with quiet_profiler(), profile(activities=activities) as prof:
             for _ in range(steps):
                 model(x)
             if cuda:

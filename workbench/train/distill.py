@@ -6,8 +6,9 @@
 Dividing the logits by a temperature ``T > 1`` flattens both distributions, so the teacher's small
 probabilities for wrong classes ("this 7 looks a bit like a 1") carry signal. The soft term's gradients
 shrink by ``1/T^2``; the ``T^2`` factor restores their scale, so changing ``T`` leaves the balance of
-the soft and the hard term about where it was (Hinton et al., 2015). ``workbench.distill`` trains a student with and without a teacher over seeds;
-the pipeline finds the teacher's weights (``DistillConfig.teacher``).
+the soft and the hard term about where it was (Hinton et al., 2015). ``workbench.distill`` trains a
+student with and without a teacher over seeds; the pipeline finds the teacher's weights
+(``DistillConfig.teacher``).
 
 Example:
     >>> import torch
