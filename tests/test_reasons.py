@@ -297,3 +297,17 @@ def test_a_run_records_its_diagnostics_and_the_ledger_places_every_cell_on_the_r
     assert (points["achieved_gflops"] <= points["peak_gflops"] * 1.5).all()
     for text in why_not_faster([base, int8])["text"]:
         assert text.startswith(RULE) or re.search(r"\d", text), text
+
+
+def test_effects_too_small_to_see_are_named_from_the_measurements():
+    from workbench import hidden_effects
+
+    base = _row("fp32", metrics={"accuracy": 0.995})
+    same_speed = _row("wobbly", metrics={"accuracy": 0.99}, latencies={"eager/64": 11.5}, spread=0.2)
+    hidden = hidden_effects([base, same_speed], baseline="fp32")
+    assert list(hidden["effect"]) == ["accuracy", "latency"]
+    assert "99.5%" in hidden.loc[0, "detail"] and "0.5 points" in hidden.loc[0, "detail"]
+    assert hidden.loc[1, "where"] == "wobbly: cpu/eager/bs64" and "inside the timing spread" in hidden.loc[1, "detail"]
+    # A baseline below the ceiling and a clearly faster variant hide nothing.
+    faster = _row("half", metrics={"accuracy": 0.8, "flops": 1e6}, latencies={"eager/64": 4.0})
+    assert hidden_effects([_row("fp32", metrics={"accuracy": 0.9}), faster], baseline="fp32").empty

@@ -58,6 +58,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ".deploy": ("Bundle", "export", "load_bundle", "load_test", "load_test_levels", "runtime_comparison", "serving"),
     ".report.ledger": ("ablation", "ledger", "reason_at", "why_not_faster"),
     ".report.roofline": ("roofline",),
+    ".report.visibility": ("hidden_effects",),
     ".measure": (
         "MeasureConfig",
         "benchmark",
