@@ -302,7 +302,7 @@ def test_a_run_records_its_diagnostics_and_the_ledger_places_every_cell_on_the_r
 def test_effects_too_small_to_see_are_named_from_the_measurements():
     from workbench import hidden_effects
 
-    base = _row("fp32", metrics={"accuracy": 0.995})
+    base = _row("fp32", metrics={"accuracy": 0.995}, spread=0.2)
     same_speed = _row("wobbly", metrics={"accuracy": 0.99}, latencies={"eager/64": 11.5}, spread=0.2)
     hidden = hidden_effects([base, same_speed], baseline="fp32")
     assert list(hidden["effect"]) == ["accuracy", "latency"]
