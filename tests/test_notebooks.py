@@ -52,6 +52,32 @@ def series(tmp_path_factory) -> Series:
 
 NOTEBOOKS = list_notebooks()
 
+
+def _roofline_placed(m):
+    """Every timing the notebook charted is a roofline point in one of the three regimes."""
+    return (
+        m["roofline_points"] > 0
+        and m["roofline_points"] == len(m["roofline"])
+        and set(m["roofline_regimes"]) <= {"compute", "memory", "overhead"}
+        and m["roofline_regimes"] == sorted({p["regime"] for p in m["roofline"]})
+    )
+
+
+def _batching_raises_gflops(m, modes=None):
+    """Each run, device and mode (of ``modes``, else all) timed at several batch sizes reached more GFLOP/s at its
+    largest batch than at its smallest: the weights are read once for the whole batch, the fixed costs paid once."""
+    cells = {}
+    for p in m["roofline"]:
+        if modes is None or p["mode"] in modes:
+            cells.setdefault((p["variant"], p["device"], p["mode"]), {})[p["batch_size"]] = p["achieved_gflops"]
+    several = [by for by in cells.values() if len(by) > 1]
+    return bool(several) and all(by[max(by)] > by[min(by)] for by in several)
+
+
+ROOFLINE_KEYS = ["roofline_points", "roofline_regimes", "roofline"]
+ROOFLINE_PLACED = ("every timing is placed on the roofline, in one of its three regimes", _roofline_placed)
+
+
 # What each notebook's metrics.json must hold; every notebook listed here must exist and vice versa.
 EXPECTED = {
     "00_quickstart": [
@@ -74,6 +100,10 @@ EXPECTED = {
         "switch_accuracy",
         "epochs_to_target",
         "measure_device_name",
+        *ROOFLINE_KEYS,
+        "peak_memory_bytes",
+        "weights_bytes",
+        "peak_memory_ratio",
     ],
     "03_training_algorithms": [
         "best_optimizer",
@@ -93,6 +123,7 @@ EXPECTED = {
         "selection_accuracy",
         "max_generalization_gap",
         "train_eval_accuracy",
+        "augmentation_speed",
     ],
     "05_hardware": [
         "variants",
@@ -106,6 +137,7 @@ EXPECTED = {
         "sweep_ran",
         "sweep_skipped",
         "measure_device_name",
+        *ROOFLINE_KEYS,
     ],
     "06_pruning": [
         "baseline_accuracy",
@@ -118,6 +150,13 @@ EXPECTED = {
         "iterative_accuracy_delta",
         "most_sensitive_layer",
         "unstructured_flops_ratio",
+        "changed_n",
+        "changed_right_to_wrong",
+        "changed_wrong_to_right",
+        "changed_base_accuracy",
+        "changed_variant_accuracy",
+        "changed_base_ece",
+        "changed_variant_ece",
         "measure_device_name",
     ],
     "07_quantization": [
@@ -131,6 +170,15 @@ EXPECTED = {
         "saved_fp32_bytes",
         "saved_static_int8_bytes",
         "skipped_lines",
+        "changed_n",
+        "changed_right_to_wrong",
+        "changed_wrong_to_right",
+        "changed_base_accuracy",
+        "changed_variant_accuracy",
+        "changed_base_ece",
+        "changed_variant_ece",
+        "roofline_points",
+        "roofline_regimes",
         "measure_device_name",
     ],
     "08_distillation": [
@@ -142,6 +190,13 @@ EXPECTED = {
         "seeds_improved",
         "student_params_ratio",
         "student_speedup",
+        "changed_n",
+        "changed_right_to_wrong",
+        "changed_wrong_to_right",
+        "changed_base_accuracy",
+        "changed_variant_accuracy",
+        "changed_base_ece",
+        "changed_variant_ece",
         "measure_device_name",
     ],
     "10_distributed": [
@@ -182,6 +237,7 @@ EXPECTED = {
         "time_to_target",
         "race_files",
         "train_device",
+        "tta_eval_ratio",
     ],
     "13_capstone": [
         "steps",
@@ -194,6 +250,13 @@ EXPECTED = {
         "cpu_bs1_speedup",
         "chosen_width",
         "trained_runs",
+        "changed_n",
+        "changed_right_to_wrong",
+        "changed_wrong_to_right",
+        "changed_base_accuracy",
+        "changed_variant_accuracy",
+        "changed_base_ece",
+        "changed_variant_ece",
         "measure_device_name",
     ],
     "14_language_model": [
@@ -208,6 +271,7 @@ EXPECTED = {
         "shape_losses",
         "better_shape",
         "measure_device_name",
+        *ROOFLINE_KEYS,
     ],
     "15_llm_compression": [
         "fp32_perplexity",
@@ -227,6 +291,13 @@ EXPECTED = {
         "speculative",
         "generate_same",
         "measure_device_name",
+        *ROOFLINE_KEYS,
+        "changed_variant",
+        "changed_base_mean_loss",
+        "changed_variant_mean_loss",
+        "changed_mean_change",
+        "changed_base_loss",
+        "changed_variant_loss",
     ],
     "16_llm_memory": [
         "kv_float_bytes",
@@ -240,6 +311,7 @@ EXPECTED = {
         "decode",
         "measure_device_name",
         "training_memory_device",
+        *ROOFLINE_KEYS,
     ],
     "17_llm_serving": [
         "perplexity",
@@ -274,6 +346,9 @@ TAKEAWAYS = {
     "01_measure": [
         ("batching raises throughput", lambda m: m["throughput_ips_max"] > m["throughput_ips_bs1"]),
         ("the static costs are positive", lambda m: m["params"] > 0 and m["flops"] > 0),
+        ROOFLINE_PLACED,
+        ("the largest batch reaches more GFLOP/s than batch 1", _batching_raises_gflops),
+        ("a training run's measured peak memory is more than its weights' bytes", lambda m: m["peak_memory_ratio"] > 1),
     ],
     "02_model_structure": [
         ("wider means more parameters", lambda m: m["width_params_ratio"] > 1.5),
@@ -320,6 +395,12 @@ TAKEAWAYS = {
                 and math.isclose(m["max_generalization_gap"], max(m["generalization_gap"].values()), abs_tol=1e-9)
             ),
         ),
+        (
+            "every augmentation's training speed is measured against none",
+            lambda m: (
+                m["augmentation_speed"]["baseline"] == 1.0 and all(v > 0 for v in m["augmentation_speed"].values())
+            ),
+        ),
     ],
     "05_hardware": [
         (
@@ -344,6 +425,8 @@ TAKEAWAYS = {
                 and all(m["sweep_skipped"].values())
             ),
         ),
+        ROOFLINE_PLACED,
+        ("every variant reaches more GFLOP/s at its largest batch than at batch 1", _batching_raises_gflops),
     ],
     "06_pruning": [
         (
@@ -356,6 +439,27 @@ TAKEAWAYS = {
         ),
         ("unstructured: the same FLOPs as the baseline", lambda m: m["unstructured_flops_ratio"] > 0.99),
         ("one training for every variant", lambda m: m["trained_runs"] == 1),
+        (
+            "what changed: the flips account exactly for the accuracy change",
+            lambda m: (
+                abs(
+                    (m["changed_variant_accuracy"] - m["changed_base_accuracy"]) * m["changed_n"]
+                    - (m["changed_wrong_to_right"] - m["changed_right_to_wrong"])
+                )
+                < 1e-6
+            ),
+        ),
+        (
+            "what changed: both calibration errors lie in [0, 1]",
+            lambda m: 0 <= m["changed_base_ece"] <= 1 and 0 <= m["changed_variant_ece"] <= 1,
+        ),
+        (
+            "what changed scores the saved models as their runs did: the same accuracies",
+            lambda m: (
+                abs(m["changed_base_accuracy"] - m["changed_base_run_accuracy"]) < 1e-6
+                and abs(m["changed_variant_accuracy"] - m["changed_variant_run_accuracy"]) < 1e-6
+            ),
+        ),
     ],
     "07_quantization": [
         ("static int8 weights are smaller", lambda m: m["static_size_ratio"] < 0.5),
@@ -370,10 +474,64 @@ TAKEAWAYS = {
             "or its start cut at a word boundary",
             lambda m: _readable_skip_lines(m),
         ),
+        (
+            "what changed: the flips account exactly for the accuracy change",
+            lambda m: (
+                abs(
+                    (m["changed_variant_accuracy"] - m["changed_base_accuracy"]) * m["changed_n"]
+                    - (m["changed_wrong_to_right"] - m["changed_right_to_wrong"])
+                )
+                < 1e-6
+            ),
+        ),
+        (
+            "what changed: both calibration errors lie in [0, 1]",
+            lambda m: 0 <= m["changed_base_ece"] <= 1 and 0 <= m["changed_variant_ece"] <= 1,
+        ),
+        (
+            "what changed scores the saved models as their runs did: the same accuracies",
+            lambda m: (
+                abs(m["changed_base_accuracy"] - m["changed_base_run_accuracy"]) < 1e-6
+                and abs(m["changed_variant_accuracy"] - m["changed_variant_run_accuracy"]) < 1e-6
+            ),
+        ),
+        (
+            "every timed cell of the baseline is a point on the roofline",
+            lambda m: (
+                m["roofline_baseline_cells"] >= 1
+                and m["roofline_baseline_unplaced"] == []
+                and m["roofline_points"] >= m["roofline_baseline_cells"]
+            ),
+        ),
+        (
+            "every roofline point is compute-, memory- or overhead-bound",
+            lambda m: bool(m["roofline_regimes"]) and set(m["roofline_regimes"]) <= {"compute", "memory", "overhead"},
+        ),
     ],
     "08_distillation": [
         ("a distilled row beside an alone row for every seed", lambda m: m["pairs"] == m["seeds"] >= 2),
         ("the student is smaller than the teacher", lambda m: m["student_params_ratio"] < 0.5),
+        (
+            "what changed: the flips account exactly for the accuracy change",
+            lambda m: (
+                abs(
+                    (m["changed_variant_accuracy"] - m["changed_base_accuracy"]) * m["changed_n"]
+                    - (m["changed_wrong_to_right"] - m["changed_right_to_wrong"])
+                )
+                < 1e-6
+            ),
+        ),
+        (
+            "what changed: both calibration errors lie in [0, 1]",
+            lambda m: 0 <= m["changed_base_ece"] <= 1 and 0 <= m["changed_variant_ece"] <= 1,
+        ),
+        (
+            "what changed scores the saved models as their runs did: the same accuracies",
+            lambda m: (
+                abs(m["changed_base_accuracy"] - m["changed_base_run_accuracy"]) < 1e-6
+                and abs(m["changed_variant_accuracy"] - m["changed_variant_run_accuracy"]) < 1e-6
+            ),
+        ),
     ],
     "10_distributed": [
         (
@@ -484,6 +642,27 @@ TAKEAWAYS = {
             "pruning and int8 reused the distilled student's training, not a new one",
             lambda m: m["reused_from"][6] is not None and m["reused_from"][6] == m["reused_from"][7],
         ),
+        (
+            "what changed: the flips account exactly for the accuracy change",
+            lambda m: (
+                abs(
+                    (m["changed_variant_accuracy"] - m["changed_base_accuracy"]) * m["changed_n"]
+                    - (m["changed_wrong_to_right"] - m["changed_right_to_wrong"])
+                )
+                < 1e-6
+            ),
+        ),
+        (
+            "what changed: both calibration errors lie in [0, 1]",
+            lambda m: 0 <= m["changed_base_ece"] <= 1 and 0 <= m["changed_variant_ece"] <= 1,
+        ),
+        (
+            "what changed scores the saved models as their runs did: the same accuracies",
+            lambda m: (
+                abs(m["changed_base_accuracy"] - m["changed_base_run_accuracy"]) < 1e-6
+                and abs(m["changed_variant_accuracy"] - m["changed_variant_run_accuracy"]) < 1e-6
+            ),
+        ),
     ],
     "14_language_model": [
         (
@@ -527,6 +706,11 @@ TAKEAWAYS = {
                     for seconds in m["shape_seconds_run"].values()
                 )
             ),
+        ),
+        ROOFLINE_PLACED,
+        (
+            "every run, forward and decoding alike, reaches more GFLOP/s at its largest batch than at batch 1",
+            _batching_raises_gflops,
         ),
     ],
     "15_llm_compression": [
@@ -598,6 +782,25 @@ TAKEAWAYS = {
                     0 <= r["acceptance"] <= 1 and 1 <= r["tokens_per_target_pass"] <= r["lookahead"] + 1
                     for r in m["speculative"][1:]
                 )
+            ),
+        ),
+        ROOFLINE_PLACED,
+        (
+            "every variant decodes at more GFLOP/s at batch 8 than at batch 1 (not claimed for the forward pass: "
+            "emulated bf16 is compute-bound there, 1.03x in one smoke run)",
+            lambda m: _batching_raises_gflops(m, modes={"decode"}),
+        ),
+        (
+            "what_changed's mean change per token is the variant's mean loss minus the base's",
+            lambda m: math.isclose(
+                m["changed_mean_change"], m["changed_variant_mean_loss"] - m["changed_base_mean_loss"], abs_tol=1e-6
+            ),
+        ),
+        (
+            "what_changed scores the windows the runs were scored on: its mean losses are the runs' stored losses",
+            lambda m: (
+                math.isclose(m["changed_base_mean_loss"], m["changed_base_loss"], rel_tol=1e-5)
+                and math.isclose(m["changed_variant_mean_loss"], m["changed_variant_loss"], rel_tol=1e-5)
             ),
         ),
     ],
@@ -767,6 +970,11 @@ TAKEAWAYS = {
                 )
             ),
         ),
+        ROOFLINE_PLACED,
+        (
+            "every run, forward and decoding alike, reaches more GFLOP/s at its largest batch than at batch 1",
+            _batching_raises_gflops,
+        ),
     ],
     "09_model_search": [
         (
@@ -819,6 +1027,11 @@ TAKEAWAYS = {
             lambda m: m["seconds_bought"]["test-time augmentation"] == 0.0,
         ),
         ("the committed CPU race figures are shown", lambda m: "speedrun-cpu.json" in m["race_files"]),
+        (
+            "test-time augmentation multiplies the evaluation work: the preset's evaluation took at least twice "
+            "as long as the one without TTA (it runs 7 views of each image)",
+            lambda m: m["tta_eval_ratio"] > 2,
+        ),
     ],
 }
 

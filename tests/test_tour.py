@@ -12,6 +12,7 @@ import pytest
 from workbench.cli import main
 from workbench.course.tour import noise_note, report_table, variant_notes, write_report
 from workbench.report import ResultStore
+from workbench.report.roofline import roofline
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -67,6 +68,23 @@ def test_the_report_table_is_for_people(toured):
         assert f"{100 * row['accuracy']:.1f}%" in note
 
 
+def test_the_report_draws_the_roofline(toured):
+    """The tour's runs were timed on the CPU, so every timed cell has a roofline point: the chart is a PNG beside
+    the report and inline in it, captioned with the measured roofs and the regimes counted from the points."""
+    _, printed, out = toured
+    path = Path(re.search(r"The report: (\S+)", printed).group(1))
+    assert (path.parent / "roofline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    points = roofline(ResultStore(out).frame())
+    assert len(points) >= 2 * 6  # batch 1 and 64 of every variant, at least
+    html = path.read_text()
+    assert 'alt="roofline.png" src="data:image/png;base64,' in html
+    caption = re.search(r'<p class="caption">(Roofline: [^<]*)</p>', html).group(1)
+    assert "GB/s STREAM triad" in caption and "GFLOP/s matmul" in caption
+    assert f"Of {len(points)} timings here" in caption
+    for regime, n in points["regime"].value_counts().items():
+        assert f"{n} {regime}-bound" in caption
+
+
 def test_a_busy_machine_is_named_in_the_report(toured, tmp_path):
     _, _, out = toured
     df = ResultStore(out).frame()
@@ -96,7 +114,12 @@ def test_the_report_in_a_real_browser(toured):
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.goto(url)
             images = page.eval_on_selector_all("img", "els => els.map(e => [e.alt, e.complete && e.naturalWidth > 0])")
-            assert [alt for alt, _ in images] == ["size_accuracy_chart.png", "latency.png", "training_curves.png"]
+            assert [alt for alt, _ in images] == [
+                "size_accuracy_chart.png",
+                "latency.png",
+                "training_curves.png",
+                "roofline.png",
+            ]
             assert all(ok for _, ok in images), images
             headers = page.eval_on_selector_all(
                 "table thead tr", "rows => rows.map(r => [...r.cells].map(c => c.innerText))"

@@ -1,5 +1,5 @@
 """``workbench tour``: the main job. A baseline and contrasting variants on the embedded digits, then a
-self-contained HTML report (tables and charts inline) plus the PNGs beside it.
+self-contained HTML report (tables and charts inline, the roofline among them) plus the PNGs beside it.
 
 Each variant changes one thing against the baseline, so each row of the report answers one question.
 """
@@ -23,7 +23,8 @@ from ..data import AugmentConfig
 from ..measure import native_bf16, resolve_device
 from ..pipeline import run_many
 from ..report import ResultStore, latency_comparison, readable, run_labels, same_architecture
-from ..report.charts import device_label, history_chart, latency_chart, size_accuracy_chart
+from ..report.charts import device_label, history_chart, latency_chart, roofline_chart, size_accuracy_chart
+from ..report.roofline import roofline
 from ._theme import THEME_CSS
 
 
@@ -120,6 +121,27 @@ def noise_note(df: pd.DataFrame) -> str:
     )
 
 
+def roofline_caption(points: pd.DataFrame) -> str:
+    """The roofline chart's one-line caption, from its points (``report.roofline``): what it shows, the two
+    measured roofs and how many timings fell in each regime.
+
+    Example:
+        >>> pts = pd.DataFrame({"regime": ["overhead", "compute", "overhead"], "bandwidth_gbs": [17.0] * 3,
+        ...                     "peak_gflops": [48.0] * 3})
+        >>> print(roofline_caption(pts))  # doctest: +NORMALIZE_WHITESPACE
+        Roofline: each timing by its arithmetic intensity (FLOPs per modelled byte moved) under the measured roofs
+        (17 GB/s STREAM triad, 48 GFLOP/s matmul); far below both is overhead-bound (framework, small kernels).
+        Of 3 timings here: 1 compute-bound, 2 overhead-bound.
+    """
+    counts = ", ".join(f"{n} {regime}-bound" for regime, n in points["regime"].value_counts().sort_index().items())
+    return (
+        "Roofline: each timing by its arithmetic intensity (FLOPs per modelled byte moved) under the measured roofs "
+        f"({points['bandwidth_gbs'].iloc[0]:.0f} GB/s STREAM triad, {points['peak_gflops'].iloc[0]:.0f} GFLOP/s "
+        "matmul); far below both is overhead-bound (framework, small kernels). "
+        f"Of {len(points)} timings here: {counts}."
+    )
+
+
 def report_table(df: pd.DataFrame) -> pd.DataFrame:
     """The report's table: named columns with units, accuracy in %, the batch size in latency headers."""
     table = readable(
@@ -156,11 +178,23 @@ def write_report(df: pd.DataFrame, folder: str | Path, title: str = "Workbench t
         "latency.png": latency_chart(df),
         "training_curves.png": history_chart(df),
     }
+    points = roofline(df)
+    captions = {}
+    if len(points):  # runs stored before the roofline's measurements were recorded cannot be placed
+        charts["roofline.png"] = roofline_chart(points)
+        captions["roofline.png"] = roofline_caption(points)
     images = []
     for name, fig in charts.items():
         data = _png(fig)
         (folder / name).write_bytes(data)
         images.append(f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(data).decode()}">')
+        if name in captions:
+            images.append(f'<p class="caption">{html.escape(captions[name])}</p>')
+    if not len(points):
+        images.append(
+            '<p class="caption">No roofline: these runs lack the activation bytes and measured roofs a point '
+            "needs (runs stored by an older Workbench).</p>"
+        )
     shown = report_table(df)
     counts = {c: (lambda v: f"{v:,}") for c in shown.columns if pd.api.types.is_integer_dtype(shown[c])}
     table = shown.to_html(

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from .bench import _ready
+from .device import model_device
 from .profile import quiet_profiler
 from .roofline import activation_bytes
 
@@ -192,13 +193,16 @@ def diagnose(
     kinds: Sequence[str] = (),
     batch_sizes: Sequence[int] = (1,),
     decode_batch_sizes: Sequence[int] = (),
+    kernels: bool = True,
 ) -> dict[str, Any]:
     """The measurements the ledger decides its reasons by, for a run's final ``model`` (its float form
     ``float_model`` gives the layer shapes): ``activation_bytes`` of one example (``example`` is one
     example with its batch dimension), the operator ``profile`` of an eager forward at each batch size, and
     for each low-precision ``kinds`` (int8, bf16) its ``matmul`` speed-up over float32 at the
     model's layer shapes, keyed like the ledger's cells: ``bs8`` for a batch of 8 examples, ``decode/bs8``
-    for a language model's decode step of 8 sequences (one row each). CPU kernels: call it on the CPU.
+    for a language model's decode step of 8 sequences (one row each). The profile and the products are the
+    CPU's kernels; with ``kernels=False`` (a run timed on a GPU) only the activation bytes are measured, on
+    the device the model is on.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
@@ -206,6 +210,10 @@ def diagnose(
         >>> d["activation_bytes"], sorted(d["matmul"]["int8"])
         (272, ['bs1', 'bs8'])
     """
+    if not kernels:
+        home = model_device(float_model)
+        with _ready(float_model, home):  # eval mode (BatchNorm, dropout), restored after
+            return {"activation_bytes": activation_bytes(float_model, example.to(home))}
     cpu = torch.device("cpu")
     with _ready(float_model, cpu), _ready(model, cpu):  # eval mode (BatchNorm, dropout), restored after
         out: dict[str, Any] = {"activation_bytes": activation_bytes(float_model, example)}

@@ -378,13 +378,11 @@ def _store(result: Result, model: torch.nn.Module, dataset: Dataset, store: Resu
 def _diagnostics(p: Prepared, batch_sizes: Sequence[int], where: torch.device) -> dict[str, Any]:
     """What the ledger decides its reasons by (``measure.diagnose``), for a model timed on the CPU: activation
     bytes for the roofline, an operator profile, and int8/bf16 products at the model's layer shapes where a
-    step made it int8 or cast it. A diagnostic that cannot run is recorded as such: the ledger then says
-    its reason is a rule."""
-    if where.type != "cpu" or p.device.type != "cpu":
-        return {"skipped": f"diagnostics run on the CPU; this run was timed on {where.type}"}
+    step made it int8 or cast it. Off the CPU only the activation bytes (the kernel diagnostics are CPU
+    kernels). A diagnostic that cannot run is recorded as such: the ledger then says its reason is a rule."""
     task = task_of(p.config)
     kinds = sorted({s.matmul_kind() for s in p.config.compress} - {""})
-    example = task.example_input(p.config, p.dataset, where)[:1]
+    example = task.example_input(p.config, p.dataset, p.device)[:1]
     try:
         return diagnose(
             p.trained.model,
@@ -393,6 +391,7 @@ def _diagnostics(p: Prepared, batch_sizes: Sequence[int], where: torch.device) -
             kinds=kinds,
             batch_sizes=batch_sizes,
             decode_batch_sizes=task.decode_batch_sizes,
+            kernels=where.type == "cpu" and p.device.type == "cpu",
         )
     except (RuntimeError, NotImplementedError, TypeError) as e:  # e.g. a model only ONNX Runtime can run
         return {"skipped": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}

@@ -43,7 +43,8 @@ COLUMNS = [
 def cell_point(row: pd.Series | dict[str, Any], cell: dict[str, Any]) -> dict[str, Any] | None:
     """One timed cell (a benchmark record with ``mode``, ``batch_size``, ``latency_ms``) of a run's ``row``
     on the roofline, or None where the row lacks what it needs (FLOPs, size, activation bytes from its
-    diagnostics, the measured matmul ceiling and bandwidth: rows stored before they were measured).
+    diagnostics, the measured matmul ceiling and bandwidth: rows stored before they were measured), or where
+    the cell ran on another device than the one whose roofs the row measured.
 
     Example:
         >>> row = {"flops": 1e6, "size_bytes": 4e5, "diagnostics": {"activation_bytes": 1e3},
@@ -52,6 +53,9 @@ def cell_point(row: pd.Series | dict[str, Any], cell: dict[str, Any]) -> dict[st
         >>> round(p["intensity"], 1), round(p["achieved_gflops"], 1), p["regime"]
         (166.7, 50.0, 'compute')
     """
+    primary = row.get("measure_device_name")
+    if primary and cell.get("device_name") and cell["device_name"] != primary:
+        return None  # the roofs were measured on the run's primary timing device only
     diagnostics = row.get("diagnostics")
     activations = diagnostics.get("activation_bytes") if isinstance(diagnostics, dict) else None
     needed = [row.get(k) for k in ("flops", "size_bytes", "ceiling_tflops", "bandwidth_gbs")] + [activations]

@@ -287,9 +287,11 @@ def _with_model(run: str | Result, store: ResultStore | str | os.PathLike, role:
 
 
 def _name(result: Result) -> str:
-    """The run's label, with its compression where it has one: a variant often shares its base's name."""
-    steps = result.config.flat()["compress"]
-    return result.config.label() if steps == "none" else f"{result.config.label()} ({steps})"
+    """The run's label; an unnamed variant (which would share its base's label) gets its steps' kinds, short
+    enough for a chart's legend."""
+    if result.config.name or not result.config.compress:
+        return result.config.label()
+    return f"{result.config.label()} ({' + '.join(s.kind for s in result.config.compress)})"
 
 
 def _comparison_problem(base: Result, variant: Result) -> str | None:
