@@ -78,6 +78,31 @@ ROOFLINE_KEYS = ["roofline_points", "roofline_regimes", "roofline"]
 ROOFLINE_PLACED = ("every timing is placed on the roofline, in one of its three regimes", _roofline_placed)
 
 
+WHAT_CHANGED = [  # the relations every notebook's what_changed section holds to
+    (
+        "what changed: the flips account exactly for the accuracy change",
+        lambda m: (
+            abs(
+                (m["changed_variant_accuracy"] - m["changed_base_accuracy"]) * m["changed_n"]
+                - (m["changed_wrong_to_right"] - m["changed_right_to_wrong"])
+            )
+            < 1e-6
+        ),
+    ),
+    (
+        "what changed: both calibration errors lie in [0, 1]",
+        lambda m: 0 <= m["changed_base_ece"] <= 1 and 0 <= m["changed_variant_ece"] <= 1,
+    ),
+    (
+        "what changed scores the saved models as their runs did: the same accuracies",
+        lambda m: (
+            abs(m["changed_base_accuracy"] - m["changed_base_run_accuracy"]) < 1e-6
+            and abs(m["changed_variant_accuracy"] - m["changed_variant_run_accuracy"]) < 1e-6
+        ),
+    ),
+]
+
+
 # What each notebook's metrics.json must hold; every notebook listed here must exist and vice versa.
 EXPECTED = {
     "00_quickstart": [
@@ -439,27 +464,7 @@ TAKEAWAYS = {
         ),
         ("unstructured: the same FLOPs as the baseline", lambda m: m["unstructured_flops_ratio"] > 0.99),
         ("one training for every variant", lambda m: m["trained_runs"] == 1),
-        (
-            "what changed: the flips account exactly for the accuracy change",
-            lambda m: (
-                abs(
-                    (m["changed_variant_accuracy"] - m["changed_base_accuracy"]) * m["changed_n"]
-                    - (m["changed_wrong_to_right"] - m["changed_right_to_wrong"])
-                )
-                < 1e-6
-            ),
-        ),
-        (
-            "what changed: both calibration errors lie in [0, 1]",
-            lambda m: 0 <= m["changed_base_ece"] <= 1 and 0 <= m["changed_variant_ece"] <= 1,
-        ),
-        (
-            "what changed scores the saved models as their runs did: the same accuracies",
-            lambda m: (
-                abs(m["changed_base_accuracy"] - m["changed_base_run_accuracy"]) < 1e-6
-                and abs(m["changed_variant_accuracy"] - m["changed_variant_run_accuracy"]) < 1e-6
-            ),
-        ),
+        *WHAT_CHANGED,
     ],
     "07_quantization": [
         ("static int8 weights are smaller", lambda m: m["static_size_ratio"] < 0.5),
@@ -474,27 +479,7 @@ TAKEAWAYS = {
             "or its start cut at a word boundary",
             lambda m: _readable_skip_lines(m),
         ),
-        (
-            "what changed: the flips account exactly for the accuracy change",
-            lambda m: (
-                abs(
-                    (m["changed_variant_accuracy"] - m["changed_base_accuracy"]) * m["changed_n"]
-                    - (m["changed_wrong_to_right"] - m["changed_right_to_wrong"])
-                )
-                < 1e-6
-            ),
-        ),
-        (
-            "what changed: both calibration errors lie in [0, 1]",
-            lambda m: 0 <= m["changed_base_ece"] <= 1 and 0 <= m["changed_variant_ece"] <= 1,
-        ),
-        (
-            "what changed scores the saved models as their runs did: the same accuracies",
-            lambda m: (
-                abs(m["changed_base_accuracy"] - m["changed_base_run_accuracy"]) < 1e-6
-                and abs(m["changed_variant_accuracy"] - m["changed_variant_run_accuracy"]) < 1e-6
-            ),
-        ),
+        *WHAT_CHANGED,
         (
             "every timed cell of the baseline is a point on the roofline",
             lambda m: (
@@ -511,27 +496,7 @@ TAKEAWAYS = {
     "08_distillation": [
         ("a distilled row beside an alone row for every seed", lambda m: m["pairs"] == m["seeds"] >= 2),
         ("the student is smaller than the teacher", lambda m: m["student_params_ratio"] < 0.5),
-        (
-            "what changed: the flips account exactly for the accuracy change",
-            lambda m: (
-                abs(
-                    (m["changed_variant_accuracy"] - m["changed_base_accuracy"]) * m["changed_n"]
-                    - (m["changed_wrong_to_right"] - m["changed_right_to_wrong"])
-                )
-                < 1e-6
-            ),
-        ),
-        (
-            "what changed: both calibration errors lie in [0, 1]",
-            lambda m: 0 <= m["changed_base_ece"] <= 1 and 0 <= m["changed_variant_ece"] <= 1,
-        ),
-        (
-            "what changed scores the saved models as their runs did: the same accuracies",
-            lambda m: (
-                abs(m["changed_base_accuracy"] - m["changed_base_run_accuracy"]) < 1e-6
-                and abs(m["changed_variant_accuracy"] - m["changed_variant_run_accuracy"]) < 1e-6
-            ),
-        ),
+        *WHAT_CHANGED,
     ],
     "10_distributed": [
         (
@@ -642,27 +607,7 @@ TAKEAWAYS = {
             "pruning and int8 reused the distilled student's training, not a new one",
             lambda m: m["reused_from"][6] is not None and m["reused_from"][6] == m["reused_from"][7],
         ),
-        (
-            "what changed: the flips account exactly for the accuracy change",
-            lambda m: (
-                abs(
-                    (m["changed_variant_accuracy"] - m["changed_base_accuracy"]) * m["changed_n"]
-                    - (m["changed_wrong_to_right"] - m["changed_right_to_wrong"])
-                )
-                < 1e-6
-            ),
-        ),
-        (
-            "what changed: both calibration errors lie in [0, 1]",
-            lambda m: 0 <= m["changed_base_ece"] <= 1 and 0 <= m["changed_variant_ece"] <= 1,
-        ),
-        (
-            "what changed scores the saved models as their runs did: the same accuracies",
-            lambda m: (
-                abs(m["changed_base_accuracy"] - m["changed_base_run_accuracy"]) < 1e-6
-                and abs(m["changed_variant_accuracy"] - m["changed_variant_run_accuracy"]) < 1e-6
-            ),
-        ),
+        *WHAT_CHANGED,
     ],
     "14_language_model": [
         (

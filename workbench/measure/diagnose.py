@@ -24,7 +24,7 @@ from torch.profiler import ProfilerActivity, profile
 from .bench import _ready
 from .device import model_device
 from .profile import quiet_profiler
-from .roofline import activation_bytes
+from .roofline import activation_bytes, forward_hooked
 
 MAX_ROWS = 4096  # a layer's GEMM is timed on at most this many rows; beyond it the time grows in proportion
 KERNEL_KINDS = ("int8", "int8_dynamic", "bf16", "fp16")
@@ -59,13 +59,7 @@ def gemm_shapes(model: nn.Module, example: torch.Tensor) -> list[tuple[int, int,
     layers = [
         m for m in model.modules() if hasattr(m, "in_features") or (hasattr(m, "kernel_size") and hasattr(m, "groups"))
     ]
-    hooks = [m.register_forward_hook(record) for m in layers if not list(m.children())]
-    try:
-        with torch.inference_mode():
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
+    forward_hooked(model, example, [m for m in layers if not list(m.children())], record)
     return shapes
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -75,15 +76,21 @@ def activation_bytes(model: nn.Module, example: torch.Tensor) -> int:
         outputs = output if isinstance(output, (tuple, list)) else (output,)
         total += sum(t.numel() * t.element_size() for t in outputs if isinstance(t, torch.Tensor))
 
-    leaves = [m for m in model.modules() if not list(m.children())] or [model]
-    hooks = [m.register_forward_hook(add) for m in leaves]
+    forward_hooked(model, example, [m for m in model.modules() if not list(m.children())] or [model], add)
+    return total
+
+
+def forward_hooked(
+    model: nn.Module, example: torch.Tensor, modules: list[nn.Module], hook: Callable[[nn.Module, Any, Any], None]
+) -> None:
+    """One forward pass of ``example`` (no gradients) with ``hook`` on each of ``modules``, removed after."""
+    hooks = [m.register_forward_hook(hook) for m in modules]
     try:
         with torch.inference_mode():
             model(example)
     finally:
         for h in hooks:
             h.remove()
-    return total
 
 
 def roofline_point(
