@@ -183,6 +183,7 @@ EXPECTED = {
         "changed_base_ece",
         "changed_variant_ece",
         "measure_device_name",
+        "hidden_effects",
     ],
     "07_quantization": [
         "baseline_accuracy",
@@ -205,6 +206,7 @@ EXPECTED = {
         "roofline_points",
         "roofline_regimes",
         "measure_device_name",
+        "hidden_effects",
     ],
     "08_distillation": [
         "teacher_accuracy",
