@@ -12,7 +12,7 @@ Example:
     >>> cfg = space.config(RunConfig(), {"train.lr": 0.1, "compress.prune": "prune_unstructured",
     ...                                  "compress.prune.amount": 0.5})
     >>> cfg.train.lr, [s.label() for s in cfg.compress]
-    (0.1, ['prune_unstructured(amount=0.5,scope=global,method=l1)'])
+    (0.1, ['prune_unstructured(amount=0.5,scope=global,method=l1,finetune_epochs=0)'])
 """
 
 from __future__ import annotations
