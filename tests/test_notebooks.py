@@ -75,6 +75,10 @@ def _batching_raises_gflops(m, modes=None):
 
 
 ROOFLINE_KEYS = ["roofline_points", "roofline_regimes", "roofline"]
+WHAT_CHANGED_KEYS = [
+    f"changed_{k}"
+    for k in ("n", "right_to_wrong", "wrong_to_right", "base_accuracy", "variant_accuracy", "base_ece", "variant_ece")
+]
 ROOFLINE_PLACED = ("every timing is placed on the roofline, in one of its three regimes", _roofline_placed)
 
 
@@ -182,13 +186,7 @@ EXPECTED = {
         "iterative_accuracy_delta",
         "most_sensitive_layer",
         "unstructured_flops_ratio",
-        "changed_n",
-        "changed_right_to_wrong",
-        "changed_wrong_to_right",
-        "changed_base_accuracy",
-        "changed_variant_accuracy",
-        "changed_base_ece",
-        "changed_variant_ece",
+        *WHAT_CHANGED_KEYS,
         "measure_device_name",
         "hidden_effects",
     ],
@@ -203,13 +201,7 @@ EXPECTED = {
         "saved_fp32_bytes",
         "saved_static_int8_bytes",
         "skipped_lines",
-        "changed_n",
-        "changed_right_to_wrong",
-        "changed_wrong_to_right",
-        "changed_base_accuracy",
-        "changed_variant_accuracy",
-        "changed_base_ece",
-        "changed_variant_ece",
+        *WHAT_CHANGED_KEYS,
         "roofline_points",
         "roofline_regimes",
         "measure_device_name",
@@ -224,13 +216,7 @@ EXPECTED = {
         "seeds_improved",
         "student_params_ratio",
         "student_speedup",
-        "changed_n",
-        "changed_right_to_wrong",
-        "changed_wrong_to_right",
-        "changed_base_accuracy",
-        "changed_variant_accuracy",
-        "changed_base_ece",
-        "changed_variant_ece",
+        *WHAT_CHANGED_KEYS,
         "measure_device_name",
     ],
     "10_distributed": [
@@ -284,13 +270,7 @@ EXPECTED = {
         "cpu_bs1_speedup",
         "chosen_width",
         "trained_runs",
-        "changed_n",
-        "changed_right_to_wrong",
-        "changed_wrong_to_right",
-        "changed_base_accuracy",
-        "changed_variant_accuracy",
-        "changed_base_ece",
-        "changed_variant_ece",
+        *WHAT_CHANGED_KEYS,
         "measure_device_name",
     ],
     "14_language_model": [

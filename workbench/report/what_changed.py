@@ -69,7 +69,19 @@ def expected_calibration_error(table: pd.DataFrame) -> float:
 
 
 @dataclass(repr=False)
-class WhatChanged:
+class _Compared:
+    """The two runs compared, as every answer of ``what_changed`` names them."""
+
+    base_run: str
+    variant_run: str
+    base_name: str
+    variant_name: str
+    dataset: str
+    device: str
+
+
+@dataclass(repr=False)
+class WhatChanged(_Compared):
     """What a variant of an image classifier answers differently from its base on the test split.
 
     ``flips``: one row per test example whose correctness changed (indexed by its place in the test split):
@@ -79,12 +91,6 @@ class WhatChanged:
     ``*_probs`` are the softmax outputs (n, classes) the rest is computed from.
     """
 
-    base_run: str
-    variant_run: str
-    base_name: str
-    variant_name: str
-    dataset: str
-    device: str
     classes: list[str]
     labels: torch.Tensor
     base_probs: torch.Tensor
@@ -149,7 +155,7 @@ class Highlighted:
 
 
 @dataclass(repr=False)
-class TokensChanged:
+class TokensChanged(_Compared):
     """What a variant of a language model predicts differently from its base on the validation windows.
 
     ``windows``: the token ids of each window (windows, block_size + 1); the targets are ``windows[:, 1:]``.
@@ -158,12 +164,6 @@ class TokensChanged:
     them. ``highlight()`` renders a window coloured by the change.
     """
 
-    base_run: str
-    variant_run: str
-    base_name: str
-    variant_name: str
-    dataset: str
-    device: str
     windows: torch.Tensor
     base_loss: torch.Tensor
     variant_loss: torch.Tensor
