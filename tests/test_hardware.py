@@ -1,6 +1,8 @@
 """Hardware speed: where the time of a run goes (compile and warm-up kept apart from steady epochs,
 time to accuracy) and the inference grid of batch size x precision x mode."""
 
+import re
+
 import pytest
 import torch
 
@@ -214,21 +216,28 @@ def test_training_curves_can_be_read_against_training_time():
 
 
 def test_compile_auto_probes_real_steps_decides_from_them_and_leaves_the_training_unchanged(store):
-    """A 2-epoch digits run cannot pay back a CPU compile: auto says so with its numbers, and the model it
-    trains is bit-identical to compile off (the probe restores weights, BatchNorm statistics and RNG)."""
+    """auto times real steps and decides from those numbers (its reason carries them), and the model it then
+    trains is bit-identical to the same choice made by hand (the probe restores weights, BatchNorm statistics
+    and RNG). The verdict itself is a timing: a 2-epoch digits run usually cannot pay back a CPU compile, but a
+    warm compile cache or a busy machine can tip it, so the test checks the decision against the probe's own
+    numbers rather than a fixed answer."""
     from workbench.report.checkpoint import load_checkpoint
 
     base = RunConfig(model=ModelConfig(name="cnn", width=0.5), train=TrainConfig(epochs=2)).replace(
         **{"hardware.threads": 1}
     )
     auto = run(base.replace(**{"hardware.compile": "auto"}), store=store, progress=False)
-    off = run(base, store=store, progress=False, reuse=False)
     m = auto.metrics
-    assert m["compiled"] is False and m["compile_reason"].startswith("compile off: a compiled step took")
+    saved, compile_s = map(
+        float, re.search(r"save (-?[\d.]+) s against a ([\d.]+) s compile", m["compile_reason"]).groups()
+    )
+    assert m["compile_reason"].startswith("compile on: " if m["compiled"] else "compile off: ")
+    assert m["compiled"] == (saved > compile_s) or abs(saved - compile_s) <= 0.1  # the reason rounds to 0.1 s
     assert m["compile_probe_seconds"] > 0 and m["first_epoch_seconds"] > m["compile_probe_seconds"]
-    weights = [load_checkpoint(r.checkpoint)[0].state_dict() for r in (auto, off)]
+    same_choice = run(base.replace(**{"hardware.compile": m["compiled"]}), store=store, progress=False, reuse=False)
+    weights = [load_checkpoint(r.checkpoint)[0].state_dict() for r in (auto, same_choice)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
-    assert auto.history[-1]["test_accuracy"] == off.history[-1]["test_accuracy"]
+    assert auto.history[-1]["test_accuracy"] == same_choice.history[-1]["test_accuracy"]
 
 
 def test_the_compile_probe_compiles_where_the_saved_steps_outweigh_the_compile():
